@@ -1,0 +1,173 @@
+"""The take file: everything the Blender side needs from the engine, versioned, no pickles.
+
+A take is an ``.npz`` readable with ``numpy.load(allow_pickle=False)``. Frame ``k`` of every
+per-frame array is the ``k``-th decoded frame of the source. Canonical space is the performer's
+face frame: 478 MediaPipe landmarks, millimetres, +X the subject's left, +Y up, +Z out of the
+face, origin at the neutral face's landmark centroid. Missing faces are marked in ``valid`` and
+their per-frame values are NaN: never invented.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MxrError
+
+TAKE_FORMAT = "mxr.take"
+TAKE_VERSION = 1
+LANDMARK_COUNT = 478
+
+
+@dataclass
+class MicroEvent:
+    """One detected micro-expression (frames are take frame indices)."""
+
+    onset_frame: int
+    apex_frame: int
+    offset_frame: int
+    region: str
+    peak_mm: float
+    confidence: float
+
+
+@dataclass
+class Take:
+    # source video identity
+    source_path: str
+    source_sha256: str
+    fps: float  # nominal frames per second of the source
+    frame_size: tuple[int, int]  # (width, height) px of the analysed frames
+    timestamps_s: np.ndarray  # (T,) float64, presentation time of each frame
+    valid: np.ndarray  # (T,) bool, a face was found
+    # observations
+    landmarks_px: np.ndarray  # (T, 478, 3) float32 image px (x right, y down, z depth in px); NaN if invalid
+    # rigid head pose: landmarks_px ~ scale * R @ canonical + translation (in the image frame with y up)
+    head_rotation: np.ndarray  # (T, 3, 3) float32, canonical -> camera
+    head_translation_px: np.ndarray  # (T, 3) float32
+    head_scale_px_per_mm: np.ndarray  # (T,) float32
+    # reconstruction, canonical space (mm)
+    neutral_mm: np.ndarray  # (478, 3) float32, the performer's neutral face
+    macro_mm: np.ndarray  # (T, 478, 3) float32, slow/large expression displacement from neutral
+    micro_mm: np.ndarray  # (T, 478, 3) float32, micro-expression displacement (0 if not separated)
+    detail_mm: np.ndarray  # (T, 478, 3) float32, what the expression layers do not carry
+    events: list[MicroEvent] = field(default_factory=list)
+    camera: str = "weak_perspective"  # MediaPipe's landmark camera: orthographic x/y, relative z
+    model_version: str = "baseline-landmarks-1"
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def frame_count(self) -> int:
+        return int(self.valid.shape[0])
+
+    def deformation_mm(self) -> np.ndarray:
+        """Total canonical displacement from neutral, macro + micro + detail: (T, 478, 3) mm."""
+        return self.macro_mm + self.micro_mm + self.detail_mm
+
+    def validate(self) -> None:
+        count = self.frame_count
+        expect = {
+            "timestamps_s": (count,),
+            "landmarks_px": (count, LANDMARK_COUNT, 3),
+            "head_rotation": (count, 3, 3),
+            "head_translation_px": (count, 3),
+            "head_scale_px_per_mm": (count,),
+            "neutral_mm": (LANDMARK_COUNT, 3),
+            "macro_mm": (count, LANDMARK_COUNT, 3),
+            "micro_mm": (count, LANDMARK_COUNT, 3),
+            "detail_mm": (count, LANDMARK_COUNT, 3),
+        }
+        for name, shape in expect.items():
+            actual = np.shape(getattr(self, name))
+            if actual != shape:
+                raise MxrError(f"take field {name} has shape {actual}, expected {shape}")
+
+
+_EVENT_FIELDS = [f.name for f in fields(MicroEvent)]
+
+
+def save_take(take: Take, path: Path) -> None:
+    """Write atomically: a temp file in the same folder, then rename over ``path``."""
+    take.validate()
+    path = Path(path)
+    arrays = {
+        "format": np.array(TAKE_FORMAT),
+        "version": np.array(TAKE_VERSION),
+        "source_path": np.array(take.source_path),
+        "source_sha256": np.array(take.source_sha256),
+        "fps": np.array(take.fps, dtype=np.float64),
+        "frame_size": np.array(take.frame_size, dtype=np.int32),
+        "timestamps_s": take.timestamps_s.astype(np.float64),
+        "valid": take.valid.astype(bool),
+        "landmarks_px": take.landmarks_px.astype(np.float32),
+        "head_rotation": take.head_rotation.astype(np.float32),
+        "head_translation_px": take.head_translation_px.astype(np.float32),
+        "head_scale_px_per_mm": take.head_scale_px_per_mm.astype(np.float32),
+        "neutral_mm": take.neutral_mm.astype(np.float32),
+        "macro_mm": take.macro_mm.astype(np.float32),
+        "micro_mm": take.micro_mm.astype(np.float32),
+        "detail_mm": take.detail_mm.astype(np.float32),
+        "camera": np.array(take.camera),
+        "model_version": np.array(take.model_version),
+        "settings_json": np.array(json.dumps(take.settings, sort_keys=True)),
+    }
+    for name in _EVENT_FIELDS:
+        values = [getattr(event, name) for event in take.events]
+        dtype = str if name == "region" else (np.float32 if name in ("peak_mm", "confidence") else np.int32)
+        arrays[f"event_{name}"] = np.array(values, dtype=dtype)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=path.name + ".", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.savez_compressed(stream, **arrays)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def load_take(path: Path) -> Take:
+    path = Path(path)
+    if not path.is_file():
+        raise MxrError(f"take file not found: {path}")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise MxrError(f"{path} is not a readable take file ({error})") from error
+    with data:
+        if "format" not in data.files or str(data["format"]) != TAKE_FORMAT:
+            raise MxrError(f"{path} is not an MXR take file")
+        version = int(data["version"])
+        if version > TAKE_VERSION:
+            raise MxrError(f"{path} is take version {version}; this MXR reads up to {TAKE_VERSION}")
+        count = len(data["event_onset_frame"])
+        events = [
+            MicroEvent(**{name: data[f"event_{name}"][i].item() for name in _EVENT_FIELDS})
+            for i in range(count)
+        ]
+        take = Take(
+            source_path=str(data["source_path"]),
+            source_sha256=str(data["source_sha256"]),
+            fps=float(data["fps"]),
+            frame_size=tuple(int(v) for v in data["frame_size"]),
+            timestamps_s=data["timestamps_s"],
+            valid=data["valid"],
+            landmarks_px=data["landmarks_px"],
+            head_rotation=data["head_rotation"],
+            head_translation_px=data["head_translation_px"],
+            head_scale_px_per_mm=data["head_scale_px_per_mm"],
+            neutral_mm=data["neutral_mm"],
+            macro_mm=data["macro_mm"],
+            micro_mm=data["micro_mm"],
+            detail_mm=data["detail_mm"],
+            events=events,
+            camera=str(data["camera"]),
+            model_version=str(data["model_version"]),
+            settings=json.loads(str(data["settings_json"])),
+        )
+    take.validate()
+    return take
