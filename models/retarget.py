@@ -11,43 +11,10 @@ the head's expression basis seen at the landmarks. All frames are solved togethe
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from .head_model import HeadModel
-
-
-@dataclass(frozen=True)
-class Similarity:
-    """x -> scale * rotation @ x + translation."""
-
-    scale: float
-    rotation: np.ndarray  # (3, 3)
-    translation: np.ndarray  # (3,)
-
-    def apply(self, points: np.ndarray) -> np.ndarray:
-        """(..., 3) -> (..., 3)."""
-        return self.scale * points @ self.rotation.T + self.translation
-
-
-def fit_similarity(source: np.ndarray, target: np.ndarray, weights: np.ndarray | None = None) -> Similarity:
-    """Least-squares similarity (Umeyama 1991) taking source (N, 3) onto target (N, 3)."""
-    weights = np.ones(len(source)) if weights is None else np.asarray(weights, dtype=np.float64)
-    weights = weights / weights.sum()
-    source_mean = weights @ source
-    target_mean = weights @ target
-    source_centred = source - source_mean
-    target_centred = target - target_mean
-    covariance = (target_centred * weights[:, None]).T @ source_centred  # (3, 3)
-    u, singular, vt = np.linalg.svd(covariance)
-    sign = np.ones(3)
-    sign[2] = np.sign(np.linalg.det(u) * np.linalg.det(vt)) or 1.0
-    rotation = (u * sign) @ vt
-    variance = weights @ np.sum(source_centred**2, axis=1)
-    scale = float((singular * sign).sum() / variance)
-    translation = target_mean - scale * rotation @ source_mean
-    return Similarity(scale, rotation, translation)
+from .similarity import Similarities, fit_similarities
 
 
 def solve_box_ridge(
@@ -77,9 +44,11 @@ def solve_box_ridge(
     return coefficients
 
 
-def neutral_to_head(head: HeadModel, neutral_mm: np.ndarray) -> Similarity:
-    """Similarity from the performer's canonical neutral (mm) to the head's rest landmarks (m)."""
-    return fit_similarity(neutral_mm.astype(np.float64), head.landmark_positions().astype(np.float64))
+def neutral_to_head(head: HeadModel, neutral_mm: np.ndarray) -> Similarities:
+    """Similarity (one frame) from the performer's canonical neutral (mm) to the head's rest
+    landmarks (m)."""
+    rest_landmarks = head.landmark_positions().astype(np.float64)[None]  # (1, 478, 3)
+    return fit_similarities(neutral_mm.astype(np.float64), rest_landmarks)
 
 
 def retarget_expressions(
@@ -97,7 +66,7 @@ def retarget_expressions(
     lower, upper = head.coefficient_bounds if bounds is None else bounds
     alignment = neutral_to_head(head, neutral_mm)
     # Displacements are vectors: scale and rotate, no translation. (T, 478, 3) -> metres on the head
-    displacement_head = alignment.scale * deformation_mm.astype(np.float64) @ alignment.rotation.T
+    displacement_head = alignment.scale[0] * deformation_mm.astype(np.float64) @ alignment.rotation[0].T
     basis = head.landmark_basis().astype(np.float64).reshape(len(head.expression_names), -1).T  # (478*3, K)
     valid = np.all(np.isfinite(displacement_head), axis=(1, 2))
     coefficients = np.full((deformation_mm.shape[0], basis.shape[1]), np.nan)

@@ -117,7 +117,7 @@ def save_take(take: Take, path: Path) -> None:
     }
     for name in _EVENT_FIELDS:
         values = [getattr(event, name) for event in take.events]
-        dtype = str if name == "region" else (np.float32 if name in ("peak_mm", "confidence") else np.int32)
+        dtype = str if name == "region" else (np.float64 if name in ("peak_mm", "confidence") else np.int32)
         arrays[f"event_{name}"] = np.array(values, dtype=dtype)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=path.name + ".", suffix=".partial", dir=path.parent)
@@ -136,7 +136,7 @@ def load_take(path: Path) -> Take:
         raise MxrError(f"take file not found: {path}")
     try:
         data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, EOFError) as error:
         raise MxrError(f"{path} is not a readable take file ({error})") from error
     with data:
         if "format" not in data.files or str(data["format"]) != TAKE_FORMAT:

@@ -1,0 +1,118 @@
+"""The engine's command line on real video with real MediaPipe, as Blender and batch users run it."""
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from mxr.ops.sample_data import sample_path
+from mxr.ops.take import load_take
+
+
+def run_engine(*arguments: str) -> tuple[int, list[dict], str]:
+    result = subprocess.run([sys.executable, "-m", "mxr.ops", *map(str, arguments)],
+                            capture_output=True, text=True, timeout=300)
+    events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    return result.returncode, events, result.stderr
+
+
+@pytest.fixture(scope="module")
+def single_face_take(tmp_path_factory):
+    take_path = tmp_path_factory.mktemp("engine") / "single face.npz"
+    code, events, stderr = run_engine("reconstruct", sample_path("video/single_face.mp4"), "--out", take_path)
+    assert code == 0, stderr
+    return take_path, events
+
+
+def test_reports_progress_then_done(single_face_take):
+    take_path, events = single_face_take
+    progress = [e for e in events if e["event"] == "progress"]
+    assert progress and progress[-1]["fraction"] == 1.0
+    assert all(0.0 <= e["fraction"] <= 1.0 for e in progress)
+    done = events[-1]
+    assert done["event"] == "done" and done["frames"] == 72 and done["faces_found"] == 72
+    assert done["take"] == str(take_path)
+
+
+def test_take_follows_the_performers_smile(single_face_take):
+    take = load_take(single_face_take[0])
+    assert take.frame_count == 72 and take.valid.all()
+    assert take.fps == pytest.approx(30.0)
+    deformation = take.deformation_mm()
+    # The clip goes from neutral to a broad smile: the mouth corners (61 right, 291 left) rise
+    # and spread by several mm, while the nose bridge (6, 168) stays within about a millimetre.
+    start, smile = deformation[:5].mean(axis=0), deformation[35:45].mean(axis=0)
+    assert smile[61, 1] - start[61, 1] > 5.0 and smile[291, 1] - start[291, 1] > 5.0
+    assert smile[61, 0] - start[61, 0] < -4.0 and smile[291, 0] - start[291, 0] > 4.0
+    assert np.abs(deformation[:, [6, 168]]).max() < 2.0
+    # Landmarks land on the face in the image (640x360).
+    assert 150 < np.nanmedian(take.landmarks_px[:, :, 0]) < 500
+
+
+def test_face_that_leaves_is_marked_invalid_never_invented(tmp_path):
+    take_path = tmp_path / "take.npz"
+    code, events, stderr = run_engine("reconstruct", sample_path("video/face_noface.mov"), "--out", take_path)
+    assert code == 0, stderr
+    take = load_take(take_path)
+    assert take.valid.any() and not take.valid.all()
+    assert np.isnan(take.landmarks_px[~take.valid]).all()
+    assert np.isnan(take.macro_mm[~take.valid]).all()
+    assert np.isfinite(take.macro_mm[take.valid]).all()
+    warnings = [e["message"] for e in events if e["event"] == "warning"]
+    assert any("marked invalid" in message for message in warnings)
+
+
+def test_no_face_fails_clearly_and_keeps_the_old_take(tmp_path):
+    take_path = tmp_path / "take.npz"
+    take_path.write_bytes(b"an earlier take")
+    code, events, stderr = run_engine("reconstruct", sample_path("video/no_face.mp4"), "--out", take_path)
+    assert code == 2
+    assert "no face found" in stderr and events[-1]["event"] == "error"
+    assert take_path.read_bytes() == b"an earlier take"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["take.npz"]
+
+
+@pytest.mark.parametrize("make_input", ["missing", "text", "directory"])
+def test_bad_input_exits_2_with_a_message(tmp_path, make_input):
+    video = tmp_path / "clip.mp4"
+    if make_input == "text":
+        video.write_text("not a video")
+    elif make_input == "directory":
+        video.mkdir()
+    code, events, stderr = run_engine("reconstruct", video, "--out", tmp_path / "take.npz")
+    assert code == 2
+    assert "mxr: error: " in stderr and str(video) in stderr
+    assert not (tmp_path / "take.npz").exists()
+
+
+def test_several_faces_keep_the_largest_and_warn(tmp_path):
+    image = cv2.imread(str(sample_path("images/multi_face.jpg")))
+    video = tmp_path / "crowd.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (image.shape[1], image.shape[0]))
+    for _ in range(6):
+        writer.write(image)
+    writer.release()
+    code, events, stderr = run_engine("reconstruct", video, "--out", tmp_path / "take.npz")
+    assert code == 0, stderr
+    assert any("several faces" in e.get("message", "") for e in events if e["event"] == "warning")
+
+
+def test_sigterm_cancels_without_writing(tmp_path):
+    take_path = tmp_path / "take.npz"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mxr.ops", "reconstruct", str(sample_path("video/WolfgangLanger_Pexels.mp4")),
+         "--out", str(take_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    for line in process.stdout:  # wait until tracking is under way
+        if '"progress"' in line:
+            break
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "cancelled" in stderr
+    assert list(tmp_path.iterdir()) == []

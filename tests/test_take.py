@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+
+from mxr.ops.errors import MxrError
+from mxr.ops.take import MicroEvent, Take, load_take, save_take
+
+
+def make_take(frame_count: int = 6) -> Take:
+    rng = np.random.default_rng(0)
+    valid = np.ones(frame_count, bool)
+    valid[2] = False
+
+    def per_frame(*shape):
+        values = rng.normal(size=(frame_count,) + shape).astype(np.float32)
+        values[~valid] = np.nan
+        return values
+
+    return Take(
+        source_path="/videos/take 1.mp4",
+        source_sha256="ab" * 32,
+        fps=29.97,
+        frame_size=(640, 360),
+        timestamps_s=np.arange(frame_count) / 29.97,
+        valid=valid,
+        landmarks_px=per_frame(478, 3),
+        head_rotation=per_frame(3, 3),
+        head_translation_px=per_frame(3),
+        head_scale_px_per_mm=per_frame(),
+        neutral_mm=rng.normal(size=(478, 3)).astype(np.float32),
+        macro_mm=per_frame(478, 3),
+        micro_mm=per_frame(478, 3),
+        detail_mm=per_frame(478, 3),
+        events=[MicroEvent(1, 3, 5, "brows", 0.4, 0.9)],
+        settings={"neutral_seconds": 0.5},
+    )
+
+
+def test_round_trip_keeps_every_field(tmp_path):
+    take = make_take()
+    path = tmp_path / "take.npz"
+    save_take(take, path)
+    loaded = load_take(path)
+    for name in ("timestamps_s", "valid", "landmarks_px", "head_rotation", "neutral_mm", "macro_mm", "micro_mm", "detail_mm"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(take, name))
+    assert loaded.fps == pytest.approx(29.97)
+    assert loaded.frame_size == (640, 360)
+    assert loaded.source_path == take.source_path
+    assert loaded.events == take.events
+    assert loaded.settings == {"neutral_seconds": 0.5}
+    assert list(tmp_path.iterdir()) == [path]  # no temp file left beside it
+
+
+def test_loads_without_pickle(tmp_path):
+    path = tmp_path / "take.npz"
+    save_take(make_take(), path)
+    with np.load(path, allow_pickle=False) as data:
+        assert str(data["format"]) == "mxr.take"
+        assert int(data["version"]) == 1
+
+
+def test_invalid_take_is_refused_and_the_old_file_survives(tmp_path):
+    path = tmp_path / "take.npz"
+    save_take(make_take(), path)
+    before = path.read_bytes()
+    broken = make_take()
+    broken.macro_mm = broken.macro_mm[:, :10]
+    with pytest.raises(MxrError, match="macro_mm"):
+        save_take(broken, path)
+    assert path.read_bytes() == before
+    assert list(tmp_path.iterdir()) == [path]
+
+
+@pytest.mark.parametrize("content", [b"", b"not a zip at all", None])
+def test_bad_files_give_clear_errors(tmp_path, content):
+    path = tmp_path / "take.npz"
+    if content is None:
+        np.savez(path, something=np.zeros(3))
+    else:
+        path.write_bytes(content)
+    with pytest.raises(MxrError, match="take"):
+        load_take(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(MxrError, match="not found"):
+        load_take(tmp_path / "nope.npz")
