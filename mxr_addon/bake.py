@@ -1,0 +1,157 @@
+"""Bake a take onto an MXR rig as F-curves: shape-key values, head rotation, face-found flag.
+
+Ownership: MXR writes only into actions it created (tagged ``mxr_owned``) and only the curves it
+keys. A user's action found on the rig is kept alive with a fake user and reported, never
+deleted; shape keys MXR did not create and drivers are never touched.
+
+Frames: take frame ``k`` lands on scene frame ``frame_start + k``. Frames without a face get no
+shape-key or rotation keys (the curves interpolate across the gap), and the object's
+``mxr_face_found`` property (0/1, constant interpolation) shows where the gaps are.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import bpy
+import mathutils
+import numpy as np
+
+from ..models.head_model import HeadModel
+from ..models.retarget import retarget_expressions
+from ..ops.errors import MxrError
+from ..ops.take import Take
+from .rig import AXES, OWNED, expression_keys
+
+FACE_FOUND = "mxr_face_found"
+ACTION_LINK = "mxr_action"  # ID property on the animated datablock -> MXR's action for it
+GROUP = "MXR"
+_INTERPOLATION = {
+    name: item.value for name, item in bpy.types.Keyframe.bl_rna.properties["interpolation"].enum_items.items()
+}
+
+
+@dataclass
+class BakeResult:
+    frame_count: int  # frames in the take
+    frames_keyed: int  # frames with a face, i.e. with shape-key keys
+    keys: list[str]  # shape keys that received F-curves
+    warnings: list[str] = field(default_factory=list)
+
+
+def bake_take(
+    scene: bpy.types.Scene,
+    rig: bpy.types.Object,
+    head: HeadModel,
+    take: Take,
+    *,
+    key_rotation: bool = True,
+) -> BakeResult:
+    """Retarget ``take`` to ``head`` and key it on ``rig`` (built from ``head``) in ``scene``."""
+    names = expression_keys(rig)
+    if tuple(names) != tuple(head.expression_names):
+        raise MxrError(f"{rig.name} was not built from head '{head.name}': rebuild the rig or pick another")
+    coefficients = retarget_expressions(head, take.deformation_mm(), take.neutral_mm)  # (T, K)
+    valid = np.all(np.isfinite(coefficients), axis=1)  # (T,)
+    frame_start = scene.frame_start
+    frames = frame_start + np.arange(take.frame_count, dtype=np.float64)  # (T,) scene frames
+
+    set_scene_timing(scene, take.fps, take.frame_count)
+    warnings: list[str] = []
+    key = rig.data.shape_keys
+    key_action = owned_action(key, f"MXR {rig.name} Expressions", warnings)
+    for name, values in zip(names, coefficients.T):
+        block = key.key_blocks.get(name)
+        if block is None:
+            warnings.append(f"shape key '{name}' is missing on {rig.name}: not keyed")
+            continue
+        curve = ensure_fcurve(key_action, key, block.path_from_id("value"))
+        write_keys(curve, frames[valid], values[valid], "LINEAR")
+    warnings += driven_paths_warning(key, names)
+
+    rig[FACE_FOUND] = int(valid[0]) if len(valid) else 0
+    object_action = owned_action(rig, f"MXR {rig.name} Head", warnings)
+    found_curve = ensure_fcurve(object_action, rig, f'["{FACE_FOUND}"]')
+    write_keys(found_curve, frames, valid.astype(np.float64), "CONSTANT")
+    if key_rotation:
+        rig.rotation_mode = "XYZ"
+        eulers = blender_eulers(take.head_rotation[valid])  # (n, 3) radians
+        for axis in range(3):
+            curve = ensure_fcurve(object_action, rig, "rotation_euler", axis)
+            write_keys(curve, frames[valid], eulers[:, axis], "LINEAR")
+    rig["mxr_source"] = take.source_path
+    return BakeResult(take.frame_count, int(valid.sum()), names, warnings)
+
+
+def set_scene_timing(scene: bpy.types.Scene, fps: float, frame_count: int) -> None:
+    """Scene rate = take rate (29.97 as 30/1.001) and range = the take, from ``frame_start``."""
+    scene.render.fps = max(1, round(fps))
+    scene.render.fps_base = scene.render.fps / fps
+    scene.frame_end = scene.frame_start + max(frame_count, 1) - 1
+
+
+def owned_action(datablock: bpy.types.ID, name: str, warnings: list[str]) -> bpy.types.Action:
+    """MXR's action for ``datablock``, assigned to it; a user's action there is kept alive."""
+    animation = datablock.animation_data or datablock.animation_data_create()
+    current = animation.action
+    if current is not None and current.get(OWNED):
+        return current
+    if current is not None:
+        current.use_fake_user = True
+        warnings.append(f"kept your action '{current.name}' (fake user) and assigned MXR's bake to {datablock.name}")
+    action = datablock.get(ACTION_LINK)
+    if not isinstance(action, bpy.types.Action) or not action.get(OWNED):
+        action = bpy.data.actions.new(name)
+        action[OWNED] = True
+        datablock[ACTION_LINK] = action
+    animation.action = action
+    return action
+
+
+def ensure_fcurve(action: bpy.types.Action, datablock: bpy.types.ID, data_path: str, index: int = 0) -> bpy.types.FCurve:
+    """The F-curve for ``data_path[index]`` in ``action`` (which is assigned to ``datablock``)."""
+    if hasattr(action, "fcurve_ensure_for_datablock"):  # 4.4+: slotted actions (5.0 has no Action.fcurves)
+        return action.fcurve_ensure_for_datablock(datablock, data_path, index=index, group_name=GROUP)
+    curve = action.fcurves.find(data_path, index=index)  # 4.2 legacy actions
+    return curve or action.fcurves.new(data_path, index=index, action_group=GROUP)
+
+
+def write_keys(curve: bpy.types.FCurve, frames: np.ndarray, values: np.ndarray, interpolation: str) -> None:
+    """Replace all keys of ``curve`` with (frames (n,), values (n,)) in bulk."""
+    points = curve.keyframe_points
+    points.clear()
+    points.add(len(frames))
+    coordinates = np.column_stack([frames, values]).astype(np.float32)  # (n, 2)
+    points.foreach_set("co", coordinates.ravel())
+    points.foreach_set("interpolation", np.full(len(frames), _INTERPOLATION[interpolation], dtype=np.int32))
+    curve.update()
+
+
+def blender_eulers(rotations: np.ndarray) -> np.ndarray:
+    """Head rotations (n, 3, 3) canonical -> camera, as Blender XYZ Euler angles (n, 3) radians.
+
+    The camera frame has x right, y up, z towards the camera, and the canonical face frame looks
+    down +Z, so a face looking straight at the camera is the identity. Both frames are mapped to
+    Blender by the rig's change of axes (a face looking at the camera faces Blender's front view,
+    -Y): R_blender = AXES @ R @ AXES.T. Angles are made continuous frame to frame so F-curves
+    do not jump by 2 pi.
+    """
+    u, _, vt = np.linalg.svd(rotations.astype(np.float64))  # re-orthonormalise float32 matrices
+    orthonormal = u @ vt
+    blender = AXES @ orthonormal @ AXES.T  # (n, 3, 3)
+    eulers = np.empty((len(blender), 3))
+    previous = None
+    for index, matrix in enumerate(blender):
+        euler = mathutils.Matrix(matrix.tolist()).to_euler("XYZ", *([previous] if previous else []))
+        eulers[index] = euler
+        previous = euler
+    return eulers
+
+
+def driven_paths_warning(key: bpy.types.Key, names: list[str]) -> list[str]:
+    """Drivers override F-curves: say which baked keys a (user's) driver hides."""
+    if key.animation_data is None:
+        return []
+    driven = {driver.data_path for driver in key.animation_data.drivers}
+    blocks = [key.key_blocks.get(name) for name in names]
+    hidden = [block.name for block in blocks if block is not None and block.path_from_id("value") in driven]
+    return [f"shape keys driven by your drivers (bake hidden, drivers kept): {', '.join(hidden)}"] if hidden else []

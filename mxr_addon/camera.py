@@ -1,0 +1,77 @@
+"""Cameras MXR owns: the reference camera (source video behind the head) and a render camera.
+
+Both look at the rig from the front (Blender -Y towards +Y, the side the face looks at) and are
+orthographic: the take's camera is weak-perspective (MediaPipe), so an orthographic view is the
+closest match to the footage.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import bpy
+import numpy as np
+from mathutils import Vector
+
+from ..ops.take import Take
+from .rig import OWNED
+
+REFERENCE_CAMERA = "MXR Reference"
+RENDER_CAMERA = "MXR Front"
+
+
+def owned_camera(scene: bpy.types.Scene, name: str) -> bpy.types.Object:
+    """MXR's camera called ``name`` in ``scene``, created when missing (a user's object is never reused)."""
+    existing = bpy.data.objects.get(name)
+    if existing is not None and existing.get(OWNED) and existing.type == "CAMERA":
+        if name not in scene.objects:
+            scene.collection.objects.link(existing)
+        return existing
+    data = bpy.data.cameras.new(name)
+    data[OWNED] = True
+    camera = bpy.data.objects.new(name, data)
+    camera[OWNED] = True
+    scene.collection.objects.link(camera)
+    return camera
+
+
+def frame_front(camera: bpy.types.Object, rig: bpy.types.Object, margin: float = 1.3) -> None:
+    """Point ``camera`` at the rig's face from the front, orthographic, framing its bounds."""
+    corners = np.array([rig.matrix_world @ Vector(corner) for corner in rig.bound_box])  # (8, 3) m
+    low, high = corners.min(axis=0), corners.max(axis=0)
+    centre = (low + high) / 2.0
+    size = high - low  # (3,) width (x), depth (y), height (z)
+    camera.data.type = "ORTHO"
+    camera.data.ortho_scale = float(max(size[0], size[2]) * margin)
+    camera.data.clip_end = float(10.0 * max(size.max(), 0.1))
+    distance = float(3.0 * max(size.max(), 0.1))
+    camera.location = (centre[0], low[1] - distance, centre[2])
+    camera.rotation_euler = (math.pi / 2.0, 0.0, 0.0)  # camera -Z (its view) onto world +Y
+
+
+def add_reference_video(scene: bpy.types.Scene, rig: bpy.types.Object, take: Take) -> tuple[bpy.types.Object, list[str]]:
+    """MXR's reference camera with the take's source video behind the head.
+
+    Video frame 0 lands on ``scene.frame_start``, as take frame 0 does. A missing video is a
+    warning, not an error: the bake is still useful without it.
+    """
+    camera = owned_camera(scene, REFERENCE_CAMERA)
+    frame_front(camera, rig)
+    if scene.camera is None:
+        scene.camera = camera
+    backgrounds = camera.data.background_images
+    backgrounds.clear()  # the camera is MXR's own: its previous video is MXR's too
+    source = Path(take.source_path)
+    if not source.is_file():
+        return camera, [f"reference video not found ({source}): no camera background"]
+    clip = bpy.data.movieclips.load(str(source), check_existing=True)
+    clip[OWNED] = True
+    clip.frame_start = scene.frame_start
+    camera.data.show_background_images = True
+    background = backgrounds.new()
+    background.source = "MOVIE_CLIP"
+    background.clip = clip
+    background.use_camera_clip = False
+    background.display_depth = "BACK"
+    background.alpha = 0.6
+    return camera, []

@@ -1,0 +1,165 @@
+"""Run the reconstruction engine as a child process and follow its JSON-lines progress.
+
+No bpy here: Blender's operator polls a ``EngineJob`` from a modal timer, scripts and tests use
+``run()``. The engine (``python -m mxr.ops reconstruct VIDEO --out TAKE``) prints one JSON object
+per line on stdout::
+
+    {"event": "progress", "stage": str, "fraction": float, "eta_s": float | null, ...}
+    {"event": "done", "take": path, ...}
+    {"event": "warning", "message": str}
+    {"event": "error", "message": str}          (then exits with code 2)
+
+It writes the take atomically, so terminating it leaves any earlier take intact.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..ops.errors import MxrError
+
+# The folder holding the package folder, which is named "mxr" both in the installed extension and
+# in the venv's link to the checkout. Not resolved: resolving would follow that link to the checkout.
+PACKAGE_PARENT = Path(os.path.abspath(__file__)).parent.parent.parent
+_STDERR_TAIL = 2000  # characters of the engine's stderr quoted when it fails without a message
+
+
+def resolve_engine_python(configured: str) -> str:
+    """The interpreter for the engine: ``configured``, else this one if it has mediapipe."""
+    if configured:
+        if not Path(configured).is_file():
+            raise MxrError(f"engine Python not found: {configured} (MXR preferences > Engine Python)")
+        return configured
+    if importlib.util.find_spec("mediapipe") is None:
+        raise MxrError(
+            "this Python cannot run the engine (no mediapipe): set MXR preferences > Engine Python "
+            "to the project's .venv/bin/python (made by scripts/setup)"
+        )
+    return sys.executable
+
+
+@dataclass
+class Progress:
+    stage: str
+    fraction: float  # 0..1
+    eta_s: float | None
+
+
+class EngineJob:
+    """One engine run. ``poll()`` drains the events read so far; ``result()`` after it exits."""
+
+    def __init__(self, python: str, video: Path, take_path: Path, package_parent: Path = PACKAGE_PARENT):
+        self.command = [python, "-m", "mxr.ops", "reconstruct", str(video), "--out", str(take_path)]
+        self.package_parent = Path(package_parent)
+        self.progress = Progress("starting", 0.0, None)
+        self.take: Path | None = None
+        self.error: str | None = None
+        self.warnings: list[str] = []
+        self._events: queue.Queue[dict] = queue.Queue()
+        self._stderr: list[str] = []
+        self._process: subprocess.Popen | None = None
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> "EngineJob":
+        environment = dict(os.environ)
+        environment["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(self.package_parent), environment.get("PYTHONPATH", "")])
+        )
+        environment["PYTHONUNBUFFERED"] = "1"
+        try:
+            self._process = subprocess.Popen(
+                self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                text=True, env=environment,
+            )
+        except OSError as error:
+            raise MxrError(f"could not start the engine ({self.command[0]}): {error}") from error
+        self._threads = [
+            threading.Thread(target=self._read_events, daemon=True),
+            threading.Thread(target=self._read_stderr, daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def _read_events(self) -> None:
+        for line in self._process.stdout:
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the engine's libraries may print plain text; only JSON lines are events
+            if isinstance(event, dict):
+                self._events.put(event)
+
+    def _read_stderr(self) -> None:
+        for line in self._process.stderr:
+            self._stderr.append(line)
+
+    def poll(self) -> bool:
+        """Apply the events received so far; True while the engine is still running."""
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                break
+            kind = event.get("event")
+            if kind == "progress":
+                eta = event.get("eta_s")
+                self.progress = Progress(str(event.get("stage", "")), float(event.get("fraction", 0.0)),
+                                         None if eta is None else float(eta))
+            elif kind == "done":
+                self.take = Path(event["take"])
+            elif kind == "warning":
+                self.warnings.append(str(event.get("message", "")))
+            elif kind == "error":
+                self.error = str(event.get("message", "unknown engine error"))
+        if self._process.poll() is None:
+            return True
+        for thread in self._threads:  # the pipes are closed: the readers finish promptly
+            thread.join()
+        if not self._events.empty():
+            return self.poll()
+        return False
+
+    def result(self) -> Path:
+        """The take written by a finished run, or MxrError saying why there is none."""
+        code = self._process.returncode
+        if self.error:
+            raise MxrError(f"engine: {self.error}")
+        if code != 0 or self.take is None:
+            tail = "".join(self._stderr)[-_STDERR_TAIL:].strip()
+            raise MxrError(f"the engine stopped (exit code {code}) without a take" + (f":\n{tail}" if tail else ""))
+        return self.take
+
+    def cancel(self) -> None:
+        """Stop the engine; it writes takes atomically, so nothing half-written remains."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+
+    def run(self, on_progress=None, interval_s: float = 0.1) -> Path:
+        """Start (if needed), block until the engine exits, and return the take path."""
+        if self._process is None:
+            self.start()
+        try:
+            while self.poll():
+                if on_progress is not None:
+                    on_progress(self.progress)
+                try:
+                    self._process.wait(timeout=interval_s)
+                except subprocess.TimeoutExpired:
+                    pass
+        except BaseException:
+            self.cancel()
+            raise
+        return self.result()

@@ -1,0 +1,37 @@
+"""Which ``HeadModel`` a rig was built from, by name.
+
+Rigs store only the head's name (``rig["mxr_head"]``); baking needs the full model (basis and
+landmark embedding). Heads loaded in this session (the built-in head, a user's FLAME file, a
+test's synthetic head) are remembered here by name.
+"""
+from __future__ import annotations
+
+from ..models.head_model import HeadModel
+from ..ops.errors import MxrError
+
+_known: dict[str, HeadModel] = {}
+
+
+def remember(head: HeadModel) -> HeadModel:
+    _known[head.name] = head
+    return head
+
+
+def builtin_head() -> HeadModel:
+    """The open head shipped with the extension (models/data/open_head.npz)."""
+    from ..models.open_head import load_open_head  # import late: the asset is read on first use
+
+    try:
+        return remember(load_open_head())
+    except FileNotFoundError as error:
+        raise MxrError(f"the built-in head asset is missing ({error}); reinstall MXR") from error
+
+
+def head_named(name: str) -> HeadModel:
+    """The head called ``name``: one seen in this session, else the built-in head."""
+    if name in _known:
+        return _known[name]
+    head = builtin_head()
+    if head.name != name:
+        raise MxrError(f"head '{name}' is not loaded in this session; load it again, or import the built-in head")
+    return head

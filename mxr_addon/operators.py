@@ -1,0 +1,188 @@
+"""Operators: thin wrappers that validate input, call pipeline services and report.
+
+Errors a person can fix (missing or corrupt take, no engine Python, engine failure) arrive as
+``MxrError`` and become ``self.report({'ERROR'}, ...)`` + ``{'CANCELLED'}``, never a traceback.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import bpy
+
+from ..ops.errors import MxrError
+from .engine_job import EngineJob, resolve_engine_python
+from .pipeline import TakeBake, bake_take_file, import_builtin_head
+from .preferences import engine_python_setting
+from .rig import find_rig
+
+
+def _make_active(context: bpy.types.Context, obj: bpy.types.Object) -> None:
+    context.view_layer.update()  # new objects reach the view layer's bases on the next sync
+    if context.view_layer.objects.get(obj.name) is None:
+        return
+    for selected in context.selected_objects:
+        selected.select_set(False)
+    obj.select_set(True)
+    context.view_layer.objects.active = obj
+
+
+def _report_bake(operator: bpy.types.Operator, baked: TakeBake) -> None:
+    for warning in baked.result.warnings:
+        operator.report({"WARNING"}, warning)
+    result = baked.result
+    operator.report(
+        {"INFO"},
+        f"MXR: baked {result.frames_keyed}/{result.frame_count} frames with a face onto "
+        f"{baked.rig.name} ({len(result.keys)} shape keys)",
+    )
+
+
+class MXR_OT_import_head(bpy.types.Operator):
+    """Add MXR's built-in open head (52 ARKit-named shape keys) to the scene"""
+
+    bl_idname = "mxr.import_head"
+    bl_label = "Import MXR Head"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        try:
+            rig = import_builtin_head(context.scene, context.collection)
+        except MxrError as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        _make_active(context, rig)
+        return {"FINISHED"}
+
+
+class MXR_OT_bake_take(bpy.types.Operator):
+    """Bake an MXR take file onto the active MXR head (a new head if there is none)"""
+
+    bl_idname = "mxr.bake_take"
+    bl_label = "Bake Take"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filepath: bpy.props.StringProperty(name="Take", subtype="FILE_PATH", options={"SKIP_SAVE"})
+    filter_glob: bpy.props.StringProperty(default="*.npz", options={"HIDDEN"})
+    key_rotation: bpy.props.BoolProperty(name="Head Rotation", default=True,
+                                         description="Key the head's rotation from the video")
+    reference_video: bpy.props.BoolProperty(name="Reference Video", default=True,
+                                            description="Show the source video behind the head in MXR's camera")
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if self.filepath:
+            return self.execute(context)
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        if not self.filepath:
+            self.report({"ERROR"}, "no take file given")
+            return {"CANCELLED"}
+        try:
+            baked = bake_take_file(context.scene, Path(bpy.path.abspath(self.filepath)), find_rig(context),
+                                   key_rotation=self.key_rotation, reference_video=self.reference_video)
+        except MxrError as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        _make_active(context, baked.rig)
+        _report_bake(self, baked)
+        return {"FINISHED"}
+
+
+def default_take_path(video: Path) -> Path:
+    """Next to the saved .blend (``<video>.mxr.npz``), else in the temp folder."""
+    folder = Path(bpy.path.abspath("//")) if bpy.data.filepath else Path(tempfile.gettempdir()) / "mxr"
+    return folder / f"{video.stem}.mxr.npz"
+
+
+class MXR_OT_reconstruct_video(bpy.types.Operator):
+    """Reconstruct the face in a video with MXR's engine (a separate process), then bake it.
+    Esc cancels: the scene is left as it was"""
+
+    bl_idname = "mxr.reconstruct_video"
+    bl_label = "Reconstruct Video"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filepath: bpy.props.StringProperty(name="Video", subtype="FILE_PATH", options={"SKIP_SAVE"})
+    filter_glob: bpy.props.StringProperty(default="*.mp4;*.mov;*.avi;*.mkv;*.webm", options={"HIDDEN"})
+    take_path: bpy.props.StringProperty(name="Take File", subtype="FILE_PATH",
+                                        description="Where to write the take (empty: next to the .blend, "
+                                                    "or the temp folder for an unsaved file)")
+    key_rotation: bpy.props.BoolProperty(name="Head Rotation", default=True)
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        self._interactive = True  # execute() goes modal instead of blocking Blender
+        if self.filepath:
+            return self.execute(context)
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def _job(self, context: bpy.types.Context) -> EngineJob:
+        video = Path(bpy.path.abspath(self.filepath))
+        if not video.is_file():
+            raise MxrError(f"video not found: {video}")
+        take = Path(bpy.path.abspath(self.take_path)) if self.take_path else default_take_path(video)
+        take.parent.mkdir(parents=True, exist_ok=True)
+        return EngineJob(resolve_engine_python(engine_python_setting(context)), video, take)
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        try:
+            job = self._job(context)
+            if getattr(self, "_interactive", False) and context.window is not None:
+                return self._start_modal(context, job.start())
+            job.run()
+            return self._finish(context, job)
+        except MxrError as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+
+    def _finish(self, context: bpy.types.Context, job: EngineJob) -> set[str]:
+        """Bake the finished job's take (MxrError if the engine failed)."""
+        take = job.result()
+        for warning in job.warnings:
+            self.report({"WARNING"}, f"engine: {warning}")
+        baked = bake_take_file(context.scene, take, find_rig(context), key_rotation=self.key_rotation)
+        _make_active(context, baked.rig)
+        _report_bake(self, baked)
+        return {"FINISHED"}
+
+    # -- interactive: a timer polls the engine, Esc terminates it --------------------------------
+    def _start_modal(self, context: bpy.types.Context, job: EngineJob) -> set[str]:
+        self._running = job
+        window_manager = context.window_manager
+        self._timer = window_manager.event_timer_add(0.2, window=context.window)
+        window_manager.progress_begin(0, 100)
+        window_manager.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def _stop_modal(self, context: bpy.types.Context) -> None:
+        window_manager = context.window_manager
+        window_manager.event_timer_remove(self._timer)
+        window_manager.progress_end()
+        context.workspace.status_text_set(None)
+
+    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        job = self._running
+        if event.type == "ESC":
+            job.cancel()
+            self._stop_modal(context)
+            self.report({"INFO"}, "MXR: reconstruction cancelled, nothing changed")
+            return {"CANCELLED"}
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        if job.poll():
+            progress = job.progress
+            eta = f", {progress.eta_s:.0f} s left" if progress.eta_s is not None else ""
+            context.window_manager.progress_update(100.0 * progress.fraction)
+            context.workspace.status_text_set(f"MXR {progress.stage}: {100 * progress.fraction:.0f}%{eta} (Esc cancels)")
+            return {"RUNNING_MODAL"}
+        self._stop_modal(context)
+        try:
+            return self._finish(context, job)
+        except MxrError as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+
+
+classes = (MXR_OT_import_head, MXR_OT_bake_take, MXR_OT_reconstruct_video)

@@ -1,0 +1,101 @@
+"""Build a Blender head rig (mesh + shape keys + region groups) from a ``HeadModel``.
+
+The rig is plain Blender data an animator already knows: one mesh object, a ``Basis`` shape key
+and one shape key per expression, named exactly as the head's ``expression_names`` so that the
+baker (and any user tooling, e.g. ARKit-named drivers) can find them by name.
+"""
+from __future__ import annotations
+
+import bpy
+import numpy as np
+
+from ..models.head_model import HeadModel
+
+OWNED = "mxr_owned"  # custom property on every ID MXR creates; re-bakes touch only these
+HEAD_NAME = "mxr_head"  # the HeadModel.name a rig was built from
+EXPRESSIONS = "mxr_expressions"  # the shape keys MXR created, so user-added keys are never touched
+
+# Blender clamps ShapeKey.slider_min/max to [-10, 10].
+_SLIDER_LIMIT = 10.0
+
+
+def head_to_blender(points: np.ndarray) -> np.ndarray:
+    """HeadModel axes (Y up, +Z out of the face) -> Blender (Z up, face looking at -Y).
+
+    (..., 3) -> (..., 3), (x, y, z) -> (x, -z, y); metres stay metres. The face then looks at
+    Blender's front view, so Numpad 1 shows the performer as the reference camera does.
+    """
+    return np.stack([points[..., 0], -points[..., 2], points[..., 1]], axis=-1)
+
+
+# The same change of axes as a matrix, for rotations: R_blender = AXES @ R_head @ AXES.T
+AXES = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+
+
+def slider_range(bounds: tuple[float, float]) -> tuple[float, float]:
+    """Slider range for coefficients in ``bounds``.
+
+    Wider than the solver's bounds on purpose: animators exaggerate (the point of separating
+    micro-expressions is to scale them up), and a key value outside the slider range is clamped
+    silently on evaluation. Zero stays inside so the neutral pose is always reachable.
+    """
+    lower, upper = bounds
+    low = max(-_SLIDER_LIMIT, min(lower, 0.0) * 2.0)
+    high = min(_SLIDER_LIMIT, max(upper, 0.0) * 2.0)
+    return low, high
+
+
+def build_rig(head: HeadModel, collection: bpy.types.Collection, name: str | None = None) -> bpy.types.Object:
+    """A new mesh object for ``head`` linked into ``collection``; nothing else is changed."""
+    name = name or f"MXR {head.name}"
+    mesh = bpy.data.meshes.new(name)
+    vertices = head_to_blender(head.vertices.astype(np.float64))  # (V, 3) metres
+    mesh.from_pydata(vertices, [], np.asarray(head.faces, dtype=np.int64))
+    mesh.validate()
+    mesh.polygons.foreach_set("use_smooth", np.ones(len(mesh.polygons), dtype=bool))
+    mesh[OWNED] = True
+
+    rig = bpy.data.objects.new(name, mesh)
+    rig[OWNED] = True
+    rig[HEAD_NAME] = head.name
+    rig[EXPRESSIONS] = list(head.expression_names)
+    collection.objects.link(rig)
+
+    for region, indices in sorted(head.regions.items()):
+        group = rig.vertex_groups.new(name=region)
+        group.add(np.asarray(indices, dtype=np.int64).tolist(), 1.0, "REPLACE")
+
+    rig.shape_key_add(name="Basis", from_mix=False)
+    mesh.shape_keys[OWNED] = True
+    mesh.shape_keys.name = name
+    low, high = slider_range(head.coefficient_bounds)
+    targets = head_to_blender(head.vertices[None].astype(np.float64) + head.expression_basis)  # (K, V, 3)
+    for expression, coordinates in zip(head.expression_names, targets):
+        block = rig.shape_key_add(name=expression, from_mix=False)
+        block.slider_min, block.slider_max = low, high
+        block.data.foreach_set("co", coordinates.astype(np.float32).ravel())
+    mesh.update()
+    return rig
+
+
+def is_rig(obj: bpy.types.ID | None) -> bool:
+    """An MXR head rig: a mesh object MXR built, still carrying its shape keys."""
+    return (
+        obj is not None
+        and getattr(obj, "type", None) == "MESH"
+        and bool(obj.get(OWNED))
+        and HEAD_NAME in obj
+        and obj.data.shape_keys is not None
+    )
+
+
+def find_rig(context: bpy.types.Context) -> bpy.types.Object | None:
+    """The active object if it is an MXR rig, else the first MXR rig in the scene."""
+    if is_rig(context.active_object):
+        return context.active_object
+    return next((obj for obj in context.scene.objects if is_rig(obj)), None)
+
+
+def expression_keys(rig: bpy.types.Object) -> list[str]:
+    """Names of the shape keys MXR created on ``rig`` (user-added keys are not in it)."""
+    return [str(name) for name in rig.get(EXPRESSIONS, [])]

@@ -1,0 +1,91 @@
+"""Shared fixtures: a registered MXR add-on, an empty Blender file, synthetic heads and takes.
+
+bpy is imported lazily inside the fixtures, so test modules that never use Blender do not pay
+for it.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mxr.models.correspondence import LANDMARK_COUNT, LandmarkEmbedding
+from mxr.models.head_model import HeadModel
+from mxr.ops.take import Take
+
+
+@pytest.fixture(scope="module")
+def mxr_addon():
+    """MXR's classes registered in bpy for the module (``import mxr; mxr.register()``)."""
+    import bpy  # noqa: F401  (Blender must be loaded before registering)
+    import mxr
+
+    mxr.register()
+    yield
+    mxr.unregister()
+
+
+@pytest.fixture
+def empty_blend(mxr_addon):
+    """Factory settings with an empty scene; returns ``bpy.context.scene``."""
+    import bpy
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    yield bpy.context.scene
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+
+
+def synthetic_head(name: str = "synthetic_head", expressions: int = 6, grid: int = 12, seed: int = 0) -> HeadModel:
+    """A small curved quad sheet (face-sized, metres) with smooth random expression shapes."""
+    rng = np.random.default_rng(seed)
+    u, v = np.meshgrid(np.linspace(-0.08, 0.08, grid), np.linspace(-0.1, 0.1, grid))
+    depth = 0.05 - 4.0 * (u**2 + 0.5 * v**2)  # bulges towards +Z like a face
+    vertices = np.stack([u, v + 1.6, depth], axis=-1).reshape(-1, 3).astype(np.float32)
+    index = np.arange(grid * grid).reshape(grid, grid)
+    faces = np.stack([index[:-1, :-1], index[:-1, 1:], index[1:, 1:], index[1:, :-1]], axis=-1).reshape(-1, 4)
+    triangles = np.concatenate([faces[:, [0, 1, 2]], faces[:, [0, 2, 3]]])
+    centres = rng.uniform(-0.08, 0.08, (expressions, 2))
+    falloff = np.exp(-((u.ravel()[None] - centres[:, :1]) ** 2 + (v.ravel()[None] - centres[:, 1:]) ** 2) / 0.002)
+    basis = (falloff[..., None] * rng.normal(0.0, 0.004, (expressions, 1, 3))).astype(np.float32)  # (K, V, 3) m
+    barycentric = rng.dirichlet(np.ones(3), LANDMARK_COUNT).astype(np.float32)
+    embedding = LandmarkEmbedding(triangles[rng.integers(0, len(triangles), LANDMARK_COUNT)].astype(np.int32), barycentric)
+    half = grid * grid // 2
+    return HeadModel(
+        name=name, vertices=vertices, faces=faces.astype(np.int32), expression_basis=basis,
+        expression_names=tuple(f"shape_{k}" for k in range(expressions)),
+        regions={"upper": np.arange(half, dtype=np.int32), "lower": np.arange(half, grid * grid, dtype=np.int32)},
+        landmarks=embedding,
+    )
+
+
+def synthetic_take(head: HeadModel, frames: int = 24, invalid: tuple[int, ...] = (3, 4, 10), seed: int = 1,
+                   source_path: str = "/nonexistent/performer.mp4", fps: float = 30.0) -> Take:
+    """A valid take whose deformation is ``head``'s basis at random coefficients (mm, canonical).
+
+    Frames in ``invalid`` have no face: NaN per-frame values and ``valid`` False.
+    """
+    rng = np.random.default_rng(seed)
+    neutral_mm = head.landmark_positions().astype(np.float64) * 1000.0  # (478, 3)
+    coefficients = rng.uniform(0.0, 0.6, (frames, len(head.expression_names)))  # (T, K)
+    deformation_mm = np.tensordot(coefficients, head.landmark_basis(), axes=1) * 1000.0  # (T, 478, 3)
+    valid = np.ones(frames, dtype=bool)
+    valid[list(invalid)] = False
+    angles = rng.uniform(-0.2, 0.2, frames)
+    rotation = np.zeros((frames, 3, 3), dtype=np.float32)  # yaw about the canonical Y (up) axis
+    rotation[:, 0, 0] = rotation[:, 2, 2] = np.cos(angles)
+    rotation[:, 0, 2], rotation[:, 2, 0] = np.sin(angles), -np.sin(angles)
+    rotation[:, 1, 1] = 1.0
+
+    def per_frame(values: np.ndarray) -> np.ndarray:
+        values = values.astype(np.float32)
+        values[~valid] = np.nan
+        return values
+
+    return Take(
+        source_path=source_path, source_sha256="0" * 64, fps=fps, frame_size=(640, 480),
+        timestamps_s=np.arange(frames) / fps, valid=valid,
+        landmarks_px=per_frame(rng.normal(300.0, 50.0, (frames, LANDMARK_COUNT, 3))),
+        head_rotation=per_frame(rotation), head_translation_px=per_frame(np.full((frames, 3), 320.0)),
+        head_scale_px_per_mm=per_frame(np.full(frames, 2.0)), neutral_mm=neutral_mm.astype(np.float32),
+        macro_mm=per_frame(0.7 * deformation_mm), micro_mm=per_frame(0.3 * deformation_mm),
+        detail_mm=per_frame(np.zeros_like(deformation_mm)),
+    )
