@@ -1,0 +1,127 @@
+"""Baking takes onto rigs in real bpy: values, gaps, ownership, bad input, both operators."""
+from __future__ import annotations
+
+import math
+
+import bpy
+import numpy as np
+import pytest
+from bpy_extras.anim_utils import action_get_channelbag_for_slot
+
+from conftest import synthetic_head, synthetic_take
+from mxr.models.open_head import load_open_head
+from mxr.models.retarget import retarget_expressions
+from mxr.mxr_addon.bake import bake_take
+from mxr.mxr_addon.heads import remember
+from mxr.mxr_addon.rig import build_rig
+from mxr.ops.take import save_take
+
+
+@pytest.fixture
+def head():
+    return remember(synthetic_head())
+
+
+def evaluated(scene, rig, frame):
+    """(shape key values by name, mxr_face_found, rotation_euler) at a scene frame."""
+    scene.frame_set(frame)
+    values = {block.name: block.value for block in rig.data.shape_keys.key_blocks}
+    return values, rig["mxr_face_found"], tuple(rig.rotation_euler)
+
+
+def test_bake_values_match_retargeting_and_gaps_have_no_keys(empty_blend, head):
+    scene = empty_blend
+    scene.frame_start = 5
+    take = synthetic_take(head, frames=24, invalid=(3, 4, 10), fps=29.97)
+    rig = build_rig(head, scene.collection)
+    result = bake_take(scene, rig, head, take)
+    expected = retarget_expressions(head, take.deformation_mm(), take.neutral_mm)  # (T, K)
+
+    assert (result.frame_count, result.frames_keyed) == (24, 21)
+    assert result.keys == list(head.expression_names)
+    assert (scene.frame_start, scene.frame_end) == (5, 28)
+    assert scene.render.fps / scene.render.fps_base == pytest.approx(29.97)
+    for k in (0, 1, 7, 15, 23):
+        values, found, _ = evaluated(scene, rig, scene.frame_start + k)
+        assert found == 1
+        np.testing.assert_allclose([values[n] for n in head.expression_names], expected[k], atol=1e-5)
+    for k in (3, 4, 10):
+        assert evaluated(scene, rig, scene.frame_start + k)[1] == 0
+
+    key = rig.data.shape_keys
+    for name in head.expression_names:
+        curve = key.animation_data.action.fcurve_ensure_for_datablock(key, f'key_blocks["{name}"].value')
+        keyed = {round(point.co[0]) for point in curve.keyframe_points}
+        assert keyed == {scene.frame_start + k for k in range(24) if k not in (3, 4, 10)}
+        assert {point.interpolation for point in curve.keyframe_points} == {"LINEAR"}
+
+
+def test_head_rotation_in_blender_axes(empty_blend, head):
+    scene = empty_blend
+    take = synthetic_take(head, frames=12, invalid=())
+    rig = build_rig(head, scene.collection)
+    bake_take(scene, rig, head, take)
+    # The synthetic pose is a yaw about the head's up axis (canonical +Y) = Blender's +Z.
+    for k in (0, 6, 11):
+        yaw = math.atan2(float(take.head_rotation[k, 0, 2]), float(take.head_rotation[k, 0, 0]))
+        rotation = evaluated(scene, rig, scene.frame_start + k)[2]
+        np.testing.assert_allclose(rotation, (0.0, 0.0, yaw), atol=1e-5)
+
+
+def test_rebake_replaces_only_mxr_data(empty_blend, head):
+    scene = empty_blend
+    rig = build_rig(head, scene.collection)
+    key = rig.data.shape_keys
+    mine = rig.shape_key_add(name="my_corrective", from_mix=False)
+    mine.value = 0.25
+    user_action = bpy.data.actions.new("animator's blink")
+    key.animation_data_create().action = user_action
+    user_action.fcurve_ensure_for_datablock(key, 'key_blocks["shape_0"].value').keyframe_points.insert(1, 0.9)
+
+    first = bake_take(scene, rig, head, synthetic_take(head, seed=1))
+    assert any("animator's blink" in warning for warning in first.warnings)
+    mxr_action = key.animation_data.action
+    assert mxr_action["mxr_owned"] and mxr_action is not user_action
+
+    second_take = synthetic_take(head, seed=2)
+    second = bake_take(scene, rig, head, second_take)
+    assert not second.warnings
+    assert key.animation_data.action == mxr_action  # MXR's own action is reused, not duplicated
+    assert len([a for a in bpy.data.actions if a.get("mxr_owned")]) == 2  # expressions + head
+    expected = retarget_expressions(head, second_take.deformation_mm(), second_take.neutral_mm)
+    values, _, _ = evaluated(scene, rig, scene.frame_start)
+    np.testing.assert_allclose([values[n] for n in head.expression_names], expected[0], atol=1e-5)
+
+    assert user_action.name in bpy.data.actions and user_action.use_fake_user
+    kept = action_get_channelbag_for_slot(user_action, user_action.slots[0]).fcurves  # unassigned: read the bag
+    assert [curve.data_path for curve in kept] == ['key_blocks["shape_0"].value']
+    assert [tuple(point.co) for point in kept[0].keyframe_points] == [(1.0, pytest.approx(0.9))]
+    assert key.key_blocks["my_corrective"].value == pytest.approx(0.25)
+
+
+def test_bake_operator_on_corrupt_take_cancels_and_creates_nothing(empty_blend, tmp_path):
+    corrupt = tmp_path / "broken.npz"
+    corrupt.write_bytes(b"PK\x03\x04 this is not a take")
+    counts = (len(bpy.data.objects), len(bpy.data.meshes), len(bpy.data.actions))
+    # bpy.ops turns an operator's ERROR report into RuntimeError (the UI shows the report instead).
+    for path, message in ((corrupt, "not a readable take file"), (tmp_path / "missing.npz", "take file not found")):
+        with pytest.raises(RuntimeError, match=message):
+            bpy.ops.mxr.bake_take(filepath=str(path))
+    assert (len(bpy.data.objects), len(bpy.data.meshes), len(bpy.data.actions)) == counts
+
+
+def test_bake_operator_builds_open_head_and_reference_camera(empty_blend, tmp_path):
+    head = load_open_head()
+    take = synthetic_take(head, frames=10, invalid=(2,), source_path=str(tmp_path / "gone.mp4"))
+    save_take(take, tmp_path / "take.npz")
+    assert bpy.ops.mxr.bake_take(filepath=str(tmp_path / "take.npz")) == {"FINISHED"}
+    rig = bpy.context.view_layer.objects.active
+    assert rig["mxr_head"] == head.name
+    expected = retarget_expressions(head, take.deformation_mm(), take.neutral_mm)
+    values, _, _ = evaluated(empty_blend, rig, empty_blend.frame_start + 5)
+    np.testing.assert_allclose([values[n] for n in head.expression_names], expected[5], atol=1e-5)
+    camera = bpy.data.objects["MXR Reference"]
+    assert camera["mxr_owned"] and len(camera.data.background_images) == 0  # video missing: warned only
+    # Baking again onto the same (active) rig reuses it.
+    assert bpy.ops.mxr.bake_take(filepath=str(tmp_path / "take.npz")) == {"FINISHED"}
+    assert len([obj for obj in bpy.data.objects if obj.type == "MESH"]) == 1
