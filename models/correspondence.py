@@ -51,53 +51,84 @@ def embed_image_landmarks(
     triangles: np.ndarray,
     landmarks_px: np.ndarray,
     projection: OrthographicProjection,
+    surface: np.ndarray | None = None,
+    depth_window: float = np.inf,
 ) -> tuple[LandmarkEmbedding, np.ndarray]:
     """Back-project image landmarks onto the front-most surface along orthographic rays.
 
-    vertices (V, 3) world units, triangles (T, 3) vertex indices, landmarks_px (L, 2) pixels.
-    Each landmark's ray crosses every triangle whose image (its projected corners) contains the
-    landmark; the crossing nearest the camera is what the camera saw, so it wins. Returns the
-    embedding and a (L,) bool mask of landmarks that hit the surface. A landmark outside every
-    triangle (off the silhouette) takes the triangle whose image centroid is nearest, at its
-    centroid, preferring the nearest to the camera among those within a pixel of that distance.
+    vertices (V, 3) world units, triangles (T, 3) vertex indices, landmarks_px (L, 2) pixels,
+    surface (T,) bool: the triangles these landmarks may land on (default: all).
+    Each landmark's ray crosses every triangle whose image contains the landmark; the crossing
+    nearest the camera is what the camera saw, so it wins. A landmark that sees no allowed
+    triangle there (off the silhouette, or an eyelid landmark that looks through the lid opening
+    at the eyeball) snaps to the nearest point, in the image, of an allowed triangle that lies no
+    more than ``depth_window`` behind what the camera saw (so it does not fall through to the far
+    side of the head). Returns the embedding and a (L,) bool mask of the direct hits.
     """
     image = projection.project(np.asarray(vertices, dtype=np.float64))  # (V, 3) px, px, depth
     corners = image[np.asarray(triangles)]  # (T, 3 corners, 3)
     points = np.asarray(landmarks_px, dtype=np.float64)[:, :2]  # (L, 2) px
-    low, high = corners[:, :, :2].min(axis=1), corners[:, :, :2].max(axis=1)  # (T, 2)
-    inside_box = np.all((points[:, None] >= low[None]) & (points[:, None] <= high[None]), axis=2)  # (L, T)
-    landmark_index, triangle_index = np.nonzero(inside_box)  # candidate pairs (P,)
-    weights = _image_barycentric(corners[triangle_index, :, :2], points[landmark_index])  # (P, 3)
-    tolerance = 1e-9
-    hit = np.all(weights >= -tolerance, axis=1)
-    landmark_index, triangle_index, weights = landmark_index[hit], triangle_index[hit], weights[hit]
-    depth = np.einsum("pc,pc->p", weights, corners[triangle_index, :, 2])  # (P,)
-    nearest_first = np.argsort(-depth, kind="stable")
-    hit_landmarks, first = np.unique(landmark_index[nearest_first], return_index=True)
-    chosen_triangle = np.empty(len(points), dtype=np.int64)
-    chosen_weights = np.empty((len(points), 3))
-    chosen_triangle[hit_landmarks] = triangle_index[nearest_first][first]
-    chosen_weights[hit_landmarks] = weights[nearest_first][first]
-    found = np.zeros(len(points), dtype=bool)
-    found[hit_landmarks] = True
-    for landmark in np.flatnonzero(~found):
-        chosen_triangle[landmark] = _nearest_front_triangle(corners, points[landmark])
-        chosen_weights[landmark] = 1.0 / 3.0
+    allowed = np.ones(len(corners), dtype=bool) if surface is None else np.asarray(surface, dtype=bool)
+    chosen_triangle, chosen_weights, seen_depth, seen = _front_hits(corners, points)
+    direct = seen & allowed[chosen_triangle]
+    for landmark in np.flatnonzero(~direct):
+        floor = seen_depth[landmark] - depth_window if seen[landmark] else -np.inf
+        candidates = np.flatnonzero(allowed & (corners[:, :, 2].max(axis=1) >= floor))
+        best, weights = _nearest_in_image(corners[candidates], points[landmark])
+        chosen_triangle[landmark], chosen_weights[landmark] = candidates[best], weights
     chosen_weights = np.clip(chosen_weights, 0.0, None)  # rounding on edges: keep the point inside
     chosen_weights /= chosen_weights.sum(axis=1, keepdims=True)
     embedding = LandmarkEmbedding(
         triangles=np.asarray(triangles)[chosen_triangle].astype(np.int32),
         barycentric=chosen_weights.astype(np.float32),
     )
-    return embedding, found
+    return embedding, direct
 
 
-def _nearest_front_triangle(corners: np.ndarray, point: np.ndarray) -> int:
-    """The triangle (of corners (T, 3, 3) px, px, depth) seen nearest to an image point (2,)."""
-    centroids = corners.mean(axis=1)  # (T, 3)
-    distance = np.linalg.norm(centroids[:, :2] - point, axis=1)  # (T,) px
-    close = np.flatnonzero(distance <= distance.min() + 1.0)
-    return int(close[np.argmax(centroids[close, 2])])
+def _front_hits(corners: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Front-most triangle under each point: index (L,), weights (L, 3), depth (L,), hit (L,)."""
+    low, high = corners[:, :, :2].min(axis=1), corners[:, :, :2].max(axis=1)  # (T, 2)
+    inside_box = np.all((points[:, None] >= low[None]) & (points[:, None] <= high[None]), axis=2)  # (L, T)
+    landmark_index, triangle_index = np.nonzero(inside_box)  # candidate pairs (P,)
+    weights = _image_barycentric(corners[triangle_index, :, :2], points[landmark_index])  # (P, 3)
+    inside = np.all(weights >= -1e-9, axis=1)  # NaN (edge-on triangles) compares False
+    landmark_index, triangle_index, weights = landmark_index[inside], triangle_index[inside], weights[inside]
+    depth = np.einsum("pc,pc->p", weights, corners[triangle_index, :, 2])  # (P,)
+    nearest_first = np.argsort(-depth, kind="stable")
+    hit_landmarks, first = np.unique(landmark_index[nearest_first], return_index=True)
+    chosen = nearest_first[first]
+    count = len(points)
+    triangle = np.zeros(count, dtype=np.int64)
+    chosen_weights = np.full((count, 3), 1.0 / 3.0)
+    seen_depth = np.full(count, -np.inf)
+    triangle[hit_landmarks] = triangle_index[chosen]
+    chosen_weights[hit_landmarks] = weights[chosen]
+    seen_depth[hit_landmarks] = depth[chosen]
+    return triangle, chosen_weights, seen_depth, np.isfinite(seen_depth)
+
+
+def _nearest_in_image(corners: np.ndarray, point: np.ndarray) -> tuple[int, np.ndarray]:
+    """Triangle (of corners (C, 3, 3)) nearest to an image point (2,) and the barycentric weights
+    (3,) of its nearest point; ties (shared edges) go to the one nearer the camera."""
+    flat = corners[:, :, :2]  # (C, 3, 2)
+    start, along = flat, np.roll(flat, -1, axis=1) - flat  # edges 0-1, 1-2, 2-0: (C, 3, 2)
+    length2 = np.maximum(np.sum(along**2, axis=2), 1e-30)  # (C, 3)
+    t = np.clip(np.sum((point - start) * along, axis=2) / length2, 0.0, 1.0)  # (C, 3)
+    distance = np.linalg.norm(start + t[..., None] * along - point, axis=2)  # (C, 3) px
+    rows = np.arange(len(corners))
+    edge = distance.argmin(axis=1)  # (C,)
+    weights = np.zeros((len(corners), 3))
+    weights[rows, edge] = 1.0 - t[rows, edge]
+    weights[rows, (edge + 1) % 3] += t[rows, edge]
+    gap = distance[rows, edge]  # (C,) px
+    inside_weights = _image_barycentric(flat, np.broadcast_to(point, (len(corners), 2)))  # (C, 3)
+    inside = np.all(inside_weights >= 0.0, axis=1)
+    gap[inside] = 0.0
+    weights[inside] = inside_weights[inside]
+    depth = np.einsum("cv,cv->c", weights, corners[:, :, 2])  # (C,)
+    close = np.flatnonzero(gap <= gap.min() + 1e-6)
+    best = int(close[np.argmax(depth[close])])
+    return best, weights[best]
 
 
 def _image_barycentric(corners: np.ndarray, points: np.ndarray) -> np.ndarray:

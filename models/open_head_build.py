@@ -48,6 +48,10 @@ REGION_UNIT_PREFIXES: dict[str, tuple[str, ...]] = {
     "mouth": ("mouth",),
     "jaw": ("jawOpen", "jawLeft", "jawRight", "jawForward"),
 }
+# Region -> regions it takes vertices back from when it moves them past the threshold: the sneer
+# units are small (under 5 mm) while the mouth and jaw units drag the nose tip and columella along
+# by a few mm, so by the "moves it most" rule alone the nose would lose its own tip to the mouth.
+PRECEDENCE: dict[str, tuple[str, ...]] = {"nose": ("mouth", "jaw")}
 
 
 @dataclass(frozen=True)
@@ -144,8 +148,9 @@ def semantic_regions(
 
     Rule: for each family in ``REGION_UNIT_PREFIXES`` a vertex's motion is the largest
     displacement any unit of that family gives it; the vertex joins the family with the largest
-    motion if that motion is at least ``REGION_MOTION_THRESHOLD_M``. Eyeball vertices join only
-    ``eyeballs``. ``neck`` is every vertex below ``neck_top_m`` (the skull base) that no face
+    motion if that motion is at least ``REGION_MOTION_THRESHOLD_M``. Then each family in
+    ``PRECEDENCE`` takes back the vertices it moves at least that much from the families listed
+    for it. Eyeball vertices join only ``eyeballs``. ``neck`` is every vertex below ``neck_top_m`` (the skull base) that no face
     region or eyeball claims, so the submental skin the jaw drags along stays ``jaw``; ``head``
     is every vertex.
     """
@@ -156,6 +161,10 @@ def semantic_regions(
         members = [k for k, name in enumerate(expression_names) if name.startswith(REGION_UNIT_PREFIXES[family])]
         family_motion[row] = motion[members].max(axis=0)
     strongest = family_motion.argmax(axis=0)  # (V,)
+    for family, yielding in PRECEDENCE.items():
+        row = families.index(family)
+        taken = np.isin(strongest, [families.index(name) for name in yielding])
+        strongest[taken & (family_motion[row] >= REGION_MOTION_THRESHOLD_M)] = row
     moved = family_motion.max(axis=0) >= REGION_MOTION_THRESHOLD_M
     moved[eyeballs] = False
     regions = {

@@ -22,7 +22,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mxr.models.correspondence import LANDMARK_COUNT, OrthographicProjection, embed_image_landmarks
+from mxr.models.correspondence import (
+    LANDMARK_COUNT,
+    LandmarkEmbedding,
+    OrthographicProjection,
+    embed_image_landmarks,
+)
 from mxr.models.head_model import HeadModel, triangulate
 from mxr.models.open_head import OPEN_HEAD_NAME, open_head_path
 from mxr.models.open_head_build import OpenHeadGeometry, build_open_head_geometry
@@ -35,7 +40,10 @@ FRAMINGS: tuple[tuple[float, tuple[float, float]], ...] = (
     (1.12, (0.006, 0.008)),
     (0.9, (-0.006, -0.004)),
 )
-IRIS_CENTRES = (468, 473)
+FIRST_IRIS_LANDMARK = 468  # 468..477 are the irises (on the eyeballs), 0..467 the skin
+# How far behind the visible surface (metres) an eyelid landmark that sees the eyeball through the
+# lid opening may snap to the lid: the lid margin lies a few mm in front of the eyeball.
+EYELID_DEPTH_WINDOW_M = 0.01
 
 
 class NoFaceFound(RuntimeError):
@@ -45,7 +53,7 @@ class NoFaceFound(RuntimeError):
 @dataclass(frozen=True)
 class BuildReport:
     head: HeadModel
-    landmark_hits: int  # landmarks whose ray hit the mesh (the rest took the nearest triangle)
+    landmark_hits: int  # landmarks whose ray hit their surface directly (the rest snapped to it)
     detections: int  # framings on which MediaPipe found the face
     spread_mm: float  # mean distance of a framing's landmark from the average, in the image plane
     seconds: float
@@ -80,11 +88,30 @@ def average_in_image_plane(landmark_sets: list[np.ndarray], projections: list[Or
     return np.stack([p.unproject(l[:, :2]) for l, p in zip(landmark_sets, projections)])
 
 
+def embed_on_skin_and_eyeballs(
+    geometry: OpenHeadGeometry, landmarks_px: np.ndarray, projection: OrthographicProjection
+) -> tuple[LandmarkEmbedding, np.ndarray]:
+    """Iris landmarks on the eyeballs, all others on the skin (eyelid contours on the lids)."""
+    triangles = triangulate(geometry.faces)  # (T, 3)
+    on_eyeball = np.all(np.isin(triangles, geometry.regions["eyeballs"]), axis=1)  # (T,)
+    skin, skin_hits = embed_image_landmarks(
+        geometry.vertices, triangles, landmarks_px[:FIRST_IRIS_LANDMARK], projection,
+        surface=~on_eyeball, depth_window=EYELID_DEPTH_WINDOW_M,
+    )
+    iris, iris_hits = embed_image_landmarks(
+        geometry.vertices, triangles, landmarks_px[FIRST_IRIS_LANDMARK:], projection, surface=on_eyeball
+    )
+    embedding = LandmarkEmbedding(
+        np.concatenate([skin.triangles, iris.triangles]), np.concatenate([skin.barycentric, iris.barycentric])
+    )
+    return embedding, np.concatenate([skin_hits, iris_hits])
+
+
 def draw_landmarks(picture: np.ndarray, landmarks_px: np.ndarray) -> np.ndarray:
     """BGR picture with the landmarks as small dots (irises red), for people to check."""
     canvas = cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)
     for index, (x, y) in enumerate(landmarks_px[:, :2]):
-        colour = (0, 0, 255) if index >= 468 else (0, 200, 0)
+        colour = (0, 0, 255) if index >= FIRST_IRIS_LANDMARK else (0, 200, 0)
         cv2.circle(canvas, (int(round(x)), int(round(y))), 2, colour, -1, cv2.LINE_AA)
     return canvas
 
@@ -108,7 +135,7 @@ def build_open_head(data_dir: Path = DATA_DIR, asset_path: Path | None = None) -
     spread_mm = float(np.linalg.norm(world - average, axis=2).mean()) * 1000.0
     reference = projections[0]
     landmarks_px = reference.project(average)[:, :2]  # (478, 2) in the first detected framing
-    embedding, hits = embed_image_landmarks(geometry.vertices, triangulate(geometry.faces), landmarks_px, reference)
+    embedding, hits = embed_on_skin_and_eyeballs(geometry, landmarks_px, reference)
     head = HeadModel(
         name=OPEN_HEAD_NAME,
         vertices=geometry.vertices.astype(np.float32),
