@@ -125,3 +125,66 @@ def test_bake_operator_builds_open_head_and_reference_camera(empty_blend, tmp_pa
     # Baking again onto the same (active) rig reuses it.
     assert bpy.ops.mxr.bake_take(filepath=str(tmp_path / "take.npz")) == {"FINISHED"}
     assert len([obj for obj in bpy.data.objects if obj.type == "MESH"]) == 1
+
+
+def write_video(path, frames=12, size=(160, 120), fps=30.0):
+    """A small real video file (moving grey ramp, no face), written with OpenCV."""
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    for index in range(frames):
+        image = np.full((size[1], size[0], 3), 40 + 10 * index, dtype=np.uint8)
+        writer.write(image)
+    writer.release()
+    return path
+
+
+def test_reference_video_is_the_camera_background(empty_blend, tmp_path):
+    empty_blend.frame_start = 3
+    head = load_open_head()
+    video = write_video(tmp_path / "performer.mp4")
+    save_take(synthetic_take(head, frames=12, invalid=(), source_path=str(video)), tmp_path / "take.npz")
+    assert bpy.ops.mxr.bake_take(filepath=str(tmp_path / "take.npz")) == {"FINISHED"}
+    camera = bpy.data.objects["MXR Reference"]
+    assert camera.data.show_background_images and len(camera.data.background_images) == 1
+    background = camera.data.background_images[0]
+    assert background.source == "MOVIE_CLIP" and background.clip.filepath == str(video)
+    assert background.clip.frame_start == empty_blend.frame_start  # video frame 0 = take frame 0
+    assert empty_blend.camera == camera
+
+
+def test_demo_blend_is_saved_and_head_frames_render(empty_blend, tmp_path):
+    from mxr.mxr_addon.batch import build_demo_blend
+
+    head = load_open_head()
+    save_take(synthetic_take(head, frames=8, invalid=(1,)), tmp_path / "take.npz")
+    renders = build_demo_blend(tmp_path / "take.npz", tmp_path / "out" / "demo.blend", tmp_path / "renders", [0, 5])
+    assert [path.name for path in renders] == ["head_00001.png", "head_00006.png"]
+    assert all(path.stat().st_size > 1000 for path in renders)
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["demo.blend"]  # no temp left behind
+
+
+def test_reconstruct_operator_reports_engine_errors_and_changes_nothing(empty_blend, tmp_path):
+    counts = (len(bpy.data.objects), len(bpy.data.actions))
+    with pytest.raises(RuntimeError, match="video not found"):
+        bpy.ops.mxr.reconstruct_video(filepath=str(tmp_path / "missing.mp4"))
+    video = write_video(tmp_path / "no_face.mp4")
+    with pytest.raises(RuntimeError, match="engine"):  # the real engine finds no face in it
+        bpy.ops.mxr.reconstruct_video(filepath=str(video), take_path=str(tmp_path / "take.npz"))
+    assert not (tmp_path / "take.npz").exists()
+    assert (len(bpy.data.objects), len(bpy.data.actions)) == counts
+
+
+def test_reconstruct_operator_runs_the_engine_and_bakes(empty_blend, tmp_path):
+    """The blocking path scripts use: engine process -> take next to nothing (take_path) -> bake."""
+    from mxr.ops.sample_data import DEFAULT_CLIP, SAMPLE_DATA_DIR
+
+    video = SAMPLE_DATA_DIR / DEFAULT_CLIP
+    if not video.is_file():
+        pytest.skip("sample clip missing: run ./scripts/setup")
+    take_path = tmp_path / "take.npz"
+    assert bpy.ops.mxr.reconstruct_video(filepath=str(video), take_path=str(take_path)) == {"FINISHED"}
+    rig = bpy.context.view_layer.objects.active
+    assert take_path.is_file() and rig["mxr_source"] == str(video)
+    assert (empty_blend.frame_end - empty_blend.frame_start + 1) == 72
+    assert len(bpy.data.objects["MXR Reference"].data.background_images) == 1
