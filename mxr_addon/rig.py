@@ -45,17 +45,28 @@ def slider_range(bounds: tuple[float, float]) -> tuple[float, float]:
     return low, high
 
 
+def rotation_pivot(head: HeadModel) -> np.ndarray:
+    """The rig's origin (3,) in Blender metres: the centroid of the head's rest landmarks.
+
+    The take's head rotation turns the face about the neutral face's landmark centroid (the
+    canonical origin), so keying the object's rotation about this point reproduces the pose.
+    """
+    return head_to_blender(head.landmark_positions().astype(np.float64).mean(axis=0))
+
+
 def build_rig(head: HeadModel, collection: bpy.types.Collection, name: str | None = None) -> bpy.types.Object:
     """A new mesh object for ``head`` linked into ``collection``; nothing else is changed."""
     name = name or f"MXR {head.name}"
     mesh = bpy.data.meshes.new(name)
-    vertices = head_to_blender(head.vertices.astype(np.float64))  # (V, 3) metres
+    pivot = rotation_pivot(head)
+    vertices = head_to_blender(head.vertices.astype(np.float64)) - pivot  # (V, 3) metres, object space
     mesh.from_pydata(vertices, [], np.asarray(head.faces, dtype=np.int64))
     mesh.validate()
     mesh.polygons.foreach_set("use_smooth", np.ones(len(mesh.polygons), dtype=bool))
     mesh[OWNED] = True
 
     rig = bpy.data.objects.new(name, mesh)
+    rig.location = pivot  # world positions are the head's own; only the origin moves
     rig[OWNED] = True
     rig[HEAD_NAME] = head.name
     rig[EXPRESSIONS] = list(head.expression_names)
@@ -69,7 +80,7 @@ def build_rig(head: HeadModel, collection: bpy.types.Collection, name: str | Non
     mesh.shape_keys[OWNED] = True
     mesh.shape_keys.name = name
     low, high = slider_range(head.coefficient_bounds)
-    targets = head_to_blender(head.vertices[None].astype(np.float64) + head.expression_basis)  # (K, V, 3)
+    targets = head_to_blender(head.vertices[None].astype(np.float64) + head.expression_basis) - pivot  # (K, V, 3)
     for expression, coordinates in zip(head.expression_names, targets):
         block = rig.shape_key_add(name=expression, from_mix=False)
         block.slider_min, block.slider_max = low, high

@@ -92,6 +92,12 @@ def test_rebake_replaces_only_mxr_data(empty_blend, head):
     values, _, _ = evaluated(scene, rig, scene.frame_start)
     np.testing.assert_allclose([values[n] for n in head.expression_names], expected[0], atol=1e-5)
 
+    # The animator switches back to their action; a re-bake finds MXR's own action again.
+    key.animation_data.action = user_action
+    third = bake_take(scene, rig, head, second_take)
+    assert key.animation_data.action == mxr_action and any("animator's blink" in w for w in third.warnings)
+    assert len([a for a in bpy.data.actions if a.get("mxr_owned")]) == 2
+
     assert user_action.name in bpy.data.actions and user_action.use_fake_user
     kept = action_get_channelbag_for_slot(user_action, user_action.slots[0]).fcurves  # unassigned: read the bag
     assert [curve.data_path for curve in kept] == ['key_blocks["shape_0"].value']

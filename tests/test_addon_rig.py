@@ -11,10 +11,11 @@ from mxr.mxr_addon.rig import build_rig, expression_keys, head_to_blender, is_ri
 
 
 def shape_key_coordinates(rig: bpy.types.Object, name: str) -> np.ndarray:
+    """World coordinates (V, 3) of a shape key's target (the rig is unrotated here)."""
     block = rig.data.shape_keys.key_blocks[name]
     values = np.empty(len(block.data) * 3, dtype=np.float32)
     block.data.foreach_get("co", values)
-    return values.reshape(-1, 3)
+    return values.reshape(-1, 3) + np.array(rig.location)
 
 
 def test_synthetic_rig_has_named_keys_ranges_groups_and_tags(empty_blend):
@@ -35,6 +36,8 @@ def test_synthetic_rig_has_named_keys_ranges_groups_and_tags(empty_blend):
     assert all(polygon.use_smooth for polygon in rig.data.polygons)
     assert rig["mxr_owned"] and rig["mxr_head"] == head.name and rig.data.shape_keys["mxr_owned"]
     assert is_rig(rig)
+    # The origin (rotation pivot) is the rest landmarks' centroid, as the take's head pose expects.
+    np.testing.assert_allclose(rig.location, head_to_blender(head.landmark_positions().mean(axis=0)), atol=1e-6)
 
 
 def test_axes_face_looks_at_blender_front():
