@@ -3,8 +3,7 @@
 Errors a person can fix (missing or corrupt take, no engine Python, engine failure) arrive as
 ``MxrError`` and become ``self.report({'ERROR'}, ...)`` + ``{'CANCELLED'}``, never a traceback.
 """
-from __future__ import annotations
-
+# No `from __future__ import annotations`: bpy reads property annotations as real objects.
 import tempfile
 from pathlib import Path
 

@@ -1,6 +1,4 @@
 """The MXR tab in the 3D View sidebar (N panel)."""
-from __future__ import annotations
-
 import bpy
 
 from .rig import find_rig

@@ -1,5 +1,5 @@
 """Add-on preferences: which Python runs the engine process."""
-from __future__ import annotations
+# No `from __future__ import annotations`: bpy reads property annotations as real objects.
 
 import bpy
 

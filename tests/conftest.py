@@ -16,7 +16,7 @@ from mxr.ops.take import Take
 @pytest.fixture(scope="module")
 def mxr_addon():
     """MXR's classes registered in bpy for the module (``import mxr; mxr.register()``)."""
-    import bpy  # noqa: F401  (Blender must be loaded before registering)
+    import bpy  # noqa: F401  (load Blender before registering MXR)
     import mxr
 
     mxr.register()
