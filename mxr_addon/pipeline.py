@@ -6,7 +6,6 @@ leaves the scene untouched.
 """
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,14 +22,6 @@ from .rig import build_rig, is_rig
 def import_builtin_head(scene: bpy.types.Scene, collection: bpy.types.Collection | None = None) -> bpy.types.Object:
     """A new rig of the built-in open head, linked into ``collection`` (default: the scene's)."""
     return build_rig(builtin_head(), collection or scene.collection)
-
-
-def read_take(path: Path) -> Take:
-    """``load_take``, with the failures it lets through (a broken zip, a missing array) as MxrError."""
-    try:
-        return load_take(path)
-    except (zipfile.BadZipFile, KeyError, EOFError) as error:
-        raise MxrError(f"{path} is not a readable take file ({error})") from error
 
 
 @dataclass
@@ -53,7 +44,7 @@ def bake_take_file(
     Without a rig, the built-in head is imported first. The take is loaded before anything is
     created, so a bad file changes nothing.
     """
-    take = read_take(Path(take_path))
+    take = load_take(Path(take_path))
     head = head_named(str(rig["mxr_head"])) if is_rig(rig) else builtin_head()
     if not is_rig(rig):
         rig = build_rig(head, scene.collection)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -135,39 +136,42 @@ def load_take(path: Path) -> Take:
     if not path.is_file():
         raise MxrError(f"take file not found: {path}")
     try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:
+        with np.load(path, allow_pickle=False) as data:
+            take = _take_from_arrays(path, data)
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
         raise MxrError(f"{path} is not a readable take file ({error})") from error
-    with data:
-        if "format" not in data.files or str(data["format"]) != TAKE_FORMAT:
-            raise MxrError(f"{path} is not an MXR take file")
-        version = int(data["version"])
-        if version > TAKE_VERSION:
-            raise MxrError(f"{path} is take version {version}; this MXR reads up to {TAKE_VERSION}")
-        count = len(data["event_onset_frame"])
-        events = [
-            MicroEvent(**{name: data[f"event_{name}"][i].item() for name in _EVENT_FIELDS})
-            for i in range(count)
-        ]
-        take = Take(
-            source_path=str(data["source_path"]),
-            source_sha256=str(data["source_sha256"]),
-            fps=float(data["fps"]),
-            frame_size=tuple(int(v) for v in data["frame_size"]),
-            timestamps_s=data["timestamps_s"],
-            valid=data["valid"],
-            landmarks_px=data["landmarks_px"],
-            head_rotation=data["head_rotation"],
-            head_translation_px=data["head_translation_px"],
-            head_scale_px_per_mm=data["head_scale_px_per_mm"],
-            neutral_mm=data["neutral_mm"],
-            macro_mm=data["macro_mm"],
-            micro_mm=data["micro_mm"],
-            detail_mm=data["detail_mm"],
-            events=events,
-            camera=str(data["camera"]),
-            model_version=str(data["model_version"]),
-            settings=json.loads(str(data["settings_json"])),
-        )
     take.validate()
     return take
+
+
+def _take_from_arrays(path: Path, data: np.lib.npyio.NpzFile) -> Take:
+    if "format" not in data.files or str(data["format"]) != TAKE_FORMAT:
+        raise MxrError(f"{path} is not an MXR take file")
+    version = int(data["version"])
+    if version > TAKE_VERSION:
+        raise MxrError(f"{path} is take version {version}; this MXR reads up to {TAKE_VERSION}")
+    count = len(data["event_onset_frame"])
+    events = [
+        MicroEvent(**{name: data[f"event_{name}"][i].item() for name in _EVENT_FIELDS})
+        for i in range(count)
+    ]
+    return Take(
+        source_path=str(data["source_path"]),
+        source_sha256=str(data["source_sha256"]),
+        fps=float(data["fps"]),
+        frame_size=tuple(int(v) for v in data["frame_size"]),
+        timestamps_s=data["timestamps_s"],
+        valid=data["valid"],
+        landmarks_px=data["landmarks_px"],
+        head_rotation=data["head_rotation"],
+        head_translation_px=data["head_translation_px"],
+        head_scale_px_per_mm=data["head_scale_px_per_mm"],
+        neutral_mm=data["neutral_mm"],
+        macro_mm=data["macro_mm"],
+        micro_mm=data["micro_mm"],
+        detail_mm=data["detail_mm"],
+        events=events,
+        camera=str(data["camera"]),
+        model_version=str(data["model_version"]),
+        settings=json.loads(str(data["settings_json"])),
+    )
