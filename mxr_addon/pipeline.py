@@ -11,8 +11,7 @@ from pathlib import Path
 
 import bpy
 
-from ..ops.errors import MxrError
-from ..ops.take import Take, load_take
+from ..ops.take import load_take
 from .bake import BakeResult, bake_take
 from .camera import add_reference_video
 from .heads import builtin_head, head_named

@@ -1,4 +1,10 @@
-"""Streaming video decode with OpenCV: one frame in memory at a time, whatever the clip length."""
+"""Streaming video decode with OpenCV: one frame in memory at a time, whatever the clip length.
+
+Times are the container's presentation timestamps (``CAP_PROP_POS_MSEC`` is the frame's PTS with
+FFmpeg), so variable-frame-rate phone footage keeps its true timing; they are not index / fps.
+Rotation metadata (phones filming in portrait) is applied, so frames come out upright, and
+grayscale video comes out as 3-channel BGR like everything else.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -11,6 +17,8 @@ import numpy as np
 
 from .errors import MxrError
 
+DEFAULT_ANALYSIS_MAX_SIDE = 1280  # px; larger frames are downscaled for analysis
+
 
 @dataclass(frozen=True)
 class VideoInfo:
@@ -18,8 +26,9 @@ class VideoInfo:
     sha256: str
     fps: float  # nominal frames per second reported by the container
     frame_count: int  # container's count; decoding may yield fewer
-    width: int  # px
+    width: int  # px, of the decoded (upright) frames
     height: int  # px
+    rotation_deg: int = 0  # rotation metadata the decoder applied (0, 90, 180, 270)
 
 
 def file_sha256(path: Path, chunk_bytes: int = 1 << 20) -> str:
@@ -36,10 +45,15 @@ def _open(path: Path) -> cv2.VideoCapture:
         raise MxrError(f"video not found: {path}")
     if not path.is_file():
         raise MxrError(f"not a file: {path}")
-    capture = cv2.VideoCapture(str(path))
+    if path.stat().st_size == 0:
+        raise MxrError(f"cannot read {path}: the file is empty (0 bytes)")
+    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
     if not capture.isOpened():
         capture.release()
-        raise MxrError(f"cannot read {path}: not a video file OpenCV can decode")
+        raise MxrError(f"cannot read {path}: not a video file OpenCV can decode "
+                       "(an audio-only, truncated or corrupt file, or an unknown format)")
+    # Explicit, whatever the OpenCV build's default: frames come out the way the camera meant them.
+    capture.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
     return capture
 
 
@@ -50,7 +64,7 @@ def probe_video(path: Path) -> VideoInfo:
     try:
         ok, frame = capture.read()
         if not ok or frame is None:
-            raise MxrError(f"cannot read {path}: it has no decodable video frames")
+            raise MxrError(f"cannot read {path}: it has no decodable video frames (zero-length or corrupt)")
         fps = float(capture.get(cv2.CAP_PROP_FPS))
         if not np.isfinite(fps) or fps <= 0:
             raise MxrError(f"cannot read {path}: the video reports no frame rate")
@@ -61,17 +75,29 @@ def probe_video(path: Path) -> VideoInfo:
             frame_count=int(capture.get(cv2.CAP_PROP_FRAME_COUNT)),
             width=int(frame.shape[1]),
             height=int(frame.shape[0]),
+            rotation_deg=int(capture.get(cv2.CAP_PROP_ORIENTATION_META)) % 360,
         )
     finally:
         capture.release()
 
 
-def iter_frames(path: Path, max_frames: int | None = None) -> Iterator[tuple[int, float, np.ndarray]]:
-    """Yield (frame index, presentation time in seconds, BGR uint8 frame (H, W, 3))."""
+def iter_frames(path: Path, max_frames: int | None = None, *, start_frame: int = 0,
+                end_frame: int | None = None) -> Iterator[tuple[int, float, np.ndarray]]:
+    """Yield (source frame index, presentation time in s, BGR uint8 frame (H, W, 3)).
+
+    Frames ``start_frame <= index < end_frame`` (end None: to the end), at most ``max_frames``
+    of them. Frames before ``start_frame`` are decoded and dropped rather than seeked to: seeking
+    lands on the wrong frame with many codecs, and frame indices must match the source exactly.
+    """
+    if start_frame < 0 or (end_frame is not None and end_frame < start_frame):
+        raise MxrError(f"bad frame range: start {start_frame}, end {end_frame}")
     capture = _open(Path(path))
     try:
-        index = 0
-        while max_frames is None or index < max_frames:
+        for _ in range(start_frame):
+            if not capture.grab():
+                return
+        index = start_frame
+        while (max_frames is None or index - start_frame < max_frames) and (end_frame is None or index < end_frame):
             ok, frame = capture.read()
             if not ok:
                 return
@@ -81,6 +107,27 @@ def iter_frames(path: Path, max_frames: int | None = None) -> Iterator[tuple[int
             index += 1
     finally:
         capture.release()
+
+
+def analysis_scale(width: int, height: int, max_side: int | None = DEFAULT_ANALYSIS_MAX_SIDE) -> float:
+    """Factor (analysed px per source px, <= 1) that brings the longer side down to ``max_side``.
+
+    Face tracking and flow gain nothing from more than ~1280 px (MediaPipe works on 192-256 px
+    face crops; flow runs on a fixed-size face crop), while an 8K frame costs 20x the pixels.
+    """
+    longest = max(width, height)
+    if max_side is None or longest <= max_side:
+        return 1.0
+    return max_side / longest
+
+
+def downscale(frame: np.ndarray, scale: float) -> np.ndarray:
+    """(H, W, C) -> (round(H*scale), round(W*scale), C), area-averaged (no aliasing)."""
+    if scale == 1.0:
+        return frame
+    height, width = frame.shape[:2]
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
 
 
 def read_frames_at(path: Path, indices: list[int]) -> dict[int, np.ndarray]:
