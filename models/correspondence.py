@@ -140,6 +140,6 @@ def _image_barycentric(corners: np.ndarray, points: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         weight_b = (offset[:, 0] * edge_c[:, 1] - offset[:, 1] * edge_c[:, 0]) / area
         weight_c = (edge_b[:, 0] * offset[:, 1] - edge_b[:, 1] * offset[:, 0]) / area
-    weights = np.stack([1.0 - weight_b - weight_c, weight_b, weight_c], axis=1)
+        weights = np.stack([1.0 - weight_b - weight_c, weight_b, weight_c], axis=1)
     weights[area == 0] = np.nan  # edge-on triangles cover no image area
     return weights
