@@ -104,14 +104,20 @@ def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
 
 
 def _numpy_core():
-    """numpy's array-pickling module under the installed numpy (``_core`` in 2.x, ``core`` in 1.x)."""
+    """numpy's array-pickling module: ``numpy._core`` (numpy 2, and 1.26's shim), else ``numpy.core``."""
     try:
-        from numpy._core import multiarray  # numpy >= 2 (1.26 has only a partial shim)
-
-        multiarray._reconstruct, multiarray.scalar  # noqa: B018  (both must exist)
-    except (ImportError, AttributeError):
+        from numpy._core import multiarray
+    except ImportError:
         from numpy.core import multiarray
     return multiarray
+
+
+def _reconstruct_stand_in(cls: type, base: type, state: object) -> object:
+    """What ``copyreg._reconstructor`` does for protocol 0/1 pickles of chumpy and scipy objects
+    (an empty instance, filled by the BUILD that follows), for our stand-ins only."""
+    if not (isinstance(cls, type) and issubclass(cls, (_ChumpyArray, _SparseMatrix))) or base is not object:
+        raise FlameFileError("refused copyreg._reconstructor for anything but a chumpy or scipy object")
+    return cls.__new__(cls)
 
 
 def _allowed_globals() -> dict[tuple[str, str], object]:
@@ -122,6 +128,10 @@ def _allowed_globals() -> dict[tuple[str, str], object]:
         ("_codecs", "encode"): _latin1_bytes,
         ("chumpy.ch", "Ch"): _ChumpyArray,
     }
+    for module in ("copy_reg", "copyreg"):  # Python 2 and 3 names
+        allowed[(module, "_reconstructor")] = _reconstruct_stand_in
+    for module in ("__builtin__", "builtins"):
+        allowed[(module, "object")] = object  # _reconstructor's base; calling it makes an empty object
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
         allowed[(module, "_reconstruct")] = multiarray._reconstruct
         allowed[(module, "scalar")] = multiarray.scalar

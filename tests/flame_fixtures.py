@@ -39,6 +39,8 @@ class _Impersonated:
         self.state = state
 
     def __reduce_ex__(self, protocol: int):
+        if protocol < 2:  # what object.__reduce_ex__ gives old protocols
+            return copyreg._reconstructor, (type(self), object, None), self.state
         return copyreg.__newobj__, (type(self),), self.state
 
 
@@ -106,6 +108,11 @@ class FlamePickler(pickle._Pickler):
                 self.write(pickle.STACK_GLOBAL)
             else:
                 self.write(pickle.GLOBAL + f"{module}\n{qualname}\n".encode("ascii"))
+            self.memoize(obj)
+            return
+        if self.python2_strings and obj in (copyreg._reconstructor, object):  # Python 2 module names
+            module = "copy_reg" if obj is copyreg._reconstructor else "__builtin__"
+            self.write(pickle.GLOBAL + f"{module}\n{obj.__name__}\n".encode("ascii"))
             self.memoize(obj)
             return
         super().save_global(obj, name)

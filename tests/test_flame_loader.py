@@ -67,6 +67,9 @@ def test_stand_ins_for_chumpy_and_scipy(tmp_path: Path) -> None:
     for sparse in (sparse_csc(dense), sparse_csc(dense, python2=True, shape_key="shape"), sparse_csr(dense)):
         np.testing.assert_array_equal(_load_value(sparse, tmp_path), dense)
         np.testing.assert_array_equal(_load_value(sparse, tmp_path, protocol=4, python2=False), dense)
+    for protocol, python2 in ((0, True), (1, True), (1, False)):  # copy_reg._reconstructor pickles
+        np.testing.assert_array_equal(_load_value(chumpy_array(dense), tmp_path, protocol, python2), dense)
+        np.testing.assert_array_equal(_load_value(sparse_csc(dense), tmp_path, protocol, python2), dense)
 
 
 def test_malicious_pickle_is_refused_without_running_it(arrays, tmp_path: Path) -> None:
