@@ -238,14 +238,14 @@ def load_flame(path: Path, name: str | None = None) -> FlameModel:
     regressor = _checked(path, arrays, "J_regressor", ndim=2, head=(joints, count))
     weights = _checked(path, arrays, "weights", ndim=2, head=(count, joints))
     kintree = _checked(path, arrays, "kintree_table", ndim=2, head=(2, joints))
-    basis = np.moveaxis(shapedirs.astype(np.float64), 2, 0)  # (S + E, V, 3)
+    basis = np.moveaxis(np.asarray(shapedirs, dtype=np.float64), 2, 0)  # (S + E, V, 3)
     return FlameModel(
         name=name or path.stem,
         template=template,
         faces=faces.astype(np.int32),
         shape_basis=np.ascontiguousarray(basis[:-EXPRESSION_COMPONENTS]),
         expression_basis=np.ascontiguousarray(basis[-EXPRESSION_COMPONENTS:]),
-        pose_basis=np.ascontiguousarray(np.moveaxis(posedirs.astype(np.float64), 2, 0)),
+        pose_basis=np.ascontiguousarray(np.moveaxis(np.asarray(posedirs, dtype=np.float64), 2, 0)),
         joint_regressor=regressor.astype(np.float64),
         skinning_weights=weights.astype(np.float64),
         parents=_parents(path, kintree),
@@ -351,8 +351,11 @@ def flame_forward(
     linear blend skinning.
     """
     rest = shaped_vertices(model, shape, expression)  # (..., V, 3)
-    joints = np.einsum("jv,...vc->...jc", model.joint_regressor, rest)  # (..., 5, 3)
     rotations = rodrigues(pose)  # (..., 5, 3, 3)
+    batch = np.broadcast_shapes(rest.shape[:-2], rotations.shape[:-3])  # e.g. one identity, T poses
+    rest = np.broadcast_to(rest, batch + rest.shape[-2:])
+    rotations = np.broadcast_to(rotations, batch + rotations.shape[-3:])
+    joints = np.einsum("jv,...vc->...jc", model.joint_regressor, rest)  # (..., 5, 3)
     corrective = np.tensordot(pose_features(rotations), model.pose_basis, axes=([-1], [0]))  # (..., V, 3)
     posed = rest + corrective
     transforms, posed_joints = joint_transforms(rotations, joints, model.parents)  # (..., 5, 3, 4)

@@ -110,6 +110,9 @@ def test_batched_frames_match_single_frames(model: FlameModel) -> None:
         single, single_joints = flame_forward(model, shape[frame], expression[frame], pose[frame])
         np.testing.assert_allclose(vertices[frame], single, atol=1e-12)
         np.testing.assert_allclose(joints[frame], single_joints, atol=1e-12)
+    shared, _ = flame_forward(model, shape[0], expression[0], pose)  # one face, three poses
+    assert shared.shape == (3, model.vertex_count, 3)
+    np.testing.assert_allclose(shared[0], vertices[0], atol=1e-12)
 
 
 def test_torch_agrees_with_numpy(model: FlameModel) -> None:
