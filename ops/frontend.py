@@ -1,0 +1,312 @@
+"""The engine's front-end: decode -> landmarks -> stabilised crops -> dense flow, streamed.
+
+Three stages overlap on the machine's cores: a decode thread, a landmark thread (MediaPipe,
+which releases the GIL while its graph runs) and the consuming thread, which runs the optical
+flow (OpenCV releases the GIL too). Bounded queues between them keep memory independent of the
+clip length: a few frames are in flight, never the clip.
+
+Everything in a ``FrameRecord`` is in source-frame pixels or canonical-crop pixels; a downscale
+for analysis (frames larger than ``max_side``) is folded into the transforms and reported as
+``FrontEnd.scale``. Frames without a face are ``valid=False`` with NaN values: never interpolated.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import cv2
+import numpy as np
+
+from .crops import DEFAULT_CROP_SIZE, apply_affine, stabilisation_residual, stabilising_transform, warp_to_crop
+from .errors import MxrError
+from .flow import DEFAULT_FLOW_PROFILE, FLOW_PROFILES, FlowEstimator, dense_forward_backward_error, is_consistent
+from .landmarks import LANDMARK_COUNT, FaceTracker
+from .progress import ProgressReporter
+from .video import DEFAULT_ANALYSIS_MAX_SIDE, VideoInfo, analysis_scale, iter_frames_in_subprocess, probe_video
+
+QUEUE_FRAMES = 8  # frames in flight between two stages
+_POLL_S = 0.1  # how often a blocked stage looks at the stop flag
+
+
+@dataclass(frozen=True)
+class FrontendSettings:
+    start_frame: int = 0  # first source frame analysed
+    end_frame: int | None = None  # one past the last source frame analysed; None: to the end
+    max_side: int = DEFAULT_ANALYSIS_MAX_SIDE  # px; larger frames are downscaled for analysis
+    crop_size: int = DEFAULT_CROP_SIZE  # px, side of the canonical face crop
+    flow_profile: str = DEFAULT_FLOW_PROFILE  # see flow.FLOW_PROFILES
+    dense_flow_size: int = 0  # >0: also keep each frame's dense flow resampled to this many px a side
+    face_check_seconds: float = 1.0  # video time between checks for several faces
+    min_detection_confidence: float = 0.5
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class FrameRecord:
+    index: int  # source frame index
+    timestamp_s: float  # presentation time, s (container PTS; may be variable-rate)
+    valid: bool  # a face was tracked in this frame
+    confidence: float  # 0..1 proxy, see landmarks.py; 0 when invalid
+    landmarks_px: np.ndarray  # (478, 3) float32 source px (x right, y down, z like x); NaN if invalid
+    crop_from_image: np.ndarray  # (2, 3) float64 similarity, source px -> crop px; NaN if invalid
+    landmarks_crop: np.ndarray  # (478, 2) float32 crop px; NaN if invalid
+    stabilisation_residual_px: float  # RMS of the rigid landmarks about the canonical layout, crop px
+    # Flow from the previous analysed frame to this one, at the previous frame's landmarks (crop px
+    # in the previous crop): landmarks_crop[t-1] + flow ~ the same skin point in crop t. NaN when
+    # this or the previous frame is invalid (and for the first frame).
+    flow_at_landmarks: np.ndarray  # (478, 2) float32 crop px
+    flow_fb_error_px: np.ndarray  # (478,) float32 crop px, forward-backward disagreement
+    flow_consistent: np.ndarray  # (478,) bool, the forward-backward check passed
+    dense_flow: np.ndarray | None = None  # (S, S, 2) float16 crop px, or None (dense_flow_size 0)
+    dense_consistent: np.ndarray | None = None  # (S, S) float16, fraction of consistent pixels
+
+
+@dataclass
+class _Tracked:
+    """What the landmark stage hands to the flow stage for one frame."""
+
+    index: int
+    timestamp_s: float
+    confidence: float
+    landmarks_analysed: np.ndarray | None  # (478, 3) float32 analysed px
+    transform_analysed: np.ndarray | None  # (2, 3) analysed px -> crop px
+    crop_grey: np.ndarray | None  # (crop, crop) uint8
+    several_faces: bool
+
+
+class _Failed:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_END = object()
+
+
+def stack_records(records: list[FrameRecord]) -> dict[str, np.ndarray]:
+    """Records -> arrays keyed by field name, frames first: ``landmarks_px`` (T, 478, 3),
+    ``flow_at_landmarks`` (T, 478, 2), ``valid`` (T,) ... Dense fields only if every record has them."""
+    arrays = {name: np.stack([getattr(record, name) for record in records]) for name in _STACKED_FIELDS}
+    arrays["index"] = arrays["index"].astype(np.int64)
+    if records and all(record.dense_flow is not None for record in records):
+        arrays["dense_flow"] = np.stack([record.dense_flow for record in records])
+        arrays["dense_consistent"] = np.stack([record.dense_consistent for record in records])
+    return arrays
+
+
+def unstack_records(arrays: dict[str, np.ndarray]) -> Iterator[FrameRecord]:
+    """Inverse of ``stack_records``."""
+    dense = "dense_flow" in arrays
+    for row in range(len(arrays["index"])):
+        fields = {name: arrays[name][row] for name in _STACKED_FIELDS}
+        yield FrameRecord(
+            **{name: value.item() if value.ndim == 0 else value for name, value in fields.items()},
+            dense_flow=arrays["dense_flow"][row] if dense else None,
+            dense_consistent=arrays["dense_consistent"][row] if dense else None,
+        )
+
+
+_STACKED_FIELDS = ("index", "timestamp_s", "valid", "confidence", "landmarks_px", "crop_from_image",
+                   "landmarks_crop", "stabilisation_residual_px", "flow_at_landmarks", "flow_fb_error_px",
+                   "flow_consistent")
+
+
+class FrontEnd:
+    """One video's front-end run. ``records()`` streams a ``FrameRecord`` per decoded frame.
+
+    MxrError at construction if the file is not a usable video. After ``records()`` is exhausted,
+    ``warnings`` holds what a person should know (also sent to the reporter as they happen).
+    """
+
+    def __init__(self, video_path: Path, settings: FrontendSettings | None = None,
+                 reporter: ProgressReporter | None = None, video: VideoInfo | None = None) -> None:
+        self.settings = settings or FrontendSettings()
+        if self.settings.flow_profile not in FLOW_PROFILES:
+            raise MxrError(f"unknown flow profile {self.settings.flow_profile!r}")
+        self.video = video or probe_video(Path(video_path))
+        self.reporter = reporter or ProgressReporter()
+        self.scale = analysis_scale(self.video.width, self.video.height, self.settings.max_side)  # analysed/source px
+        self.warnings: list[str] = []
+        end = self.video.frame_count if self.settings.end_frame is None else min(self.settings.end_frame,
+                                                                                 self.video.frame_count)
+        if self.video.frame_count > 0 and self.settings.start_frame >= self.video.frame_count:
+            raise MxrError(f"start frame {self.settings.start_frame} is past the end of {self.video.path} "
+                           f"({self.video.frame_count} frames)")
+        self.expected_frames = max(end - self.settings.start_frame, 0)  # container's count; decode may differ
+        if self.scale < 1.0:
+            self._warn(f"frames of {self.video.width}x{self.video.height} px are analysed at "
+                       f"{self.scale:.3f}x ({round(self.video.width * self.scale)}x"
+                       f"{round(self.video.height * self.scale)} px); results are in source px")
+
+    def _warn(self, message: str) -> None:
+        self.warnings.append(message)
+        self.reporter.warning(message)
+
+    def records(self) -> Iterator[FrameRecord]:
+        """Run the pipeline; closing the generator or an exception (KeyboardInterrupt included)
+        stops and joins the worker threads before it propagates."""
+        stop = threading.Event()
+        decoded: queue.Queue = queue.Queue(QUEUE_FRAMES)
+        tracked: queue.Queue = queue.Queue(QUEUE_FRAMES)
+        workers = [
+            threading.Thread(target=_guarded, args=(self._decode, decoded, stop), name="mxr-decode", daemon=True),
+            threading.Thread(target=_guarded, args=(lambda out, halt: self._track(decoded, out, halt), tracked, stop),
+                             name="mxr-landmarks", daemon=True),
+        ]
+        threads_before = cv2.getNumThreads()
+        cv2.setNumThreads(1)  # the pipeline's own threads fill the cores; nested pools only contend
+        for worker in workers:
+            worker.start()
+        try:
+            yield from self._flow(tracked, stop)
+        finally:
+            stop.set()
+            for worker in workers:
+                worker.join()
+            cv2.setNumThreads(threads_before)
+
+    def _decode(self, out: queue.Queue, stop: threading.Event) -> None:
+        frames = iter_frames_in_subprocess(self.video.path, start_frame=self.settings.start_frame,
+                                           end_frame=self.settings.end_frame, scale=self.scale)
+        try:
+            for item in frames:
+                if not _put(out, item, stop):
+                    return
+        finally:
+            frames.close()
+        _put(out, _END, stop)
+
+    def _track(self, source: queue.Queue, out: queue.Queue, stop: threading.Event) -> None:
+        settings = self.settings
+        check_every = max(1, round(settings.face_check_seconds * self.video.fps))
+        with FaceTracker(max_faces=1, min_detection_confidence=settings.min_detection_confidence,
+                         check_every=check_every) as tracker:
+            while (item := _get(source, stop)) is not _END:
+                if isinstance(item, _Failed):
+                    _put(out, item, stop)
+                    return
+                if item is None:  # stopped from outside
+                    return
+                index, timestamp_s, frame_bgr = item
+                observation = tracker.observe(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB))
+                landmarks = observation.landmarks_px
+                transform = crop = None
+                if landmarks is not None:
+                    transform = stabilising_transform(landmarks, settings.crop_size)
+                    crop = warp_to_crop(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY), transform, settings.crop_size)
+                record = _Tracked(index, timestamp_s, observation.confidence, landmarks, transform, crop,
+                                  tracker.several_faces_seen)
+                if not _put(out, record, stop):
+                    return
+        _put(out, _END, stop)
+
+    def _flow(self, source: queue.Queue, stop: threading.Event) -> Iterator[FrameRecord]:
+        settings = self.settings
+        estimator = FlowEstimator(settings.flow_profile)
+        previous: FrameRecord | None = None
+        previous_crop: np.ndarray | None = None
+        several_faces_warned = False
+        last_timestamp = -np.inf
+        timestamps_ok = True
+        count = invalid = 0
+        while (item := _get(source, stop)) is not _END:
+            if isinstance(item, _Failed):
+                raise item.error
+            if item is None:  # stopped from outside
+                return
+            if item.several_faces and not several_faces_warned:
+                several_faces_warned = True
+                self._warn(f"several faces in the video (first seen by frame {item.index}): the tracker "
+                           "follows the face it already tracks, and after losing it the most confident detection")
+            if item.timestamp_s <= last_timestamp:
+                timestamps_ok = False
+            last_timestamp = item.timestamp_s
+            record = self._record(item)
+            if record.valid and previous is not None and previous.valid:
+                pair = estimator.pair(previous_crop, item.crop_grey, previous.landmarks_crop)
+                record.flow_at_landmarks = pair.at_points
+                record.flow_fb_error_px = pair.fb_error_px
+                record.flow_consistent = pair.consistent
+                if settings.dense_flow_size > 0:
+                    record.dense_flow, record.dense_consistent = _dense_summary(
+                        pair.forward, pair.backward, settings.dense_flow_size)
+            count += 1
+            invalid += not record.valid
+            self.reporter.progress("frontend", count, max(self.expected_frames, count))
+            previous, previous_crop = record, item.crop_grey
+            yield record
+        self._final_warnings(count, invalid, timestamps_ok)
+
+    def _record(self, item: _Tracked) -> FrameRecord:
+        """A record with the landmark-stage results and no flow yet (NaN)."""
+        size = self.settings.crop_size
+        no_flow = np.full((LANDMARK_COUNT, 2), np.nan, np.float32)
+        if item.landmarks_analysed is None:
+            return FrameRecord(item.index, item.timestamp_s, False, 0.0,
+                               np.full((LANDMARK_COUNT, 3), np.nan, np.float32), np.full((2, 3), np.nan),
+                               no_flow.copy(), float("nan"), no_flow, np.full(LANDMARK_COUNT, np.nan, np.float32),
+                               np.zeros(LANDMARK_COUNT, bool))
+        crop_from_image = item.transform_analysed.copy()
+        crop_from_image[:, :2] *= self.scale  # analysed px = scale * source px
+        return FrameRecord(
+            index=item.index, timestamp_s=item.timestamp_s, valid=True, confidence=item.confidence,
+            landmarks_px=(item.landmarks_analysed / self.scale).astype(np.float32),
+            crop_from_image=crop_from_image,
+            landmarks_crop=apply_affine(item.transform_analysed, item.landmarks_analysed[:, :2]).astype(np.float32),
+            stabilisation_residual_px=stabilisation_residual(item.landmarks_analysed, item.transform_analysed, size),
+            flow_at_landmarks=no_flow, flow_fb_error_px=np.full(LANDMARK_COUNT, np.nan, np.float32),
+            flow_consistent=np.zeros(LANDMARK_COUNT, bool),
+        )
+
+    def _final_warnings(self, count: int, invalid: int, timestamps_ok: bool) -> None:
+        if count == 0:
+            raise MxrError(f"{self.video.path}: no frames could be decoded in the requested range")
+        if count < self.expected_frames:
+            self._warn(f"decoded {count} of the {self.expected_frames} frames the container announces "
+                       "(truncated or damaged file?); the take covers the decodable frames")
+        if invalid:
+            self._warn(f"no face in {invalid} of {count} frames: they are marked invalid")
+        if not timestamps_ok:
+            self._warn("the container's frame timestamps do not increase steadily; check the timing")
+
+
+def _dense_summary(forward: np.ndarray, backward: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W, 2) forward and backward crop flows -> the forward flow (size, size, 2) float16 crop px
+    and the fraction of forward-backward consistent pixels (size, size) float16, area-averaged."""
+    consistent = is_consistent(dense_forward_backward_error(forward, backward), forward).astype(np.float32)
+    flow_small = cv2.resize(forward, (size, size), interpolation=cv2.INTER_AREA)  # vectors stay in crop px
+    consistent_small = cv2.resize(consistent, (size, size), interpolation=cv2.INTER_AREA)
+    return flow_small.astype(np.float16), consistent_small.astype(np.float16)
+
+
+def _guarded(stage: Callable[[queue.Queue, threading.Event], None], out: queue.Queue, stop: threading.Event) -> None:
+    """Run a stage; hand any exception to the consumer instead of dying silently."""
+    try:
+        stage(out, stop)
+    except BaseException as error:  # noqa: BLE001 - re-raised in the consuming thread
+        _put(out, _Failed(error), stop)
+
+
+def _put(out: queue.Queue, item: object, stop: threading.Event) -> bool:
+    """Put, waiting for room; False if the run was stopped meanwhile."""
+    while not stop.is_set():
+        try:
+            out.put(item, timeout=_POLL_S)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _get(source: queue.Queue, stop: threading.Event) -> object | None:
+    """Get, waiting for an item; None if the run was stopped meanwhile."""
+    while not stop.is_set():
+        try:
+            return source.get(timeout=_POLL_S)
+        except queue.Empty:
+            continue
+    return None
