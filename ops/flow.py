@@ -1,20 +1,24 @@
 """Dense optical flow between consecutive stabilised face crops (OpenCV DIS, CPU).
 
-Profiles (measured by scripts/bench_frontend.py on a real 256 px face crop of single_face.mp4
-warped by known smooth fields; median endpoint error inside the face for peak motions of
-0.5 / 1 / 2 px plus a 0.3 px global shift; one direction, one thread, 2-core machine):
+Profiles, measured (scripts/bench_frontend.py and tests/test_flow.py) on a real 256 px stabilised
+face crop of single_face.mp4 warped by known smooth fields (Gaussian bumps peaking at 0.5 / 1 / 2 px
+plus a 0.3 px global shift): median endpoint error inside the face, worst of three random fields,
+and the time of one direction on one thread of this 2-core machine:
 
-    profile   DIS settings                                      EPE px (0.5/1/2)    frames/s
-    fast      FAST preset (finest scale 2, patch 8, stride 4)   0.075 0.066 0.092   ~1100-1250
-    balanced  FAST, finest scale 1, patch stride 6              0.054 0.047 0.060   ~420
-    fine      MEDIUM, finest scale 0, stride 4, 10 var. iters   0.036 0.035 0.041   ~50
+    profile   DIS settings                                         EPE px (0.5/1/2)    ms
+    fast      FAST preset (finest scale 2)                         0.080 0.116 0.170   ~1.0
+    balanced  FAST, finest scale 1, patch stride 6, 2 var. iters   0.053 0.066 0.090   ~1.7
+    fine      MEDIUM, finest scale 0, stride 4, 10 var. iters      0.035 0.036 0.046   ~20
 
-``fast`` is the default: it meets the 0.1 px target for motions under 2 px and leaves MediaPipe
-the bottleneck of the pipeline; the finer profiles are there when accuracy matters more than speed.
+``balanced`` is the default: the cheapest setting found that keeps the median error under 0.1 px
+for motions up to 2 px (``fast`` does not: its finest level is a quarter of the crop). ``fine``
+is for offline runs where accuracy matters more than speed.
 
 The backward flow, used only for the forward-backward consistency check, runs at ULTRAFAST
-(EPE 0.07-0.10 px, ~2600 frames/s): the check flags failures of a few tenths of a pixel and more
-(occlusion, a hand over the face, a lost track), which that precision resolves.
+(~0.5 ms): on correct motion the two flows disagree by a median 0.07 px, and the check (see
+FB_ABSOLUTE_PX) falsely fails under 1 % of face pixels at 1 px motion and ~8 % at 2 px; it is
+there to catch failures of a pixel and more (occlusion, a hand over the face, a lost track).
+At half resolution it would cost 0.2 ms but falsely fail 17 % at 2 px, so it stays full size.
 
 Conventions: flow (H, W, 2) float32 crop px, (dx, dy) from ``previous`` to ``current``:
 previous(x) ~ current(x + flow(x)).
@@ -28,12 +32,13 @@ import numpy as np
 
 FLOW_PROFILES: dict[str, dict[str, int]] = {
     "fast": {"preset": cv2.DISOPTICAL_FLOW_PRESET_FAST},
-    "balanced": {"preset": cv2.DISOPTICAL_FLOW_PRESET_FAST, "FinestScale": 1, "PatchStride": 6},
+    "balanced": {"preset": cv2.DISOPTICAL_FLOW_PRESET_FAST, "FinestScale": 1, "PatchStride": 6,
+                 "VariationalRefinementIterations": 2},
     "fine": {"preset": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, "FinestScale": 0, "PatchStride": 4,
              "VariationalRefinementIterations": 10},
     "consistency": {"preset": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST},
 }
-DEFAULT_FLOW_PROFILE = "fast"
+DEFAULT_FLOW_PROFILE = "balanced"
 
 # Forward-backward check: consistent when |F(x) + B(x + F(x))| <= ABSOLUTE + RELATIVE * |F(x)|.
 # 0.3 px is ~3x the combined error of the two flows on correct motion (see the table above).

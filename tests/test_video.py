@@ -67,3 +67,127 @@ def test_missing_file_and_directory(tmp_path):
         probe_video(tmp_path / "missing.mp4")
     with pytest.raises(MxrError, match="not a file"):
         probe_video(tmp_path)
+
+
+# --- frame range, timing, orientation, odd formats and bad inputs (clips made here with OpenCV) ---
+
+import struct
+import wave
+
+import cv2
+
+from mxr.ops.video import analysis_scale, downscale, iter_frames_in_subprocess
+
+
+def write_clip(path, frames, fps=30.0, fourcc="mp4v", is_color=True):
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height), isColor=is_color)
+    assert writer.isOpened()
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def test_frame_range_yields_source_indices(clip):
+    streamed = {index: frame for index, _, frame in iter_frames(clip)}
+    ranged = list(iter_frames(clip, start_frame=10, end_frame=20))
+    assert [index for index, _, _ in ranged] == list(range(10, 20))
+    np.testing.assert_array_equal(ranged[5][2], streamed[15])
+    assert [i for i, _, _ in iter_frames(clip, start_frame=70, end_frame=500)] == [70, 71]
+    with pytest.raises(MxrError, match="bad frame range"):
+        list(iter_frames(clip, start_frame=5, end_frame=2))
+
+
+def test_subprocess_decode_matches_in_process_decode(clip):
+    direct = list(iter_frames(clip, start_frame=3, end_frame=9))
+    piped = list(iter_frames_in_subprocess(clip, start_frame=3, end_frame=9, rgb=True))
+    assert [(i, t) for i, t, _ in piped] == [(i, t) for i, t, _ in direct]
+    for (_, _, bgr), (_, _, rgb) in zip(direct, piped):
+        np.testing.assert_array_equal(rgb, bgr[..., ::-1])
+
+
+def test_subprocess_decode_reports_bad_input(tmp_path):
+    path = tmp_path / "fake.mp4"
+    path.write_bytes(b"not a video" * 100)
+    with pytest.raises(MxrError, match="cannot read"):
+        list(iter_frames_in_subprocess(path))
+
+
+def test_variable_frame_rate_keeps_true_timestamps():
+    # face_noface.mov is variable-rate: frame gaps range from ~14 ms to 50 ms.
+    timestamps = np.array([t for _, t, _ in iter_frames(sample_path("video/face_noface.mov"))])
+    gaps = np.diff(timestamps)
+    assert len(timestamps) == 169 and np.all(gaps > 0)
+    assert gaps.min() < 0.02 and gaps.max() > 0.045
+
+
+def test_rotation_metadata_is_applied(tmp_path):
+    """A clip whose track header says 'rotate 90 degrees' (as phones write) comes out upright."""
+    frames = [np.zeros((48, 64, 3), np.uint8) for _ in range(3)]
+    for frame in frames:
+        frame[:8, :] = 255  # a white band along the top edge
+    path = write_clip(tmp_path / "portrait.mp4", frames)
+    data = bytearray(path.read_bytes())
+    matrix_at = data.find(b"tkhd") + 4 + 4 + 20 + 8 + 8  # version/flags, v0 times/ids, reserved, layer...
+    rotate_90 = (0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000)
+    data[matrix_at:matrix_at + 36] = struct.pack(">9i", *rotate_90)
+    path.write_bytes(bytes(data))
+    info = probe_video(path)
+    assert info.rotation_deg in (90, 270)
+    assert (info.width, info.height) == (48, 64)
+    _, _, frame = next(iter(iter_frames(path)))
+    assert frame.shape == (64, 48, 3)
+    assert frame[:, :6].mean() > 200 or frame[:, -6:].mean() > 200  # the band is now a side
+
+
+def test_grayscale_video_comes_out_as_bgr(tmp_path):
+    frames = [np.full((120, 160), 40 * k, np.uint8) for k in range(5)]
+    path = write_clip(tmp_path / "grey.mp4", frames, is_color=False)
+    decoded = [frame for _, _, frame in iter_frames(path)]
+    assert len(decoded) == 5 and decoded[0].shape == (120, 160, 3)
+    assert np.abs(decoded[3].astype(int) - 120).mean() < 4
+    np.testing.assert_array_equal(decoded[3][..., 0], decoded[3][..., 2])
+
+
+def test_8k_frames_are_downscaled_for_analysis(tmp_path):
+    frames = [np.full((4320, 7680, 3), 30 * k, np.uint8) for k in range(2)]
+    path = write_clip(tmp_path / "eight k.avi", frames, fourcc="MJPG")
+    info = probe_video(path)
+    assert (info.width, info.height) == (7680, 4320)
+    scale = analysis_scale(info.width, info.height)
+    assert scale == pytest.approx(1280 / 7680)
+    _, _, frame = next(iter(iter_frames_in_subprocess(path, scale=scale)))
+    assert frame.shape == (720, 1280, 3)
+    assert downscale(np.zeros((360, 640, 3), np.uint8), analysis_scale(640, 360)).shape == (360, 640, 3)
+
+
+def test_audio_only_file_is_refused(tmp_path):
+    path = tmp_path / "voice.wav"
+    with wave.open(str(path), "wb") as audio:
+        audio.setnchannels(1)
+        audio.setsampwidth(2)
+        audio.setframerate(16000)
+        audio.writeframes(np.zeros(16000, np.int16).tobytes())
+    with pytest.raises(MxrError, match="cannot read"):
+        probe_video(path)
+
+
+def test_zero_length_video_is_refused(tmp_path):
+    writer = cv2.VideoWriter(str(tmp_path / "empty.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (64, 64))
+    writer.release()
+    with pytest.raises(MxrError, match="cannot read"):
+        probe_video(tmp_path / "empty.mp4")
+    (tmp_path / "zero.mp4").write_bytes(b"")
+    with pytest.raises(MxrError, match="empty"):
+        probe_video(tmp_path / "zero.mp4")
+
+
+def test_corrupt_middle_decodes_what_it_can(clip, tmp_path):
+    data = bytearray(clip.read_bytes())
+    middle = len(data) // 3
+    data[middle:middle + 4000] = np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes()
+    path = tmp_path / "corrupt.mp4"
+    path.write_bytes(bytes(data))
+    decoded = sum(1 for _ in iter_frames(path))
+    assert 0 < decoded < 72  # stops at the damage, without an exception
