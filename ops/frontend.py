@@ -64,7 +64,7 @@ class FrameRecord:
     flow_at_landmarks: np.ndarray  # (478, 2) float32 crop px
     flow_fb_error_px: np.ndarray  # (478,) float32 crop px, forward-backward disagreement
     flow_consistent: np.ndarray  # (478,) bool, the forward-backward check passed
-    dense_flow: np.ndarray | None = None  # (S, S, 2) float16 crop px, or None (dense_flow_size 0)
+    dense_flow: np.ndarray | None = None  # (S, S, 2) float16 crop px (NaN without flow); None: dense_flow_size 0
     dense_consistent: np.ndarray | None = None  # (S, S) float16, fraction of consistent pixels
 
 
@@ -234,6 +234,10 @@ class FrontEnd:
                 if settings.dense_flow_size > 0:
                     record.dense_flow, record.dense_consistent = _dense_summary(
                         pair.forward, pair.backward, settings.dense_flow_size)
+            if settings.dense_flow_size > 0 and record.dense_flow is None:
+                size = settings.dense_flow_size
+                record.dense_flow = np.full((size, size, 2), np.nan, np.float16)
+                record.dense_consistent = np.zeros((size, size), np.float16)
             count += 1
             invalid += not record.valid
             self.reporter.progress("frontend", count, max(self.expected_frames, count))
