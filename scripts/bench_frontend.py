@@ -1,0 +1,250 @@
+"""Front-end figures on the real 640x360 clips: throughput, memory, flow accuracy.
+
+    .venv/bin/python scripts/bench_frontend.py [--clips NAME ...] [--repeats 3] [--json out.json]
+
+Throughput (frames/s, median of --repeats runs, interleaved, with min..max; the machine may be
+shared, so look at the spread):
+  decode          in-process OpenCV decode, frames discarded
+  mediapipe       FaceTracker.observe on frames already decoded into memory (MediaPipe only)
+  decode+mp       the landmark-only pipeline: decode child process -> FaceTracker (no crops, no flow)
+  frontend        the full front-end (decode -> landmarks -> crops -> forward+backward flow), records discarded
+  ratio           frontend / mediapipe (and frontend / decode+mp)
+Each run includes its start-up (MediaPipe graph, decode child); ``frontend steady`` leaves out the
+time to the first record.
+
+Memory: peak resident set size (VmHWM) of a fresh process that streams the front-end over the
+clip, and over the clip looped 10x (a temporary re-encoded file), plus the decode child's peak.
+
+Flow accuracy: a real stabilised face crop of single_face.mp4 warped by known smooth fields
+(Gaussian bumps peaking at 0.5 / 1 / 2 px + a 0.3 px global shift, three random fields each) with
+cv2.remap; median endpoint error inside the face (worst field) and time per direction, per profile.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from mxr.ops.crops import apply_affine, stabilising_transform, warp_to_crop
+from mxr.ops.flow import DEFAULT_FLOW_PROFILE, FLOW_PROFILES, dense_flow, make_dis
+from mxr.ops.frontend import FrontEnd, FrontendSettings
+from mxr.ops.landmarks import FaceTracker
+from mxr.ops.progress import ProgressReporter
+from mxr.ops.sample_data import sample_path
+from mxr.ops.video import iter_frames, iter_frames_in_subprocess, read_frames_at
+
+DEFAULT_CLIPS = ("video/single_face.mp4", "video/WolfgangLanger_Pexels.mp4")
+LOOPS = 10
+
+
+def time_decode(path: Path) -> float:
+    started = time.perf_counter()
+    count = sum(1 for _ in iter_frames(path))
+    return count / (time.perf_counter() - started)
+
+
+def time_mediapipe(frames_rgb: list[np.ndarray]) -> float:
+    started = time.perf_counter()
+    with FaceTracker() as tracker:
+        for frame in frames_rgb:
+            tracker.observe(frame)
+    return len(frames_rgb) / (time.perf_counter() - started)
+
+
+def time_decode_and_mediapipe(path: Path) -> float:
+    started = time.perf_counter()
+    count = 0
+    with FaceTracker() as tracker:
+        for _, _, frame in iter_frames_in_subprocess(path, rgb=True):
+            tracker.observe(frame)
+            count += 1
+    return count / (time.perf_counter() - started)
+
+
+def time_frontend(path: Path) -> tuple[float, float]:
+    """(overall frames/s including start-up, steady frames/s after the first record)."""
+    started = time.perf_counter()
+    records = FrontEnd(path, FrontendSettings(), ProgressReporter(io.StringIO())).records()
+    next(records)
+    first = time.perf_counter()
+    count = 1 + sum(1 for _ in records)
+    end = time.perf_counter()
+    return count / (end - started), (count - 1) / (end - first)
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"median": round(statistics.median(values), 1), "min": round(min(values), 1), "max": round(max(values), 1)}
+
+
+def throughput(path: Path, repeats: int) -> dict[str, object]:
+    frames_rgb = [cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) for _, _, frame in iter_frames(path)]
+    runs: dict[str, list[float]] = {"decode": [], "mediapipe": [], "decode+mp": [], "frontend": [], "frontend steady": []}
+    for _ in range(repeats):  # interleaved, so a burst of load elsewhere hits every figure alike
+        runs["decode"].append(time_decode(path))
+        runs["mediapipe"].append(time_mediapipe(frames_rgb))
+        runs["decode+mp"].append(time_decode_and_mediapipe(path))
+        overall, steady = time_frontend(path)
+        runs["frontend"].append(overall)
+        runs["frontend steady"].append(steady)
+    result: dict[str, object] = {"frames": len(frames_rgb), **{name: spread(v) for name, v in runs.items()}}
+    median = {name: statistics.median(v) for name, v in runs.items()}
+    result["ratio frontend/mediapipe"] = round(median["frontend"] / median["mediapipe"], 3)
+    result["ratio frontend/decode+mp"] = round(median["frontend"] / median["decode+mp"], 3)
+    return result
+
+
+def peak_memory_mb(path: Path) -> dict[str, float]:
+    """Peak resident memory (MB) of a fresh process streaming the front-end over ``path`` (VmHWM:
+    ``ru_maxrss`` would also count what a forked child held before its exec), and of the decode
+    child on its own, started from a small launcher for the same reason."""
+    frontend = (
+        "import io, json, sys\n"
+        "from mxr.ops.frontend import FrontEnd\n"
+        "from mxr.ops.progress import ProgressReporter\n"
+        "count = sum(1 for _ in FrontEnd(sys.argv[1], reporter=ProgressReporter(io.StringIO())).records())\n"
+        "status = open('/proc/self/status').read().split('VmHWM:')[1].split()[0]\n"
+        "print(json.dumps({'frames': count, 'peak_kb': int(status)}))\n"
+    )
+    decoder = (
+        "import resource, subprocess, sys\n"
+        "subprocess.run([sys.executable, '-m', 'mxr.ops.video', sys.argv[1], '0', '', '1.0', 'rgb'],"
+        " stdout=subprocess.DEVNULL, check=True)\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", frontend, str(path)], capture_output=True, text=True, check=True)
+    figures = json.loads(run.stdout.strip().splitlines()[-1])
+    decode = subprocess.run([sys.executable, "-c", decoder, str(path)], capture_output=True, text=True, check=True)
+    return {"frames": figures["frames"], "peak_rss_mb": round(figures["peak_kb"] / 1024, 1),
+            "decode_child_peak_rss_mb": round(int(decode.stdout.split()[-1]) / 1024, 1)}
+
+
+def write_looped(path: Path, loops: int, folder: Path) -> Path:
+    """The clip ``loops`` times over, re-encoded (mp4v) into ``folder``."""
+    capture = cv2.VideoCapture(str(path))
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    capture.release()
+    frames = [frame for _, _, frame in iter_frames(path)]
+    looped = folder / f"looped_{loops}x.mp4"
+    writer = cv2.VideoWriter(str(looped), cv2.VideoWriter_fourcc(*"mp4v"), fps, frames[0].shape[1::-1])
+    for _ in range(loops):
+        for frame in frames:
+            writer.write(frame)
+    writer.release()
+    return looped
+
+
+def memory(path: Path) -> dict[str, object]:
+    with tempfile.TemporaryDirectory() as folder:
+        looped = write_looped(path, LOOPS, Path(folder))
+        return {"clip": peak_memory_mb(path), f"looped {LOOPS}x": peak_memory_mb(looped)}
+
+
+def smooth_field(shape: tuple[int, int], peak_px: float, seed: int) -> np.ndarray:
+    """Sum of 8 Gaussian bumps scaled to ``peak_px`` plus a 0.3 px global x shift: (H, W, 2) px."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float32)
+    field = np.zeros(shape + (2,), np.float32)
+    for _ in range(8):
+        cx, cy = rng.uniform(60, 200, 2)
+        sigma = rng.uniform(12, 30)
+        field += np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma**2))[..., None] * rng.normal(size=2)
+    field *= peak_px / np.linalg.norm(field, axis=2).max()
+    return field + np.array([0.3, 0.0], np.float32)
+
+
+def flow_accuracy() -> dict[str, object]:
+    frame = read_frames_at(sample_path("video/single_face.mp4"), [0])[0]
+    with FaceTracker() as tracker:
+        landmarks = tracker.track(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    transform = stabilising_transform(landmarks)
+    crop = warp_to_crop(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), transform)  # (256, 256) uint8
+    points = apply_affine(transform, landmarks[:, :2].astype(np.float64))
+    face = np.zeros(crop.shape, np.uint8)
+    cv2.fillConvexPoly(face, cv2.convexHull(points[:468].astype(np.float32)).astype(np.int32), 1)
+    face = cv2.erode(face, np.ones((9, 9), np.uint8)).astype(bool)
+    yy, xx = np.mgrid[0:crop.shape[0], 0:crop.shape[1]].astype(np.float32)
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    results: dict[str, object] = {}
+    try:
+        for profile in (p for p in FLOW_PROFILES if p != "consistency"):
+            dis = make_dis(profile)
+            worst: dict[str, float] = {}
+            pairs = []
+            for peak in (0.5, 1.0, 2.0):
+                errors = []
+                for seed in range(3):
+                    field = smooth_field(crop.shape, peak, seed)
+                    # previous(x) = image(x + field(x)), current = image: the flow previous -> current is field.
+                    previous = cv2.remap(crop, xx + field[..., 0] + 0.5, yy + field[..., 1] + 0.5, cv2.INTER_CUBIC,
+                                         borderMode=cv2.BORDER_REFLECT)
+                    current = cv2.remap(crop, xx + 0.5, yy + 0.5, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+                    pairs.append((previous, current))
+                    flow = dense_flow(dis, previous, current)
+                    errors.append(float(np.median(np.linalg.norm(flow - field, axis=2)[face])))
+                worst[f"{peak:g}px"] = round(max(errors), 3)
+            repeats = 40 if profile != "fine" else 8
+            started = time.perf_counter()
+            for k in range(repeats):
+                dense_flow(dis, *pairs[k % len(pairs)])
+            results[profile] = {"median_epe_px_worst_of_3": worst,
+                                "ms_per_direction": round((time.perf_counter() - started) / repeats * 1000, 2)}
+    finally:
+        cv2.setNumThreads(threads)
+    results["default"] = DEFAULT_FLOW_PROFILE
+    return results
+
+
+def print_table(report: dict[str, object]) -> None:
+    print(f"\nthroughput, frames/s: median (min..max) of {report['repeats']} interleaved runs")
+    names = ["decode", "mediapipe", "decode+mp", "frontend", "frontend steady"]
+    print(f"{'clip':32s}" + "".join(f"{n:>20s}" for n in names) + f"{'full/mp':>9s}{'full/dec+mp':>12s}")
+    for clip, figures in report["throughput"].items():
+        cells = "".join(f"{figures[n]['median']:>7.0f} ({figures[n]['min']:.0f}..{figures[n]['max']:.0f})".rjust(20)
+                        for n in names)
+        print(f"{clip:32s}{cells}{figures['ratio frontend/mediapipe']:>9.2f}{figures['ratio frontend/decode+mp']:>12.2f}")
+    print("\npeak memory (peak RSS of a fresh process streaming the front-end; the decode child on its own)")
+    for clip, figures in report["memory"].items():
+        for name, values in figures.items():
+            print(f"  {clip:32s} {name:10s} {values['frames']:6d} frames  {values['peak_rss_mb']:7.1f} MB"
+                  f"  (decode child {values['decode_child_peak_rss_mb']:.1f} MB)")
+    print("\nflow accuracy on known motion: median EPE inside the face, worst of 3 fields (px); ms per direction")
+    for profile, figures in report["flow"].items():
+        if profile == "default":
+            continue
+        epe = " ".join(f"{peak}: {value:.3f}" for peak, value in figures["median_epe_px_worst_of_3"].items())
+        marker = "  <- default" if profile == report["flow"]["default"] else ""
+        print(f"  {profile:10s} {epe}   {figures['ms_per_direction']:.2f} ms{marker}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clips", nargs="+", default=list(DEFAULT_CLIPS), help="sample clips (relative names)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--memory-clip", default="video/WolfgangLanger_Pexels.mp4")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    arguments = parser.parse_args()
+    report: dict[str, object] = {"repeats": arguments.repeats, "cpu_count": len(__import__("os").sched_getaffinity(0)),
+                                 "throughput": {}, "memory": {}}
+    for clip in arguments.clips:
+        report["throughput"][clip] = throughput(sample_path(clip), arguments.repeats)
+    report["memory"][arguments.memory_clip] = memory(sample_path(arguments.memory_clip))
+    report["flow"] = flow_accuracy()
+    print_table(report)
+    if arguments.json is not None:
+        arguments.json.write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
