@@ -96,6 +96,13 @@ def combine_embeddings(automatic: LandmarkEmbedding | None, supplied: SuppliedLa
     return LandmarkEmbedding(triangles, barycentric)
 
 
+def default_registration_path(flame_path: Path) -> Path:
+    """Where ``scripts/flame_correspondence.py`` writes a FLAME file's registration by default:
+    ``<FLAME file stem>_mxr_landmarks.npz`` next to it (MXR's file, none of FLAME's data)."""
+    flame_path = Path(flame_path)
+    return flame_path.with_name(flame_path.stem + "_mxr_landmarks.npz")
+
+
 def save_landmark_embedding(path: Path, embedding: LandmarkEmbedding, vertex_count: int, direct_hits: np.ndarray) -> None:
     """Write the automatic registration's result (.npz, no pickles), atomically.
 

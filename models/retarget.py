@@ -1,4 +1,4 @@
-"""Canonical (head-agnostic) deformation -> a head's expression coefficients.
+"""Canonical (head-agnostic) deformation -> a head's expression coefficients (and FLAME's joints).
 
 Regularized, box-constrained least squares through the landmark embedding: for each frame t,
 
@@ -8,11 +8,19 @@ where d_t (478, 3) is the take's displacement from the performer's neutral (mm),
 similarity that carries the performer's neutral onto the head's rest landmarks, and B (478*3, K)
 the head's expression basis seen at the landmarks. All frames are solved together with FISTA
 (accelerated projected gradient), so a whole take retargets in milliseconds with numpy alone.
+
+FLAME adds joints: ``retarget_flame`` solves the jaw (and eyes) with the expressions by
+Gauss-Newton through ``FlameLandmarks`` (FLAME's exact forward pass at the landmarks), and
+``estimate_flame_identity`` fits identity coefficients to the performer's neutral face.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
+from .correspondence import LandmarkEmbedding
+from .flame import FlameModel, joint_transforms, pose_features, rodrigues, shaped_vertices
 from .head_model import HeadModel
 from .similarity import Similarities, fit_similarities
 
@@ -20,23 +28,27 @@ from .similarity import Similarities, fit_similarities
 def solve_box_ridge(
     basis: np.ndarray,
     targets: np.ndarray,
-    lower: float,
-    upper: float,
-    regularization: float,
+    lower: float | np.ndarray,
+    upper: float | np.ndarray,
+    regularization: float | np.ndarray,
     iterations: int = 300,
 ) -> np.ndarray:
-    """min ||basis @ c - y||^2 + regularization ||c||^2, lower <= c <= upper, for many y at once.
+    """min ||basis @ c - y||^2 + sum_k regularization_k c_k^2, lower <= c <= upper, for many y at once.
 
-    basis: (M, K); targets: (T, M) -> coefficients (T, K).
+    basis: (M, K) shared by all targets, or (T, M, K) one per target; targets: (T, M) ->
+    coefficients (T, K). ``lower``, ``upper`` and ``regularization`` are scalars or broadcast
+    against (T, K) (per coefficient, per target).
     """
-    gram = basis.T @ basis + regularization * np.eye(basis.shape[1])  # (K, K)
-    linear = targets @ basis  # (T, K)
-    step = 1.0 / np.linalg.eigvalsh(gram)[-1]
+    count = basis.shape[-1]
+    gram = np.swapaxes(basis, -1, -2) @ basis  # (K, K) or (T, K, K)
+    gram = gram + np.broadcast_to(regularization, gram.shape[:-2] + (count,))[..., None] * np.eye(count)
+    linear = np.einsum("tm,...mk->tk", targets, basis) if basis.ndim == 2 else np.einsum("tm,tmk->tk", targets, basis)
+    step = 1.0 / np.linalg.eigvalsh(gram)[..., -1:]  # (1,) or (T, 1)
     coefficients = np.clip(np.zeros_like(linear), lower, upper)
     momentum_point = coefficients.copy()
     momentum = 1.0
     for _ in range(iterations):
-        gradient = momentum_point @ gram - linear
+        gradient = np.einsum("...k,...kl->...l", momentum_point, gram) - linear
         updated = np.clip(momentum_point - step * gradient, lower, upper)
         next_momentum = (1.0 + np.sqrt(1.0 + 4.0 * momentum**2)) / 2.0
         momentum_point = updated + ((momentum - 1.0) / next_momentum) * (updated - coefficients)
@@ -75,3 +87,173 @@ def retarget_expressions(
         targets = displacement_head[valid].reshape(int(valid.sum()), -1)
         coefficients[valid] = solve_box_ridge(basis, targets, lower, upper, strength)
     return coefficients
+
+
+# -- FLAME: expressions and joint rotations ------------------------------------------------------
+@dataclass(frozen=True)
+class FlameLandmarks:
+    """FLAME evaluated at the 478 landmarks only, exactly (``embedding.locate(flame_forward(..))``).
+
+    A landmark is a barycentric mix of three vertices and FLAME's skinning is linear in the rest
+    vertices, so everything the forward pass needs collapses per landmark and joint up front:
+    ``sum_i b_i w_ij x_i`` for the rest mesh, each expression component and each pose corrective.
+    A frame then costs O(478 * 5) instead of O(5023 * 5), and for fixed joint rotations the
+    landmarks are affine in the expression coefficients (joints are regressed linearly from the
+    expressed mesh, and the skinning translations are linear in the joints).
+    """
+
+    rest: np.ndarray  # (L, J, 3) metres: sum_i b_i w_ij x_i over the shaped template
+    expression: np.ndarray  # (E, L, J, 3) metres per coefficient
+    pose: np.ndarray  # (36, L, J, 3) metres per (R - I) entry
+    weight: np.ndarray  # (L, J) sum_i b_i w_ij
+    joints_rest: np.ndarray  # (J, 3) metres, regressed from the shaped template
+    joints_expression: np.ndarray  # (E, J, 3) metres per coefficient
+    parents: np.ndarray  # (J,)
+
+    @classmethod
+    def build(cls, model: FlameModel, landmarks: LandmarkEmbedding, shape: np.ndarray, expressions: int) -> "FlameLandmarks":
+        """For ``model`` with identity ``shape`` (S',) and its first ``expressions`` components."""
+        triangles = landmarks.triangles.astype(np.int64)  # (L, 3)
+        mix = landmarks.barycentric.astype(np.float64)[..., None] * model.skinning_weights[triangles]  # (L, 3, J)
+        shaped = shaped_vertices(model, shape, np.zeros(0))  # (V, 3)
+        basis = model.expression_basis[:expressions]  # (E, V, 3)
+
+        def collapse(points: np.ndarray) -> np.ndarray:  # (..., V, 3) -> (..., L, J, 3)
+            return np.einsum("ltj,...ltc->...ljc", mix, points[..., triangles, :])
+
+        return cls(
+            rest=collapse(shaped), expression=collapse(basis), pose=collapse(model.pose_basis),
+            weight=mix.sum(axis=1), joints_rest=model.joint_regressor @ shaped,
+            joints_expression=np.einsum("jv,evc->ejc", model.joint_regressor, basis), parents=model.parents,
+        )
+
+    def locate(self, expression: np.ndarray, pose: np.ndarray) -> np.ndarray:
+        """Landmarks (..., L, 3) metres for expression (..., E) and pose (..., J, 3) axis-angle."""
+        offset, basis = self.affine(pose)
+        return offset + np.einsum("...e,...elc->...lc", expression, basis)
+
+    def affine(self, pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Landmarks as offset (..., L, 3) + expression @ basis (..., E, L, 3) at a fixed pose."""
+        rotations = rodrigues(pose)  # (..., J, 3, 3)
+        joints = np.broadcast_to(self.joints_rest, rotations.shape[:-2] + (3,))
+        transforms, _ = joint_transforms(rotations, joints, self.parents)  # (..., J, 3, 4)
+        rest = self.rest + np.tensordot(pose_features(rotations), self.pose, axes=([-1], [0]))  # (..., L, J, 3)
+        offset = np.einsum("...jab,...ljb->...la", transforms[..., :3], rest)
+        offset += np.einsum("lj,...ja->...la", self.weight, transforms[..., 3])
+        # Expression moves the joints too: the translations' share, linear in the joints.
+        batch = rotations.shape[:-3] + self.joints_expression.shape[:1]  # (..., E)
+        rotations_e = np.broadcast_to(rotations[..., None, :, :, :], batch + rotations.shape[-3:])
+        joints_e = np.broadcast_to(self.joints_expression, batch + self.joints_expression.shape[-2:])
+        shifts, _ = joint_transforms(rotations_e, joints_e, self.parents)  # (..., E, J, 3, 4)
+        basis = np.einsum("...jab,eljb->...ela", transforms[..., :3], self.expression)
+        basis += np.einsum("lj,...eja->...ela", self.weight, shifts[..., 3])
+        return offset, basis
+
+
+@dataclass
+class FlameRetarget:
+    expression: np.ndarray  # (T, E) coefficients, NaN rows where the take has no face
+    pose: np.ndarray  # (T, 5, 3) axis-angle per FLAME joint (only the solved joints move), NaN rows likewise
+
+
+def flame_rest_alignment(rig: FlameLandmarks, neutral_mm: np.ndarray) -> Similarities:
+    """Similarity from the performer's neutral (mm) onto the FLAME rest landmarks (m)."""
+    rest_landmarks = rig.locate(np.zeros(rig.expression.shape[0]), np.zeros((len(rig.parents), 3)))  # (L, 3)
+    return fit_similarities(neutral_mm.astype(np.float64), rest_landmarks[None])
+
+
+def retarget_flame(
+    rig: FlameLandmarks,
+    deformation_mm: np.ndarray,
+    neutral_mm: np.ndarray,
+    joints: tuple[int, ...] = (2,),
+    regularization: float = 0.01,
+    iterations: int = 8,
+    bounds: tuple[float, float] = (-3.0, 3.0),
+    max_step_rad: float = 0.3,
+) -> FlameRetarget:
+    """FLAME expression coefficients and joint rotations (default: the jaw, joint 2) per frame.
+
+    FLAME opens the mouth mostly with the jaw joint, which expression blendshapes cannot mimic,
+    so the jaw is solved with the expressions. Gauss-Newton on both at once: at the current
+    rotations the landmarks are affine in the expressions (exactly) and are linearised in the
+    solved joints' axis-angles (finite differences); each step is the same box-constrained ridge
+    as ``retarget_expressions`` with the expressions bounded by ``bounds`` and the rotation step
+    by ``max_step_rad`` (a trust region: a bad linearisation cannot throw the jaw around).
+    Rotations carry a small damping, not a prior: a still jaw stays near zero because the
+    target says so. Frames with NaN displacement (no face) come back as NaN rows.
+    """
+    count = deformation_mm.shape[0]
+    components = rig.expression.shape[0]
+    alignment = flame_rest_alignment(rig, neutral_mm)
+    displacement = alignment.scale[0] * deformation_mm.astype(np.float64) @ alignment.rotation[0].T  # (T, L, 3) m
+    valid = np.all(np.isfinite(displacement), axis=(1, 2))
+    expression = np.full((count, components), np.nan)
+    pose = np.full((count, len(rig.parents), 3), np.nan)
+    if not valid.any():
+        return FlameRetarget(expression, pose)
+    zero_pose = np.zeros((len(rig.parents), 3))
+    rest = rig.locate(np.zeros(components), zero_pose)  # (L, 3)
+    targets = (rest + displacement[valid]).reshape(int(valid.sum()), -1)  # (n, L*3) metres
+    frames = len(targets)
+    rest_basis = (rig.locate(np.eye(components), zero_pose) - rest).reshape(components, -1)  # (E, L*3)
+    ridge = regularization * float(np.mean(np.sum(rest_basis**2, axis=1)))
+    unknowns = [(joint, axis) for joint in joints for axis in range(3)]
+    # Unknowns per frame: the E coefficients, then the rotation steps (damped slightly, bounded).
+    damping = np.concatenate([np.full(components, ridge), np.full(len(unknowns), 1e-3 * ridge)])
+    lower = np.concatenate([np.full(components, bounds[0]), np.full(len(unknowns), -max_step_rad)])
+    upper = np.concatenate([np.full(components, bounds[1]), np.full(len(unknowns), max_step_rad)])
+    solved = np.zeros((frames, len(rig.parents), 3))  # (n, J, 3)
+    coefficients = np.zeros((frames, components))
+    epsilon = 1e-6  # radians, finite-difference step
+    for _ in range(iterations):
+        offset, basis = rig.affine(solved)  # (n, L, 3), (n, E, L, 3)
+        current = offset + np.einsum("ne,nelc->nlc", coefficients, basis)
+        columns = []
+        for joint, axis in unknowns:
+            nudged = solved.copy()
+            nudged[:, joint, axis] += epsilon
+            columns.append((rig.locate(coefficients, nudged) - current).reshape(frames, -1) / epsilon)
+        jacobian = np.concatenate([basis.reshape(frames, components, -1), np.stack(columns, axis=1)], axis=1)  # (n, K, M)
+        # Columns scaled to unit norm: metres per radian and per coefficient differ by ~100x,
+        # which would stall the projected gradient. u = scale * x.
+        scale = np.maximum(np.linalg.norm(jacobian, axis=2), 1e-12)  # (n, K)
+        residual = targets - offset.reshape(frames, -1)  # the affine part's target for the coefficients
+        update = solve_box_ridge(
+            np.swapaxes(jacobian / scale[..., None], 1, 2), residual,
+            lower * scale, upper * scale, damping / scale**2,
+        ) / scale
+        coefficients = update[:, :components]
+        for position, (joint, axis) in enumerate(unknowns):
+            solved[:, joint, axis] += update[:, components + position]
+    expression[valid] = coefficients
+    pose[valid] = solved
+    return FlameRetarget(expression, pose)
+
+
+def estimate_flame_identity(
+    model: FlameModel,
+    landmarks: LandmarkEmbedding,
+    neutral_mm: np.ndarray,
+    components: int,
+    regularization: float = 0.01,
+    rounds: int = 4,
+    bounds: tuple[float, float] = (-3.0, 3.0),
+) -> np.ndarray:
+    """FLAME identity coefficients (components,) whose neutral landmarks best match the
+    performer's neutral face (478, 3) mm, up to a similarity (size is the similarity's, not the
+    identity's: MediaPipe's canonical face has no reliable absolute scale).
+
+    Alternates: fit the similarity onto the current identity's landmarks, then the identity by
+    the same box-constrained ridge as the expressions (bounded to +-3 standard deviations).
+    """
+    basis = landmarks.locate(model.shape_basis[:components]).reshape(components, -1).T  # (478*3, S')
+    template = landmarks.locate(model.template)  # (478, 3)
+    strength = regularization * float(np.mean(np.sum(basis**2, axis=0)))
+    identity = np.zeros(components)
+    for _ in range(rounds):
+        current = template + (basis @ identity).reshape(-1, 3)
+        alignment = fit_similarities(neutral_mm.astype(np.float64), current[None])
+        performer = alignment.apply(neutral_mm.astype(np.float64)[None])[0]  # (478, 3) metres on the head
+        identity = solve_box_ridge(basis, (performer - template).reshape(1, -1), *bounds, strength)[0]
+    return identity

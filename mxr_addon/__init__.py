@@ -1,7 +1,8 @@
 """MXR's Blender side: the only package that imports bpy.
 
-Modules, one concept each: ``preferences`` (engine interpreter), ``rig`` (HeadModel -> mesh with
-shape keys), ``bake`` (take -> F-curves), ``camera`` (reference video, render camera),
+Modules, one concept each: ``preferences`` (engine interpreter, FLAME file), ``rig`` (HeadModel
+-> mesh with shape keys), ``flame_rig`` (FLAME -> mesh, armature, correctives), ``bake``
+(take -> F-curves), ``camera`` (reference video, render camera),
 ``pipeline`` (the steps operators and batch share), ``engine_job`` (the engine process, no bpy),
 ``operators``, ``panels``, ``batch`` (headless .blend + preview renders).
 """

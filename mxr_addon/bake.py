@@ -4,6 +4,13 @@ Ownership: MXR writes only into actions it created (tagged ``mxr_owned``) and on
 keys. A user's action found on the rig is kept alive with a fake user and reported, never
 deleted; shape keys MXR did not create and drivers are never touched.
 
+FLAME rigs (``bake_flame_take``): expressions, jaw and eye rotations solved together
+(``retarget_flame``), the take's head rotation on the ``neck`` bone (the head turns on the
+neck, the neck base stays with the body the head is attached to), pose correctives and the
+joint shift keyed per frame (see ``flame_rig``). The take's ``detail_mm`` is part of the fitted
+deformation but gets no keys of its own: MXR has no detail shape keys yet (the baseline model
+writes zeros there).
+
 Frames: take frame ``k`` lands on scene frame ``frame_start + k``. Frames without a face get no
 shape-key or rotation keys (the curves interpolate across the gap), and the object's
 ``mxr_face_found`` property (0/1, constant interpolation) shows where the gaps are.
@@ -16,10 +23,13 @@ import bpy
 import mathutils
 import numpy as np
 
+from ..models.correspondence import LandmarkEmbedding
+from ..models.flame import FlameModel, rodrigues
 from ..models.head_model import HeadModel
-from ..models.retarget import retarget_expressions
+from ..models.retarget import FlameLandmarks, retarget_flame, retarget_expressions
 from ..ops.errors import MxrError
 from ..ops.take import Take
+from .flame_rig import FlameChannels, armature_of, flame_channels, rig_expression_count, rig_identity
 from .rig import AXES, OWNED, expression_keys
 
 FACE_FOUND = "mxr_face_found"
@@ -68,10 +78,7 @@ def bake_take(
         write_keys(curve, frames[valid], values[valid], "LINEAR")
     warnings += driven_paths_warning(key, names)
 
-    rig[FACE_FOUND] = int(valid[0]) if len(valid) else 0
-    object_action = owned_action(rig, f"MXR {rig.name} Head", warnings)
-    found_curve = ensure_fcurve(object_action, rig, f'["{FACE_FOUND}"]')
-    write_keys(found_curve, frames, valid.astype(np.float64), "CONSTANT")
+    object_action = key_face_found(rig, frames, valid, warnings)
     if key_rotation:
         rig.rotation_mode = "XYZ"
         eulers = blender_eulers(take.head_rotation[valid])  # (n, 3) radians
@@ -80,6 +87,70 @@ def bake_take(
             write_keys(curve, frames[valid], eulers[:, axis], "LINEAR")
     rig["mxr_source"] = take.source_path
     return BakeResult(take.frame_count, int(valid.sum()), names, warnings)
+
+
+def bake_flame_take(
+    scene: bpy.types.Scene,
+    rig: bpy.types.Object,
+    model: FlameModel,
+    landmarks: LandmarkEmbedding,
+    take: Take,
+    *,
+    key_rotation: bool = True,
+    joints: tuple[int, ...] = (2, 3, 4),
+) -> BakeResult:
+    """Retarget ``take`` to the FLAME ``model`` a rig was built from and key it: shape keys on
+    the mesh, bone rotations (and joint-shift locations) on its armature. ``joints``: the FLAME
+    joints solved from the landmarks (jaw, eyes); the neck gets the take's head rotation."""
+    armature = armature_of(rig)
+    if armature is None:
+        raise MxrError(f"{rig.name} lost its FLAME armature: import the FLAME rig again")
+    expressions = rig_expression_count(rig)
+    landmark_rig = FlameLandmarks.build(model, landmarks, rig_identity(rig), expressions)
+    solved = retarget_flame(landmark_rig, take.deformation_mm(), take.neutral_mm, joints=joints)
+    valid = np.all(np.isfinite(solved.expression), axis=1)  # (T,)
+    frames = scene.frame_start + np.arange(take.frame_count, dtype=np.float64)  # (T,) scene frames
+    rotations = rodrigues(solved.pose[valid])  # (n, 5, 3, 3) FLAME axes, local
+    if key_rotation:
+        rotations[:, 1] = orthonormalised(take.head_rotation[valid])  # canonical -> camera = FLAME axes
+    channels = flame_channels(armature, model, solved.expression[valid], rotations)
+
+    set_scene_timing(scene, take.fps, take.frame_count)
+    warnings: list[str] = []
+    key_flame_channels(rig, armature, frames[valid], channels, warnings)
+    key_face_found(rig, frames, valid, warnings)
+    rig["mxr_source"] = take.source_path
+    return BakeResult(take.frame_count, int(valid.sum()), list(channels.shape_keys), warnings)
+
+
+def key_flame_channels(
+    rig: bpy.types.Object, armature: bpy.types.Object, frames: np.ndarray, channels: FlameChannels, warnings: list[str]
+) -> None:
+    """Key ``channels`` at ``frames`` (n,): shape keys in MXR's action on the mesh's Key, bone
+    rotations and locations in MXR's action on the armature object."""
+    key = rig.data.shape_keys
+    key_action = owned_action(key, f"MXR {rig.name} Expressions", warnings)
+    for name, values in channels.shape_keys.items():
+        block = key.key_blocks.get(name)
+        if block is None:
+            warnings.append(f"shape key '{name}' is missing on {rig.name}: not keyed")
+            continue
+        write_keys(ensure_fcurve(key_action, key, block.path_from_id("value")), frames, values, "LINEAR")
+    warnings += driven_paths_warning(key, list(channels.shape_keys))
+    pose_action = owned_action(armature, f"MXR {armature.name} Pose", warnings)
+    for channel, per_bone in (("rotation_quaternion", channels.rotations), ("location", channels.locations)):
+        for bone, values in per_bone.items():
+            path = armature.pose.bones[bone].path_from_id(channel)
+            for axis in range(values.shape[1]):
+                write_keys(ensure_fcurve(pose_action, armature, path, axis), frames, values[:, axis], "LINEAR")
+
+
+def key_face_found(rig: bpy.types.Object, frames: np.ndarray, valid: np.ndarray, warnings: list[str]) -> bpy.types.Action:
+    """The 0/1 ``mxr_face_found`` property on every take frame (constant interpolation)."""
+    rig[FACE_FOUND] = int(valid[0]) if len(valid) else 0
+    object_action = owned_action(rig, f"MXR {rig.name} Head", warnings)
+    write_keys(ensure_fcurve(object_action, rig, f'["{FACE_FOUND}"]'), frames, valid.astype(np.float64), "CONSTANT")
+    return object_action
 
 
 def set_scene_timing(scene: bpy.types.Scene, fps: float, frame_count: int) -> None:
@@ -126,6 +197,12 @@ def write_keys(curve: bpy.types.FCurve, frames: np.ndarray, values: np.ndarray, 
     curve.update()
 
 
+def orthonormalised(rotations: np.ndarray) -> np.ndarray:
+    """The nearest rotations (n, 3, 3) float64 to stored float32 matrices (n, 3, 3)."""
+    u, _, vt = np.linalg.svd(rotations.astype(np.float64))
+    return u @ vt
+
+
 def blender_eulers(rotations: np.ndarray) -> np.ndarray:
     """Head rotations (n, 3, 3) canonical -> camera, as Blender XYZ Euler angles (n, 3) radians.
 
@@ -135,9 +212,7 @@ def blender_eulers(rotations: np.ndarray) -> np.ndarray:
     -Y): R_blender = AXES @ R @ AXES.T. Angles are made continuous frame to frame so F-curves
     do not jump by 2 pi.
     """
-    u, _, vt = np.linalg.svd(rotations.astype(np.float64))  # re-orthonormalise float32 matrices
-    orthonormal = u @ vt
-    blender = AXES @ orthonormal @ AXES.T  # (n, 3, 3)
+    blender = AXES @ orthonormalised(rotations) @ AXES.T  # (n, 3, 3)
     eulers = np.empty((len(blender), 3))
     previous = None
     for index, matrix in enumerate(blender):

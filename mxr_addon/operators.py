@@ -11,8 +11,8 @@ import bpy
 
 from ..ops.errors import MxrError
 from .engine_job import EngineJob, resolve_engine_python
-from .pipeline import TakeBake, bake_take_file, import_builtin_head
-from .preferences import engine_python_setting
+from .pipeline import TakeBake, bake_take_file, import_builtin_head, import_flame
+from .preferences import engine_python_setting, flame_path_setting, remember_flame_path
 from .rig import find_rig
 
 
@@ -51,6 +51,65 @@ class MXR_OT_import_head(bpy.types.Operator):
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
         _make_active(context, rig)
+        return {"FINISHED"}
+
+
+class MXR_OT_import_flame(bpy.types.Operator):
+    """Build a FLAME head rig (mesh, armature, expression / pose-corrective shape keys) from your
+    own FLAME model file"""
+
+    bl_idname = "mxr.import_flame"
+    bl_label = "Import FLAME Rig"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filepath: bpy.props.StringProperty(name="FLAME Model", subtype="FILE_PATH", options={"SKIP_SAVE"})
+    filter_glob: bpy.props.StringProperty(default="*.pkl", options={"HIDDEN"})
+    expressions: bpy.props.IntProperty(
+        name="Expressions", default=100, min=1, max=100,
+        description="Expression shape keys (FLAME's leading components); fewer keys play back faster")
+    identity_components: bpy.props.IntProperty(
+        name="Identity Components", default=0, min=0, max=300,
+        description="Identity coefficients kept (the leading components); 0: the template's face")
+    identity_take: bpy.props.StringProperty(
+        name="Identity From Take", subtype="FILE_PATH",
+        description="A take file whose performer's neutral face the identity is fitted to "
+                    "(empty: FLAME's template identity)")
+    identity_as_keys: bpy.props.BoolProperty(
+        name="Identity As Shape Keys", default=False,
+        description="Shape000.. keys set to the identity, instead of identity baked into the rest mesh")
+    landmarks_path: bpy.props.StringProperty(
+        name="Landmark Registration", subtype="FILE_PATH",
+        description="scripts/flame_correspondence.py's output (empty: <model>_mxr_landmarks.npz next "
+                    "to the model, if there); needed to bake takes onto the rig")
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if not self.filepath:
+            self.filepath = flame_path_setting(context)
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        path = bpy.path.abspath(self.filepath or flame_path_setting(context))
+        if not path:
+            self.report({"ERROR"}, "no FLAME model file given (set one in MXR's preferences or pick one)")
+            return {"CANCELLED"}
+        try:
+            rig = import_flame(
+                context.scene, Path(path), expressions=self.expressions,
+                identity_components=self.identity_components,
+                identity_from_take=Path(bpy.path.abspath(self.identity_take)) if self.identity_take else None,
+                identity_as_keys=self.identity_as_keys,
+                landmarks_path=Path(bpy.path.abspath(self.landmarks_path)) if self.landmarks_path else None,
+                collection=context.collection,
+            )
+        except MxrError as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        remember_flame_path(context, path)
+        _make_active(context, rig)
+        if not rig["mxr_flame_landmarks"]:
+            self.report({"WARNING"}, "no landmark registration found: the rig imports, but baking a take onto it "
+                                     f"needs scripts/flame_correspondence.py {path}")
         return {"FINISHED"}
 
 
@@ -184,4 +243,4 @@ class MXR_OT_reconstruct_video(bpy.types.Operator):
             return {"CANCELLED"}
 
 
-classes = (MXR_OT_import_head, MXR_OT_bake_take, MXR_OT_reconstruct_video)
+classes = (MXR_OT_import_head, MXR_OT_import_flame, MXR_OT_bake_take, MXR_OT_reconstruct_video)

@@ -21,6 +21,7 @@ class VIEW3D_PT_mxr(bpy.types.Panel):
                 layout.label(text=bpy.path.basename(rig["mxr_source"]), icon="FILE_MOVIE")
         column = layout.column(align=True)
         column.operator("mxr.import_head", icon="ADD")
+        column.operator("mxr.import_flame", icon="ARMATURE_DATA")
         column.operator("mxr.reconstruct_video", icon="FILE_MOVIE")
         column.operator("mxr.bake_take", icon="IMPORT")
 

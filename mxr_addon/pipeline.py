@@ -1,4 +1,4 @@
-"""The steps operators and batch jobs share: import the built-in head, bake a take file.
+"""The steps operators and batch jobs share: import the built-in head or a FLAME rig, bake a take file.
 
 Stateless functions over a scene, so the operators stay thin and ``batch.py`` runs the same
 code headless. Each step loads and checks its input before creating anything, so bad input
@@ -10,17 +10,69 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import bpy
+import numpy as np
 
+from ..models.flame import EXPRESSION_COMPONENTS, FlameFileError
+from ..models.flame_embedding import default_registration_path, load_landmark_embedding
+from ..models.retarget import estimate_flame_identity
 from ..ops.take import load_take
-from .bake import BakeResult, bake_take
+from .bake import BakeResult, bake_flame_take, bake_take
 from .camera import add_reference_video
-from .heads import builtin_head, head_named
+from .flame_rig import FLAME_LANDMARKS, FLAME_PATH, build_flame_rig, is_flame_rig
+from .heads import builtin_head, flame_model, head_named
 from .rig import build_rig, is_rig
 
 
 def import_builtin_head(scene: bpy.types.Scene, collection: bpy.types.Collection | None = None) -> bpy.types.Object:
     """A new rig of the built-in open head, linked into ``collection`` (default: the scene's)."""
     return build_rig(builtin_head(), collection or scene.collection)
+
+
+def import_flame(
+    scene: bpy.types.Scene,
+    flame_path: Path,
+    *,
+    expressions: int = EXPRESSION_COMPONENTS,
+    identity_components: int = 0,
+    identity_from_take: Path | None = None,
+    identity_as_keys: bool = False,
+    landmarks_path: Path | None = None,
+    collection: bpy.types.Collection | None = None,
+) -> bpy.types.Object:
+    """A FLAME rig from the user's file (see ``flame_rig``); returns its mesh object.
+
+    ``expressions`` leading expression components become ``Exp`` keys (1..100).
+    ``identity_components`` identity coefficients are kept: the template's (zeros), or, with
+    ``identity_from_take`` (a take file), fitted to the performer's neutral face
+    (``estimate_flame_identity``), which needs the landmark registration. They are baked into
+    the rest mesh, or become ``Shape`` keys set to those values with ``identity_as_keys``.
+    ``landmarks_path``: the registration (default: ``scripts/flame_correspondence.py``'s output
+    next to the FLAME file, if there); a rig without one imports, but cannot be baked onto.
+    Everything is read and checked before anything is created.
+    """
+    flame_path = Path(flame_path)
+    model = flame_model(flame_path)
+    if not 1 <= expressions <= len(model.expression_basis):
+        raise FlameFileError(f"expressions must be 1..{len(model.expression_basis)}, got {expressions}")
+    if not 0 <= identity_components <= len(model.shape_basis):
+        raise FlameFileError(f"identity components must be 0..{len(model.shape_basis)}, got {identity_components}")
+    if landmarks_path is None and default_registration_path(flame_path).is_file():
+        landmarks_path = default_registration_path(flame_path)
+    identity = np.zeros(identity_components)
+    if identity_from_take is not None:
+        take = load_take(Path(identity_from_take))
+        if landmarks_path is None:
+            raise FlameFileError("fitting the identity to a take needs the landmark registration: run "
+                                 f"scripts/flame_correspondence.py {flame_path}")
+        landmarks = load_landmark_embedding(landmarks_path, model.vertex_count)
+        identity = estimate_flame_identity(model, landmarks, take.neutral_mm, identity_components)
+    elif landmarks_path is not None:
+        load_landmark_embedding(landmarks_path, model.vertex_count)  # refuse a wrong file now, not at bake time
+    return build_flame_rig(
+        model, collection or scene.collection, bpy.context.view_layer, expressions=expressions, identity=identity,
+        identity_as_keys=identity_as_keys, flame_path=flame_path.resolve(),
+        landmarks_path=None if landmarks_path is None else Path(landmarks_path).resolve(),
+    )
 
 
 @dataclass
@@ -41,15 +93,26 @@ def bake_take_file(
     """Load ``take_path`` (MxrError if missing or corrupt) and bake it onto ``rig``.
 
     Without a rig, the built-in head is imported first. The take is loaded before anything is
-    created, so a bad file changes nothing.
+    created, so a bad file changes nothing. A FLAME rig reloads its model and registration from
+    the paths it stores.
     """
     take = load_take(Path(take_path))
+    if is_flame_rig(rig):
+        model = flame_model(Path(rig[FLAME_PATH]))
+        if not rig[FLAME_LANDMARKS]:
+            raise FlameFileError(f"{rig.name} has no landmark registration: run scripts/flame_correspondence.py "
+                                 f"{rig[FLAME_PATH]} and import the FLAME rig again")
+        landmarks = load_landmark_embedding(Path(rig[FLAME_LANDMARKS]), model.vertex_count)
+        result = bake_flame_take(scene, rig, model, landmarks, take, key_rotation=key_rotation)
+        return TakeBake(rig, result, _reference(scene, rig, take, result) if reference_video else None)
     head = head_named(str(rig["mxr_head"])) if is_rig(rig) else builtin_head()
     if not is_rig(rig):
         rig = build_rig(head, scene.collection)
     result = bake_take(scene, rig, head, take, key_rotation=key_rotation)
-    camera = None
-    if reference_video:
-        camera, warnings = add_reference_video(scene, rig, take)
-        result.warnings += warnings
-    return TakeBake(rig, result, camera)
+    return TakeBake(rig, result, _reference(scene, rig, take, result) if reference_video else None)
+
+
+def _reference(scene: bpy.types.Scene, rig: bpy.types.Object, take, result: BakeResult) -> bpy.types.Object:
+    camera, warnings = add_reference_video(scene, rig, take)
+    result.warnings += warnings
+    return camera

@@ -26,6 +26,7 @@ from mxr.models.correspondence import LANDMARK_COUNT, LandmarkEmbedding
 from mxr.models.flame import FlameModel, load_flame
 from mxr.models.flame_embedding import (
     combine_embeddings,
+    default_registration_path,
     read_supplied_embedding,
     registration_geometry,
     save_landmark_embedding,
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("output", type=Path, nargs="?", help="where to write the registration (.npz)")
     parser.add_argument("--embedding", type=Path, help="FLAME's mediapipe_landmark_embedding.npz, to compare")
     arguments = parser.parse_args(argv)
-    output = arguments.output or arguments.flame.with_name(arguments.flame.stem + "_mxr_landmarks.npz")
+    output = arguments.output or default_registration_path(arguments.flame)
     try:
         model = load_flame(arguments.flame)
         supplied = None if arguments.embedding is None else read_supplied_embedding(arguments.embedding, model.faces)

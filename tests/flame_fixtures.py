@@ -318,3 +318,55 @@ def _split_quads(vertices: np.ndarray, quads: np.ndarray, count: int) -> tuple[n
     split = np.zeros(len(quads), dtype=bool)
     split[np.argsort(-area, kind="stable")[: count - len(vertices)]] = True
     return split, quads[split]
+
+
+# -- for the Blender rig and bake tests -----------------------------------------------------------
+def write_synthetic_registration(path: Path, model, seed: int = 0) -> Path:
+    """A landmark registration file (``save_landmark_embedding``'s format) without MediaPipe:
+    478 random triangles of ``model`` (a FlameModel) with random barycentric weights, plus the
+    jaw's triangles first, so the jaw solve sees what the jaw carries."""
+    from mxr.models.correspondence import LANDMARK_COUNT, LandmarkEmbedding
+    from mxr.models.flame_embedding import save_landmark_embedding
+
+    rng = np.random.default_rng(seed)
+    jaw = np.flatnonzero(np.all(model.skinning_weights[model.faces][:, :, 2] > 0.3, axis=1))  # jaw-carried faces
+    chosen = np.concatenate([rng.choice(jaw, 60, replace=False), rng.integers(0, len(model.faces), LANDMARK_COUNT - 60)])
+    embedding = LandmarkEmbedding(model.faces[chosen].astype(np.int32),
+                                  rng.dirichlet(np.ones(3), LANDMARK_COUNT).astype(np.float32))
+    save_landmark_embedding(path, embedding, model.vertex_count, np.ones(LANDMARK_COUNT, dtype=bool))
+    return Path(path)
+
+
+def flame_take(model, landmarks, identity: np.ndarray, expression: np.ndarray, pose: np.ndarray,
+               invalid: tuple[int, ...] = (), source_path: str = "/nonexistent/performer.mp4", fps: float = 30.0):
+    """A take whose deformation is exactly FLAME's (expression (T, E'), pose (T, 5, 3); the neck
+    and global joints' rotation goes into the head pose, not the canonical deformation), seen
+    through ``landmarks`` on a performer whose neutral is FLAME's with ``identity``, in mm."""
+    from mxr.models.flame import rodrigues
+    from mxr.models.retarget import FlameLandmarks
+    from mxr.ops.take import Take
+
+    frames = len(expression)
+    rig = FlameLandmarks.build(model, landmarks, identity, expression.shape[1])
+    face_pose = pose.copy()
+    face_pose[:, :2] = 0.0  # the face's own motion: jaw and eyes
+    neutral = rig.locate(np.zeros(expression.shape[1]), np.zeros((5, 3)))  # (478, 3) m
+    neutral_mm = (neutral - neutral.mean(axis=0)) * 1000.0
+    deformation_mm = (rig.locate(expression, face_pose) - neutral) * 1000.0  # (T, 478, 3)
+    valid = np.ones(frames, dtype=bool)
+    valid[list(invalid)] = False
+
+    def per_frame(values: np.ndarray) -> np.ndarray:
+        values = values.astype(np.float32)
+        values[~valid] = np.nan
+        return values
+
+    return Take(
+        source_path=source_path, source_sha256="0" * 64, fps=fps, frame_size=(640, 480),
+        timestamps_s=np.arange(frames) / fps, valid=valid,
+        landmarks_px=per_frame(np.zeros((frames, 478, 3))),
+        head_rotation=per_frame(rodrigues(pose[:, 1])), head_translation_px=per_frame(np.full((frames, 3), 320.0)),
+        head_scale_px_per_mm=per_frame(np.full(frames, 2.0)), neutral_mm=neutral_mm.astype(np.float32),
+        macro_mm=per_frame(deformation_mm), micro_mm=per_frame(np.zeros_like(deformation_mm)),
+        detail_mm=per_frame(np.zeros_like(deformation_mm)),
+    )
