@@ -237,15 +237,18 @@ def estimate_flame_identity(
     neutral_mm: np.ndarray,
     components: int,
     regularization: float = 0.01,
-    rounds: int = 4,
+    rounds: int = 3,
     bounds: tuple[float, float] = (-3.0, 3.0),
 ) -> np.ndarray:
     """FLAME identity coefficients (components,) whose neutral landmarks best match the
     performer's neutral face (478, 3) mm, up to a similarity (size is the similarity's, not the
     identity's: MediaPipe's canonical face has no reliable absolute scale).
 
-    Alternates: fit the similarity onto the current identity's landmarks, then the identity by
-    the same box-constrained ridge as the expressions (bounded to +-3 standard deviations).
+    Each round fits the similarity onto the current identity's landmarks, then solves the
+    identity by the same box-constrained ridge as the expressions, with the directions a small
+    change of that similarity could take (scale, rotation, translation: 7) projected out of the
+    problem: otherwise identity and similarity trade off against each other and plain
+    alternation crawls (hundreds of rounds); with the projection a few rounds converge.
     """
     basis = landmarks.locate(model.shape_basis[:components]).reshape(components, -1).T  # (478*3, S')
     template = landmarks.locate(model.template)  # (478, 3)
@@ -255,5 +258,12 @@ def estimate_flame_identity(
         current = template + (basis @ identity).reshape(-1, 3)
         alignment = fit_similarities(neutral_mm.astype(np.float64), current[None])
         performer = alignment.apply(neutral_mm.astype(np.float64)[None])[0]  # (478, 3) metres on the head
-        identity = solve_box_ridge(basis, (performer - template).reshape(1, -1), *bounds, strength)[0]
+        centred = performer - performer.mean(axis=0)
+        similarity = np.stack([centred, *np.cross(np.eye(3)[:, None, :], centred[None]), *np.broadcast_to(
+            np.eye(3)[:, None, :], (3,) + centred.shape)]).reshape(7, -1).T  # (478*3, 7) scale, rotations, shifts
+        orthonormal, _ = np.linalg.qr(similarity)  # (478*3, 7)
+        projected = basis - orthonormal @ (orthonormal.T @ basis)
+        residual = (performer - template).ravel()
+        target = residual - orthonormal @ (orthonormal.T @ residual)
+        identity = solve_box_ridge(projected, target[None], *bounds, strength)[0]
     return identity

@@ -323,13 +323,14 @@ def _split_quads(vertices: np.ndarray, quads: np.ndarray, count: int) -> tuple[n
 # -- for the Blender rig and bake tests -----------------------------------------------------------
 def write_synthetic_registration(path: Path, model, seed: int = 0) -> Path:
     """A landmark registration file (``save_landmark_embedding``'s format) without MediaPipe:
-    478 random triangles of ``model`` (a FlameModel) with random barycentric weights, plus the
-    jaw's triangles first, so the jaw solve sees what the jaw carries."""
+    random triangles of ``model`` (a FlameModel) with random barycentric weights, the first 60
+    among those the jaw carries most, so the jaw solve sees what the jaw moves."""
     from mxr.models.correspondence import LANDMARK_COUNT, LandmarkEmbedding
     from mxr.models.flame_embedding import save_landmark_embedding
 
     rng = np.random.default_rng(seed)
-    jaw = np.flatnonzero(np.all(model.skinning_weights[model.faces][:, :, 2] > 0.3, axis=1))  # jaw-carried faces
+    jaw_share = model.skinning_weights[model.faces][:, :, 2].mean(axis=1)  # (F,)
+    jaw = np.argsort(-jaw_share, kind="stable")[:200]
     chosen = np.concatenate([rng.choice(jaw, 60, replace=False), rng.integers(0, len(model.faces), LANDMARK_COUNT - 60)])
     embedding = LandmarkEmbedding(model.faces[chosen].astype(np.int32),
                                   rng.dirichlet(np.ones(3), LANDMARK_COUNT).astype(np.float32))
