@@ -88,6 +88,11 @@ class _Failed:
 _END = object()
 
 
+_STACKED_FIELDS = ("index", "timestamp_s", "valid", "confidence", "landmarks_px", "crop_from_image",
+                   "landmarks_crop", "stabilisation_residual_px", "flow_at_landmarks", "flow_fb_error_px",
+                   "flow_consistent")
+
+
 def stack_records(records: list[FrameRecord]) -> dict[str, np.ndarray]:
     """Records -> arrays keyed by field name, frames first: ``landmarks_px`` (T, 478, 3),
     ``flow_at_landmarks`` (T, 478, 2), ``valid`` (T,) ... Dense fields only if every record has them."""
@@ -109,11 +114,6 @@ def unstack_records(arrays: dict[str, np.ndarray]) -> Iterator[FrameRecord]:
             dense_flow=arrays["dense_flow"][row] if dense else None,
             dense_consistent=arrays["dense_consistent"][row] if dense else None,
         )
-
-
-_STACKED_FIELDS = ("index", "timestamp_s", "valid", "confidence", "landmarks_px", "crop_from_image",
-                   "landmarks_crop", "stabilisation_residual_px", "flow_at_landmarks", "flow_fb_error_px",
-                   "flow_consistent")
 
 
 class FrontEnd:

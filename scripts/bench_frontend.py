@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import resource
+import os
 import statistics
 import subprocess
 import sys
@@ -234,7 +234,7 @@ def main() -> int:
     parser.add_argument("--memory-clip", default="video/WolfgangLanger_Pexels.mp4")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     arguments = parser.parse_args()
-    report: dict[str, object] = {"repeats": arguments.repeats, "cpu_count": len(__import__("os").sched_getaffinity(0)),
+    report: dict[str, object] = {"repeats": arguments.repeats, "cpu_count": len(os.sched_getaffinity(0)),
                                  "throughput": {}, "memory": {}}
     for clip in arguments.clips:
         report["throughput"][clip] = throughput(sample_path(clip), arguments.repeats)
