@@ -134,6 +134,9 @@ class FrontEnd:
         self.warnings: list[str] = []
         end = self.video.frame_count if self.settings.end_frame is None else min(self.settings.end_frame,
                                                                                  self.video.frame_count)
+        start, stop = self.settings.start_frame, self.settings.end_frame
+        if start < 0 or (stop is not None and stop <= start):
+            raise MxrError(f"bad frame range: start {start}, end {stop} (the end is exclusive)")
         if self.video.frame_count > 0 and self.settings.start_frame >= self.video.frame_count:
             raise MxrError(f"start frame {self.settings.start_frame} is past the end of {self.video.path} "
                            f"({self.video.frame_count} frames)")

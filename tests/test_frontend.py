@@ -99,6 +99,8 @@ def test_frame_range(tmp_path):
     assert [r.index for r in records] == list(range(30, 40)) and all(r.valid for r in records)
     with pytest.raises(MxrError, match="past the end"):
         FrontEnd(sample_path("video/single_face.mp4"), FrontendSettings(start_frame=500))
+    with pytest.raises(MxrError, match="bad frame range"):
+        FrontEnd(sample_path("video/single_face.mp4"), FrontendSettings(start_frame=10, end_frame=10))
 
 
 def test_several_faces_are_noticed_and_one_is_followed(tmp_path):

@@ -122,6 +122,15 @@ def test_variable_frame_rate_keeps_true_timestamps():
     assert gaps.min() < 0.02 and gaps.max() > 0.045
 
 
+@pytest.mark.parametrize("fps", [24.0, 120.0, 240.0])
+def test_high_frame_rates_keep_their_timing(tmp_path, fps):
+    frames = [np.full((72, 96, 3), 8 * k, np.uint8) for k in range(12)]
+    path = write_clip(tmp_path / f"clip {fps:g} fps.mp4", frames, fps=fps)
+    assert probe_video(path).fps == pytest.approx(fps)
+    timestamps = np.array([t for _, t, _ in iter_frames(path)])
+    np.testing.assert_allclose(np.diff(timestamps), 1 / fps, rtol=0.02)
+
+
 def test_rotation_metadata_is_applied(tmp_path):
     """A clip whose track header says 'rotate 90 degrees' (as phones write) comes out upright."""
     frames = [np.zeros((48, 64, 3), np.uint8) for _ in range(3)]
