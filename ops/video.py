@@ -8,13 +8,9 @@ grayscale video comes out as 3-channel BGR like everything else.
 from __future__ import annotations
 
 import hashlib
-import signal
-import struct
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -44,15 +40,14 @@ def file_sha256(path: Path, chunk_bytes: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _open(path: Path, decoder_threads: int = 0) -> cv2.VideoCapture:
-    """An opened capture (FFmpeg backend); ``decoder_threads`` 0 lets FFmpeg choose."""
+def _open(path: Path) -> cv2.VideoCapture:
     if not path.exists():
         raise MxrError(f"video not found: {path}")
     if not path.is_file():
         raise MxrError(f"not a file: {path}")
     if path.stat().st_size == 0:
         raise MxrError(f"cannot read {path}: the file is empty (0 bytes)")
-    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, decoder_threads])
+    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
     if not capture.isOpened():
         capture.release()
         raise MxrError(f"cannot read {path}: not a video file OpenCV can decode "
@@ -86,8 +81,8 @@ def probe_video(path: Path) -> VideoInfo:
         capture.release()
 
 
-def iter_frames(path: Path, max_frames: int | None = None, *, start_frame: int = 0, end_frame: int | None = None,
-                decoder_threads: int = 0) -> Iterator[tuple[int, float, np.ndarray]]:
+def iter_frames(path: Path, max_frames: int | None = None, *, start_frame: int = 0,
+                end_frame: int | None = None) -> Iterator[tuple[int, float, np.ndarray]]:
     """Yield (source frame index, presentation time in s, BGR uint8 frame (H, W, 3)).
 
     Frames ``start_frame <= index < end_frame`` (end None: to the end), at most ``max_frames``
@@ -96,7 +91,7 @@ def iter_frames(path: Path, max_frames: int | None = None, *, start_frame: int =
     """
     if start_frame < 0 or (end_frame is not None and end_frame < start_frame):
         raise MxrError(f"bad frame range: start {start_frame}, end {end_frame}")
-    capture = _open(Path(path), decoder_threads)
+    capture = _open(Path(path))
     try:
         for _ in range(start_frame):
             if not capture.grab():
@@ -135,79 +130,6 @@ def downscale(frame: np.ndarray, scale: float) -> np.ndarray:
     return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
 
 
-# One frame on the decode pipe: index, presentation time (s), height, width, then H*W*3 BGR bytes.
-_FRAME_HEADER = struct.Struct("<qdii")
-_END_INDEX = -1
-
-
-def iter_frames_in_subprocess(path: Path, *, start_frame: int = 0, end_frame: int | None = None,
-                              scale: float = 1.0, rgb: bool = False) -> Iterator[tuple[int, float, np.ndarray]]:
-    """``iter_frames`` (downscaled by ``scale``; RGB if ``rgb``, else BGR) decoded in a child process,
-    streamed over a pipe.
-
-    Why a process: OpenCV's VideoCapture holds the GIL while it decodes, so a decode thread
-    would serialise with every other thread of the engine; a pipe read releases it. The child
-    is stopped when the iterator is closed (cancel) and its errors arrive as MxrError here.
-    """
-    command = [sys.executable, "-m", "mxr.ops.video", str(path), str(start_frame),
-               "" if end_frame is None else str(end_frame), repr(scale), "rgb" if rgb else "bgr"]
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=1 << 20)
-    try:
-        while (frame := _read_frame(child.stdout)) is not None:
-            yield frame
-        if child.wait() != 0:
-            raise MxrError(child.stderr.read().decode(errors="replace").strip() or f"decoding {path} failed")
-    finally:
-        if child.poll() is None:
-            child.kill()
-        child.wait()
-        child.stdout.close()
-        child.stderr.close()
-
-
-def _read_frame(stream: BinaryIO) -> tuple[int, float, np.ndarray] | None:
-    """The next frame from the decode pipe; None at the end marker or if the child stopped early."""
-    header = stream.read(_FRAME_HEADER.size)
-    if len(header) < _FRAME_HEADER.size:
-        return None
-    index, timestamp_s, height, width = _FRAME_HEADER.unpack(header)
-    if index == _END_INDEX:
-        return None
-    frame = np.empty((height, width, 3), dtype=np.uint8)
-    view = memoryview(frame).cast("B")
-    filled = 0
-    while filled < len(view):
-        count = stream.readinto(view[filled:])
-        if not count:
-            return None
-        filled += count
-    return index, timestamp_s, frame
-
-
-def _decode_to_pipe(path: Path, start_frame: int, end_frame: int | None, scale: float, rgb: bool) -> int:
-    """The child's side of ``iter_frames_in_subprocess``; exit code 0, or 2 with a message on stderr."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    out = sys.stdout.buffer
-    try:
-        # One decode thread: the engine's other stages already keep every core busy.
-        frames = iter_frames(path, start_frame=start_frame, end_frame=end_frame, decoder_threads=1)
-        converted = None  # reused RGB buffer: a fresh 0.7-25 MB array per frame costs page faults
-        for index, timestamp_s, frame in frames:
-            frame = downscale(frame, scale)
-            if rgb:
-                frame = converted = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB, dst=converted)
-            out.write(_FRAME_HEADER.pack(index, timestamp_s, frame.shape[0], frame.shape[1]))
-            out.write(memoryview(frame).cast("B"))
-        out.write(_FRAME_HEADER.pack(_END_INDEX, 0.0, 0, 0))
-        out.flush()
-    except MxrError as error:
-        print(error, file=sys.stderr)
-        return 2
-    except BrokenPipeError:
-        return 0  # the parent stopped reading: cancelled
-    return 0
-
-
 def read_frames_at(path: Path, indices: list[int]) -> dict[int, np.ndarray]:
     """BGR frames at the given indices, decoded sequentially (exact on any codec)."""
     wanted = set(indices)
@@ -217,7 +139,3 @@ def read_frames_at(path: Path, indices: list[int]) -> dict[int, np.ndarray]:
             found[index] = frame
     return found
 
-
-if __name__ == "__main__":
-    _path, _start, _end, _scale, _order = sys.argv[1:6]
-    sys.exit(_decode_to_pipe(Path(_path), int(_start), int(_end) if _end else None, float(_scale), _order == "rgb"))

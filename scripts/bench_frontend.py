@@ -6,14 +6,14 @@ Throughput (frames/s, median of --repeats runs, interleaved, with min..max; the 
 shared, so look at the spread):
   decode          in-process OpenCV decode, frames discarded
   mediapipe       FaceTracker.observe on frames already decoded into memory (MediaPipe only)
-  decode+mp       the landmark-only pipeline: decode child process -> FaceTracker (no crops, no flow)
+  decode+mp       the landmark-only baseline: decode -> FaceTracker in one loop (no crops, no flow)
   frontend        the full front-end (decode -> landmarks -> crops -> forward+backward flow), records discarded
   ratio           frontend / mediapipe (and frontend / decode+mp)
-Each run includes its start-up (MediaPipe graph, decode child); ``frontend steady`` leaves out the
-time to the first record.
+Each run includes its start-up (MediaPipe graph); ``frontend steady`` leaves out the time to the
+first record.
 
 Memory: peak resident set size (VmHWM) of a fresh process that streams the front-end over the
-clip, and over the clip looped 10x (a temporary re-encoded file), plus the decode child's peak.
+clip, and over the clip looped 10x (a temporary re-encoded file).
 
 Flow accuracy: a real stabilised face crop of single_face.mp4 warped by known smooth fields
 (Gaussian bumps peaking at 0.5 / 1 / 2 px + a 0.3 px global shift, three random fields each) with
@@ -41,7 +41,7 @@ from mxr.ops.frontend import FrontEnd, FrontendSettings
 from mxr.ops.landmarks import FaceTracker
 from mxr.ops.progress import ProgressReporter
 from mxr.ops.sample_data import sample_path
-from mxr.ops.video import iter_frames, iter_frames_in_subprocess, read_frames_at
+from mxr.ops.video import iter_frames, read_frames_at
 
 DEFAULT_CLIPS = ("video/single_face.mp4", "video/WolfgangLanger_Pexels.mp4")
 LOOPS = 10
@@ -65,8 +65,8 @@ def time_decode_and_mediapipe(path: Path) -> float:
     started = time.perf_counter()
     count = 0
     with FaceTracker() as tracker:
-        for _, _, frame in iter_frames_in_subprocess(path, rgb=True):
-            tracker.observe(frame)
+        for _, _, frame in iter_frames(path):
+            tracker.observe(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
             count += 1
     return count / (time.perf_counter() - started)
 
@@ -104,9 +104,8 @@ def throughput(path: Path, repeats: int) -> dict[str, object]:
 
 
 def peak_memory_mb(path: Path) -> dict[str, float]:
-    """Peak resident memory (MB) of a fresh process streaming the front-end over ``path`` (VmHWM:
-    ``ru_maxrss`` would also count what a forked child held before its exec), and of the decode
-    child on its own, started from a small launcher for the same reason."""
+    """Peak resident memory (MB) of a fresh process streaming the front-end over ``path``: VmHWM,
+    since ``ru_maxrss`` would also count what the forked child held before its exec."""
     frontend = (
         "import io, json, sys\n"
         "from mxr.ops.frontend import FrontEnd\n"
@@ -115,17 +114,9 @@ def peak_memory_mb(path: Path) -> dict[str, float]:
         "status = open('/proc/self/status').read().split('VmHWM:')[1].split()[0]\n"
         "print(json.dumps({'frames': count, 'peak_kb': int(status)}))\n"
     )
-    decoder = (
-        "import resource, subprocess, sys\n"
-        "subprocess.run([sys.executable, '-m', 'mxr.ops.video', sys.argv[1], '0', '', '1.0', 'rgb'],"
-        " stdout=subprocess.DEVNULL, check=True)\n"
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
-    )
     run = subprocess.run([sys.executable, "-c", frontend, str(path)], capture_output=True, text=True, check=True)
     figures = json.loads(run.stdout.strip().splitlines()[-1])
-    decode = subprocess.run([sys.executable, "-c", decoder, str(path)], capture_output=True, text=True, check=True)
-    return {"frames": figures["frames"], "peak_rss_mb": round(figures["peak_kb"] / 1024, 1),
-            "decode_child_peak_rss_mb": round(int(decode.stdout.split()[-1]) / 1024, 1)}
+    return {"frames": figures["frames"], "peak_rss_mb": round(figures["peak_kb"] / 1024, 1)}
 
 
 def write_looped(path: Path, loops: int, folder: Path) -> Path:
@@ -213,11 +204,10 @@ def print_table(report: dict[str, object]) -> None:
         cells = "".join(f"{figures[n]['median']:>7.0f} ({figures[n]['min']:.0f}..{figures[n]['max']:.0f})".rjust(20)
                         for n in names)
         print(f"{clip:32s}{cells}{figures['ratio frontend/mediapipe']:>9.2f}{figures['ratio frontend/decode+mp']:>12.2f}")
-    print("\npeak memory (peak RSS of a fresh process streaming the front-end; the decode child on its own)")
+    print("\npeak memory (peak RSS, VmHWM, of a fresh process streaming the front-end)")
     for clip, figures in report["memory"].items():
         for name, values in figures.items():
-            print(f"  {clip:32s} {name:10s} {values['frames']:6d} frames  {values['peak_rss_mb']:7.1f} MB"
-                  f"  (decode child {values['decode_child_peak_rss_mb']:.1f} MB)")
+            print(f"  {clip:32s} {name:10s} {values['frames']:6d} frames  {values['peak_rss_mb']:7.1f} MB")
     print("\nflow accuracy on known motion: median EPE inside the face, worst of 3 fields (px); ms per direction")
     for profile, figures in report["flow"].items():
         if profile == "default":

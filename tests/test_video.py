@@ -76,7 +76,7 @@ import wave
 
 import cv2
 
-from mxr.ops.video import analysis_scale, downscale, iter_frames_in_subprocess
+from mxr.ops.video import analysis_scale, downscale
 
 
 def write_clip(path, frames, fps=30.0, fourcc="mp4v", is_color=True):
@@ -97,21 +97,6 @@ def test_frame_range_yields_source_indices(clip):
     assert [i for i, _, _ in iter_frames(clip, start_frame=70, end_frame=500)] == [70, 71]
     with pytest.raises(MxrError, match="bad frame range"):
         list(iter_frames(clip, start_frame=5, end_frame=2))
-
-
-def test_subprocess_decode_matches_in_process_decode(clip):
-    direct = list(iter_frames(clip, start_frame=3, end_frame=9))
-    piped = list(iter_frames_in_subprocess(clip, start_frame=3, end_frame=9, rgb=True))
-    assert [(i, t) for i, t, _ in piped] == [(i, t) for i, t, _ in direct]
-    for (_, _, bgr), (_, _, rgb) in zip(direct, piped):
-        np.testing.assert_array_equal(rgb, bgr[..., ::-1])
-
-
-def test_subprocess_decode_reports_bad_input(tmp_path):
-    path = tmp_path / "fake.mp4"
-    path.write_bytes(b"not a video" * 100)
-    with pytest.raises(MxrError, match="cannot read"):
-        list(iter_frames_in_subprocess(path))
 
 
 def test_variable_frame_rate_keeps_true_timestamps():
@@ -166,8 +151,8 @@ def test_8k_frames_are_downscaled_for_analysis(tmp_path):
     assert (info.width, info.height) == (7680, 4320)
     scale = analysis_scale(info.width, info.height)
     assert scale == pytest.approx(1280 / 7680)
-    _, _, frame = next(iter(iter_frames_in_subprocess(path, scale=scale)))
-    assert frame.shape == (720, 1280, 3)
+    _, _, frame = next(iter(iter_frames(path)))
+    assert downscale(frame, scale).shape == (720, 1280, 3)
     assert downscale(np.zeros((360, 640, 3), np.uint8), analysis_scale(640, 360)).shape == (360, 640, 3)
 
 
