@@ -76,7 +76,8 @@ class _Tracked:
     timestamp_s: float
     confidence: float
     landmarks_analysed: np.ndarray | None  # (478, 3) float32 analysed px
-    frame_rgb: np.ndarray  # (H, W, 3) uint8 analysed frame
+    transform_analysed: np.ndarray | None  # (2, 3) analysed px -> crop px
+    crop_grey: np.ndarray | None  # (crop, crop) uint8
     several_faces: bool
 
 
@@ -197,7 +198,12 @@ class FrontEnd:
                     return
                 index, timestamp_s, frame_rgb = item
                 observation = tracker.observe(frame_rgb)
-                record = _Tracked(index, timestamp_s, observation.confidence, observation.landmarks_px, frame_rgb,
+                landmarks = observation.landmarks_px
+                transform = crop = None
+                if landmarks is not None:  # cropped here: this thread waits on MediaPipe, the flow thread is busier
+                    transform = stabilising_transform(landmarks, settings.crop_size)
+                    crop = warp_to_crop(cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2GRAY), transform, settings.crop_size)
+                record = _Tracked(index, timestamp_s, observation.confidence, landmarks, transform, crop,
                                   tracker.several_faces_seen)
                 if not _put(out, record, stop):
                     return
@@ -224,13 +230,9 @@ class FrontEnd:
             if item.timestamp_s <= last_timestamp:
                 timestamps_ok = False
             last_timestamp = item.timestamp_s
-            transform = crop = None
-            if item.landmarks_analysed is not None:
-                transform = stabilising_transform(item.landmarks_analysed, settings.crop_size)
-                crop = warp_to_crop(cv2.cvtColor(item.frame_rgb, cv2.COLOR_RGB2GRAY), transform, settings.crop_size)
-            record = self._record(item, transform)
+            record = self._record(item)
             if record.valid and previous is not None and previous.valid:
-                pair = estimator.pair(previous_crop, crop, previous.landmarks_crop)
+                pair = estimator.pair(previous_crop, item.crop_grey, previous.landmarks_crop)
                 record.flow_at_landmarks = pair.at_points
                 record.flow_fb_error_px = pair.fb_error_px
                 record.flow_consistent = pair.consistent
@@ -244,12 +246,12 @@ class FrontEnd:
             count += 1
             invalid += not record.valid
             self.reporter.progress("frontend", count, max(self.expected_frames, count))
-            previous, previous_crop = record, crop
+            previous, previous_crop = record, item.crop_grey
             yield record
         self._final_warnings(count, invalid, timestamps_ok)
 
-    def _record(self, item: _Tracked, transform_analysed: np.ndarray | None) -> FrameRecord:
-        """A record with the landmark-stage results and no flow yet (NaN); transform: analysed px -> crop px."""
+    def _record(self, item: _Tracked) -> FrameRecord:
+        """A record with the landmark-stage results and no flow yet (NaN)."""
         size = self.settings.crop_size
         no_flow = np.full((LANDMARK_COUNT, 2), np.nan, np.float32)
         if item.landmarks_analysed is None:
@@ -257,14 +259,14 @@ class FrontEnd:
                                np.full((LANDMARK_COUNT, 3), np.nan, np.float32), np.full((2, 3), np.nan),
                                no_flow.copy(), float("nan"), no_flow, np.full(LANDMARK_COUNT, np.nan, np.float32),
                                np.zeros(LANDMARK_COUNT, bool))
-        crop_from_image = transform_analysed.copy()
+        crop_from_image = item.transform_analysed.copy()
         crop_from_image[:, :2] *= self.scale  # analysed px = scale * source px
         return FrameRecord(
             index=item.index, timestamp_s=item.timestamp_s, valid=True, confidence=item.confidence,
             landmarks_px=(item.landmarks_analysed / self.scale).astype(np.float32),
             crop_from_image=crop_from_image,
-            landmarks_crop=apply_affine(transform_analysed, item.landmarks_analysed[:, :2]).astype(np.float32),
-            stabilisation_residual_px=stabilisation_residual(item.landmarks_analysed, transform_analysed, size),
+            landmarks_crop=apply_affine(item.transform_analysed, item.landmarks_analysed[:, :2]).astype(np.float32),
+            stabilisation_residual_px=stabilisation_residual(item.landmarks_analysed, item.transform_analysed, size),
             flow_at_landmarks=no_flow, flow_fb_error_px=np.full(LANDMARK_COUNT, np.nan, np.float32),
             flow_consistent=np.zeros(LANDMARK_COUNT, bool),
         )
