@@ -89,3 +89,22 @@ def synthetic_take(head: HeadModel, frames: int = 24, invalid: tuple[int, ...] =
         macro_mm=per_frame(0.7 * deformation_mm), micro_mm=per_frame(0.3 * deformation_mm),
         detail_mm=per_frame(np.zeros_like(deformation_mm)),
     )
+
+
+@pytest.fixture(scope="session")
+def face_like_flame(tmp_path_factory):
+    """A face-like FLAME-format file (the open head at FLAME's 5023 vertices) with its automatic
+    landmark registration next to it, where the FLAME import looks: made once per session, as
+    the render-and-detect registration takes seconds (needs bpy and MediaPipe: engine tests)."""
+    from flame_fixtures import face_like_flame_arrays, write_flame_pickle
+    from mxr.models.flame_embedding import default_registration_path
+    from mxr.models.open_head import open_head_path
+    from mxr.scripts.flame_correspondence import main
+
+    if not open_head_path().is_file():
+        from mxr.scripts.build_head_asset import build_open_head
+
+        build_open_head()
+    path = write_flame_pickle(tmp_path_factory.mktemp("face_like_flame") / "generic_model.pkl", face_like_flame_arrays(), "2020")
+    assert main([str(path), str(default_registration_path(path))]) == 0
+    return path

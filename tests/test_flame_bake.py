@@ -170,3 +170,18 @@ def test_flame_rig_without_registration_refuses_to_bake(empty_blend, tmp_path):
     with pytest.raises(Exception, match="no landmark registration"):
         bake_take_file(empty_blend, tmp_path / "take.npz", rig)
     assert len(bpy.data.actions) == counts
+
+
+@pytest.mark.engine
+def test_face_like_flame_with_automatic_registration_bakes_the_jaw(empty_blend, face_like_flame, tmp_path):
+    """End to end on a face MediaPipe can see: registration by render-and-detect, import, bake."""
+    model = load_flame(face_like_flame)
+    landmarks = load_landmark_embedding(default_registration_path(face_like_flame), model.vertex_count)
+    expression, pose = known_motion(10, seed=3)
+    save_take(flame_take(model, landmarks, np.zeros(0), expression, pose), tmp_path / "take.npz")
+    rig = import_flame(empty_blend, face_like_flame, expressions=EXPRESSIONS)
+    assert rig["mxr_flame_landmarks"] == str(default_registration_path(face_like_flame).resolve())
+    bake_take_file(empty_blend, tmp_path / "take.npz", rig, reference_video=False)
+    for k in (2, 9):
+        empty_blend.frame_set(empty_blend.frame_start + k)
+        np.testing.assert_allclose(bone_local_flame_rotations(armature_of(rig))[JAW], rodrigues(pose[k, JAW]), atol=0.02)
