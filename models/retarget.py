@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .correspondence import LandmarkEmbedding
-from .flame import FlameModel, joint_transforms, pose_features, rodrigues, shaped_vertices
+from .flame import FLAME_COEFFICIENT_BOUNDS, FlameModel, joint_transforms, pose_features, rodrigues, shaped_vertices
 from .head_model import HeadModel
 from .similarity import Similarities, fit_similarities
 
@@ -169,7 +169,7 @@ def retarget_flame(
     joints: tuple[int, ...] = (2,),
     regularization: float = 0.01,
     iterations: int = 8,
-    bounds: tuple[float, float] = (-3.0, 3.0),
+    bounds: tuple[float, float] = FLAME_COEFFICIENT_BOUNDS,
     max_step_rad: float = 0.3,
 ) -> FlameRetarget:
     """FLAME expression coefficients and joint rotations (default: the jaw, joint 2) per frame.
@@ -181,7 +181,9 @@ def retarget_flame(
     as ``retarget_expressions`` with the expressions bounded by ``bounds`` and the rotation step
     by ``max_step_rad`` (a trust region: a bad linearisation cannot throw the jaw around).
     Rotations carry a small damping, not a prior: a still jaw stays near zero because the
-    target says so. Frames with NaN displacement (no face) come back as NaN rows.
+    target says so. The take's deformation is canonical (head pose removed), so the neck and
+    global joints stay at zero here; the head pose is keyed separately. Frames with NaN
+    displacement (no face) come back as NaN rows.
     """
     count = deformation_mm.shape[0]
     components = rig.expression.shape[0]
@@ -238,7 +240,7 @@ def estimate_flame_identity(
     components: int,
     regularization: float = 0.01,
     rounds: int = 3,
-    bounds: tuple[float, float] = (-3.0, 3.0),
+    bounds: tuple[float, float] = FLAME_COEFFICIENT_BOUNDS,
 ) -> np.ndarray:
     """FLAME identity coefficients (components,) whose neutral landmarks best match the
     performer's neutral face (478, 3) mm, up to a similarity (size is the similarity's, not the

@@ -21,11 +21,12 @@ the change of axes and B the bone's rest orientation; because every bone is axis
 channels stay readable (jaw open = rotation about the jaw bone's X).
 
 Pose correctives are **baked per frame**, not driven: the bake keys ``Pose000..`` from the same
-rotations it keys on the bones. Reasons: drivers do not survive FBX / glTF export (the exporters
-write F-curves), they make every frame change depend on Python-free but opaque expressions an
-animator cannot key over, and the same per-frame bake already carries the joint shift below.
-The cost: after hand-editing the jaw, the correctives (a few tenths of a millimetre) lag until
-the take is baked again.
+rotations it keys on the bones. Reasons: FBX and glTF carry F-curves, not drivers (a driven
+rig exports only as well as the exporter samples it, and reimports without the drivers); 36
+driver expressions per rig are opaque to an animator who wants to key over a corrective; and
+the same per-frame bake already carries the joint shift below. The cost: after hand-editing a
+jaw or eye key, that frame's correctives (FLAME's are millimetre-scale) lag until the take is
+baked again.
 
 Joint shift: FLAME regresses its joints from the *expressed* mesh, so expressions move the
 joints slightly (sub-millimetre), while Blender bones keep their rest heads. For a local rotation
