@@ -52,7 +52,8 @@ def frame_front(camera: bpy.types.Object, rig: bpy.types.Object, margin: float =
 def add_reference_video(scene: bpy.types.Scene, rig: bpy.types.Object, take: Take) -> tuple[bpy.types.Object, list[str]]:
     """MXR's reference camera with the take's source video behind the head.
 
-    Video frame 0 lands on ``scene.frame_start``, as take frame 0 does. A missing video is a
+    The video frame of take frame 0 (``take.frame_indices[0]``, not 0 when the take starts later
+    in the clip) lands on ``scene.frame_start``, as take frame 0 does. A missing video is a
     warning, not an error: the bake is still useful without it.
     """
     camera = owned_camera(scene, REFERENCE_CAMERA)
@@ -66,7 +67,7 @@ def add_reference_video(scene: bpy.types.Scene, rig: bpy.types.Object, take: Tak
         return camera, [f"reference video not found ({source}): no camera background"]
     clip = bpy.data.movieclips.load(str(source), check_existing=True)
     clip[OWNED] = True
-    clip.frame_start = scene.frame_start
+    clip.frame_start = scene.frame_start - int(take.frame_indices[0])
     camera.data.show_background_images = True
     background = backgrounds.new()
     background.source = "MOVIE_CLIP"

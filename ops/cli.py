@@ -1,6 +1,7 @@
 """The engine's command line, shared by the Blender job runner and batch users.
 
-    python -m mxr.ops reconstruct VIDEO --out TAKE [--neutral-seconds S] [--max-frames N]
+    python -m mxr.ops reconstruct VIDEO --out TAKE [--start-frame N] [--end-frame N]
+        [--neutral-seconds S] [--cache-dir DIR] [--debug-sheet PNG]
 
 stdout carries JSON lines (see progress.py); a person reads stderr. Exit codes: 0 done,
 2 bad input (clear message), 130 cancelled (SIGINT/SIGTERM). A failed or cancelled run leaves
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 from .errors import MxrError
+from .frontend import FrontendSettings
 from .progress import ProgressReporter
 from .reconstruct import ReconstructSettings, reconstruct
 
@@ -29,7 +31,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, required=True, help="take file to write (.npz)")
     run.add_argument("--neutral-seconds", type=float, default=ReconstructSettings.neutral_seconds,
                      help="span at the first face frame that shows the performer's neutral face")
-    run.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    run.add_argument("--start-frame", type=int, default=0, help="first source frame to analyse")
+    run.add_argument("--end-frame", type=int, default=None, help="one past the last source frame to analyse")
+    run.add_argument("--cache-dir", type=Path, default=None,
+                     help="front-end cache (default: $MXR_CACHE_DIR or ~/.cache/mxr/frontend)")
+    run.add_argument("--debug-sheet", type=Path, default=None,
+                     help="also write a contact sheet of what the front-end saw (PNG)")
     return parser
 
 
@@ -45,7 +52,12 @@ def main(argv: list[str] | None = None) -> int:
         summary = reconstruct(
             arguments.video,
             arguments.out,
-            ReconstructSettings(neutral_seconds=arguments.neutral_seconds, max_frames=arguments.max_frames),
+            ReconstructSettings(
+                frontend=FrontendSettings(start_frame=arguments.start_frame, end_frame=arguments.end_frame),
+                neutral_seconds=arguments.neutral_seconds,
+                cache_dir=arguments.cache_dir,
+                debug_sheet=arguments.debug_sheet,
+            ),
             reporter,
         )
     except MxrError as error:
@@ -63,5 +75,6 @@ def main(argv: list[str] | None = None) -> int:
         faces_found=summary.faces_found,
         seconds=round(summary.seconds, 3),
         frames_per_second=round(summary.frames_per_second, 1),
+        frontend_cached=summary.frontend_cached,
     )
     return 0

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from .errors import MxrError
+from .take import Take
 from .video import read_frames_at
 
 ROW_HEIGHT_PX = 240
@@ -32,26 +33,26 @@ def _fit_height(image: np.ndarray, height: int) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
 
 
-def compose_contact_sheet(video_path: Path, renders: dict[int, Path], out_path: Path,
-                          landmarks_px: np.ndarray | None = None) -> Path:
-    """One row per frame: the video frame (with the tracked landmarks, if given) | the render.
+def compose_contact_sheet(take: Take, renders: dict[int, Path], out_path: Path) -> Path:
+    """One row per take frame: the video frame with the tracked landmarks | the render.
 
-    renders: frame index -> PNG of the head at that frame; landmarks_px: (T, 478, 3) px.
+    renders: take frame index -> PNG of the head at that frame. The video is the take's source.
     """
-    frames = read_frames_at(Path(video_path), sorted(renders))
+    source_frames = {k: int(take.frame_indices[k]) for k in renders}
+    frames = read_frames_at(Path(take.source_path), sorted(source_frames.values()))
     rows = []
-    for index in sorted(renders):
-        if index not in frames:
-            raise MxrError(f"frame {index} could not be read back from {video_path}")
-        video_frame = frames[index].copy()
-        if landmarks_px is not None and np.all(np.isfinite(landmarks_px[index])):
-            for x, y in landmarks_px[index, :, :2]:
+    for k in sorted(renders):
+        if source_frames[k] not in frames:
+            raise MxrError(f"frame {source_frames[k]} could not be read back from {take.source_path}")
+        video_frame = frames[source_frames[k]].copy()
+        if take.valid[k]:
+            for x, y in take.landmarks_px[k, :, :2]:
                 cv2.circle(video_frame, (int(round(x)), int(round(y))), 1, (0, 220, 0), -1)
-        render = cv2.imread(str(renders[index]), cv2.IMREAD_COLOR)
+        render = cv2.imread(str(renders[k]), cv2.IMREAD_COLOR)
         if render is None:
-            raise MxrError(f"render for frame {index} is missing: {renders[index]}")
+            raise MxrError(f"render for frame {k} is missing: {renders[k]}")
         row = np.concatenate([_fit_height(video_frame, ROW_HEIGHT_PX), _fit_height(render, ROW_HEIGHT_PX)], axis=1)
-        cv2.putText(row, f"frame {index}", (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, LABEL_COLOUR, 2)
+        cv2.putText(row, f"frame {source_frames[k]}", (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, LABEL_COLOUR, 2)
         rows.append(row)
     if not rows:
         raise MxrError("no frames to put in the preview")

@@ -1,4 +1,5 @@
-"""The reconstruction pipeline: video -> landmarks -> canonical deformation -> take file.
+"""The reconstruction pipeline: video -> front-end (landmarks, crops, flow) -> canonical
+deformation -> take file.
 
 Baseline (``baseline-landmarks-1``): the deformation is what MediaPipe's landmarks show after
 rigid alignment, all of it in the macro layer. Later models split macro / micro / detail.
@@ -6,25 +7,27 @@ rigid alignment, all of it in the macro layer. Later models split macro / micro 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from .. import __version__
 from .canonical import canonicalize
 from .errors import MxrError
-from .landmarks import LANDMARK_COUNT, FaceTracker
+from .frontend import FrontendSettings, stack_records
+from .frontend_cache import CachedFrontEnd
+from .frontend_debug import write_contact_sheet
 from .progress import ProgressReporter
 from .take import Take, save_take
-from .video import iter_frames, probe_video
 
 
 @dataclass
 class ReconstructSettings:
+    frontend: FrontendSettings = field(default_factory=FrontendSettings)
     neutral_seconds: float = 0.5  # the first valid face frames in this span define the neutral
-    max_frames: int | None = None
+    cache_dir: Path | None = None  # front-end cache; None: MXR_CACHE_DIR or ~/.cache/mxr/frontend
+    debug_sheet: Path | None = None  # also write the front-end's contact sheet (PNG) here
 
 
 @dataclass
@@ -34,26 +37,7 @@ class ReconstructSummary:
     faces_found: int
     seconds: float
     frames_per_second: float
-
-
-def track_landmarks(video_path: Path, frame_count_hint: int, settings: ReconstructSettings,
-                    reporter: ProgressReporter) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Stream the video through FaceMesh: timestamps (T,) s, landmarks (T, 478, 3) px, valid (T,)."""
-    timestamps: list[float] = []
-    landmarks: list[np.ndarray] = []
-    missing = np.full((LANDMARK_COUNT, 3), np.nan, dtype=np.float32)
-    expected = frame_count_hint if settings.max_frames is None else min(frame_count_hint, settings.max_frames)
-    with FaceTracker() as tracker:
-        for index, timestamp_s, frame_bgr in iter_frames(video_path, settings.max_frames):
-            found = tracker.track(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB))
-            timestamps.append(timestamp_s)
-            landmarks.append(missing if found is None else found)
-            reporter.progress("landmarks", index + 1, max(expected, index + 1))
-        if tracker.several_faces_seen:
-            reporter.warning("several faces in the video: the largest one was tracked in each frame")
-    landmarks_px = np.stack(landmarks) if landmarks else np.zeros((0, LANDMARK_COUNT, 3), np.float32)
-    valid = np.all(np.isfinite(landmarks_px), axis=(1, 2))
-    return np.asarray(timestamps, dtype=np.float64), landmarks_px, valid
+    frontend_cached: bool
 
 
 def reconstruct(video_path: Path, take_path: Path, settings: ReconstructSettings | None = None,
@@ -61,19 +45,19 @@ def reconstruct(video_path: Path, take_path: Path, settings: ReconstructSettings
     settings = settings or ReconstructSettings()
     reporter = reporter or ProgressReporter()
     started = time.monotonic()
-    video = probe_video(Path(video_path))
-    timestamps_s, landmarks_px, valid = track_landmarks(video.path, video.frame_count, settings, reporter)
+    frontend = CachedFrontEnd(Path(video_path), settings.frontend, reporter, settings.cache_dir)
+    records = list(frontend.records())
+    observed = stack_records(records)  # per-frame arrays (T, ...)
+    video = frontend.video
+    valid = observed["valid"]
     frame_count = len(valid)
     if not valid.any():
         raise MxrError(f"no face found in any of the {frame_count} frames of {video.path}")
-    lost = frame_count - int(valid.sum())
-    if lost:
-        reporter.warning(f"no face in {lost} of {frame_count} frames: they are marked invalid in the take")
 
     first_valid = int(np.argmax(valid))
     neutral_span = max(1, int(round(settings.neutral_seconds * video.fps)))
     neutral_frames = np.arange(first_valid, min(first_valid + neutral_span, frame_count))
-    canonical = canonicalize(landmarks_px, valid, neutral_frames)
+    canonical = canonicalize(observed["landmarks_px"], valid, neutral_frames)
     macro_mm = canonical.faces_mm - canonical.neutral_mm  # (T, 478, 3), NaN where invalid
     zeros = np.where(np.isfinite(macro_mm), 0.0, np.nan)
 
@@ -82,9 +66,9 @@ def reconstruct(video_path: Path, take_path: Path, settings: ReconstructSettings
         source_sha256=video.sha256,
         fps=video.fps,
         frame_size=(video.width, video.height),
-        timestamps_s=timestamps_s,
+        timestamps_s=observed["timestamp_s"],
         valid=valid,
-        landmarks_px=landmarks_px,
+        landmarks_px=observed["landmarks_px"],
         head_rotation=canonical.poses.rotation,
         head_translation_px=canonical.poses.translation,
         head_scale_px_per_mm=canonical.poses.scale,
@@ -92,11 +76,22 @@ def reconstruct(video_path: Path, take_path: Path, settings: ReconstructSettings
         macro_mm=macro_mm,
         micro_mm=zeros,
         detail_mm=zeros,
+        frame_indices=observed["index"],
+        analysis_scale=frontend.scale,
+        landmark_confidence=observed["confidence"],
+        crop_size_px=settings.frontend.crop_size,
+        crop_from_image=observed["crop_from_image"],
+        flow_at_landmarks_px=observed["flow_at_landmarks"],
+        flow_fb_error_px=observed["flow_fb_error_px"],
+        flow_consistent=observed["flow_consistent"],
         model_version="baseline-landmarks-1",
-        settings={"neutral_seconds": settings.neutral_seconds, "max_frames": settings.max_frames,
+        settings={"frontend": settings.frontend.as_dict(), "neutral_seconds": settings.neutral_seconds,
                   "neutral_frames": [int(neutral_frames[0]), int(neutral_frames[-1])],
-                  "mxr_version": __version__},
+                  "frontend_cache_key": frontend.key, "mxr_version": __version__},
     )
     save_take(take, Path(take_path))
+    if settings.debug_sheet is not None:
+        write_contact_sheet(video.path, records, settings.debug_sheet, crop_size=settings.frontend.crop_size)
     seconds = time.monotonic() - started
-    return ReconstructSummary(Path(take_path), frame_count, int(valid.sum()), seconds, frame_count / seconds)
+    return ReconstructSummary(Path(take_path), frame_count, int(valid.sum()), seconds,
+                              frame_count / seconds, frontend.hit)

@@ -5,6 +5,10 @@ per-frame array is the ``k``-th decoded frame of the source. Canonical space is 
 face frame: 478 MediaPipe landmarks, millimetres, +X the subject's left, +Y up, +Z out of the
 face, origin at the neutral face's landmark centroid. Missing faces are marked in ``valid`` and
 their per-frame values are NaN: never invented.
+
+Version 2 adds the front-end's observations (source frame numbers, analysis scale, a landmark
+confidence, the stabilised crops' transforms and the optical flow at the landmarks). Version 1
+files still load: those fields come back as "not observed" (NaN, False, frame k = source k).
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ import numpy as np
 from .errors import MxrError
 
 TAKE_FORMAT = "mxr.take"
-TAKE_VERSION = 1
+TAKE_VERSION = 2
 LANDMARK_COUNT = 478
 
 
@@ -56,6 +60,15 @@ class Take:
     macro_mm: np.ndarray  # (T, 478, 3) float32, slow/large expression displacement from neutral
     micro_mm: np.ndarray  # (T, 478, 3) float32, micro-expression displacement (0 if not separated)
     detail_mm: np.ndarray  # (T, 478, 3) float32, what the expression layers do not carry
+    # front-end observations (version 2)
+    frame_indices: np.ndarray  # (T,) int64, source frame number of each take frame
+    analysis_scale: float  # analysed px per source px (< 1 when large frames were downscaled)
+    landmark_confidence: np.ndarray  # (T,) float32 0..1, face detector score proxy; 0 if invalid
+    crop_size_px: int  # side of the stabilised face crop
+    crop_from_image: np.ndarray  # (T, 2, 3) float32 similarity, source px -> crop px; NaN if invalid
+    flow_at_landmarks_px: np.ndarray  # (T, 478, 2) float32 crop px, frame t-1 -> t at t-1's landmarks
+    flow_fb_error_px: np.ndarray  # (T, 478) float32 crop px, forward-backward disagreement
+    flow_consistent: np.ndarray  # (T, 478) bool, the forward-backward check passed
     events: list[MicroEvent] = field(default_factory=list)
     camera: str = "weak_perspective"  # MediaPipe's landmark camera: orthographic x/y, relative z
     model_version: str = "baseline-landmarks-1"
@@ -81,6 +94,12 @@ class Take:
             "macro_mm": (count, LANDMARK_COUNT, 3),
             "micro_mm": (count, LANDMARK_COUNT, 3),
             "detail_mm": (count, LANDMARK_COUNT, 3),
+            "frame_indices": (count,),
+            "landmark_confidence": (count,),
+            "crop_from_image": (count, 2, 3),
+            "flow_at_landmarks_px": (count, LANDMARK_COUNT, 2),
+            "flow_fb_error_px": (count, LANDMARK_COUNT),
+            "flow_consistent": (count, LANDMARK_COUNT),
         }
         for name, shape in expect.items():
             actual = np.shape(getattr(self, name))
@@ -112,6 +131,14 @@ def save_take(take: Take, path: Path) -> None:
         "macro_mm": take.macro_mm.astype(np.float32),
         "micro_mm": take.micro_mm.astype(np.float32),
         "detail_mm": take.detail_mm.astype(np.float32),
+        "frame_indices": take.frame_indices.astype(np.int64),
+        "analysis_scale": np.array(take.analysis_scale, dtype=np.float64),
+        "landmark_confidence": take.landmark_confidence.astype(np.float32),
+        "crop_size_px": np.array(take.crop_size_px, dtype=np.int32),
+        "crop_from_image": take.crop_from_image.astype(np.float32),
+        "flow_at_landmarks_px": take.flow_at_landmarks_px.astype(np.float32),
+        "flow_fb_error_px": take.flow_fb_error_px.astype(np.float32),
+        "flow_consistent": take.flow_consistent.astype(bool),
         "camera": np.array(take.camera),
         "model_version": np.array(take.model_version),
         "settings_json": np.array(json.dumps(take.settings, sort_keys=True)),
@@ -150,6 +177,7 @@ def _take_from_arrays(path: Path, data: np.lib.npyio.NpzFile) -> Take:
     version = int(data["version"])
     if version > TAKE_VERSION:
         raise MxrError(f"{path} is take version {version}; this MXR reads up to {TAKE_VERSION}")
+    observations = _front_end_fields(data) if version >= 2 else unobserved_front_end(len(data["valid"]))
     count = len(data["event_onset_frame"])
     events = [
         MicroEvent(**{name: data[f"event_{name}"][i].item() for name in _EVENT_FIELDS})
@@ -170,8 +198,36 @@ def _take_from_arrays(path: Path, data: np.lib.npyio.NpzFile) -> Take:
         macro_mm=data["macro_mm"],
         micro_mm=data["micro_mm"],
         detail_mm=data["detail_mm"],
+        **observations,
         events=events,
         camera=str(data["camera"]),
         model_version=str(data["model_version"]),
         settings=json.loads(str(data["settings_json"])),
     )
+
+
+def _front_end_fields(data: np.lib.npyio.NpzFile) -> dict:
+    return {
+        "frame_indices": data["frame_indices"],
+        "analysis_scale": float(data["analysis_scale"]),
+        "landmark_confidence": data["landmark_confidence"],
+        "crop_size_px": int(data["crop_size_px"]),
+        "crop_from_image": data["crop_from_image"],
+        "flow_at_landmarks_px": data["flow_at_landmarks_px"],
+        "flow_fb_error_px": data["flow_fb_error_px"],
+        "flow_consistent": data["flow_consistent"],
+    }
+
+
+def unobserved_front_end(frame_count: int) -> dict:
+    """Version 1 takes had no front-end observations: say so with NaN / False, invent nothing."""
+    return {
+        "frame_indices": np.arange(frame_count, dtype=np.int64),
+        "analysis_scale": 1.0,
+        "landmark_confidence": np.full(frame_count, np.nan, np.float32),
+        "crop_size_px": 0,
+        "crop_from_image": np.full((frame_count, 2, 3), np.nan, np.float32),
+        "flow_at_landmarks_px": np.full((frame_count, LANDMARK_COUNT, 2), np.nan, np.float32),
+        "flow_fb_error_px": np.full((frame_count, LANDMARK_COUNT), np.nan, np.float32),
+        "flow_consistent": np.zeros((frame_count, LANDMARK_COUNT), bool),
+    }

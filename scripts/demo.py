@@ -65,7 +65,7 @@ def main() -> int:
     frames = pick_preview_frames(take.valid, count=4)
     with tempfile.TemporaryDirectory() as render_dir:
         renders = build_demo_blend(take_path, blend_path, Path(render_dir), frames)
-        compose_contact_sheet(video, dict(zip(frames, renders)), preview_path, take.landmarks_px)
+        compose_contact_sheet(take, dict(zip(frames, renders)), preview_path)
 
     print(
         f"frames {engine['frames']}, faces found {engine['faces_found']}, "

@@ -10,7 +10,21 @@ import pytest
 
 from mxr.models.correspondence import LANDMARK_COUNT, LandmarkEmbedding
 from mxr.models.head_model import HeadModel
-from mxr.ops.take import Take
+from mxr.ops.take import Take, unobserved_front_end
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_frontend_cache(tmp_path_factory):
+    """Engine runs in tests (and their subprocesses) cache into a fresh folder, not ~/.cache."""
+    import os
+
+    previous = os.environ.get("MXR_CACHE_DIR")
+    os.environ["MXR_CACHE_DIR"] = str(tmp_path_factory.mktemp("frontend_cache"))
+    yield
+    if previous is None:
+        del os.environ["MXR_CACHE_DIR"]
+    else:
+        os.environ["MXR_CACHE_DIR"] = previous
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +101,7 @@ def synthetic_take(head: HeadModel, frames: int = 24, invalid: tuple[int, ...] =
         head_rotation=per_frame(rotation), head_translation_px=per_frame(np.full((frames, 3), 320.0)),
         head_scale_px_per_mm=per_frame(np.full(frames, 2.0)), neutral_mm=neutral_mm.astype(np.float32),
         macro_mm=per_frame(0.7 * deformation_mm), micro_mm=per_frame(0.3 * deformation_mm),
-        detail_mm=per_frame(np.zeros_like(deformation_mm)),
+        detail_mm=per_frame(np.zeros_like(deformation_mm)), **unobserved_front_end(frames),
     )
 
 

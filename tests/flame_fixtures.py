@@ -345,7 +345,7 @@ def flame_take(model, landmarks, identity: np.ndarray, expression: np.ndarray, p
     through ``landmarks`` on a performer whose neutral is FLAME's with ``identity``, in mm."""
     from mxr.models.flame import rodrigues
     from mxr.models.retarget import FlameLandmarks
-    from mxr.ops.take import Take
+    from mxr.ops.take import Take, unobserved_front_end
 
     frames = len(expression)
     rig = FlameLandmarks.build(model, landmarks, identity, expression.shape[1])
@@ -369,5 +369,5 @@ def flame_take(model, landmarks, identity: np.ndarray, expression: np.ndarray, p
         head_rotation=per_frame(rodrigues(pose[:, 1])), head_translation_px=per_frame(np.full((frames, 3), 320.0)),
         head_scale_px_per_mm=per_frame(np.full(frames, 2.0)), neutral_mm=neutral_mm.astype(np.float32),
         macro_mm=per_frame(deformation_mm), micro_mm=per_frame(np.zeros_like(deformation_mm)),
-        detail_mm=per_frame(np.zeros_like(deformation_mm)),
+        detail_mm=per_frame(np.zeros_like(deformation_mm)), **unobserved_front_end(frames),
     )

@@ -164,13 +164,15 @@ def test_reference_video_is_the_camera_background(empty_blend, tmp_path):
     empty_blend.frame_start = 3
     head = load_open_head()
     video = write_video(tmp_path / "performer.mp4")
-    save_take(synthetic_take(head, frames=12, invalid=(), source_path=str(video)), tmp_path / "take.npz")
+    take = synthetic_take(head, frames=12, invalid=(), source_path=str(video))
+    take.frame_indices = take.frame_indices + 5  # the take starts at the clip's frame 5
+    save_take(take, tmp_path / "take.npz")
     assert bpy.ops.mxr.bake_take(filepath=str(tmp_path / "take.npz")) == {"FINISHED"}
     camera = bpy.data.objects["MXR Reference"]
     assert camera.data.show_background_images and len(camera.data.background_images) == 1
     background = camera.data.background_images[0]
     assert background.source == "MOVIE_CLIP" and background.clip.filepath == str(video)
-    assert background.clip.frame_start == empty_blend.frame_start  # video frame 0 = take frame 0
+    assert background.clip.frame_start == empty_blend.frame_start - 5  # video frame 5 = take frame 0
     assert empty_blend.camera == camera
 
 

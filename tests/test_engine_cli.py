@@ -53,6 +53,33 @@ def test_take_follows_the_performers_smile(single_face_take):
     assert 150 < np.nanmedian(take.landmarks_px[:, :, 0]) < 500
 
 
+def test_take_carries_the_front_ends_flow(single_face_take):
+    take = load_take(single_face_take[0])
+    assert take.crop_size_px == 256 and take.analysis_scale == 1.0
+    np.testing.assert_array_equal(take.frame_indices, np.arange(72))
+    assert np.isnan(take.flow_at_landmarks_px[0]).all()  # no previous frame
+    flow = take.flow_at_landmarks_px[1:]
+    assert np.isfinite(flow).all()
+    assert np.median(np.linalg.norm(flow, axis=-1)) < 3.0  # crop px per frame: skin moves little
+    assert take.flow_consistent[1:].mean() > 0.8
+    assert (take.landmark_confidence > 0.5).all()
+
+
+def test_second_run_reuses_the_front_end_cache_and_honours_a_frame_range(tmp_path):
+    clip = sample_path("video/single_face.mp4")
+    arguments = ("--start-frame", "10", "--end-frame", "40", "--cache-dir", tmp_path / "cache")
+    first = run_engine("reconstruct", clip, "--out", tmp_path / "a.npz", *arguments, "--debug-sheet", tmp_path / "sheet.png")
+    second = run_engine("reconstruct", clip, "--out", tmp_path / "b.npz", *arguments)
+    assert first[0] == 0 and second[0] == 0, first[2] + second[2]
+    assert (first[1][-1]["frontend_cached"], second[1][-1]["frontend_cached"]) == (False, True)
+    a, b = load_take(tmp_path / "a.npz"), load_take(tmp_path / "b.npz")
+    np.testing.assert_array_equal(a.frame_indices, np.arange(10, 40))
+    np.testing.assert_array_equal(a.landmarks_px, b.landmarks_px)
+    np.testing.assert_array_equal(a.flow_at_landmarks_px, b.flow_at_landmarks_px)
+    sheet = cv2.imread(str(tmp_path / "sheet.png"))
+    assert sheet is not None and sheet.shape[0] > 200
+
+
 def test_face_that_leaves_is_marked_invalid_never_invented(tmp_path):
     take_path = tmp_path / "take.npz"
     code, events, stderr = run_engine("reconstruct", sample_path("video/face_noface.mov"), "--out", take_path)
@@ -64,6 +91,10 @@ def test_face_that_leaves_is_marked_invalid_never_invented(tmp_path):
     assert np.isfinite(take.macro_mm[take.valid]).all()
     warnings = [e["message"] for e in events if e["event"] == "warning"]
     assert any("marked invalid" in message for message in warnings)
+    # flow needs a face in both frames; confidence is 0 without a face
+    gap_after = np.flatnonzero(~take.valid[1:]) + 1
+    assert np.isnan(take.flow_at_landmarks_px[gap_after]).all()
+    assert (take.landmark_confidence[~take.valid] == 0).all()
 
 
 def test_no_face_fails_clearly_and_keeps_the_old_take(tmp_path):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from mxr.ops.errors import MxrError
-from mxr.ops.take import MicroEvent, Take, load_take, save_take
+from mxr.ops.take import MicroEvent, Take, load_take, save_take, unobserved_front_end
 
 
 def make_take(frame_count: int = 6) -> Take:
@@ -30,6 +30,14 @@ def make_take(frame_count: int = 6) -> Take:
         macro_mm=per_frame(478, 3),
         micro_mm=per_frame(478, 3),
         detail_mm=per_frame(478, 3),
+        frame_indices=np.arange(frame_count) + 10,
+        analysis_scale=0.5,
+        landmark_confidence=np.where(valid, 0.9, 0.0).astype(np.float32),
+        crop_size_px=256,
+        crop_from_image=per_frame(2, 3),
+        flow_at_landmarks_px=per_frame(478, 2),
+        flow_fb_error_px=per_frame(478),
+        flow_consistent=rng.random((frame_count, 478)) > 0.1,
         events=[MicroEvent(1, 3, 5, "brows", 0.4, 0.9)],
         settings={"neutral_seconds": 0.5},
     )
@@ -40,13 +48,16 @@ def test_round_trip_keeps_every_field(tmp_path):
     path = tmp_path / "take.npz"
     save_take(take, path)
     loaded = load_take(path)
-    for name in ("timestamps_s", "valid", "landmarks_px", "head_rotation", "neutral_mm", "macro_mm", "micro_mm", "detail_mm"):
+    for name in ("timestamps_s", "valid", "landmarks_px", "head_rotation", "neutral_mm", "macro_mm", "micro_mm",
+                 "detail_mm", "frame_indices", "landmark_confidence", "crop_from_image", "flow_at_landmarks_px",
+                 "flow_fb_error_px", "flow_consistent"):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(take, name))
     assert loaded.fps == pytest.approx(29.97)
     assert loaded.frame_size == (640, 360)
     assert loaded.source_path == take.source_path
     assert loaded.events == take.events
     assert loaded.settings == {"neutral_seconds": 0.5}
+    assert (loaded.analysis_scale, loaded.crop_size_px) == (0.5, 256)
     assert list(tmp_path.iterdir()) == [path]  # no temp file left beside it
 
 
@@ -55,7 +66,32 @@ def test_loads_without_pickle(tmp_path):
     save_take(make_take(), path)
     with np.load(path, allow_pickle=False) as data:
         assert str(data["format"]) == "mxr.take"
-        assert int(data["version"]) == 1
+        assert int(data["version"]) == 2
+
+
+def test_version_1_takes_load_with_front_end_fields_unobserved(tmp_path):
+    path = tmp_path / "v1.npz"
+    save_take(make_take(), path)
+    with np.load(path, allow_pickle=False) as data:
+        version_1 = {name: data[name] for name in data.files if name not in unobserved_front_end(1)
+                     and name not in ("analysis_scale", "crop_size_px")}
+    version_1["version"] = np.array(1)
+    np.savez(path, **version_1)
+    loaded = load_take(path)
+    np.testing.assert_array_equal(loaded.frame_indices, np.arange(6))
+    assert np.isnan(loaded.flow_at_landmarks_px).all() and not loaded.flow_consistent.any()
+    np.testing.assert_array_equal(loaded.macro_mm, make_take().macro_mm)
+
+
+def test_newer_versions_are_refused(tmp_path):
+    path = tmp_path / "future.npz"
+    save_take(make_take(), path)
+    with np.load(path, allow_pickle=False) as data:
+        arrays = dict(data)
+    arrays["version"] = np.array(99)
+    np.savez(path, **arrays)
+    with pytest.raises(MxrError, match="version 99"):
+        load_take(path)
 
 
 def test_invalid_take_is_refused_and_the_old_file_survives(tmp_path):
