@@ -63,6 +63,14 @@ def neutral_to_head(head: HeadModel, neutral_mm: np.ndarray) -> Similarities:
     return fit_similarities(neutral_mm.astype(np.float64), rest_landmarks)
 
 
+def displacement_on(alignment: Similarities, deformation_mm: np.ndarray) -> np.ndarray:
+    """Canonical displacements (T, 478, 3) mm -> the head's metres and axes (T, 478, 3).
+
+    Displacements are vectors: scaled and rotated by the neutral's alignment, not translated.
+    """
+    return alignment.scale[0] * deformation_mm.astype(np.float64) @ alignment.rotation[0].T
+
+
 def retarget_expressions(
     head: HeadModel,
     deformation_mm: np.ndarray,
@@ -76,9 +84,7 @@ def retarget_expressions(
     relative to the basis' mean squared column norm, so it does not depend on units or head size.
     """
     lower, upper = head.coefficient_bounds if bounds is None else bounds
-    alignment = neutral_to_head(head, neutral_mm)
-    # Displacements are vectors: scale and rotate, no translation. (T, 478, 3) -> metres on the head
-    displacement_head = alignment.scale[0] * deformation_mm.astype(np.float64) @ alignment.rotation[0].T
+    displacement_head = displacement_on(neutral_to_head(head, neutral_mm), deformation_mm)
     basis = head.landmark_basis().astype(np.float64).reshape(len(head.expression_names), -1).T  # (478*3, K)
     valid = np.all(np.isfinite(displacement_head), axis=(1, 2))
     coefficients = np.full((deformation_mm.shape[0], basis.shape[1]), np.nan)
@@ -187,8 +193,7 @@ def retarget_flame(
     """
     count = deformation_mm.shape[0]
     components = rig.expression.shape[0]
-    alignment = flame_rest_alignment(rig, neutral_mm)
-    displacement = alignment.scale[0] * deformation_mm.astype(np.float64) @ alignment.rotation[0].T  # (T, L, 3) m
+    displacement = displacement_on(flame_rest_alignment(rig, neutral_mm), deformation_mm)  # (T, L, 3) m
     valid = np.all(np.isfinite(displacement), axis=(1, 2))
     expression = np.full((count, components), np.nan)
     pose = np.full((count, len(rig.parents), 3), np.nan)

@@ -7,9 +7,12 @@ deleted; shape keys MXR did not create and drivers are never touched.
 FLAME rigs (``bake_flame_take``): expressions, jaw and eye rotations solved together
 (``retarget_flame``), the take's head rotation on the ``neck`` bone (the head turns on the
 neck, the neck base stays with the body the head is attached to), pose correctives and the
-joint shift keyed per frame (see ``flame_rig``). The take's ``detail_mm`` is part of the fitted
-deformation but gets no keys of its own: MXR has no detail shape keys yet (the baseline model
-writes zeros there).
+joint shift keyed per frame (see ``flame_rig``).
+
+Detail (``key_detail``, default on): what the fitted parameters leave unexplained becomes a few
+per-take ``MXR_Detail`` shape keys with per-frame weights (``models/detail.py``), keyed in the
+same action as the expressions; a re-bake replaces them (and their curves), a bake without
+detail removes them, as they belong to the take that made them.
 
 Frames: take frame ``k`` lands on scene frame ``frame_start + k``. Frames without a face get no
 shape-key or rotation keys (the curves interpolate across the gap), and the object's
@@ -24,13 +27,14 @@ import mathutils
 import numpy as np
 
 from ..models.correspondence import LandmarkEmbedding
-from ..models.flame import FlameModel, rodrigues
+from ..models.detail import DetailLayer, DetailSpread, detail_layer, flame_residual, head_residual, movable_vertices
+from ..models.flame import FlameModel, rodrigues, shaped_vertices, skinning_regions
 from ..models.head_model import HeadModel
 from ..models.retarget import FlameLandmarks, retarget_flame, retarget_expressions
 from ..ops.errors import MxrError
 from ..ops.take import Take
 from .flame_rig import FlameChannels, armature_of, flame_channels, rig_expression_count, rig_identity
-from .rig import AXES, OWNED, expression_keys
+from .rig import AXES, OWNED, detail_keys, expression_keys, head_to_blender, replace_detail_keys
 
 FACE_FOUND = "mxr_face_found"
 ACTION_LINK = "mxr_action"  # ID property on the animated datablock -> MXR's action for it
@@ -44,8 +48,9 @@ _INTERPOLATION = {
 class BakeResult:
     frame_count: int  # frames in the take
     frames_keyed: int  # frames with a face, i.e. with shape-key keys
-    keys: list[str]  # shape keys that received F-curves
+    keys: list[str]  # expression (and FLAME pose) shape keys that received F-curves
     warnings: list[str] = field(default_factory=list)
+    detail_keys: list[str] = field(default_factory=list)  # the take's detail shape keys, keyed too
 
 
 def bake_take(
@@ -55,8 +60,10 @@ def bake_take(
     take: Take,
     *,
     key_rotation: bool = True,
+    key_detail: bool = True,
 ) -> BakeResult:
-    """Retarget ``take`` to ``head`` and key it on ``rig`` (built from ``head``) in ``scene``."""
+    """Retarget ``take`` to ``head`` and key it on ``rig`` (built from ``head``) in ``scene``;
+    with ``key_detail``, what the expressions cannot express as detail shape keys."""
     names = expression_keys(rig)
     if tuple(names) != tuple(head.expression_names):
         raise MxrError(f"{rig.name} was not built from head '{head.name}': rebuild the rig or pick another")
@@ -77,6 +84,11 @@ def bake_take(
         curve = ensure_fcurve(key_action, key, block.path_from_id("value"))
         write_keys(curve, frames[valid], values[valid], "LINEAR")
     warnings += driven_paths_warning(key, names)
+    layer = None
+    if key_detail:
+        spread = DetailSpread.build(head.vertices, head.landmarks, movable_vertices(head.vertex_count, head.regions))
+        layer = detail_layer(spread, head_residual(head, take.deformation_mm(), take.neutral_mm, coefficients))
+    detail = key_detail_layer(rig, key_action, frames[valid], layer, valid)
 
     object_action = key_face_found(rig, frames, valid, warnings)
     if key_rotation:
@@ -86,7 +98,7 @@ def bake_take(
             curve = ensure_fcurve(object_action, rig, "rotation_euler", axis)
             write_keys(curve, frames[valid], eulers[:, axis], "LINEAR")
     rig["mxr_source"] = take.source_path
-    return BakeResult(take.frame_count, int(valid.sum()), names, warnings)
+    return BakeResult(take.frame_count, int(valid.sum()), names, warnings, detail)
 
 
 def bake_flame_take(
@@ -98,10 +110,12 @@ def bake_flame_take(
     *,
     key_rotation: bool = True,
     joints: tuple[int, ...] = (2, 3, 4),
+    key_detail: bool = True,
 ) -> BakeResult:
     """Retarget ``take`` to the FLAME ``model`` a rig was built from and key it: shape keys on
     the mesh, bone rotations (and joint-shift locations) on its armature. ``joints``: the FLAME
-    joints solved from the landmarks (jaw, eyes); the neck gets the take's head rotation."""
+    joints solved from the landmarks (jaw, eyes); the neck gets the take's head rotation.
+    ``key_detail``: the residual, brought to rest space, as detail shape keys (before skinning)."""
     armature = armature_of(rig)
     if armature is None:
         raise MxrError(f"{rig.name} lost its FLAME armature: import the FLAME rig again")
@@ -118,9 +132,33 @@ def bake_flame_take(
     set_scene_timing(scene, take.fps, take.frame_count)
     warnings: list[str] = []
     key_flame_channels(rig, armature, frames[valid], channels, warnings)
+    layer = None
+    if key_detail:
+        rest = shaped_vertices(model, rig_identity(rig), np.zeros(0))  # (V, 3) the rig's rest face, FLAME metres
+        spread = DetailSpread.build(rest, landmarks, movable_vertices(model.vertex_count, skinning_regions(model)))
+        residual = flame_residual(landmark_rig, take.deformation_mm(), take.neutral_mm, solved.expression, solved.pose)
+        layer = detail_layer(spread, residual)
+    key_action = owned_action(rig.data.shape_keys, f"MXR {rig.name} Expressions", warnings)
+    detail = key_detail_layer(rig, key_action, frames[valid], layer, valid)
     key_face_found(rig, frames, valid, warnings)
     rig["mxr_source"] = take.source_path
-    return BakeResult(take.frame_count, int(valid.sum()), list(channels.shape_keys), warnings)
+    return BakeResult(take.frame_count, int(valid.sum()), list(channels.shape_keys), warnings, detail)
+
+
+def key_detail_layer(
+    rig: bpy.types.Object, action: bpy.types.Action, frames: np.ndarray, layer: DetailLayer | None, valid: np.ndarray
+) -> list[str]:
+    """Replace MXR's detail keys (shape keys and their curves in MXR's ``action``) with
+    ``layer``'s, keyed at ``frames`` (n,) = the take's ``valid`` (T,) frames; ``None``: remove
+    them only. Returns the new keys' names."""
+    key = rig.data.shape_keys
+    remove_fcurves(action, key, [f'key_blocks["{name}"].value' for name in detail_keys(rig)])
+    shapes = np.zeros((0, len(rig.data.vertices), 3)) if layer is None else head_to_blender(layer.shapes)
+    names = replace_detail_keys(rig, shapes)
+    if layer is not None:
+        for name, weights in zip(names, layer.weights[valid].T):
+            write_keys(ensure_fcurve(action, key, key.key_blocks[name].path_from_id("value")), frames, weights, "LINEAR")
+    return names
 
 
 def key_flame_channels(
@@ -184,6 +222,23 @@ def ensure_fcurve(action: bpy.types.Action, datablock: bpy.types.ID, data_path: 
         return action.fcurve_ensure_for_datablock(datablock, data_path, index=index, group_name=GROUP)
     curve = action.fcurves.find(data_path, index=index)  # 4.2 legacy actions
     return curve or action.fcurves.new(data_path, index=index, action_group=GROUP)
+
+
+def remove_fcurves(action: bpy.types.Action, datablock: bpy.types.ID, data_paths: list[str]) -> None:
+    """Delete ``action``'s F-curves (index 0) for ``data_paths`` on ``datablock``, where present."""
+    if hasattr(action, "slots"):  # 4.4+: the curves live in the datablock's slot's channel bag
+        from bpy_extras.anim_utils import action_get_channelbag_for_slot
+
+        bag = action_get_channelbag_for_slot(action, datablock.animation_data.action_slot)
+        if bag is None:
+            return
+        curves = bag.fcurves
+    else:
+        curves = action.fcurves
+    for path in data_paths:
+        curve = curves.find(path)
+        if curve is not None:
+            curves.remove(curve)
 
 
 def write_keys(curve: bpy.types.FCurve, frames: np.ndarray, values: np.ndarray, interpolation: str) -> None:

@@ -124,6 +124,9 @@ class MXR_OT_bake_take(bpy.types.Operator):
     filter_glob: bpy.props.StringProperty(default="*.npz", options={"HIDDEN"})
     key_rotation: bpy.props.BoolProperty(name="Head Rotation", default=True,
                                          description="Key the head's rotation from the video")
+    key_detail: bpy.props.BoolProperty(name="Detail", default=True,
+                                       description="Key what the expressions cannot express as a few "
+                                                   "per-take MXR_Detail shape keys")
     reference_video: bpy.props.BoolProperty(name="Reference Video", default=True,
                                             description="Show the source video behind the head in MXR's camera")
 
@@ -139,7 +142,8 @@ class MXR_OT_bake_take(bpy.types.Operator):
             return {"CANCELLED"}
         try:
             baked = bake_take_file(context.scene, Path(bpy.path.abspath(self.filepath)), find_rig(context),
-                                   key_rotation=self.key_rotation, reference_video=self.reference_video)
+                                   key_rotation=self.key_rotation, key_detail=self.key_detail,
+                                   reference_video=self.reference_video)
         except MxrError as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}

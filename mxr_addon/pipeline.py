@@ -88,6 +88,7 @@ def bake_take_file(
     rig: bpy.types.Object | None = None,
     *,
     key_rotation: bool = True,
+    key_detail: bool = True,
     reference_video: bool = True,
 ) -> TakeBake:
     """Load ``take_path`` (MxrError if missing or corrupt) and bake it onto ``rig``.
@@ -103,12 +104,12 @@ def bake_take_file(
             raise FlameFileError(f"{rig.name} has no landmark registration: run scripts/flame_correspondence.py "
                                  f"{rig[FLAME_PATH]} and import the FLAME rig again")
         landmarks = load_landmark_embedding(Path(rig[FLAME_LANDMARKS]), model.vertex_count)
-        result = bake_flame_take(scene, rig, model, landmarks, take, key_rotation=key_rotation)
+        result = bake_flame_take(scene, rig, model, landmarks, take, key_rotation=key_rotation, key_detail=key_detail)
         return TakeBake(rig, result, _reference(scene, rig, take, result) if reference_video else None)
     head = head_named(str(rig["mxr_head"])) if is_rig(rig) else builtin_head()
     if not is_rig(rig):
         rig = build_rig(head, scene.collection)
-    result = bake_take(scene, rig, head, take, key_rotation=key_rotation)
+    result = bake_take(scene, rig, head, take, key_rotation=key_rotation, key_detail=key_detail)
     return TakeBake(rig, result, _reference(scene, rig, take, result) if reference_video else None)
 
 

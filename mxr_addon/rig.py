@@ -14,6 +14,8 @@ from ..models.head_model import HeadModel
 OWNED = "mxr_owned"  # custom property on every ID MXR creates; re-bakes touch only these
 HEAD_NAME = "mxr_head"  # the HeadModel.name a rig was built from
 EXPRESSIONS = "mxr_expressions"  # the shape keys MXR created, so user-added keys are never touched
+DETAIL = "mxr_detail"  # the take's detail shape keys MXR created at the last bake
+DETAIL_PREFIX = "MXR_Detail"
 
 # Blender clamps ShapeKey.slider_min/max to [-10, 10].
 _SLIDER_LIMIT = 10.0
@@ -110,3 +112,34 @@ def find_rig(context: bpy.types.Context) -> bpy.types.Object | None:
 def expression_keys(rig: bpy.types.Object) -> list[str]:
     """Names of the shape keys MXR created on ``rig`` (user-added keys are not in it)."""
     return [str(name) for name in rig.get(EXPRESSIONS, [])]
+
+
+def detail_keys(rig: bpy.types.Object) -> list[str]:
+    """Names of the detail shape keys MXR's last bake created on ``rig``."""
+    return [str(name) for name in rig.get(DETAIL, [])]
+
+
+def replace_detail_keys(rig: bpy.types.Object, offsets: np.ndarray) -> list[str]:
+    """Replace MXR's detail shape keys on ``rig`` with one per shape in ``offsets`` (N, V, 3)
+    Blender metres (object axes, from the Basis); returns their names.
+
+    Detail keys belong to one take, so a bake removes the previous take's (only those MXR
+    recorded creating); their slider range covers the weights, which ``detail.compress`` puts
+    in [-1, 1], with the same room to exaggerate as the expressions.
+    """
+    blocks = rig.data.shape_keys.key_blocks
+    for name in detail_keys(rig):
+        if name in blocks:
+            rig.shape_key_remove(blocks[name])
+    basis = np.empty(len(rig.data.vertices) * 3, dtype=np.float32)
+    rig.data.shape_keys.reference_key.data.foreach_get("co", basis)
+    low, high = slider_range((-1.0, 1.0))
+    names = []
+    for index, offset in enumerate(offsets):
+        block = rig.shape_key_add(name=f"{DETAIL_PREFIX}{index:02d}", from_mix=False)
+        block.slider_min, block.slider_max = low, high
+        block.data.foreach_set("co", (basis + offset.astype(np.float32).ravel()))
+        names.append(block.name)  # Blender renames on a clash with a user's key
+    rig[DETAIL] = names
+    rig.data.update()
+    return names

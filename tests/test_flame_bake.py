@@ -7,7 +7,9 @@ import bpy
 import numpy as np
 import pytest
 
-from mxr.models.flame import FlameModel, flame_forward, load_flame, pose_features, rodrigues
+from mxr.models.detail import DetailSpread, detail_layer, flame_residual, movable_vertices
+from mxr.models.flame import (FlameModel, flame_forward, joint_transforms, load_flame, pose_features, rodrigues,
+                              shaped_vertices, skinning_regions)
 from mxr.models.flame_embedding import default_registration_path, load_landmark_embedding
 from mxr.models.open_head import load_open_head
 from mxr.models.retarget import FlameLandmarks, estimate_flame_identity, retarget_expressions, retarget_flame
@@ -116,19 +118,28 @@ def test_take_bakes_onto_the_flame_rig(empty_blend, flame_file, model, landmarks
     fitted = np.asarray(rig["mxr_flame_identity"])
     solved = retarget_flame(FlameLandmarks.build(model, landmarks, fitted, EXPRESSIONS),
                             take.deformation_mm(), take.neutral_mm, joints=(2, 3, 4))
+    spread = DetailSpread.build(shaped_vertices(model, fitted, np.zeros(0)), landmarks,
+                                movable_vertices(model.vertex_count, skinning_regions(model)))
+    layer = detail_layer(spread, flame_residual(FlameLandmarks.build(model, landmarks, fitted, EXPRESSIONS),
+                                                take.deformation_mm(), take.neutral_mm, solved.expression, solved.pose))
+    assert len(layer.shapes) >= 1 and baked.result.detail_keys == [f"MXR_Detail{n:02d}" for n in range(len(layer.shapes))]
     for k in (0, 3, 7, 11):
         scene.frame_set(scene.frame_start + k)
         blocks = rig.data.shape_keys.key_blocks
+        np.testing.assert_allclose([blocks[name].value for name in baked.result.detail_keys], layer.weights[k], atol=1e-5)
         np.testing.assert_allclose([blocks[f"Exp{i:03d}"].value for i in range(EXPRESSIONS)], solved.expression[k], atol=1e-5)
         rotations = bone_local_flame_rotations(armature)
         np.testing.assert_allclose(rotations[1], rodrigues(pose[k, 1]), atol=1e-5)  # the take's head pose, on the neck
         np.testing.assert_allclose(rotations[JAW], rodrigues(pose[k, JAW]), atol=0.02)  # the jaw, solved
         # Correctives agree with the bones they belong to, frame by frame.
         np.testing.assert_allclose([blocks[f"Pose{i:03d}"].value for i in range(36)], pose_features(rotations), atol=1e-5)
-        # And the whole rig is FLAME at the solved parameters.
+        # And the whole rig is FLAME at the solved parameters, plus the detail (rest space, skinned).
         solved_pose = solved.pose[k].copy()
         solved_pose[1] = pose[k, 1]
         expected = flame_forward(model, fitted, solved.expression[k], solved_pose)[0]
+        transforms, _ = joint_transforms(rodrigues(solved_pose), np.zeros((5, 3)), model.parents)  # (5, 3, 4)
+        skinned = np.einsum("vj,jab->vab", model.skinning_weights, transforms[:, :, :3])  # (V, 3, 3)
+        expected += np.einsum("vab,vb->va", skinned, np.tensordot(layer.weights[k], layer.shapes, axes=1))
         assert np.abs(evaluated_vertices(rig) - head_to_blender(expected)).max() < 1e-5
         assert rig["mxr_face_found"] == 1
     scene.frame_set(scene.frame_start + 4)
