@@ -82,7 +82,11 @@ def sample_bilinear(field: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 def forward_backward_error(forward: np.ndarray, backward: np.ndarray, points: np.ndarray) -> np.ndarray:
     """|F(p) + B(p + F(p))| px at (N, 2) points: 0 when the two flows agree. (N,), NaN outside."""
-    forward_at = sample_bilinear(forward, points)  # (N, 2)
+    return _forward_backward_error_at(sample_bilinear(forward, points), backward, points)
+
+
+def _forward_backward_error_at(forward_at: np.ndarray, backward: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """``forward_backward_error`` given F(p) already sampled, (N, 2): the per-frame path samples it once."""
     backward_at = sample_bilinear(backward, points + forward_at)  # (N, 2)
     return np.linalg.norm(forward_at + backward_at, axis=1)
 
@@ -128,6 +132,6 @@ class FlowEstimator:
         forward = dense_flow(self._forward, previous, current)
         backward = dense_flow(self._backward, current, previous)
         at_points = sample_bilinear(forward, points)
-        error = forward_backward_error(forward, backward, points)
+        error = _forward_backward_error_at(at_points, backward, points)
         return PairFlow(forward, backward, at_points.astype(np.float32), error.astype(np.float32),
                         is_consistent(error, at_points))
