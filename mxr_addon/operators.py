@@ -33,7 +33,7 @@ def _report_bake(operator: bpy.types.Operator, baked: TakeBake) -> None:
     operator.report(
         {"INFO"},
         f"MXR: baked {result.frames_keyed}/{result.frame_count} frames with a face onto "
-        f"{baked.rig.name} ({len(result.keys)} shape keys)",
+        f"{baked.rig.name} ({len(result.keys)} shape keys, {len(result.detail_keys)} detail keys)",
     )
 
 

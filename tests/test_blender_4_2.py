@@ -1,4 +1,4 @@
-"""The add-on's rig and bake tests (built-in head and FLAME, export included) again, under
+"""The add-on's rig and bake tests (built-in head and FLAME, detail keys and export included) again, under
 Blender 4.2's API (legacy, unslotted actions).
 
 scripts/setup keeps a second, bare environment with bpy 4.2 and numpy only — like Blender 4.2's
@@ -28,7 +28,7 @@ def test_the_environment_is_blender_4_2_without_engine_packages():
 
 def test_rig_and_bake_pass_on_the_4_2_api():
     result = run_42("-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not engine", "-k", "not gltf",
-                    "tests/test_addon_rig.py", "tests/test_addon_bake.py",
+                    "tests/test_addon_rig.py", "tests/test_addon_bake.py", "tests/test_detail_bake.py",
                     "tests/test_flame_rig.py", "tests/test_flame_bake.py", "tests/test_flame_export.py")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert " passed" in result.stdout and "failed" not in result.stdout
