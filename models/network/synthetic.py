@@ -61,7 +61,7 @@ MICRO_ACTIONS: dict[str, tuple[str, dict[str, float]]] = {
     "lip_corner_depress": ("mouth", {"mouthFrownLeft": 1.0, "mouthFrownRight": 1.0}),  # AU15
     "lip_stretch": ("mouth", {"mouthStretchLeft": 1.0, "mouthStretchRight": 1.0}),  # AU20
     "lip_press": ("mouth", {"mouthPressLeft": 1.0, "mouthPressRight": 1.0}),  # AU24
-    "chin_raise": ("mouth", {"mouthShrugLower": 1.0}),  # AU17
+    "chin_raise": ("jaw", {"mouthShrugLower": 1.0}),  # AU17, the chin
     "jaw_drop": ("jaw", {"jawOpen": 1.0}),  # AU26
 }
 # Units that macro key poses draw from: everything but gaze, tongue and blinks (blinks are separate).
@@ -388,7 +388,7 @@ def detail_displacements(neutral_mm: np.ndarray, basis_mm: np.ndarray, times_s: 
         fields.append(field_mm * rng.uniform(*config.detail_peak_mm) / np.linalg.norm(field_mm, axis=1).max())
     weights = smooth_signal(times_s, config.detail_timescale_s, rng, channels=config.detail_fields)  # (T, F)
     weights *= smoothstep((times_s - config.neutral_seconds) / config.detail_timescale_s)[:, None]
-    return np.einsum("tf,fnd->tnd", weights, np.stack(fields)) / config.detail_fields
+    return np.tensordot(weights, np.stack(fields), axes=1) / config.detail_fields
 
 
 @dataclass
@@ -419,7 +419,7 @@ def random_camera(neutral_mm: np.ndarray, times_s: np.ndarray, config: Synthetic
 def project(camera: _Camera, points_mm: np.ndarray) -> np.ndarray:
     """Canonical points (T, N, 3) mm -> MediaPipe image px (T, N, 3): x right, y down, z like x
     (away from the camera). Weak perspective, as MediaPipe's landmarks."""
-    camera_px = camera.scale_px_per_mm[:, None, None] * np.einsum("tij,tnj->tni", camera.rotation, points_mm)
+    camera_px = camera.scale_px_per_mm[:, None, None] * (points_mm @ camera.rotation.transpose(0, 2, 1))
     return image_to_camera(camera_px + camera.translation_px[:, None, :])
 
 
@@ -516,7 +516,7 @@ def generate_sequence(head: HeadModel, config: SyntheticConfig, rng: np.random.G
     landmarks_px = project(camera, observed_mm) + landmark_jitter_px(noise, frames, face_width_px, rng)
 
     crop_from_image = np.stack([stabilising_transform(frame) for frame in landmarks_px])  # (T, 2, 3)
-    skin_crop = np.einsum("tij,tnj->tni", crop_from_image[:, :, :2], skin_px[:, :, :2]) + crop_from_image[:, None, :, 2]
+    skin_crop = skin_px[:, :, :2] @ crop_from_image[:, :, :2].transpose(0, 2, 1) + crop_from_image[:, None, :, 2]
     true_flow = np.full((frames, LANDMARK_COUNT, 2), np.nan)
     # Skin motion between the crops of t-1 and t, the flow at each landmark's point in crop t-1
     # (the motion field is treated as uniform over the landmark's sub-pixel offset from its skin point).
