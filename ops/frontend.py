@@ -72,12 +72,8 @@ class FrameRecord:
 class _Tracked:
     """What the landmark stage hands to the flow stage for one frame."""
 
-    index: int
-    timestamp_s: float
-    confidence: float
-    landmarks_analysed: np.ndarray | None  # (478, 3) float32 analysed px
-    transform_analysed: np.ndarray | None  # (2, 3) analysed px -> crop px
-    crop_grey: np.ndarray | None  # (crop, crop) uint8
+    record: FrameRecord  # landmark-stage results, no flow yet (NaN)
+    crop_grey: np.ndarray | None  # (crop, crop) uint8; None without a face
     several_faces: bool
 
 
@@ -200,12 +196,13 @@ class FrontEnd:
                 observation = tracker.observe(frame_rgb)
                 landmarks = observation.landmarks_px
                 transform = crop = None
-                if landmarks is not None:  # cropped here: this thread waits on MediaPipe, the flow thread is busier
+                # Crop and record made here: this thread mostly waits on MediaPipe's graph threads,
+                # while the flow thread is the pipeline's bottleneck.
+                if landmarks is not None:
                     transform = stabilising_transform(landmarks, settings.crop_size)
                     crop = warp_to_crop(cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2GRAY), transform, settings.crop_size)
-                record = _Tracked(index, timestamp_s, observation.confidence, landmarks, transform, crop,
-                                  tracker.several_faces_seen)
-                if not _put(out, record, stop):
+                record = self._record(index, timestamp_s, observation.confidence, landmarks, transform)
+                if not _put(out, _Tracked(record, crop, tracker.several_faces_seen), stop):
                     return
         _put(out, _END, stop)
 
@@ -223,14 +220,14 @@ class FrontEnd:
                 raise item.error
             if item is None:  # stopped from outside
                 return
+            record = item.record
             if item.several_faces and not several_faces_warned:
                 several_faces_warned = True
-                self._warn(f"several faces in the video (first seen by frame {item.index}): the tracker "
+                self._warn(f"several faces in the video (first seen by frame {record.index}): the tracker "
                            "follows the face it already tracks, and after losing it the most confident detection")
-            if item.timestamp_s <= last_timestamp:
+            if record.timestamp_s <= last_timestamp:
                 timestamps_ok = False
-            last_timestamp = item.timestamp_s
-            record = self._record(item)
+            last_timestamp = record.timestamp_s
             if record.valid and previous is not None and previous.valid:
                 pair = estimator.pair(previous_crop, item.crop_grey, previous.landmarks_crop)
                 record.flow_at_landmarks = pair.at_points
@@ -250,23 +247,25 @@ class FrontEnd:
             yield record
         self._final_warnings(count, invalid, timestamps_ok)
 
-    def _record(self, item: _Tracked) -> FrameRecord:
-        """A record with the landmark-stage results and no flow yet (NaN)."""
+    def _record(self, index: int, timestamp_s: float, confidence: float, landmarks_analysed: np.ndarray | None,
+                transform_analysed: np.ndarray | None) -> FrameRecord:
+        """A record of the landmark-stage results, (478, 3) analysed px landmarks and the (2, 3)
+        analysed px -> crop px transform (None without a face), with no flow yet (NaN)."""
         size = self.settings.crop_size
         no_flow = np.full((LANDMARK_COUNT, 2), np.nan, np.float32)
-        if item.landmarks_analysed is None:
-            return FrameRecord(item.index, item.timestamp_s, False, 0.0,
+        if landmarks_analysed is None:
+            return FrameRecord(index, timestamp_s, False, 0.0,
                                np.full((LANDMARK_COUNT, 3), np.nan, np.float32), np.full((2, 3), np.nan),
                                no_flow.copy(), float("nan"), no_flow, np.full(LANDMARK_COUNT, np.nan, np.float32),
                                np.zeros(LANDMARK_COUNT, bool))
-        crop_from_image = item.transform_analysed.copy()
+        crop_from_image = transform_analysed.copy()
         crop_from_image[:, :2] *= self.scale  # analysed px = scale * source px
         return FrameRecord(
-            index=item.index, timestamp_s=item.timestamp_s, valid=True, confidence=item.confidence,
-            landmarks_px=(item.landmarks_analysed / self.scale).astype(np.float32),
+            index=index, timestamp_s=timestamp_s, valid=True, confidence=confidence,
+            landmarks_px=(landmarks_analysed / self.scale).astype(np.float32),
             crop_from_image=crop_from_image,
-            landmarks_crop=apply_affine(item.transform_analysed, item.landmarks_analysed[:, :2]).astype(np.float32),
-            stabilisation_residual_px=stabilisation_residual(item.landmarks_analysed, item.transform_analysed, size),
+            landmarks_crop=apply_affine(transform_analysed, landmarks_analysed[:, :2]).astype(np.float32),
+            stabilisation_residual_px=stabilisation_residual(landmarks_analysed, transform_analysed, size),
             flow_at_landmarks=no_flow, flow_fb_error_px=np.full(LANDMARK_COUNT, np.nan, np.float32),
             flow_consistent=np.zeros(LANDMARK_COUNT, bool),
         )
