@@ -1,0 +1,1 @@
+"""The micro-expression network: features (numpy), torch model (training/export), onnxruntime runner."""

@@ -1,0 +1,230 @@
+"""Take -> network inputs (numpy only, so the runner needs neither torch nor the front-end).
+
+What the network sees per frame, all in the take's canonical frame (mm, +X subject's left, +Y up,
++Z out of the face):
+- ``landmarks_mm``: the baseline's canonical displacement (faces_mm - neutral_mm); noisy (landmark
+  jitter is about the size of a micro-expression) but drift-free;
+- ``flow_mm``: the optical flow at the landmarks, rigid head motion taken out, carried into the
+  canonical frame as each landmark's displacement since the previous frame; precise (a few hundredths of a pixel) but only
+  2D, and it drifts when integrated. The two are complementary: the network fuses them;
+- ``flow_mask``: flow is usable (forward-backward consistent, both frames valid);
+- ``valid``: the frame has a face;
+- ``geometry``: neutral position and normal per landmark (the mesh the deformation lives on);
+- ``fps``: flow is per frame, so the frame rate tells the network how fast "per frame" is: one
+  model serves 24-200 fps.
+
+The mesh graph (``mesh_graph``) is the MediaPipe tessellation with each landmark's neighbours
+padded to a fixed ``k`` (ONNX-friendly gathers instead of a dense 478 x 478 adjacency); the iris
+points, which the tessellation leaves out, are linked to their ring and their eye's contour.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from ...ops.canonical import RIGID_LANDMARKS
+from ...ops.take import LANDMARK_COUNT, Take
+
+NEIGHBOURS = 8  # k: padded neighbour count per landmark
+EVENT_REGIONS = ("brows", "eyes", "nose", "cheeks", "mouth", "jaw")
+_IRIS = {468: (469, 470, 471, 472), 473: (474, 475, 476, 477)}  # centre -> ring (subject's right, left)
+
+
+@dataclass
+class NetworkInputs:
+    """One take's per-frame inputs; invalid/unobserved entries are zero with their mask False."""
+
+    landmarks_mm: np.ndarray  # (T, 478, 3) float32 baseline displacement from neutral
+    flow_mm: np.ndarray  # (T, 478, 3) float32 canonical displacement t-1 -> t
+    flow_mask: np.ndarray  # (T, 478) bool
+    valid: np.ndarray  # (T,) bool
+    geometry: np.ndarray  # (478, 6) float32 neutral position (mm) and unit normal
+    fps: float
+
+    @property
+    def frame_count(self) -> int:
+        return int(self.valid.shape[0])
+
+
+def canonical_flow_mm(take: Take) -> tuple[np.ndarray, np.ndarray]:
+    """Flow at the landmarks (crop px, t-1 -> t) -> canonical mm displacement of each landmark.
+
+    The stabilised crops remove rigid motion only in the image plane, so the flow also carries
+    out-of-plane rotation and the crops' own jitter. Both are taken out exactly with what the
+    take records: the landmark is followed from frame t-1's crop (its similarity) back into
+    source px through frame t's crop similarity, and compared with where frame t's head pose puts
+    the canonical face of frame t-1 (rigid motion only). The rest, in the camera frame (x right,
+    y up) / head scale, rotated by R_t^T, is the non-rigid displacement in the canonical frame.
+    The camera z of the flow is unobserved (zero): the result is the image-plane part of the
+    true motion, carried into the face frame.
+    Returns flow (T, 478, 3) float32 (zero where unusable) and mask (T, 478) bool.
+    """
+    count = take.frame_count
+    flow = np.zeros((count, LANDMARK_COUNT, 3), np.float32)
+    mask = np.zeros((count, LANDMARK_COUNT), bool)
+    if count < 2:
+        return flow, mask
+    valid = np.asarray(take.valid, bool)
+    crops = take.crop_from_image.astype(np.float64)  # (T, 2, 3)
+    usable_frame = valid & np.all(np.isfinite(crops), axis=(1, 2)) & np.isfinite(take.head_scale_px_per_mm)
+    pair = np.zeros(count, bool)
+    pair[1:] = usable_frame[1:] & usable_frame[:-1]
+    frames = np.flatnonzero(pair)  # frames t with a usable t-1
+    if len(frames) == 0:
+        return flow, mask
+    before = take.landmarks_px[frames - 1, :, :2].astype(np.float64)  # (F, 478, 2) source px at t-1
+    in_crop = np.einsum("fij,fnj->fni", crops[frames - 1, :, :2], before) + crops[frames - 1, None, :, 2]
+    moved = in_crop + take.flow_at_landmarks_px[frames].astype(np.float64) - crops[frames, None, :, 2]
+    after = np.linalg.solve(crops[frames, None, :, :2], moved[..., None])[..., 0]  # (F, 478, 2) source px at t
+    rotation = take.head_rotation[frames].astype(np.float64)  # (F, 3, 3) canonical -> camera, frame t
+    scale = take.head_scale_px_per_mm[frames].astype(np.float64)[:, None, None]
+    face_before = take.neutral_mm[None].astype(np.float64) + take.macro_mm[frames - 1].astype(np.float64)
+    rigid = scale * np.einsum("fij,fnj->fni", rotation, face_before) + take.head_translation_px[frames, None]
+    after = np.stack([after[..., 0], -after[..., 1]], axis=-1)  # camera px (y up)
+    # The baseline poses jitter with the landmarks (a shared shift of all of them moves the pose);
+    # the flow does not. Refit frame t's in-plane rigid motion on the flow-followed rigid landmarks.
+    rigid = apply_similarity_2d(fit_similarities_2d(rigid[:, RIGID_LANDMARKS, :2], after[:, RIGID_LANDMARKS]),
+                                rigid[..., :2])
+    residual = np.concatenate([after - rigid, np.zeros_like(after[..., :1])], axis=-1) / scale  # (F, 478, 3) camera mm
+    canonical = np.einsum("fji,fnj->fni", rotation, residual)  # R^T v
+    usable = take.flow_consistent[frames] & np.all(np.isfinite(canonical), axis=-1)
+    flow[frames] = np.where(usable[..., None], canonical, 0.0)
+    mask[frames] = usable
+    return flow, mask
+
+
+def fit_similarities_2d(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Least-squares 2D similarities (no reflection) taking source (F, N, 2) onto target (F, N, 2):
+    (F, 2, 3) matrices, x' = M[:, :2] @ x + M[:, 2]."""
+    source_mean, target_mean = source.mean(axis=1), target.mean(axis=1)  # (F, 2)
+    p, q = source - source_mean[:, None], target - target_mean[:, None]
+    norm = np.sum(p * p, axis=(1, 2))
+    cosine = np.sum(p[..., 0] * q[..., 0] + p[..., 1] * q[..., 1], axis=1) / norm  # scale * cos
+    sine = np.sum(p[..., 0] * q[..., 1] - p[..., 1] * q[..., 0], axis=1) / norm  # scale * sin
+    linear = np.stack([np.stack([cosine, -sine], -1), np.stack([sine, cosine], -1)], axis=1)  # (F, 2, 2)
+    shift = target_mean - np.einsum("fij,fj->fi", linear, source_mean)
+    return np.concatenate([linear, shift[..., None]], axis=2)
+
+
+def apply_similarity_2d(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(F, 2, 3) transforms applied to (F, N, 2) points -> (F, N, 2)."""
+    return np.einsum("fij,fnj->fni", transform[:, :, :2], points) + transform[:, None, :, 2]
+
+
+def take_inputs(take: Take) -> NetworkInputs:
+    """Everything the network reads from a take (baseline reconstruction + front-end observations)."""
+    valid = np.asarray(take.valid, bool)
+    landmarks = np.where(valid[:, None, None], np.nan_to_num(take.macro_mm.astype(np.float32)), 0.0)
+    flow, mask = canonical_flow_mm(take)
+    neutral = take.neutral_mm.astype(np.float64)
+    geometry = np.concatenate([neutral, vertex_normals(neutral)], axis=1).astype(np.float32)
+    return NetworkInputs(landmarks.astype(np.float32), flow, mask, valid, geometry, float(take.fps))
+
+
+def window_starts(frame_count: int, window: int, stride: int) -> np.ndarray:
+    """Window start frames covering [0, frame_count): regular strides, the last flush with the end."""
+    if frame_count <= window:
+        return np.zeros(1, np.int64)
+    starts = np.arange(0, frame_count - window + 1, stride)
+    if starts[-1] != frame_count - window:
+        starts = np.append(starts, frame_count - window)
+    return starts.astype(np.int64)
+
+
+def windowed(inputs: NetworkInputs, starts: np.ndarray, window: int) -> dict[str, np.ndarray]:
+    """Batched network inputs, one row per window start (a take shorter than ``window`` is padded
+    with invalid frames): the ONNX model's input dict."""
+    count = inputs.frame_count
+    frames = starts[:, None] + np.arange(window)[None]  # (B, W)
+    inside = frames < count
+    frames = np.minimum(frames, count - 1)
+    batch = len(starts)
+    valid = inputs.valid[frames] & inside  # (B, W)
+    mask = inputs.flow_mask[frames] & valid[..., None]  # (B, W, 478)
+    return {
+        "landmarks_mm": np.where(valid[..., None, None], inputs.landmarks_mm[frames], 0.0).astype(np.float32),
+        "flow_mm": np.where(mask[..., None], inputs.flow_mm[frames], 0.0).astype(np.float32),
+        "flow_mask": mask[..., None].astype(np.float32),  # (B, W, 478, 1)
+        "valid": valid[..., None].astype(np.float32),  # (B, W, 1)
+        "geometry": np.broadcast_to(inputs.geometry, (batch,) + inputs.geometry.shape).astype(np.float32),
+        "fps": np.full((batch, 1), inputs.fps, np.float32),
+    }
+
+
+def vertex_normals(points: np.ndarray) -> np.ndarray:
+    """Unit normals (478, 3) of a landmark cloud (478, 3): the least-variance direction of each
+    landmark's graph neighbourhood, turned to face +Z (out of the face)."""
+    neighbours, weights = mesh_graph()
+    patch = points[neighbours]  # (478, K, 3)
+    centred = patch - points[:, None, :]
+    covariance = np.einsum("nk,nki,nkj->nij", weights, centred, centred)
+    normals = np.linalg.eigh(covariance)[1][..., 0]  # smallest eigenvalue's vector
+    return normals * np.where(normals[:, 2:3] < 0, -1.0, 1.0)
+
+
+@lru_cache(maxsize=None)
+def _tessellation_edges() -> np.ndarray:
+    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_LEFT_EYE, FACEMESH_RIGHT_EYE, FACEMESH_TESSELATION
+
+    edges = {tuple(sorted(edge)) for edge in FACEMESH_TESSELATION}
+    contours = {468: FACEMESH_RIGHT_EYE, 473: FACEMESH_LEFT_EYE}  # mediapipe's left = subject's left
+    reference = _reference_landmarks()
+    for centre, ring in _IRIS.items():
+        contour = np.array(sorted({i for edge in contours[centre] for i in edge}))
+        for position, point in enumerate(ring):
+            edges.add((centre, point))
+            edges.add(tuple(sorted((point, ring[(position + 1) % len(ring)]))))
+            distance = np.linalg.norm(reference[contour] - reference[point], axis=1)
+            for nearest in contour[np.argsort(distance)[:2]]:
+                edges.add(tuple(sorted((int(nearest), point))))
+    return np.array(sorted(edges), np.int64)
+
+
+@lru_cache(maxsize=None)
+def _reference_landmarks() -> np.ndarray:
+    """The open head's neutral landmarks (478, 3): a face-shaped layout for choosing neighbours."""
+    from ..open_head import load_open_head
+
+    return load_open_head().landmark_positions().astype(np.float64)
+
+
+@lru_cache(maxsize=None)
+def mesh_graph(k: int = NEIGHBOURS) -> tuple[np.ndarray, np.ndarray]:
+    """Padded neighbour lists of the canonical face mesh: indices (478, k) int64 and averaging
+    weights (478, k) float32 (1/degree on real neighbours, 0 on padding; padding points at the
+    landmark itself so gathers stay in range). Landmarks with more than k neighbours keep the k
+    nearest on the open head. Symmetric wherever no landmark was truncated."""
+    edges = _tessellation_edges()
+    reference = _reference_landmarks()
+    indices = np.repeat(np.arange(LANDMARK_COUNT)[:, None], k, axis=1)
+    weights = np.zeros((LANDMARK_COUNT, k), np.float32)
+    for node in range(LANDMARK_COUNT):
+        linked = np.concatenate([edges[edges[:, 0] == node, 1], edges[edges[:, 1] == node, 0]])
+        linked = linked[np.argsort(np.linalg.norm(reference[linked] - reference[node], axis=1))][:k]
+        indices[node, : len(linked)] = linked
+        weights[node, : len(linked)] = 1.0 / len(linked)
+    return indices, weights
+
+
+@lru_cache(maxsize=None)
+def region_membership(regions: tuple[str, ...] = EVENT_REGIONS) -> np.ndarray:
+    """(R, 478) float32 averaging matrix: row r is 1/n on the n landmarks of region r.
+
+    A landmark belongs to the open-head region that holds most of the vertices of the triangle it
+    sits on (regions later in ``regions`` win ties); 'eyes' excludes the eyeballs' own vertices.
+    """
+    from ..open_head import load_open_head
+
+    head = load_open_head()
+    triangles = head.landmarks.triangles  # (478, 3) vertex indices of each landmark's triangle
+    votes = np.zeros((len(regions), LANDMARK_COUNT))
+    for row, name in enumerate(regions):
+        members = np.zeros(head.vertex_count, bool)
+        members[head.regions[name]] = True
+        votes[row] = members[triangles].sum(axis=1) + 1e-3 * row
+    owner = np.argmax(votes, axis=0)
+    membership = np.zeros((len(regions), LANDMARK_COUNT), np.float32)
+    membership[owner, np.arange(LANDMARK_COUNT)] = 1.0
+    return membership / np.maximum(membership.sum(axis=1, keepdims=True), 1.0)

@@ -1,0 +1,128 @@
+"""Run the exported micro-expression network with onnxruntime (numpy + onnxruntime, no torch).
+
+The take is cut into overlapping windows of the model's length, run in batches (one session call
+per ``batch_size`` windows, which is what makes it fast on CPU), and blended back with a tapered
+weight, so a frame near a window's edge (where temporal context is one-sided) counts less than one
+in a window's middle. CUDA is used when this onnxruntime has it, CPU otherwise; ``provider`` says
+which one ran.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ...ops.errors import MxrError
+from ...ops.take import Take
+from .events import extract_events
+from .features import region_membership, take_inputs, window_starts, windowed
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+DEFAULT_MODEL = WEIGHTS_DIR / "mxr_micro.onnx"
+CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
+
+
+@dataclass
+class Reconstruction:
+    """The network's layers in the take's canonical frame; NaN on frames without a face."""
+
+    macro_mm: np.ndarray  # (T, 478, 3)
+    micro_mm: np.ndarray  # (T, 478, 3)
+    detail_mm: np.ndarray  # (T, 478, 3)
+    event_logits: np.ndarray  # (T, R)
+    regions: tuple[str, ...]
+
+
+def metadata_path(model_path: Path) -> Path:
+    return Path(model_path).with_suffix(".json")
+
+
+def choose_providers(requested: list[str] | None, available: list[str]) -> list[str]:
+    """The providers to ask onnxruntime for: the requested ones this build has (default: CUDA,
+    then CPU), always ending with CPU so a missing GPU falls back instead of failing."""
+    wanted = list(requested) if requested else [CUDA, CPU]
+    chosen = [name for name in wanted if name in available]
+    return chosen if CPU in chosen else chosen + [CPU]
+
+
+class NetworkRunner:
+    """An onnxruntime session on the exported model plus the metadata written next to it."""
+
+    def __init__(self, model_path: Path | None = None, providers: list[str] | None = None,
+                 batch_size: int = 32, threads: int = 0) -> None:
+        import onnxruntime
+
+        self.model_path = Path(model_path) if model_path is not None else DEFAULT_MODEL
+        if not self.model_path.is_file():
+            raise MxrError(f"network model not found: {self.model_path}")
+        meta_file = metadata_path(self.model_path)
+        self.metadata = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+        self.window = int(self.metadata.get("window", 64))
+        self.stride = int(self.metadata.get("stride", max(1, self.window * 3 // 4)))
+        self.regions = tuple(self.metadata.get("regions", ()))
+        self.version = str(self.metadata.get("version", "mxr-micro-1"))
+        self.batch_size = batch_size
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.log_severity_level = 3  # a missing CUDA library is reported by ``provider``, not a log storm
+        self.session = onnxruntime.InferenceSession(
+            str(self.model_path), options, providers=choose_providers(providers, onnxruntime.get_available_providers()))
+        if not self.regions:
+            count = self.session.get_outputs()[3].shape[-1]
+            self.regions = tuple(f"region{r}" for r in range(count))
+
+    @property
+    def provider(self) -> str:
+        """The execution provider that actually runs the model (first of the session's)."""
+        return self.session.get_providers()[0]
+
+    def run_windows(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Batched windows (see ``features.windowed``) -> [macro, micro, detail, logits], in chunks
+        of ``batch_size`` windows."""
+        count = len(feeds["fps"])
+        outputs = [self.session.run(None, {name: value[start:start + self.batch_size] for name, value in feeds.items()})
+                   for start in range(0, count, self.batch_size)]
+        return [np.concatenate(parts, axis=0) for parts in zip(*outputs)]
+
+    def run(self, take: Take) -> Reconstruction:
+        inputs = take_inputs(take)
+        count = inputs.frame_count
+        window = self.window
+        starts = window_starts(count, window, self.stride)
+        macro, micro, detail, logits = self.run_windows(windowed(inputs, starts, window))
+        taper = _taper(window)  # (W,)
+        accumulated = [np.zeros((count,) + part.shape[2:]) for part in (macro, micro, detail, logits)]
+        weight = np.zeros(count)
+        for row, start in enumerate(starts):
+            span = min(window, count - start)
+            for total, part in zip(accumulated, (macro, micro, detail, logits)):
+                total[start:start + span] += taper[:span].reshape((-1,) + (1,) * (part.ndim - 2)) * part[row, :span]
+            weight[start:start + span] += taper[:span]
+        blended = [(total / weight.reshape((-1,) + (1,) * (total.ndim - 1))).astype(np.float32) for total in accumulated]
+        invalid = ~inputs.valid
+        for layer in blended:
+            layer[invalid] = np.nan
+        return Reconstruction(*blended, regions=self.regions)
+
+
+def _taper(window: int) -> np.ndarray:
+    """Blend weights over a window: a raised ramp over the outer eighths, never zero."""
+    ramp = max(1, window // 8)
+    position = np.minimum(np.arange(window) + 1, window - np.arange(window)) / ramp
+    return np.clip(position, 0.05, 1.0)
+
+
+def apply_network(take: Take, runner: NetworkRunner) -> Take:
+    """A new take with the network's macro / micro / detail layers and micro events; the baseline's
+    observations, pose and neutral are kept, invalid frames stay NaN."""
+    result = runner.run(take)
+    events = extract_events(result.event_logits, result.micro_mm, take.fps, result.regions,
+                            region_membership(tuple(result.regions)))
+    settings = dict(take.settings)
+    settings["network"] = {"model": runner.model_path.name, "version": runner.version, "provider": runner.provider,
+                           "window": runner.window, "stride": runner.stride}
+    return dataclasses.replace(take, macro_mm=result.macro_mm, micro_mm=result.micro_mm, detail_mm=result.detail_mm,
+                               events=events, model_version=runner.version, settings=settings)

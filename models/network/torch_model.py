@@ -1,0 +1,220 @@
+"""The micro-expression network in torch (training, export and tests only; inference is ONNX).
+
+Two parts, after "Fine-Grained 3D Facial Reconstruction for Micro-Expressions" (arXiv 2603.07043):
+
+- ``GlobalDynamicEncoder``: the global dynamic feature. Per frame, landmark features are pooled
+  per face region, then dilated temporal convolutions over the window turn them into a motion
+  code per frame (B, W, G). Pre-trained on macro motion, fine-tuned on micro events. It is
+  plug-and-play: built with ``temporal=False`` the model has no encoder and the deformation
+  module runs unconditioned (training drops the feature now and then so both work).
+- ``MeshDeformation``: dynamic-guided mesh deformation on the 478-landmark canonical mesh. Per
+  vertex it reads the baseline landmarks, the flow and a flow/landmark fusion (the flow
+  integrated over the window, anchored by the landmarks' window mean: flow's precision, the
+  landmarks' lack of drift), plus the neutral geometry (position, normal). Blocks of depthwise
+  temporal convolution (per vertex, along time) and gather-based graph convolution (k padded
+  neighbours, no dense adjacency), FiLM-conditioned on the global feature, end in per-vertex
+  macro refinement, micro and detail layers, and per-region event logits.
+
+Layout inside is (B, C, N, W): 1x1 convolutions are the per-vertex linear maps and (1, 5)
+convolutions the temporal ones, both fast in onnxruntime on CPU; a neighbour gather along N copies
+whole time rows (W contiguous floats) instead of single floats, which made it 3x faster than
+gathering along an innermost N. Padding neighbours point at the vertex itself and are subtracted
+again, so no broadcast over K is needed.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from .features import EVENT_REGIONS, mesh_graph, region_membership
+
+INPUT_NAMES = ("landmarks_mm", "flow_mm", "flow_mask", "valid", "geometry", "fps")
+OUTPUT_NAMES = ("macro_mm", "micro_mm", "detail_mm", "event_logits")
+_DISPLACEMENT_SCALE = 5.0  # mm: typical expression displacement, inputs divided by it
+_VELOCITY_SCALE = 20.0  # mm/s
+_GEOMETRY_SCALE = 50.0  # mm: half a face
+_INPUT_CHANNELS = 21
+
+
+@dataclass
+class NetworkConfig:
+    channels: int = 24  # per-vertex features
+    global_channels: int = 32  # global dynamic feature G
+    dilations: tuple[int, ...] = (1, 3, 9)  # one deformation block per entry (temporal kernel 5)
+    global_dilations: tuple[int, ...] = (1, 2, 4, 8, 16)  # temporal encoder (kernel 3)
+    temporal: bool = True  # build the global dynamic encoder
+    regions: tuple[str, ...] = EVENT_REGIONS
+    window: int = 64  # frames per window (training and inference)
+    micro_scale_mm: float = 0.5  # output scales: raw unit outputs times these
+    detail_scale_mm: float = 0.5
+    macro_scale_mm: float = 1.0
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class GraphConv(nn.Module):
+    """x_v' = A x_v + mean_{u in N(v)} B x_u over k neighbours (padding = v itself, subtracted)."""
+
+    def __init__(self, channels: int, neighbours: np.ndarray, weights: np.ndarray) -> None:
+        super().__init__()
+        self.linear = nn.Conv2d(channels, 2 * channels, 1)
+        self.channels = channels
+        degree = (weights > 0).sum(axis=1).astype(np.float32)  # (N,)
+        self.neighbours = neighbours.shape[1]
+        self.register_buffer("index", torch.as_tensor(neighbours.reshape(-1), dtype=torch.long), persistent=False)
+        self.register_buffer("inverse_degree", torch.as_tensor(1.0 / degree).view(-1, 1), persistent=False)  # (N, 1)
+        self.register_buffer("padding", torch.as_tensor((self.neighbours - degree) / degree).view(-1, 1),
+                             persistent=False)  # (N, 1) self-copies among the K, per degree
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, N, W) -> (B, C, N, W)
+        own, other = self.linear(x).split(self.channels, dim=1)
+        batch, channels, count, frames = other.shape
+        gathered = other.index_select(2, self.index).reshape(batch, channels, count, self.neighbours, frames)
+        return own + gathered.sum(3) * self.inverse_degree - other * self.padding
+
+
+class DeformationBlock(nn.Module):
+    """Temporal (depthwise along W) then graph mixing, FiLM-conditioned, residual."""
+
+    def __init__(self, channels: int, global_channels: int, dilation: int,
+                 neighbours: np.ndarray, weights: np.ndarray) -> None:
+        super().__init__()
+        self.temporal = nn.Conv2d(channels, channels, (1, 5), padding=(0, 2 * dilation),
+                                  dilation=(1, dilation), groups=channels)
+        self.graph = GraphConv(channels, neighbours, weights)
+        self.film = nn.Conv1d(global_channels, 2 * channels, 1) if global_channels else None
+        self.activation = nn.GELU()
+
+    def forward(self, x: torch.Tensor, code: torch.Tensor | None) -> torch.Tensor:
+        h = self.graph(self.activation(self.temporal(x)))  # (B, C, N, W)
+        if self.film is not None and code is not None:
+            gamma, beta = self.film(code).unsqueeze(2).chunk(2, dim=1)  # (B, C, 1, W) each
+            h = h * (1.0 + gamma) + beta
+        return x + self.activation(h)
+
+
+class GlobalDynamicEncoder(nn.Module):
+    """Per-frame region pooling -> dilated temporal convolutions: (B, C, N, W) -> (B, G, W)."""
+
+    def __init__(self, channels: int, global_channels: int, dilations: tuple[int, ...],
+                 membership: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("membership", torch.as_tensor(membership), persistent=False)  # (R, N)
+        regions = membership.shape[0]
+        self.project = nn.Conv1d(channels * regions, global_channels, 1)
+        self.layers = nn.ModuleList(
+            nn.Conv1d(global_channels, global_channels, 3, padding=d, dilation=d) for d in dilations
+        )
+        self.activation = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = torch.matmul(self.membership, x).flatten(1, 2)  # (B, C*R, W)
+        code = self.activation(self.project(pooled))
+        for layer in self.layers:
+            code = code + self.activation(layer(code))
+        return code  # (B, G, W)
+
+
+class MicroNet(nn.Module):
+    """Inputs (see ``INPUT_NAMES``) -> macro, micro, detail (B, W, 478, 3) mm and event logits (B, W, R)."""
+
+    def __init__(self, config: NetworkConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or NetworkConfig()
+        neighbours, weights = mesh_graph()
+        membership = region_membership(tuple(config.regions))
+        global_channels = config.global_channels if config.temporal else 0
+        self.encode = nn.Conv2d(_INPUT_CHANNELS, config.channels, 1)
+        self.global_encoder = (GlobalDynamicEncoder(config.channels, global_channels, config.global_dilations,
+                                                    membership) if config.temporal else None)
+        self.blocks = nn.ModuleList(
+            DeformationBlock(config.channels, global_channels, d, neighbours, weights) for d in config.dilations
+        )
+        self.deform = nn.Conv2d(config.channels, 9, 1)
+        self.event = nn.Conv2d(config.channels + global_channels, 1, 1)
+        self.register_buffer("membership", torch.as_tensor(membership), persistent=False)  # (R, N)
+        self.register_buffer("scales", torch.tensor([config.macro_scale_mm] * 3 + [config.micro_scale_mm] * 3
+                                                    + [config.detail_scale_mm] * 3).view(1, 9, 1, 1), persistent=False)
+        self.drop_global = 0.0  # training: probability of running a batch without the global feature
+
+    def forward(self, landmarks_mm: torch.Tensor, flow_mm: torch.Tensor, flow_mask: torch.Tensor,
+                valid: torch.Tensor, geometry: torch.Tensor, fps: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        # landmarks_mm, flow_mm (B, W, N, 3); flow_mask (B, W, N, 1); valid (B, W, 1); geometry (B, N, 6); fps (B, 1)
+        fused = fuse_landmarks_and_flow(landmarks_mm, flow_mm, flow_mask, valid)  # (B, W, N, 3) mm
+        frames = landmarks_mm.shape[1]
+        per_frame = torch.cat([
+            landmarks_mm / _DISPLACEMENT_SCALE,
+            fused / _DISPLACEMENT_SCALE,
+            (landmarks_mm - fused) / _DISPLACEMENT_SCALE * 4.0,  # landmark noise + drift, small
+            flow_mm * fps.view(-1, 1, 1, 1) / _VELOCITY_SCALE,  # mm/s
+            flow_mask,
+            valid.unsqueeze(-1).expand_as(flow_mask),
+            (geometry / _GEOMETRY_SCALE).unsqueeze(1).expand(-1, frames, -1, -1),
+            torch.log(fps / 60.0).view(-1, 1, 1, 1).expand_as(flow_mask),
+        ], dim=-1)  # (B, W, N, 21)
+        x = self.encode(per_frame.permute(0, 3, 2, 1))  # (B, C, N, W)
+        code = self.global_encoder(x) if self.global_encoder is not None else None  # (B, G, W)
+        if code is not None and self.training and self.drop_global > 0 and torch.rand(()) < self.drop_global:
+            code = torch.zeros_like(code)
+        for block in self.blocks:
+            x = block(x, code)
+        layers = (self.deform(x) * self.scales).permute(0, 3, 2, 1)  # (B, W, N, 9) mm
+        gate = valid.unsqueeze(-1)  # (B, W, 1, 1)
+        macro = (landmarks_mm + layers[..., 0:3]) * gate
+        micro = layers[..., 3:6] * gate
+        detail = layers[..., 6:9] * gate
+        regional = torch.matmul(self.membership, x)  # (B, C, R, W)
+        if code is not None:
+            regional = torch.cat([regional, code.unsqueeze(2).expand(-1, -1, regional.shape[2], -1)], dim=1)
+        logits = self.event(regional)[:, 0].transpose(1, 2)  # (B, W, R)
+        return macro, micro, detail, logits
+
+
+def fuse_landmarks_and_flow(landmarks_mm: torch.Tensor, flow_mm: torch.Tensor, flow_mask: torch.Tensor,
+                            valid: torch.Tensor) -> torch.Tensor:
+    """Complementary filter over a window: the flow integrated from the window's first frame,
+    offset so that its mean over valid frames matches the landmarks' mean. High frequencies come
+    from flow (sub-pixel, little jitter), low frequencies from the landmarks (no drift).
+    (B, W, N, 3) mm -> (B, W, N, 3) mm."""
+    steps = torch.cat([torch.zeros_like(flow_mm[:, :1]), flow_mm[:, 1:] * flow_mask[:, 1:]], dim=1)
+    integrated = torch.cumsum(steps, dim=1)  # displacement since the window's first frame
+    weight = valid.unsqueeze(-1)  # (B, W, 1, 1)
+    offset = ((landmarks_mm - integrated) * weight).sum(1, keepdim=True) / weight.sum(1, keepdim=True).clamp(min=1.0)
+    return integrated + offset
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def example_inputs(batch: int, window: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Random inputs of the right shapes (export tracing, tests)."""
+    generator = torch.Generator().manual_seed(seed)
+    count = 478
+    geometry = torch.cat([torch.randn(batch, count, 3, generator=generator) * 30.0,
+                          nn.functional.normalize(torch.randn(batch, count, 3, generator=generator), dim=-1)], -1)
+    return (
+        torch.randn(batch, window, count, 3, generator=generator),
+        torch.randn(batch, window, count, 3, generator=generator) * 0.05,
+        (torch.rand(batch, window, count, 1, generator=generator) > 0.1).float(),
+        torch.ones(batch, window, 1),
+        geometry,
+        torch.full((batch, 1), 60.0),
+    )
+
+
+def export_onnx(model: MicroNet, path, window: int, opset: int = 17) -> None:
+    """ONNX with dynamic batch and window; the graph constants (neighbours, regions) are baked in."""
+    model.eval()
+    axes = {name: {0: "batch", 1: "window"} for name in INPUT_NAMES[:4] + OUTPUT_NAMES}
+    axes["geometry"] = {0: "batch"}
+    axes["fps"] = {0: "batch"}
+    with torch.no_grad():
+        torch.onnx.export(model, example_inputs(2, window), str(path), input_names=list(INPUT_NAMES),
+                          output_names=list(OUTPUT_NAMES), dynamic_axes=axes, opset_version=opset, dynamo=False)
