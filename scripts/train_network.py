@@ -154,7 +154,8 @@ def train_phase(model: MicroNet, losses: Losses, samples: list[Sample], steps: i
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimiser.step()
         schedule.step()
-        running = {k: 0.98 * running.get(k, float(v)) + 0.02 * float(v) for k, v in terms.items()}
+        values = {k: v.item() for k, v in terms.items()}
+        running = {k: 0.98 * running.get(k, v) + 0.02 * v for k, v in values.items()}
         if step % 100 == 0 or step == steps - 1:
             summary = " ".join(f"{k}={v:.4f}" for k, v in running.items())
             print(f"[{label}] step {step + 1}/{steps} {time.monotonic() - started:.0f}s {summary}", flush=True)

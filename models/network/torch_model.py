@@ -23,6 +23,7 @@ again, so no broadcast over K is needed.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -215,6 +216,7 @@ def export_onnx(model: MicroNet, path, window: int, opset: int = 17) -> None:
     axes = {name: {0: "batch", 1: "window"} for name in INPUT_NAMES[:4] + OUTPUT_NAMES}
     axes["geometry"] = {0: "batch"}
     axes["fps"] = {0: "batch"}
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter: asked for (dynamo=False)
         torch.onnx.export(model, example_inputs(2, window), str(path), input_names=list(INPUT_NAMES),
                           output_names=list(OUTPUT_NAMES), dynamic_axes=axes, opset_version=opset, dynamo=False)

@@ -1,0 +1,269 @@
+"""The micro-expression network: features, graph, torch model, ONNX export parity, the
+onnxruntime runner (CPU fallback), event extraction, and the shipped weights on a real take.
+
+Real torch, real onnxruntime; a tiny model is exported per session so the parity and runner
+tests do not depend on the committed weights.
+"""
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+
+from mxr.models.network.events import extract_events, hysteresis_segments
+from mxr.models.network.features import (EVENT_REGIONS, canonical_flow_mm, mesh_graph, region_membership,
+                                         take_inputs, vertex_normals, window_starts, windowed)
+from mxr.models.network.runner import CPU, CUDA, DEFAULT_MODEL, NetworkRunner, apply_network, choose_providers
+from mxr.models.network.torch_model import (INPUT_NAMES, MicroNet, NetworkConfig, example_inputs, export_onnx,
+                                           parameter_count)
+from mxr.models.open_head import load_open_head
+from mxr.ops.canonical import RIGID_LANDMARKS, image_to_camera
+from mxr.ops.sample_data import sample_path
+from mxr.ops.take import LANDMARK_COUNT, Take, load_take, save_take
+
+# torch (MKL-DNN) and onnxruntime (MLAS) sum in different orders: float32 round-off on outputs of
+# a few mm is ~1e-6; 1e-4 mm (0.1 micrometre) leaves room and still catches any real mismatch.
+PARITY_TOLERANCE_MM = 1e-4
+TINY = NetworkConfig(channels=8, global_channels=8, dilations=(1, 3), global_dilations=(1, 2), window=16)
+
+
+def rotation(yaw_deg: float, pitch_deg: float, roll_deg: float = 0.0) -> np.ndarray:
+    y, p, r = np.radians([yaw_deg, pitch_deg, roll_deg])
+    yaw = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
+    pitch = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
+    roll = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
+    return yaw @ pitch @ roll
+
+
+def crop_similarity(angle_deg: float, scale: float, shift: tuple[float, float]) -> np.ndarray:
+    a = np.radians(angle_deg)
+    return np.array([[scale * np.cos(a), -scale * np.sin(a), shift[0]], [scale * np.sin(a), scale * np.cos(a), shift[1]]])
+
+
+def posed_take(faces_mm: np.ndarray, rotations: np.ndarray, scales: np.ndarray, translations: np.ndarray,
+               crops: np.ndarray, fps: float = 60.0) -> Take:
+    """A take whose baseline equals the truth: faces (T, 478, 3) mm seen through exact poses, with
+    the flow between the given crop similarities computed from the true skin motion."""
+    count = len(faces_mm)
+    neutral = faces_mm[0]
+    camera = scales[:, None, None] * np.einsum("tij,tnj->tni", rotations, faces_mm) + translations[:, None]
+    image = image_to_camera(camera)  # the same flip back: camera -> image px
+    in_crop = np.einsum("tij,tnj->tni", crops[:, :, :2], image[..., :2]) + crops[:, None, :, 2]
+    flow = np.zeros((count, LANDMARK_COUNT, 2))
+    flow[1:] = in_crop[1:] - in_crop[:-1]
+    zeros = np.zeros((count, LANDMARK_COUNT, 3), np.float32)
+    return Take(
+        source_path="test", source_sha256="0", fps=fps, frame_size=(640, 480),
+        timestamps_s=np.arange(count) / fps, valid=np.ones(count, bool), landmarks_px=image.astype(np.float32),
+        head_rotation=rotations.astype(np.float32), head_translation_px=translations.astype(np.float32),
+        head_scale_px_per_mm=scales.astype(np.float32), neutral_mm=neutral.astype(np.float32),
+        macro_mm=(faces_mm - neutral).astype(np.float32), micro_mm=zeros, detail_mm=zeros,
+        frame_indices=np.arange(count), analysis_scale=1.0, landmark_confidence=np.ones(count, np.float32),
+        crop_size_px=256, crop_from_image=crops.astype(np.float32), flow_at_landmarks_px=flow.astype(np.float32),
+        flow_fb_error_px=np.zeros((count, LANDMARK_COUNT), np.float32),
+        flow_consistent=np.ones((count, LANDMARK_COUNT), bool),
+    )
+
+
+@pytest.fixture(scope="module")
+def neutral_mm() -> np.ndarray:
+    points = load_open_head().landmark_positions().astype(np.float64) * 1000.0
+    return points - points.mean(axis=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    torch.manual_seed(0)
+    model = MicroNet(TINY).eval()
+    path = tmp_path_factory.mktemp("network") / "tiny.onnx"
+    export_onnx(model, path, TINY.window)
+    path.with_suffix(".json").write_text(
+        f'{{"version": "tiny-test", "window": {TINY.window}, "stride": 12, "regions": {list(TINY.regions)!r}}}'
+        .replace("'", '"'))
+    return model, path
+
+
+# -- features ------------------------------------------------------------------------------------------
+def test_flow_becomes_the_canonical_displacement_under_head_motion_and_crop_jitter(neutral_mm):
+    mouth = np.setdiff1d(np.flatnonzero(region_membership()[EVENT_REGIONS.index("mouth")]), RIGID_LANDMARKS)
+    moved = neutral_mm.copy()
+    moved[mouth] += np.array([0.3, -0.5, 0.2])  # a mouth motion of about half a millimetre
+    faces = np.stack([neutral_mm, moved])
+    rotations = np.stack([rotation(20, -10, 5), rotation(23, -8, 6)])  # the head turns between frames
+    crops = np.stack([crop_similarity(3, 0.8, (10, 20)), crop_similarity(2.5, 0.81, (11, 19))])
+    take = posed_take(faces, rotations, np.array([2.0, 2.05]), np.array([[320, -240, 0], [323, -238, 0.0]]), crops)
+    flow, mask = canonical_flow_mm(take)
+    assert mask[1].all() and not mask[0].any()
+    # The flow sees the motion's image-plane part: R^T P R d, P dropping the camera z.
+    truth = (moved - neutral_mm) @ rotations[1].T
+    truth[:, 2] = 0.0
+    expected = truth @ rotations[1]
+    np.testing.assert_allclose(flow[1], expected, atol=1e-4)
+    assert np.abs(flow[1][mouth]).max() > 0.2
+
+
+def test_inputs_and_windows_mark_missing_frames(neutral_mm):
+    faces = np.repeat(neutral_mm[None], 5, axis=0)
+    rotations = np.repeat(rotation(0, 0)[None], 5, axis=0)
+    crops = np.repeat(crop_similarity(0, 1.0, (0, 0))[None], 5, axis=0)
+    take = posed_take(faces, rotations, np.full(5, 2.0), np.zeros((5, 3)), crops)
+    take.valid[2] = False
+    take.macro_mm[2] = np.nan
+    inputs = take_inputs(take)
+    assert np.isfinite(inputs.landmarks_mm).all() and not inputs.flow_mask[2:4].any()
+    assert inputs.geometry.shape == (LANDMARK_COUNT, 6)
+    np.testing.assert_allclose(np.linalg.norm(inputs.geometry[:, 3:], axis=1), 1.0, rtol=1e-5)
+    feeds = windowed(inputs, window_starts(5, 8, 6), 8)  # longer window than the take: padded, invalid
+    assert feeds["landmarks_mm"].shape == (1, 8, LANDMARK_COUNT, 3)
+    assert feeds["valid"][0, :, 0].tolist() == [1, 1, 0, 1, 1, 0, 0, 0]
+    assert window_starts(100, 32, 24).tolist() == [0, 24, 48, 68]
+
+
+def test_mesh_graph_is_symmetric_and_links_the_irises():
+    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_LEFT_EYE, FACEMESH_RIGHT_EYE
+
+    neighbours, weights = mesh_graph()
+    assert neighbours.shape == weights.shape == (LANDMARK_COUNT, 8)
+    adjacency = np.zeros((LANDMARK_COUNT, LANDMARK_COUNT), bool)
+    rows = np.repeat(np.arange(LANDMARK_COUNT)[:, None], 8, axis=1)
+    adjacency[rows[weights > 0], neighbours[weights > 0]] = True
+    assert (adjacency == adjacency.T).all() and not adjacency.diagonal().any()
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-6)
+    assert (neighbours[weights == 0] == rows[weights == 0]).all()  # padding points at the landmark itself
+    for centre, ring, eye in ((468, range(469, 473), FACEMESH_RIGHT_EYE), (473, range(474, 478), FACEMESH_LEFT_EYE)):
+        contour = {i for edge in eye for i in edge}
+        assert set(ring) <= set(np.flatnonzero(adjacency[centre]))
+        for point in ring:
+            assert contour & set(np.flatnonzero(adjacency[point]))
+    normals = vertex_normals(np.asarray(load_open_head().landmark_positions(), np.float64))
+    assert normals[1, 2] > 0 and normals[4, 2] > 0  # nose faces the camera
+
+
+# -- torch model and export ----------------------------------------------------------------------------
+def test_forward_shapes_and_plug_and_play_without_the_temporal_encoder():
+    inputs = example_inputs(2, 16)
+    for temporal in (True, False):
+        model = MicroNet(dataclasses.replace(TINY, temporal=temporal)).eval()
+        with torch.no_grad():
+            macro, micro, detail, logits = model(*inputs)
+        assert macro.shape == micro.shape == detail.shape == (2, 16, LANDMARK_COUNT, 3)
+        assert logits.shape == (2, 16, len(EVENT_REGIONS))
+        assert torch.isfinite(macro).all() and torch.isfinite(logits).all()
+        assert (model.global_encoder is not None) == temporal
+    with_encoder = parameter_count(MicroNet(TINY))
+    without = parameter_count(MicroNet(dataclasses.replace(TINY, temporal=False)))
+    assert without < with_encoder
+
+
+def test_invalid_frames_get_no_deformation():
+    inputs = list(example_inputs(1, 16))
+    inputs[3][0, 5:9] = 0.0
+    with torch.no_grad():
+        macro, micro, detail, _ = MicroNet(TINY).eval()(*inputs)
+    assert (macro[0, 5:9] == 0).all() and (micro[0, 5:9] == 0).all() and (detail[0, 5:9] == 0).all()
+
+
+def test_onnx_export_matches_torch(tiny_model):
+    model, path = tiny_model
+    inputs = example_inputs(3, 24, seed=7)  # another batch and window length than at export
+    with torch.no_grad():
+        expected = [t.numpy() for t in model(*inputs)]
+    session = onnxruntime.InferenceSession(str(path), providers=[CPU])
+    actual = session.run(None, {name: t.numpy() for name, t in zip(INPUT_NAMES, inputs)})
+    for a, e in zip(actual, expected):
+        assert a.shape == e.shape
+        np.testing.assert_allclose(a, e, atol=PARITY_TOLERANCE_MM, rtol=0)
+
+
+# -- runner --------------------------------------------------------------------------------------------
+def test_runner_reports_cpu_and_falls_back_when_cuda_is_missing(tiny_model):
+    _, path = tiny_model
+    assert NetworkRunner(path, providers=[CPU]).provider == CPU
+    asked_for_cuda = NetworkRunner(path, providers=[CUDA])
+    if CUDA in onnxruntime.get_available_providers():
+        assert asked_for_cuda.provider in (CUDA, CPU)
+    else:
+        assert asked_for_cuda.provider == CPU
+    assert choose_providers([CUDA], [CPU]) == [CPU]
+    assert choose_providers(None, [CUDA, CPU]) == [CUDA, CPU]
+
+
+def test_apply_network_fills_the_layers_and_keeps_missing_frames_missing(tiny_model, neutral_mm, tmp_path):
+    model, path = tiny_model
+    count = 40
+    rng = np.random.default_rng(3)
+    faces = neutral_mm + rng.normal(0, 0.2, (count, LANDMARK_COUNT, 3))
+    rotations = np.stack([rotation(10 + 0.1 * t, 0) for t in range(count)])
+    crops = np.repeat(crop_similarity(0, 1.0, (0, 0))[None], count, axis=0)
+    take = posed_take(faces, rotations, np.full(count, 2.0), np.zeros((count, 3)), crops)
+    missing = [7, 8, 30]
+    take.valid[missing] = False
+    for name in ("landmarks_px", "macro_mm", "micro_mm", "detail_mm", "flow_at_landmarks_px", "crop_from_image"):
+        getattr(take, name)[missing] = np.nan
+    runner = NetworkRunner(path, providers=[CPU], batch_size=2)
+    result = apply_network(take, runner)
+    assert result.model_version == "tiny-test" and result.settings["network"]["provider"] == CPU
+    for layer in (result.macro_mm, result.micro_mm, result.detail_mm):
+        assert layer.shape == (count, LANDMARK_COUNT, 3)
+        assert np.isnan(layer[missing]).all() and np.isfinite(np.delete(layer, missing, axis=0)).all()
+    assert (result.valid == take.valid).all() and result.landmarks_px is take.landmarks_px
+    # Overlap blending reproduces a single window where one window covers the frames.
+    feeds = windowed(take_inputs(take), np.array([0]), TINY.window)
+    with torch.no_grad():
+        single = model(*(torch.from_numpy(feeds[name]) for name in INPUT_NAMES))[1][0].numpy()
+    np.testing.assert_allclose(result.micro_mm[:6], single[:6], atol=1e-5)
+    save_take(result, tmp_path / "take.npz")
+    assert load_take(tmp_path / "take.npz").model_version == "tiny-test"
+
+
+# -- events --------------------------------------------------------------------------------------------
+def test_events_from_a_hand_made_logit_track():
+    fps, count = 200.0, 400
+    regions = EVENT_REGIONS
+    membership = region_membership(regions)
+    logits = np.full((count, len(regions)), -6.0)
+    brows, mouth = regions.index("brows"), regions.index("mouth")
+    logits[100:160, brows] = 4.0
+    logits[128:131, brows] = 0.0  # a dip (p = 0.5 > low) does not split the event
+    logits[102:150, mouth] = 1.0  # the same motion seen weaker in another region: suppressed
+    logits[300:302, mouth] = 5.0  # a 10 ms blip: too short to be a micro-expression
+    micro = np.zeros((count, LANDMARK_COUNT, 3))
+    ramp = np.interp(np.arange(count), [100, 125, 159], [0.0, 0.8, 0.0])
+    micro[:, np.flatnonzero(membership[brows]), 1] = ramp[:, None]
+    events = extract_events(logits, micro, fps, regions, membership)
+    assert len(events) == 1
+    event = events[0]
+    assert (event.onset_frame, event.apex_frame, event.offset_frame, event.region) == (100, 125, 159, "brows")
+    assert event.peak_mm == pytest.approx(0.8) and event.confidence == pytest.approx(1 / (1 + np.exp(-4.0)))
+    assert hysteresis_segments(np.array([0.1, 0.4, 0.6, 0.4, 0.1, 0.45, 0.2]), 0.5, 0.3) == [(1, 3)]
+
+
+# -- the shipped weights on a real take -------------------------------------------------------------------
+@pytest.mark.engine
+@pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="no trained weights committed")
+def test_shipped_weights_run_on_a_real_take(tmp_path):
+    take_path = tmp_path / "take.npz"
+    result = subprocess.run([sys.executable, "-m", "mxr.ops", "reconstruct", str(sample_path("video/single_face.mp4")),
+                             "--out", str(take_path)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    take = load_take(take_path)
+    runner = NetworkRunner()
+    assert runner.provider in (CUDA, CPU) and runner.window > 0
+    network_take = apply_network(take, runner)
+    valid = take.valid
+    assert np.isfinite(network_take.deformation_mm()[valid]).all()
+    assert np.isnan(network_take.micro_mm[~valid]).all()
+    # The smile in this clip is macro motion: the network keeps it in the macro layer.
+    smile = np.nanmax(np.abs(take.macro_mm[valid]))
+    assert np.nanmax(np.abs(network_take.macro_mm[valid])) > 0.5 * smile
+    assert np.nanmax(np.abs(network_take.micro_mm[valid])) < smile
+    for event in network_take.events:
+        assert 0 <= event.onset_frame <= event.apex_frame <= event.offset_frame < take.frame_count
+        assert event.region in EVENT_REGIONS and 0 <= event.confidence <= 1
+    save_take(network_take, tmp_path / "network.npz")
+    assert load_take(tmp_path / "network.npz").model_version == runner.version
