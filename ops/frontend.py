@@ -1,11 +1,15 @@
 """The engine's front-end: decode -> landmarks -> stabilised crops -> dense flow, streamed.
 
-Three stages overlap on the machine's cores: a decode thread, a landmark thread running MediaPipe
-(whose graph runs on its own threads without the GIL) and the consuming thread, which crops and
-runs the optical flow (OpenCV's DIS releases the GIL). OpenCV's VideoCapture holds the GIL while
-it decodes (~0.5 ms a 640x360 frame); decoding in a child process instead was measured: the same
-throughput, 1.3 ms more CPU per frame (pipe copies, a second interpreter) and a slower start. Bounded queues between them keep memory independent of the
-clip length: a few frames are in flight, never the clip.
+Four stages overlap on the machine's cores: a decode thread, a landmark thread running MediaPipe
+(whose graph runs on its own threads without the GIL), a crop thread (stabilising transform, crop,
+the record's landmark fields) and the consuming thread, which runs the optical flow (OpenCV's DIS
+releases the GIL). The landmark thread does nothing but MediaPipe: the chain frame -> MediaPipe's
+graph -> next frame is serial, so any work added to it (the crop, ~0.5 ms) lengthens every frame,
+while on its own thread it overlaps the next frame's landmarks. OpenCV's VideoCapture holds the
+GIL while it decodes (~0.5 ms a 640x360 frame); decoding in a child process instead was measured:
+the same throughput, 1.3 ms more CPU per frame (pipe copies, a second interpreter) and a slower
+start. Bounded queues between the stages keep memory independent of the clip length: a few
+frames are in flight, never the clip.
 
 Everything in a ``FrameRecord`` is in source-frame pixels or canonical-crop pixels; a downscale
 for analysis (frames larger than ``max_side``) is folded into the transforms and reported as
@@ -152,11 +156,14 @@ class FrontEnd:
         stops and joins the worker threads before it propagates."""
         stop = threading.Event()
         decoded: queue.Queue = queue.Queue(QUEUE_FRAMES)
+        observed: queue.Queue = queue.Queue(QUEUE_FRAMES)
         tracked: queue.Queue = queue.Queue(QUEUE_FRAMES)
         workers = [
             threading.Thread(target=_guarded, args=(self._decode, decoded, stop), name="mxr-decode", daemon=True),
-            threading.Thread(target=_guarded, args=(lambda out, halt: self._track(decoded, out, halt), tracked, stop),
+            threading.Thread(target=_guarded, args=(lambda out, halt: self._track(decoded, out, halt), observed, stop),
                              name="mxr-landmarks", daemon=True),
+            threading.Thread(target=_guarded, args=(lambda out, halt: self._crop(observed, out, halt), tracked, stop),
+                             name="mxr-crops", daemon=True),
         ]
         threads_before = cv2.getNumThreads()
         cv2.setNumThreads(1)  # the pipeline's own threads fill the cores; nested pools only contend
@@ -182,6 +189,7 @@ class FrontEnd:
         _put(out, _END, stop)
 
     def _track(self, source: queue.Queue, out: queue.Queue, stop: threading.Event) -> None:
+        """Decoded frames -> (index, time s, RGB frame, Observation, several faces seen so far)."""
         settings = self.settings
         check_every = max(1, round(settings.face_check_seconds * self.video.fps))
         with FaceTracker(max_faces=1, min_detection_confidence=settings.min_detection_confidence,
@@ -194,16 +202,28 @@ class FrontEnd:
                     return
                 index, timestamp_s, frame_rgb = item
                 observation = tracker.observe(frame_rgb)
-                landmarks = observation.landmarks_px
-                transform = crop = None
-                # Crop and record made here: this thread mostly waits on MediaPipe's graph threads,
-                # while the flow thread is the pipeline's bottleneck.
-                if landmarks is not None:
-                    transform = stabilising_transform(landmarks, settings.crop_size)
-                    crop = warp_to_crop(cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2GRAY), transform, settings.crop_size)
-                record = self._record(index, timestamp_s, observation.confidence, landmarks, transform)
-                if not _put(out, _Tracked(record, crop, tracker.several_faces_seen), stop):
+                if not _put(out, (index, timestamp_s, frame_rgb, observation, tracker.several_faces_seen), stop):
                     return
+        _put(out, _END, stop)
+
+    def _crop(self, source: queue.Queue, out: queue.Queue, stop: threading.Event) -> None:
+        """Observed frames -> ``_Tracked`` (the record without flow and the grey crop)."""
+        size = self.settings.crop_size
+        while (item := _get(source, stop)) is not _END:
+            if isinstance(item, _Failed):
+                _put(out, item, stop)
+                return
+            if item is None:  # stopped from outside
+                return
+            index, timestamp_s, frame_rgb, observation, several_faces = item
+            landmarks = observation.landmarks_px
+            transform = crop = None
+            if landmarks is not None:
+                transform = stabilising_transform(landmarks, size)
+                crop = warp_to_crop(cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2GRAY), transform, size)
+            record = self._record(index, timestamp_s, observation.confidence, landmarks, transform)
+            if not _put(out, _Tracked(record, crop, several_faces), stop):
+                return
         _put(out, _END, stop)
 
     def _flow(self, source: queue.Queue, stop: threading.Event) -> Iterator[FrameRecord]:
