@@ -1,16 +1,22 @@
-"""Front-end figures on the real 640x360 clips: throughput, memory, flow accuracy.
+"""Front-end figures on the real 640x360 clips: throughput, CPU, memory, flow accuracy.
 
     .venv/bin/python scripts/bench_frontend.py [--clips NAME ...] [--repeats 3] [--json out.json]
 
-Throughput (frames/s, median of --repeats runs, interleaved, with min..max; the machine may be
-shared, so look at the spread):
+One process, one table; the load average is printed at the start and the end (the machine may be
+shared: compare figures only at similar load, and look at the min..max spread).
+
+Throughput (frames/s, median of --repeats runs, interleaved, with min..max):
   decode          in-process OpenCV decode, frames discarded
   mediapipe       FaceTracker.observe on frames already decoded into memory (MediaPipe only)
   decode+mp       the landmark-only baseline: decode -> FaceTracker in one loop (no crops, no flow)
   frontend        the full front-end (decode -> landmarks -> crops -> forward+backward flow), records discarded
   ratio           frontend / mediapipe (and frontend / decode+mp)
 Each run includes its start-up (MediaPipe graph); ``frontend steady`` leaves out the time to the
-first record.
+first record. CPU ms/frame is the process's CPU time (all threads) over the same span, for
+mediapipe (start-up included) and frontend steady; the front-end's is also split by thread (/proc/self/task), read
+every 50 records while the workers are alive: flow (the consuming thread), crops (crops and
+records), landmarks (the Python side of MediaPipe), mediapipe (MediaPipe's graph threads), decode
+(the decode thread) and ffmpeg (the other native threads: FFmpeg's frame threads).
 
 Memory: peak resident set size (VmHWM) of a fresh process that streams the front-end over the
 clip, and over the clip looped 10x (a temporary re-encoded file).
@@ -29,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -53,12 +60,14 @@ def time_decode(path: Path) -> float:
     return count / (time.perf_counter() - started)
 
 
-def time_mediapipe(frames_rgb: list[np.ndarray]) -> float:
-    started = time.perf_counter()
+def time_mediapipe(frames_rgb: list[np.ndarray]) -> tuple[float, float]:
+    """(frames/s, process CPU ms/frame, every thread) of FaceTracker.observe over frames in
+    memory, start-up included."""
+    started, cpu_started = time.perf_counter(), time.process_time()
     with FaceTracker() as tracker:
         for frame in frames_rgb:
             tracker.observe(frame)
-    return len(frames_rgb) / (time.perf_counter() - started)
+    return len(frames_rgb) / (time.perf_counter() - started), (time.process_time() - cpu_started) / len(frames_rgb) * 1e3
 
 
 def time_decode_and_mediapipe(path: Path) -> float:
@@ -71,15 +80,45 @@ def time_decode_and_mediapipe(path: Path) -> float:
     return count / (time.perf_counter() - started)
 
 
-def time_frontend(path: Path) -> tuple[float, float]:
-    """(overall frames/s including start-up, steady frames/s after the first record)."""
+THREAD_GROUPS = ("flow", "crops", "landmarks", "mediapipe", "decode", "ffmpeg")
+_PYTHON_THREAD_GROUPS = {"mxr-crops": "crops", "mxr-landmarks": "landmarks", "mxr-decode": "decode"}
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu_s() -> dict[str, float]:
+    """CPU time (s) of this process's live threads, summed by THREAD_GROUPS."""
+    python_names = {thread.native_id: thread.name for thread in threading.enumerate()}
+    totals = dict.fromkeys(THREAD_GROUPS, 0.0)
+    for task in os.listdir("/proc/self/task"):
+        try:
+            stat = Path(f"/proc/self/task/{task}/stat").read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        name, fields = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+        python_name = python_names.get(int(task))
+        group = ("flow" if python_name == threading.main_thread().name else
+                 _PYTHON_THREAD_GROUPS.get(python_name, "mediapipe" if name.startswith("mediapipe") else "ffmpeg"))
+        totals[group] += (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime + stime
+    return totals
+
+
+def time_frontend(path: Path) -> dict[str, object]:
+    """Overall frames/s including start-up, steady frames/s and process CPU ms/frame after the
+    first record, and CPU ms/frame by thread group."""
     started = time.perf_counter()
     records = FrontEnd(path, FrontendSettings(), ProgressReporter(io.StringIO())).records()
     next(records)
-    first = time.perf_counter()
-    count = 1 + sum(1 for _ in records)
+    first, cpu_first, threads_first = time.perf_counter(), time.process_time(), thread_cpu_s()
+    count, threads_last, count_last = 1, threads_first, 1
+    for _ in records:
+        count += 1
+        if count % 50 == 0:  # the workers' CPU is read while they are alive
+            threads_last, count_last = thread_cpu_s(), count
     end = time.perf_counter()
-    return count / (end - started), (count - 1) / (end - first)
+    per_thread = {group: (threads_last[group] - threads_first[group]) / max(count_last - 1, 1) * 1e3
+                  for group in THREAD_GROUPS}
+    return {"overall": count / (end - started), "steady": (count - 1) / (end - first),
+            "cpu": (time.process_time() - cpu_first) / (count - 1) * 1e3, "threads": per_thread}
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -88,18 +127,26 @@ def spread(values: list[float]) -> dict[str, float]:
 
 def throughput(path: Path, repeats: int) -> dict[str, object]:
     frames_rgb = [cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) for _, _, frame in iter_frames(path)]
-    runs: dict[str, list[float]] = {"decode": [], "mediapipe": [], "decode+mp": [], "frontend": [], "frontend steady": []}
+    runs: dict[str, list[float]] = {"decode": [], "mediapipe": [], "decode+mp": [], "frontend": [], "frontend steady": [],
+                                    "mediapipe cpu": [], "frontend cpu": []}
+    threads: dict[str, list[float]] = {group: [] for group in THREAD_GROUPS}
     for _ in range(repeats):  # interleaved, so a burst of load elsewhere hits every figure alike
         runs["decode"].append(time_decode(path))
-        runs["mediapipe"].append(time_mediapipe(frames_rgb))
+        rate, cpu = time_mediapipe(frames_rgb)
+        runs["mediapipe"].append(rate)
+        runs["mediapipe cpu"].append(cpu)
         runs["decode+mp"].append(time_decode_and_mediapipe(path))
-        overall, steady = time_frontend(path)
-        runs["frontend"].append(overall)
-        runs["frontend steady"].append(steady)
+        frontend = time_frontend(path)
+        runs["frontend"].append(frontend["overall"])
+        runs["frontend steady"].append(frontend["steady"])
+        runs["frontend cpu"].append(frontend["cpu"])
+        for group, value in frontend["threads"].items():
+            threads[group].append(value)
     result: dict[str, object] = {"frames": len(frames_rgb), **{name: spread(v) for name, v in runs.items()}}
     median = {name: statistics.median(v) for name, v in runs.items()}
     result["ratio frontend/mediapipe"] = round(median["frontend"] / median["mediapipe"], 3)
     result["ratio frontend/decode+mp"] = round(median["frontend"] / median["decode+mp"], 3)
+    result["frontend cpu ms/frame by thread"] = {group: round(statistics.median(v), 2) for group, v in threads.items()}
     return result
 
 
@@ -197,13 +244,21 @@ def flow_accuracy() -> dict[str, object]:
 
 
 def print_table(report: dict[str, object]) -> None:
-    print(f"\nthroughput, frames/s: median (min..max) of {report['repeats']} interleaved runs")
-    names = ["decode", "mediapipe", "decode+mp", "frontend", "frontend steady"]
-    print(f"{'clip':32s}" + "".join(f"{n:>20s}" for n in names) + f"{'full/mp':>9s}{'full/dec+mp':>12s}")
+    print(f"\nload average at start {report['load_start']}, at end {report['load_end']} ({report['cpu_count']} CPUs)")
+    print(f"throughput: median (min..max) of {report['repeats']} interleaved runs, frames/s; CPU ms/frame of the process")
+    rows = [("decode only", "decode", None), ("mediapipe only", "mediapipe", "mediapipe cpu"),
+            ("decode + mediapipe", "decode+mp", None), ("full front-end", "frontend", None),
+            ("full, steady", "frontend steady", "frontend cpu")]
     for clip, figures in report["throughput"].items():
-        cells = "".join(f"{figures[n]['median']:>7.0f} ({figures[n]['min']:.0f}..{figures[n]['max']:.0f})".rjust(20)
-                        for n in names)
-        print(f"{clip:32s}{cells}{figures['ratio frontend/mediapipe']:>9.2f}{figures['ratio frontend/decode+mp']:>12.2f}")
+        print(f"  {clip} ({figures['frames']} frames)")
+        for label, name, cpu in rows:
+            cell = f"{figures[name]['median']:6.0f} ({figures[name]['min']:.0f}..{figures[name]['max']:.0f})"
+            cpu_cell = f"{figures[cpu]['median']:5.2f} ms CPU/frame" if cpu else ""
+            print(f"    {label:20s}{cell:>22s}   {cpu_cell}")
+        print(f"    {'full / mediapipe':20s}{figures['ratio frontend/mediapipe']:>8.2f}"
+              f"      full / decode+mp {figures['ratio frontend/decode+mp']:.2f}")
+        by_thread = "  ".join(f"{group} {ms:.2f}" for group, ms in figures["frontend cpu ms/frame by thread"].items())
+        print(f"    front-end CPU ms/frame by thread: {by_thread}")
     print("\npeak memory (peak RSS, VmHWM, of a fresh process streaming the front-end)")
     for clip, figures in report["memory"].items():
         for name, values in figures.items():
@@ -217,6 +272,11 @@ def print_table(report: dict[str, object]) -> None:
         print(f"  {profile:10s} {epe}   {figures['ms_per_direction']:.2f} ms{marker}")
 
 
+def load_average() -> str:
+    """1, 5 and 15 minute load averages, as ``uptime`` prints them."""
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", nargs="+", default=list(DEFAULT_CLIPS), help="sample clips (relative names)")
@@ -225,11 +285,12 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     arguments = parser.parse_args()
     report: dict[str, object] = {"repeats": arguments.repeats, "cpu_count": len(os.sched_getaffinity(0)),
-                                 "throughput": {}, "memory": {}}
+                                 "load_start": load_average(), "throughput": {}, "memory": {}}
     for clip in arguments.clips:
         report["throughput"][clip] = throughput(sample_path(clip), arguments.repeats)
     report["memory"][arguments.memory_clip] = memory(sample_path(arguments.memory_clip))
     report["flow"] = flow_accuracy()
+    report["load_end"] = load_average()
     print_table(report)
     if arguments.json is not None:
         arguments.json.write_text(json.dumps(report, indent=1))
