@@ -340,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-sequences", type=int, default=60)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads; 1 is fastest on a shared 2-core machine (2 threads oversubscribe)")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (does not make usable weights)")
     parser.add_argument("--model-card", type=Path, default=None, help=f"default: {MODEL_CARD} for the default --out")
     args = parser.parse_args(argv)

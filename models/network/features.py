@@ -84,9 +84,11 @@ def canonical_flow_mm(take: Take) -> tuple[np.ndarray, np.ndarray]:
     rigid = scale * np.einsum("fij,fnj->fni", rotation, face_before) + take.head_translation_px[frames, None]
     after = np.stack([after[..., 0], -after[..., 1]], axis=-1)  # camera px (y up)
     # The baseline poses jitter with the landmarks (a shared shift of all of them moves the pose);
-    # the flow does not. Refit frame t's in-plane rigid motion on the flow-followed rigid landmarks.
-    rigid = apply_similarity_2d(fit_similarities_2d(rigid[:, RIGID_LANDMARKS, :2], after[:, RIGID_LANDMARKS]),
-                                rigid[..., :2])
+    # the flow does not. Refit frame t's in-plane rigid motion on the flow-followed rigid landmarks
+    # whose flow passed the consistency check (one gross outlier would otherwise move them all).
+    consistent = take.flow_consistent[frames][:, RIGID_LANDMARKS].astype(np.float64)  # (F, 35)
+    rigid = apply_similarity_2d(fit_similarities_2d(rigid[:, RIGID_LANDMARKS, :2], after[:, RIGID_LANDMARKS],
+                                                    consistent), rigid[..., :2])
     residual = np.concatenate([after - rigid, np.zeros_like(after[..., :1])], axis=-1) / scale  # (F, 478, 3) camera mm
     canonical = np.einsum("fji,fnj->fni", rotation, residual)  # R^T v
     usable = take.flow_consistent[frames] & np.all(np.isfinite(canonical), axis=-1)
@@ -95,14 +97,16 @@ def canonical_flow_mm(take: Take) -> tuple[np.ndarray, np.ndarray]:
     return flow, mask
 
 
-def fit_similarities_2d(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Least-squares 2D similarities (no reflection) taking source (F, N, 2) onto target (F, N, 2):
-    (F, 2, 3) matrices, x' = M[:, :2] @ x + M[:, 2]."""
-    source_mean, target_mean = source.mean(axis=1), target.mean(axis=1)  # (F, 2)
+def fit_similarities_2d(source: np.ndarray, target: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted least-squares 2D similarities (no reflection) taking source (F, N, 2) onto target
+    (F, N, 2), weights (F, N) >= 0: (F, 2, 3) matrices, x' = M[:, :2] @ x + M[:, 2]."""
+    w = weights / np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)  # (F, N)
+    source_mean = np.einsum("fn,fni->fi", w, source)
+    target_mean = np.einsum("fn,fni->fi", w, target)
     p, q = source - source_mean[:, None], target - target_mean[:, None]
-    norm = np.sum(p * p, axis=(1, 2))
-    cosine = np.sum(p[..., 0] * q[..., 0] + p[..., 1] * q[..., 1], axis=1) / norm  # scale * cos
-    sine = np.sum(p[..., 0] * q[..., 1] - p[..., 1] * q[..., 0], axis=1) / norm  # scale * sin
+    norm = np.maximum(np.einsum("fn,fni->f", w, p * p), 1e-12)
+    cosine = np.einsum("fn,fn->f", w, p[..., 0] * q[..., 0] + p[..., 1] * q[..., 1]) / norm  # scale * cos
+    sine = np.einsum("fn,fn->f", w, p[..., 0] * q[..., 1] - p[..., 1] * q[..., 0]) / norm  # scale * sin
     linear = np.stack([np.stack([cosine, -sine], -1), np.stack([sine, cosine], -1)], axis=1)  # (F, 2, 2)
     shift = target_mean - np.einsum("fij,fj->fi", linear, source_mean)
     return np.concatenate([linear, shift[..., None]], axis=2)
