@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -85,10 +85,12 @@ class ClipSpec:
     seed: int
     width_px: int = 640
     height_px: int = 480
+    neutral_seconds: float = MOTION.neutral_seconds  # still lead-in: the engine's neutral reference
 
     @property
     def name(self) -> str:
-        return f"james_{self.fps:g}fps_{self.seconds:g}s_{self.width_px}x{self.height_px}_seed{self.seed}"
+        return (f"james_{self.fps:g}fps_{self.seconds:g}s_{self.width_px}x{self.height_px}"
+                f"_lead{self.neutral_seconds:g}_seed{self.seed}")
 
 
 @dataclass(frozen=True)
@@ -176,11 +178,12 @@ def head_motion(times_s: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarr
 def clip_truth(driven: DrivenScan, spec: ClipSpec, camera: ScanCamera) -> ScanTruth:
     """Coefficients, events and head pose for a clip; draws again until it has a micro event."""
     times_s = np.arange(int(round(spec.fps * spec.seconds))) / spec.fps  # (T,)
+    config = replace(MOTION, neutral_seconds=spec.neutral_seconds)
     neutral_head_mm = driven.embedding.locate(driven.scan.vertices) * 1000.0  # (478, 3) head axes
     for attempt in range(100):
         rng = np.random.default_rng([spec.seed, attempt])
-        macro = macro_coefficients(driven.head, times_s, MOTION, rng)  # (T, K)
-        micro, events = micro_events(driven.head, times_s, spec.fps, driven.landmark_basis_mm, MOTION, rng)
+        macro = macro_coefficients(driven.head, times_s, config, rng)  # (T, K)
+        micro, events = micro_events(driven.head, times_s, spec.fps, driven.landmark_basis_mm, config, rng)
         if events:
             break
     else:
@@ -193,6 +196,7 @@ def clip_truth(driven: DrivenScan, spec: ClipSpec, camera: ScanCamera) -> ScanTr
         macro_coefficients=macro, micro_coefficients=micro, expression_names=list(driven.head.expression_names),
         events=events, head_rotation=rotation, head_translation_mm=driven.centroid_mm + shift_mm,
         settings={"scan": "menpo3d-0.8.6/james", "seed": spec.seed, "attempt": attempt, "seconds": spec.seconds,
+                  "neutral_seconds": spec.neutral_seconds,
                   "spread": "models.detail.DetailSpread", "head": driven.head.name},
     )
 
