@@ -34,17 +34,21 @@ class ScanRenderer:
         self.camera = camera
         self.scene = bpy.data.scenes.new("MXR scan render")
         self._created: list = []  # (bpy.data collection, datablock), removed in reverse order
-        self.mesh = self._keep(bpy.data.meshes, bpy.data.meshes.new("MXR scan"))
-        self.mesh.from_pydata(head_to_blender(np.asarray(rest_m, np.float64)).tolist(), [],
-                              np.asarray(triangles).tolist())
-        self.mesh.uv_layers.new(name="UVMap").data.foreach_set("uv", np.asarray(uv, np.float32).ravel())
-        self.mesh.materials.append(self._textured_material(Path(texture_path)))
-        self.mesh.shade_smooth()  # the scan is a fine triangle mesh of a smooth surface
-        self.mesh.update()
-        head = self._keep(bpy.data.objects, bpy.data.objects.new("MXR scan", self.mesh))
-        self.scene.collection.objects.link(head)
-        self._add_camera()
-        self._set_up_workbench()
+        try:
+            self.mesh = self._keep(bpy.data.meshes, bpy.data.meshes.new("MXR scan"))
+            self.mesh.from_pydata(head_to_blender(np.asarray(rest_m, np.float64)).tolist(), [],
+                                  np.asarray(triangles).tolist())
+            self.mesh.uv_layers.new(name="UVMap").data.foreach_set("uv", np.asarray(uv, np.float32).ravel())
+            self.mesh.materials.append(self._textured_material(Path(texture_path)))
+            self.mesh.shade_smooth()  # the scan is a fine triangle mesh of a smooth surface
+            self.mesh.update()
+            head = self._keep(bpy.data.objects, bpy.data.objects.new("MXR scan", self.mesh))
+            self.scene.collection.objects.link(head)
+            self._add_camera()
+            self._set_up_workbench()
+        except BaseException:
+            self.close()  # nothing half-built stays in the user's file
+            raise
 
     def __enter__(self) -> "ScanRenderer":
         return self
@@ -75,7 +79,8 @@ class ScanRenderer:
         """A material whose active node is the scan's colour image: Workbench's TEXTURE colour."""
         image = self._keep(bpy.data.images, bpy.data.images.load(str(texture_path.resolve())))
         material = self._keep(bpy.data.materials, bpy.data.materials.new("MXR scan skin"))
-        material.use_nodes = True
+        if material.node_tree is None:  # Blender < 5.0 creates materials without nodes
+            material.use_nodes = True
         nodes = material.node_tree.nodes
         texture = nodes.new("ShaderNodeTexImage")
         texture.image = image

@@ -45,7 +45,6 @@ from mxr.models.network.synthetic import (
     SyntheticConfig,
     align_to_truth,
     displacements_to_truth,
-    expression_landmark_basis_mm,
     macro_coefficients,
     micro_events,
     rotation_from_angles,
