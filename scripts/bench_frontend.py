@@ -13,8 +13,8 @@ Throughput (frames/s, median of --repeats runs, interleaved, with min..max):
   ratio           frontend / mediapipe (and frontend / decode+mp)
 Each run includes its start-up (MediaPipe graph); ``frontend steady`` leaves out the time to the
 first record. CPU ms/frame is the process's CPU time (all threads) over the same span, for
-mediapipe (start-up included) and frontend steady; the front-end's is also split by thread (/proc/self/task), read
-every 50 records while the workers are alive: flow (the consuming thread), crops (crops and
+mediapipe (start-up included) and frontend steady; the front-end's is also split by thread
+(/proc/self/task, read while the workers are alive): flow (the consuming thread), crops (crops and
 records), landmarks (the Python side of MediaPipe), mediapipe (MediaPipe's graph threads), decode
 (the decode thread) and ffmpeg (the other native threads: FFmpeg's frame threads).
 
@@ -85,10 +85,10 @@ _PYTHON_THREAD_GROUPS = {"mxr-crops": "crops", "mxr-landmarks": "landmarks", "mx
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def thread_cpu_s() -> dict[str, float]:
-    """CPU time (s) of this process's live threads, summed by THREAD_GROUPS."""
+def thread_cpu_s() -> dict[int, tuple[str, float]]:
+    """Thread id -> (its THREAD_GROUPS group, CPU time s) for this process's live threads."""
     python_names = {thread.native_id: thread.name for thread in threading.enumerate()}
-    totals = dict.fromkeys(THREAD_GROUPS, 0.0)
+    threads: dict[int, tuple[str, float]] = {}
     for task in os.listdir("/proc/self/task"):
         try:
             stat = Path(f"/proc/self/task/{task}/stat").read_text()
@@ -98,25 +98,33 @@ def thread_cpu_s() -> dict[str, float]:
         python_name = python_names.get(int(task))
         group = ("flow" if python_name == threading.main_thread().name else
                  _PYTHON_THREAD_GROUPS.get(python_name, "mediapipe" if name.startswith("mediapipe") else "ffmpeg"))
-        totals[group] += (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime + stime
-    return totals
+        threads[int(task)] = (group, (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS)  # utime + stime
+    return threads
 
 
 def time_frontend(path: Path) -> dict[str, object]:
     """Overall frames/s including start-up, steady frames/s and process CPU ms/frame after the
-    first record, and CPU ms/frame by thread group."""
+    first record, and CPU ms/frame by thread group.
+
+    Threads are read every 20 records; each thread's rate is taken up to the last time it was
+    seen alive (the decode thread ends up to ~3 queues of frames before the last record).
+    """
     started = time.perf_counter()
     records = FrontEnd(path, FrontendSettings(), ProgressReporter(io.StringIO())).records()
     next(records)
     first, cpu_first, threads_first = time.perf_counter(), time.process_time(), thread_cpu_s()
-    count, threads_last, count_last = 1, threads_first, 1
+    last_seen: dict[int, tuple[float, int]] = {}  # thread id -> (CPU s, records so far)
+    count = 1
     for _ in records:
         count += 1
-        if count % 50 == 0:  # the workers' CPU is read while they are alive
-            threads_last, count_last = thread_cpu_s(), count
+        if count % 20 == 0:  # ~0.01 ms a record: the consumer reads ~14 small files
+            last_seen.update({tid: (cpu_s, count) for tid, (_, cpu_s) in thread_cpu_s().items()})
     end = time.perf_counter()
-    per_thread = {group: (threads_last[group] - threads_first[group]) / max(count_last - 1, 1) * 1e3
-                  for group in THREAD_GROUPS}
+    per_thread = dict.fromkeys(THREAD_GROUPS, 0.0)
+    for tid, (group, cpu_first_s) in threads_first.items():
+        if tid in last_seen:
+            cpu_s, seen_at = last_seen[tid]
+            per_thread[group] += (cpu_s - cpu_first_s) / max(seen_at - 1, 1) * 1e3
     return {"overall": count / (end - started), "steady": (count - 1) / (end - first),
             "cpu": (time.process_time() - cpu_first) / (count - 1) * 1e3, "threads": per_thread}
 
