@@ -11,6 +11,7 @@ from mxr.ops.crops import apply_affine
 from mxr.ops.errors import MxrError
 from mxr.ops.frontend import FrontEnd, FrontendSettings, stack_records, unstack_records
 from mxr.ops.frontend_debug import write_contact_sheet
+from mxr.ops.landmarks import FaceTracker, landmarks_px
 from mxr.ops.progress import ProgressReporter
 from mxr.ops.sample_data import sample_path
 from mxr.ops.video import iter_frames
@@ -164,3 +165,21 @@ def test_contact_sheet(single_face, tmp_path):
     image = cv2.imread(str(path))
     assert image.shape == (28 + 2 * 256, 4 * 256, 3)
     assert list(path.parent.iterdir()) == [path]  # no temp file left behind
+
+
+def test_landmarks_read_from_the_wire_match_the_protobuf_loop():
+    from mediapipe.framework.formats import landmark_pb2
+
+    frame = cv2.cvtColor(next(iter_frames(sample_path("video/single_face.mp4")))[2], cv2.COLOR_BGR2RGB)
+    with FaceTracker() as tracker:
+        mesh = tracker._mesh.process(frame).multi_face_landmarks[0]
+
+    def loop(landmarks):
+        return np.array([(p.x * 640, p.y * 360, p.z * 640) for p in landmarks.landmark], np.float32)
+
+    assert np.array_equal(landmarks_px(mesh, 640, 360), loop(mesh))
+    other = landmark_pb2.NormalizedLandmarkList()
+    other.CopyFrom(mesh)
+    other.landmark[3].visibility = 0.5  # another layout: the loop is taken
+    other.landmark[0].x = 0.0  # proto3 leaves a zero out of the bytes
+    assert np.array_equal(landmarks_px(other, 640, 360), loop(other))
