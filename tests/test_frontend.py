@@ -11,7 +11,7 @@ from mxr.ops.crops import apply_affine
 from mxr.ops.errors import MxrError
 from mxr.ops.frontend import FrontEnd, FrontendSettings, stack_records, unstack_records
 from mxr.ops.frontend_debug import write_contact_sheet
-from mxr.ops.landmarks import FaceTracker, landmarks_px
+from mxr.ops.landmarks import FaceTracker, landmark_list_px
 from mxr.ops.progress import ProgressReporter
 from mxr.ops.sample_data import sample_path
 from mxr.ops.video import iter_frames
@@ -177,9 +177,9 @@ def test_landmarks_read_from_the_wire_match_the_protobuf_loop():
     def loop(landmarks):
         return np.array([(p.x * 640, p.y * 360, p.z * 640) for p in landmarks.landmark], np.float32)
 
-    assert np.array_equal(landmarks_px(mesh, 640, 360), loop(mesh))
+    assert np.array_equal(landmark_list_px(mesh, 640, 360), loop(mesh))
     other = landmark_pb2.NormalizedLandmarkList()
     other.CopyFrom(mesh)
     other.landmark[3].visibility = 0.5  # another layout: the loop is taken
     other.landmark[0].x = 0.0  # proto3 leaves a zero out of the bytes
-    assert np.array_equal(landmarks_px(other, 640, 360), loop(other))
+    assert np.array_equal(landmark_list_px(other, 640, 360), loop(other))
