@@ -13,7 +13,9 @@ Two parts, after "Fine-Grained 3D Facial Reconstruction for Micro-Expressions" (
   landmarks' lack of drift), plus the neutral geometry (position, normal). Blocks of depthwise
   temporal convolution (per vertex, along time) and gather-based graph convolution (k padded
   neighbours, no dense adjacency), FiLM-conditioned on the global feature, end in per-vertex
-  macro refinement, micro and detail layers, and per-region event logits.
+  macro refinement, micro and detail layers; per-region event logits come from region-pooled
+  features, the micro layer's regional mean and peak, and the global feature, through two temporal
+  convolutions.
 
 Layout inside is (B, C, N, W): 1x1 convolutions are the per-vertex linear maps and (1, 5)
 convolutions the temporal ones, both fast in onnxruntime on CPU; a neighbour gather along N copies
@@ -121,6 +123,22 @@ class GlobalDynamicEncoder(nn.Module):
         return code  # (B, G, W)
 
 
+class EventHead(nn.Module):
+    """Per-region features over time -> event logit: two temporal convolutions (an event is a rise
+    and fall over 0.15-0.5 s, a shape in time, not a level). (B, C_in, R, W) -> (B, 1, R, W)."""
+
+    def __init__(self, channels: int, hidden: int) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Conv2d(channels, hidden, (1, 5), padding=(0, 4), dilation=(1, 2)), nn.GELU(),
+            nn.Conv2d(hidden, hidden, (1, 5), padding=(0, 8), dilation=(1, 4)), nn.GELU(),
+            nn.Conv2d(hidden, 1, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
 class MicroNet(nn.Module):
     """Inputs (see ``INPUT_NAMES``) -> macro, micro, detail (B, W, 478, 3) mm and event logits (B, W, R)."""
 
@@ -137,7 +155,7 @@ class MicroNet(nn.Module):
             DeformationBlock(config.channels, global_channels, d, neighbours, weights) for d in config.dilations
         )
         self.deform = nn.Conv2d(config.channels, 9, 1)
-        self.event = nn.Conv2d(config.channels + global_channels, 1, 1)
+        self.event = EventHead(config.channels + global_channels + 2, config.global_channels)
         self.register_buffer("membership", torch.as_tensor(membership), persistent=False)  # (R, N)
         self.register_buffer("scales", torch.tensor([config.macro_scale_mm] * 3 + [config.micro_scale_mm] * 3
                                                     + [config.detail_scale_mm] * 3).view(1, 9, 1, 1), persistent=False)
@@ -171,9 +189,13 @@ class MicroNet(nn.Module):
         micro = layers[..., 3:6] * gate
         detail = layers[..., 6:9] * gate
         regional = torch.matmul(self.membership, x)  # (B, C, R, W)
+        moved = micro.norm(dim=-1).transpose(1, 2)  # (B, N, W) mm
+        members = (self.membership > 0).to(moved.dtype).unsqueeze(-1)  # (R, N, 1)
+        peak = (moved.unsqueeze(1) * members).amax(dim=2)  # (B, R, W): a micro motion is local, the mean dilutes it
+        parts = [regional, torch.matmul(self.membership, moved).unsqueeze(1), peak.unsqueeze(1)]
         if code is not None:
-            regional = torch.cat([regional, code.unsqueeze(2).expand(-1, -1, regional.shape[2], -1)], dim=1)
-        logits = self.event(regional)[:, 0].transpose(1, 2)  # (B, W, R)
+            parts.append(code.unsqueeze(2).expand(-1, -1, regional.shape[2], -1))
+        logits = self.event(torch.cat(parts, dim=1))[:, 0].transpose(1, 2)  # (B, W, R)
         return macro, micro, detail, logits
 
 
