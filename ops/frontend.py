@@ -11,6 +11,13 @@ the same throughput, 1.3 ms more CPU per frame (pipe copies, a second interprete
 start. Bounded queues between the stages keep memory independent of the clip length: a few
 frames are in flight, never the clip.
 
+Where the CPU goes, per 640x360 frame on a 2-core machine (scripts/bench_frontend.py splits it by
+thread): MediaPipe's graph ~2.2-2.9 ms and its Python side ~0.6, forward + backward DIS ~2.4 and
+the flow thread's Python ~0.4, decode ~1.0 (FFmpeg's frame threads included), crops and records
+~0.5: ~7-7.5 ms in all, against ~2.6 ms for MediaPipe alone, which keeps about one core busy.
+Two cores cannot run ~7 ms of work in under ~3.5 ms a frame, so the full front-end reaches at
+most ~0.7x MediaPipe-only throughput, and less as packing and other load take their share.
+
 Everything in a ``FrameRecord`` is in source-frame pixels or canonical-crop pixels; a downscale
 for analysis (frames larger than ``max_side``) is folded into the transforms and reported as
 ``FrontEnd.scale``. Frames without a face are ``valid=False`` with NaN values: never interpolated.
