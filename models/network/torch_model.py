@@ -12,8 +12,8 @@ Two parts, after "Fine-Grained 3D Facial Reconstruction for Micro-Expressions" (
   integrated over the window, anchored by the landmarks' window mean: flow's precision, the
   landmarks' lack of drift), plus the neutral geometry (position, normal). Blocks of depthwise
   temporal convolution (per vertex, along time) and gather-based graph convolution (k padded
-  neighbours, no dense adjacency), FiLM-conditioned on the global feature, end in per-vertex
-  macro refinement, micro and detail layers; per-region event logits come from region-pooled
+  neighbours, no dense adjacency), FiLM-conditioned on the global feature, end in a per-vertex
+  refinement of the total and the micro and detail layers split off it (macro = the rest); per-region event logits come from region-pooled
   features, the micro layer's regional mean and peak, and the global feature, through two temporal
   convolutions.
 
@@ -185,9 +185,11 @@ class MicroNet(nn.Module):
             x = block(x, code)
         layers = (self.deform(x) * self.scales).permute(0, 3, 2, 1)  # (B, W, N, 9) mm
         gate = valid.unsqueeze(-1)  # (B, W, 1, 1)
-        macro = (landmarks_mm + layers[..., 0:3]) * gate
         micro = layers[..., 3:6] * gate
         detail = layers[..., 6:9] * gate
+        # The first head refines the total; micro and detail are split off it, so a motion the
+        # network calls micro leaves the macro layer by construction (the total stays put).
+        macro = (landmarks_mm + layers[..., 0:3]) * gate - micro - detail
         regional = torch.matmul(self.membership, x)  # (B, C, R, W)
         moved = micro.norm(dim=-1).transpose(1, 2)  # (B, N, W) mm
         members = (self.membership > 0).to(moved.dtype).unsqueeze(-1)  # (R, N, 1)
