@@ -1,0 +1,173 @@
+"""Evaluation metrics (models/network/evaluation.py) on hand-made cases whose answers are known."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mxr.models.network.evaluation import (
+    MeanError,
+    MeasuredFlow,
+    Truth,
+    event_footprint,
+    event_scores,
+    flow_endpoint_errors,
+    landmark_highpass,
+    match_events,
+    micro_error,
+    moving_average,
+    score_against_truth,
+    still_frames,
+    still_jitter,
+    within_tolerance,
+)
+from mxr.models.network.synthetic import rotation_from_angles
+from mxr.ops.take import LANDMARK_COUNT, MicroEvent, Take, unobserved_front_end
+
+FRAMES = 20
+
+
+def event(onset: int, apex: int, offset: int, region: str = "mouth") -> MicroEvent:
+    return MicroEvent(onset, apex, offset, region, 0.5, 1.0)
+
+
+def take_with(deformation_mm: np.ndarray, neutral_mm: np.ndarray, micro_mm: np.ndarray | None = None,
+              fps: float = 200.0) -> Take:
+    """A take whose layers are given (macro = deformation - micro), identity head pose at 2 px/mm
+    and a crop that maps source px to crop px at 3x; no flow observed."""
+    count = len(deformation_mm)
+    micro = np.zeros_like(deformation_mm) if micro_mm is None else micro_mm
+    crop = np.tile(np.array([[3.0, 0.0, 5.0], [0.0, 3.0, 7.0]], np.float32), (count, 1, 1))
+    front_end = unobserved_front_end(count) | {"crop_size_px": 256, "crop_from_image": crop}
+    return Take(source_path="hand-made", source_sha256="0" * 64, fps=fps, frame_size=(640, 480),
+                timestamps_s=np.arange(count) / fps, valid=np.ones(count, bool),
+                landmarks_px=np.zeros((count, LANDMARK_COUNT, 3), np.float32),
+                head_rotation=np.tile(np.eye(3, dtype=np.float32), (count, 1, 1)),
+                head_translation_px=np.zeros((count, 3), np.float32),
+                head_scale_px_per_mm=np.full(count, 2.0, np.float32), neutral_mm=neutral_mm.astype(np.float32),
+                macro_mm=(deformation_mm - micro).astype(np.float32), micro_mm=micro.astype(np.float32),
+                detail_mm=np.zeros_like(deformation_mm, np.float32), **front_end)
+
+
+@pytest.fixture
+def neutral() -> np.ndarray:
+    points = np.random.default_rng(3).normal(scale=30.0, size=(LANDMARK_COUNT, 3))
+    return points - points.mean(axis=0)
+
+
+def test_mean_error_pools_clips_by_their_samples_and_skips_nan():
+    first, second = MeanError(), MeanError()
+    first.add(np.array([1.0, 3.0, np.nan]))
+    second.add(np.array([5.0]))
+    first.merge(second)
+    assert (first.count, first.mean) == (3, pytest.approx(3.0))
+    assert np.isnan(MeanError().mean)
+
+
+def test_events_match_one_to_one_by_region_and_largest_overlap():
+    truth = [event(10, 14, 20), event(40, 45, 50), event(60, 62, 70, "brows")]
+    detected = [event(8, 15, 30), event(12, 13, 19), event(62, 64, 68, "mouth"), event(90, 92, 95)]
+    pairs = match_events(detected, truth)
+    # (12..19) overlaps truth 0 by 8 frames, (8..30) by 11: the larger overlap wins, the other stays
+    # unmatched (one-to-one); the mouth detection at 62..68 does not match the brows event there.
+    assert [(d.onset_frame, t.onset_frame) for d, t in pairs] == [(8, 10)]
+    scores = event_scores(detected, truth)
+    assert (scores.truths, scores.detections, scores.matched) == (3, 4, 1)
+    assert scores.f1 == pytest.approx(2 * 1 / 7)
+    assert (scores.onset_errors, scores.apex_errors) == ([-2], [1])
+    assert scores.precision == pytest.approx(0.25) and scores.recall == pytest.approx(1 / 3)
+
+
+def test_no_detections_score_f1_zero_and_timing_tolerance_counts_both_signs():
+    assert event_scores([], [event(1, 2, 3)]).f1 == 0.0
+    assert np.isnan(event_scores([], []).f1)
+    assert within_tolerance([-2, 2, 3, -5]) == pytest.approx(0.5)
+
+
+def test_footprint_is_the_skin_landmarks_the_event_moves():
+    micro = np.zeros((FRAMES, LANDMARK_COUNT, 3))
+    micro[6, 5, 0] = 0.3  # inside the window, above 0.1 mm
+    micro[6, 6, 1] = 0.05  # too small
+    micro[2, 7, 2] = 1.0  # outside the window
+    micro[6, 470, 0] = 1.0  # an iris point: not skin
+    assert np.flatnonzero(event_footprint(micro, event(4, 6, 9))).tolist() == [5]
+
+
+def test_micro_error_is_zero_for_the_truth_and_the_truth_size_for_nothing(neutral):
+    micro = np.zeros((FRAMES, LANDMARK_COUNT, 3))
+    micro[5:10, 100, 0] = [0.2, 0.4, 0.6, 0.4, 0.2]
+    truth = Truth(200.0, neutral, np.zeros_like(micro), micro, np.zeros_like(micro), [event(5, 7, 9)])
+    valid = np.ones(FRAMES, bool)
+    assert micro_error(micro, truth, valid).mean == pytest.approx(0.0)
+    assert micro_error(np.zeros_like(micro), truth, valid).mean == pytest.approx(np.mean([0.2, 0.4, 0.6, 0.4, 0.2]))
+    valid[7] = False  # the apex frame has no face: it is left out, not counted as an error
+    assert micro_error(np.zeros_like(micro), truth, valid).mean == pytest.approx(0.3)
+
+
+def test_a_take_in_another_similarity_frame_scores_its_real_error(neutral):
+    rng = np.random.default_rng(4)
+    truth_micro = np.zeros((FRAMES, LANDMARK_COUNT, 3))
+    truth_micro[8:12, 200:210] = rng.normal(scale=0.3, size=(4, 10, 3))
+    truth_macro = rng.normal(scale=1.0, size=(FRAMES, LANDMARK_COUNT, 3))
+    truth = Truth(200.0, neutral, truth_macro, truth_micro, np.zeros_like(truth_macro), [event(8, 9, 11)])
+    # The take's canonical frame: rotated, scaled by 1.1 and shifted against the truth's.
+    rotation = rotation_from_angles(np.array([0.2]), np.array([-0.1]), np.array([0.05]))[0]
+    to_take = lambda v: 1.1 * v @ rotation.T  # noqa: E731 (displacements: no shift)
+    take_neutral = to_take(neutral) + np.array([4.0, -2.0, 1.0])
+    take = take_with(to_take(truth_macro + truth_micro), take_neutral, micro_mm=to_take(truth_micro))
+    take.events = [event(9, 10, 12)]
+    scores = score_against_truth(take, truth)
+    assert scores.macro.mean == pytest.approx(0.0, abs=1e-4)
+    assert scores.total.mean == pytest.approx(0.0, abs=1e-4)
+    assert scores.micro.mean == pytest.approx(0.0, abs=1e-4)
+    assert (scores.events.matched, scores.events.onset_errors) == (1, [1])
+    # A 0.5 mm error in the truth's frame shows as 0.5 mm whatever the take's own scale.
+    shifted = take_with(to_take(truth_macro + truth_micro + np.array([0.5, 0.0, 0.0])), take_neutral,
+                        micro_mm=to_take(truth_micro))
+    assert score_against_truth(shifted, truth).total.mean == pytest.approx(0.5, abs=1e-4)
+
+
+def test_flow_endpoint_error_projects_the_disagreement_through_pose_and_crop(neutral):
+    deformation = np.zeros((4, LANDMARK_COUNT, 3))
+    deformation[2, :, 0] = 0.1  # every landmark moves 0.1 mm to the subject's left at frame 2
+    deformation[3, :, 0] = 0.1
+    take = take_with(deformation, neutral)
+    flow = np.zeros_like(deformation)
+    flow[2, :, 0] = 0.1  # the measurement agrees at frame 2
+    flow[3, :, 1] = 0.05  # and sees 0.05 mm upwards at frame 3, where the take stays still
+    mask = np.zeros((4, LANDMARK_COUNT), bool)
+    mask[1:] = True
+    mask[1:, 3] = False  # an inconsistent landmark is left out
+    errors = flow_endpoint_errors(take, MeasuredFlow(flow, mask, np.zeros(4)))
+    assert errors.shape == (3 * 467,)
+    # 0.05 mm x 2 px/mm x 3 crop px per px = 0.3 crop px at frame 3, nothing elsewhere
+    np.testing.assert_allclose(np.sort(errors)[-467:], 0.3, atol=1e-6)
+    np.testing.assert_allclose(np.sort(errors)[:-467], 0.0, atol=1e-6)
+
+
+def test_still_frames_need_a_quiet_frame_and_a_quiet_next_frame():
+    median_px = np.array([np.nan, 0.05, 0.05, 0.5, 0.05, 0.05, 0.05])
+    assert np.flatnonzero(still_frames(MeasuredFlow(np.zeros((7, 1, 3)), np.zeros((7, 1), bool), median_px))).tolist() \
+        == [1, 4, 5]
+
+
+def test_still_jitter_is_the_rms_second_difference_on_still_frames(neutral):
+    deformation = np.zeros((6, LANDMARK_COUNT, 3))
+    deformation[2, :, 2] = 0.3  # one frame pops out by 0.3 mm
+    take = take_with(deformation, neutral)
+    still = np.array([False, True, True, True, False, False])
+    jitter = still_jitter(take, still)
+    # second differences at frames 1, 2, 3: +0.3, -0.6, +0.3 mm on every landmark
+    assert np.sqrt(jitter.mean) == pytest.approx(np.sqrt((0.09 + 0.36 + 0.09) / 3))
+    assert still_jitter(take, np.zeros(6, bool)).count == 0
+
+
+def test_moving_average_keeps_a_line_and_the_highpass_keeps_the_total(neutral):
+    line = np.arange(10.0)[:, None]
+    np.testing.assert_allclose(moving_average(line, 3)[1:-1], line[1:-1])
+    assert moving_average(line, 3)[0, 0] == pytest.approx(0.5)  # the edge averages the frames it has
+    rng = np.random.default_rng(5)
+    deformation = rng.normal(size=(FRAMES, LANDMARK_COUNT, 3))
+    take = take_with(deformation, neutral, fps=20.0)
+    highpass = landmark_highpass(take)
+    np.testing.assert_allclose(highpass.deformation_mm(), deformation, atol=1e-5)
+    np.testing.assert_allclose(highpass.macro_mm, moving_average(deformation, 10), atol=1e-5)
