@@ -1,6 +1,9 @@
 """Evaluation metrics (models/network/evaluation.py) on hand-made cases whose answers are known."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -24,6 +27,7 @@ from mxr.models.network.synthetic import rotation_from_angles
 from mxr.ops.take import LANDMARK_COUNT, MicroEvent, Take, unobserved_front_end
 
 FRAMES = 20
+REPO = Path(__file__).resolve().parents[1]
 
 
 def event(onset: int, apex: int, offset: int, region: str = "mouth") -> MicroEvent:
@@ -171,3 +175,38 @@ def test_moving_average_keeps_a_line_and_the_highpass_keeps_the_total(neutral):
     highpass = landmark_highpass(take)
     np.testing.assert_allclose(highpass.deformation_mm(), deformation, atol=1e-5)
     np.testing.assert_allclose(highpass.macro_mm, moving_average(deformation, 10), atol=1e-5)
+
+
+def test_the_no_temporal_ablation_is_the_model_with_its_global_feature_zeroed(tmp_path, monkeypatch):
+    """scripts/evaluate.py's (c): the exported model with the encoder's output multiplied by zero
+    computes what the torch model computes when training drops the global feature."""
+    import importlib.util
+
+    import onnxruntime
+    torch = pytest.importorskip("torch")
+    from mxr.models.network.torch_model import INPUT_NAMES, MicroNet, NetworkConfig, example_inputs, export_onnx
+
+    spec = importlib.util.spec_from_file_location("evaluate_script", REPO / "scripts" / "evaluate.py")
+    script = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, script)  # its dataclasses look their module up there
+    spec.loader.exec_module(script)
+    torch.manual_seed(0)
+    config = NetworkConfig(channels=8, global_channels=8, dilations=(1,), global_dilations=(1, 2), window=16)
+    model = MicroNet(config).eval()
+    path = tmp_path / "tiny.onnx"
+    export_onnx(model, path, config.window)
+    ablated = script.zero_global_feature(path, tmp_path)
+    inputs = example_inputs(2, config.window, seed=3)
+    model.train()  # drop_global only acts in training mode; the model has no dropout or batch norm
+    model.drop_global = 1.0
+    with torch.no_grad():
+        expected = [t.numpy() for t in model(*inputs)]
+    session = onnxruntime.InferenceSession(str(ablated), providers=["CPUExecutionProvider"])
+    actual = session.run(None, {name: t.numpy() for name, t in zip(INPUT_NAMES, inputs)})
+    for a, e in zip(actual, expected):
+        np.testing.assert_allclose(a, e, atol=1e-4, rtol=0)
+    assert script.zero_global_feature(path, tmp_path) is not None
+    without = tmp_path / "without.onnx"
+    export_onnx(MicroNet(NetworkConfig(channels=8, global_channels=8, dilations=(1,), temporal=False, window=16)),
+                without, 16)
+    assert script.zero_global_feature(without, tmp_path) is None
