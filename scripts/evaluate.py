@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from mxr.models.network.evaluation import (
-    STILL_FLOW_PX,
+    STILL_MOTION_MM,
     TIMING_TOLERANCE_FRAMES,
     TruthScores,
     VideoScores,
@@ -319,7 +319,7 @@ def video_table(clips: list[VideoClip]) -> list[str]:
                 pool[name].merge(scores)
     overall = VideoClip("all real clips", float("nan"), sum(c.frames for c in real), sum(c.still for c in real), pool)
     rows = []
-    for clip in clips + ([overall] if len(real) > 1 else []):
+    for clip in real + ([overall] if len(real) > 1 else []) + [clip for clip in clips if clip not in real]:
         for name, scores in clip.scores.items():
             cells = (["not trained", ""] if scores is None
                      else [number(scores.median_endpoint_px), number(scores.jitter_rms_mm, 4)])
@@ -382,8 +382,8 @@ def report(groups: dict[str, list[TruthClip]], real: list[VideoClip], scan_video
                   "Flow endpoint error: the take's frame-to-frame change of deformation vs the measured non-rigid flow "
                   "(rigid head motion removed as the network's features do it, so this measure is *not* independent "
                   "of the network's flow input), both projected into the stabilised 256 px crop, consistent skin "
-                  f"landmarks. Still frames: median measured flow below {STILL_FLOW_PX} crop px on the frame and the "
-                  "next. The scan clips' rows show whether these measures rank methods as the truth does.", ""]
+                  f"landmarks. Still frames: median measured non-rigid motion below {STILL_MOTION_MM:g} mm a frame into "
+                  "the frame and out of it. The scan clips' rows show whether these measures rank methods as the truth does.", ""]
         lines += video_table(real + scan_video)
     lines += ["", "<details><summary>Per clip</summary>", ""] + per_clip_table(all_clips) + ["", "</details>"]
     return "\n".join(lines) + "\n"

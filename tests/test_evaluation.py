@@ -16,6 +16,7 @@ from mxr.models.network.evaluation import (
     flow_endpoint_errors,
     landmark_highpass,
     match_events,
+    measure_flow,
     micro_error,
     moving_average,
     score_against_truth,
@@ -149,9 +150,18 @@ def test_flow_endpoint_error_projects_the_disagreement_through_pose_and_crop(neu
 
 
 def test_still_frames_need_a_quiet_frame_and_a_quiet_next_frame():
-    median_px = np.array([np.nan, 0.05, 0.05, 0.5, 0.05, 0.05, 0.05])
-    assert np.flatnonzero(still_frames(MeasuredFlow(np.zeros((7, 1, 3)), np.zeros((7, 1), bool), median_px))).tolist() \
-        == [1, 4, 5]
+    median_mm = np.array([np.nan, 0.05, 0.05, 0.5, 0.05, 0.05, 0.05])
+    measured = MeasuredFlow(np.zeros((7, 1, 3)), np.zeros((7, 1), bool), median_mm)
+    assert np.flatnonzero(still_frames(measured, threshold_mm=0.1)).tolist() == [1, 4, 5]
+
+
+def test_measured_motion_is_the_median_non_rigid_flow_of_the_skin(neutral):
+    take = take_with(np.zeros((3, LANDMARK_COUNT, 3)), neutral)
+    take.flow_at_landmarks_px[1:] = 0.0  # measured: no motion at all
+    take.flow_consistent[1:] = True
+    measured = measure_flow(take)
+    assert np.isnan(measured.median_mm[0]) and np.allclose(measured.median_mm[1:], 0.0)
+    assert measured.mask[1:].all() and not measured.mask[0].any()
 
 
 def test_still_jitter_is_the_rms_second_difference_on_still_frames(neutral):

@@ -23,9 +23,11 @@ Without ground truth (real video):
   canonical_flow_mm``, the same measurement the network is fed) vs the take's own frame-to-frame
   change of the canonical deformation, both projected into the stabilised crop through the take's
   head pose and crop transform: endpoint error in crop px on the consistent skin landmarks;
-- jitter on still segments: where the measured flow says the face did not move (median flow below
-  ``STILL_FLOW_PX`` on this frame and the next), the RMS second difference of the reconstructed
-  landmarks (mm): what a still face gains in frame-to-frame shake.
+- jitter on still segments: where the measured flow says the expression did not move (median
+  non-rigid motion below ``STILL_MOTION_MM`` into this frame and out of it), the RMS second
+  difference of the reconstructed landmarks (mm): what a still face gains in frame-to-frame shake.
+  The threshold is per frame, not per second: the flow's noise floor is per frame, and what must be
+  small for the second difference to be shake rather than motion is the true motion per frame.
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ from .synthetic import SyntheticSequence, align_to_truth, displacements_to_truth
 SKIN = np.arange(468)  # MediaPipe's face-mesh landmarks; 468..477 are the irises
 FOOTPRINT_MM = 0.1  # a landmark belongs to an event's footprint when the event moves it this much
 TIMING_TOLERANCE_FRAMES = 2  # onset / apex "on time" within +-2 frames
-STILL_FLOW_PX = 0.2  # crop px per frame (~0.15 mm on a 256 px crop): below this median flow the face is still
+STILL_MOTION_MM = 0.12  # measured non-rigid motion per frame (median over the skin) below which the face is still
 HIGHPASS_SECONDS = 0.5  # the landmark high-pass baseline removes a centred moving average this long
 
 
@@ -269,16 +271,15 @@ class MeasuredFlow:
 
     flow_mm: np.ndarray  # (T, 478, 3) canonical, camera-depth part zero (flow is 2D)
     mask: np.ndarray  # (T, 478) bool: consistent flow, both frames with a face
-    median_px: np.ndarray  # (T,) median raw flow magnitude over the consistent skin landmarks (NaN if none)
+    median_mm: np.ndarray  # (T,) median |flow_mm| over the skin landmarks where it holds (NaN if none)
 
 
 def measure_flow(baseline: Take) -> MeasuredFlow:
     flow_mm, mask = canonical_flow_mm(baseline)
-    raw = np.linalg.norm(baseline.flow_at_landmarks_px.astype(np.float64), axis=-1)  # (T, 478) crop px
-    raw = np.where(baseline.flow_consistent, raw, np.nan)[:, SKIN]
-    usable = np.isfinite(raw).any(axis=1)
-    median = np.full(len(raw), np.nan)
-    median[usable] = np.nanmedian(raw[usable], axis=1)
+    motion = np.where(mask, np.linalg.norm(flow_mm, axis=-1), np.nan)[:, SKIN]  # (T, 468) mm
+    usable = mask[:, SKIN].any(axis=1)
+    median = np.full(len(motion), np.nan)
+    median[usable] = np.nanmedian(motion[usable], axis=1)
     return MeasuredFlow(flow_mm, mask, median)
 
 
@@ -308,10 +309,10 @@ def flow_endpoint_errors(take: Take, measured: MeasuredFlow) -> np.ndarray:
     return np.linalg.norm(residual, axis=-1)[mask[frames]]
 
 
-def still_frames(measured: MeasuredFlow, threshold_px: float = STILL_FLOW_PX) -> np.ndarray:
-    """(T,) bool: frame t is the middle of a still triple: the face barely moved from t-1 to t and
-    from t to t+1 (median consistent flow below ``threshold_px``)."""
-    quiet = np.nan_to_num(measured.median_px, nan=np.inf) < threshold_px  # motion (t-1 -> t) is tiny
+def still_frames(measured: MeasuredFlow, threshold_mm: float = STILL_MOTION_MM) -> np.ndarray:
+    """(T,) bool: frame t is the middle of a still triple: the expression barely moved from t-1 to t
+    and from t to t+1 (median measured non-rigid motion below ``threshold_mm``)."""
+    quiet = np.nan_to_num(measured.median_mm, nan=np.inf) < threshold_mm  # motion (t-1 -> t) is tiny
     still = np.zeros_like(quiet)
     still[:-1] = quiet[:-1] & quiet[1:]
     return still
