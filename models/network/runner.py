@@ -67,7 +67,6 @@ class NetworkRunner:
         self.batch_size = batch_size
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
-        options.add_session_config_entry("session.set_denormal_as_zero", "1")  # sub-micrometre values: no slow path
         options.log_severity_level = 3  # a missing CUDA library is reported by ``provider``, not a log storm
         self.session = onnxruntime.InferenceSession(
             str(self.model_path), options, providers=choose_providers(providers, onnxruntime.get_available_providers()))
