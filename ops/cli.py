@@ -1,7 +1,7 @@
 """The engine's command line, shared by the Blender job runner and batch users.
 
     python -m mxr.ops reconstruct VIDEO --out TAKE [--start-frame N] [--end-frame N]
-        [--neutral-seconds S] [--cache-dir DIR] [--debug-sheet PNG]
+        [--neutral-seconds S] [--cache-dir DIR] [--debug-sheet PNG] [--baseline]
 
 stdout carries JSON lines (see progress.py); a person reads stderr. Exit codes: 0 done,
 2 bad input (clear message), 130 cancelled (SIGINT/SIGTERM). A failed or cancelled run leaves
@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--end-frame", type=int, default=None, help="one past the last source frame to analyse")
     run.add_argument("--cache-dir", type=Path, default=None,
                      help="front-end cache (default: $MXR_CACHE_DIR or ~/.cache/mxr/frontend)")
+    run.add_argument("--baseline", action="store_true",
+                     help="landmark-only baseline: skip the micro-expression network")
     run.add_argument("--debug-sheet", type=Path, default=None,
                      help="also write a contact sheet of what the front-end saw (PNG)")
     return parser
@@ -57,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
                 neutral_seconds=arguments.neutral_seconds,
                 cache_dir=arguments.cache_dir,
                 debug_sheet=arguments.debug_sheet,
+                use_network=not arguments.baseline,
             ),
             reporter,
         )
@@ -76,5 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         seconds=round(summary.seconds, 3),
         frames_per_second=round(summary.frames_per_second, 1),
         frontend_cached=summary.frontend_cached,
+        model_version=summary.model_version,
+        provider=summary.provider,
+        micro_events=summary.micro_events,
     )
     return 0

@@ -1,8 +1,10 @@
 """The reconstruction pipeline: video -> front-end (landmarks, crops, flow) -> canonical
-deformation -> take file.
+deformation -> network -> take file.
 
-Baseline (``baseline-landmarks-1``): the deformation is what MediaPipe's landmarks show after
-rigid alignment, all of it in the macro layer. Later models split macro / micro / detail.
+The baseline (``baseline-landmarks-1``) is what MediaPipe's landmarks show after rigid alignment,
+all of it in the macro layer. By default the micro-expression network (models/network) then
+reads the take's landmarks and flow and replaces the layers with macro / micro / detail and the
+detected micro events; ``use_network=False`` keeps the baseline.
 """
 from __future__ import annotations
 
@@ -18,8 +20,9 @@ from .errors import MxrError
 from .frontend import FrontendSettings, stack_records
 from .frontend_cache import CachedFrontEnd
 from .frontend_debug import write_contact_sheet
+from ..models.network.runner import NetworkRunner, apply_network
 from .progress import ProgressReporter
-from .take import Take, save_take
+from .take import BASELINE_VERSION, Take, save_take
 
 
 @dataclass
@@ -28,6 +31,7 @@ class ReconstructSettings:
     neutral_seconds: float = 0.5  # the first valid face frames in this span define the neutral
     cache_dir: Path | None = None  # front-end cache; None: MXR_CACHE_DIR or ~/.cache/mxr/frontend
     debug_sheet: Path | None = None  # also write the front-end's contact sheet (PNG) here
+    use_network: bool = True  # False: the landmark-only baseline (no micro layer, no events)
 
 
 @dataclass
@@ -38,6 +42,9 @@ class ReconstructSummary:
     seconds: float
     frames_per_second: float
     frontend_cached: bool
+    model_version: str
+    provider: str | None  # onnxruntime execution provider that ran the network; None for the baseline
+    micro_events: int
 
 
 def reconstruct(video_path: Path, take_path: Path, settings: ReconstructSettings | None = None,
@@ -84,14 +91,19 @@ def reconstruct(video_path: Path, take_path: Path, settings: ReconstructSettings
         flow_at_landmarks_px=observed["flow_at_landmarks"],
         flow_fb_error_px=observed["flow_fb_error_px"],
         flow_consistent=observed["flow_consistent"],
-        model_version="baseline-landmarks-1",
+        model_version=BASELINE_VERSION,
         settings={"frontend": settings.frontend.as_dict(), "neutral_seconds": settings.neutral_seconds,
                   "neutral_frames": [int(neutral_frames[0]), int(neutral_frames[-1])],
                   "frontend_cache_key": frontend.key, "mxr_version": __version__},
     )
+    provider = None
+    if settings.use_network:
+        runner = NetworkRunner()
+        take = apply_network(take, runner)
+        provider = runner.provider
     save_take(take, Path(take_path))
     if settings.debug_sheet is not None:
         write_contact_sheet(video.path, records, settings.debug_sheet, crop_size=settings.frontend.crop_size)
     seconds = time.monotonic() - started
     return ReconstructSummary(Path(take_path), frame_count, int(valid.sum()), seconds,
-                              frame_count / seconds, frontend.hit)
+                              frame_count / seconds, frontend.hit, take.model_version, provider, len(take.events))

@@ -26,6 +26,7 @@ from .errors import MxrError
 TAKE_FORMAT = "mxr.take"
 TAKE_VERSION = 2
 LANDMARK_COUNT = 478
+BASELINE_VERSION = "baseline-landmarks-1"  # model_version of the landmark-only reconstruction
 
 
 @dataclass
@@ -71,7 +72,7 @@ class Take:
     flow_consistent: np.ndarray  # (T, 478) bool, the forward-backward check passed
     events: list[MicroEvent] = field(default_factory=list)
     camera: str = "weak_perspective"  # MediaPipe's landmark camera: orthographic x/y, relative z
-    model_version: str = "baseline-landmarks-1"
+    model_version: str = BASELINE_VERSION
     settings: dict = field(default_factory=dict)
 
     @property

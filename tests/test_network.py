@@ -18,6 +18,7 @@ import torch
 from mxr.models.network.events import extract_events, hysteresis_segments
 from mxr.models.network.features import (EVENT_REGIONS, canonical_flow_mm, mesh_graph, region_membership,
                                          take_inputs, vertex_normals, window_starts, windowed)
+from mxr.ops.errors import MxrError
 from mxr.models.network.runner import CPU, CUDA, DEFAULT_MODEL, NetworkRunner, apply_network, choose_providers
 from mxr.models.network.torch_model import (INPUT_NAMES, MicroNet, NetworkConfig, example_inputs, export_onnx,
                                            parameter_count)
@@ -223,7 +224,7 @@ def test_apply_network_fills_the_layers_and_keeps_missing_frames_missing(tiny_mo
 
 # -- events --------------------------------------------------------------------------------------------
 def test_events_from_a_hand_made_logit_track():
-    fps, count = 200.0, 400
+    fps, count = 200.0, 700
     regions = EVENT_REGIONS
     membership = region_membership(regions)
     logits = np.full((count, len(regions)), -6.0)
@@ -232,6 +233,7 @@ def test_events_from_a_hand_made_logit_track():
     logits[128:131, brows] = 0.0  # a dip (p = 0.5 > low) does not split the event
     logits[102:150, mouth] = 1.0  # the same motion seen weaker in another region: suppressed
     logits[300:302, mouth] = 5.0  # a 10 ms blip: too short to be a micro-expression
+    logits[450:650, mouth] = 5.0  # a 1 s stretch: a macro expression, too long to be one
     micro = np.zeros((count, LANDMARK_COUNT, 3))
     ramp = np.interp(np.arange(count), [100, 125, 159], [0.0, 0.8, 0.0])
     micro[:, np.flatnonzero(membership[brows]), 1] = ramp[:, None]
@@ -245,11 +247,10 @@ def test_events_from_a_hand_made_logit_track():
 
 # -- the shipped weights on a real take -------------------------------------------------------------------
 @pytest.mark.engine
-@pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="no trained weights committed")
 def test_shipped_weights_run_on_a_real_take(tmp_path):
     take_path = tmp_path / "take.npz"
     result = subprocess.run([sys.executable, "-m", "mxr.ops", "reconstruct", str(sample_path("video/single_face.mp4")),
-                             "--out", str(take_path)], capture_output=True, text=True, timeout=300)
+                             "--out", str(take_path), "--baseline"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     take = load_take(take_path)
     runner = NetworkRunner()
@@ -267,3 +268,5 @@ def test_shipped_weights_run_on_a_real_take(tmp_path):
         assert event.region in EVENT_REGIONS and 0 <= event.confidence <= 1
     save_take(network_take, tmp_path / "network.npz")
     assert load_take(tmp_path / "network.npz").model_version == runner.version
+    with pytest.raises(MxrError, match="baseline"):
+        apply_network(network_take, runner)

@@ -43,23 +43,27 @@ def merge_close(segments: list[tuple[int, int]], gap: int) -> list[tuple[int, in
 
 def extract_events(logits: np.ndarray, micro_mm: np.ndarray, fps: float, regions: tuple[str, ...],
                    membership: np.ndarray, high: float = 0.5, low: float = 0.3,
-                   min_duration_s: float = 0.06, merge_gap_s: float = 0.05) -> list[MicroEvent]:
+                   min_duration_s: float = 0.06, max_duration_s: float = 0.75,
+                   merge_gap_s: float = 0.05) -> list[MicroEvent]:
     """logits (T, R), micro_mm (T, 478, 3) (NaN on invalid frames), membership (R, 478) (non-zero
     on each region's landmarks) -> events sorted by onset.
 
     ``min_duration_s`` drops blips shorter than any micro-expression (0.15 s) can be even when
-    the detector is late on both ends; ``merge_gap_s`` heals short dips.
+    the detector is late on both ends; ``max_duration_s`` drops stretches longer than any
+    micro-expression (0.5 s) plus that slack — a slow macro expression is not a micro event;
+    ``merge_gap_s`` heals short dips.
     """
     probability = sigmoid(logits.astype(np.float64))  # (T, R)
     magnitude = np.linalg.norm(np.nan_to_num(micro_mm.astype(np.float64)), axis=-1)  # (T, 478)
     shortest = max(1, int(round(min_duration_s * fps)))
+    longest = max(shortest, int(round(max_duration_s * fps)))
     gap = int(round(merge_gap_s * fps))
     candidates: list[MicroEvent] = []
     for row, region in enumerate(regions):
         members = np.flatnonzero(membership[row] > 0)
         regional = magnitude[:, members].max(axis=1) if len(members) else np.zeros(len(magnitude))  # (T,)
         for start, end in merge_close(hysteresis_segments(probability[:, row], high, low), gap):
-            if end - start + 1 < shortest:
+            if not shortest <= end - start + 1 <= longest:
                 continue
             apex = start + int(np.argmax(regional[start:end + 1]))
             candidates.append(MicroEvent(onset_frame=start, apex_frame=apex, offset_frame=end, region=region,

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ...ops.errors import MxrError
-from ...ops.take import Take
+from ...ops.take import BASELINE_VERSION, Take
 from .events import extract_events
 from .features import region_membership, take_inputs, window_starts, windowed
 
@@ -117,7 +117,10 @@ def _taper(window: int) -> np.ndarray:
 
 def apply_network(take: Take, runner: NetworkRunner) -> Take:
     """A new take with the network's macro / micro / detail layers and micro events; the baseline's
-    observations, pose and neutral are kept, invalid frames stay NaN."""
+    observations, pose and neutral are kept, invalid frames stay NaN. The network reads the
+    baseline's canonical faces, so it takes a baseline take, not its own output."""
+    if take.model_version != BASELINE_VERSION:
+        raise MxrError(f"the network refines a landmark-only baseline take, not a '{take.model_version}' take")
     result = runner.run(take)
     events = extract_events(result.event_logits, result.micro_mm, take.fps, result.regions,
                             region_membership(tuple(result.regions)))

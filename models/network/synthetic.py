@@ -39,12 +39,11 @@ import numpy as np
 from ...ops.canonical import canonicalize, image_to_camera
 from ...ops.crops import DEFAULT_CROP_SIZE, stabilising_transform
 from ...ops.flow import is_consistent
-from ...ops.take import LANDMARK_COUNT, MicroEvent, Take
+from ...ops.take import BASELINE_VERSION, LANDMARK_COUNT, MicroEvent, Take
 from ..head_model import HeadModel
 from ..similarity import Similarities, fit_similarities
 
 NOISE_MODEL_PATH = Path(__file__).resolve().parent / "noise_model.json"
-SYNTHETIC_MODEL_VERSION = "baseline-landmarks-1"  # the reconstruction fields hold the engine's baseline
 IRIS_LANDMARKS = np.arange(468, 478)
 # Landmark groups for the noise model, in the order a landmark is claimed (first region wins).
 NOISE_GROUPS = ("iris", "eyes", "brows", "nose", "mouth", "cheeks", "jaw", "contour")
@@ -538,7 +537,7 @@ def generate_sequence(head: HeadModel, config: SyntheticConfig, rng: np.random.G
         landmark_confidence=np.ones(frames, np.float32), crop_size_px=DEFAULT_CROP_SIZE,
         crop_from_image=crop_from_image.astype(np.float32), flow_at_landmarks_px=flow.astype(np.float32),
         flow_fb_error_px=fb_error.astype(np.float32), flow_consistent=consistent,
-        model_version=SYNTHETIC_MODEL_VERSION,
+        model_version=BASELINE_VERSION,  # the reconstruction fields hold the engine's baseline
         settings={"synthetic": True, "head": head.name, "neutral_seconds": config.neutral_seconds,
                   "neutral_frames": [int(f) for f in baseline["neutral_frames"]], "noise_free": noise.is_zero,
                   "macro_only": config.macro_only},
