@@ -6,8 +6,6 @@ grey tile saying so. The magnification is written on the sheet.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -15,6 +13,7 @@ import cv2
 import numpy as np
 
 from .frontend import FrameRecord
+from .preview import write_png
 from .video import read_frames_at
 
 ARROW_STEP = 4  # draw every 4th landmark's arrow: all 478 would hide the face
@@ -79,24 +78,8 @@ def write_contact_sheet(video_path: Path, records: Sequence[FrameRecord], out_pa
                 f"failed forward-backward check); dots: landmarks", (6, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
                 _WHITE, 1, cv2.LINE_AA)
     sheet = np.vstack([banner] + rows)
-    return _write_png(sheet, Path(out_path))
+    return write_png(sheet, Path(out_path))
 
 
 def _pixel(point: np.ndarray) -> tuple[int, int]:
     return int(round(float(point[0]))), int(round(float(point[1])))
-
-
-def _write_png(image: np.ndarray, path: Path) -> Path:
-    ok, encoded = cv2.imencode(".png", image)
-    if not ok:
-        raise OSError(f"cannot encode {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=path.name + ".", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(encoded.tobytes())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path

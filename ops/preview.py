@@ -4,13 +4,12 @@ The picture a person opens to see at a glance whether the head follows the perfo
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from .atomic import replacing
 from .errors import MxrError
 from .take import Take
 from .video import read_frames_at
@@ -58,14 +57,14 @@ def compose_contact_sheet(take: Take, renders: dict[int, Path], out_path: Path) 
         raise MxrError("no frames to put in the preview")
     width = max(row.shape[1] for row in rows)
     sheet = np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows], axis=0)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(suffix=".png", dir=out_path.parent)
-    os.close(handle)
-    try:
-        if not cv2.imwrite(temporary, sheet):
-            raise MxrError(f"could not write {out_path}")
-        os.replace(temporary, out_path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
-    return out_path
+    return write_png(sheet, Path(out_path))
+
+
+def write_png(image: np.ndarray, path: Path) -> Path:
+    """Encode (H, W, 3) BGR uint8 as PNG and write it atomically."""
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise MxrError(f"could not encode {path} as PNG")
+    with replacing(path) as stream:
+        stream.write(encoded.tobytes())
+    return path

@@ -13,14 +13,13 @@ files still load: those fields come back as "not observed" (NaN, False, frame k 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import replacing
 from .errors import MxrError
 
 TAKE_FORMAT = "mxr.take"
@@ -148,15 +147,8 @@ def save_take(take: Take, path: Path) -> None:
         values = [getattr(event, name) for event in take.events]
         dtype = str if name == "region" else (np.float64 if name in ("peak_mm", "confidence") else np.int32)
         arrays[f"event_{name}"] = np.array(values, dtype=dtype)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=path.name + ".", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez_compressed(stream, **arrays)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with replacing(path) as stream:
+        np.savez_compressed(stream, **arrays)
 
 
 def load_take(path: Path) -> Take:

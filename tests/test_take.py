@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -59,6 +61,9 @@ def test_round_trip_keeps_every_field(tmp_path):
     assert loaded.settings == {"neutral_seconds": 0.5}
     assert (loaded.analysis_scale, loaded.crop_size_px) == (0.5, 256)
     assert list(tmp_path.iterdir()) == [path]  # no temp file left beside it
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # a user's file, not a private temp file
 
 
 def test_loads_without_pickle(tmp_path):

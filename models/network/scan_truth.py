@@ -14,13 +14,12 @@ head_translation_mm``. The camera sits on the world's +Z axis looking along -Z (
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ...ops.atomic import replacing
 from ...ops.take import LANDMARK_COUNT, MicroEvent
 
 SCAN_TRUTH_FORMAT = "mxr.scan_truth"
@@ -119,14 +118,8 @@ def save_scan_truth(truth: ScanTruth, path: Path) -> None:
         "head_translation_mm": truth.head_translation_mm.astype(np.float64),
         "settings_json": np.array(json.dumps(truth.settings)),
     }
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".partial.npz")
-    os.close(handle)
-    try:
-        np.savez_compressed(temporary, **arrays)
-        Path(temporary).replace(path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with replacing(path) as stream:
+        np.savez_compressed(stream, **arrays)
 
 
 def load_scan_truth(path: Path) -> ScanTruth:
