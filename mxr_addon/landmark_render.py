@@ -112,9 +112,20 @@ def _add_front_camera(
 
 def _set_up_workbench(scene, size_px: int, created: list) -> None:
     """Workbench, studio light, one grey colour, square image, untouched colour management."""
+    configure_workbench(scene, size_px, size_px, "SINGLE")
+    scene.display.shading.single_color = SURFACE_GREY
+    world = bpy.data.worlds.new("MXR landmark world")
+    created.append((bpy.data.worlds, world))
+    world.color = BACKGROUND_GREY
+    scene.world = world
+
+
+def configure_workbench(scene, width_px: int, height_px: int, colour_type: str) -> None:
+    """Workbench renders MediaPipe can read: studio light, square pixels, opaque RGB PNG, and the
+    'Standard' view transform so colours are not tone-mapped. ``colour_type``: 'SINGLE' or 'TEXTURE'."""
     scene.render.engine = "BLENDER_WORKBENCH"
-    scene.render.resolution_x = size_px
-    scene.render.resolution_y = size_px
+    scene.render.resolution_x = width_px
+    scene.render.resolution_y = height_px
     scene.render.resolution_percentage = 100
     scene.render.pixel_aspect_x = 1.0
     scene.render.pixel_aspect_y = 1.0
@@ -122,11 +133,6 @@ def _set_up_workbench(scene, size_px: int, created: list) -> None:
     scene.render.image_settings.file_format = "PNG"
     scene.render.image_settings.color_mode = "RGB"
     scene.display.shading.light = "STUDIO"
-    scene.display.shading.color_type = "SINGLE"
-    scene.display.shading.single_color = SURFACE_GREY
+    scene.display.shading.color_type = colour_type
     scene.view_settings.view_transform = "Standard"
-    world = bpy.data.worlds.new("MXR landmark world")
-    created.append((bpy.data.worlds, world))
-    world.color = BACKGROUND_GREY
-    scene.world = world
 

@@ -19,7 +19,7 @@ import bpy
 import numpy as np
 
 from ..models.network.scan_truth import ScanCamera
-from .landmark_render import head_to_blender
+from .landmark_render import configure_workbench, head_to_blender
 
 BACKGROUND_GREY = (0.3, 0.3, 0.3)
 SENSOR_WIDTH_MM = 36.0  # any value works: Blender's lens / sensor width sets the focal length in px
@@ -113,18 +113,7 @@ class ScanRenderer:
     def _set_up_workbench(self) -> None:
         """Workbench, studio light, the texture's colours, untouched colour management."""
         scene = self.scene
-        scene.render.engine = "BLENDER_WORKBENCH"
-        scene.render.resolution_x = self.camera.width_px
-        scene.render.resolution_y = self.camera.height_px
-        scene.render.resolution_percentage = 100
-        scene.render.pixel_aspect_x = 1.0
-        scene.render.pixel_aspect_y = 1.0
-        scene.render.film_transparent = False
-        scene.render.image_settings.file_format = "PNG"
-        scene.render.image_settings.color_mode = "RGB"
-        scene.display.shading.light = "STUDIO"
-        scene.display.shading.color_type = "TEXTURE"
-        scene.view_settings.view_transform = "Standard"
+        configure_workbench(scene, self.camera.width_px, self.camera.height_px, "TEXTURE")
         world = self._keep(bpy.data.worlds, bpy.data.worlds.new("MXR scan world"))
         world.color = BACKGROUND_GREY
         scene.world = world

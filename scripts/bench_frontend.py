@@ -43,7 +43,7 @@ import cv2
 import numpy as np
 
 from mxr.ops.crops import apply_affine, stabilising_transform, warp_to_crop
-from mxr.ops.flow import DEFAULT_FLOW_PROFILE, FLOW_PROFILES, dense_flow, make_dis
+from mxr.ops.flow import DEFAULT_FLOW_PROFILE, FLOW_PROFILES, dense_flow, make_dis, smooth_motion_field
 from mxr.ops.frontend import FrontEnd, FrontendSettings
 from mxr.ops.landmarks import FaceTracker
 from mxr.ops.progress import ProgressReporter
@@ -195,19 +195,6 @@ def memory(path: Path) -> dict[str, object]:
         return {"clip": peak_memory_mb(path), f"looped {LOOPS}x": peak_memory_mb(looped)}
 
 
-def smooth_field(shape: tuple[int, int], peak_px: float, seed: int) -> np.ndarray:
-    """Sum of 8 Gaussian bumps scaled to ``peak_px`` plus a 0.3 px global x shift: (H, W, 2) px."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float32)
-    field = np.zeros(shape + (2,), np.float32)
-    for _ in range(8):
-        cx, cy = rng.uniform(60, 200, 2)
-        sigma = rng.uniform(12, 30)
-        field += np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma**2))[..., None] * rng.normal(size=2)
-    field *= peak_px / np.linalg.norm(field, axis=2).max()
-    return field + np.array([0.3, 0.0], np.float32)
-
-
 def flow_accuracy() -> dict[str, object]:
     frame = read_frames_at(sample_path("video/single_face.mp4"), [0])[0]
     with FaceTracker() as tracker:
@@ -230,7 +217,7 @@ def flow_accuracy() -> dict[str, object]:
             for peak in (0.5, 1.0, 2.0):
                 errors = []
                 for seed in range(3):
-                    field = smooth_field(crop.shape, peak, seed)
+                    field = smooth_motion_field(crop.shape, peak, seed)
                     # previous(x) = image(x + field(x)), current = image: the flow previous -> current is field.
                     previous = cv2.remap(crop, xx + field[..., 0] + 0.5, yy + field[..., 1] + 0.5, cv2.INTER_CUBIC,
                                          borderMode=cv2.BORDER_REFLECT)

@@ -40,15 +40,14 @@ from mxr.models.network.synthetic import NOISE_GROUPS, NOISE_MODEL_PATH, landmar
 from mxr.models.open_head import load_open_head
 from mxr.ops.canonical import canonicalize
 from mxr.ops.crops import apply_affine, stabilising_transform, warp_to_crop
-from mxr.ops.flow import DEFAULT_FLOW_PROFILE, dense_flow, forward_backward_error, is_consistent, make_dis, sample_bilinear
+from mxr.ops.flow import (DEFAULT_FLOW_PROFILE, dense_flow, forward_backward_error, is_consistent, make_dis, sample_bilinear,
+                          smooth_motion_field)
 from mxr.ops.frontend import FrontEnd, FrontendSettings, stack_records
 from mxr.ops.landmarks import FaceTracker
 from mxr.ops.progress import ProgressReporter
 from mxr.ops.sample_data import sample_path
 from mxr.ops.video import read_frames_at
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_frontend import smooth_field  # noqa: E402  (the benchmark's known-motion fields, shared)
 
 DEFAULT_CLIPS = ("video/single_face.mp4", "video/WolfgangLanger_Pexels.mp4")
 MAD_TO_STD = 1.4826
@@ -130,7 +129,7 @@ def flow_on_known_motion() -> dict[str, float]:
     magnitude, endpoint, fb, consistent = [], [], [], []
     for peak in FLOW_PEAKS_PX:
         for seed in range(3):
-            field = smooth_field(crop.shape, peak, seed)
+            field = smooth_motion_field(crop.shape, peak, seed)
             previous = cv2.remap(crop, xx + field[..., 0] + 0.5, yy + field[..., 1] + 0.5, cv2.INTER_CUBIC,
                                  borderMode=cv2.BORDER_REFLECT)
             current = cv2.remap(crop, xx + 0.5, yy + 0.5, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)

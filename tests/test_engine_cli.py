@@ -3,7 +3,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 
 import cv2
 import numpy as np

@@ -5,7 +5,7 @@ import pytest
 
 from mxr.ops.crops import apply_affine, stabilising_transform, warp_to_crop
 from mxr.ops.flow import (DEFAULT_FLOW_PROFILE, FlowEstimator, dense_flow, dense_forward_backward_error, forward_backward_error,
-                          is_consistent, make_dis, sample_bilinear)
+                          is_consistent, make_dis, sample_bilinear, smooth_motion_field)
 from mxr.ops.landmarks import FaceTracker
 from mxr.ops.sample_data import sample_path
 from mxr.ops.video import read_frames_at
@@ -25,19 +25,6 @@ def face_crop():
     return crop, points, cv2.erode(mask, np.ones((9, 9), np.uint8)).astype(bool)
 
 
-def smooth_field(shape, peak_px, seed=0):
-    """Sum of Gaussian bumps scaled to ``peak_px`` plus a 0.3 px global shift: (H, W, 2) px."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float32)
-    field = np.zeros(shape + (2,), np.float32)
-    for _ in range(8):
-        cx, cy = rng.uniform(60, 200, 2)
-        sigma = rng.uniform(12, 30)
-        field += np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma**2))[..., None] * rng.normal(size=2)
-    field *= peak_px / np.linalg.norm(field, axis=2).max()
-    return field + np.array([0.3, 0.0], np.float32)
-
-
 def moved_pair(image, field):
     """(previous, current) such that the flow previous -> current is exactly ``field``: both are
     cubic resamplings of ``image`` (half-pixel offset), so they are equally smoothed."""
@@ -52,7 +39,7 @@ def moved_pair(image, field):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_default_profile_recovers_known_motion_within_a_tenth_of_a_pixel(face_crop, peak_px, seed):
     crop, _, mask = face_crop
-    field = smooth_field(crop.shape, peak_px, seed)
+    field = smooth_motion_field(crop.shape, peak_px, seed)
     previous, current = moved_pair(crop, field)
     flow = dense_flow(make_dis(DEFAULT_FLOW_PROFILE), previous, current)
     error = np.linalg.norm(flow - field, axis=2)[mask]
@@ -61,7 +48,7 @@ def test_default_profile_recovers_known_motion_within_a_tenth_of_a_pixel(face_cr
 
 def test_flow_at_landmarks_and_consistency_on_known_motion(face_crop):
     crop, points, _ = face_crop
-    field = smooth_field(crop.shape, 1.0, seed=3)
+    field = smooth_motion_field(crop.shape, 1.0, seed=3)
     previous, current = moved_pair(crop, field)
     pair = FlowEstimator().pair(previous, current, points)
     truth = sample_bilinear(field, points)

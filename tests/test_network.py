@@ -19,7 +19,7 @@ from mxr.models.network.events import extract_events, hysteresis_segments
 from mxr.models.network.features import (EVENT_REGIONS, canonical_flow_mm, mesh_graph, region_membership,
                                          take_inputs, vertex_normals, window_starts, windowed)
 from mxr.ops.errors import MxrError
-from mxr.models.network.runner import CPU, CUDA, DEFAULT_MODEL, NetworkRunner, apply_network, choose_providers
+from mxr.models.network.runner import CPU, CUDA, NetworkRunner, apply_network, choose_providers
 from mxr.models.network.torch_model import (INPUT_NAMES, MicroNet, NetworkConfig, example_inputs, export_onnx,
                                            parameter_count)
 from mxr.models.open_head import load_open_head
