@@ -36,12 +36,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .correspondence import LANDMARK_COUNT, LandmarkEmbedding
+from .correspondence import LandmarkEmbedding
 from .flame import joint_transforms, rodrigues
 from .head_model import HeadModel
 from .retarget import FlameLandmarks, displacement_on, flame_rest_alignment, neutral_to_head
 
-IRISES = np.arange(468, LANDMARK_COUNT)  # MediaPipe's refined iris landmarks
 FACE_SOURCES = np.arange(468)  # the landmarks whose residual becomes detail
 STILL_REGIONS = ("neck", "eyeballs")  # HeadModel regions the detail never moves
 RADIUS_FRACTION = 0.15  # support radius, as a fraction of the rest landmarks' bounding-box diagonal

@@ -97,6 +97,8 @@ def bake_take(
         for axis in range(3):
             curve = ensure_fcurve(object_action, rig, "rotation_euler", axis)
             write_keys(curve, frames[valid], eulers[:, axis], "LINEAR")
+    else:  # an earlier bake's head rotation is MXR's own: it must not keep animating this take
+        remove_fcurves(object_action, rig, ["rotation_euler"], indices=(0, 1, 2))
     rig["mxr_source"] = take.source_path
     return BakeResult(take.frame_count, int(valid.sum()), names, warnings, detail)
 
@@ -224,8 +226,9 @@ def ensure_fcurve(action: bpy.types.Action, datablock: bpy.types.ID, data_path: 
     return curve or action.fcurves.new(data_path, index=index, action_group=GROUP)
 
 
-def remove_fcurves(action: bpy.types.Action, datablock: bpy.types.ID, data_paths: list[str]) -> None:
-    """Delete ``action``'s F-curves (index 0) for ``data_paths`` on ``datablock``, where present."""
+def remove_fcurves(action: bpy.types.Action, datablock: bpy.types.ID, data_paths: list[str],
+                   indices: tuple[int, ...] = (0,)) -> None:
+    """Delete ``action``'s F-curves for ``data_paths`` x ``indices`` on ``datablock``, where present."""
     if hasattr(action, "slots"):  # 4.4+: the curves live in the datablock's slot's channel bag
         from bpy_extras.anim_utils import action_get_channelbag_for_slot
 
@@ -236,9 +239,10 @@ def remove_fcurves(action: bpy.types.Action, datablock: bpy.types.ID, data_paths
     else:
         curves = action.fcurves
     for path in data_paths:
-        curve = curves.find(path)
-        if curve is not None:
-            curves.remove(curve)
+        for index in indices:
+            curve = curves.find(path, index=index)
+            if curve is not None:
+                curves.remove(curve)
 
 
 def write_keys(curve: bpy.types.FCurve, frames: np.ndarray, values: np.ndarray, interpolation: str) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import bpy
 
 from .camera import RENDER_CAMERA, frame_front, owned_camera
+from .landmark_render import configure_workbench
 from .pipeline import bake_take_file
 from .rig import OWNED
 
@@ -33,20 +34,15 @@ def build_demo_blend(take_path: Path, blend_path: Path, preview_dir: Path, previ
     camera = owned_camera(scene, RENDER_CAMERA)
     scene.frame_set(scene.frame_start)
     frame_front(camera, baked.rig, margin=1.15)
-    configure_workbench(scene, camera)
+    set_up_preview_render(scene, camera)
     save_blend_atomically(Path(blend_path))
     return render_frames(scene, [scene.frame_start + k for k in preview_frames], Path(preview_dir))
 
 
-def configure_workbench(scene: bpy.types.Scene, camera: bpy.types.Object) -> None:
+def set_up_preview_render(scene: bpy.types.Scene, camera: bpy.types.Object) -> None:
     """Workbench, studio light, plain background, rendered through ``camera``."""
     scene.camera = camera
-    scene.render.engine = "BLENDER_WORKBENCH"
-    scene.render.resolution_x, scene.render.resolution_y = RENDER_SIZE_PX
-    scene.render.resolution_percentage = 100
-    scene.render.image_settings.file_format = "PNG"
-    scene.display.shading.light = "STUDIO"
-    scene.display.shading.color_type = "SINGLE"
+    configure_workbench(scene, *RENDER_SIZE_PX, "SINGLE")
     scene.display.shading.show_cavity = True
     if scene.world is None:
         scene.world = bpy.data.worlds.new("MXR Preview")

@@ -65,8 +65,7 @@ def add_reference_video(scene: bpy.types.Scene, rig: bpy.types.Object, take: Tak
     source = Path(take.source_path)
     if not source.is_file():
         return camera, [f"reference video not found ({source}): no camera background"]
-    clip = bpy.data.movieclips.load(str(source), check_existing=True)
-    clip[OWNED] = True
+    clip = _owned_clip(source)
     clip.frame_start = scene.frame_start - int(take.frame_indices[0])
     camera.data.show_background_images = True
     background = backgrounds.new()
@@ -76,3 +75,14 @@ def add_reference_video(scene: bpy.types.Scene, rig: bpy.types.Object, take: Tak
     background.display_depth = "BACK"
     background.alpha = 0.6
     return camera, []
+
+
+def _owned_clip(source: Path) -> bpy.types.MovieClip:
+    """MXR's own clip of ``source``: reused across bakes, never the user's clip of the same file
+    (MXR shifts its start frame, which would move the user's tracking or compositing)."""
+    for clip in bpy.data.movieclips:
+        if clip.get(OWNED) and Path(bpy.path.abspath(clip.filepath)) == source:
+            return clip
+    clip = bpy.data.movieclips.load(str(source), check_existing=False)
+    clip[OWNED] = True
+    return clip

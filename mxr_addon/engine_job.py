@@ -55,11 +55,14 @@ class Progress:
 class EngineJob:
     """One engine run. ``poll()`` drains the events read so far; ``result()`` after it exits."""
 
-    def __init__(self, python: str, video: Path, take_path: Path, package_parent: Path = PACKAGE_PARENT):
-        self.command = [python, "-m", "mxr.ops", "reconstruct", str(video), "--out", str(take_path)]
+    def __init__(self, python: str, video: Path, take_path: Path, package_parent: Path = PACKAGE_PARENT,
+                 options: tuple[str, ...] = ()):
+        """``options``: more engine arguments, e.g. ``("--baseline",)``."""
+        self.command = [python, "-m", "mxr.ops", "reconstruct", str(video), "--out", str(take_path), *options]
         self.package_parent = Path(package_parent)
         self.progress = Progress("starting", 0.0, None)
         self.take: Path | None = None
+        self.summary: dict = {}  # the engine's "done" event: frames, seconds, model_version, provider, ...
         self.error: str | None = None
         self.warnings: list[str] = []
         self._events: queue.Queue[dict] = queue.Queue()
@@ -115,6 +118,7 @@ class EngineJob:
                                          None if eta is None else float(eta))
             elif kind == "done":
                 self.take = Path(event["take"])
+                self.summary = event
             elif kind == "warning":
                 self.warnings.append(str(event.get("message", "")))
             elif kind == "error":

@@ -17,17 +17,13 @@ import bpy
 import numpy as np
 
 from ..models.correspondence import OrthographicProjection
+from .rig import head_to_blender
 
 # Grey on a lighter grey: a plain clay look MediaPipe's face detector accepts.
 SURFACE_GREY = (0.8, 0.8, 0.8)
 BACKGROUND_GREY = (0.25, 0.25, 0.25)
 # The camera sits this far (metres) in front of the head's front-most point; ortho ignores it.
 CAMERA_STANDOFF_M = 1.0
-
-
-def head_to_blender(points: np.ndarray) -> np.ndarray:
-    """HeadModel axes (x left, y up, z out of the face) -> Blender's Z-up world: (x, -z, y)."""
-    return np.stack([points[..., 0], -points[..., 2], points[..., 1]], axis=-1)
 
 
 def render_head_front(

@@ -224,6 +224,11 @@ class MXR_OT_reconstruct_video(bpy.types.Operator):
         window_manager.progress_end()
         context.workspace.status_text_set(None)
 
+    def cancel(self, context: bpy.types.Context) -> None:
+        """Blender aborts the modal run (a new or loaded file, a closed window): stop the engine too."""
+        self._running.cancel()
+        self._stop_modal(context)
+
     def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
         job = self._running
         if event.type == "ESC":

@@ -67,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         reporter.emit("error", message=str(error))
         print(f"mxr: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as error:  # the disk filled up or the output went away while writing
+        reporter.emit("error", message=f"cannot write the take: {error}")
+        print(f"mxr: error: cannot write the take: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         reporter.emit("error", message="cancelled")
         print("mxr: cancelled; no take was written", file=sys.stderr)

@@ -24,7 +24,7 @@ import numpy as np
 
 from .frontend import FrameRecord, FrontEnd, FrontendSettings, stack_records, unstack_records
 from .progress import ProgressReporter
-from .video import VideoInfo, probe_video
+from .video import VideoInfo, file_sha256, probe_video
 
 CACHE_FORMAT = "mxr.frontend-cache"
 CACHE_VERSION = 1
@@ -83,7 +83,7 @@ class CachedFrontEnd:
             if manifest["format"] != CACHE_FORMAT or manifest["version"] != CACHE_VERSION or manifest["key"] != self.key:
                 raise ValueError("manifest of another format or key")
             for chunk in manifest["chunks"]:
-                if _file_sha256(self.entry / chunk["file"]) != chunk["sha256"]:
+                if file_sha256(self.entry / chunk["file"]) != chunk["sha256"]:
                     raise ValueError(f"{chunk['file']} does not match its checksum")
             return manifest
         except (OSError, ValueError, KeyError, TypeError) as error:
@@ -134,7 +134,7 @@ class CachedFrontEnd:
 def _write_chunk(folder: Path, number: int, records: list[FrameRecord]) -> dict[str, Any]:
     name = f"chunk_{number:06d}.npz"
     np.savez(folder / name, **stack_records(records))
-    return {"file": name, "frames": len(records), "sha256": _file_sha256(folder / name)}
+    return {"file": name, "frames": len(records), "sha256": file_sha256(folder / name)}
 
 
 def _publish(partial: Path, entry: Path) -> None:
@@ -154,7 +154,3 @@ def _sweep_stale_partials(cache_dir: Path) -> None:
                 shutil.rmtree(folder, ignore_errors=True)
         except OSError:
             continue
-
-
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()

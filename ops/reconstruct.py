@@ -8,6 +8,7 @@ detected micro events; ``use_network=False`` keeps the baseline.
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,11 +48,26 @@ class ReconstructSummary:
     micro_events: int
 
 
+def check_writable(path: Path) -> None:
+    """Refuse an output path that cannot become a file, before minutes of work are spent on it."""
+    if path.is_dir():
+        raise MxrError(f"cannot write {path}: it is a folder")
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise MxrError(f"cannot write {path}: {folder} is not a writable folder")
+
+
 def reconstruct(video_path: Path, take_path: Path, settings: ReconstructSettings | None = None,
                 reporter: ProgressReporter | None = None) -> ReconstructSummary:
     settings = settings or ReconstructSettings()
     reporter = reporter or ProgressReporter()
     started = time.monotonic()
+    for output in (take_path, settings.debug_sheet):
+        if output is not None:
+            check_writable(Path(output))
+    runner = NetworkRunner() if settings.use_network else None  # a broken model fails before the video work
     frontend = CachedFrontEnd(Path(video_path), settings.frontend, reporter, settings.cache_dir)
     records = list(frontend.records())
     observed = stack_records(records)  # per-frame arrays (T, ...)
@@ -97,8 +113,7 @@ def reconstruct(video_path: Path, take_path: Path, settings: ReconstructSettings
                   "frontend_cache_key": frontend.key, "mxr_version": __version__},
     )
     provider = None
-    if settings.use_network:
-        runner = NetworkRunner()
+    if runner is not None:
         take = apply_network(take, runner)
         provider = runner.provider
     save_take(take, Path(take_path))

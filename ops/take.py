@@ -46,7 +46,7 @@ class Take:
     source_path: str
     source_sha256: str
     fps: float  # nominal frames per second of the source
-    frame_size: tuple[int, int]  # (width, height) px of the analysed frames
+    frame_size: tuple[int, int]  # (width, height) px of the source video's frames
     timestamps_s: np.ndarray  # (T,) float64, presentation time of each frame
     valid: np.ndarray  # (T,) bool, a face was found
     # observations

@@ -6,12 +6,11 @@ in bpy and composes out/demo_preview.png from the video and Workbench renders of
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from mxr.mxr_addon.engine_job import EngineJob, Progress
 from mxr.ops.errors import MxrError
 from mxr.ops.preview import compose_contact_sheet, pick_preview_frames
 from mxr.ops.sample_data import DEFAULT_CLIP, sample_path
@@ -21,23 +20,23 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_engine(video: Path, take_path: Path, baseline: bool) -> dict:
-    """Run ``python -m mxr.ops reconstruct``; show its progress; return its ``done`` event."""
-    command = [sys.executable, "-m", "mxr.ops", "reconstruct", str(video), "--out", str(take_path)]
-    process = subprocess.Popen(command + (["--baseline"] if baseline else []), stdout=subprocess.PIPE, text=True)
-    done: dict = {}
-    for line in process.stdout:
-        event = json.loads(line)
-        if event["event"] == "progress":
-            eta = "" if event["eta_s"] is None else f", ~{event['eta_s']:.0f} s left"
-            print(f"\r  {event['stage']}: {event['frame']}/{event['frames']}{eta}   ", end="", file=sys.stderr)
-        elif event["event"] == "warning":
-            print(f"\n  warning: {event['message']}", file=sys.stderr)
-        elif event["event"] == "done":
-            done = event
+    """Run the engine as the add-on does (a separate process, JSON lines); show its progress;
+    return its summary. The engine has already said why on stderr when it fails."""
+    job = EngineJob(sys.executable, video, take_path, options=("--baseline",) if baseline else ())
+
+    def show(progress: Progress) -> None:
+        eta = "" if progress.eta_s is None else f", ~{progress.eta_s:.0f} s left"
+        print(f"\r  {progress.stage}: {progress.fraction:4.0%}{eta}   ", end="", file=sys.stderr)
+
+    try:
+        job.run(on_progress=show)
+    except MxrError as error:
+        print(f"\nmxr: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(file=sys.stderr)
-    if process.wait() != 0:
-        raise SystemExit(process.returncode)  # the engine already said why on stderr
-    return done
+    for warning in job.warnings:
+        print(f"  warning: {warning}", file=sys.stderr)
+    return job.summary
 
 
 def main() -> int:

@@ -80,6 +80,10 @@ def test_head_rotation_in_blender_axes(empty_blend, head):
         rotation = evaluated(scene, rig, scene.frame_start + k)[2]
         np.testing.assert_allclose(rotation, (0.0, 0.0, yaw), atol=1e-5)
 
+    # Baked again without head rotation: the first take's rotation must not keep animating the rig.
+    bake_take(scene, rig, head, take, key_rotation=False)
+    assert not [curve for curve in curves_of(rig.animation_data.action) if curve.data_path == "rotation_euler"]
+
 
 def test_rebake_replaces_only_mxr_data(empty_blend, head):
     scene = empty_blend
@@ -164,6 +168,8 @@ def test_reference_video_is_the_camera_background(empty_blend, tmp_path):
     empty_blend.frame_start = 3
     head = load_open_head()
     video = write_video(tmp_path / "performer.mp4")
+    users_clip = bpy.data.movieclips.load(str(video))  # the animator tracks this very video
+    users_clip.frame_start = 40
     take = synthetic_take(head, frames=12, invalid=(), source_path=str(video))
     take.frame_indices = take.frame_indices + 5  # the take starts at the clip's frame 5
     save_take(take, tmp_path / "take.npz")
@@ -174,6 +180,9 @@ def test_reference_video_is_the_camera_background(empty_blend, tmp_path):
     assert background.source == "MOVIE_CLIP" and background.clip.filepath == str(video)
     assert background.clip.frame_start == empty_blend.frame_start - 5  # video frame 5 = take frame 0
     assert empty_blend.camera == camera
+    assert background.clip != users_clip and users_clip.frame_start == 40 and not users_clip.get("mxr_owned")
+    assert bpy.ops.mxr.bake_take(filepath=str(tmp_path / "take.npz")) == {"FINISHED"}  # re-bake reuses MXR's clip
+    assert len(bpy.data.movieclips) == 2
 
 
 def test_demo_blend_is_saved_and_head_frames_render(empty_blend, tmp_path):

@@ -122,6 +122,15 @@ def test_no_face_fails_clearly_and_keeps_the_old_take(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["take.npz"]
 
 
+@pytest.mark.parametrize("out_name", ["a folder", "under a file/take.npz"])
+def test_an_output_that_cannot_be_written_fails_before_any_work(tmp_path, out_name):
+    (tmp_path / "a folder").mkdir()
+    (tmp_path / "under a file").write_text("a file, not a folder")
+    code, events, stderr = run_engine("reconstruct", sample_path("video/single_face.mp4"), "--out", tmp_path / out_name)
+    assert code == 2 and "cannot write" in stderr
+    assert not [e for e in events if e["event"] == "progress"]  # refused before decoding
+
+
 @pytest.mark.parametrize("make_input", ["missing", "text", "directory"])
 def test_bad_input_exits_2_with_a_message(tmp_path, make_input):
     video = tmp_path / "clip.mp4"

@@ -47,7 +47,6 @@ NOISE_MODEL_PATH = Path(__file__).resolve().parent / "noise_model.json"
 IRIS_LANDMARKS = np.arange(468, 478)
 # Landmark groups for the noise model, in the order a landmark is claimed (first region wins).
 NOISE_GROUPS = ("iris", "eyes", "brows", "nose", "mouth", "cheeks", "jaw", "contour")
-MICRO_REGIONS = ("brows", "eyes", "nose", "cheeks", "mouth", "jaw")
 
 # AU-like micro actions: (region, {unit: weight}). "Left"/"Right" pairs may fire on one side only.
 MICRO_ACTIONS: dict[str, tuple[str, dict[str, float]]] = {
