@@ -89,6 +89,17 @@ def synthetic_take(head: HeadModel, frames: int = 24, invalid: tuple[int, ...] =
     rotation[:, 0, 2], rotation[:, 2, 0] = np.sin(angles), -np.sin(angles)
     rotation[:, 1, 1] = 1.0
 
+    return take_from_deformation(neutral_mm, 0.7 * deformation_mm, 0.3 * deformation_mm, rotation, valid,
+                                 rng.normal(300.0, 50.0, (frames, LANDMARK_COUNT, 3)), source_path, fps)
+
+
+def take_from_deformation(neutral_mm: np.ndarray, macro_mm: np.ndarray, micro_mm: np.ndarray,
+                          head_rotation: np.ndarray, valid: np.ndarray, landmarks_px: np.ndarray,
+                          source_path: str, fps: float) -> Take:
+    """A valid take around known layers (T, 478, 3) mm; NaN on frames where ``valid`` is False,
+    no detail, no front-end observations."""
+    frames = len(valid)
+
     def per_frame(values: np.ndarray) -> np.ndarray:
         values = values.astype(np.float32)
         values[~valid] = np.nan
@@ -97,11 +108,11 @@ def synthetic_take(head: HeadModel, frames: int = 24, invalid: tuple[int, ...] =
     return Take(
         source_path=source_path, source_sha256="0" * 64, fps=fps, frame_size=(640, 480),
         timestamps_s=np.arange(frames) / fps, valid=valid,
-        landmarks_px=per_frame(rng.normal(300.0, 50.0, (frames, LANDMARK_COUNT, 3))),
-        head_rotation=per_frame(rotation), head_translation_px=per_frame(np.full((frames, 3), 320.0)),
+        landmarks_px=per_frame(landmarks_px),
+        head_rotation=per_frame(head_rotation), head_translation_px=per_frame(np.full((frames, 3), 320.0)),
         head_scale_px_per_mm=per_frame(np.full(frames, 2.0)), neutral_mm=neutral_mm.astype(np.float32),
-        macro_mm=per_frame(0.7 * deformation_mm), micro_mm=per_frame(0.3 * deformation_mm),
-        detail_mm=per_frame(np.zeros_like(deformation_mm)), **unobserved_front_end(frames),
+        macro_mm=per_frame(macro_mm), micro_mm=per_frame(micro_mm),
+        detail_mm=per_frame(np.zeros_like(macro_mm)), **unobserved_front_end(frames),
     )
 
 

@@ -345,7 +345,7 @@ def flame_take(model, landmarks, identity: np.ndarray, expression: np.ndarray, p
     through ``landmarks`` on a performer whose neutral is FLAME's with ``identity``, in mm."""
     from mxr.models.flame import rodrigues
     from mxr.models.retarget import FlameLandmarks
-    from mxr.ops.take import Take, unobserved_front_end
+    from conftest import take_from_deformation
 
     frames = len(expression)
     rig = FlameLandmarks.build(model, landmarks, identity, expression.shape[1])
@@ -357,17 +357,5 @@ def flame_take(model, landmarks, identity: np.ndarray, expression: np.ndarray, p
     valid = np.ones(frames, dtype=bool)
     valid[list(invalid)] = False
 
-    def per_frame(values: np.ndarray) -> np.ndarray:
-        values = values.astype(np.float32)
-        values[~valid] = np.nan
-        return values
-
-    return Take(
-        source_path=source_path, source_sha256="0" * 64, fps=fps, frame_size=(640, 480),
-        timestamps_s=np.arange(frames) / fps, valid=valid,
-        landmarks_px=per_frame(np.zeros((frames, 478, 3))),
-        head_rotation=per_frame(rodrigues(pose[:, 1])), head_translation_px=per_frame(np.full((frames, 3), 320.0)),
-        head_scale_px_per_mm=per_frame(np.full(frames, 2.0)), neutral_mm=neutral_mm.astype(np.float32),
-        macro_mm=per_frame(deformation_mm), micro_mm=per_frame(np.zeros_like(deformation_mm)),
-        detail_mm=per_frame(np.zeros_like(deformation_mm)), **unobserved_front_end(frames),
-    )
+    return take_from_deformation(neutral_mm, deformation_mm, np.zeros_like(deformation_mm), rodrigues(pose[:, 1]),
+                                 valid, np.zeros((frames, 478, 3)), source_path, fps)
