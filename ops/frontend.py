@@ -12,11 +12,11 @@ start. Bounded queues between the stages keep memory independent of the clip len
 frames are in flight, never the clip.
 
 Where the CPU goes, per 640x360 frame on a 2-core machine (scripts/bench_frontend.py splits it by
-thread): MediaPipe's graph ~2.2-2.9 ms and its Python side ~0.6, forward + backward DIS ~2.4 and
-the flow thread's Python ~0.4, decode ~1.0 (FFmpeg's frame threads included), crops and records
-~0.5: ~7-7.5 ms in all, against ~2.6 ms for MediaPipe alone, which keeps about one core busy.
-Two cores cannot run ~7 ms of work in under ~3.5 ms a frame, so the full front-end reaches at
-most ~0.7x MediaPipe-only throughput, and less as packing and other load take their share.
+thread): MediaPipe's graph ~2.1-2.8 ms and its Python side ~0.3-0.5, forward + backward DIS ~1.9
+and the flow thread's Python ~0.7, decode ~0.9 (FFmpeg's frame threads included), crops and
+records ~0.4: ~5.7-6.6 ms in all, against ~2.1-2.6 ms for MediaPipe alone, which keeps about one
+core busy. Two cores cannot run ~6 ms of work in under ~3 ms a frame, so the full front-end stays
+near 0.55-0.75x MediaPipe-only throughput, depending on how fast MediaPipe alone runs that day.
 
 Everything in a ``FrameRecord`` is in source-frame pixels or canonical-crop pixels; a downscale
 for analysis (frames larger than ``max_side``) is folded into the transforms and reported as
@@ -25,6 +25,7 @@ for analysis (frames larger than ``max_side``) is folded into the transforms and
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,6 +42,11 @@ from .progress import ProgressReporter
 from .video import DEFAULT_ANALYSIS_MAX_SIDE, VideoInfo, analysis_scale, downscale, iter_frames, probe_video
 
 QUEUE_FRAMES = 8  # frames in flight between two stages
+# MediaPipe releases the GIL while its graph runs and must take it back to return. With Python's
+# default 5 ms switch interval a stage busy in Python holds it that long, and MediaPipe (the
+# slowest stage, ~3 ms a frame) waits: a busy Python thread cut MediaPipe from 340 to 120
+# frames/s here. 0.2 ms keeps it at full speed; the interval is restored when the run ends.
+GIL_SWITCH_INTERVAL_S = 0.0002
 _POLL_S = 0.1  # how often a blocked stage looks at the stop flag
 
 
@@ -174,6 +180,8 @@ class FrontEnd:
         ]
         threads_before = cv2.getNumThreads()
         cv2.setNumThreads(1)  # the pipeline's own threads fill the cores; nested pools only contend
+        switch_interval_before = sys.getswitchinterval()
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         for worker in workers:
             worker.start()
         try:
@@ -183,6 +191,7 @@ class FrontEnd:
             for worker in workers:
                 worker.join()
             cv2.setNumThreads(threads_before)
+            sys.setswitchinterval(switch_interval_before)
 
     def _decode(self, out: queue.Queue, stop: threading.Event) -> None:
         frames = iter_frames(self.video.path, start_frame=self.settings.start_frame, end_frame=self.settings.end_frame)

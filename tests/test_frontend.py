@@ -1,6 +1,7 @@
 """The pipelined front-end on real clips with real MediaPipe and OpenCV."""
 import io
 import json
+import sys
 import threading
 
 import cv2
@@ -9,7 +10,7 @@ import pytest
 
 from mxr.ops.crops import apply_affine
 from mxr.ops.errors import MxrError
-from mxr.ops.frontend import FrontEnd, FrontendSettings, stack_records, unstack_records
+from mxr.ops.frontend import GIL_SWITCH_INTERVAL_S, FrontEnd, FrontendSettings, stack_records, unstack_records
 from mxr.ops.frontend_debug import write_contact_sheet
 from mxr.ops.landmarks import FaceTracker, landmark_list_px
 from mxr.ops.progress import ProgressReporter
@@ -156,6 +157,16 @@ def test_closing_early_stops_the_workers():
     records.close()
     assert [r.index for r in first] == list(range(5))
     assert threading.active_count() == threads_before
+
+
+def test_the_gil_switch_interval_is_short_while_running_and_restored_after():
+    """The interval is process-wide (Blender's own Python shares it): set for the run only."""
+    before = sys.getswitchinterval()
+    records = FrontEnd(sample_path("video/single_face.mp4"), reporter=ProgressReporter(io.StringIO())).records()
+    next(records)
+    assert sys.getswitchinterval() == pytest.approx(GIL_SWITCH_INTERVAL_S)
+    records.close()
+    assert sys.getswitchinterval() == before
 
 
 def test_contact_sheet(single_face, tmp_path):
