@@ -3,7 +3,7 @@
     .venv/bin/python scripts/evaluate.py [--quick] [--model PATH] [--markdown OUT]
 
 1. Held-out synthetic clips (``models.network.synthetic``, seeds 7000-7002, disjoint from
-   training's 1000-1003): 200 fps, 24-30 fps and 24-200 fps groups, with exact truth.
+   training's 1000-1004): 200 fps, 24-30 fps and 24-200 fps groups, with exact truth.
 2. Clips rendered from the real scanned face (``.cache/scan_clips``, ``scripts/render_scan_clips.py``;
    rendered here when missing, skipped in ``--quick``), run through the engine's front-end.
 3. The real clips ``single_face.mp4`` and ``WolfgangLanger_Pexels.mp4`` (no truth): flow agreement
@@ -42,6 +42,7 @@ from mxr.models.network.evaluation import (
     TIMING_TOLERANCE_FRAMES,
     TruthScores,
     VideoScores,
+    flow_oracle_scores,
     landmark_highpass,
     measure_flow,
     median_abs,
@@ -66,11 +67,12 @@ EVALUATION_MD = REPO / "models" / "network" / "EVALUATION.md"
 REAL_CLIPS = ("video/single_face.mp4", "video/WolfgangLanger_Pexels.mp4")
 BASELINE, HIGHPASS, NETWORK, NO_FLOW, NO_TEMPORAL = (
     "(a) landmark baseline", "(a') landmark high-pass", "network", "(b) no flow", "(c) no temporal module")
+FLOW_ORACLE = "(o) flow oracle: knows the macro motion and the event windows"
 
 
 @dataclass(frozen=True)
 class SyntheticGroup:
-    """Held-out synthetic clips: ``count`` clips from ``seed`` (training uses 1000-1003)."""
+    """Held-out synthetic clips: ``count`` clips from ``seed`` (training uses 1000-1004)."""
 
     name: str
     seed: int
@@ -174,6 +176,7 @@ def evaluate_synthetic(group: SyntheticGroup, methods: Methods) -> list[TruthCli
         truth = truth_from_synthetic(sequence)
         scores = {name: score_against_truth(take, truth) if take is not None else None
                   for name, take in methods.takes(sequence.take, with_highpass=True).items()}
+        scores[FLOW_ORACLE] = flow_oracle_scores(sequence.take, truth)
         clips.append(TruthClip(group.name, f"seed {group.seed} #{index}", truth.fps, truth.frame_count,
                                len(truth.events), scores))
         print(f"  {group.name} #{index}: {truth.frame_count} frames at {truth.fps:g} fps", file=sys.stderr, flush=True)
@@ -268,16 +271,17 @@ def timing(errors: list[int]) -> str:
 
 def truth_row(method: str, scores: TruthScores | None, baseline: TruthScores) -> list[str]:
     if scores is None:
-        return ["not trained"] + [""] * 6
+        return ["not trained"] + [""] * 8
     events = scores.events
-    f1 = ("no detector" if method in (BASELINE, HIGHPASS)
+    f1 = ("no detector" if method in (BASELINE, HIGHPASS, FLOW_ORACLE)
           else f"{events.f1:.2f} ({events.matched} of {events.truths} found, {events.detections} detected)")
     return [number(scores.macro.mean), number(scores.total.mean), number(scores.micro.mean),
-            number(scores.micro.mean / baseline.micro.mean, 2), f1, timing(events.onset_errors),
+            number(scores.micro.mean / baseline.micro.mean, 2), number(scores.event_total.mean),
+            number(scores.event_total.mean / baseline.event_total.mean, 2), f1, timing(events.onset_errors),
             timing(events.apex_errors)]
 
 
-TRUTH_HEADER = ["macro mm", "total mm", "micro mm", "micro / (a)", "event F1",
+TRUTH_HEADER = ["macro mm", "total mm", "micro mm", "micro / (a)", "in events mm", "in events / (a)", "event F1",
                 f"onset \\|err\\| frames (within ±{TIMING_TOLERANCE_FRAMES})",
                 f"apex \\|err\\| frames (within ±{TIMING_TOLERANCE_FRAMES})"]
 
@@ -342,9 +346,14 @@ def figures(groups: dict[str, list[TruthClip]], real: list[VideoClip]) -> list[s
     def verdict(ok: bool) -> str:
         return "met" if ok else "**not met**"
 
+    in_events = net.event_total.mean / base.event_total.mean
     lines = ["| target (held-out synthetic unless said) | measured | |", "|---|---|---|",
-             f"| micro vertex error <= 0.5x landmark baseline | {ratio:.2f}x (zero micro layer); {strict:.2f}x the "
-             f"better of it and its high-pass | {verdict(ratio <= 0.5)} ({verdict(strict <= 0.5)} vs the high-pass) |",
+             f"| micro vertex error <= 0.5x landmark baseline, read as the micro *layer* | {ratio:.2f}x (zero micro "
+             f"layer); {strict:.2f}x the better of it and its high-pass | {verdict(ratio <= 0.5)} "
+             f"({verdict(strict <= 0.5)} vs the high-pass) |",
+             f"| micro vertex error <= 0.5x landmark baseline, read as the face's error *during* micro-expressions "
+             f"| {in_events:.2f}x ({net.event_total.mean:.3f} vs {base.event_total.mean:.3f} mm) | "
+             f"{verdict(in_events <= 0.5)} |",
              f"| macro error no worse than baseline | macro {net.macro.mean:.3f} vs {base.macro.mean:.3f} mm; total "
              f"{net.total.mean:.3f} vs {base.total.mean:.3f} mm | "
              f"{verdict(net.macro.mean <= base.macro.mean and net.total.mean <= base.total.mean)} |",
@@ -371,7 +380,11 @@ def report(groups: dict[str, list[TruthClip]], real: list[VideoClip], scan_video
              "(mm), the take aligned by a similarity fitted on the neutrals. *macro*: the macro layer vs the truth's "
              "(the baseline keeps all motion in macro); *total*: all layers vs the truth's sum; *micro*: the micro "
              "layer inside truth events (their frames x the landmarks they move by >= 0.1 mm); *micro / (a)*: vs the "
-             "baseline's zero micro layer. (a') is the baseline's total minus its 0.5 s centred moving average. "
+             "baseline's zero micro layer; *in events*: all layers vs the truth's total at those same frames and "
+             "landmarks (how well the face is reconstructed while a micro-expression plays, the sense of the "
+             "paper's micro-expression reconstruction error; the baseline has no micro layer to compare). "
+             "(o) is a bound, not a method: it knows the truth's macro and detail motion and event windows and "
+             "integrates the flow features over each event (micro only). (a') is the baseline's total minus its 0.5 s centred moving average. "
              "Events match when region and onset..offset windows agree (overlap); timing errors are in frames of "
              "the clip's own rate. (b) and (c) are inference-time ablations of the one trained model: (b) flow "
              "marked unobserved (the model never trained without it), (c) the global dynamic feature zeroed "

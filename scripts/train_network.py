@@ -29,7 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mxr.models.network.features import NetworkInputs, mesh_graph, take_inputs, windowed
+from mxr.models.network.evaluation import EventScores, event_scores
+from mxr.models.network.events import extract_events
+from mxr.models.network.features import NetworkInputs, mesh_graph, region_membership, take_inputs, windowed
 from mxr.models.network.runner import DEFAULT_MODEL, NetworkRunner, apply_network, metadata_path
 from mxr.models.network.synthetic import SyntheticConfig, SyntheticSequence, generate_dataset
 from mxr.models.network.torch_model import INPUT_NAMES, OUTPUT_NAMES, MicroNet, NetworkConfig, export_onnx, parameter_count
@@ -37,7 +39,7 @@ from mxr.models.open_head import load_open_head
 from mxr.models.similarity import fit_similarities
 from mxr.ops.take import MicroEvent
 
-VERSION = "mxr-micro-1"
+VERSION = "mxr-micro-2"
 MODEL_CARD = Path(__file__).resolve().parents[1] / "models" / "network" / "MODEL_CARD.md"
 
 
@@ -258,6 +260,32 @@ def moving_average(x: np.ndarray, width: int) -> np.ndarray:
     return (cumulative[width:] - cumulative[:-width]) / width
 
 
+# -- event decoding ------------------------------------------------------------------------------------
+EVENT_THRESHOLD_GRID = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # "high"; "low" is 0.6 x high
+
+
+def calibrate_event_thresholds(runner: NetworkRunner, config: SyntheticConfig, count: int, seed: int) -> dict:
+    """The hysteresis thresholds (``events.extract_events``' high / low) with the best event F1 on
+    validation sequences (their own seed: neither training nor the held-out metrics), matched as
+    ``evaluation.event_scores`` does. The network is run once; only the decoding is repeated."""
+    runs = []
+    for sequence in generate_dataset(load_open_head(), config, count, seed):
+        result = runner.run(sequence.take)
+        runs.append((result, sequence.take.fps, sequence.truth_events))
+    membership = region_membership(tuple(runner.regions))
+    best = {"high": 0.5, "low": 0.3, "f1": -1.0}
+    for high in EVENT_THRESHOLD_GRID:
+        scores = EventScores()
+        for result, fps, truth in runs:
+            detected = extract_events(result.event_logits, result.micro_mm, fps, result.regions, membership,
+                                      high=high, low=0.6 * high)
+            scores.merge(event_scores(detected, truth))
+        f1 = 0.0 if not np.isfinite(scores.f1) else scores.f1
+        if f1 > best["f1"]:
+            best = {"high": high, "low": round(0.6 * high, 3), "f1": round(f1, 4)}
+    return best
+
+
 # -- export --------------------------------------------------------------------------------------------
 def parity(model: MicroNet, path: Path, samples: list[Sample], window: int, rng: np.random.Generator) -> dict:
     """Largest |torch - onnxruntime| per output on real (held-out) windows, CPU provider."""
@@ -310,8 +338,12 @@ def write_model_card(path: Path, metadata: dict, command: str) -> None:
         "## What it is",
         f"- Version `{metadata['version']}`, {metadata['parameters']} parameters, ONNX opset {metadata['opset']}, "
         f"window {metadata['window']} frames (stride {metadata['stride']} with tapered overlap blending).",
+        "- Input fusion (numpy, before the network, `models/network/fusion.py`): landmarks and flow solved together "
+        "over the whole take in the open head's expression-coefficient space (block-tridiagonal least squares): "
+        "the `fused_mm` input.",
         "- Global dynamic feature: region-pooled landmark/flow features per frame, dilated temporal "
-        "convolutions over the window (plug-and-play: the deformation module also runs without it).",
+        f"convolutions over the window (dilations {list(metadata['network']['global_dilations'])}; plug-and-play: "
+        "the deformation module also runs without it).",
         "- Dynamic-guided mesh deformation: per-landmark temporal + gather-based graph convolutions over the "
         "478-point MediaPipe mesh (k = 8 padded neighbours, iris linked to its eye), FiLM-conditioned on the "
         "global feature; outputs a refined total split into macro, micro and detail layers (mm, canonical frame) "
@@ -384,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pretrain-steps", type=int, default=500)
     parser.add_argument("--finetune-steps", type=int, default=1300)
     parser.add_argument("--eval-sequences", type=int, default=60)
-    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=2, help="windows per step (128 frames each)")
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads; 1 is fastest on a shared 2-core machine (2 threads oversubscribe)")
@@ -403,8 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     config = NetworkConfig()
     model = MicroNet(config)
     model.drop_global = 0.1
-    losses = Losses({"macro": 1.0, "micro": 4.0, "micro_events": 4.0, "detail": 1.0, "total": 1.0, "laplacian": 0.5,
-                     "events": 1.0, "event_positive": 3.0})
+    losses = Losses({"macro": 1.0, "micro": 4.0, "micro_events": 8.0, "detail": 1.0, "total": 1.0, "laplacian": 0.5,
+                     "events": 1.0, "event_positive": 5.0})
     regions = tuple(config.regions)
     window = config.window
     synthetic = SyntheticConfig()
@@ -427,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
         "version": VERSION, "window": window, "stride": stride, "opset": opset, "regions": list(regions),
         "parameters": parameter_count(model), "network": config.as_dict(),
         "inputs": {"landmarks_mm": "(B, W, 478, 3)", "flow_mm": "(B, W, 478, 3)", "flow_mask": "(B, W, 478, 1)",
-                   "valid": "(B, W, 1)", "geometry": "(B, 478, 6)", "fps": "(B, 1)"},
+                   "valid": "(B, W, 1)", "geometry": "(B, 478, 6)", "fps": "(B, 1)", "fused_mm": "(B, W, 478, 3)"},
         "outputs": {"macro_mm": "(B, W, 478, 3)", "micro_mm": "(B, W, 478, 3)", "detail_mm": "(B, W, 478, 3)",
                     "event_logits": f"(B, W, {len(regions)})"},
         "training": {"seed": args.seed, "pretrain_sequences": args.pretrain_sequences,
@@ -438,6 +470,11 @@ def main(argv: list[str] | None = None) -> int:
     metadata_path(args.out).write_text(json.dumps(metadata, indent=1))
     metadata["parity_max_abs"] = parity(model, args.out, finetune, window, rng)
     del finetune
+    calibration = calibrate_event_thresholds(NetworkRunner(args.out, providers=["CPUExecutionProvider"]), synthetic,
+                                             max(args.eval_sequences // 2, 2), args.seed + 4)
+    metadata["event_thresholds"] = {"high": calibration["high"], "low": calibration["low"]}
+    metadata["training"]["event_threshold_calibration"] = calibration
+    metadata_path(args.out).write_text(json.dumps(metadata, indent=1))
     runner = NetworkRunner(args.out, providers=["CPUExecutionProvider"])
     held_out = evaluate(runner, synthetic, args.eval_sequences, args.seed + 2)
     at_200 = evaluate(runner, replace(synthetic, fps_range=(200.0, 200.0)), max(args.eval_sequences // 3, 2),

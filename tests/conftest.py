@@ -48,6 +48,15 @@ def empty_blend(mxr_addon):
     bpy.ops.wm.read_factory_settings(use_empty=True)
 
 
+def rotation(yaw_deg: float, pitch_deg: float, roll_deg: float = 0.0) -> np.ndarray:
+    """Head rotation (3, 3), canonical -> camera: yaw about y, then pitch about x, then roll about z."""
+    y, p, r = np.radians([yaw_deg, pitch_deg, roll_deg])
+    yaw = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
+    pitch = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
+    roll = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
+    return yaw @ pitch @ roll
+
+
 def synthetic_head(name: str = "synthetic_head", expressions: int = 6, grid: int = 12, seed: int = 0) -> HeadModel:
     """A small curved quad sheet (face-sized, metres) with smooth random expression shapes."""
     rng = np.random.default_rng(seed)

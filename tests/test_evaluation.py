@@ -14,6 +14,7 @@ from mxr.models.network.evaluation import (
     event_footprint,
     event_scores,
     flow_endpoint_errors,
+    flow_oracle_scores,
     landmark_highpass,
     match_events,
     measure_flow,
@@ -25,6 +26,7 @@ from mxr.models.network.evaluation import (
     within_tolerance,
 )
 from mxr.models.network.synthetic import rotation_from_angles
+from mxr.ops.canonical import image_to_camera
 from mxr.ops.take import LANDMARK_COUNT, MicroEvent, Take, unobserved_front_end
 
 FRAMES = 20
@@ -128,7 +130,30 @@ def test_a_take_in_another_similarity_frame_scores_its_real_error(neutral):
     # A 0.5 mm error in the truth's frame shows as 0.5 mm whatever the take's own scale.
     shifted = take_with(to_take(truth_macro + truth_micro + np.array([0.5, 0.0, 0.0])), take_neutral,
                         micro_mm=to_take(truth_micro))
-    assert score_against_truth(shifted, truth).total.mean == pytest.approx(0.5, abs=1e-4)
+    shifted_scores = score_against_truth(shifted, truth)
+    assert shifted_scores.total.mean == pytest.approx(0.5, abs=1e-4)
+    assert scores.event_total.mean == pytest.approx(0.0, abs=1e-4)
+    assert shifted_scores.event_total.mean == pytest.approx(0.5, abs=1e-4)  # the same error, inside the event
+
+
+def test_the_flow_oracle_integrates_the_flow_over_each_event(neutral):
+    """A still head, a micro event moving 10 landmarks sideways (in the image plane, which the flow
+    sees) on top of a macro drift the oracle is told about: exact flow gives the event back."""
+    micro = np.zeros((FRAMES, LANDMARK_COUNT, 3))
+    micro[6:12, 310:320, 0] = np.array([0.0, 0.2, 0.5, 0.4, 0.2, 0.0])[:, None]  # still at the onset
+    macro = np.zeros_like(micro)
+    macro[:, 305:320, 1] = np.linspace(0.0, 2.0, FRAMES)[:, None]  # a local, non-rigid drift (no rigid landmark)
+    truth = Truth(200.0, neutral, macro, micro, np.zeros_like(micro), [event(6, 8, 11)])
+    take = take_with(macro + micro, neutral)
+    take.landmarks_px = image_to_camera(2.0 * (neutral + macro + micro)).astype(np.float32)  # the take's pose
+    step = np.zeros((FRAMES, LANDMARK_COUNT, 2))
+    step[1:] = np.diff((macro + micro)[..., :2], axis=0) * np.array([1.0, -1.0])  # camera y up -> image y down
+    take.flow_at_landmarks_px = (step * 2.0 * 3.0).astype(np.float32)  # 2 px/mm, then the crop's 3x
+    take.flow_consistent = np.ones((FRAMES, LANDMARK_COUNT), bool)
+    oracle = flow_oracle_scores(take, truth)
+    assert oracle.micro.mean < 0.02 * micro_error(np.zeros_like(micro), truth, take.valid).mean
+    take.flow_consistent[:] = False  # no flow: nothing to integrate, and the known drift is still taken off
+    assert flow_oracle_scores(take, truth).micro.mean > micro_error(np.zeros_like(micro), truth, take.valid).mean
 
 
 def test_flow_endpoint_error_projects_the_disagreement_through_pose_and_crop(neutral):

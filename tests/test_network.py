@@ -7,6 +7,7 @@ tests do not depend on the committed weights.
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 import sys
 
@@ -16,8 +17,9 @@ import pytest
 import torch
 
 from mxr.models.network.events import extract_events, hysteresis_segments
-from mxr.models.network.features import (EVENT_REGIONS, canonical_flow_mm, mesh_graph, region_membership,
-                                         take_inputs, vertex_normals, window_starts, windowed)
+from mxr.models.network.features import (EVENT_REGIONS, canonical_flow_mm, fit_rigid_increments, mesh_graph,
+                                         region_membership, rigid_increment_motion, take_inputs, vertex_normals,
+                                         window_starts, windowed)
 from mxr.ops.errors import MxrError
 from mxr.models.network.runner import CPU, CUDA, NetworkRunner, apply_network, choose_providers
 from mxr.models.network.torch_model import (INPUT_NAMES, MicroNet, NetworkConfig, example_inputs, export_onnx,
@@ -27,18 +29,12 @@ from mxr.ops.canonical import RIGID_LANDMARKS, image_to_camera
 from mxr.ops.sample_data import sample_path
 from mxr.ops.take import LANDMARK_COUNT, Take, load_take, save_take
 
+from conftest import rotation
+
 # torch (MKL-DNN) and onnxruntime (MLAS) sum in different orders: float32 round-off on outputs of
 # a few mm is ~1e-6; 1e-4 mm (0.1 micrometre) leaves room and still catches any real mismatch.
 PARITY_TOLERANCE_MM = 1e-4
 TINY = NetworkConfig(channels=8, global_channels=8, dilations=(1, 3), global_dilations=(1, 2), window=16)
-
-
-def rotation(yaw_deg: float, pitch_deg: float, roll_deg: float = 0.0) -> np.ndarray:
-    y, p, r = np.radians([yaw_deg, pitch_deg, roll_deg])
-    yaw = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
-    pitch = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
-    roll = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
-    return yaw @ pitch @ roll
 
 
 def crop_similarity(angle_deg: float, scale: float, shift: tuple[float, float]) -> np.ndarray:
@@ -106,6 +102,44 @@ def test_flow_becomes_the_canonical_displacement_under_head_motion_and_crop_jitt
     expected = truth @ rotations[1]
     np.testing.assert_allclose(flow[1], expected, atol=1e-4)
     assert np.abs(flow[1][mouth]).max() > 0.2
+
+
+def test_out_of_plane_pose_jitter_does_not_leak_into_the_flow(neutral_mm):
+    """A still face whose baseline pose at frame 1 is off by 0.5 deg of yaw and pitch (what
+    landmark noise does to the pose): the true motion and the flow are zero, so the canonical
+    flow must be too. A 2-D similarity refit leaves ~0.2 mm of this in the flow; the 3-D one
+    takes it out to the linearisation's round-off."""
+    faces = np.stack([neutral_mm, neutral_mm])
+    true_rotation = rotation(15, -5, 3)
+    crops = np.stack([crop_similarity(3, 0.8, (10, 20))] * 2)
+    take = posed_take(faces, np.stack([true_rotation] * 2), np.array([2.0, 2.0]),
+                      np.array([[320, -240, 0], [320, -240, 0.0]]), crops)
+    jittered = rotation(15.5, -4.5, 3)
+    take.head_rotation[1] = jittered  # the baseline's face at frame 1 follows its pose: R'^T R neutral
+    take.macro_mm[1] = (neutral_mm @ true_rotation.T @ jittered - neutral_mm).astype(np.float32)
+    flow, mask = canonical_flow_mm(take)
+    assert mask[1].all()
+    assert np.abs(flow[1]).max() < 0.01
+
+
+def test_rigid_increments_recover_a_small_rotation_shift_and_scale():
+    rng = np.random.default_rng(3)
+    points = rng.normal(scale=60.0, size=(2, 35, 3))  # camera px
+    increment = np.array([[0.4, -0.2, 0.01, 0.003, -0.004, 0.002], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
+    centre = points.mean(axis=1)
+    rotated = []
+    for frame, (sx, sy, k, wx, wy, wz) in enumerate(increment):  # the exact motion, not the linearised one
+        angle = np.linalg.norm([wx, wy, wz])
+        axis = np.array([wx, wy, wz]) / max(angle, 1e-12)
+        cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+        exact = np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * cross @ cross
+        c = points[frame] - centre[frame]
+        rotated.append(((1 + k) * c @ exact.T + centre[frame])[:, :2] + [sx, sy])
+    fitted, fitted_centre = fit_rigid_increments(points, np.stack(rotated), np.ones((2, 35)))
+    np.testing.assert_allclose(fitted_centre, centre)
+    np.testing.assert_allclose(fitted, increment, atol=1e-4)
+    moved = points[..., :2] + rigid_increment_motion(fitted, fitted_centre, points)
+    np.testing.assert_allclose(moved, np.stack(rotated), atol=0.02)  # px: second-order terms of a 0.3 deg turn
 
 
 def test_inputs_and_windows_mark_missing_frames(neutral_mm):
@@ -220,6 +254,27 @@ def test_apply_network_fills_the_layers_and_keeps_missing_frames_missing(tiny_mo
     np.testing.assert_allclose(result.micro_mm[:6], single[:6], atol=1e-5)
     save_take(result, tmp_path / "take.npz")
     assert load_take(tmp_path / "take.npz").model_version == "tiny-test"
+
+
+def test_the_event_thresholds_in_the_model_metadata_are_used(tiny_model, neutral_mm, tmp_path):
+    """Training calibrates the decoder's thresholds and writes them next to the model: a threshold
+    nothing reaches finds nothing, one everything passes finds what the durations allow."""
+    _, path = tiny_model
+    count = 30  # 0.5 s: one stretch over the whole take is still short enough to be an event
+    faces = neutral_mm + np.random.default_rng(5).normal(0, 0.2, (count, LANDMARK_COUNT, 3))
+    take = posed_take(faces, np.stack([rotation(10, 0)] * count), np.full(count, 2.0), np.zeros((count, 3)),
+                      np.repeat(crop_similarity(0, 1.0, (0, 0))[None], count, axis=0), fps=60.0)
+    found = {}
+    for high in (1.0, 0.0):
+        model = tmp_path / f"thresholds_{high:g}.onnx"
+        model.write_bytes(path.read_bytes())
+        metadata = json.loads(path.with_suffix(".json").read_text())
+        metadata["event_thresholds"] = {"high": high, "low": -1.0 if high == 0.0 else 0.99}
+        model.with_suffix(".json").write_text(json.dumps(metadata))
+        runner = NetworkRunner(model, providers=[CPU])
+        assert runner.event_thresholds["high"] == high
+        found[high] = apply_network(take, runner).events
+    assert found[1.0] == [] and found[0.0]
 
 
 # -- events --------------------------------------------------------------------------------------------

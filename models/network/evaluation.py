@@ -150,12 +150,14 @@ class TruthScores:
     macro: MeanError = field(default_factory=MeanError)  # mm
     total: MeanError = field(default_factory=MeanError)  # mm
     micro: MeanError = field(default_factory=MeanError)  # mm, event frames x footprints
+    event_total: MeanError = field(default_factory=MeanError)  # mm, all layers vs the truth's total, same places
     events: EventScores = field(default_factory=EventScores)
 
     def merge(self, other: "TruthScores") -> None:
         self.macro.merge(other.macro)
         self.total.merge(other.total)
         self.micro.merge(other.micro)
+        self.event_total.merge(other.event_total)
         self.events.merge(other.events)
 
 
@@ -187,15 +189,18 @@ def event_window(event: MicroEvent, frame_count: int) -> np.ndarray:
     return np.arange(max(event.onset_frame, 0), min(event.offset_frame, frame_count - 1) + 1)
 
 
-def micro_error(micro_mm: np.ndarray, truth: Truth, valid: np.ndarray) -> MeanError:
+def micro_error(micro_mm: np.ndarray, truth: Truth, valid: np.ndarray,
+                reference_mm: np.ndarray | None = None) -> MeanError:
     """The micro layer (truth frame, (T, 478, 3)) against the truth's inside every truth event:
-    its valid frames x its footprint."""
+    its valid frames x its footprint. With ``reference_mm`` (T, 478, 3), any other layer against
+    that reference over the same frames and landmarks (the total against the truth's total)."""
+    reference = truth.micro_mm if reference_mm is None else reference_mm
     error = MeanError()
     for event in truth.events:
         window = event_window(event, truth.frame_count)
         window = window[valid[window]]
         footprint = event_footprint(truth.micro_mm, event)
-        error.add(distances(micro_mm[window][:, footprint], truth.micro_mm[window][:, footprint]))
+        error.add(distances(micro_mm[window][:, footprint], reference[window][:, footprint]))
     return error
 
 
@@ -236,7 +241,29 @@ def score_against_truth(take: Take, truth: Truth) -> TruthScores:
     scores.macro.add(distances(macro[valid][:, SKIN], truth.macro_mm[valid][:, SKIN]))
     scores.total.add(distances((macro + micro + detail)[valid][:, SKIN], truth.total_mm()[valid][:, SKIN]))
     scores.micro = micro_error(micro, truth, valid)
+    scores.event_total = micro_error(macro + micro + detail, truth, valid, truth.total_mm())
     scores.events = event_scores(list(take.events), truth.events)
+    return scores
+
+
+def flow_oracle_scores(take: Take, truth: Truth) -> TruthScores:
+    """An observability bound, not a method: the micro error of a micro layer that knows what no
+    method can, the truth's event windows and its macro and detail motion, and takes the rest
+    from the take's flow features (``canonical_flow_mm``), integrated from each event's onset.
+    What is left is the flow's own error over the event (noise accumulating step by step, the
+    unobserved depth component, masked steps), so no flow-driven method separating micro from
+    macro can expect much better. Only ``micro`` is scored."""
+    flow_mm, mask = canonical_flow_mm(take)
+    steps = displacements_to_truth(np.where(mask[..., None], flow_mm, 0.0).astype(np.float64),
+                                   align_to_truth(take.neutral_mm, truth.neutral_mm))  # (T, 478, 3) truth frame
+    other = truth.macro_mm + truth.detail_mm
+    micro = np.zeros_like(truth.micro_mm)
+    for event in truth.events:
+        window = event_window(event, truth.frame_count)
+        integrated = np.cumsum(steps[window], axis=0) - steps[window[0]]  # zero at the onset
+        micro[window] = integrated - (other[window] - other[window[0]])
+    scores = TruthScores()
+    scores.micro = micro_error(micro, truth, np.asarray(take.valid, bool))
     return scores
 
 

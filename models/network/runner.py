@@ -64,6 +64,9 @@ class NetworkRunner:
         self.stride = int(self.metadata.get("stride", max(1, self.window * 3 // 4)))
         self.regions = tuple(self.metadata.get("regions", ()))
         self.version = str(self.metadata.get("version", "mxr-micro-1"))
+        # Event decoding thresholds on the sigmoid of the logits, calibrated on validation takes by
+        # scripts/train_network.py (older models: extract_events' defaults).
+        self.event_thresholds = {key: float(value) for key, value in self.metadata.get("event_thresholds", {}).items()}
         self.batch_size = batch_size
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
@@ -83,7 +86,8 @@ class NetworkRunner:
         """Batched windows (see ``features.windowed``) -> [macro, micro, detail, logits], in chunks
         of ``batch_size`` windows."""
         count = len(feeds["fps"])
-        outputs = [self.session.run(None, {name: value[start:start + self.batch_size] for name, value in feeds.items()})
+        wanted = [entry.name for entry in self.session.get_inputs()]  # an older model reads fewer inputs
+        outputs = [self.session.run(None, {name: feeds[name][start:start + self.batch_size] for name in wanted})
                    for start in range(0, count, self.batch_size)]
         return [np.concatenate(parts, axis=0) for parts in zip(*outputs)]
 
@@ -123,7 +127,7 @@ def apply_network(take: Take, runner: NetworkRunner) -> Take:
         raise MxrError(f"the network refines a landmark-only baseline take, not a '{take.model_version}' take")
     result = runner.run(take)
     events = extract_events(result.event_logits, result.micro_mm, take.fps, result.regions,
-                            region_membership(tuple(result.regions)))
+                            region_membership(tuple(result.regions)), **runner.event_thresholds)
     settings = dict(take.settings)
     settings["network"] = {"model": runner.model_path.name, "version": runner.version, "provider": runner.provider,
                            "window": runner.window, "stride": runner.stride}

@@ -8,9 +8,9 @@ Two parts, after "Fine-Grained 3D Facial Reconstruction for Micro-Expressions" (
   plug-and-play: built with ``temporal=False`` the model has no encoder and the deformation
   module runs unconditioned (training drops the feature now and then so both work).
 - ``MeshDeformation``: dynamic-guided mesh deformation on the 478-landmark canonical mesh. Per
-  vertex it reads the baseline landmarks, the flow and a flow/landmark fusion (the flow
-  integrated over the window, anchored by the landmarks' window mean: flow's precision, the
-  landmarks' lack of drift), plus the neutral geometry (position, normal). Blocks of depthwise
+  vertex it reads the baseline landmarks, the flow and the take-wide landmark/flow fusion
+  (``fusion.py``: flow's precision, the landmarks' lack of drift), plus the neutral geometry
+  (position, normal). Blocks of depthwise
   temporal convolution (per vertex, along time) and gather-based graph convolution (k padded
   neighbours, no dense adjacency), FiLM-conditioned on the global feature, end in a per-vertex
   refinement of the total and the micro and detail layers split off it (macro = the rest); per-region event logits come from region-pooled
@@ -34,7 +34,7 @@ from torch import nn
 
 from .features import EVENT_REGIONS, mesh_graph, region_membership
 
-INPUT_NAMES = ("landmarks_mm", "flow_mm", "flow_mask", "valid", "geometry", "fps")
+INPUT_NAMES = ("landmarks_mm", "flow_mm", "flow_mask", "valid", "geometry", "fps", "fused_mm")
 OUTPUT_NAMES = ("macro_mm", "micro_mm", "detail_mm", "event_logits")
 _DISPLACEMENT_SCALE = 5.0  # mm: typical expression displacement, inputs divided by it
 _VELOCITY_SCALE = 20.0  # mm/s
@@ -47,10 +47,10 @@ class NetworkConfig:
     channels: int = 24  # per-vertex features
     global_channels: int = 32  # global dynamic feature G
     dilations: tuple[int, ...] = (1, 3, 9)  # one deformation block per entry (temporal kernel 5)
-    global_dilations: tuple[int, ...] = (1, 2, 4, 8, 16)  # temporal encoder (kernel 3)
+    global_dilations: tuple[int, ...] = (1, 2, 4, 8, 16, 32)  # temporal encoder (kernel 3): 127 frames seen
     temporal: bool = True  # build the global dynamic encoder
     regions: tuple[str, ...] = EVENT_REGIONS
-    window: int = 64  # frames per window (training and inference)
+    window: int = 128  # frames per window (training and inference)
     micro_scale_mm: float = 0.5  # output scales: raw unit outputs times these
     detail_scale_mm: float = 0.5
     macro_scale_mm: float = 1.0
@@ -162,10 +162,11 @@ class MicroNet(nn.Module):
         self.drop_global = 0.0  # training: probability of running a batch without the global feature
 
     def forward(self, landmarks_mm: torch.Tensor, flow_mm: torch.Tensor, flow_mask: torch.Tensor,
-                valid: torch.Tensor, geometry: torch.Tensor, fps: torch.Tensor
+                valid: torch.Tensor, geometry: torch.Tensor, fps: torch.Tensor, fused_mm: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        # landmarks_mm, flow_mm (B, W, N, 3); flow_mask (B, W, N, 1); valid (B, W, 1); geometry (B, N, 6); fps (B, 1)
-        fused = fuse_landmarks_and_flow(landmarks_mm, flow_mm, flow_mask, valid)  # (B, W, N, 3) mm
+        # landmarks_mm, flow_mm, fused_mm (B, W, N, 3); flow_mask (B, W, N, 1); valid (B, W, 1);
+        # geometry (B, N, 6); fps (B, 1)
+        fused = fused_mm
         frames = landmarks_mm.shape[1]
         per_frame = torch.cat([
             landmarks_mm / _DISPLACEMENT_SCALE,
@@ -201,19 +202,6 @@ class MicroNet(nn.Module):
         return macro, micro, detail, logits
 
 
-def fuse_landmarks_and_flow(landmarks_mm: torch.Tensor, flow_mm: torch.Tensor, flow_mask: torch.Tensor,
-                            valid: torch.Tensor) -> torch.Tensor:
-    """Complementary filter over a window: the flow integrated from the window's first frame,
-    offset so that its mean over valid frames matches the landmarks' mean. High frequencies come
-    from flow (sub-pixel, little jitter), low frequencies from the landmarks (no drift).
-    (B, W, N, 3) mm -> (B, W, N, 3) mm."""
-    steps = torch.cat([torch.zeros_like(flow_mm[:, :1]), flow_mm[:, 1:] * flow_mask[:, 1:]], dim=1)
-    integrated = torch.cumsum(steps, dim=1)  # displacement since the window's first frame
-    weight = valid.unsqueeze(-1)  # (B, W, 1, 1)
-    offset = ((landmarks_mm - integrated) * weight).sum(1, keepdim=True) / weight.sum(1, keepdim=True).clamp(min=1.0)
-    return integrated + offset
-
-
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -231,13 +219,14 @@ def example_inputs(batch: int, window: int, seed: int = 0) -> tuple[torch.Tensor
         torch.ones(batch, window, 1),
         geometry,
         torch.full((batch, 1), 60.0),
+        torch.randn(batch, window, count, 3, generator=generator),
     )
 
 
 def export_onnx(model: MicroNet, path, window: int, opset: int = 17) -> None:
     """ONNX with dynamic batch and window; the graph constants (neighbours, regions) are baked in."""
     model.eval()
-    axes = {name: {0: "batch", 1: "window"} for name in INPUT_NAMES[:4] + OUTPUT_NAMES}
+    axes = {name: {0: "batch", 1: "window"} for name in INPUT_NAMES[:4] + INPUT_NAMES[6:] + OUTPUT_NAMES}
     axes["geometry"] = {0: "batch"}
     axes["fps"] = {0: "batch"}
     with torch.no_grad(), warnings.catch_warnings():
