@@ -10,7 +10,8 @@ Throughput (frames/s, median of --repeats runs, interleaved, with min..max):
   mediapipe       FaceTracker.observe on frames already decoded into memory (MediaPipe only)
   decode+mp       the landmark-only baseline: decode -> FaceTracker in one loop (no crops, no flow)
   frontend        the full front-end (decode -> landmarks -> crops -> forward+backward flow), records discarded
-  ratio           frontend / mediapipe (and frontend / decode+mp)
+  ratio           frontend / mediapipe (and frontend / decode+mp), per clip and for all clips as one
+                  (total frames over total time at each clip's median rate)
 Each run includes its start-up (MediaPipe graph); ``frontend steady`` leaves out the time to the
 first record. CPU ms/frame is the process's CPU time (all threads) over the same span, for
 mediapipe (start-up included) and frontend steady; the front-end's is also split by thread
@@ -254,6 +255,11 @@ def print_table(report: dict[str, object]) -> None:
               f"      full / decode+mp {figures['ratio frontend/decode+mp']:.2f}")
         by_thread = "  ".join(f"{group} {ms:.2f}" for group, ms in figures["frontend cpu ms/frame by thread"].items())
         print(f"    front-end CPU ms/frame by thread: {by_thread}")
+    pooled = report["pooled"]
+    print(f"  all clips ({pooled['frames']} frames, time-weighted): mediapipe only {pooled['mediapipe']:.0f}, "
+          f"decode + mediapipe {pooled['decode+mp']:.0f}, full front-end {pooled['frontend']:.0f} frames/s; "
+          f"full / mediapipe {pooled['ratio frontend/mediapipe']:.2f}, full / decode+mp "
+          f"{pooled['ratio frontend/decode+mp']:.2f}")
     print("\npeak memory (peak RSS, VmHWM, of a fresh process streaming the front-end)")
     for clip, figures in report["memory"].items():
         for name, values in figures.items():
@@ -265,6 +271,17 @@ def print_table(report: dict[str, object]) -> None:
         epe = " ".join(f"{peak}: {value:.3f}" for peak, value in figures["median_epe_px_worst_of_3"].items())
         marker = "  <- default" if profile == report["flow"]["default"] else ""
         print(f"  {profile:10s} {epe}   {figures['ms_per_direction']:.2f} ms{marker}")
+
+
+def pooled_throughput(per_clip: dict[str, dict]) -> dict[str, float]:
+    """All clips as one: total frames over the total time at each clip's median rate (a short clip
+    weighs what its frames weigh, not as much as a long one)."""
+    frames = sum(figures["frames"] for figures in per_clip.values())
+    rates = {name: frames / sum(figures["frames"] / figures[name]["median"] for figures in per_clip.values())
+             for name in ("mediapipe", "decode+mp", "frontend")}
+    return {"frames": frames, **{name: round(rate, 1) for name, rate in rates.items()},
+            "ratio frontend/mediapipe": round(rates["frontend"] / rates["mediapipe"], 3),
+            "ratio frontend/decode+mp": round(rates["frontend"] / rates["decode+mp"], 3)}
 
 
 def load_average() -> str:
@@ -283,6 +300,7 @@ def main() -> int:
                                  "load_start": load_average(), "throughput": {}, "memory": {}}
     for clip in arguments.clips:
         report["throughput"][clip] = throughput(sample_path(clip), arguments.repeats)
+    report["pooled"] = pooled_throughput(report["throughput"])
     report["memory"][arguments.memory_clip] = memory(sample_path(arguments.memory_clip))
     report["flow"] = flow_accuracy()
     report["load_end"] = load_average()

@@ -126,7 +126,11 @@ def zero_global_feature(model_path: Path, out_dir: Path) -> Path | None:
     onnx.checker.check_model(model)
     path = out_dir / "no_temporal.onnx"
     onnx.save(model, str(path))
-    metadata_path(path).write_text(metadata_path(model_path).read_text() if metadata_path(model_path).is_file() else "{}")
+    metadata = json.loads(metadata_path(model_path).read_text()) if metadata_path(model_path).is_file() else {}
+    metadata_path(path).write_text(json.dumps(metadata))
+    if "event_detector" in metadata:  # the detector travels with the model it is attached to
+        detector = metadata["event_detector"]["file"]
+        (out_dir / detector).write_bytes((model_path.parent / detector).read_bytes())
     return path
 
 
@@ -388,7 +392,8 @@ def report(groups: dict[str, list[TruthClip]], real: list[VideoClip], scan_video
              "Events match when region and onset..offset windows agree (overlap); timing errors are in frames of "
              "the clip's own rate. (b) and (c) are inference-time ablations of the one trained model: (b) flow "
              "marked unobserved (the model never trained without it), (c) the global dynamic feature zeroed "
-             "(trained that way on 10% of batches).", "", "### Targets", ""]
+             "(trained that way on 10% of batches). Where the model carries an event detector (`EVENT_DETECTOR.md`), "
+             "every row's events come from it: (b) feeds it the landmark-only fusion, (c) leaves it as it is.", "", "### Targets", ""]
     lines += figures(groups, real)
     lines += ["", "### Pooled per set"]
     lines += summary_tables(groups)

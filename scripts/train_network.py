@@ -1,6 +1,7 @@
 """Train the micro-expression network on synthetic sequences, export it to ONNX, measure it.
 
-    .venv/bin/python scripts/train_network.py            # the shipped weights (~15-20 min, 2 CPU cores)
+    .venv/bin/python scripts/train_network.py            # the shipped weights (~20 min, 1 CPU thread)
+    .venv/bin/python scripts/train_events.py             # then the event detector it carries (~15 min)
     .venv/bin/python scripts/train_network.py --quick    # a smoke run (a minute), written to --out
 
 1. Pre-training on macro-only sequences (models.network.synthetic, ``macro_only=True``): the
@@ -262,6 +263,7 @@ def moving_average(x: np.ndarray, width: int) -> np.ndarray:
 
 # -- event decoding ------------------------------------------------------------------------------------
 EVENT_THRESHOLD_GRID = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # "high"; "low" is 0.6 x high
+MIN_EVENT_F1 = 0.5  # below this on the validation takes the model reports no events at all
 
 
 def calibrate_event_thresholds(runner: NetworkRunner, config: SyntheticConfig, count: int, seed: int) -> dict:
@@ -277,7 +279,8 @@ def calibrate_event_thresholds(runner: NetworkRunner, config: SyntheticConfig, c
     for high in EVENT_THRESHOLD_GRID:
         scores = EventScores()
         for result, fps, truth in runs:
-            detected = extract_events(result.event_logits, result.micro_mm, fps, result.regions, membership,
+            total_mm = result.macro_mm + result.micro_mm + result.detail_mm
+            detected = extract_events(result.event_logits, total_mm, fps, result.regions, membership,
                                       high=high, low=0.6 * high)
             scores.merge(event_scores(detected, truth))
         f1 = 0.0 if not np.isfinite(scores.f1) else scores.f1
@@ -350,6 +353,9 @@ def write_model_card(path: Path, metadata: dict, command: str) -> None:
         f"and per-region event logits for {', '.join(metadata['regions'])}.",
         f"- Inputs: {', '.join(f'`{n}` {s}' for n, s in metadata['inputs'].items())}.",
         f"- Outputs: {', '.join(f'`{n}` {s}' for n, s in metadata['outputs'].items())}.",
+        "- Events: `scripts/train_events.py`, run after this script, attaches a separate event detector "
+        "(`EVENT_DETECTOR.md`) to this model's metadata; the engine then takes the events from it, and this "
+        "network's own event head (below) serves only a model without one.",
         "",
         "## Data",
         "Synthetic only (`models/network/synthetic.py`): random identities around the built-in open head "
@@ -362,7 +368,15 @@ def write_model_card(path: Path, metadata: dict, command: str) -> None:
         f"- fine-tuning: {training['finetune_sequences']} sequences with micro events (seed {training['seed'] + 1}), "
         f"{training['finetune']['steps']} steps, half the windows centred on an event;",
         f"- held-out: {held_out['sequences']} sequences (seed {held_out['seed']}, 24-200 fps) and "
-        f"{timing['sequences']} at 200 fps (seed {timing['seed']}), never seen in training.",
+        f"{timing['sequences']} at 200 fps (seed {timing['seed']}), never seen in training;",
+        f"- event decoding: thresholds high {metadata['event_thresholds']['high']} / low "
+        f"{metadata['event_thresholds']['low']}, the best of a grid on {training['event_threshold_calibration_sequences']} "
+        f"validation sequences (seed {training['seed'] + 4}), where they reached F1 "
+        f"{training['event_threshold_calibration']['f1']:.2f}. "
+        + ("Events are reported." if metadata["events_enabled"] else
+           f"That is under {MIN_EVENT_F1}, so **this network's own event head is switched off** (`events_enabled: false` "
+           "in its metadata; a wrong event costs an animator more than a missing one): events come from the attached "
+           "event detector, if there is one."),
         "",
         "## Reproduce",
         f"```\n{command}\n```",
@@ -470,9 +484,12 @@ def main(argv: list[str] | None = None) -> int:
     metadata_path(args.out).write_text(json.dumps(metadata, indent=1))
     metadata["parity_max_abs"] = parity(model, args.out, finetune, window, rng)
     del finetune
+    calibration_sequences = max(args.eval_sequences // 2, 2)
     calibration = calibrate_event_thresholds(NetworkRunner(args.out, providers=["CPUExecutionProvider"]), synthetic,
-                                             max(args.eval_sequences // 2, 2), args.seed + 4)
+                                             calibration_sequences, args.seed + 4)
+    metadata["training"]["event_threshold_calibration_sequences"] = calibration_sequences
     metadata["event_thresholds"] = {"high": calibration["high"], "low": calibration["low"]}
+    metadata["events_enabled"] = calibration["f1"] >= MIN_EVENT_F1
     metadata["training"]["event_threshold_calibration"] = calibration
     metadata_path(args.out).write_text(json.dumps(metadata, indent=1))
     runner = NetworkRunner(args.out, providers=["CPUExecutionProvider"])

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnxruntime
@@ -18,12 +19,12 @@ import torch
 
 from mxr.models.network.events import extract_events, hysteresis_segments
 from mxr.models.network.features import (EVENT_REGIONS, canonical_flow_mm, fit_rigid_increments, mesh_graph,
-                                         region_membership, rigid_increment_motion, take_inputs, vertex_normals,
-                                         window_starts, windowed)
+                                         region_membership, resample_track, rigid_increment_motion, take_inputs,
+                                         track_to_frames, vertex_normals, window_starts, windowed)
 from mxr.ops.errors import MxrError
 from mxr.models.network.runner import CPU, CUDA, NetworkRunner, apply_network, choose_providers
-from mxr.models.network.torch_model import (INPUT_NAMES, MicroNet, NetworkConfig, example_inputs, export_onnx,
-                                           parameter_count)
+from mxr.models.network.torch_model import (INPUT_NAMES, EventDetector, EventDetectorConfig, MicroNet, NetworkConfig,
+                                           example_inputs, export_event_onnx, export_onnx, parameter_count)
 from mxr.models.open_head import load_open_head
 from mxr.ops.canonical import RIGID_LANDMARKS, image_to_camera
 from mxr.ops.sample_data import sample_path
@@ -33,6 +34,7 @@ from conftest import rotation
 
 # torch (MKL-DNN) and onnxruntime (MLAS) sum in different orders: float32 round-off on outputs of
 # a few mm is ~1e-6; 1e-4 mm (0.1 micrometre) leaves room and still catches any real mismatch.
+REPO = Path(__file__).resolve().parents[1]
 PARITY_TOLERANCE_MM = 1e-4
 TINY = NetworkConfig(channels=8, global_channels=8, dilations=(1, 3), global_dilations=(1, 2), window=16)
 
@@ -275,6 +277,71 @@ def test_the_event_thresholds_in_the_model_metadata_are_used(tiny_model, neutral
         assert runner.event_thresholds["high"] == high
         found[high] = apply_network(take, runner).events
     assert found[1.0] == [] and found[0.0]
+    metadata["events_enabled"] = False  # the event head failed its validation: nothing is reported
+    model.with_suffix(".json").write_text(json.dumps(metadata))
+    silenced = apply_network(take, NetworkRunner(model, providers=[CPU]))
+    assert silenced.events == [] and silenced.settings["network"]["events_enabled"] is False
+
+
+def test_tracks_resample_between_frame_rates_and_back():
+    frames = np.arange(50)
+    track = np.stack([0.5 * frames, np.sin(frames / 5.0)], axis=1)  # (T, 2) at 30 fps
+    at_100 = resample_track(track, 30.0, 100.0)
+    assert at_100.shape == (round(49 / 30 * 100) + 1, 2)  # 1.633 s at 100 Hz
+    np.testing.assert_allclose(at_100[:, 0], np.linspace(0.0, 24.5, len(at_100)))  # linear: exact
+    np.testing.assert_allclose(track_to_frames(at_100, 100.0, 30.0, 50)[:, 0], track[:, 0], atol=1e-9)
+
+
+def test_the_event_detector_runs_beside_the_mesh_network(tiny_model, neutral_mm, tmp_path):
+    """A detector named in the metadata supplies the event logits: the runner's windowed, resampled
+    path gives what the torch detector gives on the whole resampled track."""
+    _, path = tiny_model
+    torch.manual_seed(1)
+    config = EventDetectorConfig(channels=8, dilations=(1, 2), window=64)
+    detector = EventDetector(config).eval()
+    export_event_onnx(detector, tmp_path / "events.onnx")
+    model = tmp_path / "with_detector.onnx"
+    model.write_bytes(path.read_bytes())
+    metadata = json.loads(path.with_suffix(".json").read_text())
+    metadata["event_detector"] = {"file": "events.onnx", "rate_hz": config.rate_hz, "window": config.window,
+                                  "stride": 48, "event_thresholds": {"high": 0.5, "low": 0.3}, "events_enabled": True}
+    model.with_suffix(".json").write_text(json.dumps(metadata))
+    count = 20  # at 60 fps: one detector window of 64 samples holds the whole take
+    faces = neutral_mm + np.random.default_rng(6).normal(0, 0.2, (count, LANDMARK_COUNT, 3))
+    take = posed_take(faces, np.stack([rotation(10, 0)] * count), np.full(count, 2.0), np.zeros((count, 3)),
+                      np.repeat(crop_similarity(0, 1.0, (0, 0))[None], count, axis=0), fps=60.0)
+    runner = NetworkRunner(model, providers=[CPU])
+    result = runner.run(take)
+    inputs = take_inputs(take)
+    track = resample_track(inputs.coefficients, 60.0, config.rate_hz)  # (n, K), n < 64: padded by the runner
+    padded = np.concatenate([track, np.repeat(track[-1:], config.window - len(track), axis=0)])
+    with torch.no_grad():
+        expected = detector(torch.from_numpy(padded.T[None].astype(np.float32)))[0].numpy().T[:len(track)]
+    np.testing.assert_allclose(result.event_logits, track_to_frames(expected, config.rate_hz, 60.0, count), atol=1e-4)
+    (tmp_path / "events.onnx").unlink()
+    with pytest.raises(MxrError, match="event detector not found"):
+        NetworkRunner(model, providers=[CPU])
+
+
+def test_train_events_attaches_a_detector_the_runner_loads(tiny_model, tmp_path, monkeypatch):
+    """scripts/train_events.py --quick end to end: data, training, export, parity, threshold choice,
+    card; the mesh network's metadata then names the detector and the runner uses it."""
+    import importlib.util
+
+    _, path = tiny_model
+    model = tmp_path / "mesh.onnx"
+    model.write_bytes(path.read_bytes())
+    model.with_suffix(".json").write_text(path.with_suffix(".json").read_text())
+    spec = importlib.util.spec_from_file_location("train_events_script", REPO / "scripts" / "train_events.py")
+    script = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, script)  # its dataclasses look their module up there
+    spec.loader.exec_module(script)
+    assert script.main(["--quick", "--model", str(model), "--workers", "1", "--card", str(tmp_path / "card.md")]) == 0
+    entry = json.loads(model.with_suffix(".json").read_text())["event_detector"]
+    assert entry["parity_max_abs"] < 1e-4 and entry["validation"]["sequences"] == 3
+    assert entry["events_enabled"] == (entry["validation"]["f1"] >= script.MIN_EVENT_F1)
+    assert NetworkRunner(model, providers=[CPU]).detector["file"] == "mxr_events.onnx"
+    assert "## Reproduce" in (tmp_path / "card.md").read_text()
 
 
 # -- events --------------------------------------------------------------------------------------------

@@ -3,8 +3,10 @@
 The network scores, per frame and face region, "a micro-expression is under way here". Events are
 the stretches where that score rises above ``high`` and stays above ``low`` (hysteresis: one
 flicker across a single threshold does not split or invent an event). Onset and offset are the
-stretch's ends, the apex is where the micro layer moves the region's landmarks most, and the
-peak is that displacement. One motion often shows in neighbouring regions too; where detections
+stretch's ends; the apex is where the face's motion stands out most from the stretch's own
+baseline (the straight line from its onset to its offset frame, so a slow macro expression
+under the event does not pull the apex to one end), over the region's landmarks, and the peak is
+that displacement. One motion often shows in neighbouring regions too; where detections
 of different regions overlap in time, the most confident one is kept.
 """
 from __future__ import annotations
@@ -41,12 +43,12 @@ def merge_close(segments: list[tuple[int, int]], gap: int) -> list[tuple[int, in
     return merged
 
 
-def extract_events(logits: np.ndarray, micro_mm: np.ndarray, fps: float, regions: tuple[str, ...],
+def extract_events(logits: np.ndarray, motion_mm: np.ndarray, fps: float, regions: tuple[str, ...],
                    membership: np.ndarray, high: float = 0.5, low: float = 0.3,
                    min_duration_s: float = 0.06, max_duration_s: float = 0.75,
                    merge_gap_s: float = 0.05) -> list[MicroEvent]:
-    """logits (T, R), micro_mm (T, 478, 3) (NaN on invalid frames), membership (R, 478) (non-zero
-    on each region's landmarks) -> events sorted by onset.
+    """logits (T, R), motion_mm (T, 478, 3) the face's deformation (NaN on invalid frames),
+    membership (R, 478) (non-zero on each region's landmarks) -> events sorted by onset.
 
     ``min_duration_s`` drops blips shorter than any micro-expression (0.15 s) can be even when
     the detector is late on both ends; ``max_duration_s`` drops stretches longer than any
@@ -54,22 +56,32 @@ def extract_events(logits: np.ndarray, micro_mm: np.ndarray, fps: float, regions
     ``merge_gap_s`` heals short dips.
     """
     probability = sigmoid(logits.astype(np.float64))  # (T, R)
-    magnitude = np.linalg.norm(np.nan_to_num(micro_mm.astype(np.float64)), axis=-1)  # (T, 478)
+    motion = np.nan_to_num(motion_mm.astype(np.float64))  # (T, 478, 3)
     shortest = max(1, int(round(min_duration_s * fps)))
     longest = max(shortest, int(round(max_duration_s * fps)))
     gap = int(round(merge_gap_s * fps))
     candidates: list[MicroEvent] = []
     for row, region in enumerate(regions):
         members = np.flatnonzero(membership[row] > 0)
-        regional = magnitude[:, members].max(axis=1) if len(members) else np.zeros(len(magnitude))  # (T,)
         for start, end in merge_close(hysteresis_segments(probability[:, row], high, low), gap):
             if not shortest <= end - start + 1 <= longest:
                 continue
-            apex = start + int(np.argmax(regional[start:end + 1]))
+            regional = bump_mm(motion[start:end + 1][:, members])  # (n,)
+            apex = start + int(np.argmax(regional))
             candidates.append(MicroEvent(onset_frame=start, apex_frame=apex, offset_frame=end, region=region,
-                                         peak_mm=float(regional[apex]),
+                                         peak_mm=float(regional[apex - start]),
                                          confidence=float(probability[start:end + 1, row].max())))
     return suppress_overlaps(candidates)
+
+
+def bump_mm(motion_mm: np.ndarray) -> np.ndarray:
+    """(n, M, 3) motion over a stretch -> (n,) the largest distance, over the M landmarks, from
+    the straight line joining the stretch's first and last frame."""
+    if len(motion_mm) == 0 or motion_mm.shape[1] == 0:
+        return np.zeros(len(motion_mm))
+    share = np.linspace(0.0, 1.0, len(motion_mm))[:, None, None]
+    baseline = (1.0 - share) * motion_mm[:1] + share * motion_mm[-1:]
+    return np.linalg.norm(motion_mm - baseline, axis=-1).max(axis=1)
 
 
 def suppress_overlaps(events: list[MicroEvent], overlap: float = 0.5) -> list[MicroEvent]:

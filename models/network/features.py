@@ -45,6 +45,7 @@ class NetworkInputs:
     flow_mask: np.ndarray  # (T, 478) bool
     valid: np.ndarray  # (T,) bool
     fused_mm: np.ndarray  # (T, 478, 3) float32 landmarks + flow, fused (zero on invalid frames)
+    coefficients: np.ndarray  # (T, K) float32 the fused track in the open head's expression units
     geometry: np.ndarray  # (478, 6) float32 neutral position (mm) and unit normal
     fps: float
 
@@ -144,11 +145,31 @@ def take_inputs(take: Take) -> NetworkInputs:
     valid = np.asarray(take.valid, bool)
     landmarks = np.where(valid[:, None, None], np.nan_to_num(take.macro_mm.astype(np.float32)), 0.0)
     flow, mask = canonical_flow_mm(take)
-    fused = np.where(valid[:, None, None], fuse_take(take, landmarks, flow, mask), 0.0)
+    fused, coefficients = fuse_take(take, landmarks, flow, mask)
+    fused = np.where(valid[:, None, None], fused, 0.0)
     neutral = take.neutral_mm.astype(np.float64)
     geometry = np.concatenate([neutral, vertex_normals(neutral)], axis=1).astype(np.float32)
-    return NetworkInputs(landmarks.astype(np.float32), flow, mask, valid, fused.astype(np.float32), geometry,
-                         float(take.fps))
+    return NetworkInputs(landmarks.astype(np.float32), flow, mask, valid, fused.astype(np.float32), coefficients,
+                         geometry, float(take.fps))
+
+
+def resample_track(values: np.ndarray, fps: float, rate_hz: float) -> np.ndarray:
+    """A per-frame track (T, C) at ``fps`` -> the same track at about ``rate_hz`` (n, C), linear.
+    The samples span exactly the first to the last frame's time (the rate is adjusted by under a
+    sample over the take), so ``track_to_frames`` gives a linear track back exactly: what lets one
+    temporal model serve 24-200 fps."""
+    duration_s = (len(values) - 1) / fps
+    times = np.linspace(0.0, duration_s, int(round(duration_s * rate_hz)) + 1)
+    frames = np.arange(len(values)) / fps
+    return np.stack([np.interp(times, frames, values[:, c]) for c in range(values.shape[1])], axis=1)
+
+
+def track_to_frames(values: np.ndarray, rate_hz: float, fps: float, frame_count: int) -> np.ndarray:
+    """The inverse of ``resample_track``: (n, C) -> (frame_count, C) at ``fps``."""
+    duration_s = (frame_count - 1) / fps
+    times = np.linspace(0.0, duration_s, len(values))
+    frames = np.arange(frame_count) / fps
+    return np.stack([np.interp(frames, times, values[:, c]) for c in range(values.shape[1])], axis=1)
 
 
 def window_starts(frame_count: int, window: int, stride: int) -> np.ndarray:

@@ -69,14 +69,16 @@ def basis_in_take_frame(neutral_mm: np.ndarray) -> np.ndarray:
     return basis @ (alignment.scale[0] * alignment.rotation[0]).T
 
 
-def fuse_take(take: Take, landmarks_mm: np.ndarray, flow_mm: np.ndarray, flow_mask: np.ndarray) -> np.ndarray:
+def fuse_take(take: Take, landmarks_mm: np.ndarray, flow_mm: np.ndarray,
+              flow_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``fuse`` with the take's basis and head rotations; invalid frames carry no landmark term.
-    landmarks_mm, flow_mm (T, 478, 3), flow_mask (T, 478) bool -> fused (T, 478, 3) mm."""
+    landmarks_mm, flow_mm (T, 478, 3), flow_mask (T, 478) bool -> the fused deformation
+    (T, 478, 3) float32 mm and its coefficients (T, K) float32 (the open head's units)."""
     basis = basis_in_take_frame(take.neutral_mm)
     rotation = np.nan_to_num(np.asarray(take.head_rotation, np.float64))
     coefficients = fuse(landmarks_mm, flow_mm, flow_mask, np.asarray(take.valid, bool), rotation, basis,
                         expression_gain())
-    return np.tensordot(coefficients, basis, axes=1).astype(np.float32)
+    return np.tensordot(coefficients, basis, axes=1).astype(np.float32), coefficients.astype(np.float32)
 
 
 def fuse(landmarks_mm: np.ndarray, flow_mm: np.ndarray, flow_mask: np.ndarray, valid: np.ndarray,

@@ -18,7 +18,7 @@ import numpy as np
 from ...ops.errors import MxrError
 from ...ops.take import BASELINE_VERSION, Take
 from .events import extract_events
-from .features import region_membership, take_inputs, window_starts, windowed
+from .features import region_membership, resample_track, take_inputs, track_to_frames, window_starts, windowed
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_MODEL = WEIGHTS_DIR / "mxr_micro.onnx"
@@ -64,15 +64,30 @@ class NetworkRunner:
         self.stride = int(self.metadata.get("stride", max(1, self.window * 3 // 4)))
         self.regions = tuple(self.metadata.get("regions", ()))
         self.version = str(self.metadata.get("version", "mxr-micro-1"))
-        # Event decoding thresholds on the sigmoid of the logits, calibrated on validation takes by
-        # scripts/train_network.py (older models: extract_events' defaults).
-        self.event_thresholds = {key: float(value) for key, value in self.metadata.get("event_thresholds", {}).items()}
+        # Events come from the event detector named in the metadata (scripts/train_events.py) when
+        # there is one, else from the mesh network's own event head. Either way the decoding
+        # thresholds on the sigmoid of the logits were calibrated on validation takes (older
+        # models: extract_events' defaults), and a detector that did not reach a usable F1 there
+        # says so: then no events are reported, as a wrong event costs an animator more than a
+        # missing one.
+        detector = self.metadata.get("event_detector")
+        events = detector or self.metadata
+        self.event_thresholds = {key: float(value) for key, value in events.get("event_thresholds", {}).items()}
+        self.events_enabled = bool(events.get("events_enabled", True))
         self.batch_size = batch_size
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.log_severity_level = 3  # a missing CUDA library is reported by ``provider``, not a log storm
-        self.session = onnxruntime.InferenceSession(
-            str(self.model_path), options, providers=choose_providers(providers, onnxruntime.get_available_providers()))
+        chosen = choose_providers(providers, onnxruntime.get_available_providers())
+        self.session = onnxruntime.InferenceSession(str(self.model_path), options, providers=chosen)
+        self.detector: dict | None = None
+        if detector:
+            detector_path = self.model_path.parent / detector["file"]
+            if not detector_path.is_file():
+                raise MxrError(f"event detector not found: {detector_path}")
+            self.detector = {"session": onnxruntime.InferenceSession(str(detector_path), options, providers=chosen),
+                             "rate_hz": float(detector["rate_hz"]), "window": int(detector["window"]),
+                             "stride": int(detector["stride"]), "file": detector["file"]}
         if not self.regions:
             count = self.session.get_outputs()[3].shape[-1]
             self.regions = tuple(f"region{r}" for r in range(count))
@@ -94,22 +109,44 @@ class NetworkRunner:
     def run(self, take: Take) -> Reconstruction:
         inputs = take_inputs(take)
         count = inputs.frame_count
-        window = self.window
-        starts = window_starts(count, window, self.stride)
-        macro, micro, detail, logits = self.run_windows(windowed(inputs, starts, window))
-        taper = _taper(window)  # (W,)
-        accumulated = [np.zeros((count,) + part.shape[2:]) for part in (macro, micro, detail, logits)]
-        weight = np.zeros(count)
-        for row, start in enumerate(starts):
-            span = min(window, count - start)
-            for total, part in zip(accumulated, (macro, micro, detail, logits)):
-                total[start:start + span] += taper[:span].reshape((-1,) + (1,) * (part.ndim - 2)) * part[row, :span]
-            weight[start:start + span] += taper[:span]
-        blended = [(total / weight.reshape((-1,) + (1,) * (total.ndim - 1))).astype(np.float32) for total in accumulated]
+        starts = window_starts(count, self.window, self.stride)
+        blended = _blend(self.run_windows(windowed(inputs, starts, self.window)), starts, self.window, count)
+        if self.detector is not None:
+            blended[3] = self.detector_logits(inputs.coefficients, inputs.fps)
         invalid = ~inputs.valid
         for layer in blended:
             layer[invalid] = np.nan
         return Reconstruction(*blended, regions=self.regions)
+
+    def detector_logits(self, coefficients: np.ndarray, fps: float) -> np.ndarray:
+        """The event detector over a take's fused coefficient track (T, K) at ``fps``: resampled to
+        the detector's rate, cut into overlapping windows (a track shorter than one is padded with
+        its last sample), run, blended and brought back to the frames. -> (T, R) logits."""
+        detector = self.detector
+        track = resample_track(coefficients, fps, detector["rate_hz"])  # (n, K)
+        window = detector["window"]
+        starts = window_starts(len(track), window, detector["stride"])
+        samples = np.minimum(starts[:, None] + np.arange(window)[None], len(track) - 1)  # (B, W)
+        batch = track[samples].transpose(0, 2, 1).astype(np.float32)  # (B, K, W)
+        session = detector["session"]
+        logits = np.concatenate([session.run(None, {"coefficients": batch[start:start + self.batch_size]})[0]
+                                 for start in range(0, len(batch), self.batch_size)])  # (B, R, W)
+        blended = _blend([logits.transpose(0, 2, 1)], starts, window, len(track))[0]  # (n, R)
+        return track_to_frames(blended, detector["rate_hz"], fps, len(coefficients)).astype(np.float32)
+
+
+def _blend(parts: list[np.ndarray], starts: np.ndarray, window: int, count: int) -> list[np.ndarray]:
+    """Overlapping windows (B, W, ...) starting at ``starts`` -> per-frame (count, ...) float32
+    arrays, each frame the taper-weighted mean of the windows that hold it."""
+    taper = _taper(window)  # (W,)
+    accumulated = [np.zeros((count,) + part.shape[2:]) for part in parts]
+    weight = np.zeros(count)
+    for row, start in enumerate(starts):
+        span = min(window, count - start)
+        for total, part in zip(accumulated, parts):
+            total[start:start + span] += taper[:span].reshape((-1,) + (1,) * (part.ndim - 2)) * part[row, :span]
+        weight[start:start + span] += taper[:span]
+    return [(total / weight.reshape((-1,) + (1,) * (total.ndim - 1))).astype(np.float32) for total in accumulated]
 
 
 def _taper(window: int) -> np.ndarray:
@@ -126,10 +163,13 @@ def apply_network(take: Take, runner: NetworkRunner) -> Take:
     if take.model_version != BASELINE_VERSION:
         raise MxrError(f"the network refines a landmark-only baseline take, not a '{take.model_version}' take")
     result = runner.run(take)
-    events = extract_events(result.event_logits, result.micro_mm, take.fps, result.regions,
-                            region_membership(tuple(result.regions)), **runner.event_thresholds)
+    total_mm = result.macro_mm + result.micro_mm + result.detail_mm  # the apex: where the face moves most
+    events = (extract_events(result.event_logits, total_mm, take.fps, result.regions,
+                             region_membership(tuple(result.regions)), **runner.event_thresholds)
+              if runner.events_enabled else [])
     settings = dict(take.settings)
     settings["network"] = {"model": runner.model_path.name, "version": runner.version, "provider": runner.provider,
-                           "window": runner.window, "stride": runner.stride}
+                           "window": runner.window, "stride": runner.stride, "events_enabled": runner.events_enabled,
+                           "event_detector": runner.detector["file"] if runner.detector else None}
     return dataclasses.replace(take, macro_mm=result.macro_mm, micro_mm=result.micro_mm, detail_mm=result.detail_mm,
                                events=events, model_version=runner.version, settings=settings)

@@ -202,6 +202,60 @@ class MicroNet(nn.Module):
         return macro, micro, detail, logits
 
 
+EVENT_INPUT, EVENT_OUTPUT = "coefficients", "event_logits"
+
+
+@dataclass
+class EventDetectorConfig:
+    """The micro-event detector: a temporal network over the fused expression-coefficient track
+    resampled to a fixed rate, so that one set of weights sees every clip at the same time scale
+    (0.15-0.5 s events are 15-50 samples whatever the video's frame rate)."""
+
+    units: int = 52  # K: coefficients per sample (the open head's expression units)
+    channels: int = 48
+    dilations: tuple[int, ...] = (1, 2, 4, 8, 16, 32)  # kernel 3: 253 samples = 2.5 s seen at 100 Hz
+    rate_hz: float = 100.0
+    window: int = 256  # samples per window (2.56 s)
+    input_scale: float = 10.0  # coefficients of a micro event are ~0.02-0.3
+    regions: tuple[str, ...] = EVENT_REGIONS
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class EventDetector(nn.Module):
+    """(B, K, W) coefficient track -> (B, R, W) per-region event logits. The window's mean is taken
+    off first: a micro event is a change, not a level, and the performer's resting expression
+    should not matter."""
+
+    def __init__(self, config: EventDetectorConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or EventDetectorConfig()
+        self.encode = nn.Conv1d(config.units, config.channels, 1)
+        self.layers = nn.ModuleList(nn.Conv1d(config.channels, config.channels, 3, padding=d, dilation=d)
+                                    for d in config.dilations)
+        self.decode = nn.Conv1d(config.channels, len(config.regions), 1)
+        self.activation = nn.GELU()
+
+    def forward(self, coefficients: torch.Tensor) -> torch.Tensor:
+        centred = (coefficients - coefficients.mean(dim=-1, keepdim=True)) * self.config.input_scale
+        h = self.activation(self.encode(centred))
+        for layer in self.layers:
+            h = h + self.activation(layer(h))
+        return self.decode(h)
+
+
+def export_event_onnx(model: EventDetector, path, opset: int = 17) -> None:
+    """ONNX with dynamic batch and window."""
+    model.eval()
+    example = torch.zeros(2, model.config.units, model.config.window)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, (example,), str(path), input_names=[EVENT_INPUT], output_names=[EVENT_OUTPUT],
+                          dynamic_axes={EVENT_INPUT: {0: "batch", 2: "window"}, EVENT_OUTPUT: {0: "batch", 2: "window"}},
+                          opset_version=opset, dynamo=False)
+
+
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
