@@ -20,6 +20,7 @@ from .bake import BakeResult, bake_flame_take, bake_take
 from .camera import add_reference_video
 from .flame_rig import FLAME_LANDMARKS, FLAME_PATH, build_flame_rig, is_flame_rig
 from .heads import builtin_head, flame_model, head_named
+from .markers import mark_micro_events
 from .rig import build_rig, is_rig
 
 
@@ -80,6 +81,7 @@ class TakeBake:
     rig: bpy.types.Object
     result: BakeResult
     camera: bpy.types.Object | None
+    events_marked: int  # the take's micro events, as timeline markers (see ``markers``)
 
 
 def bake_take_file(
@@ -98,6 +100,7 @@ def bake_take_file(
     the paths it stores.
     """
     take = load_take(Path(take_path))
+    frame_start = scene.frame_start
     if is_flame_rig(rig):
         model = flame_model(Path(rig[FLAME_PATH]))
         if not rig[FLAME_LANDMARKS]:
@@ -105,12 +108,14 @@ def bake_take_file(
                                  f"{rig[FLAME_PATH]} and import the FLAME rig again")
         landmarks = load_landmark_embedding(Path(rig[FLAME_LANDMARKS]), model.vertex_count)
         result = bake_flame_take(scene, rig, model, landmarks, take, key_rotation=key_rotation, key_detail=key_detail)
-        return TakeBake(rig, result, _reference(scene, rig, take, result) if reference_video else None)
+        return TakeBake(rig, result, _reference(scene, rig, take, result) if reference_video else None,
+                        mark_micro_events(scene, rig, take, frame_start))
     head = head_named(str(rig["mxr_head"])) if is_rig(rig) else builtin_head()
     if not is_rig(rig):
         rig = build_rig(head, scene.collection)
     result = bake_take(scene, rig, head, take, key_rotation=key_rotation, key_detail=key_detail)
-    return TakeBake(rig, result, _reference(scene, rig, take, result) if reference_video else None)
+    return TakeBake(rig, result, _reference(scene, rig, take, result) if reference_video else None,
+                    mark_micro_events(scene, rig, take, frame_start))
 
 
 def _reference(scene: bpy.types.Scene, rig: bpy.types.Object, take, result: BakeResult) -> bpy.types.Object:

@@ -13,7 +13,7 @@ from mxr.models.retarget import retarget_expressions
 from mxr.mxr_addon.bake import bake_take
 from mxr.mxr_addon.heads import remember
 from mxr.mxr_addon.rig import build_rig
-from mxr.ops.take import save_take
+from mxr.ops.take import MicroEvent, save_take
 
 
 @pytest.fixture
@@ -149,6 +149,25 @@ def test_bake_operator_builds_open_head_and_reference_camera(empty_blend, tmp_pa
     # Baking again onto the same (active) rig reuses it.
     assert bpy.ops.mxr.bake_take(filepath=str(tmp_path / "take.npz")) == {"FINISHED"}
     assert len([obj for obj in bpy.data.objects if obj.type == "MESH"]) == 1
+
+
+def test_micro_events_become_timeline_markers_and_only_mxrs_are_replaced(empty_blend, tmp_path):
+    head = load_open_head()
+    take = synthetic_take(head, frames=20, invalid=(), source_path=str(tmp_path / "gone.mp4"))
+    take.events = [MicroEvent(onset_frame=4, apex_frame=7, offset_frame=11, region="mouth", peak_mm=0.42, confidence=0.9),
+                   MicroEvent(onset_frame=13, apex_frame=15, offset_frame=18, region="brows", peak_mm=0.3, confidence=0.8)]
+    save_take(take, tmp_path / "events.npz")
+    empty_blend.timeline_markers.new("Intro", frame=3)  # the user's own
+    assert bpy.ops.mxr.bake_take(filepath=str(tmp_path / "events.npz")) == {"FINISHED"}
+    rig = bpy.context.view_layer.objects.active
+    start = empty_blend.frame_start
+    ours = sorted((m.frame, m.name) for m in empty_blend.timeline_markers if m.name.startswith(f"MXR {rig.name}: "))
+    assert ours == [(start + 7, f"MXR {rig.name}: mouth 0.42 mm ({start + 4}-{start + 11})"),
+                    (start + 15, f"MXR {rig.name}: brows 0.30 mm ({start + 13}-{start + 18})")]
+    take.events = []
+    save_take(take, tmp_path / "quiet.npz")
+    assert bpy.ops.mxr.bake_take(filepath=str(tmp_path / "quiet.npz")) == {"FINISHED"}  # the same rig again
+    assert [m.name for m in empty_blend.timeline_markers] == ["Intro"]
 
 
 def write_video(path, frames=12, size=(160, 120), fps=30.0):

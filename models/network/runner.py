@@ -3,7 +3,9 @@
 The take is cut into overlapping windows of the model's length, run in batches (one session call
 per ``batch_size`` windows, which is what makes it fast on CPU), and blended back with a tapered
 weight, so a frame near a window's edge (where temporal context is one-sided) counts less than one
-in a window's middle. CUDA is used when this onnxruntime has it, CPU otherwise; ``provider`` says
+in a window's middle. An event detector attached to the model (its metadata names the file) runs
+the same way on the take's fused coefficient track at its own fixed rate, and its logits replace
+the mesh network's. CUDA is used when this onnxruntime has it, CPU otherwise; ``provider`` says
 which one ran.
 """
 from __future__ import annotations

@@ -1,0 +1,29 @@
+"""A take's micro events as timeline markers: where to look, and how strong, before tuning.
+
+One marker per event at its apex, named ``MXR <rig>: <region> <peak> mm (<onset>-<offset>)`` in
+scene frames. Markers cannot carry MXR's ownership tag, so MXR's are recognised by that name
+prefix and only they are replaced by a re-bake of the same rig; a user's markers, and another
+rig's, are never touched.
+"""
+from __future__ import annotations
+
+import bpy
+
+from ..ops.take import Take
+
+
+def marker_prefix(rig: bpy.types.Object) -> str:
+    return f"MXR {rig.name}: "
+
+
+def mark_micro_events(scene: bpy.types.Scene, rig: bpy.types.Object, take: Take, frame_start: int) -> int:
+    """Replace ``rig``'s micro-event markers in ``scene`` by the take's events (take frame k is
+    scene frame ``frame_start + k``). -> the number of markers added."""
+    prefix = marker_prefix(rig)
+    for marker in [m for m in scene.timeline_markers if m.name.startswith(prefix)]:
+        scene.timeline_markers.remove(marker)
+    for event in take.events:
+        onset, offset = frame_start + event.onset_frame, frame_start + event.offset_frame
+        name = f"{prefix}{event.region} {event.peak_mm:.2f} mm ({onset}-{offset})"
+        scene.timeline_markers.new(name, frame=frame_start + event.apex_frame)
+    return len(take.events)
