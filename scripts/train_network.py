@@ -1,7 +1,7 @@
 """Train the micro-expression network on synthetic sequences, export it to ONNX, measure it.
 
     .venv/bin/python scripts/train_network.py            # the shipped weights (~20 min, 1 CPU thread)
-    .venv/bin/python scripts/train_events.py             # then the event detector it carries (~15 min)
+    .venv/bin/python scripts/train_events.py             # then the event detector it carries (~30 min)
     .venv/bin/python scripts/train_network.py --quick    # a smoke run (a minute), written to --out
 
 1. Pre-training on macro-only sequences (models.network.synthetic, ``macro_only=True``): the

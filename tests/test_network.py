@@ -364,6 +364,7 @@ def test_events_from_a_hand_made_logit_track():
     event = events[0]
     assert (event.onset_frame, event.apex_frame, event.offset_frame, event.region) == (100, 125, 159, "brows")
     assert event.peak_mm == pytest.approx(0.8) and event.confidence == pytest.approx(1 / (1 + np.exp(-4.0)))
+    assert extract_events(logits, np.zeros_like(micro), fps, regions, membership) == []  # nothing moved: no event
     assert hysteresis_segments(np.array([0.1, 0.4, 0.6, 0.4, 0.1, 0.45, 0.2]), 0.5, 0.3) == [(1, 3)]
 
 

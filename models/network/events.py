@@ -45,15 +45,16 @@ def merge_close(segments: list[tuple[int, int]], gap: int) -> list[tuple[int, in
 
 def extract_events(logits: np.ndarray, motion_mm: np.ndarray, fps: float, regions: tuple[str, ...],
                    membership: np.ndarray, high: float = 0.5, low: float = 0.3,
-                   min_duration_s: float = 0.06, max_duration_s: float = 0.75,
-                   merge_gap_s: float = 0.05) -> list[MicroEvent]:
+                   min_duration_s: float = 0.1, max_duration_s: float = 0.75,
+                   merge_gap_s: float = 0.05, min_peak_mm: float = 0.05) -> list[MicroEvent]:
     """logits (T, R), motion_mm (T, 478, 3) the face's deformation (NaN on invalid frames),
     membership (R, 478) (non-zero on each region's landmarks) -> events sorted by onset.
 
     ``min_duration_s`` drops blips shorter than any micro-expression (0.15 s) can be even when
     the detector is late on both ends; ``max_duration_s`` drops stretches longer than any
     micro-expression (0.5 s) plus that slack — a slow macro expression is not a micro event;
-    ``merge_gap_s`` heals short dips.
+    ``merge_gap_s`` heals short dips; ``min_peak_mm`` drops stretches in which the region does
+    not move against the stretch's baseline (an event that moves nothing is not one).
     """
     probability = sigmoid(logits.astype(np.float64))  # (T, R)
     motion = np.nan_to_num(motion_mm.astype(np.float64))  # (T, 478, 3)
@@ -67,6 +68,8 @@ def extract_events(logits: np.ndarray, motion_mm: np.ndarray, fps: float, region
             if not shortest <= end - start + 1 <= longest:
                 continue
             regional = bump_mm(motion[start:end + 1][:, members])  # (n,)
+            if regional.max() < min_peak_mm:
+                continue
             apex = start + int(np.argmax(regional))
             candidates.append(MicroEvent(onset_frame=start, apex_frame=apex, offset_frame=end, region=region,
                                          peak_mm=float(regional[apex - start]),
