@@ -210,37 +210,26 @@ class FrontEnd:
         check_every = max(1, round(settings.face_check_seconds * self.video.fps))
         with FaceTracker(max_faces=1, min_detection_confidence=settings.min_detection_confidence,
                          check_every=check_every) as tracker:
-            while (item := _get(source, stop)) is not _END:
-                if isinstance(item, _Failed):
-                    _put(out, item, stop)
-                    return
-                if item is None:  # stopped from outside
-                    return
+            def observe(item: tuple) -> tuple:
                 index, timestamp_s, frame_rgb = item
-                observation = tracker.observe(frame_rgb)
-                if not _put(out, (index, timestamp_s, frame_rgb, observation, tracker.several_faces_seen), stop):
-                    return
-        _put(out, _END, stop)
+                return index, timestamp_s, frame_rgb, tracker.observe(frame_rgb), tracker.several_faces_seen
+
+            _relay(source, out, stop, observe)
 
     def _crop(self, source: queue.Queue, out: queue.Queue, stop: threading.Event) -> None:
         """Observed frames -> ``_Tracked`` (the record without flow and the grey crop)."""
+        _relay(source, out, stop, self._tracked)
+
+    def _tracked(self, item: tuple) -> _Tracked:
         size = self.settings.crop_size
-        while (item := _get(source, stop)) is not _END:
-            if isinstance(item, _Failed):
-                _put(out, item, stop)
-                return
-            if item is None:  # stopped from outside
-                return
-            index, timestamp_s, frame_rgb, observation, several_faces = item
-            landmarks = observation.landmarks_px
-            transform = crop = None
-            if landmarks is not None:
-                transform = stabilising_transform(landmarks, size)
-                crop = warp_to_crop(cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2GRAY), transform, size)
-            record = self._record(index, timestamp_s, observation.confidence, landmarks, transform)
-            if not _put(out, _Tracked(record, crop, several_faces), stop):
-                return
-        _put(out, _END, stop)
+        index, timestamp_s, frame_rgb, observation, several_faces = item
+        landmarks = observation.landmarks_px
+        transform = crop = None
+        if landmarks is not None:
+            transform = stabilising_transform(landmarks, size)
+            crop = warp_to_crop(cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2GRAY), transform, size)
+        record = self._record(index, timestamp_s, observation.confidence, landmarks, transform)
+        return _Tracked(record, crop, several_faces)
 
     def _flow(self, source: queue.Queue, stop: threading.Event) -> Iterator[FrameRecord]:
         settings = self.settings
@@ -333,6 +322,20 @@ def _guarded(stage: Callable[[queue.Queue, threading.Event], None], out: queue.Q
         stage(out, stop)
     except BaseException as error:  # noqa: BLE001 - re-raised in the consuming thread
         _put(out, _Failed(error), stop)
+
+
+def _relay(source: queue.Queue, out: queue.Queue, stop: threading.Event, work: Callable[[Any], object]) -> None:
+    """A middle stage: ``work`` on every item from ``source`` into ``out``, then the end marker.
+    A failure upstream is passed on as it is; a stop from outside ends the stage quietly."""
+    while (item := _get(source, stop)) is not _END:
+        if isinstance(item, _Failed):
+            _put(out, item, stop)
+            return
+        if item is None:  # stopped from outside
+            return
+        if not _put(out, work(item), stop):
+            return
+    _put(out, _END, stop)
 
 
 def _put(out: queue.Queue, item: object, stop: threading.Event) -> bool:

@@ -250,13 +250,14 @@ def evaluate_real(methods: Methods, quick: bool) -> list[VideoClip]:
     return clips
 
 
-def pooled(clips: list[TruthClip]) -> dict[str, TruthScores | None]:
-    total: dict[str, TruthScores | None] = {}
+def pooled(clips: list[TruthClip] | list[VideoClip]) -> dict[str, TruthScores | VideoScores | None]:
+    """Method -> its scores merged over the clips (None where any clip has none: not run)."""
+    total: dict = {}
     for clip in clips:
         for name, scores in clip.scores.items():
             if scores is None:
                 total[name] = None
-            elif total.setdefault(name, TruthScores()) is not None:
+            elif total.setdefault(name, type(scores)()) is not None:
                 total[name].merge(scores)
     return total
 
@@ -320,14 +321,8 @@ def per_clip_table(clips: list[TruthClip]) -> list[str]:
 def video_table(clips: list[VideoClip]) -> list[str]:
     """Per clip, then the real clips pooled (all their endpoint errors, all their still frames)."""
     real = [clip for clip in clips if not clip.name.startswith("(scan)")]
-    pool: dict[str, VideoScores | None] = {}
-    for clip in real:
-        for name, scores in clip.scores.items():
-            if scores is None:
-                pool[name] = None
-            elif pool.setdefault(name, VideoScores()) is not None:
-                pool[name].merge(scores)
-    overall = VideoClip("all real clips", float("nan"), sum(c.frames for c in real), sum(c.still for c in real), pool)
+    overall = VideoClip("all real clips", float("nan"), sum(c.frames for c in real), sum(c.still for c in real),
+                        pooled(real))
     rows = []
     for clip in real + ([overall] if len(real) > 1 else []) + [clip for clip in clips if clip not in real]:
         for name, scores in clip.scores.items():

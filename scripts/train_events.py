@@ -27,13 +27,15 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import onnxruntime
 import torch
 
-from mxr.models.network.evaluation import EventScores, event_scores
+from mxr.models.network.evaluation import (MIN_EVENT_F1, EventScores, choose_event_thresholds, decoding_thresholds,
+                                           event_scores)
 from mxr.models.network.events import extract_events
 from mxr.models.network.features import EVENT_REGIONS, region_membership, resample_track, take_inputs
 from mxr.models.network.fusion import basis_in_take_frame
@@ -46,8 +48,7 @@ from mxr.ops.take import MicroEvent
 VERSION = "mxr-events-1"
 DETECTOR_FILE = "mxr_events.onnx"
 CARD = Path(__file__).resolve().parents[1] / "models" / "network" / "EVENT_DETECTOR.md"
-THRESHOLD_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)  # "high"; "low" is 0.6 x high
-MIN_EVENT_F1 = 0.5  # below this on the validation sequences the detector reports nothing
+THRESHOLD_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)  # "high"; "low" follows (evaluation.LOW_SHARE)
 
 
 @dataclass
@@ -77,14 +78,10 @@ def make_track(job: tuple[int, int, float]) -> Track:
                  list(sequence.truth_events))
 
 
-_HEAD = None
-
-
+@lru_cache(maxsize=1)
 def _head():
-    global _HEAD
-    if _HEAD is None:
-        _HEAD = load_open_head()
-    return _HEAD
+    """The open head, loaded once per worker process."""
+    return load_open_head()
 
 
 def make_tracks(seed: int, count: int, rate_hz: float, workers: int) -> list[Track]:
@@ -137,8 +134,7 @@ def detection_scores(runner: NetworkRunner, tracks: list[Track], high: float) ->
     for track in tracks:
         logits = runner.detector_logits(track.coefficients, track.fps)
         motion = np.tensordot(track.coefficients, basis_in_take_frame(track.neutral_mm), axes=1)  # (T, 478, 3)
-        detected = extract_events(logits, motion, track.fps, runner.regions, membership, high=high,
-                                  low=round(0.6 * high, 3))
+        detected = extract_events(logits, motion, track.fps, runner.regions, membership, **decoding_thresholds(high))
         scores.merge(event_scores(detected, track.events))
     return scores
 
@@ -279,13 +275,15 @@ def main(argv: list[str] | None = None) -> int:
         meta_file.write_text(json.dumps(metadata, indent=1))
 
     runner = NetworkRunner(args.model, providers=["CPUExecutionProvider"])
-    best_high, best = 0.5, None
-    for high in THRESHOLD_GRID:
-        scores = summary(detection_scores(runner, validation, high))
-        print(f"  threshold {high}: {scores}", flush=True)
-        if best is None or scores["f1"] > best["f1"]:
-            best_high, best = high, scores
-    entry["event_thresholds"] = {"high": best_high, "low": round(0.6 * best_high, 3)}
+
+    def score_at(high: float) -> EventScores:
+        scores = detection_scores(runner, validation, high)
+        print(f"  threshold {high}: {summary(scores)}", flush=True)
+        return scores
+
+    best_high, best_scores = choose_event_thresholds(score_at, THRESHOLD_GRID)
+    best = summary(best_scores)
+    entry["event_thresholds"] = decoding_thresholds(best_high)
     entry["events_enabled"] = best["f1"] >= MIN_EVENT_F1
     entry["validation"] = {"sequences": args.validation_sequences, "seed": args.seed + 1, **best}
     meta_file.write_text(json.dumps(metadata, indent=1))

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mxr.models.network.evaluation import EventScores, event_scores
+from mxr.models.network.evaluation import (MIN_EVENT_F1, EventScores, choose_event_thresholds, decoding_thresholds,
+                                           event_scores)
 from mxr.models.network.events import extract_events
 from mxr.models.network.features import NetworkInputs, mesh_graph, region_membership, take_inputs, windowed
 from mxr.models.network.runner import DEFAULT_MODEL, NetworkRunner, apply_network, metadata_path
@@ -262,8 +263,7 @@ def moving_average(x: np.ndarray, width: int) -> np.ndarray:
 
 
 # -- event decoding ------------------------------------------------------------------------------------
-EVENT_THRESHOLD_GRID = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # "high"; "low" is 0.6 x high
-MIN_EVENT_F1 = 0.5  # below this on the validation takes the model reports no events at all
+EVENT_THRESHOLD_GRID = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # "high"; "low" follows (evaluation.LOW_SHARE)
 
 
 def calibrate_event_thresholds(runner: NetworkRunner, config: SyntheticConfig, count: int, seed: int) -> dict:
@@ -275,18 +275,18 @@ def calibrate_event_thresholds(runner: NetworkRunner, config: SyntheticConfig, c
         result = runner.run(sequence.take)
         runs.append((result, sequence.take.fps, sequence.truth_events))
     membership = region_membership(tuple(runner.regions))
-    best = {"high": 0.5, "low": 0.3, "f1": -1.0}
-    for high in EVENT_THRESHOLD_GRID:
+
+    def score_at(high: float) -> EventScores:
         scores = EventScores()
         for result, fps, truth in runs:
             total_mm = result.macro_mm + result.micro_mm + result.detail_mm
             detected = extract_events(result.event_logits, total_mm, fps, result.regions, membership,
-                                      high=high, low=0.6 * high)
+                                      **decoding_thresholds(high))
             scores.merge(event_scores(detected, truth))
-        f1 = 0.0 if not np.isfinite(scores.f1) else scores.f1
-        if f1 > best["f1"]:
-            best = {"high": high, "low": round(0.6 * high, 3), "f1": round(f1, 4)}
-    return best
+        return scores
+
+    high, scores = choose_event_thresholds(score_at, EVENT_THRESHOLD_GRID)
+    return {**decoding_thresholds(high), "f1": round(float(np.nan_to_num(scores.f1)), 4)}
 
 
 # -- export --------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -229,6 +230,27 @@ def event_scores(detected: list[MicroEvent], truth: list[MicroEvent]) -> EventSc
     return EventScores(truths=len(truth), detections=len(detected),
                        onset_errors=[d.onset_frame - t.onset_frame for d, t in pairs],
                        apex_errors=[d.apex_frame - t.apex_frame for d, t in pairs])
+
+
+MIN_EVENT_F1 = 0.5  # an event head under this F1 on its validation takes is shipped switched off
+LOW_SHARE = 0.6  # events.extract_events' hysteresis: low = this x high
+
+
+def decoding_thresholds(high: float) -> dict[str, float]:
+    """``extract_events``' high / low for a given high."""
+    return {"high": high, "low": round(LOW_SHARE * high, 3)}
+
+
+def choose_event_thresholds(score_at: Callable[[float], EventScores],
+                            grid: tuple[float, ...]) -> tuple[float, EventScores]:
+    """The ``high`` of ``grid`` whose decoding scores the best F1 (the first of equals; an
+    undefined F1 counts as 0), and those scores. ``score_at(high)`` decodes the validation takes."""
+    best_high, best = grid[0], None
+    for high in grid:
+        scores = score_at(high)
+        if best is None or np.nan_to_num(scores.f1) > np.nan_to_num(best.f1):
+            best_high, best = high, scores
+    return best_high, best
 
 
 def score_against_truth(take: Take, truth: Truth) -> TruthScores:
