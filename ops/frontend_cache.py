@@ -27,7 +27,7 @@ from .progress import ProgressReporter
 from .video import VideoInfo, file_sha256, probe_video
 
 CACHE_FORMAT = "mxr.frontend-cache"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the flow covers the crop's face columns only (flow.flow_columns)
 CHUNK_FRAMES = 256
 CACHE_DIR_ENV = "MXR_CACHE_DIR"
 STALE_PARTIAL_S = 24 * 3600  # a partial folder this old belongs to a crashed run

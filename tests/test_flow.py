@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from mxr.ops.crops import apply_affine, stabilising_transform, warp_to_crop
-from mxr.ops.flow import (DEFAULT_FLOW_PROFILE, FlowEstimator, dense_flow, dense_forward_backward_error, forward_backward_error,
-                          is_consistent, make_dis, sample_bilinear, smooth_motion_field)
+from mxr.ops.flow import (DEFAULT_FLOW_PROFILE, FlowEstimator, dense_flow, dense_forward_backward_error, flow_columns,
+                          forward_backward_error, is_consistent, make_dis, sample_bilinear, smooth_motion_field,
+                          windowed_flow)
 from mxr.ops.landmarks import FaceTracker
 from mxr.ops.sample_data import sample_path
 from mxr.ops.video import read_frames_at
@@ -56,6 +57,28 @@ def test_flow_at_landmarks_and_consistency_on_known_motion(face_crop):
     assert np.median(np.linalg.norm(pair.at_points[inner] - truth[inner], axis=1)) < 0.1
     assert pair.consistent[inner].mean() > 0.9
     assert pair.at_points.shape == (478, 2) and pair.fb_error_px.shape == (478,)
+
+
+def test_windowed_flow_matches_the_whole_crop_inside_the_face_and_is_nan_outside(face_crop):
+    crop, points, mask = face_crop
+    previous, current = moved_pair(crop, smooth_motion_field(crop.shape, 1.0, seed=5))
+    dis = make_dis(DEFAULT_FLOW_PROFILE)
+    columns = flow_columns(crop.shape[1])
+    assert (columns.start, columns.stop) == (24, 232)
+    assert points[:468, 0].min() > columns.start and points[:468, 0].max() < columns.stop  # the face is inside
+    windowed = windowed_flow(dis, previous, current, columns)
+    whole = dense_flow(dis, previous, current)
+    assert np.isnan(windowed[:, :columns.start]).all() and np.isnan(windowed[:, columns.stop:]).all()
+    assert np.median(np.linalg.norm(windowed - whole, axis=2)[mask]) < 0.02
+
+
+def test_points_outside_the_flow_columns_get_no_flow_and_fail_the_check(face_crop):
+    crop, points, _ = face_crop
+    previous, current = moved_pair(crop, smooth_motion_field(crop.shape, 1.0, seed=6))
+    outside = np.array([[10.0, 128.0], [245.0, 100.0]])
+    pair = FlowEstimator().pair(previous, current, np.vstack([points, outside]))
+    assert np.isnan(pair.at_points[-2:]).all() and not pair.consistent[-2:].any()
+    assert pair.consistent[:468].mean() > 0.9
 
 
 def test_an_occluder_fails_the_consistency_check(face_crop):
