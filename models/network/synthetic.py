@@ -42,6 +42,7 @@ from ...ops.flow import is_consistent
 from ...ops.take import BASELINE_VERSION, LANDMARK_COUNT, MicroEvent, Take
 from ..head_model import HeadModel
 from ..similarity import Similarities, fit_similarities
+from .event_profile import micro_profile, smoothstep
 
 NOISE_MODEL_PATH = Path(__file__).resolve().parent / "noise_model.json"
 IRIS_LANDMARKS = np.arange(468, 478)
@@ -181,12 +182,6 @@ class SyntheticSequence:
 
 
 # -- small building blocks ---------------------------------------------------------------------------
-def smoothstep(x: np.ndarray) -> np.ndarray:
-    """0 below 0, 1 above 1, C1-smooth in between."""
-    x = np.clip(x, 0.0, 1.0)
-    return x * x * (3.0 - 2.0 * x)
-
-
 def smooth_signal(times_s: np.ndarray, shortest_period_s: float, rng: np.random.Generator,
                   channels: int = 1, components: int = 5) -> np.ndarray:
     """Random smooth signals in [-1, 1]: sums of sinusoids no faster than ``shortest_period_s``,
@@ -316,14 +311,6 @@ def macro_coefficients(head: HeadModel, times_s: np.ndarray, config: SyntheticCo
         coefficients[:, blinks] += (rng.uniform(0.8, 1.0) * np.sin(np.pi * np.clip(phase, 0.0, 1.0)) ** 2)[:, None]
         blink_time += duration + rng.exponential(1.0 / config.blink_rate_per_s)
     return coefficients
-
-
-def micro_profile(times_s: np.ndarray, onset_s: float, apex_s: float, hold_s: float, offset_s: float) -> np.ndarray:
-    """Onset -> apex (smoothstep up), a short hold, then a slower smoothstep decay to the offset.
-    (T,) in [0, 1]."""
-    rise = smoothstep((times_s - onset_s) / (apex_s - onset_s))
-    fall = 1.0 - smoothstep((times_s - apex_s - hold_s) / (offset_s - apex_s - hold_s))
-    return np.minimum(rise, fall)
 
 
 def micro_action_coefficients(head: HeadModel, action: str, rng: np.random.Generator,

@@ -1,0 +1,81 @@
+"""The micro-expression time course and fitting it to motion: against hand-built events."""
+import numpy as np
+import pytest
+
+from mxr.models.network.event_profile import fit_event_timing, micro_profile, smoothstep
+from mxr.models.network.events import extract_events
+from mxr.models.network.features import EVENT_REGIONS, region_membership
+from mxr.ops.take import LANDMARK_COUNT
+
+
+def test_smoothstep_is_flat_at_both_ends():
+    x = np.array([-1.0, 0.0, 0.5, 1.0, 2.0])
+    np.testing.assert_allclose(smoothstep(x), [0.0, 0.0, 0.5, 1.0, 1.0])
+    step = 1e-4
+    assert smoothstep(np.array([step]))[0] < 1e-7 and 1.0 - smoothstep(np.array([1.0 - step]))[0] < 1e-7
+
+
+def test_micro_profile_shape_and_broadcasting():
+    times = np.linspace(0.0, 1.0, 201)
+    profile = micro_profile(times, 0.2, 0.3, 0.1, 0.6)  # (201,)
+    assert (profile[times < 0.2] == 0).all() and (profile[times > 0.6] == 0).all()
+    assert (profile[(times >= 0.3) & (times <= 0.4)] == 1).all()
+    onsets, apexes = np.array([0.1, 0.2]), np.array([0.2, 0.35])
+    grid = micro_profile(times[:, None], onsets, apexes, 0.0, np.array([0.5, 0.7]))  # (201, 2)
+    for column in range(2):
+        np.testing.assert_array_equal(grid[:, column], micro_profile(times, onsets[column], apexes[column], 0.0,
+                                                                       [0.5, 0.7][column]))
+
+
+def _event_motion(fps, onset_s, apex_s, hold_s, offset_s, frames, noise_mm, seed):
+    """(frames, 40, 3) mm: a fixed pattern times the profile on a slow quadratic drift, plus white noise."""
+    rng = np.random.default_rng(seed)
+    times = np.arange(frames) / fps
+    pattern = rng.normal(size=(40, 3)) * 0.3  # mm at the apex
+    drift = rng.normal(size=(3, 40, 3)) * 0.2
+    t = times / times[-1]
+    motion = (micro_profile(times, onset_s, apex_s, hold_s, offset_s)[:, None, None] * pattern
+              + drift[0] + t[:, None, None] * drift[1] + (t**2)[:, None, None] * drift[2])
+    return motion + rng.normal(scale=noise_mm, size=motion.shape), pattern
+
+
+@pytest.mark.parametrize("noise_mm", [0.0, 0.02])
+def test_fit_recovers_the_timing_of_an_event_from_late_and_early_guesses(noise_mm):
+    fps = 200.0
+    onset_s, apex_s, hold_s, offset_s = 0.4125, 0.51, 0.02, 0.7375
+    motion, pattern = _event_motion(fps, onset_s, apex_s, hold_s, offset_s, 240, noise_mm, seed=1)
+    truth_onset, truth_offset = int(np.floor(onset_s * fps)), int(np.ceil(offset_s * fps))
+    truth_apex = int(np.ceil(apex_s * fps))
+    fit = fit_event_timing(motion[40:200], fps, 40, truth_onset + 9, truth_offset - 7)  # a detector's bounds
+    tolerance = 1 if noise_mm == 0 else 2
+    assert abs(fit.onset_frame - truth_onset) <= tolerance
+    assert abs(fit.apex_frame - truth_apex) <= tolerance
+    assert abs(fit.offset_frame - truth_offset) <= tolerance + 1
+    assert np.abs(fit.pattern_mm - pattern).max() < 0.02 + 2 * noise_mm
+    assert fit.explained > (0.99 if noise_mm == 0 else 0.5)
+
+
+def test_flat_motion_fits_nothing():
+    assert fit_event_timing(np.zeros((60, 10, 3)), 100.0, 0, 10, 40) is None
+
+
+def test_extract_events_refines_timing_at_high_frame_rates_only():
+    regions = EVENT_REGIONS
+    membership = region_membership(regions)
+    brows = regions.index("brows")
+    members = np.flatnonzero(membership[brows])
+    for fps, refined in ((200.0, True), (30.0, False)):
+        count = int(2 * fps)
+        times = np.arange(count) / fps
+        onset_s, apex_s, offset_s = 0.8, 0.9, 1.15
+        motion = np.zeros((count, LANDMARK_COUNT, 3))
+        motion[:, members, 1] = 0.6 * micro_profile(times, onset_s, apex_s, 0.0, offset_s)[:, None]
+        logits = np.full((count, len(regions)), -6.0)
+        late_onset, early_offset = int((onset_s + 0.03) * fps), int((offset_s - 0.03) * fps)  # the score's threshold
+        logits[late_onset:early_offset + 1, brows] = 4.0
+        (event,) = extract_events(logits, motion, fps, regions, membership)
+        truth_onset = int(np.floor(onset_s * fps))
+        if refined:
+            assert abs(event.onset_frame - truth_onset) <= 1 and event.peak_mm == pytest.approx(0.6, abs=0.01)
+        else:
+            assert event.onset_frame == late_onset and event.offset_frame == early_offset
