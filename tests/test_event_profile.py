@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from mxr.models.network.event_profile import fit_event_timing, micro_profile, smoothstep
-from mxr.models.network.events import extract_events
+from mxr.models.network.events import extract_events, micro_layer_mm
 from mxr.models.network.features import EVENT_REGIONS, region_membership
 from mxr.ops.take import LANDMARK_COUNT
 
@@ -79,3 +79,22 @@ def test_extract_events_refines_timing_at_high_frame_rates_only():
             assert abs(event.onset_frame - truth_onset) <= 1 and event.peak_mm == pytest.approx(0.6, abs=0.01)
         else:
             assert event.onset_frame == late_onset and event.offset_frame == early_offset
+
+
+def test_the_micro_layer_is_each_event_s_time_course_times_its_whole_face_pattern():
+    fps, count = 100.0, 200
+    regions = EVENT_REGIONS
+    membership = region_membership(regions)
+    mouth = regions.index("mouth")
+    times = np.arange(count) / fps
+    profile = micro_profile(times, 0.6, 0.7, 0.0, 0.95)  # (T,)
+    pattern = np.zeros((LANDMARK_COUNT, 3))
+    pattern[np.flatnonzero(membership[mouth]), 1] = 0.5  # the region ...
+    pattern[:20, 0] = 0.2  # ... and landmarks outside it that the same action moves
+    drift = np.linspace(0.0, 1.0, count)[:, None, None] * np.full((LANDMARK_COUNT, 3), 0.3)  # a slow macro motion
+    motion = profile[:, None, None] * pattern + drift
+    (event,) = extract_events(np.where(profile[:, None] > 0.2, 5.0, -5.0) * (np.arange(len(regions)) == mouth),
+                              motion, fps, regions, membership)
+    layer = micro_layer_mm([event], motion, fps, regions, membership)  # (T, 478, 3)
+    np.testing.assert_allclose(layer, profile[:, None, None] * pattern, atol=0.02)
+    assert not micro_layer_mm([], motion, fps, regions, membership).any()  # no events, no layer

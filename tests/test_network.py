@@ -275,12 +275,15 @@ def test_the_event_thresholds_in_the_model_metadata_are_used(tiny_model, neutral
         model.with_suffix(".json").write_text(json.dumps(metadata))
         runner = NetworkRunner(model, providers=[CPU])
         assert runner.event_thresholds["high"] == high
-        found[high] = apply_network(take, runner).events
-    assert found[1.0] == [] and found[0.0]
+        found[high] = apply_network(take, runner)
+    assert found[1.0].events == [] and found[0.0].events
     metadata["events_enabled"] = False  # the event head failed its validation: nothing is reported
     model.with_suffix(".json").write_text(json.dumps(metadata))
     silenced = apply_network(take, NetworkRunner(model, providers=[CPU]))
     assert silenced.events == [] and silenced.settings["network"]["events_enabled"] is False
+    # With events, the micro layer is what they explain, moved out of the macro layer: same total.
+    np.testing.assert_allclose(found[0.0].deformation_mm(), silenced.deformation_mm(), atol=1e-4)
+    assert not np.allclose(found[0.0].micro_mm, silenced.micro_mm, atol=1e-4)
 
 
 def test_tracks_resample_between_frame_rates_and_back():

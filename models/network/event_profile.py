@@ -46,6 +46,23 @@ class EventTiming:
     offset_frame: int  # the first frame after the decay (ceil of the fitted offset)
     pattern_mm: np.ndarray  # (M, 3) mm, the region's displacement at the top of the profile
     explained: float  # share of the span's motion (about its baseline) the fit explains, 0..1
+    profile: np.ndarray  # (n,) the fitted time course over the span's frames, 0..1
+
+
+def span_baseline(frames: int) -> np.ndarray:
+    """(n, 3) orthonormal columns spanning a quadratic in time over ``frames`` frames."""
+    centred = np.arange(frames, dtype=np.float64) / frames - 0.5
+    return np.linalg.qr(np.stack([np.ones(frames), centred, centred**2], axis=1))[0]
+
+
+def fit_pattern(motion_mm: np.ndarray, profile: np.ndarray) -> np.ndarray:
+    """The displacement (M, 3) mm that ``profile`` (n,) scales in motion_mm (n, M, 3): least
+    squares with a quadratic baseline per coordinate, which it leaves out."""
+    baseline = span_baseline(len(profile))
+    residual_profile = profile - baseline @ (baseline.T @ profile)
+    observed = motion_mm.reshape(len(profile), -1).astype(np.float64)
+    pattern = (observed.T @ residual_profile) / max(float(residual_profile @ residual_profile), 1e-12)  # (3M,)
+    return pattern.reshape(-1, 3)
 
 
 def fit_event_timing(motion_mm: np.ndarray, fps: float, first_frame: int, onset_guess: int, offset_guess: int,
@@ -61,8 +78,7 @@ def fit_event_timing(motion_mm: np.ndarray, fps: float, first_frame: int, onset_
     if frames < 4 or motion_mm.shape[1] == 0:
         return None
     times = np.arange(frames, dtype=np.float64)  # frames since first_frame
-    centred = times / frames - 0.5
-    baseline = np.linalg.qr(np.stack([np.ones(frames), centred, centred**2], axis=1))[0]  # (n, 3)
+    baseline = span_baseline(frames)  # (n, 3)
     observed = motion_mm.reshape(frames, -1).astype(np.float64)
     observed = observed - baseline @ (baseline.T @ observed)  # (n, 3M) about the baseline
     left, singular, _ = np.linalg.svd(observed, full_matrices=False)
@@ -87,12 +103,10 @@ def fit_event_timing(motion_mm: np.ndarray, fps: float, first_frame: int, onset_
     onset, offset, rise, hold, score = fine if fine is not None else best
     duration = offset - onset
     profile = micro_profile(times, onset, onset + rise * duration, hold * duration, offset)  # (n,)
-    residual_profile = profile - baseline @ (baseline.T @ profile)
-    pattern = (observed.T @ residual_profile) / max(float(residual_profile @ residual_profile), 1e-12)  # (3M,)
     top = np.flatnonzero(profile >= profile.max() - 1e-9)
     return EventTiming(onset_frame=first_frame + max(int(np.floor(onset)), 0), apex_frame=first_frame + int(top[0]),
                        offset_frame=first_frame + min(int(np.ceil(offset)), frames - 1),
-                       pattern_mm=pattern.reshape(-1, 3), explained=score / total)
+                       pattern_mm=fit_pattern(motion_mm, profile), explained=score / total, profile=profile)
 
 
 def _search(components: np.ndarray, baseline: np.ndarray, times: np.ndarray, fps: float, onsets: np.ndarray,

@@ -21,10 +21,11 @@ from dataclasses import replace
 import numpy as np
 
 from ...ops.take import MicroEvent
-from .event_profile import fit_event_timing
+from .event_profile import fit_event_timing, fit_pattern
 
 REFINE_MIN_FPS = 60.0  # timing is refined by the profile fit at this frame rate and above
 REFINE_SLACK_S = 0.08  # how far the fit may move the detector's onset and offset
+LAYER_SLACK_S = 0.02  # how far the micro layer's fit may move an event's (already refined) onset and offset
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -103,6 +104,30 @@ def refine_timing(event: MicroEvent, motion_mm: np.ndarray, fps: float) -> Micro
         return event
     return replace(event, onset_frame=fit.onset_frame, apex_frame=fit.apex_frame, offset_frame=fit.offset_frame,
                    peak_mm=float(np.linalg.norm(fit.pattern_mm, axis=1).max()))
+
+
+def micro_layer_mm(events: list[MicroEvent], motion_mm: np.ndarray, fps: float, regions: tuple[str, ...],
+                   membership: np.ndarray) -> np.ndarray:
+    """The motion the events explain, as a layer: (T, 478, 3) mm, zero outside events.
+
+    Each event's time course is fitted on its region's landmarks (``fit_event_timing``, within
+    ``LAYER_SLACK_S`` of its onset and offset); its displacement pattern is then fitted over the
+    whole face, as an action unit reaches past the region it is named after. The layer is the sum
+    of time course x pattern. motion_mm (T, 478, 3) the face's deformation (NaN on invalid frames).
+    (Projecting each pattern onto the expression basis was tried: micro error 0.83x -> 0.82x.)
+    """
+    motion = np.nan_to_num(motion_mm.astype(np.float64))
+    layer = np.zeros_like(motion)
+    for event in events:
+        members = np.flatnonzero(membership[regions.index(event.region)] > 0)
+        pad = int(round((LAYER_SLACK_S + 0.1) * fps))
+        first = max(event.onset_frame - pad, 0)
+        last = min(event.offset_frame + pad, len(motion) - 1)
+        fit = fit_event_timing(motion[first:last + 1][:, members], fps, first, event.onset_frame, event.offset_frame,
+                               slack_s=LAYER_SLACK_S)
+        if fit is not None:
+            layer[first:last + 1] += fit.profile[:, None, None] * fit_pattern(motion[first:last + 1], fit.profile)
+    return layer
 
 
 def bump_mm(motion_mm: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ import numpy as np
 
 from ...ops.errors import MxrError
 from ...ops.take import BASELINE_VERSION, Take
-from .events import extract_events
+from .events import extract_events, micro_layer_mm
 from .features import region_membership, resample_track, take_inputs, track_to_frames, window_starts, windowed
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -160,18 +160,25 @@ def _taper(window: int) -> np.ndarray:
 
 def apply_network(take: Take, runner: NetworkRunner) -> Take:
     """A new take with the network's macro / micro / detail layers and micro events; the baseline's
-    observations, pose and neutral are kept, invalid frames stay NaN. The network reads the
-    baseline's canonical faces, so it takes a baseline take, not its own output."""
+    observations, pose and neutral are kept, invalid frames stay NaN. With events, the micro layer is
+    the motion they explain (``events.micro_layer_mm``), moved out of the macro layer: the mesh
+    network's own micro output stays near zero (see EVALUATION.md), and the total is unchanged.
+    The network reads the baseline's canonical faces, so it takes a baseline take, not its own output."""
     if take.model_version != BASELINE_VERSION:
         raise MxrError(f"the network refines a landmark-only baseline take, not a '{take.model_version}' take")
     result = runner.run(take)
     total_mm = result.macro_mm + result.micro_mm + result.detail_mm  # the apex: where the face moves most
-    events = (extract_events(result.event_logits, total_mm, take.fps, result.regions,
-                             region_membership(tuple(result.regions)), **runner.event_thresholds)
+    regions, membership = tuple(result.regions), region_membership(tuple(result.regions))
+    events = (extract_events(result.event_logits, total_mm, take.fps, regions, membership, **runner.event_thresholds)
               if runner.events_enabled else [])
+    macro_mm, micro_mm = result.macro_mm, result.micro_mm
+    if events:  # the micro layer is what the events explain, taken out of the macro layer: the total stays
+        micro_mm = micro_layer_mm(events, total_mm, take.fps, regions, membership).astype(np.float32)
+        micro_mm[~np.asarray(take.valid, bool)] = np.nan
+        macro_mm = total_mm - micro_mm - result.detail_mm
     settings = dict(take.settings)
     settings["network"] = {"model": runner.model_path.name, "version": runner.version, "provider": runner.provider,
                            "window": runner.window, "stride": runner.stride, "events_enabled": runner.events_enabled,
                            "event_detector": runner.detector["file"] if runner.detector else None}
-    return dataclasses.replace(take, macro_mm=result.macro_mm, micro_mm=result.micro_mm, detail_mm=result.detail_mm,
+    return dataclasses.replace(take, macro_mm=macro_mm, micro_mm=micro_mm, detail_mm=result.detail_mm,
                                events=events, model_version=runner.version, settings=settings)
