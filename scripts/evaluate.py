@@ -397,8 +397,9 @@ def report(groups: dict[str, list[TruthClip]], real: list[VideoClip], scan_video
                   "Flow endpoint error: the take's frame-to-frame change of deformation vs the measured non-rigid flow "
                   "(rigid head motion removed as the network's features do it, so this measure is *not* independent "
                   "of the network's flow input), both projected into the stabilised 256 px crop, consistent skin "
-                  f"landmarks. Still frames: median measured non-rigid motion below {STILL_MOTION_MM:g} mm a frame into "
-                  "the frame and out of it. The scan clips' rows show whether these measures rank methods as the truth does.", ""]
+                  f"landmarks. Still frames: in every face region, the median measured non-rigid motion below "
+                  f"{STILL_MOTION_MM:g} mm a frame into the frame and out of it (until 2026-11-24 the median over the "
+                  "whole face, which let speech frames with a moving mouth and jaw count as still). The scan clips' rows show whether these measures rank methods as the truth does.", ""]
         lines += video_table(real + scan_video)
     lines += ["", "<details><summary>Per clip</summary>", ""] + per_clip_table(all_clips) + ["", "</details>"]
     return "\n".join(lines) + "\n"

@@ -25,6 +25,7 @@ from mxr.models.network.evaluation import (
     still_jitter,
     within_tolerance,
 )
+from mxr.models.network.features import EVENT_REGIONS
 from mxr.models.network.synthetic import rotation_from_angles
 from mxr.ops.canonical import image_to_camera
 from mxr.ops.take import LANDMARK_COUNT, MicroEvent, Take, unobserved_front_end
@@ -167,17 +168,19 @@ def test_flow_endpoint_error_projects_the_disagreement_through_pose_and_crop(neu
     mask = np.zeros((4, LANDMARK_COUNT), bool)
     mask[1:] = True
     mask[1:, 3] = False  # an inconsistent landmark is left out
-    errors = flow_endpoint_errors(take, MeasuredFlow(flow, mask, np.zeros(4)))
+    errors = flow_endpoint_errors(take, MeasuredFlow(flow, mask, np.zeros((4, len(EVENT_REGIONS)))))
     assert errors.shape == (3 * 467,)
     # 0.05 mm x 2 px/mm x 3 crop px per px = 0.3 crop px at frame 3, nothing elsewhere
     np.testing.assert_allclose(np.sort(errors)[-467:], 0.3, atol=1e-6)
     np.testing.assert_allclose(np.sort(errors)[:-467], 0.0, atol=1e-6)
 
 
-def test_still_frames_need_a_quiet_frame_and_a_quiet_next_frame():
+def test_still_frames_need_a_quiet_frame_and_a_quiet_next_frame_in_every_region():
     median_mm = np.array([np.nan, 0.05, 0.05, 0.5, 0.05, 0.05, 0.05])
-    measured = MeasuredFlow(np.zeros((7, 1, 3)), np.zeros((7, 1), bool), median_mm)
+    measured = MeasuredFlow(np.zeros((7, 1, 3)), np.zeros((7, 1), bool), np.stack([median_mm, median_mm], axis=1))
     assert np.flatnonzero(still_frames(measured, threshold_mm=0.1)).tolist() == [1, 4, 5]
+    measured.regional_median_mm[5, 1] = 0.3  # the mouth alone moves into frame 5: frames 4 and 5 are not still
+    assert np.flatnonzero(still_frames(measured, threshold_mm=0.1)).tolist() == [1]
 
 
 def test_measured_motion_is_the_median_non_rigid_flow_of_the_skin(neutral):
@@ -185,7 +188,8 @@ def test_measured_motion_is_the_median_non_rigid_flow_of_the_skin(neutral):
     take.flow_at_landmarks_px[1:] = 0.0  # measured: no motion at all
     take.flow_consistent[1:] = True
     measured = measure_flow(take)
-    assert np.isnan(measured.median_mm[0]) and np.allclose(measured.median_mm[1:], 0.0)
+    assert np.isnan(measured.regional_median_mm[0]).all() and np.allclose(measured.regional_median_mm[1:], 0.0)
+    assert measured.regional_median_mm.shape == (3, len(EVENT_REGIONS))
     assert measured.mask[1:].all() and not measured.mask[0].any()
 
 

@@ -23,8 +23,11 @@ Without ground truth (real video):
   canonical_flow_mm``, the same measurement the network is fed) vs the take's own frame-to-frame
   change of the canonical deformation, both projected into the stabilised crop through the take's
   head pose and crop transform: endpoint error in crop px on the consistent skin landmarks;
-- jitter on still segments: where the measured flow says the expression did not move (median
-  non-rigid motion below ``STILL_MOTION_MM`` into this frame and out of it), the RMS second
+- jitter on still segments: where the measured flow says the expression did not move (in every
+  face region, the median non-rigid motion below ``STILL_MOTION_MM`` into this frame and out of
+  it; per region, because in speech the mouth and jaw move alone, under the median of the
+  whole face: on WolfgangLanger_Pexels.mp4 such frames had 2-4 mm second differences in the
+  landmark baseline itself, which is motion, not shake), the RMS second
   difference of the reconstructed landmarks (mm): what a still face gains in frame-to-frame shake.
   The threshold is per frame, not per second: the flow's noise floor is per frame, and what must be
   small for the second difference to be shake rather than motion is the true motion per frame.
@@ -38,14 +41,14 @@ from typing import Callable
 import numpy as np
 
 from ...ops.take import LANDMARK_COUNT, MicroEvent, Take
-from .features import canonical_flow_mm
+from .features import EVENT_REGIONS, canonical_flow_mm, region_membership
 from .scan_truth import ScanTruth
 from .synthetic import SyntheticSequence, align_to_truth, displacements_to_truth
 
 SKIN = np.arange(468)  # MediaPipe's face-mesh landmarks; 468..477 are the irises
 FOOTPRINT_MM = 0.1  # a landmark belongs to an event's footprint when the event moves it this much
 TIMING_TOLERANCE_FRAMES = 2  # onset / apex "on time" within +-2 frames
-STILL_MOTION_MM = 0.12  # measured non-rigid motion per frame (median over the skin) below which the face is still
+STILL_MOTION_MM = 0.12  # measured non-rigid motion per frame (median over each region's skin) below which it is still
 HIGHPASS_SECONDS = 0.5  # the landmark high-pass baseline removes a centred moving average this long
 
 
@@ -320,15 +323,20 @@ class MeasuredFlow:
 
     flow_mm: np.ndarray  # (T, 478, 3) canonical, camera-depth part zero (flow is 2D)
     mask: np.ndarray  # (T, 478) bool: consistent flow, both frames with a face
-    median_mm: np.ndarray  # (T,) median |flow_mm| over the skin landmarks where it holds (NaN if none)
+    regional_median_mm: np.ndarray  # (T, R) median |flow_mm| over each EVENT_REGIONS region's skin landmarks
+    # where it holds (NaN if none)
 
 
 def measure_flow(baseline: Take) -> MeasuredFlow:
     flow_mm, mask = canonical_flow_mm(baseline)
-    motion = np.where(mask, np.linalg.norm(flow_mm, axis=-1), np.nan)[:, SKIN]  # (T, 468) mm
-    usable = mask[:, SKIN].any(axis=1)
-    median = np.full(len(motion), np.nan)
-    median[usable] = np.nanmedian(motion[usable], axis=1)
+    motion = np.where(mask, np.linalg.norm(flow_mm, axis=-1), np.nan)  # (T, 478) mm
+    skin = np.zeros(LANDMARK_COUNT, bool)
+    skin[SKIN] = True
+    regions = region_membership(EVENT_REGIONS) > 0  # (R, 478)
+    median = np.full((len(motion), len(regions)), np.nan)
+    for row, members in enumerate(regions & skin):
+        usable = mask[:, members].any(axis=1)
+        median[usable, row] = np.nanmedian(motion[usable][:, members], axis=1)
     return MeasuredFlow(flow_mm, mask, median)
 
 
@@ -360,8 +368,8 @@ def flow_endpoint_errors(take: Take, measured: MeasuredFlow) -> np.ndarray:
 
 def still_frames(measured: MeasuredFlow, threshold_mm: float = STILL_MOTION_MM) -> np.ndarray:
     """(T,) bool: frame t is the middle of a still triple: the expression barely moved from t-1 to t
-    and from t to t+1 (median measured non-rigid motion below ``threshold_mm``)."""
-    quiet = np.nan_to_num(measured.median_mm, nan=np.inf) < threshold_mm  # motion (t-1 -> t) is tiny
+    and from t to t+1 (in every region, the median measured non-rigid motion below ``threshold_mm``)."""
+    quiet = (np.nan_to_num(measured.regional_median_mm, nan=np.inf) < threshold_mm).all(axis=1)  # t-1 -> t
     still = np.zeros_like(quiet)
     still[:-1] = quiet[:-1] & quiet[1:]
     return still
