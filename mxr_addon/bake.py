@@ -14,6 +14,13 @@ per-take ``MXR_Detail`` shape keys with per-frame weights (``models/detail.py``)
 same action as the expressions; a re-bake replaces them (and their curves), a bake without
 detail removes them, as they belong to the take that made them.
 
+Micro-expressions (``key_micro``, default on): each event the network fitted becomes its own
+``MXR_Micro <region> <apex>`` shape key (its pattern, spread like the detail), keyed over the
+event's frames only with its time course (``models/micro_keys.py``); the expressions and detail
+are solved for the rest of the face. At the captured values the rig shows the same face; an
+animator scales a micro key's curve to exaggerate that micro-expression alone, or slides its keys
+to retime it. A re-bake replaces them like the detail keys.
+
 Frames: take frame ``k`` lands on scene frame ``frame_start + k``. Frames without a face get no
 shape-key or rotation keys (the curves interpolate across the gap), and the object's
 ``mxr_face_found`` property (0/1, constant interpolation) shows where the gaps are.
@@ -30,11 +37,14 @@ from ..models.correspondence import LandmarkEmbedding
 from ..models.detail import DetailLayer, DetailSpread, detail_layer, flame_residual, head_residual, movable_vertices
 from ..models.flame import FlameModel, rodrigues, shaped_vertices, skinning_regions
 from ..models.head_model import HeadModel
-from ..models.retarget import FlameLandmarks, retarget_flame, retarget_expressions
+from ..models.micro_keys import MicroComponent, components_mm, micro_components
+from ..models.retarget import (FlameLandmarks, displacement_on, flame_rest_alignment, neutral_to_head, retarget_flame,
+                               retarget_expressions)
 from ..ops.errors import MxrError
 from ..ops.take import Take
 from .flame_rig import FlameChannels, armature_of, flame_channels, rig_expression_count, rig_identity
-from .rig import AXES, OWNED, detail_keys, expression_keys, head_to_blender, replace_detail_keys
+from .rig import (AXES, DETAIL, DETAIL_PREFIX, MICRO, MICRO_PREFIX, OWNED, expression_keys, head_to_blender,
+                  replace_take_keys, take_keys)
 
 FACE_FOUND = "mxr_face_found"
 ACTION_LINK = "mxr_action"  # ID property on the animated datablock -> MXR's action for it
@@ -51,6 +61,7 @@ class BakeResult:
     keys: list[str]  # expression (and FLAME pose) shape keys that received F-curves
     warnings: list[str] = field(default_factory=list)
     detail_keys: list[str] = field(default_factory=list)  # the take's detail shape keys, keyed too
+    micro_keys: list[str] = field(default_factory=list)  # one shape key per micro-expression, keyed over its frames
 
 
 def bake_take(
@@ -61,13 +72,17 @@ def bake_take(
     *,
     key_rotation: bool = True,
     key_detail: bool = True,
+    key_micro: bool = True,
 ) -> BakeResult:
     """Retarget ``take`` to ``head`` and key it on ``rig`` (built from ``head``) in ``scene``;
-    with ``key_detail``, what the expressions cannot express as detail shape keys."""
+    with ``key_detail``, what the expressions cannot express as detail shape keys; with
+    ``key_micro``, each micro-expression as a shape key of its own."""
     names = expression_keys(rig)
     if tuple(names) != tuple(head.expression_names):
         raise MxrError(f"{rig.name} was not built from head '{head.name}': rebuild the rig or pick another")
-    coefficients = retarget_expressions(head, take.deformation_mm(), take.neutral_mm)  # (T, K)
+    components = micro_components(take) if key_micro else []
+    deformation = take.deformation_mm() - components_mm(components, take.frame_count)  # (T, 478, 3) without them
+    coefficients = retarget_expressions(head, deformation, take.neutral_mm)  # (T, K)
     valid = np.all(np.isfinite(coefficients), axis=1)  # (T,)
     frame_start = scene.frame_start
     frames = frame_start + np.arange(take.frame_count, dtype=np.float64)  # (T,) scene frames
@@ -84,11 +99,13 @@ def bake_take(
         curve = ensure_fcurve(key_action, key, block.path_from_id("value"))
         write_keys(curve, frames[valid], values[valid], "LINEAR")
     warnings += driven_paths_warning(key, names)
-    layer = None
-    if key_detail:
-        spread = DetailSpread.build(head.vertices, head.landmarks, movable_vertices(head.vertex_count, head.regions))
-        layer = detail_layer(spread, head_residual(head, take.deformation_mm(), take.neutral_mm, coefficients))
+    spread = DetailSpread.build(head.vertices, head.landmarks, movable_vertices(head.vertex_count, head.regions))
+    layer = detail_layer(spread, head_residual(head, deformation, take.neutral_mm, coefficients)) if key_detail else None
     detail = key_detail_layer(rig, key_action, frames[valid], layer, valid)
+    to_head = neutral_to_head(head, take.neutral_mm)
+    micro = key_micro_layer(rig, key_action, frames, components,
+                            [spread.apply(displacement_on(to_head, c.pattern_mm[None])[0][spread.sources])
+                             for c in components])
 
     object_action = key_face_found(rig, frames, valid, warnings)
     if key_rotation:
@@ -100,7 +117,7 @@ def bake_take(
     else:  # an earlier bake's head rotation is MXR's own: it must not keep animating this take
         remove_fcurves(object_action, rig, ["rotation_euler"], indices=(0, 1, 2))
     rig["mxr_source"] = take.source_path
-    return BakeResult(take.frame_count, int(valid.sum()), names, warnings, detail)
+    return BakeResult(take.frame_count, int(valid.sum()), names, warnings, detail, micro)
 
 
 def bake_flame_take(
@@ -113,17 +130,21 @@ def bake_flame_take(
     key_rotation: bool = True,
     joints: tuple[int, ...] = (2, 3, 4),
     key_detail: bool = True,
+    key_micro: bool = True,
 ) -> BakeResult:
     """Retarget ``take`` to the FLAME ``model`` a rig was built from and key it: shape keys on
     the mesh, bone rotations (and joint-shift locations) on its armature. ``joints``: the FLAME
     joints solved from the landmarks (jaw, eyes); the neck gets the take's head rotation.
-    ``key_detail``: the residual, brought to rest space, as detail shape keys (before skinning)."""
+    ``key_detail``: the residual, brought to rest space, as detail shape keys (before skinning);
+    ``key_micro``: each micro-expression as a shape key of its own (rest space likewise)."""
     armature = armature_of(rig)
     if armature is None:
         raise MxrError(f"{rig.name} lost its FLAME armature: import the FLAME rig again")
     expressions = rig_expression_count(rig)
     landmark_rig = FlameLandmarks.build(model, landmarks, rig_identity(rig), expressions)
-    solved = retarget_flame(landmark_rig, take.deformation_mm(), take.neutral_mm, joints=joints)
+    components = micro_components(take) if key_micro else []
+    deformation = take.deformation_mm() - components_mm(components, take.frame_count)  # (T, 478, 3) without them
+    solved = retarget_flame(landmark_rig, deformation, take.neutral_mm, joints=joints)
     valid = np.all(np.isfinite(solved.expression), axis=1)  # (T,)
     frames = scene.frame_start + np.arange(take.frame_count, dtype=np.float64)  # (T,) scene frames
     rotations = rodrigues(solved.pose[valid])  # (n, 5, 3, 3) FLAME axes, local
@@ -134,17 +155,21 @@ def bake_flame_take(
     set_scene_timing(scene, take.fps, take.frame_count)
     warnings: list[str] = []
     key_flame_channels(rig, armature, frames[valid], channels, warnings)
+    rest = shaped_vertices(model, rig_identity(rig), np.zeros(0))  # (V, 3) the rig's rest face, FLAME metres
+    spread = DetailSpread.build(rest, landmarks, movable_vertices(model.vertex_count, skinning_regions(model)))
     layer = None
     if key_detail:
-        rest = shaped_vertices(model, rig_identity(rig), np.zeros(0))  # (V, 3) the rig's rest face, FLAME metres
-        spread = DetailSpread.build(rest, landmarks, movable_vertices(model.vertex_count, skinning_regions(model)))
-        residual = flame_residual(landmark_rig, take.deformation_mm(), take.neutral_mm, solved.expression, solved.pose)
+        residual = flame_residual(landmark_rig, deformation, take.neutral_mm, solved.expression, solved.pose)
         layer = detail_layer(spread, residual)
     key_action = owned_action(rig.data.shape_keys, f"MXR {rig.name} Expressions", warnings)
     detail = key_detail_layer(rig, key_action, frames[valid], layer, valid)
+    to_rest = flame_rest_alignment(landmark_rig, take.neutral_mm)
+    micro = key_micro_layer(rig, key_action, frames, components,
+                            [spread.apply(displacement_on(to_rest, c.pattern_mm[None])[0][spread.sources])
+                             for c in components])
     key_face_found(rig, frames, valid, warnings)
     rig["mxr_source"] = take.source_path
-    return BakeResult(take.frame_count, int(valid.sum()), list(channels.shape_keys), warnings, detail)
+    return BakeResult(take.frame_count, int(valid.sum()), list(channels.shape_keys), warnings, detail, micro)
 
 
 def key_detail_layer(
@@ -154,12 +179,30 @@ def key_detail_layer(
     ``layer``'s, keyed at ``frames`` (n,) = the take's ``valid`` (T,) frames; ``None``: remove
     them only. Returns the new keys' names."""
     key = rig.data.shape_keys
-    remove_fcurves(action, key, [f'key_blocks["{name}"].value' for name in detail_keys(rig)])
+    remove_fcurves(action, key, [f'key_blocks["{name}"].value' for name in take_keys(rig, DETAIL)])
     shapes = np.zeros((0, len(rig.data.vertices), 3)) if layer is None else head_to_blender(layer.shapes)
-    names = replace_detail_keys(rig, shapes)
+    names = replace_take_keys(rig, DETAIL, [f"{DETAIL_PREFIX}{index:02d}" for index in range(len(shapes))], shapes)
     if layer is not None:
         for name, weights in zip(names, layer.weights[valid].T):
             write_keys(ensure_fcurve(action, key, key.key_blocks[name].path_from_id("value")), frames, weights, "LINEAR")
+    return names
+
+
+def key_micro_layer(rig: bpy.types.Object, action: bpy.types.Action, frames: np.ndarray,
+                    components: list[MicroComponent], shapes: list[np.ndarray]) -> list[str]:
+    """Replace MXR's micro keys with one per component, shaped by ``shapes`` (each (V, 3) head
+    metres) and keyed at the take's ``frames`` (T,) scene frames where its weight is defined
+    and inside its span (0 at both ends), so that the curve can be moved as one piece."""
+    key = rig.data.shape_keys
+    remove_fcurves(action, key, [f'key_blocks["{name}"].value' for name in take_keys(rig, MICRO)])
+    offsets = head_to_blender(np.array(shapes)) if shapes else np.zeros((0, len(rig.data.vertices), 3))
+    names = replace_take_keys(rig, MICRO, [f"{MICRO_PREFIX} {c.label}" for c in components], offsets)
+    for name, component in zip(names, components):
+        span = np.zeros(len(frames), bool)
+        span[component.first_frame:component.last_frame + 1] = True
+        keyed = span & np.isfinite(component.weights)
+        curve = ensure_fcurve(action, key, key.key_blocks[name].path_from_id("value"))
+        write_keys(curve, frames[keyed], component.weights[keyed], "LINEAR")
     return names
 
 

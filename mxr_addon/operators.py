@@ -34,7 +34,7 @@ def _report_bake(operator: bpy.types.Operator, baked: TakeBake) -> None:
         {"INFO"},
         f"MXR: baked {result.frames_keyed}/{result.frame_count} frames with a face onto "
         f"{baked.rig.name} ({len(result.keys)} shape keys, {len(result.detail_keys)} detail keys, "
-        f"{baked.events_marked} micro events marked in the timeline)",
+        f"{len(result.micro_keys)} micro-expression keys, {baked.events_marked} micro events marked in the timeline)",
     )
 
 

@@ -16,6 +16,8 @@ HEAD_NAME = "mxr_head"  # the HeadModel.name a rig was built from
 EXPRESSIONS = "mxr_expressions"  # the shape keys MXR created, so user-added keys are never touched
 DETAIL = "mxr_detail"  # the take's detail shape keys MXR created at the last bake
 DETAIL_PREFIX = "MXR_Detail"
+MICRO = "mxr_micro"  # the take's micro-expression shape keys MXR created at the last bake
+MICRO_PREFIX = "MXR_Micro"
 
 # Blender clamps ShapeKey.slider_min/max to [-10, 10].
 _SLIDER_LIMIT = 10.0
@@ -114,32 +116,33 @@ def expression_keys(rig: bpy.types.Object) -> list[str]:
     return [str(name) for name in rig.get(EXPRESSIONS, [])]
 
 
-def detail_keys(rig: bpy.types.Object) -> list[str]:
-    """Names of the detail shape keys MXR's last bake created on ``rig``."""
-    return [str(name) for name in rig.get(DETAIL, [])]
+def take_keys(rig: bpy.types.Object, record: str) -> list[str]:
+    """Names of the per-take shape keys MXR's last bake created on ``rig``, by the ``record``
+    property that lists them: ``DETAIL`` or ``MICRO``."""
+    return [str(name) for name in rig.get(record, [])]
 
 
-def replace_detail_keys(rig: bpy.types.Object, offsets: np.ndarray) -> list[str]:
-    """Replace MXR's detail shape keys on ``rig`` with one per shape in ``offsets`` (N, V, 3)
-    Blender metres (object axes, from the Basis); returns their names.
+def replace_take_keys(rig: bpy.types.Object, record: str, names: list[str], offsets: np.ndarray) -> list[str]:
+    """Replace the per-take shape keys listed in ``rig[record]`` with one key per name, shaped by
+    ``offsets`` (N, V, 3) Blender metres (object axes, from the Basis); returns their names.
 
-    Detail keys belong to one take, so a bake removes the previous take's (only those MXR
-    recorded creating); their slider range covers the weights, which ``detail.compress`` puts
-    in [-1, 1], with the same room to exaggerate as the expressions.
+    Detail and micro keys belong to one take, so a bake removes the previous take's (only those
+    MXR recorded creating). Their slider range covers weights in [-1, 1] with the same room to
+    exaggerate as the expressions.
     """
     blocks = rig.data.shape_keys.key_blocks
-    for name in detail_keys(rig):
+    for name in take_keys(rig, record):
         if name in blocks:
             rig.shape_key_remove(blocks[name])
     basis = np.empty(len(rig.data.vertices) * 3, dtype=np.float32)
     rig.data.shape_keys.reference_key.data.foreach_get("co", basis)
     low, high = slider_range((-1.0, 1.0))
-    names = []
-    for index, offset in enumerate(offsets):
-        block = rig.shape_key_add(name=f"{DETAIL_PREFIX}{index:02d}", from_mix=False)
+    created = []
+    for name, offset in zip(names, offsets):
+        block = rig.shape_key_add(name=name, from_mix=False)
         block.slider_min, block.slider_max = low, high
         block.data.foreach_set("co", (basis + offset.astype(np.float32).ravel()))
-        names.append(block.name)  # Blender renames on a clash with a user's key
-    rig[DETAIL] = names
+        created.append(block.name)  # Blender renames on a clash with a user's key
+    rig[record] = created
     rig.data.update()
-    return names
+    return created

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from conftest import synthetic_head, synthetic_take
+from mxr.models.network.event_profile import micro_profile
 from mxr.models.open_head import load_open_head
-from mxr.models.retarget import retarget_expressions
+from mxr.models.retarget import displacement_on, neutral_to_head, retarget_expressions
 from mxr.mxr_addon.bake import bake_take
 from mxr.mxr_addon.heads import remember
 from mxr.mxr_addon.rig import build_rig
@@ -168,6 +169,45 @@ def test_micro_events_become_timeline_markers_and_only_mxrs_are_replaced(empty_b
     save_take(take, tmp_path / "quiet.npz")
     assert bpy.ops.mxr.bake_take(filepath=str(tmp_path / "quiet.npz")) == {"FINISHED"}  # the same rig again
     assert [m.name for m in empty_blend.timeline_markers] == ["Intro"]
+
+
+def test_each_micro_expression_gets_its_own_key_keyed_over_its_frames_only(empty_blend):
+    head = load_open_head()
+    scene = empty_blend
+    take = synthetic_take(head, frames=40, invalid=(30,))
+    times = np.arange(40) / take.fps
+    profile = micro_profile(times, 0.2, 0.3, 0.0, 0.5)  # frames 6..15
+    mouth_pattern = head.landmark_basis()[head.expression_names.index("mouthSmileLeft")] * 1000.0 * 0.6  # mm
+    take.micro_mm[:] = profile[:, None, None] * mouth_pattern
+    take.micro_mm[30] = np.nan
+    take.events = [MicroEvent(onset_frame=6, apex_frame=9, offset_frame=15, region="mouth", peak_mm=1.0, confidence=0.9)]
+    rig = build_rig(head, scene.collection)
+    mine = rig.shape_key_add(name="my_corrective", from_mix=False)
+
+    result = bake_take(scene, rig, head, take)
+    assert result.micro_keys == ["MXR_Micro mouth 9"]
+    key = rig.data.shape_keys
+    curve = curve_at(key.animation_data.action, 'key_blocks["MXR_Micro mouth 9"].value')
+    keyed = [round(point.co[0]) - scene.frame_start for point in curve.keyframe_points]
+    assert keyed == list(range(4, 18))  # the event and its margin: a curve the animator can move as one piece
+    values, _, _ = evaluated(scene, rig, scene.frame_start + 9)
+    assert values["MXR_Micro mouth 9"] == pytest.approx(1.0, abs=1e-5)
+    assert evaluated(scene, rig, scene.frame_start + 25)[0]["MXR_Micro mouth 9"] == 0.0  # outside: nothing
+    # The expressions carry the rest of the face: the macro layer alone (which the synthetic basis holds exactly).
+    expected = retarget_expressions(head, take.macro_mm, take.neutral_mm)
+    np.testing.assert_allclose([values[n] for n in head.expression_names], expected[9], atol=1e-4)
+    # The key's shape is the pattern, spread over the mesh: seen at the landmarks, it is the pattern.
+    basis = np.array([v.co for v in key.reference_key.data])
+    shape = np.array([v.co for v in key.key_blocks["MXR_Micro mouth 9"].data]) - basis  # Blender axes
+    at_landmarks = head.landmarks.locate(np.stack([shape[:, 0], shape[:, 2], -shape[:, 1]], axis=1))  # head axes
+    target = displacement_on(neutral_to_head(head, take.neutral_mm), mouth_pattern[None])[0]
+    face = np.arange(468)
+    assert np.median(np.linalg.norm(at_landmarks[face] - target[face], axis=1)) < 0.1 * np.abs(target).max()
+
+    take.events = []  # the same rig, a take without micro-expressions: MXR's micro keys go, the user's stay
+    assert bake_take(scene, rig, head, take).micro_keys == []
+    assert "MXR_Micro mouth 9" not in key.key_blocks and mine.name in key.key_blocks
+    assert not [c for c in curves_of(key.animation_data.action) if "MXR_Micro" in c.data_path]
 
 
 def write_video(path, frames=12, size=(160, 120), fps=30.0):

@@ -196,3 +196,30 @@ def test_face_like_flame_with_automatic_registration_bakes_the_jaw(empty_blend, 
     for k in (2, 9):
         empty_blend.frame_set(empty_blend.frame_start + k)
         np.testing.assert_allclose(bone_local_flame_rotations(armature_of(rig))[JAW], rodrigues(pose[k, JAW]), atol=0.02)
+
+
+def test_micro_expressions_bake_as_their_own_keys_on_a_flame_rig(empty_blend, flame_file, model, landmarks, tmp_path):
+    from mxr.models.network.event_profile import micro_profile
+    from mxr.ops.take import MicroEvent
+
+    scene = empty_blend
+    expression, pose = known_motion(30, seed=3)
+    take = flame_take(model, landmarks, np.zeros(0), expression, pose)
+    # Half of one frame's expression plays again as a micro-expression over frames 8..20 (30 fps).
+    pattern = 0.5 * (take.macro_mm[5] - take.macro_mm[0])  # (478, 3) mm
+    profile = micro_profile(np.arange(30) / 30.0, 8 / 30.0, 12 / 30.0, 0.0, 20 / 30.0)
+    take.micro_mm[:] = profile[:, None, None] * pattern
+    take.events = [MicroEvent(onset_frame=8, apex_frame=12, offset_frame=20, region="cheeks", peak_mm=1.0,
+                              confidence=0.8)]
+    save_take(take, tmp_path / "take.npz")
+    rig = import_flame(scene, flame_file, expressions=EXPRESSIONS)
+    baked = bake_take_file(scene, tmp_path / "take.npz", rig, reference_video=False)
+    assert baked.result.micro_keys == ["MXR_Micro cheeks 12"]
+    solved = retarget_flame(FlameLandmarks.build(model, landmarks, np.zeros(0), EXPRESSIONS),
+                            take.macro_mm, take.neutral_mm, joints=(2, 3, 4))  # the face without the micro layer
+    for k, weight in ((2, 0.0), (12, 1.0), (16, profile[16])):
+        scene.frame_set(scene.frame_start + k)
+        blocks = rig.data.shape_keys.key_blocks
+        assert blocks["MXR_Micro cheeks 12"].value == pytest.approx(weight, abs=1e-5)
+        np.testing.assert_allclose([blocks[f"Exp{i:03d}"].value for i in range(EXPRESSIONS)], solved.expression[k],
+                                   atol=1e-5)
