@@ -5,6 +5,7 @@ import pytest
 from mxr.models.network.event_profile import fit_event_timing, micro_profile, smoothstep
 from mxr.models.network.events import extract_events, micro_layer_mm
 from mxr.models.network.features import EVENT_REGIONS, region_membership
+from mxr.models.open_head import load_open_head
 from mxr.ops.take import LANDMARK_COUNT
 
 
@@ -81,20 +82,24 @@ def test_extract_events_refines_timing_at_high_frame_rates_only():
             assert event.onset_frame == late_onset and event.offset_frame == early_offset
 
 
-def test_the_micro_layer_is_each_event_s_time_course_times_its_whole_face_pattern():
+def test_the_micro_layer_is_each_event_s_time_course_times_its_action_units():
     fps, count = 100.0, 200
     regions = EVENT_REGIONS
     membership = region_membership(regions)
     mouth = regions.index("mouth")
+    head = load_open_head()
+    basis_mm = head.landmark_basis().astype(np.float64) * 1000.0  # (K, 478, 3)
+    names = head.expression_names
     times = np.arange(count) / fps
     profile = micro_profile(times, 0.6, 0.7, 0.0, 0.95)  # (T,)
-    pattern = np.zeros((LANDMARK_COUNT, 3))
-    pattern[np.flatnonzero(membership[mouth]), 1] = 0.5  # the region ...
-    pattern[:20, 0] = 0.2  # ... and landmarks outside it that the same action moves
-    drift = np.linspace(0.0, 1.0, count)[:, None, None] * np.full((LANDMARK_COUNT, 3), 0.3)  # a slow macro motion
-    motion = profile[:, None, None] * pattern + drift
+    # An asymmetric smile: two units, reaching past the mouth region into the cheeks.
+    pattern = 0.3 * basis_mm[names.index("mouthSmileLeft")] + 0.1 * basis_mm[names.index("mouthSmileRight")]
+    drift = np.linspace(0.0, 1.0, count)[:, None, None] * 0.2 * basis_mm[names.index("browInnerUp")]  # a slow macro motion
+    noise = np.random.default_rng(0).normal(scale=0.02, size=(count, LANDMARK_COUNT, 3))
+    motion = profile[:, None, None] * pattern + drift + noise
     (event,) = extract_events(np.where(profile[:, None] > 0.2, 5.0, -5.0) * (np.arange(len(regions)) == mouth),
                               motion, fps, regions, membership)
-    layer = micro_layer_mm([event], motion, fps, regions, membership)  # (T, 478, 3)
-    np.testing.assert_allclose(layer, profile[:, None, None] * pattern, atol=0.02)
-    assert not micro_layer_mm([], motion, fps, regions, membership).any()  # no events, no layer
+    layer = micro_layer_mm([event], motion, fps, regions, membership, basis_mm)  # (T, 478, 3)
+    error = np.linalg.norm(layer - profile[:, None, None] * pattern, axis=-1)
+    assert error.max() < 0.1 * np.linalg.norm(pattern, axis=-1).max()
+    assert not micro_layer_mm([], motion, fps, regions, membership, basis_mm).any()  # no events, no layer

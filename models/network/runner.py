@@ -21,6 +21,7 @@ from ...ops.errors import MxrError
 from ...ops.take import BASELINE_VERSION, Take
 from .events import extract_events, micro_layer_mm
 from .features import region_membership, resample_track, take_inputs, track_to_frames, window_starts, windowed
+from .fusion import basis_in_take_frame
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_MODEL = WEIGHTS_DIR / "mxr_micro.onnx"
@@ -173,7 +174,8 @@ def apply_network(take: Take, runner: NetworkRunner) -> Take:
               if runner.events_enabled else [])
     macro_mm, micro_mm = result.macro_mm, result.micro_mm
     if events:  # the micro layer is what the events explain, taken out of the macro layer: the total stays
-        micro_mm = micro_layer_mm(events, total_mm, take.fps, regions, membership).astype(np.float32)
+        micro_mm = micro_layer_mm(events, total_mm, take.fps, regions, membership,
+                                  basis_in_take_frame(take.neutral_mm)).astype(np.float32)
         micro_mm[~np.asarray(take.valid, bool)] = np.nan
         macro_mm = total_mm - micro_mm - result.detail_mm
     settings = dict(take.settings)
