@@ -27,7 +27,8 @@ _FLOOR_MM = 1e-4  # a pattern that moves no landmark this much is no shape
 
 @dataclass(frozen=True)
 class MicroComponent:
-    label: str  # "<region> <apex frame>", as an animator finds it in the timeline markers
+    region: str  # the event's face region
+    apex_frame: int  # take frame of the event's apex
     pattern_mm: np.ndarray  # (478, 3) mm, the micro-expression at its apex
     weights: np.ndarray  # (T,) the time course: 0 outside the event's span, NaN on frames without a face
     first_frame: int  # the span the weights are read on (take frames, inclusive): the event and a margin
@@ -51,7 +52,7 @@ def micro_components(take: Take) -> list[MicroComponent]:
         weights = np.zeros(take.frame_count)
         weights[first:last + 1] = np.einsum("tlc,lc->t", micro[first:last + 1], pattern) / energy
         weights[~valid] = np.nan
-        components.append(MicroComponent(f"{event.region} {event.apex_frame}", pattern, weights, first, last))
+        components.append(MicroComponent(event.region, event.apex_frame, pattern, weights, first, last))
     return components
 
 

@@ -15,7 +15,7 @@ same action as the expressions; a re-bake replaces them (and their curves), a ba
 detail removes them, as they belong to the take that made them.
 
 Micro-expressions (``key_micro``, default on): each event the network fitted becomes its own
-``MXR_Micro <region> <apex>`` shape key (its pattern, spread like the detail), keyed over the
+``MXR_Micro <region> <apex scene frame>`` shape key (the frame its timeline marker sits on) (its pattern, spread like the detail), keyed over the
 event's frames only with its time course (``models/micro_keys.py``); the expressions and detail
 are solved for the rest of the face. At the captured values the rig shows the same face; an
 animator scales a micro key's curve to exaggerate that micro-expression alone, or slides its keys
@@ -196,7 +196,9 @@ def key_micro_layer(rig: bpy.types.Object, action: bpy.types.Action, frames: np.
     key = rig.data.shape_keys
     remove_fcurves(action, key, [f'key_blocks["{name}"].value' for name in take_keys(rig, MICRO)])
     offsets = head_to_blender(np.array(shapes)) if shapes else np.zeros((0, len(rig.data.vertices), 3))
-    names = replace_take_keys(rig, MICRO, [f"{MICRO_PREFIX} {c.label}" for c in components], offsets)
+    first_frame = int(frames[0]) if len(frames) else 0
+    labels = [f"{MICRO_PREFIX} {c.region} {first_frame + c.apex_frame}" for c in components]
+    names = replace_take_keys(rig, MICRO, labels, offsets)
     for name, component in zip(names, components):
         span = np.zeros(len(frames), bool)
         span[component.first_frame:component.last_frame + 1] = True

@@ -184,21 +184,22 @@ def test_each_micro_expression_gets_its_own_key_keyed_over_its_frames_only(empty
     rig = build_rig(head, scene.collection)
     mine = rig.shape_key_add(name="my_corrective", from_mix=False)
 
+    scene.frame_start = 101
     result = bake_take(scene, rig, head, take)
-    assert result.micro_keys == ["MXR_Micro mouth 9"]
+    assert result.micro_keys == ["MXR_Micro mouth 110"]  # named after its apex's scene frame, like its marker
     key = rig.data.shape_keys
-    curve = curve_at(key.animation_data.action, 'key_blocks["MXR_Micro mouth 9"].value')
+    curve = curve_at(key.animation_data.action, 'key_blocks["MXR_Micro mouth 110"].value')
     keyed = [round(point.co[0]) - scene.frame_start for point in curve.keyframe_points]
     assert keyed == list(range(4, 18))  # the event and its margin: a curve the animator can move as one piece
     values, _, _ = evaluated(scene, rig, scene.frame_start + 9)
-    assert values["MXR_Micro mouth 9"] == pytest.approx(1.0, abs=1e-5)
-    assert evaluated(scene, rig, scene.frame_start + 25)[0]["MXR_Micro mouth 9"] == 0.0  # outside: nothing
+    assert values["MXR_Micro mouth 110"] == pytest.approx(1.0, abs=1e-5)
+    assert evaluated(scene, rig, scene.frame_start + 25)[0]["MXR_Micro mouth 110"] == 0.0  # outside: nothing
     # The expressions carry the rest of the face: the macro layer alone (which the synthetic basis holds exactly).
     expected = retarget_expressions(head, take.macro_mm, take.neutral_mm)
     np.testing.assert_allclose([values[n] for n in head.expression_names], expected[9], atol=1e-4)
     # The key's shape is the pattern, spread over the mesh: seen at the landmarks, it is the pattern.
     basis = np.array([v.co for v in key.reference_key.data])
-    shape = np.array([v.co for v in key.key_blocks["MXR_Micro mouth 9"].data]) - basis  # Blender axes
+    shape = np.array([v.co for v in key.key_blocks["MXR_Micro mouth 110"].data]) - basis  # Blender axes
     at_landmarks = head.landmarks.locate(np.stack([shape[:, 0], shape[:, 2], -shape[:, 1]], axis=1))  # head axes
     target = displacement_on(neutral_to_head(head, take.neutral_mm), mouth_pattern[None])[0]
     face = np.arange(468)
@@ -206,7 +207,7 @@ def test_each_micro_expression_gets_its_own_key_keyed_over_its_frames_only(empty
 
     take.events = []  # the same rig, a take without micro-expressions: MXR's micro keys go, the user's stay
     assert bake_take(scene, rig, head, take).micro_keys == []
-    assert "MXR_Micro mouth 9" not in key.key_blocks and mine.name in key.key_blocks
+    assert "MXR_Micro mouth 110" not in key.key_blocks and mine.name in key.key_blocks
     assert not [c for c in curves_of(key.animation_data.action) if "MXR_Micro" in c.data_path]
 
 

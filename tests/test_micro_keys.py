@@ -26,7 +26,7 @@ def two_event_take(fps=100.0, frames=120):
 def test_each_event_gets_its_pattern_and_its_time_course():
     take, patterns, profiles = two_event_take()
     components = micro_components(take)
-    assert [c.label for c in components] == ["mouth 25", "brows 78"]
+    assert [(c.region, c.apex_frame) for c in components] == [("mouth", 25), ("brows", 78)]
     margin = int(np.ceil(SPAN_MARGIN_S * take.fps))
     for component, pattern, profile, event in zip(components, patterns, profiles, take.events):
         np.testing.assert_allclose(component.pattern_mm, pattern, atol=1e-5)  # float32 layer
