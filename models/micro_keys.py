@@ -21,6 +21,7 @@ import numpy as np
 
 from ..ops.take import LANDMARK_COUNT, Take
 
+MICRO_LAYER_FROM_EVENTS = "events"  # take.settings["network"]["micro_layer"] of a layer built from its events
 SPAN_MARGIN_S = 0.05  # frames around an event's onset..offset its weight is read on (> the layer fit's slack)
 _FLOOR_MM = 1e-4  # a pattern that moves no landmark this much is no shape
 
@@ -36,8 +37,12 @@ class MicroComponent:
 
 
 def micro_components(take: Take) -> list[MicroComponent]:
-    """The take's events, each with its pattern and time course; events whose micro layer is flat
-    (none was fitted, or a take made before the network had one) are left out."""
+    """The take's events, each with its pattern and time course. Only a micro layer the engine
+    built from the events (``MICRO_LAYER_FROM_EVENTS`` in the take's network settings) is taken
+    apart: an earlier network's own, near-zero micro output would give keys of noise. Events
+    whose pattern is flat are left out."""
+    if take.settings.get("network", {}).get("micro_layer") != MICRO_LAYER_FROM_EVENTS:
+        return []
     micro = np.nan_to_num(np.asarray(take.micro_mm, np.float64))  # (T, 478, 3)
     valid = np.asarray(take.valid, bool)
     margin = int(np.ceil(SPAN_MARGIN_S * take.fps))

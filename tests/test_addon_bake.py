@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import synthetic_head, synthetic_take
+from mxr.models.micro_keys import MICRO_LAYER_FROM_EVENTS
 from mxr.models.network.event_profile import micro_profile
 from mxr.models.open_head import load_open_head
 from mxr.models.retarget import displacement_on, neutral_to_head, retarget_expressions
@@ -181,6 +182,7 @@ def test_each_micro_expression_gets_its_own_key_keyed_over_its_frames_only(empty
     take.micro_mm[:] = profile[:, None, None] * mouth_pattern
     take.micro_mm[30] = np.nan
     take.events = [MicroEvent(onset_frame=6, apex_frame=9, offset_frame=15, region="mouth", peak_mm=1.0, confidence=0.9)]
+    take.settings = {"network": {"micro_layer": MICRO_LAYER_FROM_EVENTS}}  # as the engine writes it
     rig = build_rig(head, scene.collection)
     mine = rig.shape_key_add(name="my_corrective", from_mix=False)
 

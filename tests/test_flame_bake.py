@@ -199,6 +199,7 @@ def test_face_like_flame_with_automatic_registration_bakes_the_jaw(empty_blend, 
 
 
 def test_micro_expressions_bake_as_their_own_keys_on_a_flame_rig(empty_blend, flame_file, model, landmarks, tmp_path):
+    from mxr.models.micro_keys import MICRO_LAYER_FROM_EVENTS
     from mxr.models.network.event_profile import micro_profile
     from mxr.ops.take import MicroEvent
 
@@ -211,6 +212,7 @@ def test_micro_expressions_bake_as_their_own_keys_on_a_flame_rig(empty_blend, fl
     take.micro_mm[:] = profile[:, None, None] * pattern
     take.events = [MicroEvent(onset_frame=8, apex_frame=12, offset_frame=20, region="cheeks", peak_mm=1.0,
                               confidence=0.8)]
+    take.settings = {"network": {"micro_layer": MICRO_LAYER_FROM_EVENTS}}  # as the engine writes it
     save_take(take, tmp_path / "take.npz")
     rig = import_flame(scene, flame_file, expressions=EXPRESSIONS)
     baked = bake_take_file(scene, tmp_path / "take.npz", rig, reference_video=False)

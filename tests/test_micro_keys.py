@@ -2,7 +2,7 @@
 import numpy as np
 
 from conftest import take_from_deformation
-from mxr.models.micro_keys import SPAN_MARGIN_S, components_mm, micro_components
+from mxr.models.micro_keys import MICRO_LAYER_FROM_EVENTS, SPAN_MARGIN_S, components_mm, micro_components
 from mxr.models.network.event_profile import micro_profile
 from mxr.ops.take import LANDMARK_COUNT, MicroEvent
 
@@ -20,6 +20,7 @@ def two_event_take(fps=100.0, frames=120):
                                  np.repeat(np.eye(3)[None], frames, axis=0), valid,
                                  np.zeros((frames, LANDMARK_COUNT, 3)), "/nonexistent.mp4", fps)
     take.events = [MicroEvent(15, 25, 45, "mouth", 0.5, 0.9), MicroEvent(70, 78, 100, "brows", 0.4, 0.8)]
+    take.settings = {"network": {"micro_layer": MICRO_LAYER_FROM_EVENTS}}
     return take, patterns, profiles
 
 
@@ -41,7 +42,10 @@ def test_each_event_gets_its_pattern_and_its_time_course():
     np.testing.assert_allclose(rebuilt[take.valid], take.micro_mm[take.valid], atol=1e-5)
 
 
-def test_an_event_without_a_micro_layer_gets_no_shape():
+def test_only_a_micro_layer_built_from_the_events_is_taken_apart():
     take, _, _ = two_event_take()
-    take.micro_mm[:] = 0.0  # e.g. a take written before the network fitted its events
+    take.settings = {"network": {"micro_layer": "network"}}  # an earlier network's own micro output
     assert micro_components(take) == []
+    take, _, _ = two_event_take()
+    take.micro_mm[25] = 0.0  # the first event's apex frame has no micro motion: no shape for it
+    assert [c.region for c in micro_components(take)] == ["brows"]

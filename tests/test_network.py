@@ -284,6 +284,8 @@ def test_the_event_thresholds_in_the_model_metadata_are_used(tiny_model, neutral
     # With events, the micro layer is what they explain, moved out of the macro layer: same total.
     np.testing.assert_allclose(found[0.0].deformation_mm(), silenced.deformation_mm(), atol=1e-4)
     assert not np.allclose(found[0.0].micro_mm, silenced.micro_mm, atol=1e-4)
+    assert (found[0.0].settings["network"]["micro_layer"], silenced.settings["network"]["micro_layer"]) == \
+        ("events", "network")
 
 
 def test_tracks_resample_between_frame_rates_and_back():

@@ -19,6 +19,7 @@ import numpy as np
 
 from ...ops.errors import MxrError
 from ...ops.take import BASELINE_VERSION, Take
+from ..micro_keys import MICRO_LAYER_FROM_EVENTS
 from .events import extract_events, micro_layer_mm
 from .features import region_membership, resample_track, take_inputs, track_to_frames, window_starts, windowed
 from .fusion import basis_in_take_frame
@@ -181,6 +182,7 @@ def apply_network(take: Take, runner: NetworkRunner) -> Take:
     settings = dict(take.settings)
     settings["network"] = {"model": runner.model_path.name, "version": runner.version, "provider": runner.provider,
                            "window": runner.window, "stride": runner.stride, "events_enabled": runner.events_enabled,
-                           "event_detector": runner.detector["file"] if runner.detector else None}
+                           "event_detector": runner.detector["file"] if runner.detector else None,
+                           "micro_layer": MICRO_LAYER_FROM_EVENTS if events else "network"}
     return dataclasses.replace(take, macro_mm=macro_mm, micro_mm=micro_mm, detail_mm=result.detail_mm,
                                events=events, model_version=runner.version, settings=settings)
