@@ -11,6 +11,7 @@ from mxr.models.network.evaluation import (
     MeanError,
     MeasuredFlow,
     Truth,
+    VideoScores,
     event_footprint,
     event_scores,
     flow_endpoint_errors,
@@ -200,8 +201,11 @@ def test_still_jitter_is_the_rms_second_difference_on_still_frames(neutral):
     still = np.array([False, True, True, True, False, False])
     jitter = still_jitter(take, still)
     # second differences at frames 1, 2, 3: +0.3, -0.6, +0.3 mm on every landmark
-    assert np.sqrt(jitter.mean) == pytest.approx(np.sqrt((0.09 + 0.36 + 0.09) / 3))
-    assert still_jitter(take, np.zeros(6, bool)).count == 0
+    np.testing.assert_allclose(jitter, [0.3, 0.6, 0.3])
+    assert still_jitter(take, np.zeros(6, bool)).shape == (0,)
+    scores = VideoScores([], [jitter])
+    assert scores.jitter_rms_mm == pytest.approx(np.sqrt((0.09 + 0.36 + 0.09) / 3))
+    assert scores.jitter_median_mm == pytest.approx(0.3)
 
 
 def test_moving_average_keeps_a_line_and_the_highpass_keeps_the_total(neutral):

@@ -375,15 +375,13 @@ def still_frames(measured: MeasuredFlow, threshold_mm: float = STILL_MOTION_MM) 
     return still
 
 
-def still_jitter(take: Take, still: np.ndarray) -> MeanError:
-    """Squared second differences (mm^2) of the reconstructed skin landmarks on still frames, as a
-    mean; RMS jitter = sqrt(mean). The take's own canonical frame."""
+def still_jitter(take: Take, still: np.ndarray) -> np.ndarray:
+    """Per still frame, the RMS over the skin landmarks of the reconstruction's second difference
+    (mm): (n_still,). The take's own canonical frame."""
     deformation = take.deformation_mm().astype(np.float64)[:, SKIN]  # (T, 468, 3)
     second = np.full_like(deformation, np.nan)
     second[1:-1] = deformation[2:] - 2.0 * deformation[1:-1] + deformation[:-2]
-    squared = MeanError()
-    squared.add(np.sum(second[still] ** 2, axis=-1))
-    return squared
+    return np.sqrt(np.mean(np.sum(second[still] ** 2, axis=-1), axis=-1))
 
 
 @dataclass
@@ -391,7 +389,7 @@ class VideoScores:
     """One take on real video (or a pool): flow agreement and still-segment jitter."""
 
     endpoint_errors_px: list[np.ndarray] = field(default_factory=list)
-    jitter_squared: MeanError = field(default_factory=MeanError)  # mm^2
+    jitter_frames_mm: list[np.ndarray] = field(default_factory=list)  # per still frame, see still_jitter
 
     @property
     def median_endpoint_px(self) -> float:
@@ -400,12 +398,21 @@ class VideoScores:
 
     @property
     def jitter_rms_mm(self) -> float:
-        return float(np.sqrt(self.jitter_squared.mean))
+        """RMS over all still frames and landmarks: one frame the still test let through at a
+        motion's onset can dominate it."""
+        frames = np.concatenate(self.jitter_frames_mm) if self.jitter_frames_mm else np.zeros(0)
+        return float(np.sqrt(np.mean(frames**2))) if frames.size else float("nan")
+
+    @property
+    def jitter_median_mm(self) -> float:
+        """The median still frame's RMS second difference: the shake of a typical still frame."""
+        frames = np.concatenate(self.jitter_frames_mm) if self.jitter_frames_mm else np.zeros(0)
+        return float(np.median(frames)) if frames.size else float("nan")
 
     def merge(self, other: "VideoScores") -> None:
         self.endpoint_errors_px += other.endpoint_errors_px
-        self.jitter_squared.merge(other.jitter_squared)
+        self.jitter_frames_mm += other.jitter_frames_mm
 
 
 def score_against_video(take: Take, measured: MeasuredFlow, still: np.ndarray) -> VideoScores:
-    return VideoScores([flow_endpoint_errors(take, measured)], still_jitter(take, still))
+    return VideoScores([flow_endpoint_errors(take, measured)], [still_jitter(take, still)])
