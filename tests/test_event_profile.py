@@ -93,9 +93,9 @@ def test_the_micro_layer_is_each_event_s_time_course_times_its_action_units():
     times = np.arange(count) / fps
     profile = micro_profile(times, 0.6, 0.7, 0.0, 0.95)  # (T,)
     # An asymmetric smile: two units, reaching past the mouth region into the cheeks.
-    pattern = 0.3 * basis_mm[names.index("mouthSmileLeft")] + 0.1 * basis_mm[names.index("mouthSmileRight")]
+    pattern = 0.06 * basis_mm[names.index("mouthSmileLeft")] + 0.02 * basis_mm[names.index("mouthSmileRight")]  # ~1 mm
     drift = np.linspace(0.0, 1.0, count)[:, None, None] * 0.2 * basis_mm[names.index("browInnerUp")]  # a slow macro motion
-    noise = np.random.default_rng(0).normal(scale=0.02, size=(count, LANDMARK_COUNT, 3))
+    noise = np.random.default_rng(0).normal(scale=0.005, size=(count, LANDMARK_COUNT, 3))
     motion = profile[:, None, None] * pattern + drift + noise
     (event,) = extract_events(np.where(profile[:, None] > 0.2, 5.0, -5.0) * (np.arange(len(regions)) == mouth),
                               motion, fps, regions, membership)
@@ -103,3 +103,6 @@ def test_the_micro_layer_is_each_event_s_time_course_times_its_action_units():
     error = np.linalg.norm(layer - profile[:, None, None] * pattern, axis=-1)
     assert error.max() < 0.1 * np.linalg.norm(pattern, axis=-1).max()
     assert not micro_layer_mm([], motion, fps, regions, membership, basis_mm).any()  # no events, no layer
+    # Five times larger, the same motion is no micro-expression: it stays in the macro layer.
+    assert not micro_layer_mm([event], 5 * motion, fps, regions, membership, basis_mm).any()
+

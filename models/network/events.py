@@ -27,6 +27,7 @@ from .event_profile import fit_event_timing, fit_pattern
 REFINE_MIN_FPS = 60.0  # timing is refined by the profile fit at this frame rate and above
 REFINE_SLACK_S = 0.08  # how far the fit may move the detector's onset and offset
 LAYER_SLACK_S = 0.02  # how far the micro layer's fit may move an event's (already refined) onset and offset
+MAX_PATTERN_MM = 3.0  # a fitted pattern moving a landmark further is no micro-expression (trained on <= 1.5 mm)
 PATTERN_REGULARIZATION = 1e-4  # ridge on the micro patterns' activations, relative to the basis' mean column norm
 
 
@@ -118,7 +119,10 @@ def micro_layer_mm(events: list[MicroEvent], motion_mm: np.ndarray, fps: float, 
     closest non-negative combination of the expression basis basis_mm (K, 478, 3) mm: a
     micro-expression is an action-unit activation, and the constraint keeps the motion's noise
     out (on validation takes it cut the micro layer's error on found events by a tenth, at 24-30
-    and 200 fps). The layer is the sum of time course x pattern. motion_mm (T, 478, 3) the face's
+    and 200 fps). A pattern that moves a landmark more than ``MAX_PATTERN_MM`` is left in the
+    macro layer: no micro-expression is that large, and on validation takes 1-10 % of the fits
+    of true events come out that large (a blink or a fast macro motion in the span). The
+    event itself is kept. The layer is the sum of time course x pattern. motion_mm (T, 478, 3) the face's
     deformation (NaN on invalid frames).
     """
     motion = np.nan_to_num(motion_mm.astype(np.float64))
@@ -141,7 +145,9 @@ def micro_layer_mm(events: list[MicroEvent], motion_mm: np.ndarray, fps: float, 
     strength = PATTERN_REGULARIZATION * float(np.mean(np.sum(basis**2, axis=0)))
     activations = solve_box_ridge(basis, np.array(patterns), 0.0, np.inf, strength)  # (E, K)
     for (first, last), profile, activation in zip(spans, profiles, activations):
-        layer[first:last + 1] += profile[:, None, None] * (basis @ activation).reshape(-1, 3)
+        pattern = (basis @ activation).reshape(-1, 3)  # (478, 3) mm
+        if np.linalg.norm(pattern, axis=1).max() <= MAX_PATTERN_MM:
+            layer[first:last + 1] += profile[:, None, None] * pattern
     return layer
 
 
