@@ -1,4 +1,5 @@
-"""Per-region event logits + the micro layer -> micro-expression events (numpy only).
+"""Per-region event logits + the face's motion -> micro-expression events, and the micro layer
+they explain (numpy only).
 
 The network scores, per frame and face region, "a micro-expression is under way here". Events are
 the stretches where that score rises above ``high`` and stays above ``low`` (hysteresis: one
@@ -121,9 +122,9 @@ def micro_layer_mm(events: list[MicroEvent], motion_mm: np.ndarray, fps: float, 
     out (on validation takes it cut the micro layer's error on found events by a tenth, at 24-30
     and 200 fps). A pattern that moves a landmark more than ``MAX_PATTERN_MM`` is left in the
     macro layer: no micro-expression is that large, and on validation takes 1-10 % of the fits
-    of true events come out that large (a blink or a fast macro motion in the span). The
-    event itself is kept. The layer is the sum of time course x pattern. motion_mm (T, 478, 3) the face's
-    deformation (NaN on invalid frames).
+    of true events come out that large (a blink or a fast macro motion in the span); the event
+    itself is kept. The layer is the sum of time course x pattern. motion_mm (T, 478, 3) the
+    face's deformation (NaN on invalid frames).
     """
     motion = np.nan_to_num(motion_mm.astype(np.float64))
     layer = np.zeros_like(motion)
