@@ -22,6 +22,7 @@ network's metadata (mxr_micro.json) and EVENT_DETECTOR.md. Held-out figures: scr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
@@ -86,11 +87,18 @@ def _head():
 
 
 def make_tracks(seed: int, count: int, rate_hz: float, workers: int) -> list[Track]:
+    """``count`` tracks of ``seed``, generated on ``workers`` processes; progress every 500."""
     jobs = [(seed, index, rate_hz) for index in range(count)]
-    if workers <= 1:
-        return [make_track(job) for job in jobs]
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
-        return pool.map(make_track, jobs, chunksize=8)
+    started = time.monotonic()
+    tracks: list[Track] = []
+    with multiprocessing.get_context("fork").Pool(workers) if workers > 1 else contextlib.nullcontext() as pool:
+        for track in pool.imap(make_track, jobs, chunksize=8) if pool is not None else map(make_track, jobs):
+            tracks.append(track)
+            if len(tracks) % 500 == 0 and len(tracks) < count:
+                elapsed = time.monotonic() - started
+                print(f"[events] {len(tracks)}/{count} sequences (seed {seed}) {elapsed:.0f}s, "
+                      f"~{elapsed / len(tracks) * (count - len(tracks)) / 60:.0f} min to go", flush=True)
+    return tracks
 
 
 def sample_batch(tracks: list[Track], batch: int, window: int,
