@@ -15,9 +15,9 @@ same action as the expressions; a re-bake replaces them (and their curves), a ba
 detail removes them, as they belong to the take that made them.
 
 Micro-expressions (``key_micro``, default on): each event the network fitted becomes its own
-``MXR_Micro <region> <apex scene frame>`` shape key (the frame its timeline marker sits on) (its pattern, spread like the detail), keyed over the
-event's frames only with its time course (``models/micro_keys.py``); the expressions and detail
-are solved for the rest of the face. At the captured values the rig shows the same face; an
+``MXR_Micro <region> <apex scene frame>`` shape key (named after the frame its timeline marker
+sits on; its pattern spread like the detail), keyed over the event's frames only with its time
+course (``models/micro_keys.py``); the expressions and detail are solved for the rest of the face. At the captured values the rig shows the same face; an
 animator scales a micro key's curve to exaggerate that micro-expression alone, or slides its keys
 to retime it. A re-bake replaces them like the detail keys.
 
@@ -38,6 +38,7 @@ from ..models.detail import DetailLayer, DetailSpread, detail_layer, flame_resid
 from ..models.flame import FlameModel, rodrigues, shaped_vertices, skinning_regions
 from ..models.head_model import HeadModel
 from ..models.micro_keys import MicroComponent, components_mm, micro_components
+from ..models.similarity import Similarities
 from ..models.retarget import (FlameLandmarks, displacement_on, flame_rest_alignment, neutral_to_head, retarget_flame,
                                retarget_expressions)
 from ..ops.errors import MxrError
@@ -99,13 +100,11 @@ def bake_take(
         curve = ensure_fcurve(key_action, key, block.path_from_id("value"))
         write_keys(curve, frames[valid], values[valid], "LINEAR")
     warnings += driven_paths_warning(key, names)
-    spread = DetailSpread.build(head.vertices, head.landmarks, movable_vertices(head.vertex_count, head.regions))
+    spread = (DetailSpread.build(head.vertices, head.landmarks, movable_vertices(head.vertex_count, head.regions))
+              if key_detail or components else None)
     layer = detail_layer(spread, head_residual(head, deformation, take.neutral_mm, coefficients)) if key_detail else None
     detail = key_detail_layer(rig, key_action, frames[valid], layer, valid)
-    to_head = neutral_to_head(head, take.neutral_mm)
-    micro = key_micro_layer(rig, key_action, frames, components,
-                            [spread.apply(displacement_on(to_head, c.pattern_mm[None])[0][spread.sources])
-                             for c in components])
+    micro = key_micro_layer(rig, key_action, frames, components, spread, neutral_to_head(head, take.neutral_mm))
 
     object_action = key_face_found(rig, frames, valid, warnings)
     if key_rotation:
@@ -155,18 +154,17 @@ def bake_flame_take(
     set_scene_timing(scene, take.fps, take.frame_count)
     warnings: list[str] = []
     key_flame_channels(rig, armature, frames[valid], channels, warnings)
-    rest = shaped_vertices(model, rig_identity(rig), np.zeros(0))  # (V, 3) the rig's rest face, FLAME metres
-    spread = DetailSpread.build(rest, landmarks, movable_vertices(model.vertex_count, skinning_regions(model)))
-    layer = None
+    spread, layer = None, None
+    if key_detail or components:
+        rest = shaped_vertices(model, rig_identity(rig), np.zeros(0))  # (V, 3) the rig's rest face, FLAME metres
+        spread = DetailSpread.build(rest, landmarks, movable_vertices(model.vertex_count, skinning_regions(model)))
     if key_detail:
         residual = flame_residual(landmark_rig, deformation, take.neutral_mm, solved.expression, solved.pose)
         layer = detail_layer(spread, residual)
     key_action = owned_action(rig.data.shape_keys, f"MXR {rig.name} Expressions", warnings)
     detail = key_detail_layer(rig, key_action, frames[valid], layer, valid)
-    to_rest = flame_rest_alignment(landmark_rig, take.neutral_mm)
-    micro = key_micro_layer(rig, key_action, frames, components,
-                            [spread.apply(displacement_on(to_rest, c.pattern_mm[None])[0][spread.sources])
-                             for c in components])
+    micro = key_micro_layer(rig, key_action, frames, components, spread,
+                            flame_rest_alignment(landmark_rig, take.neutral_mm))
     key_face_found(rig, frames, valid, warnings)
     rig["mxr_source"] = take.source_path
     return BakeResult(take.frame_count, int(valid.sum()), list(channels.shape_keys), warnings, detail, micro)
@@ -189,13 +187,17 @@ def key_detail_layer(
 
 
 def key_micro_layer(rig: bpy.types.Object, action: bpy.types.Action, frames: np.ndarray,
-                    components: list[MicroComponent], shapes: list[np.ndarray]) -> list[str]:
-    """Replace MXR's micro keys with one per component, shaped by ``shapes`` (each (V, 3) head
-    metres) and keyed at the take's ``frames`` (T,) scene frames where its weight is defined
-    and inside its span (0 at both ends), so that the curve can be moved as one piece."""
+                    components: list[MicroComponent], spread: DetailSpread | None, alignment: Similarities) -> list[str]:
+    """Replace MXR's micro keys with one per component: its pattern, carried into the head's
+    metres by ``alignment`` (the performer's neutral onto the rig's rest landmarks) and spread over
+    the mesh by ``spread``, keyed at the take's ``frames`` (T,) scene frames where its weight is
+    defined and inside its span (0 at both ends), so that the curve can be moved as one piece."""
     key = rig.data.shape_keys
     remove_fcurves(action, key, [f'key_blocks["{name}"].value' for name in take_keys(rig, MICRO)])
-    offsets = head_to_blender(np.array(shapes)) if shapes else np.zeros((0, len(rig.data.vertices), 3))
+    offsets = np.zeros((0, len(rig.data.vertices), 3))
+    if components:
+        patterns_m = displacement_on(alignment, np.stack([c.pattern_mm for c in components]))  # (E, 478, 3)
+        offsets = head_to_blender(spread.apply(patterns_m[:, spread.sources]))
     first_frame = int(frames[0]) if len(frames) else 0
     labels = [f"{MICRO_PREFIX} {c.region} {first_frame + c.apex_frame}" for c in components]
     names = replace_take_keys(rig, MICRO, labels, offsets)

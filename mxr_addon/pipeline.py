@@ -108,12 +108,11 @@ def bake_take_file(
                                  f"{rig[FLAME_PATH]} and import the FLAME rig again")
         landmarks = load_landmark_embedding(Path(rig[FLAME_LANDMARKS]), model.vertex_count)
         result = bake_flame_take(scene, rig, model, landmarks, take, key_rotation=key_rotation, key_detail=key_detail)
-        return TakeBake(rig, result, _reference(scene, rig, take, result) if reference_video else None,
-                        mark_micro_events(scene, rig, take, frame_start))
-    head = head_named(str(rig["mxr_head"])) if is_rig(rig) else builtin_head()
-    if not is_rig(rig):
-        rig = build_rig(head, scene.collection)
-    result = bake_take(scene, rig, head, take, key_rotation=key_rotation, key_detail=key_detail)
+    else:
+        head = head_named(str(rig["mxr_head"])) if is_rig(rig) else builtin_head()
+        if not is_rig(rig):
+            rig = build_rig(head, scene.collection)
+        result = bake_take(scene, rig, head, take, key_rotation=key_rotation, key_detail=key_detail)
     return TakeBake(rig, result, _reference(scene, rig, take, result) if reference_video else None,
                     mark_micro_events(scene, rig, take, frame_start))
 

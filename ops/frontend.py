@@ -8,8 +8,8 @@ graph -> next frame is serial, so any work added to it (the crop, ~0.5 ms) lengt
 while on its own thread it overlaps the next frame's landmarks. OpenCV's VideoCapture releases
 the GIL while it decodes (a Python loop on another thread keeps its full speed); decoding in a
 child process instead was measured: the same throughput, 1.3 ms more CPU per frame (pipe copies,
-a second interpreter) and a slower start. Bounded queues between the stages keep memory independent of the clip length: a few
-frames are in flight, never the clip.
+a second interpreter) and a slower start. Bounded queues between the stages keep memory
+independent of the clip length: a few frames are in flight, never the clip.
 
 Where the CPU goes, per 640x360 frame on a 2-core machine (scripts/bench_frontend.py splits it by
 thread): MediaPipe's graph ~1.9-2.8 ms and its Python side ~0.3-0.5, the flow thread ~2.4 (forward
@@ -17,8 +17,9 @@ thread): MediaPipe's graph ~1.9-2.8 ms and its Python side ~0.3-0.5, the flow th
 frame threads included), crops and records ~0.4: ~5.6-6.6 ms in all, against ~2.0-2.6 ms for
 MediaPipe alone, which keeps about one core busy. The sum of the stages run one at a time is
 ~5 ms: ~1 ms a frame is lost to the two cores sharing caches and memory bandwidth, and no GIL
-switch interval from 0.2 to 2 ms changed that. Two cores cannot run ~6 ms of work in under ~3 ms a frame, so the full front-end stays
-near 0.55-0.75x MediaPipe-only throughput, depending on how fast MediaPipe alone runs that day.
+switch interval from 0.2 to 2 ms changed that. Two cores cannot run ~6 ms of work in under ~3 ms
+a frame, so the full front-end stays near 0.55-0.75x MediaPipe-only throughput, depending on how
+fast MediaPipe alone runs that day.
 
 Everything in a ``FrameRecord`` is in source-frame pixels or canonical-crop pixels; a downscale
 for analysis (frames larger than ``max_side``) is folded into the transforms and reported as

@@ -99,15 +99,20 @@ def extract_events(logits: np.ndarray, motion_mm: np.ndarray, fps: float, region
 def refine_timing(event: MicroEvent, motion_mm: np.ndarray, fps: float) -> MicroEvent:
     """The event with onset, apex, offset and peak from the profile fit over the region's motion
     (T, M, 3) mm around it; unchanged where nothing fits."""
-    pad = int(round((REFINE_SLACK_S + 0.1) * fps))
-    first = max(event.onset_frame - pad, 0)
-    last = min(event.offset_frame + pad, len(motion_mm) - 1)
+    first, last = _fit_span(event, REFINE_SLACK_S, fps, len(motion_mm))
     fit = fit_event_timing(motion_mm[first:last + 1], fps, first, event.onset_frame, event.offset_frame,
                            slack_s=REFINE_SLACK_S)
     if fit is None:
         return event
     return replace(event, onset_frame=fit.onset_frame, apex_frame=fit.apex_frame, offset_frame=fit.offset_frame,
                    peak_mm=float(np.linalg.norm(fit.pattern_mm, axis=1).max()))
+
+
+def _fit_span(event: MicroEvent, slack_s: float, fps: float, frame_count: int) -> tuple[int, int]:
+    """The frames (inclusive) a profile fit reads around ``event``: its onset..offset, widened by
+    the fit's slack and 0.1 s of baseline on each side, within the take."""
+    pad = int(round((slack_s + 0.1) * fps))
+    return max(event.onset_frame - pad, 0), min(event.offset_frame + pad, frame_count - 1)
 
 
 def micro_layer_mm(events: list[MicroEvent], motion_mm: np.ndarray, fps: float, regions: tuple[str, ...],
@@ -131,9 +136,7 @@ def micro_layer_mm(events: list[MicroEvent], motion_mm: np.ndarray, fps: float, 
     spans, profiles, patterns = [], [], []
     for event in events:
         members = np.flatnonzero(membership[regions.index(event.region)] > 0)
-        pad = int(round((LAYER_SLACK_S + 0.1) * fps))
-        first = max(event.onset_frame - pad, 0)
-        last = min(event.offset_frame + pad, len(motion) - 1)
+        first, last = _fit_span(event, LAYER_SLACK_S, fps, len(motion))
         fit = fit_event_timing(motion[first:last + 1][:, members], fps, first, event.onset_frame, event.offset_frame,
                                slack_s=LAYER_SLACK_S)
         if fit is not None:
