@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from mxr.models.network.event_profile import fit_event_timing, micro_profile, smoothstep
-from mxr.models.network.events import extract_events, micro_layer_mm
+from mxr.models.network.events import extract_events, micro_layer_mm, region_landmarks, region_units
 from mxr.models.network.features import EVENT_REGIONS, region_membership
 from mxr.models.open_head import load_open_head
 from mxr.ops.take import LANDMARK_COUNT
@@ -82,6 +82,13 @@ def test_extract_events_refines_timing_at_high_frame_rates_only():
             assert event.onset_frame == late_onset and event.offset_frame == early_offset
 
 
+def _detection(count: int, region: int, first: int, last: int) -> np.ndarray:
+    """(count, R) logits of a detector sure of one region over frames first..last."""
+    logits = np.full((count, len(EVENT_REGIONS)), -5.0)
+    logits[first:last + 1, region] = 5.0
+    return logits
+
+
 def test_the_micro_layer_is_each_event_s_time_course_times_its_action_units():
     fps, count = 100.0, 200
     regions = EVENT_REGIONS
@@ -97,8 +104,7 @@ def test_the_micro_layer_is_each_event_s_time_course_times_its_action_units():
     drift = np.linspace(0.0, 1.0, count)[:, None, None] * 0.2 * basis_mm[names.index("browInnerUp")]  # a slow macro motion
     noise = np.random.default_rng(0).normal(scale=0.005, size=(count, LANDMARK_COUNT, 3))
     motion = profile[:, None, None] * pattern + drift + noise
-    (event,) = extract_events(np.where(profile[:, None] > 0.2, 5.0, -5.0) * (np.arange(len(regions)) == mouth),
-                              motion, fps, regions, membership)
+    (event,) = extract_events(_detection(count, mouth, 63, 92), motion, fps, regions, membership)  # 3 frames late, early
     layer = micro_layer_mm([event], motion, fps, regions, membership, basis_mm)  # (T, 478, 3)
     error = np.linalg.norm(layer - profile[:, None, None] * pattern, axis=-1)
     assert error.max() < 0.1 * np.linalg.norm(pattern, axis=-1).max()
@@ -106,3 +112,48 @@ def test_the_micro_layer_is_each_event_s_time_course_times_its_action_units():
     # Five times larger, the same motion is no micro-expression: it stays in the macro layer.
     assert not micro_layer_mm([event], 5 * motion, fps, regions, membership, basis_mm).any()
 
+
+
+def test_region_landmarks_are_skin_only():
+    membership = region_membership(EVENT_REGIONS)
+    for row in membership:
+        members = region_landmarks(row)
+        assert members.max() < 468  # the irises move with the gaze
+        np.testing.assert_array_equal(members, [n for n in range(468) if row[n] > 0])
+    assert sum(len(region_landmarks(row)) for row in membership) == 468  # every skin landmark in one region
+
+
+def test_region_units_are_those_that_move_the_region_most():
+    head = load_open_head()
+    basis_mm = head.landmark_basis().astype(np.float64) * 1000.0  # (K, 478, 3)
+    names = head.expression_names
+    members = region_landmarks(region_membership(EVENT_REGIONS)[EVENT_REGIONS.index("mouth")])
+    units = region_units(basis_mm, members, share=0.7)
+    for k, name in enumerate(names):  # against a loop over the units
+        moves = np.linalg.norm(basis_mm[k, :468], axis=-1)
+        assert units[k] == (moves.max() > 0 and moves[members].max() >= 0.7 * moves.max()), name
+    assert units[names.index("mouthSmileLeft")] and not units[names.index("eyeBlinkLeft")]
+    assert not units[names.index("browInnerUp")]
+
+
+def test_a_blink_during_a_mouth_event_stays_out_of_its_micro_layer():
+    fps, count = 100.0, 200
+    regions = EVENT_REGIONS
+    membership = region_membership(regions)
+    mouth, eyes = regions.index("mouth"), regions.index("eyes")
+    head = load_open_head()
+    basis_mm = head.landmark_basis().astype(np.float64) * 1000.0
+    names = head.expression_names
+    times = np.arange(count) / fps
+    profile = micro_profile(times, 0.6, 0.7, 0.0, 0.95)
+    pattern = 0.05 * (basis_mm[names.index("mouthSmileLeft")] + basis_mm[names.index("mouthSmileRight")])
+    blink = np.sin(np.pi * np.clip((times - 0.65) / 0.2, 0.0, 1.0)) ** 2  # a blink over the smile's apex
+    blink_mm = 0.9 * (basis_mm[names.index("eyeBlinkLeft")] + basis_mm[names.index("eyeBlinkRight")])
+    assert np.linalg.norm(blink_mm, axis=-1).max() > 3.0  # larger than any micro-expression
+    motion = profile[:, None, None] * pattern + blink[:, None, None] * blink_mm
+    (event,) = extract_events(_detection(count, mouth, 63, 92), motion, fps, regions, membership)
+    layer = micro_layer_mm([event], motion, fps, regions, membership, basis_mm)
+    eye_landmarks = region_landmarks(membership[eyes])
+    assert np.abs(layer[:, eye_landmarks]).max() < 0.05  # no blink in the micro layer
+    error = np.linalg.norm(layer - profile[:, None, None] * pattern, axis=-1)
+    assert error.max() < 0.15 * np.linalg.norm(pattern, axis=-1).max()  # the smile is kept

@@ -90,15 +90,15 @@ def fit_event_timing(motion_mm: np.ndarray, fps: float, first_frame: int, onset_
 
     slack = slack_s * fps
     onset0, offset0 = onset_guess - first_frame, offset_guess - first_frame
-    best = _search(components, baseline, times, fps, np.linspace(onset0 - slack, onset0 + slack, 17),
-                   np.linspace(offset0 - slack, offset0 + slack, 17), RISE_SHARES, HOLD_SHARES,
+    best = _search(components, baseline, times, fps, np.unique(np.linspace(onset0 - slack, onset0 + slack, 17)),
+                   np.unique(np.linspace(offset0 - slack, offset0 + slack, 17)), RISE_SHARES, HOLD_SHARES,
                    min_duration_s, max_duration_s)
     if best is None:
         return None
     step = slack / 8
     onset, offset, rise, hold, _ = best
-    fine = _search(components, baseline, times, fps, onset + np.linspace(-step, step, 9),
-                   offset + np.linspace(-step, step, 9), rise + np.array([-0.025, 0.0, 0.025]),
+    fine = _search(components, baseline, times, fps, np.unique(onset + np.linspace(-step, step, 9)),
+                   np.unique(offset + np.linspace(-step, step, 9)), rise + np.array([-0.025, 0.0, 0.025]),
                    (hold,), min_duration_s, max_duration_s)
     onset, offset, rise, hold, score = fine if fine is not None else best
     duration = offset - onset

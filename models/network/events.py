@@ -8,8 +8,11 @@ stretch's ends; the apex is where the face's motion stands out most from the str
 baseline (the straight line from its onset to its offset frame, so a slow macro expression
 under the event does not pull the apex to one end), over the region's landmarks, and the peak is
 that displacement. At 60 fps and more, onset, apex, offset and peak are then refined by fitting
-the micro-expression time course to the region's motion (``event_profile.fit_event_timing``):
-on 200 fps validation takes that halved the median onset error (4 -> 2 frames). Below 60 fps a
+the micro-expression time course to the region's motion (``event_profile.fit_event_timing``)
+within ``REFINE_SLACK_S`` of the detector's bounds: on 200 fps validation takes that halved the
+median onset error (4 -> 2 frames). A wider search (0.08 s) found the same median timing but
+fitted the noise more often: on 160 validation takes (seeds 8300-8302) it left the micro layer's
+error 0.02-0.05x of the baseline's higher at 200 and 24-200 fps. Below 60 fps a
 frame (17 ms and more) is coarser than the fit can resolve, and the detector's own bounds were
 closer (24-30 fps: 97 % vs 90 % of onsets within 2 frames). One motion often shows in
 neighbouring regions too; where detections of different regions overlap in time, the most
@@ -26,10 +29,26 @@ from ..retarget import solve_box_ridge
 from .event_profile import fit_event_timing, fit_pattern
 
 REFINE_MIN_FPS = 60.0  # timing is refined by the profile fit at this frame rate and above
-REFINE_SLACK_S = 0.08  # how far the fit may move the detector's onset and offset
-LAYER_SLACK_S = 0.02  # how far the micro layer's fit may move an event's (already refined) onset and offset
-MAX_PATTERN_MM = 3.0  # a fitted pattern moving a landmark further is no micro-expression (trained on <= 1.5 mm)
+REFINE_SLACK_S = 0.04  # how far the fit may move the detector's onset and offset
+LAYER_SLACK_S = 0.0  # how far the micro layer's fit may move an event's onset and offset (any slack fitted noise)
+MAX_PATTERN_MM = 3.0  # a fitted pattern moving a region's landmark further is no micro-expression (trained on <= 1.5 mm)
+REGION_UNIT_SHARE = 0.7  # a unit acts on a region when it moves a landmark there >= this share of its largest move
+SKIN_LANDMARK_COUNT = 468  # MediaPipe's face mesh; 468..477 are the irises, which move with the gaze, not the skin
 PATTERN_REGULARIZATION = 1e-4  # ridge on the micro patterns' activations, relative to the basis' mean column norm
+
+
+def region_landmarks(membership_row: np.ndarray) -> np.ndarray:
+    """The skin landmarks (indices) of one region's membership row (478,): the irises are left
+    out, as a gaze shift is no skin motion (``features.region_membership`` gives them to one region)."""
+    return np.flatnonzero(membership_row[:SKIN_LANDMARK_COUNT] > 0)
+
+
+def region_units(basis_mm: np.ndarray, members: np.ndarray, share: float = REGION_UNIT_SHARE) -> np.ndarray:
+    """(K,) bool: the basis units (K, 478, 3) that move one of the region's ``members`` landmarks
+    at least ``share`` of their largest skin landmark move."""
+    moves = np.linalg.norm(basis_mm[:, :SKIN_LANDMARK_COUNT], axis=-1)  # (K, 468)
+    largest = moves.max(axis=1)
+    return (largest > 0.0) & (moves[:, members].max(axis=1) >= share * largest)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -81,7 +100,7 @@ def extract_events(logits: np.ndarray, motion_mm: np.ndarray, fps: float, region
     gap = int(round(merge_gap_s * fps))
     candidates: list[MicroEvent] = []
     for row, region in enumerate(regions):
-        members = np.flatnonzero(membership[row] > 0)
+        members = region_landmarks(membership[row])
         for start, end in merge_close(hysteresis_segments(probability[:, row], high, low), gap):
             if not shortest <= end - start + 1 <= longest:
                 continue
@@ -119,23 +138,25 @@ def micro_layer_mm(events: list[MicroEvent], motion_mm: np.ndarray, fps: float, 
                    membership: np.ndarray, basis_mm: np.ndarray) -> np.ndarray:
     """The motion the events explain, as a layer: (T, 478, 3) mm, zero outside events.
 
-    Each event's time course is fitted on its region's landmarks (``fit_event_timing``, within
-    ``LAYER_SLACK_S`` of its onset and offset); its displacement pattern is then fitted over the
+    Each event's time course is fitted on its region's landmarks (``fit_event_timing``: its rise
+    and hold, within ``LAYER_SLACK_S`` of its onset and offset); its displacement pattern is then
+    fitted over the
     whole face, as an action unit reaches past the region it is named after, and replaced by the
-    closest non-negative combination of the expression basis basis_mm (K, 478, 3) mm: a
-    micro-expression is an action-unit activation, and the constraint keeps the motion's noise
-    out (on validation takes it cut the micro layer's error on found events by a tenth, at 24-30
-    and 200 fps). A pattern that moves a landmark more than ``MAX_PATTERN_MM`` is left in the
-    macro layer: no micro-expression is that large, and on validation takes 1-10 % of the fits
-    of true events come out that large (a blink or a fast macro motion in the span); the event
-    itself is kept. The layer is the sum of time course x pattern. motion_mm (T, 478, 3) the
-    face's deformation (NaN on invalid frames).
+    closest non-negative combination of the units of the expression basis basis_mm (K, 478, 3) mm
+    that act on the event's region (``region_units``): a micro-expression is an action-unit
+    activation, and the constraints keep the motion's noise out, and with it whatever else moves
+    during the span (a blink during a nose event). On validation takes the non-negative basis cut
+    the micro layer's error on found events by a tenth, and the units of the region alone a
+    further tenth. A pattern that moves one of the region's landmarks more than
+    ``MAX_PATTERN_MM`` is left in the macro layer: no micro-expression is that large (a blink or
+    a fast macro motion in the span); the event itself is kept. The layer is the sum of time
+    course x pattern. motion_mm (T, 478, 3) the face's deformation (NaN on invalid frames).
     """
     motion = np.nan_to_num(motion_mm.astype(np.float64))
     layer = np.zeros_like(motion)
-    spans, profiles, patterns = [], [], []
+    spans, profiles, patterns, units, region_members = [], [], [], [], []
     for event in events:
-        members = np.flatnonzero(membership[regions.index(event.region)] > 0)
+        members = region_landmarks(membership[regions.index(event.region)])
         first, last = _fit_span(event, LAYER_SLACK_S, fps, len(motion))
         fit = fit_event_timing(motion[first:last + 1][:, members], fps, first, event.onset_frame, event.offset_frame,
                                slack_s=LAYER_SLACK_S)
@@ -143,14 +164,17 @@ def micro_layer_mm(events: list[MicroEvent], motion_mm: np.ndarray, fps: float, 
             spans.append((first, last))
             profiles.append(fit.profile)
             patterns.append(fit_pattern(motion[first:last + 1], fit.profile).reshape(-1))
+            units.append(region_units(basis_mm, members))
+            region_members.append(members)
     if not patterns:
         return layer
     basis = basis_mm.reshape(len(basis_mm), -1).T.astype(np.float64)  # (478*3, K)
     strength = PATTERN_REGULARIZATION * float(np.mean(np.sum(basis**2, axis=0)))
-    activations = solve_box_ridge(basis, np.array(patterns), 0.0, np.inf, strength)  # (E, K)
-    for (first, last), profile, activation in zip(spans, profiles, activations):
+    upper = np.where(np.array(units), np.inf, 0.0)  # (E, K): only the region's units
+    activations = solve_box_ridge(basis, np.array(patterns), 0.0, upper, strength)  # (E, K)
+    for (first, last), profile, activation, members in zip(spans, profiles, activations, region_members):
         pattern = (basis @ activation).reshape(-1, 3)  # (478, 3) mm
-        if np.linalg.norm(pattern, axis=1).max() <= MAX_PATTERN_MM:
+        if np.linalg.norm(pattern[members], axis=1).max() <= MAX_PATTERN_MM:
             layer[first:last + 1] += profile[:, None, None] * pattern
     return layer
 
