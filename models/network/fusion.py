@@ -138,17 +138,17 @@ def flow_normal_equations(flow_mm: np.ndarray, flow_mask: np.ndarray, rotation: 
     projector, so B_n^T Pi B_n = B_n^T B_n - u_n u_n^T with u_n = B_n^T v: two (T, 478) x
     (478, K^2)-sized products instead of a (1434 x K) matrix product per frame."""
     units = basis_mm.shape[0]
-    per_landmark = basis_mm.transpose(1, 2, 0)  # (478, 3, K)
-    outer = np.einsum("nik,nil->nkl", per_landmark, per_landmark).reshape(LANDMARK_COUNT, -1)  # (478, K^2)
+    per_landmark = np.ascontiguousarray(basis_mm.transpose(1, 2, 0), np.float64)  # (478, 3, K)
+    outer = (per_landmark.transpose(0, 2, 1) @ per_landmark).reshape(LANDMARK_COUNT, -1)  # (478, K^2)
     mask = np.asarray(flow_mask, np.float64)
     mask[0] = 0.0
     depth_axis = rotation[:, 2, :]  # (T, 3)
-    along = np.einsum("nik,ti->tnk", per_landmark, depth_axis)  # (T, 478, K) = u_n per frame
+    along = np.tensordot(depth_axis, per_landmark, axes=([1], [1]))  # (T, 478, K) = u_n per frame
     weighted = along * mask[..., None]
     coupling = (mask @ outer).reshape(-1, units, units) - weighted.transpose(0, 2, 1) @ along
     flow = flow_mm.astype(np.float64) * mask[..., None]  # the flow's own depth component is zero already
     seen = flow - np.einsum("tni,ti->tn", flow, depth_axis)[..., None] * depth_axis[:, None, :]  # Pi_t flow
-    right = np.einsum("nik,tni->tk", per_landmark, seen)
+    right = seen.reshape(len(seen), -1) @ per_landmark.reshape(-1, units)  # (T, K)
     return coupling / flow_sigma_mm**2, right / flow_sigma_mm**2
 
 
