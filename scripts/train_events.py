@@ -1,6 +1,6 @@
 """Train the micro-event detector, export it to ONNX and hang it on the mesh network's metadata.
 
-    .venv/bin/python scripts/train_events.py            # the shipped detector (~60 min, 2 CPU cores)
+    .venv/bin/python scripts/train_events.py            # the shipped detector (~35 min, 2 CPU cores)
     .venv/bin/python scripts/train_events.py --quick    # a smoke run (does not make a usable detector)
 
 The detector (``torch_model.EventDetector``) reads the take-wide fused expression-coefficient
@@ -11,7 +11,8 @@ own, much larger data set than the mesh network: detection is about seeing a sho
 noisy track, and on 200 sequences it learned those by heart (train F1 0.88, validation 0.12);
 on 1400 it reached 0.45, on 3000 0.62, on 6000 0.79 and on 12000 0.84 (validation F1). The track is
 small (K numbers a sample), so thousands of sequences cost minutes, generated on all cores; the
-generation (~0.5 s a sequence, fusion included) is most of the run, training 14000 steps ~6 min.
+generation (~0.13 s a sequence on two cores, fusion included; the shipped run's took ~0.25 s, before
+the BLAS thread setting below) is most of the run, training 14000 steps ~6 min.
 
 Then the decoding thresholds (``events.extract_events``) are chosen on validation sequences of
 their own seed, through the real runner path (``NetworkRunner.detector_logits``); a detector
@@ -21,11 +22,17 @@ network's metadata (mxr_micro.json) and EVENT_DETECTOR.md. Held-out figures: scr
 """
 from __future__ import annotations
 
+import os
+
+# One generating process per core: numpy's BLAS would also start a thread per core in each
+# (4 threads on 2 cores), which made the generation ~40 % slower here. Set before numpy loads.
+for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
+
 import argparse
 import contextlib
 import json
 import multiprocessing
-import os
 import sys
 import time
 from dataclasses import dataclass
