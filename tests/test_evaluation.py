@@ -253,3 +253,35 @@ def test_the_no_temporal_ablation_is_the_model_with_its_global_feature_zeroed(tm
     export_onnx(MicroNet(NetworkConfig(channels=8, global_channels=8, dilations=(1,), temporal=False, window=16)),
                 without, 16)
     assert script.zero_global_feature(without, tmp_path) is None
+
+
+def test_the_micro_layer_diagnosis_splits_the_error_by_event(neutral, monkeypatch):
+    """scripts/diagnose_micro_layer.py: a missed event costs its whole signal, an exactly found one
+    nothing, and each lands in its timing bin and region."""
+    import dataclasses
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("diagnose_script", REPO / "scripts" / "diagnose_micro_layer.py")
+    script = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, script)  # its dataclasses look their module up there
+    spec.loader.exec_module(script)
+    fps, count = 100.0, 120
+    truth_micro = np.zeros((count, LANDMARK_COUNT, 3))
+    truth_micro[10:30, :50, 1] = 0.5  # a brows event: 50 landmarks moved 0.5 mm over frames 10..29
+    truth_micro[60:80, 100:120, 0] = 0.3  # a mouth event
+    brows = MicroEvent(onset_frame=10, apex_frame=15, offset_frame=29, region="brows", peak_mm=0.5, confidence=1.0)
+    mouth = MicroEvent(onset_frame=60, apex_frame=65, offset_frame=79, region="mouth", peak_mm=0.3, confidence=1.0)
+    truth = Truth(fps, neutral, np.zeros_like(truth_micro), truth_micro, np.zeros_like(truth_micro), [brows, mouth])
+    layer = truth_micro.copy()
+    layer[60:80] = 0.0  # the mouth event is missed
+    found = dataclasses.replace(brows, onset_frame=13)  # found, 30 ms late
+    take = dataclasses.replace(take_with(truth_micro, neutral, micro_mm=layer, fps=fps), events=[found])
+    breakdown = script.Breakdown()
+    script.add_take(breakdown, take, truth)
+    assert breakdown.missed.events == 1 and breakdown.missed.error_mm == pytest.approx(breakdown.missed.signal_mm)
+    assert breakdown.missed.signal_mm == pytest.approx(20 * 20 * 0.3, rel=1e-5)
+    assert [part.events for part in breakdown.by_timing] == [0, 1, 0, 0]  # 25-50 ms
+    assert breakdown.by_timing[1].error_mm == pytest.approx(0.0, abs=1e-4)
+    assert breakdown.by_region["brows"].found == 1 and breakdown.by_region["mouth"].found == 0
+    assert breakdown.error_mm / breakdown.signal_mm == pytest.approx(120 / (120 + 500), rel=1e-4)
+    assert "micro layer 0.194x" in script.report("set", breakdown)[0]
