@@ -9,12 +9,13 @@ baseline (the straight line from its onset to its offset frame, so a slow macro 
 under the event does not pull the apex to one end), over the region's landmarks, and the peak is
 that displacement. At 60 fps and more, onset, apex, offset and peak are then refined by fitting
 the micro-expression time course to the region's motion (``event_profile.fit_event_timing``)
-within ``REFINE_SLACK_S`` of the detector's bounds: on 200 fps validation takes that halved the
-median onset error (4 -> 2 frames). A wider search (0.08 s) found the same median timing but
-fitted the noise more often: on 160 validation takes (seeds 8300-8302) it left the micro layer's
-error 0.02-0.05x of the baseline's higher at 200 and 24-200 fps. Below 60 fps a
-frame (17 ms and more) is coarser than the fit can resolve, and the detector's own bounds were
-closer (24-30 fps: 97 % vs 90 % of onsets within 2 frames). One motion often shows in
+within ``REFINE_SLACK_S`` of the detector's bounds: on 60 validation takes at 200 fps (seed 8300)
+that took the median onset / apex error from 3 / 3.5 to 2 / 2 frames (within 2 frames: 31 / 38 %
+-> 56 / 57 %). A wider search (0.08 s) found the same median timing but fitted the noise more
+often: on 160 validation takes (seeds 8300-8302) it left the micro layer's error 0.02-0.05x of
+the baseline's higher at 200 and 24-200 fps. Below 60 fps a frame (17 ms and more) is coarser
+than the fit can resolve: refining there too left the onsets as close and the micro layer worse
+(24-30 fps: 0.59x -> 0.65x). One motion often shows in
 neighbouring regions too; where detections of different regions overlap in time, the most
 confident one is kept.
 """
