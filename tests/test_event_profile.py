@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from mxr.models.network.event_profile import fit_event_timing, micro_profile, smoothstep
+from mxr.models.network.event_profile import fit_event_timing, fit_pattern, micro_profile, smoothstep, span_baseline
 from mxr.models.network.events import extract_events, micro_layer_mm, region_landmarks, region_units
 from mxr.models.network.features import EVENT_REGIONS, region_membership
 from mxr.models.open_head import load_open_head
@@ -54,6 +54,19 @@ def test_fit_recovers_the_timing_of_an_event_from_late_and_early_guesses(noise_m
     assert abs(fit.offset_frame - truth_offset) <= tolerance + 1
     assert np.abs(fit.pattern_mm - pattern).max() < 0.02 + 2 * noise_mm
     assert fit.explained > (0.99 if noise_mm == 0 else 0.5)
+
+
+def test_a_pattern_under_any_cubic_drift_is_recovered_exactly():
+    frames = 90
+    times = np.arange(frames) / 100.0
+    profile = micro_profile(times, 0.2, 0.3, 0.05, 0.6)  # (90,)
+    rng = np.random.default_rng(4)
+    pattern = rng.normal(size=(12, 3))
+    t = np.linspace(-1.0, 1.0, frames)[:, None, None]
+    drift = sum(rng.normal(size=(12, 3)) * t**power for power in range(4))  # (90, 12, 3) cubic in time
+    np.testing.assert_allclose(fit_pattern(profile[:, None, None] * pattern + drift, profile), pattern, atol=1e-9)
+    baseline = span_baseline(frames)
+    np.testing.assert_allclose(baseline.T @ baseline, np.eye(baseline.shape[1]), atol=1e-12)  # orthonormal
 
 
 def test_flat_motion_fits_nothing():
