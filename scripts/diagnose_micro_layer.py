@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mxr.models.network.evaluation import (distances, event_footprint, event_window, layers_in_truth_frame,
-                                           match_events, truth_from_synthetic)
+from mxr.models.network.evaluation import (distances, event_samples, layers_in_truth_frame, match_events,
+                                           truth_from_synthetic)
 from mxr.models.network.features import EVENT_REGIONS
 from mxr.models.network.runner import DEFAULT_MODEL, NetworkRunner, apply_network
 from mxr.models.network.synthetic import SyntheticConfig, generate_dataset
@@ -69,14 +69,9 @@ class Breakdown:
 def add_take(breakdown: Breakdown, take, truth) -> None:
     """One network take against its truth, event by event."""
     micro = np.nan_to_num(layers_in_truth_frame(take, truth)[1])  # (T, 478, 3) mm, truth frame
-    valid = np.asarray(take.valid, bool)
     matches = {id(truth_event): detected for detected, truth_event in match_events(take.events, truth.events)}
-    for event in truth.events:
-        window = event_window(event, truth.frame_count)
-        window = window[valid[window]]
-        footprint = event_footprint(truth.micro_mm, event)
-        reference = truth.micro_mm[window][:, footprint]  # (n, F, 3)
-        error = float(distances(micro[window][:, footprint], reference).sum())
+    for event, estimate, reference in event_samples(micro, truth, np.asarray(take.valid, bool)):
+        error = float(distances(estimate, reference).sum())
         signal = float(np.linalg.norm(reference, axis=-1).sum())
         detected = matches.get(id(event))
         breakdown.by_region[event.region].add(error, signal, detected is not None)

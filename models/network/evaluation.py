@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -198,14 +198,23 @@ def micro_error(micro_mm: np.ndarray, truth: Truth, valid: np.ndarray,
     """The micro layer (truth frame, (T, 478, 3)) against the truth's inside every truth event:
     its valid frames x its footprint. With ``reference_mm`` (T, 478, 3), any other layer against
     that reference over the same frames and landmarks (the total against the truth's total)."""
-    reference = truth.micro_mm if reference_mm is None else reference_mm
     error = MeanError()
+    for _, estimate, reference in event_samples(micro_mm, truth, valid, reference_mm):
+        error.add(distances(estimate, reference))
+    return error
+
+
+def event_samples(layer_mm: np.ndarray, truth: Truth, valid: np.ndarray, reference_mm: np.ndarray | None = None
+                  ) -> Iterator[tuple[MicroEvent, np.ndarray, np.ndarray]]:
+    """Per truth event, what ``micro_error`` compares: (event, the layer (n, F, 3) mm, the
+    reference (n, F, 3) mm, by default the truth's micro layer) over its n valid frames and its
+    F footprint landmarks."""
+    reference = truth.micro_mm if reference_mm is None else reference_mm
     for event in truth.events:
         window = event_window(event, truth.frame_count)
         window = window[valid[window]]
         footprint = event_footprint(truth.micro_mm, event)
-        error.add(distances(micro_mm[window][:, footprint], reference[window][:, footprint]))
-    return error
+        yield event, layer_mm[window][:, footprint], reference[window][:, footprint]
 
 
 def overlap_frames(a: MicroEvent, b: MicroEvent) -> int:

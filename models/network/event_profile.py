@@ -83,7 +83,7 @@ def fit_event_timing(motion_mm: np.ndarray, fps: float, first_frame: int, onset_
     if frames < 4 or motion_mm.shape[1] == 0:
         return None
     times = np.arange(frames, dtype=np.float64)  # frames since first_frame
-    baseline = span_baseline(frames)  # (n, 3)
+    baseline = span_baseline(frames)  # (n, BASELINE_DEGREE + 1)
     observed = motion_mm.reshape(frames, -1).astype(np.float64)
     observed = observed - baseline @ (baseline.T @ observed)  # (n, 3M) about the baseline
     left, singular, _ = np.linalg.svd(observed, full_matrices=False)

@@ -15,9 +15,8 @@ that took the median onset / apex error from 3 / 3.5 to 2 / 2 frames (within 2 f
 often: on 160 validation takes (seeds 8300-8302) it left the micro layer's error 0.02-0.05x of
 the baseline's higher at 200 and 24-200 fps. Below 60 fps a frame (17 ms and more) is coarser
 than the fit can resolve: refining there too left the onsets as close and the micro layer worse
-(24-30 fps: 0.59x -> 0.65x). One motion often shows in
-neighbouring regions too; where detections of different regions overlap in time, the most
-confident one is kept.
+(24-30 fps: 0.59x -> 0.65x). One motion often shows in neighbouring regions too; where
+detections of different regions overlap in time, the most confident one is kept.
 """
 from __future__ import annotations
 
@@ -141,12 +140,11 @@ def micro_layer_mm(events: list[MicroEvent], motion_mm: np.ndarray, fps: float, 
 
     Each event's time course is fitted on its region's landmarks (``fit_event_timing``: its rise
     and hold, within ``LAYER_SLACK_S`` of its onset and offset); its displacement pattern is then
-    fitted over the
-    whole face, as an action unit reaches past the region it is named after, and replaced by the
-    closest non-negative combination of the units of the expression basis basis_mm (K, 478, 3) mm
-    that act on the event's region (``region_units``): a micro-expression is an action-unit
-    activation, and the constraints keep the motion's noise out, and with it whatever else moves
-    during the span (a blink during a nose event). On validation takes the non-negative basis cut
+    fitted over the whole face, as an action unit reaches past the region it is named after, and
+    replaced by the closest non-negative combination of the units of the expression basis
+    basis_mm (K, 478, 3) mm that act on the event's region (``region_units``): a micro-expression
+    is an action-unit activation, and the constraints keep the motion's noise out, and with it
+    whatever else moves during the span (a blink during a nose event). On validation takes the non-negative basis cut
     the micro layer's error on found events by a tenth, and the units of the region alone a
     further tenth. A pattern that moves one of the region's landmarks more than
     ``MAX_PATTERN_MM`` is left in the macro layer: no micro-expression is that large (a blink or
@@ -155,27 +153,26 @@ def micro_layer_mm(events: list[MicroEvent], motion_mm: np.ndarray, fps: float, 
     """
     motion = np.nan_to_num(motion_mm.astype(np.float64))
     layer = np.zeros_like(motion)
-    spans, profiles, patterns, units, region_members = [], [], [], [], []
+    members = {region: region_landmarks(row) for region, row in zip(regions, membership)}
+    fits = []  # (first frame, last frame, profile (n,), region) of each event that fits
+    patterns = []  # (478 * 3,) mm, each one's least-squares displacement
     for event in events:
-        members = region_landmarks(membership[regions.index(event.region)])
         first, last = _fit_span(event, LAYER_SLACK_S, fps, len(motion))
-        fit = fit_event_timing(motion[first:last + 1][:, members], fps, first, event.onset_frame, event.offset_frame,
-                               slack_s=LAYER_SLACK_S)
+        fit = fit_event_timing(motion[first:last + 1][:, members[event.region]], fps, first, event.onset_frame,
+                               event.offset_frame, slack_s=LAYER_SLACK_S)
         if fit is not None:
-            spans.append((first, last))
-            profiles.append(fit.profile)
+            fits.append((first, last, fit.profile, event.region))
             patterns.append(fit_pattern(motion[first:last + 1], fit.profile).reshape(-1))
-            units.append(region_units(basis_mm, members))
-            region_members.append(members)
-    if not patterns:
+    if not fits:
         return layer
+    allowed = {region: np.where(region_units(basis_mm, landmarks), np.inf, 0.0) for region, landmarks in members.items()}
     basis = basis_mm.reshape(len(basis_mm), -1).T.astype(np.float64)  # (478*3, K)
     strength = PATTERN_REGULARIZATION * float(np.mean(np.sum(basis**2, axis=0)))
-    upper = np.where(np.array(units), np.inf, 0.0)  # (E, K): only the region's units
+    upper = np.array([allowed[region] for *_, region in fits])  # (E, K): only the region's units
     activations = solve_box_ridge(basis, np.array(patterns), 0.0, upper, strength)  # (E, K)
-    for (first, last), profile, activation, members in zip(spans, profiles, activations, region_members):
+    for (first, last, profile, region), activation in zip(fits, activations):
         pattern = (basis @ activation).reshape(-1, 3)  # (478, 3) mm
-        if np.linalg.norm(pattern[members], axis=1).max() <= MAX_PATTERN_MM:
+        if np.linalg.norm(pattern[members[region]], axis=1).max() <= MAX_PATTERN_MM:
             layer[first:last + 1] += profile[:, None, None] * pattern
     return layer
 
