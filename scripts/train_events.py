@@ -31,6 +31,7 @@ for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse
 import contextlib
+import hashlib
 import json
 import multiprocessing
 import sys
@@ -93,18 +94,77 @@ def _head():
     return load_open_head()
 
 
-def make_tracks(seed: int, count: int, rate_hz: float, workers: int) -> list[Track]:
-    """``count`` tracks of ``seed``, generated on ``workers`` processes; progress every 500."""
-    jobs = [(seed, index, rate_hz) for index in range(count)]
+CACHE_DIR = Path(__file__).resolve().parents[1] / ".cache" / "event_tracks"
+CACHE_CHUNK = 500  # sequences a cache file
+# What a track is made from: a change to any of these makes a new cache folder.
+GENERATOR_SOURCES = ("models/network/synthetic.py", "models/network/fusion.py", "models/network/features.py",
+                     "models/network/noise_model.json", "models/data/open_head.npz")
+
+
+def generator_fingerprint(rate_hz: float) -> str:
+    """A short hash of the code and data that generate a track, and the detector's rate."""
+    repo = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256(f"{rate_hz:g}".encode())
+    for name in GENERATOR_SOURCES:
+        digest.update((repo / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def save_tracks(path: Path, tracks: list[Track]) -> None:
+    """Tracks -> one .npz (ragged arrays joined along time, lengths kept), written whole or not at all."""
+    events = [[[e.onset_frame, e.apex_frame, e.offset_frame, EVENT_REGIONS.index(e.region), e.peak_mm, e.confidence]
+               for e in t.events] for t in tracks]
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "wb") as stream:
+        np.savez(stream, coefficients=np.concatenate([t.coefficients for t in tracks]),
+                 frames=np.array([len(t.coefficients) for t in tracks]),
+                 neutral_mm=np.stack([t.neutral_mm for t in tracks]),
+                 samples=np.concatenate([t.samples for t in tracks]),
+                 labels=np.concatenate([t.labels for t in tracks]),
+                 sample_counts=np.array([len(t.samples) for t in tracks]),
+                 fps=np.array([t.fps for t in tracks]),
+                 events=np.array([row for rows in events for row in rows], np.float64).reshape(-1, 6),
+                 event_counts=np.array([len(rows) for rows in events]))
+    partial.replace(path)
+
+
+def load_tracks(path: Path) -> list[Track]:
+    with np.load(path, allow_pickle=False) as data:
+        coefficients = np.split(data["coefficients"], np.cumsum(data["frames"])[:-1])
+        samples = np.split(data["samples"], np.cumsum(data["sample_counts"])[:-1])
+        labels = np.split(data["labels"], np.cumsum(data["sample_counts"])[:-1])
+        events = np.split(data["events"], np.cumsum(data["event_counts"])[:-1])
+        return [Track(coefficients[i], data["neutral_mm"][i], samples[i], labels[i], float(data["fps"][i]),
+                      [MicroEvent(int(e[0]), int(e[1]), int(e[2]), EVENT_REGIONS[int(e[3])], float(e[4]), float(e[5]))
+                       for e in events[i]])
+                for i in range(len(data["fps"]))]
+
+
+def make_tracks(seed: int, count: int, rate_hz: float, workers: int, cache_dir: Path | None = None) -> list[Track]:
+    """``count`` tracks of ``seed``, generated on ``workers`` processes; progress every chunk.
+
+    With ``cache_dir``, each chunk of ``CACHE_CHUNK`` sequences is kept there under the generator's
+    fingerprint and read back on the next run: a track depends only on (seed, index), so a cached
+    run trains on exactly what a fresh one would generate."""
+    folder = cache_dir / generator_fingerprint(rate_hz) if cache_dir is not None else None
     started = time.monotonic()
     tracks: list[Track] = []
     with multiprocessing.get_context("fork").Pool(workers) if workers > 1 else contextlib.nullcontext() as pool:
-        for track in pool.imap(make_track, jobs, chunksize=8) if pool is not None else map(make_track, jobs):
-            tracks.append(track)
-            if len(tracks) % 500 == 0 and len(tracks) < count:
+        for first in range(0, count, CACHE_CHUNK):
+            last = min(first + CACHE_CHUNK, count)
+            path = folder / f"seed{seed}_{first:06d}_{last:06d}.npz" if folder is not None else None
+            if path is not None and path.is_file():
+                tracks.extend(load_tracks(path))
+                continue
+            jobs = [(seed, index, rate_hz) for index in range(first, last)]
+            chunk = list(pool.imap(make_track, jobs, chunksize=8) if pool is not None else map(make_track, jobs))
+            if path is not None:
+                folder.mkdir(parents=True, exist_ok=True)
+                save_tracks(path, chunk)
+            tracks.extend(chunk)
+            if last < count:
                 elapsed = time.monotonic() - started
-                print(f"[events] {len(tracks)}/{count} sequences (seed {seed}) {elapsed:.0f}s, "
-                      f"~{elapsed / len(tracks) * (count - len(tracks)) / 60:.0f} min to go", flush=True)
+                print(f"[events] {last}/{count} sequences (seed {seed}) {elapsed:.0f}s", flush=True)
     return tracks
 
 
@@ -228,8 +288,8 @@ def train_and_export(args: argparse.Namespace, config: EventDetectorConfig, rng:
     """Generate the data, train, export next to the mesh network, check parity: the detector's
     metadata entry (thresholds not chosen yet) and the validation tracks."""
     print(f"generating {args.sequences} + {args.validation_sequences} sequences on {args.workers} workers", flush=True)
-    tracks = make_tracks(args.seed, args.sequences, config.rate_hz, args.workers)
-    validation = make_tracks(args.seed + 1, args.validation_sequences, config.rate_hz, args.workers)
+    tracks = make_tracks(args.seed, args.sequences, config.rate_hz, args.workers, args.track_cache)
+    validation = make_tracks(args.seed + 1, args.validation_sequences, config.rate_hz, args.workers, args.track_cache)
     model = EventDetector(config)
     trained = train(model, tracks, args.steps, args.batch, args.lr, args.positive_weight, rng)
     detector_path = folder / DETECTOR_FILE
@@ -262,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--positive-weight", type=float, default=3.0)
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--track-cache", type=Path, default=None, metavar="DIR",
+                        help=f"keep the generated sequences in DIR and reuse them (e.g. {CACHE_DIR.relative_to(CACHE_DIR.parents[1])}; "
+                             "~0.2 MB a sequence)")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (does not make a usable detector)")
     parser.add_argument("--calibrate-only", action="store_true",
                         help="keep the attached detector's weights; redo the threshold choice and the card")
@@ -280,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     command = ".venv/bin/python scripts/train_events.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.calibrate_only:
         print(f"generating {args.validation_sequences} validation sequences on {args.workers} workers", flush=True)
-        validation = make_tracks(args.seed + 1, args.validation_sequences, config.rate_hz, args.workers)
+        validation = make_tracks(args.seed + 1, args.validation_sequences, config.rate_hz, args.workers,
+                                 args.track_cache)
         entry = metadata["event_detector"]
         entry["calibration_command"] = command.strip()
     else:

@@ -349,6 +349,27 @@ def test_train_events_attaches_a_detector_the_runner_loads(tiny_model, tmp_path,
     assert "## Reproduce" in (tmp_path / "card.md").read_text()
 
 
+def test_train_events_track_cache_gives_back_what_it_generated(tmp_path, monkeypatch):
+    """A cached run trains on exactly the tracks a fresh run generates: arrays, rates and truth events."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_events_script", REPO / "scripts" / "train_events.py")
+    script = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, script)
+    spec.loader.exec_module(script)
+    fresh = script.make_tracks(5, 3, 100.0, 1, tmp_path)
+    (chunk,) = tmp_path.glob("*/seed5_000000_000003.npz")
+    cached = script.make_tracks(5, 3, 100.0, 1, tmp_path)
+    assert len(cached) == 3 and sum(len(t.events) for t in fresh) > 0
+    for made, read in zip(fresh, cached):
+        for name in ("coefficients", "neutral_mm", "samples", "labels"):
+            np.testing.assert_array_equal(getattr(made, name), getattr(read, name))
+        assert made.fps == read.fps and made.events == read.events
+    chunk.write_bytes(b"")  # a chunk is only ever written whole: an empty one is not silently read
+    with pytest.raises(EOFError):
+        script.make_tracks(5, 3, 100.0, 1, tmp_path)
+
+
 # -- events --------------------------------------------------------------------------------------------
 def test_events_from_a_hand_made_logit_track():
     fps, count = 200.0, 700
