@@ -129,15 +129,20 @@ def save_tracks(path: Path, tracks: list[Track]) -> None:
 
 
 def load_tracks(path: Path) -> list[Track]:
+    """``save_tracks``' file -> the tracks. Each array is read once (every ``data[name]`` reads the
+    file again) and the ragged ones split into views of it."""
     with np.load(path, allow_pickle=False) as data:
-        coefficients = np.split(data["coefficients"], np.cumsum(data["frames"])[:-1])
-        samples = np.split(data["samples"], np.cumsum(data["sample_counts"])[:-1])
-        labels = np.split(data["labels"], np.cumsum(data["sample_counts"])[:-1])
-        events = np.split(data["events"], np.cumsum(data["event_counts"])[:-1])
-        return [Track(coefficients[i], data["neutral_mm"][i], samples[i], labels[i], float(data["fps"][i]),
-                      [MicroEvent(int(e[0]), int(e[1]), int(e[2]), EVENT_REGIONS[int(e[3])], float(e[4]), float(e[5]))
-                       for e in events[i]])
-                for i in range(len(data["fps"]))]
+        arrays = {name: data[name] for name in data.files}
+
+    def split(name: str, counts: str) -> list[np.ndarray]:
+        return np.split(arrays[name], np.cumsum(arrays[counts])[:-1])
+
+    coefficients, events = split("coefficients", "frames"), split("events", "event_counts")
+    samples, labels = split("samples", "sample_counts"), split("labels", "sample_counts")
+    return [Track(coefficients[i], arrays["neutral_mm"][i], samples[i], labels[i], float(fps),
+                  [MicroEvent(int(e[0]), int(e[1]), int(e[2]), EVENT_REGIONS[int(e[3])], float(e[4]), float(e[5]))
+                   for e in events[i]])
+            for i, fps in enumerate(arrays["fps"])]
 
 
 def make_tracks(seed: int, count: int, rate_hz: float, workers: int, cache_dir: Path | None = None) -> list[Track]:
@@ -319,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--validation-sequences", type=int, default=200)
     parser.add_argument("--steps", type=int, default=14000)
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--channels", type=int, default=EventDetectorConfig.channels, help="the detector's width")
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--positive-weight", type=float, default=3.0)
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
@@ -336,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     started = time.monotonic()
-    config = EventDetectorConfig()
+    config = EventDetectorConfig(channels=args.channels)
 
     meta_file = metadata_path(args.model)
     metadata = json.loads(meta_file.read_text())
