@@ -51,8 +51,7 @@ from mxr.models.network.features import EVENT_REGIONS, region_membership, resamp
 from mxr.models.network.fusion import basis_in_take_frame
 from mxr.models.network.runner import DEFAULT_MODEL, NetworkRunner, metadata_path
 from mxr.models.network.synthetic import SyntheticConfig, generate_sequence
-from mxr.models.network.torch_model import (EventDetector, EventDetectorConfig, EventEnsemble, export_event_onnx,
-                                            parameter_count)
+from mxr.models.network.torch_model import EventDetector, EventDetectorConfig, export_event_onnx, parameter_count
 from mxr.models.open_head import load_open_head
 from mxr.ops.take import MicroEvent
 
@@ -243,10 +242,7 @@ def write_card(path: Path, entry: dict) -> None:
         "Held-out figures, through the engine's own path, are in `EVALUATION.md` (`scripts/evaluate.py`).",
         "",
         "## What it is",
-        f"- Version `{entry['version']}`, {entry['parameters']} parameters"
-        + (f" in {entry['members']} detectors trained alike from different starts, their logits averaged"
-           if entry.get("members", 1) > 1 else "")
-        + f", ONNX; input `coefficients` (B, K={config['units']}, W), "
+        f"- Version `{entry['version']}`, {entry['parameters']} parameters, ONNX; input `coefficients` (B, K={config['units']}, W), "
         f"output `event_logits` (B, R={len(config['regions'])}, W) for {', '.join(config['regions'])}.",
         f"- Reads the take-wide fused expression-coefficient track (`fusion.py`: landmarks and optical flow solved "
         f"together) resampled to {config['rate_hz']:g} Hz, windows of {config['window']} samples "
@@ -292,39 +288,30 @@ def write_card(path: Path, entry: dict) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def train_and_export(args: argparse.Namespace, config: EventDetectorConfig, folder: Path) -> tuple[dict, list[Track]]:
-    """Generate the data, train ``args.members`` detectors, export them (one, or their
-    ``EventEnsemble``) next to the mesh network, check parity: the detector's metadata entry
-    (thresholds not chosen yet) and the validation tracks. Member i starts from torch seed and
-    draws its batches from numpy seed ``args.seed + i``; all train on the same sequences."""
+def train_and_export(args: argparse.Namespace, config: EventDetectorConfig, rng: np.random.Generator,
+                     folder: Path) -> tuple[dict, list[Track]]:
+    """Generate the data, train, export next to the mesh network, check parity: the detector's
+    metadata entry (thresholds not chosen yet) and the validation tracks."""
     print(f"generating {args.sequences} + {args.validation_sequences} sequences on {args.workers} workers", flush=True)
     tracks = make_tracks(args.seed, args.sequences, config.rate_hz, args.workers, args.track_cache)
     validation = make_tracks(args.seed + 1, args.validation_sequences, config.rate_hz, args.workers, args.track_cache)
-    members, trained = [], []
-    for member in range(args.members):
-        torch.manual_seed(args.seed + member)
-        members.append(EventDetector(config))
-        print(f"[events] member {member + 1}/{args.members}", flush=True)
-        trained.append(train(members[-1], tracks, args.steps, args.batch, args.lr, args.positive_weight,
-                             np.random.default_rng(args.seed + member)))
-    model = members[0] if len(members) == 1 else EventEnsemble(members)
+    model = EventDetector(config)
+    trained = train(model, tracks, args.steps, args.batch, args.lr, args.positive_weight, rng)
     detector_path = folder / DETECTOR_FILE
     export_event_onnx(model, detector_path)
-    inputs, _ = sample_batch(tracks, 4, config.window, np.random.default_rng(args.seed))
+    inputs, _ = sample_batch(tracks, 4, config.window, rng)
     with torch.no_grad():
         expected = model(inputs).numpy()
     actual = onnxruntime.InferenceSession(str(detector_path), providers=["CPUExecutionProvider"]).run(
         None, {"coefficients": inputs.numpy()})[0]
     entry = {
         "file": DETECTOR_FILE, "version": VERSION, "rate_hz": config.rate_hz, "window": config.window,
-        "stride": config.window * 3 // 4, "parameters": parameter_count(model), "members": len(members),
+        "stride": config.window * 3 // 4, "parameters": parameter_count(model),
         "config": {**config.as_dict(), "regions": list(config.regions), "dilations": list(config.dilations)},
         "parity_max_abs": float(np.abs(actual - expected).max()),
         "event_thresholds": {"high": 0.5, "low": 0.3}, "events_enabled": True,
         "training": {"seed": args.seed, "sequences": args.sequences, "batch": args.batch, "lr": args.lr,
-                     "positive_weight": args.positive_weight, "steps": args.steps,
-                     "seconds": round(sum(t["seconds"] for t in trained), 1),
-                     "final_loss": [t["final_loss"] for t in trained]},
+                     "positive_weight": args.positive_weight, **trained},
     }
     return entry, validation
 
@@ -337,7 +324,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--validation-sequences", type=int, default=200)
     parser.add_argument("--steps", type=int, default=14000)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--members", type=int, default=1, help="detectors trained from different starts, averaged")
     parser.add_argument("--channels", type=int, default=EventDetectorConfig.channels, help="the detector's width")
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--positive-weight", type=float, default=3.0)
@@ -353,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.sequences, args.validation_sequences, args.steps = 6, 3, 5
     torch.set_num_threads(1)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
     started = time.monotonic()
     config = EventDetectorConfig(channels=args.channels)
 
@@ -366,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         entry = metadata["event_detector"]
         entry["calibration_command"] = command.strip()
     else:
-        entry, validation = train_and_export(args, config, meta_file.parent)
+        entry, validation = train_and_export(args, config, rng, meta_file.parent)
         entry["training"]["seconds"] = round(time.monotonic() - started, 1)
         entry["training"]["command"] = command.strip()
         entry.pop("calibration_command", None)

@@ -23,9 +23,8 @@ from mxr.models.network.features import (EVENT_REGIONS, canonical_flow_mm, fit_r
                                          track_to_frames, vertex_normals, window_starts, windowed)
 from mxr.ops.errors import MxrError
 from mxr.models.network.runner import CPU, CUDA, NetworkRunner, apply_network, choose_providers
-from mxr.models.network.torch_model import (INPUT_NAMES, EventDetector, EventDetectorConfig, EventEnsemble, MicroNet,
-                                           NetworkConfig, example_inputs, export_event_onnx, export_onnx,
-                                           parameter_count)
+from mxr.models.network.torch_model import (INPUT_NAMES, EventDetector, EventDetectorConfig, MicroNet, NetworkConfig,
+                                           example_inputs, export_event_onnx, export_onnx, parameter_count)
 from mxr.models.open_head import load_open_head
 from mxr.ops.canonical import RIGID_LANDMARKS, image_to_camera
 from mxr.ops.sample_data import sample_path
@@ -298,22 +297,6 @@ def test_tracks_resample_between_frame_rates_and_back():
     np.testing.assert_allclose(track_to_frames(at_100, 100.0, 30.0, 50)[:, 0], track[:, 0], atol=1e-9)
 
 
-def test_an_event_ensemble_exports_the_mean_of_its_members_logits(tmp_path):
-    """EventEnsemble in onnxruntime against a plain mean of its members' torch logits."""
-    config = EventDetectorConfig(channels=8, dilations=(1, 2), window=64)
-    members = []
-    for seed in (1, 2):
-        torch.manual_seed(seed)
-        members.append(EventDetector(config).eval())
-    export_event_onnx(EventEnsemble(members), tmp_path / "ensemble.onnx")
-    inputs = torch.randn(3, config.units, 100, generator=torch.Generator().manual_seed(0)) * 0.1  # (B, K, W)
-    with torch.no_grad():
-        first, second = members[0](inputs).numpy(), members[1](inputs).numpy()  # (B, R, W) each
-    assert np.abs(first - second).max() > 1e-3  # the members differ
-    session = onnxruntime.InferenceSession(str(tmp_path / "ensemble.onnx"), providers=[CPU])
-    np.testing.assert_allclose(session.run(None, {"coefficients": inputs.numpy()})[0], (first + second) / 2, atol=1e-5)
-
-
 def test_the_event_detector_runs_beside_the_mesh_network(tiny_model, neutral_mm, tmp_path):
     """A detector named in the metadata supplies the event logits: the runner's windowed, resampled
     path gives what the torch detector gives on the whole resampled track."""
@@ -346,9 +329,8 @@ def test_the_event_detector_runs_beside_the_mesh_network(tiny_model, neutral_mm,
 
 
 def test_train_events_attaches_a_detector_the_runner_loads(tiny_model, tmp_path, monkeypatch):
-    """scripts/train_events.py --quick end to end: data, training (an ensemble of two), export,
-    parity, threshold choice, card; the mesh network's metadata then names the detector and the
-    runner uses it."""
+    """scripts/train_events.py --quick end to end: data, training, export, parity, threshold choice,
+    card; the mesh network's metadata then names the detector and the runner uses it."""
     import importlib.util
 
     _, path = tiny_model
@@ -359,10 +341,9 @@ def test_train_events_attaches_a_detector_the_runner_loads(tiny_model, tmp_path,
     script = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, script)  # its dataclasses look their module up there
     spec.loader.exec_module(script)
-    assert script.main(["--quick", "--model", str(model), "--workers", "1", "--members", "2",
-                        "--card", str(tmp_path / "card.md")]) == 0
+    assert script.main(["--quick", "--model", str(model), "--workers", "1", "--card", str(tmp_path / "card.md")]) == 0
     entry = json.loads(model.with_suffix(".json").read_text())["event_detector"]
-    assert entry["parity_max_abs"] < 1e-4 and entry["validation"]["sequences"] == 3 and entry["members"] == 2
+    assert entry["parity_max_abs"] < 1e-4 and entry["validation"]["sequences"] == 3
     assert entry["events_enabled"] == (entry["validation"]["f1"] >= script.MIN_EVENT_F1)
     assert NetworkRunner(model, providers=[CPU]).detector["file"] == "mxr_events.onnx"
     assert "## Reproduce" in (tmp_path / "card.md").read_text()

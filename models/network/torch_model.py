@@ -245,21 +245,7 @@ class EventDetector(nn.Module):
         return self.decode(h)
 
 
-class EventEnsemble(nn.Module):
-    """Detectors trained alike from different starts, their logits averaged: (B, K, W) -> (B, R, W).
-    Each member's errors are partly its own, so the mean scores an event's edges and a faint
-    event more steadily than any one of them."""
-
-    def __init__(self, members: list[EventDetector]) -> None:
-        super().__init__()
-        self.members = nn.ModuleList(members)
-        self.config = members[0].config
-
-    def forward(self, coefficients: torch.Tensor) -> torch.Tensor:
-        return torch.stack([member(coefficients) for member in self.members]).mean(dim=0)
-
-
-def export_event_onnx(model: EventDetector | EventEnsemble, path, opset: int = 17) -> None:
+def export_event_onnx(model: EventDetector, path, opset: int = 17) -> None:
     """ONNX with dynamic batch and window."""
     model.eval()
     example = torch.zeros(2, model.config.units, model.config.window)
