@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/train_events.py            # the shipped detector (~35 min, 2 CPU cores)
     .venv/bin/python scripts/train_events.py --quick    # a smoke run (does not make a usable detector)
+    ... --track-cache .cache/event_tracks                # keep the generated sequences for the next run
 
 The detector (``torch_model.EventDetector``) reads the take-wide fused expression-coefficient
 track (``fusion.py``), resampled to a fixed 100 Hz so that every clip has the same time scale,
