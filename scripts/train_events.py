@@ -58,7 +58,8 @@ from mxr.ops.take import MicroEvent
 
 VERSION = "mxr-events-2"
 DETECTOR_FILE = "mxr_events.onnx"
-CARD = Path(__file__).resolve().parents[1] / "models" / "network" / "EVENT_DETECTOR.md"
+REPO = Path(__file__).resolve().parents[1]
+CARD = REPO / "models" / "network" / "EVENT_DETECTOR.md"
 THRESHOLD_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)  # "high"; "low" follows (evaluation.LOW_SHARE)
 
 
@@ -95,7 +96,7 @@ def _head():
     return load_open_head()
 
 
-CACHE_DIR = Path(__file__).resolve().parents[1] / ".cache" / "event_tracks"
+CACHE_DIR = REPO / ".cache" / "event_tracks"
 CACHE_CHUNK = 500  # sequences a cache file
 # What a track is made from: a change to any of these makes a new cache folder.
 GENERATOR_SOURCES = ("models/network/synthetic.py", "models/network/fusion.py", "models/network/features.py",
@@ -104,10 +105,9 @@ GENERATOR_SOURCES = ("models/network/synthetic.py", "models/network/fusion.py", 
 
 def generator_fingerprint(rate_hz: float) -> str:
     """A short hash of the code and data that generate a track, and the detector's rate."""
-    repo = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256(f"{rate_hz:g}".encode())
     for name in GENERATOR_SOURCES:
-        digest.update((repo / name).read_bytes())
+        digest.update((REPO / name).read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -170,7 +170,8 @@ def make_tracks(seed: int, count: int, rate_hz: float, workers: int, cache_dir: 
             tracks.extend(chunk)
             if last < count:
                 elapsed = time.monotonic() - started
-                print(f"[events] {last}/{count} sequences (seed {seed}) {elapsed:.0f}s", flush=True)
+                print(f"[events] {last}/{count} sequences (seed {seed}) {elapsed:.0f}s, "
+                      f"~{elapsed / last * (count - last) / 60:.0f} min to go", flush=True)
     return tracks
 
 
@@ -330,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--positive-weight", type=float, default=3.0)
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--track-cache", type=Path, default=None, metavar="DIR",
-                        help=f"keep the generated sequences in DIR and reuse them (e.g. {CACHE_DIR.relative_to(CACHE_DIR.parents[1])}; "
+                        help=f"keep the generated sequences in DIR and reuse them (e.g. {CACHE_DIR.relative_to(REPO)}; "
                              "~0.2 MB a sequence)")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (does not make a usable detector)")
     parser.add_argument("--calibrate-only", action="store_true",

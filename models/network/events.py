@@ -144,9 +144,9 @@ def micro_layer_mm(events: list[MicroEvent], motion_mm: np.ndarray, fps: float, 
     replaced by the closest non-negative combination of the units of the expression basis
     basis_mm (K, 478, 3) mm that act on the event's region (``region_units``): a micro-expression
     is an action-unit activation, and the constraints keep the motion's noise out, and with it
-    whatever else moves during the span (a blink during a nose event). On validation takes the non-negative basis cut
-    the micro layer's error on found events by a tenth, and the units of the region alone a
-    further tenth. A pattern that moves one of the region's landmarks more than
+    whatever else moves during the span (a blink during a nose event). On validation takes the
+    non-negative basis cut the micro layer's error on found events by a tenth, and the units of
+    the region alone a further tenth. A pattern that moves one of the region's landmarks more than
     ``MAX_PATTERN_MM`` is left in the macro layer: no micro-expression is that large (a blink or
     a fast macro motion in the span); the event itself is kept. The layer is the sum of time
     course x pattern. motion_mm (T, 478, 3) the face's deformation (NaN on invalid frames).
