@@ -3,10 +3,11 @@ import numpy as np
 import pytest
 
 from mxr.models.network.event_profile import fit_event_timing, fit_pattern, micro_profile, smoothstep, span_baseline
+from mxr.models.network import events
 from mxr.models.network.events import extract_events, micro_layer_mm, region_landmarks, region_units
 from mxr.models.network.features import EVENT_REGIONS, region_membership
 from mxr.models.open_head import load_open_head
-from mxr.ops.take import LANDMARK_COUNT
+from mxr.ops.take import LANDMARK_COUNT, MicroEvent
 
 
 def test_smoothstep_is_flat_at_both_ends():
@@ -125,6 +126,31 @@ def test_the_micro_layer_is_each_event_s_time_course_times_its_action_units():
     # Five times larger, the same motion is no micro-expression: it stays in the macro layer.
     assert not micro_layer_mm([event], 5 * motion, fps, regions, membership, basis_mm).any()
 
+
+
+def test_the_micro_layer_places_an_event_between_frames_at_low_frame_rates(monkeypatch):
+    """At 25 fps an event's frames (floor of its onset, ceiling of its offset) place its ends
+    only within a frame: the layer's fit finds them between the frames."""
+    fps, count = 25.0, 50
+    regions = EVENT_REGIONS
+    membership = region_membership(regions)
+    head = load_open_head()
+    basis_mm = head.landmark_basis().astype(np.float64) * 1000.0
+    names = head.expression_names
+    profile = micro_profile(np.arange(count) / fps, 0.61, 0.71, 0.0, 0.97)  # onset 15.25, offset 24.25 frames
+    pattern = 0.05 * (basis_mm[names.index("mouthSmileLeft")] + basis_mm[names.index("mouthSmileRight")])
+    motion = profile[:, None, None] * pattern
+    event = MicroEvent(onset_frame=15, apex_frame=18, offset_frame=25, region="mouth", peak_mm=1.0, confidence=1.0)
+
+    def layer_error() -> float:  # mean over the event's frames and landmarks, mm
+        layer = micro_layer_mm([event], motion, fps, regions, membership, basis_mm)
+        return float(np.linalg.norm(layer - motion, axis=-1)[15:26].mean())
+
+    between_frames = layer_error()
+    monkeypatch.setattr(events, "LAYER_SLACK_FRAMES", 0.0)
+    on_frames = layer_error()
+    signal = float(np.linalg.norm(motion, axis=-1)[15:26].mean())
+    assert between_frames < 0.05 * signal < on_frames / 2
 
 
 def test_region_landmarks_are_skin_only():
