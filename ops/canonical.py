@@ -16,6 +16,7 @@ from .errors import MxrError
 
 INTERPUPILLARY_MM = 63.0
 IRIS_CENTRE_RIGHT, IRIS_CENTRE_LEFT = 468, 473  # subject's right / left eye
+IRIS_LANDMARKS = np.arange(468, 478)  # both irises, each a centre and a ring of four
 
 # Landmarks that move least with expression: forehead, nose bridge and tip, temples, outer eye
 # corners, upper cheekbones. (MediaPipe face mesh indices.)

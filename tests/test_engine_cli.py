@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from mxr.models.network.runner import DEFAULT_MODEL
 from mxr.ops.sample_data import sample_path
 from mxr.ops.take import load_take
 
@@ -57,9 +58,10 @@ def test_the_network_runs_by_default_and_says_where(single_face_take, tmp_path):
     code, events, stderr = run_engine("reconstruct", sample_path("video/single_face.mp4"), "--out", tmp_path / "t.npz")
     assert code == 0, stderr
     done = events[-1]
-    assert done["model_version"] == "mxr-micro-2" and done["provider"] == "CPUExecutionProvider"
+    shipped = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())["version"]
+    assert done["model_version"] == shipped and done["provider"] == "CPUExecutionProvider"
     take, baseline = load_take(tmp_path / "t.npz"), load_take(single_face_take[0])
-    assert take.model_version == "mxr-micro-2" and take.settings["network"]["provider"] == "CPUExecutionProvider"
+    assert take.model_version == shipped and take.settings["network"]["provider"] == "CPUExecutionProvider"
     np.testing.assert_array_equal(take.landmarks_px, baseline.landmarks_px)  # same observations
     # the smile (2.4 s, several mm) stays macro; nothing that long is a micro event
     assert np.nanmax(np.abs(take.macro_mm)) > 0.5 * np.nanmax(np.abs(baseline.macro_mm))

@@ -7,6 +7,7 @@ from mxr.models.network import events
 from mxr.models.network.events import extract_events, micro_layer_mm, region_landmarks, region_units
 from mxr.models.network.features import EVENT_REGIONS, region_membership
 from mxr.models.open_head import load_open_head
+from mxr.ops.canonical import IRIS_LANDMARKS
 from mxr.ops.take import LANDMARK_COUNT, MicroEvent
 
 
@@ -161,6 +162,12 @@ def test_region_landmarks_are_skin_only():
         np.testing.assert_array_equal(members, [n for n in range(468) if row[n] > 0])
     assert sum(len(region_landmarks(row)) for row in membership) == 468  # every skin landmark in one region
 
+
+def test_the_irises_pool_with_the_eyes_they_sit_in():
+    membership = region_membership(EVENT_REGIONS)  # (R, 478)
+    assert (membership[:, IRIS_LANDMARKS] > 0).sum(axis=0).tolist() == [1] * len(IRIS_LANDMARKS)  # one region each
+    assert (membership[EVENT_REGIONS.index("eyes"), IRIS_LANDMARKS] > 0).all()  # the gaze is no jaw motion
+    np.testing.assert_allclose(membership.sum(axis=1), 1.0, rtol=1e-6)  # each row still averages its members
 
 def test_region_units_are_those_that_move_the_region_most():
     head = load_open_head()

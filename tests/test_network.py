@@ -22,7 +22,7 @@ from mxr.models.network.features import (EVENT_REGIONS, canonical_flow_mm, fit_r
                                          region_membership, resample_track, rigid_increment_motion, take_inputs,
                                          track_to_frames, vertex_normals, window_starts, windowed)
 from mxr.ops.errors import MxrError
-from mxr.models.network.runner import CPU, CUDA, NetworkRunner, apply_network, choose_providers
+from mxr.models.network.runner import CPU, CUDA, DEFAULT_MODEL, NetworkRunner, apply_network, choose_providers
 from mxr.models.network.torch_model import (INPUT_NAMES, EventDetector, EventDetectorConfig, MicroNet, NetworkConfig,
                                            example_inputs, export_event_onnx, export_onnx, parameter_count)
 from mxr.models.open_head import load_open_head
@@ -348,6 +348,31 @@ def test_train_events_attaches_a_detector_the_runner_loads(tiny_model, tmp_path,
     assert NetworkRunner(model, providers=[CPU]).detector["file"] == "mxr_events.onnx"
     assert "## Reproduce" in (tmp_path / "card.md").read_text()
 
+
+def test_train_network_keeps_the_detector_attached_to_the_model_it_replaces(tmp_path, monkeypatch):
+    """scripts/train_network.py --quick end to end (data, both phases, export, parity, calibration,
+    held-out metrics, card): retraining the mesh network in place keeps the attached detector."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_network_script", REPO / "scripts" / "train_network.py")
+    script = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, script)  # its dataclasses look their module up there
+    spec.loader.exec_module(script)
+    shipped = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())["event_detector"]
+    model = tmp_path / "mxr_micro.onnx"
+    (tmp_path / shipped["file"]).write_bytes((DEFAULT_MODEL.parent / shipped["file"]).read_bytes())
+    model.with_suffix(".json").write_text(json.dumps({"event_detector": shipped}))
+    threads = torch.get_num_threads()
+    try:
+        assert script.main(["--quick", "--out", str(model), "--model-card", str(tmp_path / "card.md")]) == 0
+    finally:  # the script sets both for its process
+        torch.set_num_threads(threads)
+        torch.set_flush_denormal(False)
+    metadata = json.loads(model.with_suffix(".json").read_text())
+    assert metadata["event_detector"] == shipped and metadata["parity_max_abs"]["macro_mm"] < 1e-4
+    assert "total_events" in metadata["training"]["losses"]
+    assert NetworkRunner(model, providers=[CPU]).detector["file"] == shipped["file"]
+    assert "## Reproduce" in (tmp_path / "card.md").read_text()
 
 def test_train_events_track_cache_gives_back_what_it_generated(tmp_path, monkeypatch):
     """A cached run trains on exactly the tracks a fresh run generates: arrays, rates and truth events."""

@@ -27,7 +27,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ...ops.canonical import RIGID_LANDMARKS
+from ...ops.canonical import IRIS_LANDMARKS, RIGID_LANDMARKS
 from ...ops.take import LANDMARK_COUNT, Take
 from .fusion import fuse_take
 
@@ -263,7 +263,9 @@ def region_membership(regions: tuple[str, ...] = EVENT_REGIONS) -> np.ndarray:
     """(R, 478) float32 averaging matrix: row r is 1/n on the n landmarks of region r.
 
     A landmark belongs to the open-head region that holds most of the vertices of the triangle it
-    sits on (regions later in ``regions`` win ties); 'eyes' excludes the eyeballs' own vertices.
+    sits on (regions later in ``regions`` win ties); 'eyes' excludes the eyeballs' own vertices,
+    so the irises (which sit on the eyeballs, in no region) are given to 'eyes' by name: until
+    mxr-micro-3 they fell to the last region, the jaw, whose pooled motion then carried the gaze.
     """
     from ..open_head import load_open_head
 
@@ -275,6 +277,8 @@ def region_membership(regions: tuple[str, ...] = EVENT_REGIONS) -> np.ndarray:
         members[head.regions[name]] = True
         votes[row] = members[triangles].sum(axis=1) + 1e-3 * row
     owner = np.argmax(votes, axis=0)
+    if "eyes" in regions:
+        owner[IRIS_LANDMARKS] = regions.index("eyes")
     membership = np.zeros((len(regions), LANDMARK_COUNT), np.float32)
     membership[owner, np.arange(LANDMARK_COUNT)] = 1.0
     return membership / np.maximum(membership.sum(axis=1, keepdims=True), 1.0)

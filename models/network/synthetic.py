@@ -36,7 +36,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ...ops.canonical import canonicalize, image_to_camera
+from ...ops.canonical import IRIS_LANDMARKS, canonicalize, image_to_camera
 from ...ops.crops import DEFAULT_CROP_SIZE, stabilising_transform
 from ...ops.flow import is_consistent
 from ...ops.take import BASELINE_VERSION, LANDMARK_COUNT, MicroEvent, Take
@@ -45,7 +45,6 @@ from ..similarity import Similarities, fit_similarities
 from .event_profile import micro_profile, smoothstep
 
 NOISE_MODEL_PATH = Path(__file__).resolve().parent / "noise_model.json"
-IRIS_LANDMARKS = np.arange(468, 478)
 # Landmark groups for the noise model, in the order a landmark is claimed (first region wins).
 NOISE_GROUPS = ("iris", "eyes", "brows", "nose", "mouth", "cheeks", "jaw", "contour")
 
