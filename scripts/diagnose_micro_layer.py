@@ -16,10 +16,11 @@ over the whole set's signal (the parts' errors add up to the set's ratio), "rati
 its own signal. The decoding constants (``events.py``, ``event_profile.py``) were chosen on each
 set's first clips (``TUNED_CLIPS``: 60 / 60 / 40), so each set is reported twice: on those
 clips, and on the rest. The two differ by more than most of the choices made on the first
-(0.518 / 0.563 / 0.518x there, 0.494 / 0.574 / 0.687x on the rest, 2026-11-24), which is why
-later choices (the micro layer's half-frame slack and longer baseline at 60 fps and up: 0.505 /
-0.550 / 0.501x and 0.481 / 0.570 / 0.662x) were taken only where both parts agree, and why the
-evaluation's own test seeds decide.
+(0.518 / 0.563 / 0.518x there, 0.494 / 0.574 / 0.687x on the rest, 2026-11-24, mxr-micro-2),
+which is why later choices (the micro layer's half-frame slack and longer baseline at 60 fps and
+up: 0.505 / 0.550 / 0.501x and 0.481 / 0.570 / 0.662x) were taken only where both parts agree,
+and why the evaluation's own test seeds decide. mxr-micro-3: 0.506 / 0.548 / 0.495x and 0.482 /
+0.566 / 0.660x.
 """
 from __future__ import annotations
 
