@@ -93,9 +93,12 @@ def test_stopping_early_leaves_no_entry(tmp_path):
 
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
 def test_cancelled_process_leaves_nothing_half_written(tmp_path, signal_number):
-    """An engine process killed mid-run (ESC in Blender sends SIGTERM) exits cleanly, no cache entry."""
+    """An engine process killed mid-run (ESC in Blender sends SIGTERM) exits cleanly, no cache entry.
+
+    The child takes 5 ms a record, as a consumer with work to do would: otherwise it can finish
+    the clip into the pipe's buffer before the test has read frame 20 and signalled it."""
     script = textwrap.dedent(f"""
-        import signal, sys
+        import signal, sys, time
         from mxr.ops.frontend_cache import CachedFrontEnd
         from mxr.ops.progress import ProgressReporter
         def interrupt(*_):
@@ -105,7 +108,7 @@ def test_cancelled_process_leaves_nothing_half_written(tmp_path, signal_number):
             for record in CachedFrontEnd({str(sample_path('video/WolfgangLanger_Pexels.mp4'))!r},
                                          reporter=ProgressReporter(min_interval_s=0.0),
                                          cache_dir={str(tmp_path)!r}).records():
-                pass
+                time.sleep(0.005)
         except KeyboardInterrupt:
             sys.exit(130)
     """)
