@@ -12,6 +12,8 @@ Throughput (frames/s, median of --repeats runs, interleaved, with min..max):
   frontend        the full front-end (decode -> landmarks -> crops -> forward+backward flow), records discarded
   ratio           frontend / mediapipe (and frontend / decode+mp), per clip and for all clips as one
                   (total frames over total time at each clip's median rate)
+  every core busy the frames/s the steady front-end's CPU ms/frame allows with every core busy all
+                  the time, and that over mediapipe: the ceiling of the ratio on this machine
 Each run includes its start-up (MediaPipe graph); ``frontend steady`` leaves out the time to the
 first record. CPU ms/frame is the process's CPU time (all threads) over the same span, for
 mediapipe (start-up included) and frontend steady; the front-end's is also split by thread
@@ -157,6 +159,11 @@ def throughput(path: Path, repeats: int) -> dict[str, object]:
     result["ratio frontend/mediapipe"] = round(median["frontend"] / median["mediapipe"], 3)
     result["ratio frontend/decode+mp"] = round(median["frontend"] / median["decode+mp"], 3)
     result["frontend cpu ms/frame by thread"] = {group: round(statistics.median(v), 2) for group, v in threads.items()}
+    # What the steady front-end's CPU cost allows with every core busy all the time: the ceiling
+    # of its throughput on this machine, and so of the ratio, whatever the threads' overlap.
+    every_core_busy = len(os.sched_getaffinity(0)) * 1000.0 / median["frontend cpu"]
+    result["every core busy"] = {"frames_per_s": round(every_core_busy, 1),
+                                 "ratio frontend/mediapipe": round(every_core_busy / median["mediapipe"], 3)}
     return result
 
 
@@ -257,6 +264,9 @@ def print_table(report: dict[str, object]) -> None:
               f"      full / decode+mp {figures['ratio frontend/decode+mp']:.2f}")
         by_thread = "  ".join(f"{group} {ms:.2f}" for group, ms in figures["frontend cpu ms/frame by thread"].items())
         print(f"    front-end CPU ms/frame by thread: {by_thread}")
+        ceiling = figures["every core busy"]
+        print(f"    every core busy at that CPU cost: {ceiling['frames_per_s']:.0f} frames/s, full / mediapipe "
+              f"{ceiling['ratio frontend/mediapipe']:.2f} (the ceiling on this machine)")
     pooled = report["pooled"]
     print(f"  all clips ({pooled['frames']} frames, time-weighted): mediapipe only {pooled['mediapipe']:.0f}, "
           f"decode + mediapipe {pooled['decode+mp']:.0f}, full front-end {pooled['frontend']:.0f} frames/s; "
