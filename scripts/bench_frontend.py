@@ -137,6 +137,11 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"median": round(statistics.median(values), 1), "min": round(min(values), 1), "max": round(max(values), 1)}
 
 
+def usable_cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0))
+
+
 def throughput(path: Path, repeats: int) -> dict[str, object]:
     frames_rgb = [cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) for _, _, frame in iter_frames(path)]
     runs: dict[str, list[float]] = {"decode": [], "mediapipe": [], "decode+mp": [], "frontend": [], "frontend steady": [],
@@ -161,7 +166,7 @@ def throughput(path: Path, repeats: int) -> dict[str, object]:
     result["frontend cpu ms/frame by thread"] = {group: round(statistics.median(v), 2) for group, v in threads.items()}
     # What the steady front-end's CPU cost allows with every core busy all the time: the ceiling
     # of its throughput on this machine, and so of the ratio, whatever the threads' overlap.
-    every_core_busy = len(os.sched_getaffinity(0)) * 1000.0 / median["frontend cpu"]
+    every_core_busy = usable_cores() * 1000.0 / median["frontend cpu"]
     result["every core busy"] = {"frames_per_s": round(every_core_busy, 1),
                                  "ratio frontend/mediapipe": round(every_core_busy / median["mediapipe"], 3)}
     return result
@@ -308,7 +313,7 @@ def main() -> int:
     parser.add_argument("--memory-clip", default="video/WolfgangLanger_Pexels.mp4")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     arguments = parser.parse_args()
-    report: dict[str, object] = {"repeats": arguments.repeats, "cpu_count": len(os.sched_getaffinity(0)),
+    report: dict[str, object] = {"repeats": arguments.repeats, "cpu_count": usable_cores(),
                                  "load_start": load_average(), "throughput": {}, "memory": {}}
     for clip in arguments.clips:
         report["throughput"][clip] = throughput(sample_path(clip), arguments.repeats)

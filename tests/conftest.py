@@ -1,9 +1,16 @@
-"""Shared fixtures: a registered MXR add-on, an empty Blender file, synthetic heads and takes.
+"""Shared fixtures: a registered MXR add-on, an empty Blender file, synthetic heads and takes,
+and the scripts under scripts/ loaded as modules.
 
 bpy is imported lazily inside the fixtures, so test modules that never use Blender do not pay
 for it.
 """
 from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -25,6 +32,22 @@ def private_frontend_cache(tmp_path_factory):
         del os.environ["MXR_CACHE_DIR"]
     else:
         os.environ["MXR_CACHE_DIR"] = previous
+
+
+@pytest.fixture
+def load_script(monkeypatch) -> Callable[[str], ModuleType]:
+    """``load_script("train_events")``: scripts/train_events.py as a module, registered in
+    sys.modules for the test (its dataclasses look their module up there)."""
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+
+    def load(name: str) -> ModuleType:
+        spec = importlib.util.spec_from_file_location(f"{name}_script", scripts / f"{name}.py")
+        script = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, spec.name, script)
+        spec.loader.exec_module(script)
+        return script
+
+    return load
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,6 @@
 """Evaluation metrics (models/network/evaluation.py) on hand-made cases whose answers are known."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -32,7 +29,6 @@ from mxr.ops.canonical import image_to_camera
 from mxr.ops.take import LANDMARK_COUNT, MicroEvent, Take, unobserved_front_end
 
 FRAMES = 20
-REPO = Path(__file__).resolve().parents[1]
 
 
 def event(onset: int, apex: int, offset: int, region: str = "mouth") -> MicroEvent:
@@ -220,19 +216,14 @@ def test_moving_average_keeps_a_line_and_the_highpass_keeps_the_total(neutral):
     np.testing.assert_allclose(highpass.macro_mm, moving_average(deformation, 10), atol=1e-5)
 
 
-def test_the_no_temporal_ablation_is_the_model_with_its_global_feature_zeroed(tmp_path, monkeypatch):
+def test_the_no_temporal_ablation_is_the_model_with_its_global_feature_zeroed(tmp_path, load_script):
     """scripts/evaluate.py's (c): the exported model with the encoder's output multiplied by zero
     computes what the torch model computes when training drops the global feature."""
-    import importlib.util
-
     import onnxruntime
     torch = pytest.importorskip("torch")
     from mxr.models.network.torch_model import INPUT_NAMES, MicroNet, NetworkConfig, example_inputs, export_onnx
 
-    spec = importlib.util.spec_from_file_location("evaluate_script", REPO / "scripts" / "evaluate.py")
-    script = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, script)  # its dataclasses look their module up there
-    spec.loader.exec_module(script)
+    script = load_script("evaluate")
     torch.manual_seed(0)
     config = NetworkConfig(channels=8, global_channels=8, dilations=(1,), global_dilations=(1, 2), window=16)
     model = MicroNet(config).eval()
@@ -255,16 +246,11 @@ def test_the_no_temporal_ablation_is_the_model_with_its_global_feature_zeroed(tm
     assert script.zero_global_feature(without, tmp_path) is None
 
 
-def test_the_micro_layer_diagnosis_splits_the_error_by_event(neutral, monkeypatch):
+def test_the_micro_layer_diagnosis_splits_the_error_by_event(neutral, load_script):
     """scripts/diagnose_micro_layer.py: a missed event costs its whole signal, an exactly found one
     nothing, and each lands in its timing bin and region."""
     import dataclasses
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("diagnose_script", REPO / "scripts" / "diagnose_micro_layer.py")
-    script = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, script)  # its dataclasses look their module up there
-    spec.loader.exec_module(script)
+    script = load_script("diagnose_micro_layer")
     fps, count = 100.0, 120
     truth_micro = np.zeros((count, LANDMARK_COUNT, 3))
     truth_micro[10:30, :50, 1] = 0.5  # a brows event: 50 landmarks moved 0.5 mm over frames 10..29

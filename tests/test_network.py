@@ -10,7 +10,6 @@ import dataclasses
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import onnxruntime
@@ -34,7 +33,6 @@ from conftest import rotation
 
 # torch (MKL-DNN) and onnxruntime (MLAS) sum in different orders: float32 round-off on outputs of
 # a few mm is ~1e-6; 1e-4 mm (0.1 micrometre) leaves room and still catches any real mismatch.
-REPO = Path(__file__).resolve().parents[1]
 PARITY_TOLERANCE_MM = 1e-4
 TINY = NetworkConfig(channels=8, global_channels=8, dilations=(1, 3), global_dilations=(1, 2), window=16)
 
@@ -328,19 +326,14 @@ def test_the_event_detector_runs_beside_the_mesh_network(tiny_model, neutral_mm,
         NetworkRunner(model, providers=[CPU])
 
 
-def test_train_events_attaches_a_detector_the_runner_loads(tiny_model, tmp_path, monkeypatch):
+def test_train_events_attaches_a_detector_the_runner_loads(tiny_model, tmp_path, load_script):
     """scripts/train_events.py --quick end to end: data, training, export, parity, threshold choice,
     card; the mesh network's metadata then names the detector and the runner uses it."""
-    import importlib.util
-
     _, path = tiny_model
     model = tmp_path / "mesh.onnx"
     model.write_bytes(path.read_bytes())
     model.with_suffix(".json").write_text(path.with_suffix(".json").read_text())
-    spec = importlib.util.spec_from_file_location("train_events_script", REPO / "scripts" / "train_events.py")
-    script = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, script)  # its dataclasses look their module up there
-    spec.loader.exec_module(script)
+    script = load_script("train_events")
     assert script.main(["--quick", "--model", str(model), "--workers", "1", "--card", str(tmp_path / "card.md")]) == 0
     entry = json.loads(model.with_suffix(".json").read_text())["event_detector"]
     assert entry["parity_max_abs"] < 1e-4 and entry["validation"]["sequences"] == 3
@@ -349,15 +342,10 @@ def test_train_events_attaches_a_detector_the_runner_loads(tiny_model, tmp_path,
     assert "## Reproduce" in (tmp_path / "card.md").read_text()
 
 
-def test_train_network_keeps_the_detector_attached_to_the_model_it_replaces(tmp_path, monkeypatch):
+def test_train_network_keeps_the_detector_attached_to_the_model_it_replaces(tmp_path, load_script):
     """scripts/train_network.py --quick end to end (data, both phases, export, parity, calibration,
     held-out metrics, card): retraining the mesh network in place keeps the attached detector."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("train_network_script", REPO / "scripts" / "train_network.py")
-    script = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, script)  # its dataclasses look their module up there
-    spec.loader.exec_module(script)
+    script = load_script("train_network")
     shipped = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())["event_detector"]
     model = tmp_path / "mxr_micro.onnx"
     (tmp_path / shipped["file"]).write_bytes((DEFAULT_MODEL.parent / shipped["file"]).read_bytes())
@@ -374,14 +362,9 @@ def test_train_network_keeps_the_detector_attached_to_the_model_it_replaces(tmp_
     assert NetworkRunner(model, providers=[CPU]).detector["file"] == shipped["file"]
     assert "## Reproduce" in (tmp_path / "card.md").read_text()
 
-def test_train_events_track_cache_gives_back_what_it_generated(tmp_path, monkeypatch):
+def test_train_events_track_cache_gives_back_what_it_generated(tmp_path, load_script):
     """A cached run trains on exactly the tracks a fresh run generates: arrays, rates and truth events."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("train_events_script", REPO / "scripts" / "train_events.py")
-    script = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, script)
-    spec.loader.exec_module(script)
+    script = load_script("train_events")
     fresh = script.make_tracks(5, 3, 100.0, 1, tmp_path)
     (chunk,) = tmp_path.glob("*/seed5_000000_000003.npz")
     cached = script.make_tracks(5, 3, 100.0, 1, tmp_path)
