@@ -91,7 +91,7 @@ def bake_take(
     set_scene_timing(scene, take.fps, take.frame_count)
     warnings: list[str] = []
     key = rig.data.shape_keys
-    key_action = owned_action(key, f"MXR {rig.name} Expressions", warnings)
+    key_action = owned_action(key, f"{rig.name} Expressions", warnings)
     for name, values in zip(names, coefficients.T):
         block = key.key_blocks.get(name)
         if block is None:
@@ -161,7 +161,7 @@ def bake_flame_take(
     if key_detail:
         residual = flame_residual(landmark_rig, deformation, take.neutral_mm, solved.expression, solved.pose)
         layer = detail_layer(spread, residual)
-    key_action = owned_action(rig.data.shape_keys, f"MXR {rig.name} Expressions", warnings)
+    key_action = owned_action(rig.data.shape_keys, f"{rig.name} Expressions", warnings)
     detail = key_detail_layer(rig, key_action, frames[valid], layer, valid)
     micro = key_micro_layer(rig, key_action, frames, components, spread,
                             flame_rest_alignment(landmark_rig, take.neutral_mm))
@@ -216,7 +216,7 @@ def key_flame_channels(
     """Key ``channels`` at ``frames`` (n,): shape keys in MXR's action on the mesh's Key, bone
     rotations and locations in MXR's action on the armature object."""
     key = rig.data.shape_keys
-    key_action = owned_action(key, f"MXR {rig.name} Expressions", warnings)
+    key_action = owned_action(key, f"{rig.name} Expressions", warnings)
     for name, values in channels.shape_keys.items():
         block = key.key_blocks.get(name)
         if block is None:
@@ -224,7 +224,7 @@ def key_flame_channels(
             continue
         write_keys(ensure_fcurve(key_action, key, block.path_from_id("value")), frames, values, "LINEAR")
     warnings += driven_paths_warning(key, list(channels.shape_keys))
-    pose_action = owned_action(armature, f"MXR {armature.name} Pose", warnings)
+    pose_action = owned_action(armature, f"{armature.name} Pose", warnings)
     for channel, per_bone in (("rotation_quaternion", channels.rotations), ("location", channels.locations)):
         for bone, values in per_bone.items():
             path = armature.pose.bones[bone].path_from_id(channel)
@@ -235,7 +235,7 @@ def key_flame_channels(
 def key_face_found(rig: bpy.types.Object, frames: np.ndarray, valid: np.ndarray, warnings: list[str]) -> bpy.types.Action:
     """The 0/1 ``mxr_face_found`` property on every take frame (constant interpolation)."""
     rig[FACE_FOUND] = int(valid[0]) if len(valid) else 0
-    object_action = owned_action(rig, f"MXR {rig.name} Head", warnings)
+    object_action = owned_action(rig, f"{rig.name} Head", warnings)
     write_keys(ensure_fcurve(object_action, rig, f'["{FACE_FOUND}"]'), frames, valid.astype(np.float64), "CONSTANT")
     return object_action
 
@@ -247,8 +247,9 @@ def set_scene_timing(scene: bpy.types.Scene, fps: float, frame_count: int) -> No
     scene.frame_end = scene.frame_start + max(frame_count, 1) - 1
 
 
-def owned_action(datablock: bpy.types.ID, name: str, warnings: list[str]) -> bpy.types.Action:
-    """MXR's action for ``datablock``, assigned to it; a user's action there is kept alive."""
+def owned_action(datablock: bpy.types.ID, label: str, warnings: list[str]) -> bpy.types.Action:
+    """MXR's action for ``datablock``, assigned to it; a user's action there is kept alive. A new
+    action is named "MXR <label>" (once: rigs MXR imports are already called "MXR ...")."""
     animation = datablock.animation_data or datablock.animation_data_create()
     current = animation.action
     if current is not None and current.get(OWNED):
@@ -258,7 +259,7 @@ def owned_action(datablock: bpy.types.ID, name: str, warnings: list[str]) -> bpy
         warnings.append(f"kept your action '{current.name}' (fake user) and assigned MXR's bake to {datablock.name}")
     action = datablock.get(ACTION_LINK)
     if not isinstance(action, bpy.types.Action) or not action.get(OWNED):
-        action = bpy.data.actions.new(name)
+        action = bpy.data.actions.new(label if label.startswith("MXR ") else f"MXR {label}")
         action[OWNED] = True
         datablock[ACTION_LINK] = action
     animation.action = action

@@ -16,7 +16,11 @@ from .errors import MxrError
 
 INTERPUPILLARY_MM = 63.0
 IRIS_CENTRE_RIGHT, IRIS_CENTRE_LEFT = 468, 473  # subject's right / left eye
-IRIS_LANDMARKS = np.arange(468, 478)  # both irises, each a centre and a ring of four
+# MediaPipe's 478 landmarks: the face mesh's skin points, then the irises, which move with the gaze
+# rather than the skin (left out of skin error figures and of micro patterns).
+SKIN_LANDMARK_COUNT = 468
+SKIN_LANDMARKS = np.arange(SKIN_LANDMARK_COUNT)
+IRIS_LANDMARKS = np.arange(SKIN_LANDMARK_COUNT, 478)  # both irises, each a centre and a ring of four
 
 # Landmarks that move least with expression: forehead, nose bridge and tip, temples, outer eye
 # corners, upper cheekbones. (MediaPipe face mesh indices.)

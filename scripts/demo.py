@@ -58,9 +58,7 @@ def main() -> int:
     engine = run_engine(video, take_path, arguments.baseline)
     take = load_take(take_path)
 
-    import bpy  # noqa: F401  (Blender as a module; imported only once the engine has succeeded)
-
-    from mxr.mxr_addon.batch import build_demo_blend
+    from mxr.mxr_addon.batch import build_demo_blend  # Blender as a module: imported once the engine has succeeded
 
     frames = pick_preview_frames(take.valid, count=4)
     with tempfile.TemporaryDirectory() as render_dir:

@@ -53,6 +53,7 @@ from mxr.models.network.synthetic import (
 from mxr.models.open_head import load_open_head
 from mxr.models.scan import Scan, load_scan
 from mxr.models.similarity import fit_similarities
+from mxr.ops.canonical import SKIN_LANDMARKS
 
 REPO = Path(__file__).resolve().parents[1]
 CLIP_DIR = REPO / ".cache" / "scan_clips"
@@ -62,7 +63,6 @@ CORRESPONDENCE_SIZE_PX = 1024
 FRAMINGS: tuple[tuple[float, tuple[float, float]], ...] = ((1.0, (0.0, 0.0)), (1.12, (0.006, 0.008)),
                                                           (0.9, (-0.006, -0.004)))
 FACE_VIEW_WIDTH_M = 0.24  # the orthographic view spans the face, not the hair or the shoulders
-SKIN_LANDMARKS = np.arange(468)  # the irises (468..477) are not skin: left out of the error numbers
 # Clip camera: a ~70 mm lens at 0.6 m, the face ~260 px wide in 640x480 (as in the measured clips).
 FOCAL_PX = 1200.0
 CAMERA_DISTANCE_M = 0.6

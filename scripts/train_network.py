@@ -456,6 +456,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads; 1 is fastest on a shared 2-core machine (2 threads oversubscribe)")
+    parser.add_argument("--speech-probability", type=float, default=0.5,
+                        help="share of training sequences with talking (the held-out checks have none)")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (does not make usable weights)")
     parser.add_argument("--model-card", type=Path, default=None, help=f"default: {MODEL_CARD} for the default --out")
     args = parser.parse_args(argv)
@@ -476,14 +478,15 @@ def main(argv: list[str] | None = None) -> int:
                      "laplacian": 0.5, "events": 1.0, "event_positive": 5.0})
     regions = tuple(config.regions)
     window = config.window
-    synthetic = SyntheticConfig()
+    synthetic = SyntheticConfig()  # calibration and held-out checks
+    training = replace(synthetic, speech_probability=args.speech_probability)
 
     print(f"generating {args.pretrain_sequences} macro-only sequences", flush=True)
-    pretrain = make_samples(replace(synthetic, macro_only=True), args.pretrain_sequences, args.seed, regions)
+    pretrain = make_samples(replace(training, macro_only=True), args.pretrain_sequences, args.seed, regions)
     pre = train_phase(model, losses, pretrain, args.pretrain_steps, args.lr, args.batch, window, 0.0, rng, "pretrain")
     del pretrain
     print(f"generating {args.finetune_sequences} sequences with micro events", flush=True)
-    finetune = make_samples(synthetic, args.finetune_sequences, args.seed + 1, regions)
+    finetune = make_samples(training, args.finetune_sequences, args.seed + 1, regions)
     fine = train_phase(model, losses, finetune, args.finetune_steps, args.lr / 2, args.batch, window, 0.5, rng,
                        "finetune")
     training_seconds = time.monotonic() - started
@@ -500,7 +503,8 @@ def main(argv: list[str] | None = None) -> int:
         "outputs": {"macro_mm": "(B, W, 478, 3)", "micro_mm": "(B, W, 478, 3)", "detail_mm": "(B, W, 478, 3)",
                     "event_logits": f"(B, W, {len(regions)})"},
         "training": {"seed": args.seed, "pretrain_sequences": args.pretrain_sequences,
-                     "finetune_sequences": args.finetune_sequences, "batch": args.batch, "lr": args.lr,
+                     "finetune_sequences": args.finetune_sequences,
+                     "speech_probability": args.speech_probability, "batch": args.batch, "lr": args.lr,
                      "threads": args.threads, "losses": losses.weights, "pretrain": pre, "finetune": fine,
                      "seconds": round(training_seconds, 1)},
     }

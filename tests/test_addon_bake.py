@@ -102,6 +102,7 @@ def test_rebake_replaces_only_mxr_data(empty_blend, head):
     assert any("animator's blink" in warning for warning in first.warnings)
     mxr_action = key.animation_data.action
     assert mxr_action["mxr_owned"] and mxr_action is not user_action
+    assert mxr_action.name == f"{rig.name} Expressions" and rig.name.startswith("MXR ")  # one "MXR", not two
 
     second_take = synthetic_take(head, seed=2)
     second = bake_take(scene, rig, head, second_take)

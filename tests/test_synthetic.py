@@ -8,6 +8,7 @@ import pytest
 
 from mxr.models.network.synthetic import (
     NOISE_GROUPS,
+    SPEECH_UNITS,
     NoiseModel,
     SyntheticConfig,
     align_to_truth,
@@ -18,6 +19,7 @@ from mxr.models.network.synthetic import (
     generate_sequence,
     landmark_regions,
     load_noise_model,
+    speech_coefficients,
 )
 from mxr.models.open_head import load_open_head
 from mxr.ops.canonical import image_to_camera
@@ -89,6 +91,38 @@ def test_macro_only_has_no_micro(head):
     config = SyntheticConfig(noise=NoiseModel.none(), duration_range_s=(2.0, 2.0), macro_only=True)
     sequence = generate_sequence(head, config, np.random.default_rng(3))
     assert sequence.truth_events == [] and not sequence.truth_micro_mm.any()
+
+
+def test_speech_moves_jaw_and_lips_at_syllable_rate_inside_one_stretch(head):
+    config = SyntheticConfig(fps_range=(100.0, 100.0), duration_range_s=(6.0, 6.0))
+    times_s = np.arange(600) / 100.0
+    names = head.expression_names
+    lip_units = [names.index(name) for name in SPEECH_UNITS]
+    other_units = np.setdiff1d(np.arange(len(names)), lip_units + [names.index("jawOpen")])
+    for seed in range(4):
+        coefficients = speech_coefficients(head, times_s, config, np.random.default_rng(seed))  # (T, K)
+        assert not coefficients[:, other_units].any()
+        jaw = coefficients[:, names.index("jawOpen")]
+        talking = np.flatnonzero(jaw > 1e-9)
+        assert talking[0] >= 50  # not in the 0.5 s lead-in
+        assert (talking[-1] - talking[0]) / 100.0 >= 0.3 * 5.5 - 0.2
+        assert np.all(np.abs(coefficients[talking[-1] + 1:]) < 1e-9)  # back to rest
+        assert config.speech_jaw_open[0] * 0.99 <= jaw.max() <= config.speech_jaw_open[1]
+        # Syllables: the jaw's turns (local extrema) come 3-6 times a second, within the draws' jitter.
+        turns = np.flatnonzero(np.diff(np.sign(np.diff(jaw[talking[0]:talking[-1]]))) != 0)
+        rate = len(turns) / ((talking[-1] - talking[0]) / 100.0)
+        assert 1.5 <= rate <= 7.0
+
+
+def test_speech_is_macro_and_off_by_default(head):
+    quiet = generate_sequence(head, SyntheticConfig(duration_range_s=(3.0, 3.0)), np.random.default_rng(4))
+    talking = generate_sequence(head, SyntheticConfig(duration_range_s=(3.0, 3.0), speech_probability=1.0),
+                                np.random.default_rng(4))
+    jaw = head.expression_names.index("jawOpen")
+    assert np.abs(np.diff(talking.truth_macro_coefficients[:, jaw])).max() > 0.01
+    np.testing.assert_array_equal(talking.truth_neutral_mm, quiet.truth_neutral_mm)
+    basis = expression_landmark_basis_mm(head)
+    np.testing.assert_allclose(talking.truth_macro_mm, np.tensordot(talking.truth_macro_coefficients, basis, axes=1))
 
 
 def test_layers_are_their_coefficients_and_detail_is_outside_the_basis(head, clean):

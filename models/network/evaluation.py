@@ -40,12 +40,12 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from ...ops.canonical import SKIN_LANDMARKS
 from ...ops.take import LANDMARK_COUNT, MicroEvent, Take
 from .features import EVENT_REGIONS, canonical_flow_mm, region_membership
 from .scan_truth import ScanTruth
 from .synthetic import SyntheticSequence, align_to_truth, displacements_to_truth
 
-SKIN = np.arange(468)  # MediaPipe's face-mesh landmarks; 468..477 are the irises
 FOOTPRINT_MM = 0.1  # a landmark belongs to an event's footprint when the event moves it this much
 TIMING_TOLERANCE_FRAMES = 2  # onset / apex "on time" within +-2 frames
 STILL_MOTION_MM = 0.12  # measured non-rigid motion per frame (median over each region's skin) below which it is still
@@ -184,7 +184,7 @@ def event_footprint(truth_micro_mm: np.ndarray, event: MicroEvent, threshold_mm:
     window = event_window(event, len(truth_micro_mm))
     moved = np.linalg.norm(truth_micro_mm[window], axis=-1).max(axis=0)  # (478,)
     footprint = np.zeros(LANDMARK_COUNT, bool)
-    footprint[SKIN] = moved[SKIN] >= threshold_mm
+    footprint[SKIN_LANDMARKS] = moved[SKIN_LANDMARKS] >= threshold_mm
     return footprint
 
 
@@ -272,8 +272,8 @@ def score_against_truth(take: Take, truth: Truth) -> TruthScores:
     macro, micro, detail = layers_in_truth_frame(take, truth)
     valid = np.asarray(take.valid, bool)
     scores = TruthScores()
-    scores.macro.add(distances(macro[valid][:, SKIN], truth.macro_mm[valid][:, SKIN]))
-    scores.total.add(distances((macro + micro + detail)[valid][:, SKIN], truth.total_mm()[valid][:, SKIN]))
+    scores.macro.add(distances(macro[valid][:, SKIN_LANDMARKS], truth.macro_mm[valid][:, SKIN_LANDMARKS]))
+    scores.total.add(distances((macro + micro + detail)[valid][:, SKIN_LANDMARKS], truth.total_mm()[valid][:, SKIN_LANDMARKS]))
     scores.micro = micro_error(micro, truth, valid)
     scores.event_total = micro_error(macro + micro + detail, truth, valid, truth.total_mm())
     scores.events = event_scores(list(take.events), truth.events)
@@ -340,7 +340,7 @@ def measure_flow(baseline: Take) -> MeasuredFlow:
     flow_mm, mask = canonical_flow_mm(baseline)
     motion = np.where(mask, np.linalg.norm(flow_mm, axis=-1), np.nan)  # (T, 478) mm
     skin = np.zeros(LANDMARK_COUNT, bool)
-    skin[SKIN] = True
+    skin[SKIN_LANDMARKS] = True
     regions = region_membership(EVENT_REGIONS) > 0  # (R, 478)
     median = np.full((len(motion), len(regions)), np.nan)
     for row, members in enumerate(regions & skin):
@@ -367,11 +367,11 @@ def flow_endpoint_errors(take: Take, measured: MeasuredFlow) -> np.ndarray:
     deformation = take.deformation_mm().astype(np.float64)  # (T, 478, 3)
     change = np.full_like(deformation, np.nan)
     change[1:] = deformation[1:] - deformation[:-1]
-    mask = measured.mask[:, SKIN] & np.all(np.isfinite(change[:, SKIN]), axis=-1)  # (T, 468)
+    mask = measured.mask[:, SKIN_LANDMARKS] & np.all(np.isfinite(change[:, SKIN_LANDMARKS]), axis=-1)  # (T, 468)
     frames = np.flatnonzero(mask.any(axis=1))
     if len(frames) == 0:
         return np.zeros(0)
-    residual = canonical_to_crop_px(take, frames, (change - measured.flow_mm)[frames][:, SKIN])  # (F, 468, 2)
+    residual = canonical_to_crop_px(take, frames, (change - measured.flow_mm)[frames][:, SKIN_LANDMARKS])  # (F, 468, 2)
     return np.linalg.norm(residual, axis=-1)[mask[frames]]
 
 
@@ -387,7 +387,7 @@ def still_frames(measured: MeasuredFlow, threshold_mm: float = STILL_MOTION_MM) 
 def still_jitter(take: Take, still: np.ndarray) -> np.ndarray:
     """Per still frame, the RMS over the skin landmarks of the reconstruction's second difference
     (mm): (n_still,). The take's own canonical frame."""
-    deformation = take.deformation_mm().astype(np.float64)[:, SKIN]  # (T, 468, 3)
+    deformation = take.deformation_mm().astype(np.float64)[:, SKIN_LANDMARKS]  # (T, 468, 3)
     second = np.full_like(deformation, np.nan)
     second[1:-1] = deformation[2:] - 2.0 * deformation[1:-1] + deformation[:-2]
     return np.sqrt(np.mean(np.sum(second[still] ** 2, axis=-1), axis=-1))

@@ -24,6 +24,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from ...ops.canonical import SKIN_LANDMARK_COUNT
 from ...ops.take import MicroEvent
 from ..retarget import solve_box_ridge
 from .event_profile import fit_event_timing, fit_pattern
@@ -38,7 +39,6 @@ BASELINE_PAD_S = 0.1  # the motion a profile fit reads beyond its event on each 
 LAYER_BASELINE_PAD_REFINED_S = 0.15
 MAX_PATTERN_MM = 3.0  # a fitted pattern moving a region's landmark further is no micro-expression (trained on <= 1.5 mm)
 REGION_UNIT_SHARE = 0.7  # a unit acts on a region when it moves a landmark there >= this share of its largest move
-SKIN_LANDMARK_COUNT = 468  # MediaPipe's face mesh; 468..477 are the irises, which move with the gaze, not the skin
 PATTERN_REGULARIZATION = 1e-4  # ridge on the micro patterns' activations, relative to the basis' mean column norm
 
 

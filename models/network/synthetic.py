@@ -7,6 +7,8 @@ and landmark-only baseline included, plus the truth it was made from:
 
     identity  random smooth deformation + scale of the head's neutral landmarks
     macro     slow, large expressions (key poses of 1-3 basis units, smooth transitions) and blinks
+    speech    (optional, ``speech_probability``) stretches of talking: jaw and lip shapes changing
+              3-6 times a second, part of the macro layer; as fast as micro events and larger
     micro     short (0.15-0.5 s) low-amplitude (0.2-1.5 mm) AU-like events: onset -> apex -> offset
     detail    slowly varying smooth fields outside the span of the expression basis and rigid motion
     pose      smooth random rotation (yaw +-25, pitch/roll +-15 deg), translation and scale
@@ -66,6 +68,10 @@ MICRO_ACTIONS: dict[str, tuple[str, dict[str, float]]] = {
     "chin_raise": ("jaw", {"mouthShrugLower": 1.0}),  # AU17, the chin
     "jaw_drop": ("jaw", {"jawOpen": 1.0}),  # AU26
 }
+# Mouth shapes of speech (visemes, roughly): the units one syllable draws from besides jawOpen.
+SPEECH_UNITS = ("mouthFunnel", "mouthPucker", "mouthClose", "mouthStretchLeft", "mouthStretchRight",
+                "mouthLowerDownLeft", "mouthLowerDownRight", "mouthUpperUpLeft", "mouthUpperUpRight",
+                "mouthRollLower", "mouthRollUpper", "mouthPressLeft", "mouthPressRight")
 # Units that macro key poses draw from: everything but gaze, tongue and blinks (blinks are separate).
 _MACRO_EXCLUDED_PREFIXES = ("eyeLook", "tongue", "eyeBlink")
 
@@ -135,6 +141,12 @@ class SyntheticConfig:
     macro_neutral_probability: float = 0.3  # a key pose is neutral (so micro events also occur on a still face)
     blink_rate_per_s: float = 0.25
     blink_duration_s: tuple[float, float] = (0.12, 0.3)
+    # speech: off by default, so the held-out sets stay what they were; training turns it on
+    speech_probability: float = 0.0  # a sequence has talking at all
+    speech_fraction: tuple[float, float] = (0.3, 0.9)  # of the time after the lead-in spent talking
+    speech_syllables_per_s: tuple[float, float] = (3.0, 6.0)
+    speech_jaw_open: tuple[float, float] = (0.03, 0.3)  # jawOpen coefficient of a syllable (~1-12 mm)
+    speech_mouth_amplitude: tuple[float, float] = (0.05, 0.5)  # coefficient of each mouth shape unit
     # micro events
     micro_rate_per_s: tuple[float, float] = (0.3, 1.0)  # drawn per sequence
     micro_duration_s: tuple[float, float] = (0.15, 0.5)  # onset -> offset
@@ -312,6 +324,33 @@ def macro_coefficients(head: HeadModel, times_s: np.ndarray, config: SyntheticCo
     return coefficients
 
 
+def speech_coefficients(head: HeadModel, times_s: np.ndarray, config: SyntheticConfig,
+                        rng: np.random.Generator) -> np.ndarray:
+    """Talking: one stretch after the lead-in in which a syllable's target (jaw opening plus
+    one or two mouth shapes) follows the last every 1/3 - 1/6 s, joined by smooth steps and
+    closing to rest at both ends. (T, K)."""
+    names = head.expression_names
+    coefficients = np.zeros((len(times_s), len(names)))
+    mouth_units = [names.index(name) for name in SPEECH_UNITS if name in names]
+    jaw = names.index("jawOpen")
+    available = times_s[-1] - config.neutral_seconds
+    length = rng.uniform(*config.speech_fraction) * available
+    start = config.neutral_seconds + rng.uniform(0.0, available - length)
+    rate = rng.uniform(*config.speech_syllables_per_s)
+    key_time, pose = start, np.zeros(len(names))
+    while key_time < start + length:
+        target = np.zeros(len(names))
+        target[jaw] = rng.uniform(*config.speech_jaw_open)
+        shapes = rng.choice(mouth_units, rng.integers(1, 3), replace=False)
+        target[shapes] = rng.uniform(*config.speech_mouth_amplitude, len(shapes))
+        step = rng.uniform(0.6, 1.4) / rate  # s to this syllable's target
+        coefficients += smoothstep((times_s - key_time) / step)[:, None] * (target - pose)[None]
+        pose = target
+        key_time += step
+    coefficients -= smoothstep((times_s - key_time) / (1.0 / rate))[:, None] * pose[None]  # back to rest
+    return coefficients
+
+
 def micro_action_coefficients(head: HeadModel, action: str, rng: np.random.Generator,
                               unilateral_probability: float) -> np.ndarray:
     """Unit-less coefficient pattern (K,) of one AU-like action, sometimes on one side only."""
@@ -480,6 +519,8 @@ def generate_sequence(head: HeadModel, config: SyntheticConfig, rng: np.random.G
 
     neutral_mm = random_neutral_mm(head, config, rng)  # (478, 3)
     macro_coefficients_ = macro_coefficients(head, times_s, config, rng)  # (T, K)
+    if config.speech_probability > 0 and rng.random() < config.speech_probability:  # no draw when off
+        macro_coefficients_ += speech_coefficients(head, times_s, config, rng)
     micro_coefficients, events = micro_events(head, times_s, fps, basis_mm, config, rng)  # (T, K)
     macro_mm = np.tensordot(macro_coefficients_, basis_mm, axes=1)  # (T, 478, 3)
     micro_mm = np.tensordot(micro_coefficients, basis_mm, axes=1)
