@@ -1,6 +1,6 @@
 """Train the micro-expression network on synthetic sequences, export it to ONNX, measure it.
 
-    .venv/bin/python scripts/train_network.py            # the shipped weights (~20 min, 1 CPU thread)
+    .venv/bin/python scripts/train_network.py            # the shipped weights (~55 min, 1 CPU thread)
     .venv/bin/python scripts/train_events.py             # then the event detector it carries (~30 min)
     .venv/bin/python scripts/train_network.py --quick    # a smoke run (a minute), written to --out
 
@@ -37,13 +37,18 @@ from mxr.models.network.events import extract_events
 from mxr.models.network.features import NetworkInputs, mesh_graph, region_membership, take_inputs, windowed
 from mxr.models.network.runner import DEFAULT_MODEL, NetworkRunner, apply_network, metadata_path
 from mxr.models.network.synthetic import SyntheticConfig, SyntheticSequence, generate_dataset
-from mxr.models.network.torch_model import INPUT_NAMES, OUTPUT_NAMES, MicroNet, NetworkConfig, export_onnx, parameter_count
+from mxr.models.network.torch_model import (INPUT_NAMES, OUTPUT_NAMES, MicroNet, NetworkConfig, export_onnx, parameter_count,
+                                             set_code_range)
 from mxr.models.open_head import load_open_head
 from mxr.models.similarity import fit_similarities
 from mxr.ops.take import MicroEvent
 
-VERSION = "mxr-micro-3"
+VERSION = "mxr-micro-4"
 MODEL_CARD = Path(__file__).resolve().parents[1] / "models" / "network" / "MODEL_CARD.md"
+# The global code is clipped to its range on the fine-tuning data (``torch_model.set_code_range``):
+# per channel, these percentiles at each end, over this many batches of 8 windows.
+CODE_RANGE_PERCENT = 0.5
+CODE_RANGE_BATCHES = 32
 
 
 @dataclass
@@ -368,7 +373,10 @@ def write_model_card(path: Path, metadata: dict, command: str) -> None:
         "the `fused_mm` input.",
         "- Global dynamic feature: region-pooled landmark/flow features per frame, dilated temporal "
         f"convolutions over the window (dilations {list(metadata['network']['global_dilations'])}; plug-and-play: "
-        "the deformation module also runs without it).",
+        "the deformation module also runs without it). Clipped per channel to the "
+        f"{training['code_range']['percent']:g}-{100 - training['code_range']['percent']:g} percentile range it had "
+        f"on {training['code_range']['frames']} fine-tuning frames, so footage unlike the training data cannot "
+        "modulate the deformation beyond what training saw.",
         "- Dynamic-guided mesh deformation: per-landmark temporal + gather-based graph convolutions over the "
         "478-point MediaPipe mesh (k = 8 padded neighbours, iris linked to its eye), FiLM-conditioned on the "
         "global feature; outputs a refined total split into macro, micro and detail layers (mm, canonical frame) "
@@ -389,6 +397,8 @@ def write_model_card(path: Path, metadata: dict, command: str) -> None:
         "landmark-only baseline. fps drawn log-uniformly in 24-200.",
         f"- pre-training: {training['pretrain_sequences']} macro-only sequences (seed {training['seed']}), "
         f"{training['pretrain']['steps']} steps;",
+        f"- talking (jaw and lip shapes changing 3-6 times a second, in the macro layer) in "
+        f"{training['speech_probability']:.0%} of the training sequences, none of the held-out ones;",
         f"- fine-tuning: {training['finetune_sequences']} sequences with micro events (seed {training['seed'] + 1}), "
         f"{training['finetune']['steps']} steps, half the windows centred on an event;",
         f"- held-out: {held_out['sequences']} sequences (seed {held_out['seed']}, 24-200 fps) and "
@@ -447,10 +457,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--seed", type=int, default=1000)
-    parser.add_argument("--pretrain-sequences", type=int, default=100)
-    parser.add_argument("--finetune-sequences", type=int, default=200)
-    parser.add_argument("--pretrain-steps", type=int, default=500)
-    parser.add_argument("--finetune-steps", type=int, default=1300)
+    parser.add_argument("--pretrain-sequences", type=int, default=300)
+    parser.add_argument("--finetune-sequences", type=int, default=600)
+    parser.add_argument("--pretrain-steps", type=int, default=1500)
+    parser.add_argument("--finetune-steps", type=int, default=3900)
     parser.add_argument("--eval-sequences", type=int, default=60)
     parser.add_argument("--batch", type=int, default=2, help="windows per step (128 frames each)")
     parser.add_argument("--lr", type=float, default=3e-3)
@@ -489,6 +499,9 @@ def main(argv: list[str] | None = None) -> int:
     finetune = make_samples(training, args.finetune_sequences, args.seed + 1, regions)
     fine = train_phase(model, losses, finetune, args.finetune_steps, args.lr / 2, args.batch, window, 0.5, rng,
                        "finetune")
+    model.eval()
+    code_frames = set_code_range(model, (sample_batch(finetune, 8, window, 0.5, rng)[0] for _ in range(CODE_RANGE_BATCHES)),
+                                 CODE_RANGE_PERCENT)
     training_seconds = time.monotonic() - started
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -504,7 +517,8 @@ def main(argv: list[str] | None = None) -> int:
                     "event_logits": f"(B, W, {len(regions)})"},
         "training": {"seed": args.seed, "pretrain_sequences": args.pretrain_sequences,
                      "finetune_sequences": args.finetune_sequences,
-                     "speech_probability": args.speech_probability, "batch": args.batch, "lr": args.lr,
+                     "speech_probability": args.speech_probability,
+                     "code_range": {"percent": CODE_RANGE_PERCENT, "frames": code_frames}, "batch": args.batch, "lr": args.lr,
                      "threads": args.threads, "losses": losses.weights, "pretrain": pre, "finetune": fine,
                      "seconds": round(training_seconds, 1)},
     }

@@ -23,7 +23,8 @@ from mxr.models.network.features import (EVENT_REGIONS, canonical_flow_mm, fit_r
 from mxr.ops.errors import MxrError
 from mxr.models.network.runner import CPU, CUDA, DEFAULT_MODEL, NetworkRunner, apply_network, choose_providers
 from mxr.models.network.torch_model import (INPUT_NAMES, EventDetector, EventDetectorConfig, MicroNet, NetworkConfig,
-                                           example_inputs, export_event_onnx, export_onnx, parameter_count)
+                                           example_inputs, export_event_onnx, export_onnx, parameter_count,
+                                           set_code_range)
 from mxr.models.open_head import load_open_head
 from mxr.ops.canonical import RIGID_LANDMARKS, image_to_camera
 from mxr.ops.sample_data import sample_path
@@ -193,6 +194,33 @@ def test_forward_shapes_and_plug_and_play_without_the_temporal_encoder():
     with_encoder = parameter_count(MicroNet(TINY))
     without = parameter_count(MicroNet(dataclasses.replace(TINY, temporal=False)))
     assert without < with_encoder
+
+
+def test_the_global_code_is_clipped_to_its_range_on_the_calibration_windows(tmp_path):
+    torch.manual_seed(1)
+    model = MicroNet(TINY).eval()
+    calibration = [example_inputs(4, 16, seed=seed) for seed in range(3)]
+    frames = set_code_range(model, calibration, percent=1.0)
+    assert frames == 3 * 4 * 16  # example inputs are all valid
+    encoder = model.global_encoder
+    low, high = encoder.code_low.flatten(), encoder.code_high.flatten()  # (G,)
+    assert (low < high).all()
+    with torch.no_grad():
+        seen = torch.cat([encoder(model.vertex_features(*inputs)).transpose(1, 2).reshape(-1, 8) for inputs in calibration])
+        inside = ((seen > low) & (seen < high)).float().mean()  # the rest sit on the bounds
+        assert 0.9 < inside < 1.0  # 1 % cut at each end, per channel
+        unlike = list(example_inputs(2, 16, seed=9))
+        unlike[0] = unlike[0] * 50.0  # landmark motion far beyond the calibration's
+        code = encoder(model.vertex_features(*unlike)).transpose(1, 2).reshape(-1, 8)
+    assert ((code >= low - 1e-6) & (code <= high + 1e-6)).all() and ((code == low) | (code == high)).any()
+    path = tmp_path / "clipped.onnx"
+    export_onnx(model, path, TINY.window)  # the range travels with the export
+    session = onnxruntime.InferenceSession(str(path), providers=[CPU])
+    with torch.no_grad():
+        expected = [t.numpy() for t in model(*unlike)]
+    actual = session.run(None, {name: t.numpy() for name, t in zip(INPUT_NAMES, unlike)})
+    for a, e in zip(actual, expected):
+        np.testing.assert_allclose(a, e, atol=PARITY_TOLERANCE_MM, rtol=0)
 
 
 def test_invalid_frames_get_no_deformation():

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import asdict, dataclass, field
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -40,6 +41,7 @@ _DISPLACEMENT_SCALE = 5.0  # mm: typical expression displacement, inputs divided
 _VELOCITY_SCALE = 20.0  # mm/s
 _GEOMETRY_SCALE = 50.0  # mm: half a face
 _INPUT_CHANNELS = 21
+CODE_UNBOUNDED = 1e6  # the global code's range before ``set_code_range``: no bound in practice
 
 
 @dataclass
@@ -102,7 +104,15 @@ class DeformationBlock(nn.Module):
 
 
 class GlobalDynamicEncoder(nn.Module):
-    """Per-frame region pooling -> dilated temporal convolutions: (B, C, N, W) -> (B, G, W)."""
+    """Per-frame region pooling -> dilated temporal convolutions: (B, C, N, W) -> (B, G, W).
+
+    The code ends clipped, per channel, to the range it had on training data (``set_code_range``).
+    Real footage's landmark motion is larger and more face-wide than the synthetic data's, and
+    its unbounded code reached 4-9x its training norm on a talking clip; every FiLM modulation
+    followed it, and the reconstruction disagreed with the measured flow twice as much as the same
+    network without its code. Clipped, a window unlike anything trained on cannot modulate more
+    than training did.
+    """
 
     def __init__(self, channels: int, global_channels: int, dilations: tuple[int, ...],
                  membership: np.ndarray) -> None:
@@ -114,13 +124,15 @@ class GlobalDynamicEncoder(nn.Module):
             nn.Conv1d(global_channels, global_channels, 3, padding=d, dilation=d) for d in dilations
         )
         self.activation = nn.GELU()
+        self.register_buffer("code_low", torch.full((1, global_channels, 1), -CODE_UNBOUNDED))  # (1, G, 1)
+        self.register_buffer("code_high", torch.full((1, global_channels, 1), CODE_UNBOUNDED))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = torch.matmul(self.membership, x).flatten(1, 2)  # (B, C*R, W)
         code = self.activation(self.project(pooled))
         for layer in self.layers:
             code = code + self.activation(layer(code))
-        return code  # (B, G, W)
+        return torch.minimum(torch.maximum(code, self.code_low), self.code_high)  # (B, G, W)
 
 
 class EventHead(nn.Module):
@@ -161,11 +173,12 @@ class MicroNet(nn.Module):
                                                     + [config.detail_scale_mm] * 3).view(1, 9, 1, 1), persistent=False)
         self.drop_global = 0.0  # training: probability of running a batch without the global feature
 
-    def forward(self, landmarks_mm: torch.Tensor, flow_mm: torch.Tensor, flow_mask: torch.Tensor,
-                valid: torch.Tensor, geometry: torch.Tensor, fps: torch.Tensor, fused_mm: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        # landmarks_mm, flow_mm, fused_mm (B, W, N, 3); flow_mask (B, W, N, 1); valid (B, W, 1);
-        # geometry (B, N, 6); fps (B, 1)
+    def vertex_features(self, landmarks_mm: torch.Tensor, flow_mm: torch.Tensor, flow_mask: torch.Tensor,
+                        valid: torch.Tensor, geometry: torch.Tensor, fps: torch.Tensor, fused_mm: torch.Tensor
+                        ) -> torch.Tensor:
+        """The inputs as per-vertex features (B, C, N, W): what the encoder and the blocks read.
+        landmarks_mm, flow_mm, fused_mm (B, W, N, 3); flow_mask (B, W, N, 1); valid (B, W, 1);
+        geometry (B, N, 6); fps (B, 1)."""
         fused = fused_mm
         frames = landmarks_mm.shape[1]
         per_frame = torch.cat([
@@ -178,7 +191,12 @@ class MicroNet(nn.Module):
             (geometry / _GEOMETRY_SCALE).unsqueeze(1).expand(-1, frames, -1, -1),
             torch.log(fps / 60.0).view(-1, 1, 1, 1).expand_as(flow_mask),
         ], dim=-1)  # (B, W, N, 21)
-        x = self.encode(per_frame.permute(0, 3, 2, 1))  # (B, C, N, W)
+        return self.encode(per_frame.permute(0, 3, 2, 1))  # (B, C, N, W)
+
+    def forward(self, landmarks_mm: torch.Tensor, flow_mm: torch.Tensor, flow_mask: torch.Tensor,
+                valid: torch.Tensor, geometry: torch.Tensor, fps: torch.Tensor, fused_mm: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self.vertex_features(landmarks_mm, flow_mm, flow_mask, valid, geometry, fps, fused_mm)  # (B, C, N, W)
         code = self.global_encoder(x) if self.global_encoder is not None else None  # (B, G, W)
         if code is not None and self.training and self.drop_global > 0 and torch.rand(()) < self.drop_global:
             code = torch.zeros_like(code)
@@ -200,6 +218,25 @@ class MicroNet(nn.Module):
             parts.append(code.unsqueeze(2).expand(-1, -1, regional.shape[2], -1))
         logits = self.event(torch.cat(parts, dim=1))[:, 0].transpose(1, 2)  # (B, W, R)
         return macro, micro, detail, logits
+
+
+def set_code_range(model: MicroNet, batches: Iterable[tuple[torch.Tensor, ...]], percent: float) -> int:
+    """Clip ``model``'s global code, per channel, to the ``percent`` .. ``100 - percent``
+    percentiles of its values over the valid frames of ``batches`` (inputs in ``INPUT_NAMES``
+    order, from the training data). -> the number of frames measured."""
+    encoder = model.global_encoder
+    encoder.code_low.fill_(-CODE_UNBOUNDED)
+    encoder.code_high.fill_(CODE_UNBOUNDED)
+    values = []
+    with torch.no_grad():
+        for inputs in batches:
+            code = encoder(model.vertex_features(*inputs))  # (B, G, W)
+            values.append(code.transpose(1, 2)[inputs[3][..., 0] > 0])  # (F, G) valid frames
+    frames = torch.cat(values).numpy()
+    low, high = np.percentile(frames, [percent, 100.0 - percent], axis=0)  # (G,) each
+    encoder.code_low.copy_(torch.as_tensor(low, dtype=torch.float32).view(1, -1, 1))
+    encoder.code_high.copy_(torch.as_tensor(high, dtype=torch.float32).view(1, -1, 1))
+    return len(frames)
 
 
 EVENT_INPUT, EVENT_OUTPUT = "coefficients", "event_logits"
