@@ -37,8 +37,8 @@ from mxr.models.network.events import extract_events
 from mxr.models.network.features import NetworkInputs, mesh_graph, region_membership, take_inputs, windowed
 from mxr.models.network.runner import DEFAULT_MODEL, NetworkRunner, apply_network, metadata_path
 from mxr.models.network.synthetic import SyntheticConfig, SyntheticSequence, generate_dataset
-from mxr.models.network.torch_model import (INPUT_NAMES, OUTPUT_NAMES, MicroNet, NetworkConfig, export_onnx, parameter_count,
-                                             set_code_range)
+from mxr.models.network.torch_model import (INPUT_NAMES, OUTPUT_NAMES, MicroNet, NetworkConfig, export_onnx,
+                                             parameter_count, set_code_range)
 from mxr.models.open_head import load_open_head
 from mxr.models.similarity import fit_similarities
 from mxr.ops.take import MicroEvent
@@ -499,9 +499,8 @@ def main(argv: list[str] | None = None) -> int:
     finetune = make_samples(training, args.finetune_sequences, args.seed + 1, regions)
     fine = train_phase(model, losses, finetune, args.finetune_steps, args.lr / 2, args.batch, window, 0.5, rng,
                        "finetune")
-    model.eval()
-    code_frames = set_code_range(model, (sample_batch(finetune, 8, window, 0.5, rng)[0] for _ in range(CODE_RANGE_BATCHES)),
-                                 CODE_RANGE_PERCENT)
+    code_windows = (sample_batch(finetune, 8, window, 0.5, rng)[0] for _ in range(CODE_RANGE_BATCHES))
+    code_frames = set_code_range(model, code_windows, CODE_RANGE_PERCENT)
     training_seconds = time.monotonic() - started
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -518,7 +517,8 @@ def main(argv: list[str] | None = None) -> int:
         "training": {"seed": args.seed, "pretrain_sequences": args.pretrain_sequences,
                      "finetune_sequences": args.finetune_sequences,
                      "speech_probability": args.speech_probability,
-                     "code_range": {"percent": CODE_RANGE_PERCENT, "frames": code_frames}, "batch": args.batch, "lr": args.lr,
+                     "code_range": {"percent": CODE_RANGE_PERCENT, "frames": code_frames},
+                     "batch": args.batch, "lr": args.lr,
                      "threads": args.threads, "losses": losses.weights, "pretrain": pre, "finetune": fine,
                      "seconds": round(training_seconds, 1)},
     }

@@ -206,12 +206,14 @@ def test_the_global_code_is_clipped_to_its_range_on_the_calibration_windows(tmp_
     low, high = encoder.code_low.flatten(), encoder.code_high.flatten()  # (G,)
     assert (low < high).all()
     with torch.no_grad():
-        seen = torch.cat([encoder(model.vertex_features(*inputs)).transpose(1, 2).reshape(-1, 8) for inputs in calibration])
+        channels = TINY.global_channels
+        seen = torch.cat([encoder(model.vertex_features(*inputs)).transpose(1, 2).reshape(-1, channels)
+                          for inputs in calibration])
         inside = ((seen > low) & (seen < high)).float().mean()  # the rest sit on the bounds
         assert 0.9 < inside < 1.0  # 1 % cut at each end, per channel
         unlike = list(example_inputs(2, 16, seed=9))
         unlike[0] = unlike[0] * 50.0  # landmark motion far beyond the calibration's
-        code = encoder(model.vertex_features(*unlike)).transpose(1, 2).reshape(-1, 8)
+        code = encoder(model.vertex_features(*unlike)).transpose(1, 2).reshape(-1, channels)
     assert ((code >= low - 1e-6) & (code <= high + 1e-6)).all() and ((code == low) | (code == high)).any()
     path = tmp_path / "clipped.onnx"
     export_onnx(model, path, TINY.window)  # the range travels with the export
