@@ -76,13 +76,18 @@ def flow_columns(crop_size: int) -> slice:
     return slice(margin, crop_size - margin)
 
 
+def _full_width(window: np.ndarray, columns: slice) -> np.ndarray:
+    """(H, w, 2) flow on ``columns`` of a square crop -> (H, H, 2) float32, NaN elsewhere."""
+    full = np.full((window.shape[0], window.shape[0], 2), np.nan, np.float32)
+    full[:, columns] = window
+    return full
+
+
 def windowed_flow(dis: cv2.DISOpticalFlow, previous: np.ndarray, current: np.ndarray, columns: slice) -> np.ndarray:
-    """``dense_flow`` on ``columns`` only: (H, W) uint8 grey x 2 -> (H, W, 2) float32 crop px, NaN
+    """``dense_flow`` on ``columns`` only: (H, H) uint8 grey x 2 -> (H, H, 2) float32 crop px, NaN
     outside the columns. Flow vectors do not depend on where the window starts."""
-    flow = np.full(previous.shape + (2,), np.nan, np.float32)
-    flow[:, columns] = dense_flow(dis, np.ascontiguousarray(previous[:, columns]),
-                                  np.ascontiguousarray(current[:, columns]))
-    return flow
+    window = dense_flow(dis, np.ascontiguousarray(previous[:, columns]), np.ascontiguousarray(current[:, columns]))
+    return _full_width(window, columns)
 
 
 def sample_bilinear(field: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -133,11 +138,26 @@ def is_consistent(error_px: np.ndarray, forward_px: np.ndarray) -> np.ndarray:
 
 @dataclass
 class PairFlow:
-    forward: np.ndarray  # (H, W, 2) float32 crop px, previous -> current; NaN outside flow_columns
-    backward: np.ndarray  # (H, W, 2) float32 crop px, current -> previous (consistency profile); NaN likewise
-    at_points: np.ndarray  # (N, 2) float32 crop px, forward flow at the points (NaN outside the crop)
+    """One pair's flows, kept on the flow columns only (``forward_window[:, k]`` is crop column
+    ``columns.start + k``): the full-width arrays are built only when asked for, since allocating
+    two fresh 0.5 MB arrays a frame costs ~0.1 ms each in page faults."""
+
+    forward_window: np.ndarray  # (H, w, 2) float32 crop px, previous -> current, on ``columns``
+    backward_window: np.ndarray  # (H, w, 2) float32 crop px, current -> previous (consistency profile)
+    columns: slice  # the crop columns the windows cover
+    at_points: np.ndarray  # (N, 2) float32 crop px, forward flow at the points (NaN outside the columns)
     fb_error_px: np.ndarray  # (N,) float32 crop px
     consistent: np.ndarray  # (N,) bool
+
+    @property
+    def forward(self) -> np.ndarray:
+        """(H, W, 2) float32 crop px, NaN outside ``columns``."""
+        return _full_width(self.forward_window, self.columns)
+
+    @property
+    def backward(self) -> np.ndarray:
+        """(H, W, 2) float32 crop px, NaN outside ``columns``."""
+        return _full_width(self.backward_window, self.columns)
 
 
 class FlowEstimator:
@@ -153,13 +173,16 @@ class FlowEstimator:
         self._backward = make_dis("consistency")
 
     def pair(self, previous: np.ndarray, current: np.ndarray, points: np.ndarray) -> PairFlow:
-        """previous, current (H, W) uint8 grey crops; points (N, 2) crop px in ``previous``."""
+        """previous, current (H, H) uint8 grey crops; points (N, 2) crop px in ``previous``."""
         columns = flow_columns(previous.shape[1])
-        forward = windowed_flow(self._forward, previous, current, columns)
-        backward = windowed_flow(self._backward, current, previous, columns)
-        at_points = sample_bilinear(forward, points)
-        error = _forward_backward_error_at(at_points, backward, points)
-        return PairFlow(forward, backward, at_points.astype(np.float32), error.astype(np.float32),
+        previous_window = np.ascontiguousarray(previous[:, columns])
+        current_window = np.ascontiguousarray(current[:, columns])
+        forward = dense_flow(self._forward, previous_window, current_window)  # (H, w, 2)
+        backward = dense_flow(self._backward, current_window, previous_window)
+        points_window = points - np.array([columns.start, 0.0])  # crop px -> window px
+        at_points = sample_bilinear(forward, points_window)
+        error = _forward_backward_error_at(at_points, backward, points_window)
+        return PairFlow(forward, backward, columns, at_points.astype(np.float32), error.astype(np.float32),
                         is_consistent(error, at_points))
 
 

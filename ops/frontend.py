@@ -12,14 +12,15 @@ a second interpreter) and a slower start. Bounded queues between the stages keep
 independent of the clip length: a few frames are in flight, never the clip.
 
 Where the CPU goes, per 640x360 frame on a 2-core machine (scripts/bench_frontend.py splits it by
-thread): MediaPipe's graph ~1.9-2.8 ms and its Python side ~0.3-0.5, the flow thread ~2.4 (forward
-+ backward DIS on the face columns ~1.7 alone, more when both cores are busy), decode ~0.8 (FFmpeg's
-frame threads included), crops and records ~0.4: ~5.6-6.6 ms in all, against ~2.0-2.6 ms for
-MediaPipe alone, which keeps about one core busy. The sum of the stages run one at a time is
-~5 ms: ~1 ms a frame is lost to the two cores sharing caches and memory bandwidth, and no GIL
-switch interval from 0.2 to 2 ms changed that. Two cores cannot run ~6 ms of work in under ~3 ms
-a frame, so the full front-end stays near 0.55-0.75x MediaPipe-only throughput, depending on how
-fast MediaPipe alone runs that day.
+thread): MediaPipe's graph ~2.1-2.8 ms and its Python side ~0.4-0.5, the flow thread ~2.3 (forward
++ backward DIS on the face columns ~1.5 alone, more when both cores are busy), decode ~0.8 (on one
+FFmpeg thread for frames this small, ``video.decode_threads_for``: frame threads cost ~0.15 ms a
+frame more), crops and records ~0.4: ~5.6-6.0 ms in all, against ~2.2-2.5 ms for MediaPipe
+alone, which keeps about one core busy. The sum of the stages run one at a time is ~5 ms: the
+rest is lost to the two cores sharing caches and memory bandwidth, and no GIL switch interval
+from 0.2 to 2 ms changed that. Two cores cannot run ~6 ms of work in under ~3 ms a frame, so the
+full front-end stays near 0.55-0.75x MediaPipe-only throughput, depending on how fast MediaPipe
+alone runs that day.
 
 Everything in a ``FrameRecord`` is in source-frame pixels or canonical-crop pixels; a downscale
 for analysis (frames larger than ``max_side``) is folded into the transforms and reported as
@@ -42,7 +43,8 @@ from .errors import MxrError
 from .flow import DEFAULT_FLOW_PROFILE, FLOW_PROFILES, FlowEstimator, dense_forward_backward_error, is_consistent
 from .landmarks import LANDMARK_COUNT, FaceTracker
 from .progress import ProgressReporter
-from .video import DEFAULT_ANALYSIS_MAX_SIDE, VideoInfo, analysis_scale, downscale, iter_frames, probe_video
+from .video import (DEFAULT_ANALYSIS_MAX_SIDE, VideoInfo, analysis_scale, decode_threads_for, downscale, iter_frames,
+                    probe_video)
 
 QUEUE_FRAMES = 8  # frames in flight between two stages
 # MediaPipe releases the GIL while its graph runs and must take it back to return. With Python's
@@ -197,7 +199,8 @@ class FrontEnd:
             sys.setswitchinterval(switch_interval_before)
 
     def _decode(self, out: queue.Queue, stop: threading.Event) -> None:
-        frames = iter_frames(self.video.path, start_frame=self.settings.start_frame, end_frame=self.settings.end_frame)
+        frames = iter_frames(self.video.path, start_frame=self.settings.start_frame, end_frame=self.settings.end_frame,
+                             threads=decode_threads_for(self.video.width, self.video.height))
         try:
             for index, timestamp_s, frame_bgr in frames:
                 frame_rgb = cv2.cvtColor(downscale(frame_bgr, self.scale), cv2.COLOR_BGR2RGB)

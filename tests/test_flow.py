@@ -72,6 +72,18 @@ def test_windowed_flow_matches_the_whole_crop_inside_the_face_and_is_nan_outside
     assert np.median(np.linalg.norm(windowed - whole, axis=2)[mask]) < 0.02
 
 
+def test_a_pairs_full_width_flows_are_its_windows_with_nan_around(face_crop):
+    crop, points, _ = face_crop
+    previous, current = moved_pair(crop, smooth_motion_field(crop.shape, 1.0, seed=7))
+    pair = FlowEstimator().pair(previous, current, points)
+    columns = flow_columns(crop.shape[1])
+    assert pair.forward_window.shape == pair.backward_window.shape == (256, columns.stop - columns.start, 2)
+    np.testing.assert_array_equal(pair.forward, windowed_flow(make_dis(DEFAULT_FLOW_PROFILE), previous, current, columns))
+    np.testing.assert_array_equal(pair.backward[:, columns], pair.backward_window)
+    assert np.isnan(pair.backward[:, :columns.start]).all() and np.isnan(pair.backward[:, columns.stop:]).all()
+    np.testing.assert_allclose(pair.at_points[:468], sample_bilinear(pair.forward, points[:468]), atol=1e-6)
+
+
 def test_points_outside_the_flow_columns_get_no_flow_and_fail_the_check(face_crop):
     crop, points, _ = face_crop
     previous, current = moved_pair(crop, smooth_motion_field(crop.shape, 1.0, seed=6))

@@ -6,7 +6,7 @@ import pytest
 
 from mxr.ops.errors import MxrError
 from mxr.ops.sample_data import sample_path
-from mxr.ops.video import iter_frames, probe_video, read_frames_at
+from mxr.ops.video import AUTO_DECODE_THREADS, decode_threads_for, iter_frames, probe_video, read_frames_at
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +35,20 @@ def test_read_frames_at_matches_streaming(clip):
     picked = read_frames_at(clip, [3, 39])
     np.testing.assert_array_equal(picked[39], streamed[39])
     np.testing.assert_array_equal(picked[3], streamed[3])
+
+
+def test_one_decode_thread_gives_the_same_frames_and_times(clip):
+    single = list(iter_frames(clip, threads=1))
+    auto = list(iter_frames(clip, threads=AUTO_DECODE_THREADS))
+    assert [(index, time_s) for index, time_s, _ in single] == [(index, time_s) for index, time_s, _ in auto]
+    for (_, _, one), (_, _, many) in zip(single, auto):
+        np.testing.assert_array_equal(one, many)
+
+
+def test_small_frames_decode_on_one_thread_large_ones_on_ffmpegs_choice():
+    assert decode_threads_for(640, 360) == 1
+    assert decode_threads_for(1920, 1080) == AUTO_DECODE_THREADS
+    assert decode_threads_for(3840, 2160) == AUTO_DECODE_THREADS
 
 
 def test_paths_with_spaces_and_non_ascii_names(clip, tmp_path):
