@@ -395,9 +395,9 @@ def test_train_network_keeps_the_detector_attached_to_the_model_it_replaces(tmp_
 def test_train_events_track_cache_gives_back_what_it_generated(tmp_path, load_script):
     """A cached run trains on exactly the tracks a fresh run generates: arrays, rates and truth events."""
     script = load_script("train_events")
-    fresh = script.make_tracks(5, 3, 100.0, 1, tmp_path)
+    fresh = script.make_tracks(5, 3, 100.0, 0.5, 1, tmp_path)
     (chunk,) = tmp_path.glob("*/seed5_000000_000003.npz")
-    cached = script.make_tracks(5, 3, 100.0, 1, tmp_path)
+    cached = script.make_tracks(5, 3, 100.0, 0.5, 1, tmp_path)
     assert len(cached) == 3 and sum(len(t.events) for t in fresh) > 0
     for made, read in zip(fresh, cached):
         for name in ("coefficients", "neutral_mm", "samples", "labels"):
@@ -405,7 +405,8 @@ def test_train_events_track_cache_gives_back_what_it_generated(tmp_path, load_sc
         assert made.fps == read.fps and made.events == read.events
     chunk.write_bytes(b"")  # a chunk is only ever written whole: an empty one is not silently read
     with pytest.raises(EOFError):
-        script.make_tracks(5, 3, 100.0, 1, tmp_path)
+        script.make_tracks(5, 3, 100.0, 0.5, 1, tmp_path)
+    assert script.generator_fingerprint(100.0, 0.5) != script.generator_fingerprint(100.0, 0.0)
 
 
 # -- events --------------------------------------------------------------------------------------------
