@@ -337,8 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--positive-weight", type=float, default=3.0)
     parser.add_argument("--speech-probability", type=float, default=0.0,
-                        help="share of the sequences (training and validation) with talking in them; 0.5 was "
-                             "tried: talking-set F1 0.44 -> 0.63, but held-out F1 0.82 -> 0.75 (see the README)")
+                        help="share of the sequences (training and validation) with talking in them; 0.2 and 0.5 "
+                             "were tried: better on talking clips, worse micro layer (see the README)")
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--track-cache", type=Path, default=None, metavar="DIR",
                         help=f"keep the generated sequences in DIR and reuse them (e.g. {CACHE_DIR.relative_to(REPO)}; "
