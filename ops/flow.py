@@ -76,6 +76,11 @@ def flow_columns(crop_size: int) -> slice:
     return slice(margin, crop_size - margin)
 
 
+def _columns_of(image: np.ndarray, columns: slice) -> np.ndarray:
+    """(H, W) grey -> (H, w) contiguous copy of ``columns``, as DIS takes it."""
+    return np.ascontiguousarray(image[:, columns])
+
+
 def _full_width(window: np.ndarray, columns: slice) -> np.ndarray:
     """(H, w, 2) flow on ``columns`` of a square crop -> (H, H, 2) float32, NaN elsewhere."""
     full = np.full((window.shape[0], window.shape[0], 2), np.nan, np.float32)
@@ -86,8 +91,7 @@ def _full_width(window: np.ndarray, columns: slice) -> np.ndarray:
 def windowed_flow(dis: cv2.DISOpticalFlow, previous: np.ndarray, current: np.ndarray, columns: slice) -> np.ndarray:
     """``dense_flow`` on ``columns`` only: (H, H) uint8 grey x 2 -> (H, H, 2) float32 crop px, NaN
     outside the columns. Flow vectors do not depend on where the window starts."""
-    window = dense_flow(dis, np.ascontiguousarray(previous[:, columns]), np.ascontiguousarray(current[:, columns]))
-    return _full_width(window, columns)
+    return _full_width(dense_flow(dis, _columns_of(previous, columns), _columns_of(current, columns)), columns)
 
 
 def sample_bilinear(field: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -151,12 +155,12 @@ class PairFlow:
 
     @property
     def forward(self) -> np.ndarray:
-        """(H, W, 2) float32 crop px, NaN outside ``columns``."""
+        """(H, H, 2) float32 crop px, NaN outside ``columns``."""
         return _full_width(self.forward_window, self.columns)
 
     @property
     def backward(self) -> np.ndarray:
-        """(H, W, 2) float32 crop px, NaN outside ``columns``."""
+        """(H, H, 2) float32 crop px, NaN outside ``columns``."""
         return _full_width(self.backward_window, self.columns)
 
 
@@ -175,8 +179,7 @@ class FlowEstimator:
     def pair(self, previous: np.ndarray, current: np.ndarray, points: np.ndarray) -> PairFlow:
         """previous, current (H, H) uint8 grey crops; points (N, 2) crop px in ``previous``."""
         columns = flow_columns(previous.shape[1])
-        previous_window = np.ascontiguousarray(previous[:, columns])
-        current_window = np.ascontiguousarray(current[:, columns])
+        previous_window, current_window = _columns_of(previous, columns), _columns_of(current, columns)
         forward = dense_flow(self._forward, previous_window, current_window)  # (H, w, 2)
         backward = dense_flow(self._backward, current_window, previous_window)
         points_window = points - np.array([columns.start, 0.0])  # crop px -> window px
