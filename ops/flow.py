@@ -20,6 +20,13 @@ FB_ABSOLUTE_PX) falsely fails under 1 % of face pixels at 1 px motion and ~8 % a
 there to catch failures of a pixel and more (occlusion, a hand over the face, a lost track).
 At half resolution it would cost 0.2 ms but falsely fail 17 % at 2 px, so it stays full size.
 
+Not kept: an ULTRAFAST forward field refined at each point by Lucas-Kanade (one pyramid level,
+started from the dense flow) costs ~0.6 ms a pair less and beats ``balanced`` at the points on
+noiseless known motion (0.04-0.08 px), but not on real pixels: with 1-2 grey levels of noise a
+9 px window is worse (0.10-0.13 px), and a 17 px window, equal in the median on the rendered scan
+clips (0.019 / 0.037 px against 0.023 / 0.036), is worse in the tail there (99th percentile 0.22 /
+0.48 px against 0.17 / 0.38) and fails the check on 5 % more landmarks of the real clips.
+
 Both directions run on the crop's face columns only (``flow_columns``): the canonical layout puts
 the face mesh at x 45..211 px of a 256 px crop (39..226 seen on the real clips, head turns
 included), and the outer 24 px a side are hair and background. DIS time goes with the area, so

@@ -26,8 +26,11 @@ clip, and over the clip looped 10x (a temporary re-encoded file).
 
 Flow accuracy: a real stabilised face crop of single_face.mp4 warped by known smooth fields
 (Gaussian bumps peaking at 0.5 / 1 / 2 px + a 0.3 px global shift, three random fields each) with
-cv2.remap; median endpoint error inside the face (worst field) and time per direction, per profile,
-on the crop's face columns as the front-end computes it (``flow.flow_columns``).
+cv2.remap; per profile, on the crop's face columns as the front-end computes it
+(``flow.flow_columns``): the dense field's median endpoint error inside the face (worst field) and
+its time per direction, and the median endpoint error at the 478 landmarks of the front-end's own
+``FlowEstimator.pair`` (what the network reads) with the time of a whole pair (forward, backward,
+sampling, consistency check).
 """
 from __future__ import annotations
 
@@ -47,7 +50,8 @@ import cv2
 import numpy as np
 
 from mxr.ops.crops import apply_affine, stabilising_transform, warp_to_crop
-from mxr.ops.flow import DEFAULT_FLOW_PROFILE, FLOW_PROFILES, flow_columns, make_dis, smooth_motion_field, windowed_flow
+from mxr.ops.flow import (DEFAULT_FLOW_PROFILE, FLOW_PROFILES, FlowEstimator, flow_columns, make_dis, sample_bilinear,
+                          smooth_motion_field, windowed_flow)
 from mxr.ops.frontend import FrontEnd, FrontendSettings
 from mxr.ops.landmarks import FaceTracker
 from mxr.ops.progress import ProgressReporter
@@ -226,27 +230,37 @@ def flow_accuracy() -> dict[str, object]:
     results: dict[str, object] = {}
     try:
         for profile in (p for p in FLOW_PROFILES if p != "consistency"):
-            dis = make_dis(profile)
+            dis, estimator = make_dis(profile), FlowEstimator(profile)
             worst: dict[str, float] = {}
+            worst_at_points: dict[str, float] = {}
             pairs = []
             for peak in (0.5, 1.0, 2.0):
-                errors = []
+                errors, errors_at_points = [], []
                 for seed in range(3):
                     field = smooth_motion_field(crop.shape, peak, seed)
                     # previous(x) = image(x + field(x)), current = image: the flow previous -> current is field.
+                    truth_at_points = sample_bilinear(field, points)
                     previous = cv2.remap(crop, xx + field[..., 0] + 0.5, yy + field[..., 1] + 0.5, cv2.INTER_CUBIC,
                                          borderMode=cv2.BORDER_REFLECT)
                     current = cv2.remap(crop, xx + 0.5, yy + 0.5, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
                     pairs.append((previous, current))
                     flow = windowed_flow(dis, previous, current, columns)
                     errors.append(float(np.median(np.linalg.norm(flow - field, axis=2)[face])))
+                    at_points = estimator.pair(previous, current, points).at_points
+                    errors_at_points.append(float(np.median(np.linalg.norm(at_points - truth_at_points, axis=1))))
                 worst[f"{peak:g}px"] = round(max(errors), 3)
+                worst_at_points[f"{peak:g}px"] = round(max(errors_at_points), 3)
             repeats = 40 if profile != "fine" else 8
             started = time.perf_counter()
             for k in range(repeats):
                 windowed_flow(dis, *pairs[k % len(pairs)], columns)
-            results[profile] = {"median_epe_px_worst_of_3": worst,
-                                "ms_per_direction": round((time.perf_counter() - started) / repeats * 1000, 2)}
+            direction_ms = (time.perf_counter() - started) / repeats * 1000
+            started = time.perf_counter()
+            for k in range(repeats):
+                estimator.pair(*pairs[k % len(pairs)], points)
+            results[profile] = {"median_epe_px_worst_of_3": worst, "ms_per_direction": round(direction_ms, 2),
+                                "at_points_median_epe_px_worst_of_3": worst_at_points,
+                                "ms_per_pair": round((time.perf_counter() - started) / repeats * 1000, 2)}
     finally:
         cv2.setNumThreads(threads)
     results["default"] = DEFAULT_FLOW_PROFILE
@@ -281,13 +295,16 @@ def print_table(report: dict[str, object]) -> None:
     for clip, figures in report["memory"].items():
         for name, values in figures.items():
             print(f"  {clip:32s} {name:10s} {values['frames']:6d} frames  {values['peak_rss_mb']:7.1f} MB")
-    print("\nflow accuracy on known motion: median EPE inside the face, worst of 3 fields (px); ms per direction")
+    print("\nflow accuracy on known motion: median EPE, worst of 3 fields (px); dense: inside the face, ms per "
+          "direction;\n  at points: the front-end's flow at the 478 landmarks, ms per pair (both directions and the check)")
     for profile, figures in report["flow"].items():
         if profile == "default":
             continue
-        epe = " ".join(f"{peak}: {value:.3f}" for peak, value in figures["median_epe_px_worst_of_3"].items())
+        dense = " ".join(f"{peak}: {value:.3f}" for peak, value in figures["median_epe_px_worst_of_3"].items())
+        at_points = " ".join(f"{value:.3f}" for value in figures["at_points_median_epe_px_worst_of_3"].values())
         marker = "  <- default" if profile == report["flow"]["default"] else ""
-        print(f"  {profile:10s} {epe}   {figures['ms_per_direction']:.2f} ms{marker}")
+        print(f"  {profile:10s} dense {dense}  {figures['ms_per_direction']:5.2f} ms   at points {at_points}  "
+              f"{figures['ms_per_pair']:5.2f} ms{marker}")
 
 
 def pooled_throughput(per_clip: dict[str, dict]) -> dict[str, float]:
