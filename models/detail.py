@@ -36,12 +36,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..ops.canonical import SKIN_LANDMARKS
 from .correspondence import LandmarkEmbedding
 from .flame import joint_transforms, rodrigues
 from .head_model import HeadModel
 from .retarget import FlameLandmarks, displacement_on, flame_rest_alignment, neutral_to_head
 
-FACE_SOURCES = np.arange(468)  # the landmarks whose residual becomes detail
+FACE_SOURCES = SKIN_LANDMARKS  # the landmarks whose residual becomes detail (the irises' does not)
 STILL_REGIONS = ("neck", "eyeballs")  # HeadModel regions the detail never moves
 RADIUS_FRACTION = 0.15  # support radius, as a fraction of the rest landmarks' bounding-box diagonal
 SMOOTHING = 1e-3  # Tikhonov weight, relative to the fit matrix' mean squared column norm
