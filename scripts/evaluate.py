@@ -54,7 +54,7 @@ from mxr.models.network.evaluation import (
     truth_from_synthetic,
     within_tolerance,
 )
-from mxr.models.network.runner import DEFAULT_MODEL, NetworkRunner, apply_network, metadata_path
+from mxr.models.network.runner import DEFAULT_MODEL, NetworkRunner, apply_network, detector_files, metadata_path
 from mxr.models.network.scan_truth import load_scan_truth
 from mxr.models.network.synthetic import SyntheticConfig, generate_dataset
 from mxr.models.open_head import load_open_head
@@ -134,8 +134,8 @@ def zero_global_feature(model_path: Path, out_dir: Path) -> Path | None:
     metadata = json.loads(metadata_path(model_path).read_text()) if metadata_path(model_path).is_file() else {}
     metadata_path(path).write_text(json.dumps(metadata))
     if "event_detector" in metadata:  # the detector travels with the model it is attached to
-        detector = metadata["event_detector"]["file"]
-        (out_dir / detector).write_bytes((model_path.parent / detector).read_bytes())
+        for name in detector_files(metadata["event_detector"]):
+            (out_dir / name).write_bytes((model_path.parent / name).read_bytes())
     return path
 
 

@@ -20,6 +20,12 @@ their own seed, through the real runner path (``NetworkRunner.detector_logits``)
 that stays under ``MIN_EVENT_F1`` there is written with ``events_enabled: false``, and the engine
 reports no events with it. Writes mxr_events.onnx, the ``event_detector`` entry of the mesh
 network's metadata (mxr_micro.json) and EVENT_DETECTOR.md. Held-out figures: scripts/evaluate.py.
+
+``--add-speech-member`` trains a second detector the same way (with ``--speech-probability``,
+0.2 for the shipped one) and joins it to the attached one as its speech member
+(``runner.NetworkRunner``): the event logits become the mean of the two, and an event stands
+only where the speech member's own events confirm it. The two thresholds of that pair
+(``ENSEMBLE_HIGH``, ``CONFIRM_HIGH``) are constants, not an F1 choice: see there.
 """
 from __future__ import annotations
 
@@ -58,6 +64,16 @@ from mxr.ops.take import MicroEvent
 
 VERSION = "mxr-events-2"
 DETECTOR_FILE = "mxr_events.onnx"
+ENSEMBLE_VERSION = "mxr-events-3"  # mxr-events-2 with a speech member
+SPEECH_MEMBER_FILE = "mxr_events_speech.onnx"
+# The pair's thresholds ("high"; "low" follows), chosen on the micro layer and on talking takes rather
+# than on F1: on the validation takes of scripts/diagnose_micro_layer.py (seeds 8300-8302, 320 takes)
+# plus 40 talking ones (seed 8303), the mean logits at 0.85 with confirmation at 0.6 gave a micro
+# layer better than mxr-events-2's on five of its six halves (0.483 / 0.452x at 200 fps against 0.490
+# / 0.482x) and cut the detections on the talking takes from 131 to 76 (41 of 82 events found,
+# against 45). Confirmation at 0.8 cut them to 54 but lost silent events; the mean alone kept 141.
+ENSEMBLE_HIGH = 0.85
+CONFIRM_HIGH = 0.6
 REPO = Path(__file__).resolve().parents[1]
 CARD = REPO / "models" / "network" / "EVENT_DETECTOR.md"
 THRESHOLD_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)  # "high"; "low" follows (evaluation.LOW_SHARE)
@@ -215,13 +231,19 @@ def train(model: EventDetector, tracks: list[Track], steps: int, batch: int, lea
     return {"steps": steps, "seconds": round(time.monotonic() - started, 1), "final_loss": round(running, 5)}
 
 
-def detection_scores(runner: NetworkRunner, tracks: list[Track], high: float) -> EventScores:
+def detection_scores(runner: NetworkRunner, tracks: list[Track], high: float | None) -> EventScores:
+    """The detector's events on the tracks against their truth: at ``high`` (and its low), or,
+    None, as the engine decodes them (the runner's thresholds and speech member)."""
     membership = region_membership(tuple(runner.regions))
     scores = EventScores()
     for track in tracks:
-        logits = runner.detector_logits(track.coefficients, track.fps)
+        logits, confirming = runner.detector_logits(track.coefficients, track.fps)
         motion = np.tensordot(track.coefficients, basis_in_take_frame(track.neutral_mm), axes=1)  # (T, 478, 3)
-        detected = extract_events(logits, motion, track.fps, runner.regions, membership, **decoding_thresholds(high))
+        if high is None:
+            detected = runner.events(logits, confirming, motion, track.fps)
+        else:
+            detected = extract_events(logits, motion, track.fps, runner.regions, membership,
+                                      **decoding_thresholds(high))
         scores.merge(event_scores(detected, track.events))
     return scores
 
@@ -241,6 +263,8 @@ def summary(scores: EventScores) -> dict:
 def write_card(path: Path, entry: dict) -> None:
     validation, training = entry["validation"], entry["training"]
     config = entry["config"]
+    member = entry.get("speech_member")
+    own_thresholds = validation.get("event_thresholds", entry["event_thresholds"])
     lines = [
         "# MXR micro-event detector (`mxr_events.onnx`)",
         "",
@@ -262,10 +286,11 @@ def write_card(path: Path, entry: dict) -> None:
         "landmark and flow noise from `noise_model.json`), "
         f"{training['steps']} steps of {training['batch']} windows, BCE with positive weight {training['positive_weight']}; "
         f"{training['seconds'] / 60:.1f} min for data and training on this machine's CPU.",
-        f"- Decoding thresholds: high {entry['event_thresholds']['high']} / low {entry['event_thresholds']['low']}, "
+        f"- Decoding thresholds: high {own_thresholds['high']} / low {own_thresholds['low']}, "
         f"the best of {list(THRESHOLD_GRID)} on {validation['sequences']} validation sequences (seed {validation['seed']}).",
+        *(_speech_member_lines(entry) if member else []),
         "",
-        "## Validation (the threshold choice's own sequences)",
+        "## Validation (the threshold choice's own sequences" + (", the first detector alone)" if member else ")"),
         "| F1 | precision | recall | truth events | detections | onset / apex median \\|error\\|, frames |",
         "|---|---|---|---|---|---|",
         f"| {validation['f1']:.3f} | {validation['precision']:.3f} | {validation['recall']:.3f} | {validation['truths']} "
@@ -281,6 +306,7 @@ def write_card(path: Path, entry: dict) -> None:
         f"```\n{entry['training']['command']}\n```",
         *([f"The thresholds were then chosen again with `{entry['calibration_command']}` (same weights)."]
           if "calibration_command" in entry else []),
+        *([f"Then the speech member:\n```\n{member['training']['command']}\n```"] if member else []),
         "",
         "## Limits",
         "- Trained on synthetic faces only; whether real micro-expressions show the same way in the fused track is "
@@ -290,12 +316,41 @@ def write_card(path: Path, entry: dict) -> None:
         "(`event_profile.fit_event_timing`); below, the apex is where that motion stands out most from the "
         "event's own baseline (the line from its onset to its offset).",
         "- Events are one per time span (overlapping detections in different regions keep the most confident).",
+        *(["- With a speech member, an event the member does not see is dropped even when the first detector is "
+           "sure of it: the price of not taking syllables for micro-expressions (held-out figures in EVALUATION.md)."]
+          if member else []),
     ]
     path.write_text("\n".join(lines) + "\n")
 
 
+def _speech_member_lines(entry: dict) -> list[str]:
+    """The card's section on a speech member (``--add-speech-member``)."""
+    member = entry["speech_member"]
+    training, validation = member["training"], member["validation"]
+    return [
+        "",
+        f"## Speech member (`{member['file']}`, version `{entry['version']}`)",
+        f"- A second detector of the same architecture ({member['parameters']} parameters), trained the same way on "
+        f"{training['sequences']} sequences of which a share of {training['speech_probability']} has a stretch of "
+        f"speech-like jaw and lip motion (3-6 syllables a second; seed {training['seed']}, "
+        f"{training['seconds'] / 60:.1f} min). Export parity {member['parity_max_abs']:.1e}.",
+        f"- The engine's event logits are the mean of the two detectors'; events are decoded from them at high "
+        f"{entry['event_thresholds']['high']} / low {entry['event_thresholds']['low']}, and an event stands only where "
+        f"one of the speech member's own events (high {member['confirm_thresholds']['high']} / low "
+        f"{member['confirm_thresholds']['low']}) of the same region overlaps it, so that syllables are not taken "
+        "for micro-expressions. Both thresholds are constants (`train_events.ENSEMBLE_HIGH`, `CONFIRM_HIGH`), "
+        "chosen on the micro layer and on talking validation takes; the comment there says how.",
+        "",
+        "| the pair, on the member's validation sequences | F1 | precision | recall | truth events | detections |",
+        "|---|---|---|---|---|---|",
+        f"| {validation['sequences']} sequences, seed {validation['seed']}, speech share "
+        f"{training['speech_probability']} | {validation['f1']:.3f} | {validation['precision']:.3f} | "
+        f"{validation['recall']:.3f} | {validation['truths']} | {validation['detections']} |",
+    ]
+
+
 def train_and_export(args: argparse.Namespace, config: EventDetectorConfig, rng: np.random.Generator,
-                     folder: Path) -> tuple[dict, list[Track]]:
+                     folder: Path, file: str = DETECTOR_FILE) -> tuple[dict, list[Track]]:
     """Generate the data, train, export next to the mesh network, check parity: the detector's
     metadata entry (thresholds not chosen yet) and the validation tracks."""
     print(f"generating {args.sequences} + {args.validation_sequences} sequences on {args.workers} workers", flush=True)
@@ -305,7 +360,7 @@ def train_and_export(args: argparse.Namespace, config: EventDetectorConfig, rng:
                              args.workers, args.track_cache)
     model = EventDetector(config)
     trained = train(model, tracks, args.steps, args.batch, args.lr, args.positive_weight, rng)
-    detector_path = folder / DETECTOR_FILE
+    detector_path = folder / file
     export_event_onnx(model, detector_path)
     inputs, _ = sample_batch(tracks, 4, config.window, rng)
     with torch.no_grad():
@@ -313,7 +368,7 @@ def train_and_export(args: argparse.Namespace, config: EventDetectorConfig, rng:
     actual = onnxruntime.InferenceSession(str(detector_path), providers=["CPUExecutionProvider"]).run(
         None, {"coefficients": inputs.numpy()})[0]
     entry = {
-        "file": DETECTOR_FILE, "version": VERSION, "rate_hz": config.rate_hz, "window": config.window,
+        "file": file, "version": VERSION, "rate_hz": config.rate_hz, "window": config.window,
         "stride": config.window * 3 // 4, "parameters": parameter_count(model),
         "config": {**config.as_dict(), "regions": list(config.regions), "dilations": list(config.dilations)},
         "parity_max_abs": float(np.abs(actual - expected).max()),
@@ -323,6 +378,36 @@ def train_and_export(args: argparse.Namespace, config: EventDetectorConfig, rng:
                      "positive_weight": args.positive_weight, **trained},
     }
     return entry, validation
+
+
+def add_speech_member(args: argparse.Namespace, config: EventDetectorConfig, rng: np.random.Generator,
+                      metadata: dict, meta_file: Path, command: str, started: float) -> int:
+    """Train the speech member, join it to the attached detector at the pair's thresholds, and
+    score the pair on the member's validation takes."""
+    entry = metadata["event_detector"]
+    member, validation = train_and_export(args, config, rng, meta_file.parent, SPEECH_MEMBER_FILE)
+    for key in ("rate_hz", "window", "stride", "config"):
+        if member[key] != entry[key]:
+            raise SystemExit(f"the speech member's {key} ({member[key]}) differs from the attached detector's "
+                             f"({entry[key]}): train both with the same settings")
+    member["training"]["seconds"] = round(time.monotonic() - started, 1)
+    member["training"]["command"] = command
+    entry["speech_member"] = {key: member[key] for key in ("file", "parameters", "parity_max_abs", "training")}
+    entry["speech_member"]["confirm_thresholds"] = decoding_thresholds(CONFIRM_HIGH)
+    entry["validation"].setdefault("event_thresholds", entry["event_thresholds"])  # its own, F1-chosen
+    entry["version"] = ENSEMBLE_VERSION
+    entry["event_thresholds"] = decoding_thresholds(ENSEMBLE_HIGH)
+    meta_file.write_text(json.dumps(metadata, indent=1))
+    pair = summary(detection_scores(NetworkRunner(args.model, providers=["CPUExecutionProvider"]), validation, None))
+    entry["speech_member"]["validation"] = {"sequences": args.validation_sequences, "seed": args.seed + 1, **pair}
+    entry["events_enabled"] = entry["events_enabled"] and pair["f1"] >= MIN_EVENT_F1
+    meta_file.write_text(json.dumps(metadata, indent=1))
+    card = args.card or (CARD if args.model == DEFAULT_MODEL else None)
+    if card is not None:
+        write_card(card, entry)
+    print(json.dumps(entry["speech_member"]["validation"]), flush=True)
+    print(f"wrote {meta_file.parent / SPEECH_MEMBER_FILE} and its metadata in {(time.monotonic() - started) / 60:.1f} min")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -346,6 +431,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (does not make a usable detector)")
     parser.add_argument("--calibrate-only", action="store_true",
                         help="keep the attached detector's weights; redo the threshold choice and the card")
+    parser.add_argument("--add-speech-member", action="store_true",
+                        help=f"train a second detector (use --speech-probability) and join it to the attached one "
+                             f"as its speech member ({SPEECH_MEMBER_FILE}, version {ENSEMBLE_VERSION})")
     parser.add_argument("--card", type=Path, default=None, help=f"default: {CARD} for the default --model")
     args = parser.parse_args(argv)
     if args.quick:
@@ -359,6 +447,14 @@ def main(argv: list[str] | None = None) -> int:
     meta_file = metadata_path(args.model)
     metadata = json.loads(meta_file.read_text())
     command = ".venv/bin/python scripts/train_events.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    attached = metadata.get("event_detector")
+    if (args.calibrate_only or args.add_speech_member) and attached is None:
+        parser.error(f"{meta_file} names no event detector to calibrate or to join")
+    if attached is not None and "speech_member" in attached and (args.calibrate_only or args.add_speech_member):
+        parser.error("the attached detector already has a speech member: its thresholds are constants "
+                     "(ENSEMBLE_HIGH, CONFIRM_HIGH); train a single detector first")
+    if args.add_speech_member:
+        return add_speech_member(args, config, rng, metadata, meta_file, command.strip(), started)
     if args.calibrate_only:
         print(f"generating {args.validation_sequences} validation sequences on {args.workers} workers", flush=True)
         validation = make_tracks(args.seed + 1, args.validation_sequences, config.rate_hz, args.speech_probability,

@@ -35,7 +35,7 @@ from mxr.models.network.evaluation import (MIN_EVENT_F1, EventScores, choose_eve
                                            event_scores)
 from mxr.models.network.events import extract_events
 from mxr.models.network.features import NetworkInputs, mesh_graph, region_membership, take_inputs, windowed
-from mxr.models.network.runner import DEFAULT_MODEL, NetworkRunner, apply_network, metadata_path
+from mxr.models.network.runner import DEFAULT_MODEL, NetworkRunner, apply_network, detector_files, metadata_path
 from mxr.models.network.synthetic import SyntheticConfig, SyntheticSequence, generate_dataset
 from mxr.models.network.torch_model import (INPUT_NAMES, OUTPUT_NAMES, MicroNet, NetworkConfig, export_onnx,
                                              parameter_count, set_code_range)
@@ -310,7 +310,7 @@ def attached_detector(model_path: Path) -> dict | None:
     if not meta_file.is_file():
         return None
     entry = json.loads(meta_file.read_text()).get("event_detector")
-    return entry if entry and (model_path.parent / entry["file"]).is_file() else None
+    return entry if entry and all((model_path.parent / name).is_file() for name in detector_files(entry)) else None
 
 
 # -- export --------------------------------------------------------------------------------------------

@@ -16,19 +16,20 @@ import onnxruntime
 import pytest
 import torch
 
-from mxr.models.network.events import extract_events, hysteresis_segments
+from mxr.models.network.events import confirmed_by, extract_events, hysteresis_segments
 from mxr.models.network.features import (EVENT_REGIONS, canonical_flow_mm, fit_rigid_increments, mesh_graph,
                                          region_membership, resample_track, rigid_increment_motion, take_inputs,
                                          track_to_frames, vertex_normals, window_starts, windowed)
 from mxr.ops.errors import MxrError
-from mxr.models.network.runner import CPU, CUDA, DEFAULT_MODEL, NetworkRunner, apply_network, choose_providers
+from mxr.models.network.runner import (CPU, CUDA, DEFAULT_MODEL, NetworkRunner, apply_network, choose_providers,
+                                       detector_files)
 from mxr.models.network.torch_model import (INPUT_NAMES, EventDetector, EventDetectorConfig, MicroNet, NetworkConfig,
                                            example_inputs, export_event_onnx, export_onnx, parameter_count,
                                            set_code_range)
 from mxr.models.open_head import load_open_head
 from mxr.ops.canonical import RIGID_LANDMARKS, image_to_camera
 from mxr.ops.sample_data import sample_path
-from mxr.ops.take import LANDMARK_COUNT, Take, load_take, save_take
+from mxr.ops.take import LANDMARK_COUNT, MicroEvent, Take, load_take, save_take
 
 from conftest import rotation
 
@@ -356,6 +357,70 @@ def test_the_event_detector_runs_beside_the_mesh_network(tiny_model, neutral_mm,
         NetworkRunner(model, providers=[CPU])
 
 
+def test_a_speech_member_averages_the_logits_and_confirms_the_events(tiny_model, neutral_mm, tmp_path):
+    """With a speech member the event logits are the mean of both detectors', the member's own
+    come along for confirmation, and an event it does not confirm is dropped."""
+    _, path = tiny_model
+    config = EventDetectorConfig(channels=8, dilations=(1, 2), window=64)
+    detectors = []
+    for seed, name in ((1, "events.onnx"), (2, "speech.onnx")):
+        torch.manual_seed(seed)
+        detectors.append(EventDetector(config).eval())
+        export_event_onnx(detectors[-1], tmp_path / name)
+    model = tmp_path / "pair.onnx"
+    model.write_bytes(path.read_bytes())
+    metadata = json.loads(path.with_suffix(".json").read_text())
+    metadata["event_detector"] = {
+        "file": "events.onnx", "rate_hz": config.rate_hz, "window": config.window, "stride": 48,
+        "event_thresholds": {"high": 0.5, "low": 0.3}, "events_enabled": True,
+        "speech_member": {"file": "speech.onnx", "confirm_thresholds": {"high": 0.7, "low": 0.42}}}
+    model.with_suffix(".json").write_text(json.dumps(metadata))
+    count = 20
+    faces = neutral_mm + np.random.default_rng(7).normal(0, 0.2, (count, LANDMARK_COUNT, 3))
+    take = posed_take(faces, np.stack([rotation(10, 0)] * count), np.full(count, 2.0), np.zeros((count, 3)),
+                      np.repeat(crop_similarity(0, 1.0, (0, 0))[None], count, axis=0), fps=60.0)
+    runner = NetworkRunner(model, providers=[CPU])
+    assert runner.detector["files"] == ["events.onnx", "speech.onnx"] and runner.confirming_thresholds["high"] == 0.7
+    result = runner.run(take)
+    track = resample_track(take_inputs(take).coefficients, 60.0, config.rate_hz)
+    padded = np.concatenate([track, np.repeat(track[-1:], config.window - len(track), axis=0)])
+    each = []
+    with torch.no_grad():
+        for detector in detectors:
+            logits = detector(torch.from_numpy(padded.T[None].astype(np.float32)))[0].numpy().T[:len(track)]
+            each.append(track_to_frames(logits, config.rate_hz, 60.0, count))
+    np.testing.assert_allclose(result.event_logits, (each[0] + each[1]) / 2, atol=1e-4)
+    np.testing.assert_allclose(result.confirming_logits, each[1], atol=1e-4)
+    # Decoding: the brows event is confirmed by the member, the mouth event is not.
+    fps, frames = 30.0, 60
+    regions = runner.regions
+    brows, mouth = regions.index("brows"), regions.index("mouth")
+    mean_logits = np.full((frames, len(regions)), -6.0)
+    mean_logits[10:20, brows] = 4.0
+    mean_logits[40:50, mouth] = 4.0
+    member_logits = np.full((frames, len(regions)), -6.0)
+    member_logits[12:18, brows] = 4.0
+    member_logits[28:38, mouth] = 4.0  # the member sees a mouth event, but earlier: no overlap
+    motion = np.zeros((frames, LANDMARK_COUNT, 3))
+    motion[:, :, 1] = np.interp(np.arange(frames), [10, 15, 19, 40, 45, 49], [0.0, 0.6, 0.0, 0.0, 0.6, 0.0])[:, None]
+    events = runner.events(mean_logits, member_logits, motion, fps)
+    assert [event.region for event in events] == ["brows"]
+    assert {event.region for event in runner.events(mean_logits, None, motion, fps)} == {"brows", "mouth"}
+    (tmp_path / "speech.onnx").unlink()
+    with pytest.raises(MxrError, match="event detector not found"):
+        NetworkRunner(model, providers=[CPU])
+
+
+def test_events_are_confirmed_by_an_overlapping_event_of_their_region():
+    def event(onset, offset, region):
+        return MicroEvent(onset_frame=onset, apex_frame=onset, offset_frame=offset, region=region, peak_mm=0.5,
+                          confidence=0.9)
+    events = [event(10, 20, "brows"), event(30, 40, "mouth"), event(50, 60, "eyes")]
+    confirming = [event(20, 25, "brows"), event(30, 40, "jaw"), event(61, 70, "eyes")]
+    assert confirmed_by(events, confirming) == [events[0]]  # touching at frame 20 counts; jaw is another region
+    assert confirmed_by(events, []) == []
+
+
 def test_train_events_attaches_a_detector_the_runner_loads(tiny_model, tmp_path, load_script):
     """scripts/train_events.py --quick end to end: data, training, export, parity, threshold choice,
     card; the mesh network's metadata then names the detector and the runner uses it."""
@@ -370,6 +435,21 @@ def test_train_events_attaches_a_detector_the_runner_loads(tiny_model, tmp_path,
     assert entry["events_enabled"] == (entry["validation"]["f1"] >= script.MIN_EVENT_F1)
     assert NetworkRunner(model, providers=[CPU]).detector["file"] == "mxr_events.onnx"
     assert "## Reproduce" in (tmp_path / "card.md").read_text()
+    # A speech member joins it: its own file, the pair's thresholds, the card says so; only once.
+    card = ["--card", str(tmp_path / "card.md")]
+    quick = ["--quick", "--model", str(model), "--workers", "1", "--speech-probability", "0.5"] + card
+    assert script.main(quick + ["--add-speech-member"]) == 0
+    entry = json.loads(model.with_suffix(".json").read_text())["event_detector"]
+    assert entry["version"] == script.ENSEMBLE_VERSION
+    assert entry["event_thresholds"]["high"] == script.ENSEMBLE_HIGH
+    assert entry["speech_member"]["confirm_thresholds"]["high"] == script.CONFIRM_HIGH
+    assert entry["speech_member"]["training"]["speech_probability"] == 0.5
+    assert entry["validation"]["event_thresholds"]["high"] in script.THRESHOLD_GRID  # the first one's own choice
+    runner = NetworkRunner(model, providers=[CPU])
+    assert runner.detector["files"] == ["mxr_events.onnx", script.SPEECH_MEMBER_FILE]
+    assert "## Speech member" in (tmp_path / "card.md").read_text()
+    with pytest.raises(SystemExit):
+        script.main(quick + ["--add-speech-member"])
 
 
 def test_train_network_keeps_the_detector_attached_to_the_model_it_replaces(tmp_path, load_script):
@@ -378,7 +458,8 @@ def test_train_network_keeps_the_detector_attached_to_the_model_it_replaces(tmp_
     script = load_script("train_network")
     shipped = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())["event_detector"]
     model = tmp_path / "mxr_micro.onnx"
-    (tmp_path / shipped["file"]).write_bytes((DEFAULT_MODEL.parent / shipped["file"]).read_bytes())
+    for name in detector_files(shipped):
+        (tmp_path / name).write_bytes((DEFAULT_MODEL.parent / name).read_bytes())
     model.with_suffix(".json").write_text(json.dumps({"event_detector": shipped}))
     threads = torch.get_num_threads()
     try:

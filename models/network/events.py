@@ -203,6 +203,14 @@ def bump_mm(motion_mm: np.ndarray) -> np.ndarray:
     return np.linalg.norm(motion_mm - baseline, axis=-1).max(axis=1)
 
 
+def confirmed_by(events: list[MicroEvent], confirming: list[MicroEvent]) -> list[MicroEvent]:
+    """The events that a second detector's events confirm: one of the same region overlaps them
+    in time (frames, inclusive)."""
+    return [event for event in events
+            if any(other.region == event.region and other.onset_frame <= event.offset_frame
+                   and event.onset_frame <= other.offset_frame for other in confirming)]
+
+
 def suppress_overlaps(events: list[MicroEvent], overlap: float = 0.5) -> list[MicroEvent]:
     """Keep the most confident of events whose frame ranges overlap by more than ``overlap`` of
     the shorter one; sorted by onset."""

@@ -5,7 +5,11 @@ per ``batch_size`` windows, which is what makes it fast on CPU), and blended bac
 weight, so a frame near a window's edge (where temporal context is one-sided) counts less than one
 in a window's middle. An event detector attached to the model (its metadata names the file) runs
 the same way on the take's fused coefficient track at its own fixed rate, and its logits replace
-the mesh network's. CUDA is used when this onnxruntime has it, CPU otherwise; ``provider`` says
+the mesh network's. A detector may carry a speech member (``speech_member`` in its metadata: a
+second detector trained with talking in some of its sequences); then the event logits are the
+mean of the two detectors', and an event stands only where the speech member's own events
+confirm it (``events.confirmed_by``), which keeps syllables from being taken for micro-expressions.
+CUDA is used when this onnxruntime has it, CPU otherwise; ``provider`` says
 which one ran.
 """
 from __future__ import annotations
@@ -18,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from ...ops.errors import MxrError
-from ...ops.take import BASELINE_VERSION, Take
+from ...ops.take import BASELINE_VERSION, MicroEvent, Take
 from ..micro_keys import MICRO_LAYER_FROM_EVENTS
-from .events import extract_events, micro_layer_mm
+from .events import confirmed_by, extract_events, micro_layer_mm
 from .features import region_membership, resample_track, take_inputs, track_to_frames, window_starts, windowed
 from .fusion import basis_in_take_frame
 
@@ -38,10 +42,17 @@ class Reconstruction:
     detail_mm: np.ndarray  # (T, 478, 3)
     event_logits: np.ndarray  # (T, R)
     regions: tuple[str, ...]
+    confirming_logits: np.ndarray | None = None  # (T, R), the detector's speech member alone; None without one
 
 
 def metadata_path(model_path: Path) -> Path:
     return Path(model_path).with_suffix(".json")
+
+
+def detector_files(entry: dict) -> list[str]:
+    """The files of an ``event_detector`` metadata entry, beside the model: the detector's, then
+    its speech member's if it has one."""
+    return [entry["file"]] + ([entry["speech_member"]["file"]] if "speech_member" in entry else [])
 
 
 def choose_providers(requested: list[str] | None, available: list[str]) -> list[str]:
@@ -77,6 +88,9 @@ class NetworkRunner:
         detector = self.metadata.get("event_detector")
         events = detector or self.metadata
         self.event_thresholds = {key: float(value) for key, value in events.get("event_thresholds", {}).items()}
+        speech_member = (detector or {}).get("speech_member")
+        self.confirming_thresholds = ({key: float(value) for key, value in speech_member["confirm_thresholds"].items()}
+                                      if speech_member else None)
         self.events_enabled = bool(events.get("events_enabled", True))
         self.batch_size = batch_size
         options = onnxruntime.SessionOptions()
@@ -86,12 +100,16 @@ class NetworkRunner:
         self.session = onnxruntime.InferenceSession(str(self.model_path), options, providers=chosen)
         self.detector: dict | None = None
         if detector:
-            detector_path = self.model_path.parent / detector["file"]
-            if not detector_path.is_file():
-                raise MxrError(f"event detector not found: {detector_path}")
-            self.detector = {"session": onnxruntime.InferenceSession(str(detector_path), options, providers=chosen),
-                             "rate_hz": float(detector["rate_hz"]), "window": int(detector["window"]),
-                             "stride": int(detector["stride"]), "file": detector["file"]}
+            files = detector_files(detector)
+            sessions = []
+            for name in files:
+                detector_path = self.model_path.parent / name
+                if not detector_path.is_file():
+                    raise MxrError(f"event detector not found: {detector_path}")
+                sessions.append(onnxruntime.InferenceSession(str(detector_path), options, providers=chosen))
+            self.detector = {"sessions": sessions, "rate_hz": float(detector["rate_hz"]),
+                             "window": int(detector["window"]), "stride": int(detector["stride"]),
+                             "file": detector["file"], "files": files}
         if not self.regions:
             count = self.session.get_outputs()[3].shape[-1]
             self.regions = tuple(f"region{r}" for r in range(count))
@@ -115,28 +133,51 @@ class NetworkRunner:
         count = inputs.frame_count
         starts = window_starts(count, self.window, self.stride)
         blended = _blend(self.run_windows(windowed(inputs, starts, self.window)), starts, self.window, count)
+        confirming = None
         if self.detector is not None:
-            blended[3] = self.detector_logits(inputs.coefficients, inputs.fps)
+            blended[3], confirming = self.detector_logits(inputs.coefficients, inputs.fps)
         invalid = ~inputs.valid
-        for layer in blended:
+        for layer in blended + ([confirming] if confirming is not None else []):
             layer[invalid] = np.nan
-        return Reconstruction(*blended, regions=self.regions)
+        return Reconstruction(*blended, regions=self.regions, confirming_logits=confirming)
 
-    def detector_logits(self, coefficients: np.ndarray, fps: float) -> np.ndarray:
+    def detector_logits(self, coefficients: np.ndarray, fps: float) -> tuple[np.ndarray, np.ndarray | None]:
         """The event detector over a take's fused coefficient track (T, K) at ``fps``: resampled to
         the detector's rate, cut into overlapping windows (a track shorter than one is padded with
-        its last sample), run, blended and brought back to the frames. -> (T, R) logits."""
+        its last sample), run, blended and brought back to the frames. -> the event logits (T, R)
+        (with a speech member, the mean of both detectors') and the speech member's own (T, R), or
+        None without one."""
         detector = self.detector
         track = resample_track(coefficients, fps, detector["rate_hz"])  # (n, K)
         window = detector["window"]
         starts = window_starts(len(track), window, detector["stride"])
         samples = np.minimum(starts[:, None] + np.arange(window)[None], len(track) - 1)  # (B, W)
         batch = track[samples].transpose(0, 2, 1).astype(np.float32)  # (B, K, W)
-        session = detector["session"]
-        logits = np.concatenate([session.run(None, {"coefficients": batch[start:start + self.batch_size]})[0]
-                                 for start in range(0, len(batch), self.batch_size)])  # (B, R, W)
-        blended = _blend([logits.transpose(0, 2, 1)], starts, window, len(track))[0]  # (n, R)
-        return track_to_frames(blended, detector["rate_hz"], fps, len(coefficients)).astype(np.float32)
+        members = []
+        for session in detector["sessions"]:
+            logits = np.concatenate([session.run(None, {"coefficients": batch[start:start + self.batch_size]})[0]
+                                     for start in range(0, len(batch), self.batch_size)])  # (B, R, W)
+            blended = _blend([logits.transpose(0, 2, 1)], starts, window, len(track))[0]  # (n, R)
+            members.append(track_to_frames(blended, detector["rate_hz"], fps, len(coefficients)).astype(np.float32))
+        if len(members) == 1:
+            return members[0], None
+        return np.mean(members, axis=0).astype(np.float32), members[1]
+
+    def events(self, event_logits: np.ndarray, confirming_logits: np.ndarray | None, motion_mm: np.ndarray,
+               fps: float) -> list[MicroEvent]:
+        """Events from the logits (T, R) and the face's motion (T, 478, 3) mm at the calibrated
+        thresholds; with a speech member, only those its own events confirm. [] when the model's
+        events are switched off."""
+        if not self.events_enabled:
+            return []
+        regions = tuple(self.regions)
+        membership = region_membership(regions)
+        events = extract_events(event_logits, motion_mm, fps, regions, membership, **self.event_thresholds)
+        if confirming_logits is not None and self.confirming_thresholds is not None:
+            confirming = extract_events(confirming_logits, motion_mm, fps, regions, membership,
+                                        **self.confirming_thresholds)
+            events = confirmed_by(events, confirming)
+        return events
 
 
 def _blend(parts: list[np.ndarray], starts: np.ndarray, window: int, count: int) -> list[np.ndarray]:
@@ -171,8 +212,7 @@ def apply_network(take: Take, runner: NetworkRunner) -> Take:
     result = runner.run(take)
     total_mm = result.macro_mm + result.micro_mm + result.detail_mm  # the apex: where the face moves most
     regions, membership = tuple(result.regions), region_membership(tuple(result.regions))
-    events = (extract_events(result.event_logits, total_mm, take.fps, regions, membership, **runner.event_thresholds)
-              if runner.events_enabled else [])
+    events = runner.events(result.event_logits, result.confirming_logits, total_mm, take.fps)
     macro_mm, micro_mm = result.macro_mm, result.micro_mm
     if events:  # the micro layer is what the events explain, taken out of the macro layer: the total stays
         micro_mm = micro_layer_mm(events, total_mm, take.fps, regions, membership,
@@ -183,6 +223,7 @@ def apply_network(take: Take, runner: NetworkRunner) -> Take:
     settings["network"] = {"model": runner.model_path.name, "version": runner.version, "provider": runner.provider,
                            "window": runner.window, "stride": runner.stride, "events_enabled": runner.events_enabled,
                            "event_detector": runner.detector["file"] if runner.detector else None,
+                           "event_detector_files": runner.detector["files"] if runner.detector else [],
                            "micro_layer": MICRO_LAYER_FROM_EVENTS if events else "network"}
     return dataclasses.replace(take, macro_mm=macro_mm, micro_mm=micro_mm, detail_mm=result.detail_mm,
                                events=events, model_version=runner.version, settings=settings)
