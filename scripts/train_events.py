@@ -72,6 +72,7 @@ SPEECH_MEMBER_FILE = "mxr_events_speech.onnx"
 # layer better than mxr-events-2's on five of its six halves (0.483 / 0.452x at 200 fps against 0.490
 # / 0.482x) and cut the detections on the talking takes from 131 to 76 (41 of 82 events found,
 # against 45). Confirmation at 0.8 cut them to 54 but lost silent events; the mean alone kept 141.
+# scripts/choose_event_pair.py reproduces the comparison.
 ENSEMBLE_HIGH = 0.85
 CONFIRM_HIGH = 0.6
 REPO = Path(__file__).resolve().parents[1]

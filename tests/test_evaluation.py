@@ -1,6 +1,8 @@
 """Evaluation metrics (models/network/evaluation.py) on hand-made cases whose answers are known."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -271,3 +273,20 @@ def test_the_micro_layer_diagnosis_splits_the_error_by_event(neutral, load_scrip
     assert breakdown.by_region["brows"].found == 1 and breakdown.by_region["mouth"].found == 0
     assert breakdown.error_mm / breakdown.signal_mm == pytest.approx(120 / (120 + 500), rel=1e-4)
     assert "micro layer 0.194x" in script.report("set", breakdown)[0]
+
+
+def test_choosing_the_event_pair_decodes_one_network_run_per_candidate(load_script, monkeypatch, capsys):
+    """scripts/choose_event_pair.py on one take a set with the shipped detector: a line per set
+    and candidate, and confirmation only ever removes events of the mean's own."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "scripts"))  # it reads diagnose_micro_layer
+    script = load_script("choose_event_pair")
+    assert script.main(["--clips", "1", "1", "1", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4 * len(script.CANDIDATES)
+    detections = {}
+    for line in lines:
+        label, figures = line.split(": micro layer ")
+        detections[label] = int(figures.split(", ")[-1].split()[0])
+    for label, count in detections.items():
+        if "mean 0.85" in label and "confirm none" not in label:
+            assert count <= detections[label.split(" confirm")[0] + " confirm none"]

@@ -209,7 +209,13 @@ def apply_network(take: Take, runner: NetworkRunner) -> Take:
     The network reads the baseline's canonical faces, so it takes a baseline take, not its own output."""
     if take.model_version != BASELINE_VERSION:
         raise MxrError(f"the network refines a landmark-only baseline take, not a '{take.model_version}' take")
-    result = runner.run(take)
+    return decode_reconstruction(take, runner.run(take), runner)
+
+
+def decode_reconstruction(take: Take, result: Reconstruction, runner: NetworkRunner) -> Take:
+    """``apply_network``'s second half: the network's output on ``take`` -> events at the runner's
+    thresholds, the micro layer they explain, the new take. Apart so that a choice of thresholds
+    can decode one network run many times (scripts/choose_event_pair.py)."""
     total_mm = result.macro_mm + result.micro_mm + result.detail_mm  # the apex: where the face moves most
     regions, membership = tuple(result.regions), region_membership(tuple(result.regions))
     events = runner.events(result.event_logits, result.confirming_logits, total_mm, take.fps)
