@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from diagnose_micro_layer import SETS, TUNED_CLIPS, Breakdown, add_take
-from mxr.models.network.evaluation import decoding_thresholds, match_events, truth_from_synthetic
+from mxr.models.network.evaluation import EventScores, decoding_thresholds, event_scores, truth_from_synthetic
 from mxr.models.network.runner import DEFAULT_MODEL, NetworkRunner, decode_reconstruction
 from mxr.models.network.synthetic import SyntheticConfig, generate_dataset
 from mxr.models.open_head import load_open_head
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         talking = 1.0 if name == TALKING[0] else 0.0  # the share of takes with speech-like motion
         config = replace(SyntheticConfig(), fps_range=fps_range, duration_range_s=(4.0, 6.0), speech_probability=talking)
         parts = {candidate: (Breakdown(), Breakdown()) for candidate in CANDIDATES}
-        counts = {candidate: [0, 0, 0] for candidate in CANDIDATES}  # found, detections, truths
+        scores = {candidate: EventScores() for candidate in CANDIDATES}
         for index, sequence in enumerate(generate_dataset(head, config, count, seed)):
             result, truth = runner.run(sequence.take), truth_from_synthetic(sequence)
             for candidate in CANDIDATES:
@@ -52,16 +52,13 @@ def main(argv: list[str] | None = None) -> int:
                 runner.confirming_thresholds = decoding_thresholds(confirm_high) if confirm_high else None
                 take = decode_reconstruction(sequence.take, result, runner)
                 add_take(parts[candidate][index >= tuned], take, truth)
-                counts[candidate][0] += len(match_events(take.events, truth.events))
-                counts[candidate][1] += len(take.events)
-                counts[candidate][2] += len(truth.events)
+                scores[candidate].merge(event_scores(take.events, truth.events))
         for candidate in CANDIDATES:
             ratios = [part.error_mm / part.signal_mm if part.signal_mm else float("nan") for part in parts[candidate]]
-            found, detections, truths = counts[candidate]
-            f1 = 2 * found / max(detections + truths, 1)
+            found = scores[candidate]
             print(f"{name:18s} mean {candidate[0]:.2f} confirm {candidate[1] or 'none':>4}: micro layer "
-                  f"{ratios[0]:.3f} / {ratios[1]:.3f}x  F1 {f1:.2f} ({found} of {truths} found, {detections} detections)",
-                  flush=True)
+                  f"{ratios[0]:.3f} / {ratios[1]:.3f}x  F1 {found.f1:.2f} ({found.matched} of {found.truths} found, "
+                  f"{found.detections} detections)", flush=True)
     return 0
 
 

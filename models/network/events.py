@@ -207,8 +207,7 @@ def confirmed_by(events: list[MicroEvent], confirming: list[MicroEvent]) -> list
     """The events that a second detector's events confirm: one of the same region overlaps them
     in time (frames, inclusive)."""
     return [event for event in events
-            if any(other.region == event.region and other.onset_frame <= event.offset_frame
-                   and event.onset_frame <= other.offset_frame for other in confirming)]
+            if any(other.region == event.region and _overlap(event, other) > 0 for other in confirming)]
 
 
 def suppress_overlaps(events: list[MicroEvent], overlap: float = 0.5) -> list[MicroEvent]:
