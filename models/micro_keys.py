@@ -11,6 +11,11 @@ F-curve is that weight, and retargets the rest of the take without it, so that t
 same face as before with every micro key at its captured value, and a micro key at 2 doubles that
 micro-expression alone.
 
+``MicroTuning`` is how an animator has since tuned one of them (intensity, a shift in time, a
+longer or shorter duration about its apex); ``retune_keys`` moves a curve's keys from one tuning
+to another, so that the Blender side can keep the tuning as three live numbers while the curve
+itself, hand edits included, stays the thing that is animated.
+
 Numpy only; (T, 478, 3) arrays are the take's canonical millimetres.
 """
 from __future__ import annotations
@@ -19,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..ops.take import LANDMARK_COUNT, Take
+from ..ops.take import LANDMARK_COUNT, MicroEvent, Take
 
 MICRO_LAYER_FROM_EVENTS = "events"  # take.settings["network"]["micro_layer"] of a layer built from its events
 SPAN_MARGIN_S = 0.05  # frames around an event's onset..offset its weight is read on (> the layer fit's slack)
@@ -34,6 +39,7 @@ class MicroComponent:
     weights: np.ndarray  # (T,) the time course: 0 outside the event's span, NaN on frames without a face
     first_frame: int  # the span the weights are read on (take frames, inclusive): the event and a margin
     last_frame: int
+    event: MicroEvent  # the detected event it was taken from
 
 
 def micro_components(take: Take) -> list[MicroComponent]:
@@ -57,7 +63,7 @@ def micro_components(take: Take) -> list[MicroComponent]:
         weights = np.zeros(take.frame_count)
         weights[first:last + 1] = np.einsum("tlc,lc->t", micro[first:last + 1], pattern) / energy
         weights[~valid] = np.nan
-        components.append(MicroComponent(event.region, event.apex_frame, pattern, weights, first, last))
+        components.append(MicroComponent(event.region, event.apex_frame, pattern, weights, first, last, event))
     return components
 
 
@@ -67,3 +73,33 @@ def components_mm(components: list[MicroComponent], frame_count: int) -> np.ndar
     for component in components:
         total += component.weights[:, None, None] * component.pattern_mm
     return total
+
+
+@dataclass(frozen=True)
+class MicroTuning:
+    """One micro key's tuning relative to its capture: its time course times ``intensity``,
+    stretched about the captured apex by ``stretch`` (2: twice as long) and moved by
+    ``shift_frames`` (scene frames, later when positive). The identity is the capture."""
+
+    intensity: float = 1.0
+    shift_frames: float = 0.0
+    stretch: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (self.intensity > 0 and self.stretch > 0):
+            raise ValueError(f"intensity and stretch must be positive: {self}")
+
+
+def tuned_frames(frames: np.ndarray, apex_frame: float, tuning: MicroTuning) -> np.ndarray:
+    """Captured times (n,) scene frames -> where ``tuning`` puts them: (n,) scene frames."""
+    return apex_frame + tuning.shift_frames + (np.asarray(frames, np.float64) - apex_frame) * tuning.stretch
+
+
+def retune_keys(frames: np.ndarray, values: np.ndarray, apex_frame: float, before: MicroTuning,
+                after: MicroTuning) -> tuple[np.ndarray, np.ndarray]:
+    """Keys (n,) scene frames and (n,) values of a curve tuned by ``before`` -> the same keys tuned
+    by ``after``. Relative, so edits made to the curve by hand in between are carried along;
+    ``apex_frame`` is the captured apex (scene frames), the pivot of the stretch."""
+    captured = apex_frame + (np.asarray(frames, np.float64) - apex_frame - before.shift_frames) / before.stretch
+    return (tuned_frames(captured, apex_frame, after),
+            np.asarray(values, np.float64) * (after.intensity / before.intensity))

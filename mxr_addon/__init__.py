@@ -3,6 +3,7 @@
 Modules, one concept each: ``preferences`` (engine interpreter, FLAME file), ``rig`` (HeadModel
 -> mesh with shape keys), ``flame_rig`` (FLAME -> mesh, armature, correctives), ``bake``
 (take -> F-curves), ``camera`` (reference video, render camera),
+``curves`` (F-curves on either action API), ``micro_layers`` (micro-expressions tuned live),
 ``pipeline`` (the steps operators and batch share), ``engine_job`` (the engine process, no bpy),
 ``operators``, ``panels``, ``batch`` (headless .blend + preview renders).
 """
@@ -10,17 +11,20 @@ from __future__ import annotations
 
 import bpy
 
-from . import operators, panels, preferences
+from . import micro_layers, operators, panels, preferences
 
-# Registration order matters: preferences first, panels after the operators they show.
-_classes = (preferences.MXR_AddonPreferences, *operators.classes, *panels.classes)
+# Registration order matters: preferences first; the micro layers' property group before the
+# Object properties that hold it; panels after the operators and lists they show.
+_classes = (preferences.MXR_AddonPreferences, *micro_layers.classes, *operators.classes, *panels.classes)
 
 
 def register() -> None:
     for cls in _classes:
         bpy.utils.register_class(cls)
+    micro_layers.register_properties()
 
 
 def unregister() -> None:
+    micro_layers.unregister_properties()
     for cls in reversed(_classes):
         bpy.utils.unregister_class(cls)

@@ -43,16 +43,14 @@ from ..models.retarget import (FlameLandmarks, displacement_on, flame_rest_align
                                retarget_expressions)
 from ..ops.errors import MxrError
 from ..ops.take import Take
+from .curves import ensure_fcurve, remove_fcurves, write_keys
 from .flame_rig import FlameChannels, armature_of, flame_channels, rig_expression_count, rig_identity
+from .micro_layers import record_micro_layers
 from .rig import (AXES, DETAIL, DETAIL_PREFIX, MICRO, MICRO_PREFIX, OWNED, expression_keys, head_to_blender,
                   replace_take_keys, take_keys)
 
 FACE_FOUND = "mxr_face_found"
 ACTION_LINK = "mxr_action"  # ID property on the animated datablock -> MXR's action for it
-GROUP = "MXR"
-_INTERPOLATION = {
-    name: item.value for name, item in bpy.types.Keyframe.bl_rna.properties["interpolation"].enum_items.items()
-}
 
 
 @dataclass
@@ -207,6 +205,7 @@ def key_micro_layer(rig: bpy.types.Object, action: bpy.types.Action, frames: np.
         keyed = span & np.isfinite(component.weights)
         curve = ensure_fcurve(action, key, key.key_blocks[name].path_from_id("value"))
         write_keys(curve, frames[keyed], component.weights[keyed], "LINEAR")
+    record_micro_layers(rig, names, components, first_frame)
     return names
 
 
@@ -264,44 +263,6 @@ def owned_action(datablock: bpy.types.ID, label: str, warnings: list[str]) -> bp
         datablock[ACTION_LINK] = action
     animation.action = action
     return action
-
-
-def ensure_fcurve(action: bpy.types.Action, datablock: bpy.types.ID, data_path: str, index: int = 0) -> bpy.types.FCurve:
-    """The F-curve for ``data_path[index]`` in ``action`` (which is assigned to ``datablock``)."""
-    if hasattr(action, "fcurve_ensure_for_datablock"):  # 4.4+: slotted actions (5.0 has no Action.fcurves)
-        return action.fcurve_ensure_for_datablock(datablock, data_path, index=index, group_name=GROUP)
-    curve = action.fcurves.find(data_path, index=index)  # 4.2 legacy actions
-    return curve or action.fcurves.new(data_path, index=index, action_group=GROUP)
-
-
-def remove_fcurves(action: bpy.types.Action, datablock: bpy.types.ID, data_paths: list[str],
-                   indices: tuple[int, ...] = (0,)) -> None:
-    """Delete ``action``'s F-curves for ``data_paths`` x ``indices`` on ``datablock``, where present."""
-    if hasattr(action, "slots"):  # 4.4+: the curves live in the datablock's slot's channel bag
-        from bpy_extras.anim_utils import action_get_channelbag_for_slot
-
-        bag = action_get_channelbag_for_slot(action, datablock.animation_data.action_slot)
-        if bag is None:
-            return
-        curves = bag.fcurves
-    else:
-        curves = action.fcurves
-    for path in data_paths:
-        for index in indices:
-            curve = curves.find(path, index=index)
-            if curve is not None:
-                curves.remove(curve)
-
-
-def write_keys(curve: bpy.types.FCurve, frames: np.ndarray, values: np.ndarray, interpolation: str) -> None:
-    """Replace all keys of ``curve`` with (frames (n,), values (n,)) in bulk."""
-    points = curve.keyframe_points
-    points.clear()
-    points.add(len(frames))
-    coordinates = np.column_stack([frames, values]).astype(np.float32)  # (n, 2)
-    points.foreach_set("co", coordinates.ravel())
-    points.foreach_set("interpolation", np.full(len(frames), _INTERPOLATION[interpolation], dtype=np.int32))
-    curve.update()
 
 
 def orthonormalised(rotations: np.ndarray) -> np.ndarray:

@@ -16,6 +16,11 @@ def marker_prefix(rig: bpy.types.Object) -> str:
     return f"MXR {rig.name}: "
 
 
+def marker_name(rig: bpy.types.Object, region: str, peak_mm: float, onset_frame: float, offset_frame: float) -> str:
+    """The name of ``rig``'s marker for an event (frames: scene frames)."""
+    return f"{marker_prefix(rig)}{region} {peak_mm:.2f} mm ({round(onset_frame)}-{round(offset_frame)})"
+
+
 def mark_micro_events(scene: bpy.types.Scene, rig: bpy.types.Object, take: Take, frame_start: int) -> int:
     """Replace ``rig``'s micro-event markers in ``scene`` by the take's events (take frame k is
     scene frame ``frame_start + k``). -> the number of markers added."""
@@ -23,7 +28,7 @@ def mark_micro_events(scene: bpy.types.Scene, rig: bpy.types.Object, take: Take,
     for marker in [m for m in scene.timeline_markers if m.name.startswith(prefix)]:
         scene.timeline_markers.remove(marker)
     for event in take.events:
-        onset, offset = frame_start + event.onset_frame, frame_start + event.offset_frame
-        name = f"{prefix}{event.region} {event.peak_mm:.2f} mm ({onset}-{offset})"
+        name = marker_name(rig, event.region, event.peak_mm, frame_start + event.onset_frame,
+                           frame_start + event.offset_frame)
         scene.timeline_markers.new(name, frame=frame_start + event.apex_frame)
     return len(take.events)

@@ -1,6 +1,7 @@
 """The MXR tab in the 3D View sidebar (N panel)."""
 import bpy
 
+from .micro_layers import active_layer
 from .rig import find_rig
 
 
@@ -26,4 +27,34 @@ class VIEW3D_PT_mxr(bpy.types.Panel):
         column.operator("mxr.bake_take", icon="IMPORT")
 
 
-classes = (VIEW3D_PT_mxr,)
+class VIEW3D_PT_mxr_micro(bpy.types.Panel):
+    """The rig's micro-expressions, one layer each, tuned live (see ``micro_layers``)."""
+
+    bl_label = "Micro-expressions"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "MXR"
+    bl_parent_id = "VIEW3D_PT_mxr"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        rig = find_rig(context)
+        return rig is not None and len(rig.mxr_micro_layers) > 0
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        rig = find_rig(context)
+        layout.template_list("MXR_UL_micro_layers", "", rig, "mxr_micro_layers", rig, "mxr_micro_index", rows=3)
+        layer = active_layer(context)
+        if layer is None:
+            return
+        column = layout.column(align=True)
+        column.prop(layer, "intensity")
+        column.prop(layer, "shift_frames")
+        column.prop(layer, "stretch")
+        row = layout.row(align=True)
+        row.operator("mxr.micro_go_to_apex", icon="KEYFRAME_HLT")
+        row.operator("mxr.micro_reset", icon="LOOP_BACK")
+
+
+classes = (VIEW3D_PT_mxr, VIEW3D_PT_mxr_micro)

@@ -58,7 +58,10 @@ def main() -> int:
     engine = run_engine(video, take_path, arguments.baseline)
     take = load_take(take_path)
 
+    import mxr
     from mxr.mxr_addon.batch import build_demo_blend  # Blender as a module: imported once the engine has succeeded
+
+    mxr.register()  # as in Blender: the rig's micro layers are add-on properties, saved with the file
 
     frames = pick_preview_frames(take.valid, count=4)
     with tempfile.TemporaryDirectory() as render_dir:

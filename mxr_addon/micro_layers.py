@@ -1,0 +1,203 @@
+"""Micro-expressions as layers an animator tunes live: intensity, timing and duration per event.
+
+Every micro key a bake creates (``bake.key_micro_layer``) gets an entry in its rig's
+``mxr_micro_layers``: which key, where the event was captured, and three numbers the animator
+moves (``models.micro_keys.MicroTuning``). Moving one retunes the key's F-curve from the tuning
+it had to the new one (``retune_keys``: relative, so hand edits to the curve are kept, scaled and
+moved with it) and moves and renames the event's timeline marker. It is an ordinary property
+edit: one undo step, and animatable like any other number would not be (the curve is what plays).
+
+A re-bake replaces the layers with the new take's, untuned, as it replaces the keys themselves.
+Registered after the classes (``register_properties``): ``Object.mxr_micro_layers`` holds them,
+``Object.mxr_micro_index`` is the one the panel shows.
+"""
+# No `from __future__ import annotations`: bpy reads property annotations as real objects.
+
+import bpy
+import numpy as np
+
+from ..models.micro_keys import MicroComponent, MicroTuning, retune_keys, tuned_frames
+from .curves import action_curves
+from .markers import marker_name
+from .rig import find_rig
+
+_KEY_ARRAYS = ("co", "handle_left", "handle_right")  # (x frame, y value) pairs of every keyframe
+SLIDER_LIMIT = 10.0  # Blender's bound on a shape key's slider range, either way
+
+
+def _retune(layer: "MXR_MicroLayer", context: bpy.types.Context) -> None:
+    """Update callback of the three tuning numbers: bring the curve and the marker to them."""
+    before, after = MicroTuning(*layer.applied), layer.tuning()
+    if after == before:
+        return
+    rig = layer.id_data
+    curve = micro_curve(rig, layer.key_name)
+    if curve is not None:
+        low, high = retune_curve(curve, layer.apex_frame, before, after)
+        _widen_slider(rig.data.shape_keys.key_blocks[layer.key_name], low, high)
+    if context is not None and context.scene is not None:
+        _move_marker(context.scene, rig, layer, after)
+    layer.applied = (after.intensity, after.shift_frames, after.stretch)
+
+
+class MXR_MicroLayer(bpy.types.PropertyGroup):
+    """One micro-expression of the last bake: its key, where it was captured, how it is tuned."""
+
+    key_name: bpy.props.StringProperty(name="Shape Key", description="The micro key this layer tunes")
+    region: bpy.props.StringProperty(name="Region", description="Face region of the micro-expression")
+    apex_frame: bpy.props.FloatProperty(name="Captured Apex", description="Scene frame of the apex as captured")
+    onset_frame: bpy.props.FloatProperty(name="Captured Onset", description="Scene frame of the onset as captured")
+    offset_frame: bpy.props.FloatProperty(name="Captured Offset", description="Scene frame of the offset as captured")
+    peak_mm: bpy.props.FloatProperty(name="Captured Peak",
+                                     description="Largest skin motion at the apex as captured, in millimetres")
+    marker: bpy.props.StringProperty(name="Marker", description="Name of the event's timeline marker")
+    intensity: bpy.props.FloatProperty(
+        name="Intensity", default=1.0, min=0.01, max=SLIDER_LIMIT, soft_min=0.1, soft_max=4.0, update=_retune,
+        description="Strength of the micro-expression relative to the capture: 2 doubles it "
+                    "(mute the key to switch it off)")
+    shift_frames: bpy.props.FloatProperty(
+        name="Shift", default=0.0, soft_min=-48.0, soft_max=48.0, step=100, precision=1, update=_retune,
+        description="Frames the micro-expression moves in time, later when positive")
+    stretch: bpy.props.FloatProperty(
+        name="Duration", default=1.0, min=0.1, max=10.0, soft_min=0.25, soft_max=4.0, update=_retune,
+        description="Duration relative to the capture, about its apex: 2 plays it twice as long")
+    applied: bpy.props.FloatVectorProperty(
+        size=3, default=(1.0, 0.0, 1.0), options={"HIDDEN"},
+        description="The tuning the curve has now (intensity, shift, duration)")
+
+    def tuning(self) -> MicroTuning:
+        return MicroTuning(self.intensity, self.shift_frames, self.stretch)
+
+    def apex_now(self) -> float:
+        """Scene frame of the apex under the current tuning."""
+        return float(tuned_frames(np.array([self.apex_frame]), self.apex_frame, self.tuning())[0])
+
+
+def micro_curve(rig: bpy.types.Object, key_name: str) -> bpy.types.FCurve | None:
+    """The value F-curve of ``rig``'s shape key ``key_name`` in the action its Key plays; None if
+    either is gone (the animator deleted or renamed the key)."""
+    key = rig.data.shape_keys
+    if key is None or key_name not in key.key_blocks or key.animation_data is None:
+        return None
+    action = key.animation_data.action
+    curves = None if action is None else action_curves(action, key)
+    return None if curves is None else curves.find(key.key_blocks[key_name].path_from_id("value"))
+
+
+def retune_curve(curve: bpy.types.FCurve, apex_frame: float, before: MicroTuning,
+                 after: MicroTuning) -> tuple[float, float]:
+    """Move every keyframe of ``curve`` (and its handles) from tuning ``before`` to ``after``.
+    -> the lowest and highest key value now (0, 0 without keys)."""
+    points = curve.keyframe_points
+    key_values = np.zeros(1)
+    for name in _KEY_ARRAYS:
+        pairs = np.empty(2 * len(points), np.float32)
+        points.foreach_get(name, pairs)
+        frames, values = retune_keys(pairs[0::2], pairs[1::2], apex_frame, before, after)
+        pairs[0::2], pairs[1::2] = frames, values
+        points.foreach_set(name, pairs)
+        if name == "co" and len(points):
+            key_values = values
+    curve.update()
+    return float(key_values.min()), float(key_values.max())
+
+
+def _widen_slider(block: bpy.types.ShapeKey, low: float, high: float) -> None:
+    """Let the key's value reach ``low``..``high`` (Blender clamps it to the slider's range, which
+    cannot pass -10..10): an exaggerated micro-expression must not be cut off at the top."""
+    block.slider_max = min(SLIDER_LIMIT, max(block.slider_max, float(np.ceil(high))))
+    block.slider_min = max(-SLIDER_LIMIT, min(block.slider_min, float(np.floor(low))))
+
+
+def _move_marker(scene: bpy.types.Scene, rig: bpy.types.Object, layer: MXR_MicroLayer, tuning: MicroTuning) -> None:
+    """Put the layer's timeline marker on its tuned apex, and say its tuned span and peak."""
+    marker = scene.timeline_markers.get(layer.marker) if layer.marker else None
+    if marker is None:
+        return
+    onset, apex, offset = tuned_frames(np.array([layer.onset_frame, layer.apex_frame, layer.offset_frame]),
+                                       layer.apex_frame, tuning)
+    marker.frame = round(apex)
+    marker.name = marker_name(rig, layer.region, layer.peak_mm * tuning.intensity, onset, offset)
+    layer.marker = marker.name
+
+
+def record_micro_layers(rig: bpy.types.Object, key_names: list[str], components: list[MicroComponent],
+                        first_frame: int) -> None:
+    """Replace ``rig``'s layers with one per new micro key (take frame k = scene frame
+    ``first_frame + k``); their markers are named as ``markers.mark_micro_events`` names them."""
+    layers = rig.mxr_micro_layers
+    layers.clear()
+    for name, component in zip(key_names, components):
+        event = component.event
+        layer = layers.add()
+        layer.key_name, layer.region, layer.peak_mm = name, event.region, event.peak_mm
+        layer.apex_frame = first_frame + event.apex_frame
+        layer.onset_frame, layer.offset_frame = first_frame + event.onset_frame, first_frame + event.offset_frame
+        layer.marker = marker_name(rig, event.region, event.peak_mm, layer.onset_frame, layer.offset_frame)
+    rig.mxr_micro_index = 0
+
+
+def active_layer(context: bpy.types.Context) -> MXR_MicroLayer | None:
+    """The micro layer the panel shows for the scene's MXR rig, if there is one."""
+    rig = find_rig(context)
+    if rig is None or not 0 <= rig.mxr_micro_index < len(rig.mxr_micro_layers):
+        return None
+    return rig.mxr_micro_layers[rig.mxr_micro_index]
+
+
+class MXR_UL_micro_layers(bpy.types.UIList):
+    """A row per micro-expression: region and apex frame, intensity, the key's on/off switch."""
+
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index=0, flt_flag=0):
+        key = data.data.shape_keys
+        block = key.key_blocks.get(item.key_name) if key is not None else None
+        row = layout.row(align=True)
+        row.label(text=f"{item.region}  {round(item.apex_now())}", icon="SHAPEKEY_DATA" if block else "ERROR")
+        row.prop(item, "intensity", text="", emboss=False)
+        if block is not None:
+            row.prop(block, "mute", text="", emboss=False, invert_checkbox=True)
+
+
+class MXR_OT_micro_go_to_apex(bpy.types.Operator):
+    """Jump to the selected micro-expression's apex"""
+
+    bl_idname = "mxr.micro_go_to_apex"
+    bl_label = "Go to Apex"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return active_layer(context) is not None
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        context.scene.frame_set(round(active_layer(context).apex_now()))
+        return {"FINISHED"}
+
+
+class MXR_OT_micro_reset(bpy.types.Operator):
+    """Give the selected micro-expression back its captured intensity, timing and duration"""
+
+    bl_idname = "mxr.micro_reset"
+    bl_label = "Reset Tuning"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return active_layer(context) is not None
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        layer = active_layer(context)
+        layer.intensity, layer.shift_frames, layer.stretch = 1.0, 0.0, 1.0
+        return {"FINISHED"}
+
+
+classes = (MXR_MicroLayer, MXR_UL_micro_layers, MXR_OT_micro_go_to_apex, MXR_OT_micro_reset)
+
+
+def register_properties() -> None:
+    bpy.types.Object.mxr_micro_layers = bpy.props.CollectionProperty(type=MXR_MicroLayer)
+    bpy.types.Object.mxr_micro_index = bpy.props.IntProperty(name="Micro-expression", default=0, min=0)
+
+
+def unregister_properties() -> None:
+    del bpy.types.Object.mxr_micro_index
+    del bpy.types.Object.mxr_micro_layers

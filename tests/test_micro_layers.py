@@ -1,0 +1,158 @@
+"""Tuning a baked micro-expression live in real bpy: intensity, shift, duration, its marker, reset."""
+from __future__ import annotations
+
+import bpy
+import numpy as np
+import pytest
+
+from conftest import synthetic_head, synthetic_take
+from mxr.models.micro_keys import MICRO_LAYER_FROM_EVENTS
+from mxr.models.network.event_profile import micro_profile
+from mxr.mxr_addon.bake import bake_take
+from mxr.mxr_addon.heads import remember
+from mxr.mxr_addon.markers import mark_micro_events
+from mxr.mxr_addon.micro_layers import micro_curve
+from mxr.mxr_addon.panels import VIEW3D_PT_mxr_micro
+from mxr.mxr_addon.rig import build_rig
+from mxr.ops.take import MicroEvent
+
+FRAME_START = 101
+APEX = FRAME_START + 9  # scene frame of the event's apex
+
+
+def micro_take(head, events=True):
+    """40 frames with one mouth micro-expression (onset 6, apex 9, offset 15) in its micro layer."""
+    take = synthetic_take(head, frames=40, invalid=())
+    profile = micro_profile(np.arange(40) / take.fps, 0.2, 0.3, 0.0, 0.5)  # (T,) 1 at the apex
+    take.micro_mm[:] = profile[:, None, None] * head.landmark_basis()[0] * 1000.0 * 0.6
+    take.events = [MicroEvent(6, 9, 15, "mouth", 0.8, 0.9)] if events else []
+    take.settings = {"network": {"micro_layer": MICRO_LAYER_FROM_EVENTS}}
+    return take
+
+
+def bake(scene, rig, head, take):
+    """What the Bake Take operator does for the keys and the markers."""
+    bake_take(scene, rig, head, take)
+    mark_micro_events(scene, rig, take, scene.frame_start)
+
+
+@pytest.fixture
+def baked(empty_blend):
+    head = remember(synthetic_head())
+    scene = empty_blend
+    scene.frame_start = FRAME_START
+    rig = build_rig(head, scene.collection)
+    bpy.context.view_layer.objects.active = rig
+    bake(scene, rig, head, micro_take(head))
+    return scene, rig, head
+
+
+def keys_of(rig, layer):
+    """(n, 2) frame, value of the layer's key's F-curve."""
+    curve = micro_curve(rig, layer.key_name)
+    return np.array([tuple(point.co) for point in curve.keyframe_points])
+
+
+def value_at(scene, rig, name, frame):
+    scene.frame_set(frame)
+    return rig.data.shape_keys.key_blocks[name].value
+
+
+def our_markers(scene, rig):
+    return [(marker.frame, marker.name) for marker in scene.timeline_markers if marker.name.startswith(f"MXR {rig.name}: ")]
+
+
+def test_the_bake_records_one_untuned_layer_per_micro_key(baked):
+    scene, rig, _ = baked
+    assert [layer.key_name for layer in rig.mxr_micro_layers] == ["MXR_Micro mouth 110"]
+    layer = rig.mxr_micro_layers[0]
+    assert (layer.region, layer.onset_frame, layer.apex_frame, layer.offset_frame) == ("mouth", 107, 110, 116)
+    assert layer.peak_mm == pytest.approx(0.8)
+    assert (layer.intensity, layer.shift_frames, layer.stretch) == (1.0, 0.0, 1.0)
+    assert our_markers(scene, rig) == [(APEX, layer.marker)]  # it knows its marker by name
+    assert VIEW3D_PT_mxr_micro.poll(bpy.context)
+
+
+def test_intensity_scales_the_key_and_says_so_on_the_marker(baked):
+    scene, rig, _ = baked
+    layer = rig.mxr_micro_layers[0]
+    captured = keys_of(rig, layer)
+    captured_apex = value_at(scene, rig, layer.key_name, APEX)
+    assert captured_apex == pytest.approx(1.0, abs=1e-4)
+
+    layer.intensity = 2.5
+    tuned = keys_of(rig, layer)
+    np.testing.assert_allclose(tuned[:, 0], captured[:, 0])
+    np.testing.assert_allclose(tuned[:, 1], 2.5 * captured[:, 1], atol=1e-6)
+    # Not clamped by the slider (the bake gives micro keys -2..2): it widens to the new peak.
+    assert value_at(scene, rig, layer.key_name, APEX) == pytest.approx(2.5 * captured_apex, abs=1e-5)
+    assert rig.data.shape_keys.key_blocks[layer.key_name].slider_max == 3.0
+    assert our_markers(scene, rig) == [(APEX, f"MXR {rig.name}: mouth 2.00 mm (107-116)")]
+
+
+def test_shift_and_duration_move_the_keys_about_the_apex_and_the_marker_follows(baked):
+    scene, rig, _ = baked
+    layer = rig.mxr_micro_layers[0]
+    captured = keys_of(rig, layer)
+    apex_value = value_at(scene, rig, layer.key_name, APEX)
+
+    layer.shift_frames = 3.0
+    layer.stretch = 2.0
+    tuned = keys_of(rig, layer)
+    np.testing.assert_allclose(tuned[:, 0], APEX + 3.0 + (captured[:, 0] - APEX) * 2.0, atol=1e-4)
+    np.testing.assert_allclose(tuned[:, 1], captured[:, 1], atol=1e-6)
+    assert layer.apex_now() == APEX + 3
+    assert value_at(scene, rig, layer.key_name, APEX + 3) == pytest.approx(apex_value, abs=1e-5)
+    assert value_at(scene, rig, layer.key_name, APEX) < 0.9 * apex_value  # the old apex is on the rise now
+    # onset 107 and offset 116 about apex 110, twice as long, 3 frames later: 107 and 125.
+    assert our_markers(scene, rig) == [(APEX + 3, f"MXR {rig.name}: mouth 0.80 mm (107-125)")]
+
+
+def test_reset_gives_back_the_capture_with_hand_edits_kept(baked):
+    scene, rig, _ = baked
+    layer = rig.mxr_micro_layers[0]
+    captured = keys_of(rig, layer)
+    first_marker = our_markers(scene, rig)
+    layer.intensity, layer.shift_frames, layer.stretch = 2.0, -4.0, 0.5
+
+    curve = micro_curve(rig, layer.key_name)
+    apex_key = int(np.argmax(captured[:, 1]))
+    curve.keyframe_points[apex_key].co.y = 3.0  # the animator drags the apex key up by hand
+    curve.update()
+
+    assert bpy.ops.mxr.micro_reset() == {"FINISHED"}
+    assert (layer.intensity, layer.shift_frames, layer.stretch) == (1.0, 0.0, 1.0)
+    back = keys_of(rig, layer)
+    np.testing.assert_allclose(back[:, 0], captured[:, 0], atol=1e-4)
+    expected = captured[:, 1].copy()
+    expected[apex_key] = 1.5  # the hand edit, at the captured scale
+    np.testing.assert_allclose(back[:, 1], expected, atol=1e-5)
+    assert our_markers(scene, rig) == first_marker
+
+
+def test_go_to_apex_jumps_to_the_tuned_apex(baked):
+    scene, rig, _ = baked
+    rig.mxr_micro_layers[0].shift_frames = 5.0
+    scene.frame_set(FRAME_START)
+    assert bpy.ops.mxr.micro_go_to_apex() == {"FINISHED"}
+    assert scene.frame_current == APEX + 5
+
+
+def test_a_key_the_animator_removed_leaves_the_marker_to_tune(baked):
+    scene, rig, _ = baked
+    layer = rig.mxr_micro_layers[0]
+    rig.shape_key_remove(rig.data.shape_keys.key_blocks[layer.key_name])
+    layer.shift_frames = 2.0  # nothing to move but the marker; no error
+    assert micro_curve(rig, layer.key_name) is None
+    assert [frame for frame, _ in our_markers(scene, rig)] == [APEX + 2]
+
+
+def test_a_rebake_replaces_the_layers_untuned_and_a_take_without_events_leaves_none(baked):
+    scene, rig, head = baked
+    rig.mxr_micro_layers[0].intensity = 3.0
+    bake(scene, rig, head, micro_take(head))
+    assert [(layer.key_name, layer.intensity) for layer in rig.mxr_micro_layers] == [("MXR_Micro mouth 110", 1.0)]
+    assert value_at(scene, rig, "MXR_Micro mouth 110", APEX) == pytest.approx(1.0, abs=1e-4)
+    bake(scene, rig, head, micro_take(head, events=False))
+    assert len(rig.mxr_micro_layers) == 0 and our_markers(scene, rig) == []
+    assert not VIEW3D_PT_mxr_micro.poll(bpy.context)
