@@ -5,14 +5,29 @@ face crop of single_face.mp4 warped by known smooth fields (Gaussian bumps peaki
 plus a 0.3 px global shift): median endpoint error inside the face, worst of three random fields,
 and the time of one direction on one thread of this 2-core machine:
 
-    profile   DIS settings                                         EPE px (0.5/1/2)    ms
-    fast      FAST preset (finest scale 2)                         0.080 0.116 0.170   ~1.0
-    balanced  FAST, finest scale 1, patch stride 6, 2 var. iters   0.053 0.066 0.090   ~1.7
-    fine      MEDIUM, finest scale 0, stride 4, 10 var. iters      0.035 0.036 0.046   ~20
+    profile   DIS settings                                              EPE px (0.5/1/2)    ms
+    fast      FAST preset (finest scale 2)                              0.077 0.117 0.161   ~0.7
+    balanced  FAST, finest scale 1, patch stride 6, 8 descent iters,    0.055 0.067 0.093   ~1.2
+              2 var. iters
+    fine      MEDIUM, finest scale 0, stride 4, 10 var. iters           0.035 0.041 0.046   ~14
 
 ``balanced`` is the default: the cheapest setting found that keeps the median error under 0.1 px
 for motions up to 2 px (``fast`` does not: its finest level is a quarter of the crop). ``fine``
 is for offline runs where accuracy matters more than speed.
+
+Where ``balanced``'s forward flow spends its time (scripts/compare_flow_settings.py, which also
+gives each setting's error at the true skin points of the rendered scan clips): ~0.75 ms patch
+search and densification, ~0.2-0.35 ms for each of the two variational-refinement iterations.
+It runs 8 gradient-descent iterations per patch, not the FAST preset's 16: 0.1 ms less, the same
+error on known motion (0.055 / 0.067 / 0.093 against 0.053 / 0.066 / 0.090 px) and a smaller one
+at the scan clips' skin points (99th percentile 0.154 / 0.352 against 0.165 / 0.380 px; lips and
+eyelids equal). 4 iterations shrink that tail further (0.138 / 0.315) but reach 0.099 px at 2 px
+of known motion, the limit. Measured and not kept, each for its tail at the lips or eyelids: one
+refinement iteration (1.2 ms; p99 0.193 / 0.440 px), none (0.8 ms; 0.245 / 0.511, lips 0.151 /
+0.166 against 0.092 / 0.104), no spatial propagation (lips and eyelid medians up by a sixth),
+patch stride 8 (1.1 ms; 0.15 px at 2 px of known motion with a grey level of noise). DIS's time
+is that of its finest level: a half-size crop at finest scale 0 costs and measures the same as
+the full crop at finest scale 1.
 
 The backward flow, used only for the forward-backward consistency check, runs at ULTRAFAST
 (~0.5 ms): on correct motion the two flows disagree by a median 0.07 px, and the check (see
@@ -46,7 +61,7 @@ import numpy as np
 FLOW_PROFILES: dict[str, dict[str, int]] = {
     "fast": {"preset": cv2.DISOPTICAL_FLOW_PRESET_FAST},
     "balanced": {"preset": cv2.DISOPTICAL_FLOW_PRESET_FAST, "FinestScale": 1, "PatchStride": 6,
-                 "VariationalRefinementIterations": 2},
+                 "GradientDescentIterations": 8, "VariationalRefinementIterations": 2},
     "fine": {"preset": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, "FinestScale": 0, "PatchStride": 4,
              "VariationalRefinementIterations": 10},
     "consistency": {"preset": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST},

@@ -3,10 +3,10 @@ decode, tracking and flow.
 
 An entry is a folder ``<cache dir>/<key>/`` holding ``manifest.json`` and chunks of
 ``CHUNK_FRAMES`` frames as ``.npz`` (no pickles), so writing and reading stay streaming: memory does
-not grow with the clip. The key is the sha256 of {format version, video sha256, settings} as sorted
-JSON. A run writes into ``<key>.partial-*`` and renames the folder into place only once every
-frame is in; a cancelled or failed run deletes its partial folder, and a crash leaves only a
-``.partial`` folder, which is never read and is swept later. The manifest lists each chunk's
+not grow with the clip. The key is the sha256 of {format version, video sha256, settings, the flow
+profile's DIS parameters} as sorted JSON. A run writes into ``<key>.partial-*`` and renames the
+folder into place only once every frame is in; a cancelled or failed run deletes its partial
+folder, and a crash leaves only a ``.partial`` folder, which is never read and is swept later. The manifest lists each chunk's
 sha256: an entry that does not match it is deleted and rebuilt.
 """
 from __future__ import annotations
@@ -22,12 +22,15 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .flow import FLOW_PROFILES
 from .frontend import FrameRecord, FrontEnd, FrontendSettings, stack_records, unstack_records
 from .progress import ProgressReporter
 from .video import VideoInfo, file_sha256, probe_video
 
 CACHE_FORMAT = "mxr.frontend-cache"
-CACHE_VERSION = 2  # 2: the flow covers the crop's face columns only (flow.flow_columns)
+# 2: the flow covers the crop's face columns only (flow.flow_columns); 3: the key holds the flow
+# profile's DIS parameters, so retuning a profile cannot serve flows computed with the old ones.
+CACHE_VERSION = 3
 CHUNK_FRAMES = 256
 CACHE_DIR_ENV = "MXR_CACHE_DIR"
 STALE_PARTIAL_S = 24 * 3600  # a partial folder this old belongs to a crashed run
@@ -41,7 +44,7 @@ def default_cache_dir() -> Path:
 
 def cache_key(video_sha256: str, settings: FrontendSettings) -> str:
     description = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "video_sha256": video_sha256,
-                   "settings": settings.as_dict()}
+                   "settings": settings.as_dict(), "flow_parameters": FLOW_PROFILES.get(settings.flow_profile)}
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()
 
 

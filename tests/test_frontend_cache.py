@@ -10,6 +10,8 @@ import time
 import numpy as np
 import pytest
 
+from mxr.ops import frontend_cache
+from mxr.ops.flow import FLOW_PROFILES
 from mxr.ops.frontend import FrontendSettings
 from mxr.ops.frontend_cache import CACHE_DIR_ENV, CachedFrontEnd, cache_key, default_cache_dir
 from mxr.ops.progress import ProgressReporter
@@ -53,6 +55,14 @@ def test_key_depends_on_video_content_and_settings(tmp_path):
     assert key == cache_key("a" * 64, FrontendSettings(end_frame=24))
     assert key != cache_key("b" * 64, SETTINGS)
     assert key != cache_key("a" * 64, FrontendSettings(end_frame=24, flow_profile="fine"))
+
+
+def test_key_changes_when_a_flow_profile_is_retuned(monkeypatch):
+    """Flows computed with a profile's old DIS parameters must not be served under its name."""
+    key = cache_key("a" * 64, SETTINGS)
+    retuned = dict(FLOW_PROFILES, balanced={**FLOW_PROFILES["balanced"], "GradientDescentIterations": 4})
+    monkeypatch.setattr(frontend_cache, "FLOW_PROFILES", retuned)
+    assert cache_key("a" * 64, SETTINGS) != key
 
 
 def test_damaged_entry_is_rebuilt(tmp_path):
