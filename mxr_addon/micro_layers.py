@@ -23,6 +23,7 @@ from .rig import find_rig
 
 _KEY_ARRAYS = ("co", "handle_left", "handle_right")  # (x frame, y value) pairs of every keyframe
 SLIDER_LIMIT = 10.0  # Blender's bound on a shape key's slider range, either way
+PREVIEW_MARGIN_S = 0.25  # s of context either side of a micro-expression when looping it
 
 
 def _retune(layer: "MXR_MicroLayer", context: bpy.types.Context) -> None:
@@ -71,6 +72,11 @@ class MXR_MicroLayer(bpy.types.PropertyGroup):
     def apex_now(self) -> float:
         """Scene frame of the apex under the current tuning."""
         return float(tuned_frames(np.array([self.apex_frame]), self.apex_frame, self.tuning())[0])
+
+    def span_now(self) -> tuple[float, float]:
+        """Scene frames of the onset and the offset under the current tuning."""
+        onset, offset = tuned_frames(np.array([self.onset_frame, self.offset_frame]), self.apex_frame, self.tuning())
+        return float(onset), float(offset)
 
 
 def micro_curve(rig: bpy.types.Object, key_name: str) -> bpy.types.FCurve | None:
@@ -137,6 +143,15 @@ def record_micro_layers(rig: bpy.types.Object, key_names: list[str], components:
     rig.mxr_micro_index = 0
 
 
+def micro_blocks(rig: bpy.types.Object) -> list[tuple[MXR_MicroLayer, bpy.types.ShapeKey]]:
+    """(layer, its shape key) for each of ``rig``'s layers whose key is still there."""
+    key = rig.data.shape_keys
+    if key is None:
+        return []
+    blocks = key.key_blocks
+    return [(layer, blocks[layer.key_name]) for layer in rig.mxr_micro_layers if layer.key_name in blocks]
+
+
 def active_layer(context: bpy.types.Context) -> MXR_MicroLayer | None:
     """The micro layer the panel shows for the scene's MXR rig, if there is one."""
     rig = find_rig(context)
@@ -173,6 +188,50 @@ class MXR_OT_micro_go_to_apex(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class MXR_OT_micro_preview_range(bpy.types.Operator):
+    """Set the preview range to the selected micro-expression and a little around it, to loop it
+    while tuning (Alt P clears it)"""
+
+    bl_idname = "mxr.micro_preview_range"
+    bl_label = "Loop It"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return active_layer(context) is not None
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        scene = context.scene
+        onset, offset = active_layer(context).span_now()
+        margin = PREVIEW_MARGIN_S * scene.render.fps / scene.render.fps_base  # frames
+        scene.use_preview_range = True
+        scene.frame_preview_start = int(np.floor(onset - margin))
+        scene.frame_preview_end = max(int(np.ceil(offset + margin)), scene.frame_preview_start + 1)
+        scene.frame_set(scene.frame_preview_start)
+        return {"FINISHED"}
+
+
+class MXR_OT_micro_solo(bpy.types.Operator):
+    """Show only the selected micro-expression (mute the rig's other micro keys); again, show all"""
+
+    bl_idname = "mxr.micro_solo"
+    bl_label = "Solo"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return active_layer(context) is not None
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        rig, chosen = find_rig(context), active_layer(context)
+        blocks = {layer.key_name: block for layer, block in micro_blocks(rig)}
+        others = [block for name, block in blocks.items() if name != chosen.key_name]
+        soloed = chosen.key_name in blocks and not blocks[chosen.key_name].mute and all(b.mute for b in others)
+        for name, block in blocks.items():
+            block.mute = False if soloed else name != chosen.key_name
+        return {"FINISHED"}
+
+
 class MXR_OT_micro_reset(bpy.types.Operator):
     """Give the selected micro-expression back its captured intensity, timing and duration"""
 
@@ -190,7 +249,8 @@ class MXR_OT_micro_reset(bpy.types.Operator):
         return {"FINISHED"}
 
 
-classes = (MXR_MicroLayer, MXR_UL_micro_layers, MXR_OT_micro_go_to_apex, MXR_OT_micro_reset)
+classes = (MXR_MicroLayer, MXR_UL_micro_layers, MXR_OT_micro_go_to_apex, MXR_OT_micro_preview_range,
+           MXR_OT_micro_solo, MXR_OT_micro_reset)
 
 
 def register_properties() -> None:

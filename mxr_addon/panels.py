@@ -54,6 +54,9 @@ class VIEW3D_PT_mxr_micro(bpy.types.Panel):
         column.prop(layer, "stretch")
         row = layout.row(align=True)
         row.operator("mxr.micro_go_to_apex", icon="KEYFRAME_HLT")
+        row.operator("mxr.micro_preview_range", icon="PREVIEW_RANGE")
+        row = layout.row(align=True)
+        row.operator("mxr.micro_solo", icon="SOLO_ON")
         row.operator("mxr.micro_reset", icon="LOOP_BACK")
 
 

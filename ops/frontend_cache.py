@@ -6,8 +6,8 @@ An entry is a folder ``<cache dir>/<key>/`` holding ``manifest.json`` and chunks
 not grow with the clip. The key is the sha256 of {format version, video sha256, settings, the flow
 profile's DIS parameters} as sorted JSON. A run writes into ``<key>.partial-*`` and renames the
 folder into place only once every frame is in; a cancelled or failed run deletes its partial
-folder, and a crash leaves only a ``.partial`` folder, which is never read and is swept later. The manifest lists each chunk's
-sha256: an entry that does not match it is deleted and rebuilt.
+folder, and a crash leaves only a ``.partial`` folder, which is never read and is swept later.
+The manifest lists each chunk's sha256: an entry that does not match it is deleted and rebuilt.
 """
 from __future__ import annotations
 

@@ -20,12 +20,15 @@ FRAME_START = 101
 APEX = FRAME_START + 9  # scene frame of the event's apex
 
 
-def micro_take(head, events=True):
-    """40 frames with one mouth micro-expression (onset 6, apex 9, offset 15) in its micro layer."""
+def micro_take(head, events=1):
+    """40 frames with ``events`` micro-expressions in the micro layer: mouth (onset 6, apex 9,
+    offset 15), then brows (onset 24, apex 27, offset 33)."""
     take = synthetic_take(head, frames=40, invalid=())
-    profile = micro_profile(np.arange(40) / take.fps, 0.2, 0.3, 0.0, 0.5)  # (T,) 1 at the apex
-    take.micro_mm[:] = profile[:, None, None] * head.landmark_basis()[0] * 1000.0 * 0.6
-    take.events = [MicroEvent(6, 9, 15, "mouth", 0.8, 0.9)] if events else []
+    times = np.arange(40) / take.fps
+    profiles = [micro_profile(times, 0.2, 0.3, 0.0, 0.5), micro_profile(times, 0.8, 0.9, 0.0, 1.1)][:events]
+    basis = head.landmark_basis() * 1000.0 * 0.6  # (K, 478, 3) mm
+    take.micro_mm[:] = sum(profile[:, None, None] * basis[k] for k, profile in enumerate(profiles)) if events else 0.0
+    take.events = [MicroEvent(6, 9, 15, "mouth", 0.8, 0.9), MicroEvent(24, 27, 33, "brows", 0.5, 0.9)][:events]
     take.settings = {"network": {"micro_layer": MICRO_LAYER_FROM_EVENTS}}
     return take
 
@@ -59,7 +62,8 @@ def value_at(scene, rig, name, frame):
 
 
 def our_markers(scene, rig):
-    return [(marker.frame, marker.name) for marker in scene.timeline_markers if marker.name.startswith(f"MXR {rig.name}: ")]
+    prefix = f"MXR {rig.name}: "
+    return [(marker.frame, marker.name) for marker in scene.timeline_markers if marker.name.startswith(prefix)]
 
 
 def test_the_bake_records_one_untuned_layer_per_micro_key(baked):
@@ -153,6 +157,39 @@ def test_a_rebake_replaces_the_layers_untuned_and_a_take_without_events_leaves_n
     bake(scene, rig, head, micro_take(head))
     assert [(layer.key_name, layer.intensity) for layer in rig.mxr_micro_layers] == [("MXR_Micro mouth 110", 1.0)]
     assert value_at(scene, rig, "MXR_Micro mouth 110", APEX) == pytest.approx(1.0, abs=1e-4)
-    bake(scene, rig, head, micro_take(head, events=False))
+    bake(scene, rig, head, micro_take(head, events=0))
     assert len(rig.mxr_micro_layers) == 0 and our_markers(scene, rig) == []
     assert not VIEW3D_PT_mxr_micro.poll(bpy.context)
+
+
+def test_solo_shows_one_micro_expression_and_again_all_never_touching_the_users_keys(empty_blend):
+    head = remember(synthetic_head())
+    scene = empty_blend
+    rig = build_rig(head, scene.collection)
+    bpy.context.view_layer.objects.active = rig
+    mine = rig.shape_key_add(name="my_corrective", from_mix=False)
+    bake(scene, rig, head, micro_take(head, events=2))
+    blocks = rig.data.shape_keys.key_blocks
+    names = [layer.key_name for layer in rig.mxr_micro_layers]
+    assert len(names) == 2
+
+    rig.mxr_micro_index = 1
+    assert bpy.ops.mxr.micro_solo() == {"FINISHED"}
+    assert [blocks[name].mute for name in names] == [True, False] and not mine.mute
+    assert bpy.ops.mxr.micro_solo() == {"FINISHED"}  # soloed already: everything back
+    assert [blocks[name].mute for name in names] == [False, False] and not mine.mute
+    mine.mute = True  # the user's own switch stays theirs
+    bpy.ops.mxr.micro_solo()
+    assert mine.mute and [blocks[name].mute for name in names] == [True, False]
+
+
+def test_loop_it_sets_the_preview_range_around_the_tuned_micro_expression(baked):
+    scene, rig, _ = baked
+    layer = rig.mxr_micro_layers[0]
+    layer.shift_frames, layer.stretch = 10.0, 2.0  # onset 107 -> 114, offset 116 -> 132 (apex 110 -> 120)
+    assert bpy.ops.mxr.micro_preview_range() == {"FINISHED"}
+    margin = 0.25 * scene.render.fps / scene.render.fps_base
+    assert scene.use_preview_range
+    assert (scene.frame_preview_start, scene.frame_preview_end) == (int(np.floor(114 - margin)),
+                                                                    int(np.ceil(132 + margin)))
+    assert scene.frame_current == scene.frame_preview_start
