@@ -173,32 +173,32 @@ class MXR_UL_micro_layers(bpy.types.UIList):
             row.prop(block, "mute", text="", emboss=False, invert_checkbox=True)
 
 
-class MXR_OT_micro_go_to_apex(bpy.types.Operator):
-    """Jump to the selected micro-expression's apex"""
-
-    bl_idname = "mxr.micro_go_to_apex"
-    bl_label = "Go to Apex"
+class _OnSelectedLayer:
+    """Mixin: an operator on the micro layer the panel shows, available only when there is one."""
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
         return active_layer(context) is not None
+
+
+class MXR_OT_micro_go_to_apex(_OnSelectedLayer, bpy.types.Operator):
+    """Jump to the selected micro-expression's apex"""
+
+    bl_idname = "mxr.micro_go_to_apex"
+    bl_label = "Go to Apex"
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         context.scene.frame_set(round(active_layer(context).apex_now()))
         return {"FINISHED"}
 
 
-class MXR_OT_micro_preview_range(bpy.types.Operator):
+class MXR_OT_micro_preview_range(_OnSelectedLayer, bpy.types.Operator):
     """Set the preview range to the selected micro-expression and a little around it, to loop it
     while tuning (Alt P clears it)"""
 
     bl_idname = "mxr.micro_preview_range"
     bl_label = "Loop It"
     bl_options = {"REGISTER", "UNDO"}
-
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        return active_layer(context) is not None
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         scene = context.scene
@@ -211,16 +211,12 @@ class MXR_OT_micro_preview_range(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class MXR_OT_micro_solo(bpy.types.Operator):
+class MXR_OT_micro_solo(_OnSelectedLayer, bpy.types.Operator):
     """Show only the selected micro-expression (mute the rig's other micro keys); again, show all"""
 
     bl_idname = "mxr.micro_solo"
     bl_label = "Solo"
     bl_options = {"REGISTER", "UNDO"}
-
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        return active_layer(context) is not None
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         rig, chosen = find_rig(context), active_layer(context)
@@ -232,16 +228,12 @@ class MXR_OT_micro_solo(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class MXR_OT_micro_reset(bpy.types.Operator):
+class MXR_OT_micro_reset(_OnSelectedLayer, bpy.types.Operator):
     """Give the selected micro-expression back its captured intensity, timing and duration"""
 
     bl_idname = "mxr.micro_reset"
     bl_label = "Reset Tuning"
     bl_options = {"REGISTER", "UNDO"}
-
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        return active_layer(context) is not None
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         layer = active_layer(context)
