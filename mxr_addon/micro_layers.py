@@ -5,7 +5,7 @@ Every micro key a bake creates (``bake.key_micro_layer``) gets an entry in its r
 moves (``models.micro_keys.MicroTuning``). Moving one retunes the key's F-curve from the tuning
 it had to the new one (``retune_keys``: relative, so hand edits to the curve are kept, scaled and
 moved with it) and moves and renames the event's timeline marker. It is an ordinary property
-edit: one undo step, and animatable like any other number would not be (the curve is what plays).
+edit, one undo step; the numbers are not animatable, since the curve they move is what plays.
 
 A re-bake replaces the layers with the new take's, untuned, as it replaces the keys themselves.
 Registered after the classes (``register_properties``): ``Object.mxr_micro_layers`` holds them,
@@ -46,22 +46,26 @@ class MXR_MicroLayer(bpy.types.PropertyGroup):
 
     key_name: bpy.props.StringProperty(name="Shape Key", description="The micro key this layer tunes")
     region: bpy.props.StringProperty(name="Region", description="Face region of the micro-expression")
-    apex_frame: bpy.props.FloatProperty(name="Captured Apex", description="Scene frame of the apex as captured")
-    onset_frame: bpy.props.FloatProperty(name="Captured Onset", description="Scene frame of the onset as captured")
-    offset_frame: bpy.props.FloatProperty(name="Captured Offset", description="Scene frame of the offset as captured")
-    peak_mm: bpy.props.FloatProperty(name="Captured Peak",
+    apex_frame: bpy.props.FloatProperty(name="Captured Apex", options=set(),
+                                        description="Scene frame of the apex as captured")
+    onset_frame: bpy.props.FloatProperty(name="Captured Onset", options=set(),
+                                         description="Scene frame of the onset as captured")
+    offset_frame: bpy.props.FloatProperty(name="Captured Offset", options=set(),
+                                          description="Scene frame of the offset as captured")
+    peak_mm: bpy.props.FloatProperty(name="Captured Peak", options=set(),
                                      description="Largest skin motion at the apex as captured, in millimetres")
     marker: bpy.props.StringProperty(name="Marker", description="Name of the event's timeline marker")
+    # Not animatable (options=set()): they move the key's curve, which is what plays.
     intensity: bpy.props.FloatProperty(
-        name="Intensity", default=1.0, min=0.01, max=SLIDER_LIMIT, soft_min=0.1, soft_max=4.0, update=_retune,
-        description="Strength of the micro-expression relative to the capture: 2 doubles it "
-                    "(mute the key to switch it off)")
+        name="Intensity", default=1.0, min=0.01, max=SLIDER_LIMIT, soft_min=0.1, soft_max=4.0, options=set(),
+        update=_retune, description="Strength of the micro-expression relative to the capture: 2 doubles it "
+                                    "(mute the key to switch it off)")
     shift_frames: bpy.props.FloatProperty(
-        name="Shift", default=0.0, soft_min=-48.0, soft_max=48.0, step=100, precision=1, update=_retune,
-        description="Frames the micro-expression moves in time, later when positive")
+        name="Shift", default=0.0, soft_min=-48.0, soft_max=48.0, step=100, precision=1, options=set(),
+        update=_retune, description="Frames the micro-expression moves in time, later when positive")
     stretch: bpy.props.FloatProperty(
-        name="Duration", default=1.0, min=0.1, max=10.0, soft_min=0.25, soft_max=4.0, update=_retune,
-        description="Duration relative to the capture, about its apex: 2 plays it twice as long")
+        name="Duration", default=1.0, min=0.1, max=10.0, soft_min=0.25, soft_max=4.0, options=set(),
+        update=_retune, description="Duration relative to the capture, about its apex: 2 plays it twice as long")
     applied: bpy.props.FloatVectorProperty(
         size=3, default=(1.0, 0.0, 1.0), options={"HIDDEN"},
         description="The tuning the curve has now (intensity, shift, duration)")

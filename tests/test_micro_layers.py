@@ -73,6 +73,8 @@ def test_the_bake_records_one_untuned_layer_per_micro_key(baked):
     assert (layer.region, layer.onset_frame, layer.apex_frame, layer.offset_frame) == ("mouth", 107, 110, 116)
     assert layer.peak_mm == pytest.approx(0.8)
     assert (layer.intensity, layer.shift_frames, layer.stretch) == (1.0, 0.0, 1.0)
+    # Not animatable: keyed, they would change without moving the curve they stand for.
+    assert not any(layer.bl_rna.properties[name].is_animatable for name in ("intensity", "shift_frames", "stretch"))
     assert our_markers(scene, rig) == [(APEX, layer.marker)]  # it knows its marker by name
     assert VIEW3D_PT_mxr_micro.poll(bpy.context)
 
