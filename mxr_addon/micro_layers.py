@@ -156,9 +156,15 @@ def micro_blocks(rig: bpy.types.Object) -> list[tuple[MXR_MicroLayer, bpy.types.
     return [(layer, blocks[layer.key_name]) for layer in rig.mxr_micro_layers if layer.key_name in blocks]
 
 
+def rig_with_layers(context: bpy.types.Context) -> bpy.types.Object | None:
+    """The scene's MXR rig if it has micro layers."""
+    rig = find_rig(context)
+    return rig if rig is not None and len(rig.mxr_micro_layers) > 0 else None
+
+
 def active_layer(context: bpy.types.Context) -> MXR_MicroLayer | None:
     """The micro layer the panel shows for the scene's MXR rig, if there is one."""
-    rig = find_rig(context)
+    rig = rig_with_layers(context)
     if rig is None or not 0 <= rig.mxr_micro_index < len(rig.mxr_micro_layers):
         return None
     return rig.mxr_micro_layers[rig.mxr_micro_index]
@@ -245,8 +251,39 @@ class MXR_OT_micro_reset(_OnSelectedLayer, bpy.types.Operator):
         return {"FINISHED"}
 
 
+class MXR_OT_micro_scale_all(bpy.types.Operator):
+    """Multiply the intensity of every micro-expression of the rig (the micro layer as a whole)"""
+
+    bl_idname = "mxr.micro_scale_all"
+    bl_label = "Scale All"
+    bl_options = {"REGISTER", "UNDO"}
+
+    factor: bpy.props.FloatProperty(name="Factor", default=1.5, min=0.01, soft_max=4.0,
+                                    description="Each micro-expression's intensity is multiplied by this")
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return rig_with_layers(context) is not None
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        return context.window_manager.invoke_props_dialog(self)
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        layers = rig_with_layers(context).mxr_micro_layers
+        limits = layers[0].bl_rna.properties["intensity"]
+        clamped = 0
+        for layer in layers:
+            wanted = layer.intensity * self.factor
+            layer.intensity = min(max(wanted, limits.hard_min), limits.hard_max)
+            clamped += layer.intensity != wanted
+        if clamped:
+            self.report({"WARNING"}, f"{clamped} micro-expression(s) held at the intensity limits "
+                                     f"({limits.hard_min:g}..{limits.hard_max:g})")
+        return {"FINISHED"}
+
+
 classes = (MXR_MicroLayer, MXR_UL_micro_layers, MXR_OT_micro_go_to_apex, MXR_OT_micro_preview_range,
-           MXR_OT_micro_solo, MXR_OT_micro_reset)
+           MXR_OT_micro_solo, MXR_OT_micro_reset, MXR_OT_micro_scale_all)
 
 
 def register_properties() -> None:

@@ -1,7 +1,7 @@
 """The MXR tab in the 3D View sidebar (N panel)."""
 import bpy
 
-from .micro_layers import active_layer
+from .micro_layers import active_layer, rig_with_layers
 from .rig import find_rig
 
 
@@ -38,13 +38,13 @@ class VIEW3D_PT_mxr_micro(bpy.types.Panel):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        rig = find_rig(context)
-        return rig is not None and len(rig.mxr_micro_layers) > 0
+        return rig_with_layers(context) is not None
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
-        rig = find_rig(context)
+        rig = rig_with_layers(context)
         layout.template_list("MXR_UL_micro_layers", "", rig, "mxr_micro_layers", rig, "mxr_micro_index", rows=3)
+        layout.operator("mxr.micro_scale_all", icon="FULLSCREEN_ENTER")
         layer = active_layer(context)
         if layer is None:
             return

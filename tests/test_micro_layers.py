@@ -195,3 +195,20 @@ def test_loop_it_sets_the_preview_range_around_the_tuned_micro_expression(baked)
     assert (scene.frame_preview_start, scene.frame_preview_end) == (int(np.floor(114 - margin)),
                                                                     int(np.ceil(132 + margin)))
     assert scene.frame_current == scene.frame_preview_start
+
+
+def test_scale_all_multiplies_every_intensity_within_its_limits(empty_blend):
+    head = remember(synthetic_head())
+    scene = empty_blend
+    rig = build_rig(head, scene.collection)
+    bpy.context.view_layer.objects.active = rig
+    bake(scene, rig, head, micro_take(head, events=2))
+    first, second = rig.mxr_micro_layers
+    apex_keys = [np.max(keys_of(rig, layer)[:, 1]) for layer in (first, second)]
+    second.intensity = 4.0
+    assert bpy.ops.mxr.micro_scale_all(factor=1.5) == {"FINISHED"}
+    assert (first.intensity, second.intensity) == pytest.approx((1.5, 6.0))
+    np.testing.assert_allclose([np.max(keys_of(rig, layer)[:, 1]) for layer in (first, second)],
+                               [1.5 * apex_keys[0], 6.0 * apex_keys[1]], rtol=1e-5)
+    assert bpy.ops.mxr.micro_scale_all(factor=2.0) == {"FINISHED"}  # 12 is past the limit of 10
+    assert (first.intensity, second.intensity) == pytest.approx((3.0, 10.0))
