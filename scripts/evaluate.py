@@ -58,8 +58,11 @@ from mxr.models.network.runner import DEFAULT_MODEL, NetworkRunner, apply_networ
 from mxr.models.network.scan_truth import load_scan_truth
 from mxr.models.network.synthetic import SyntheticConfig, generate_dataset
 from mxr.models.open_head import load_open_head
+from mxr.ops.frontend import FrontendSettings
+from mxr.ops.frontend_cache import cache_key
 from mxr.ops.sample_data import sample_path
 from mxr.ops.take import Take, load_take
+from mxr.ops.video import file_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 SCAN_CLIP_DIR = REPO / ".cache" / "scan_clips"
@@ -193,9 +196,12 @@ def evaluate_synthetic(group: SyntheticGroup, methods: Methods) -> list[TruthCli
     return clips
 
 
-def engine_baseline_take(video: Path, take_path: Path) -> Take:
-    """The engine's landmark-only take of a video (``python -m mxr.ops reconstruct``), cached.
-    Asks for ``--baseline`` where the command line has it (the network became the default)."""
+def engine_baseline_take(video: Path) -> Take:
+    """The engine's landmark-only take of a video (``python -m mxr.ops reconstruct``), cached in
+    ``TAKE_DIR`` under the front-end cache's key for the video at default settings, so a change of
+    the front-end (its cache version, default settings or flow parameters) makes a new one. Asks for ``--baseline`` where the
+    command line has it (the network became the default)."""
+    take_path = TAKE_DIR / f"{video.stem}.baseline.{cache_key(file_sha256(video), FrontendSettings())[:16]}.npz"
     if not take_path.is_file():
         command = [sys.executable, "-m", "mxr.ops", "reconstruct", str(video), "--out", str(take_path)]
         usage = subprocess.run(command[:4] + ["--help"], capture_output=True, text=True, cwd=REPO.parent).stdout
@@ -238,7 +244,7 @@ def evaluate_scan(methods: Methods, quick: bool) -> tuple[list[TruthClip], list[
     truth_clips, video_clips = [], []
     for video, truth_path in scan_clip_paths(quick):
         truth = truth_from_scan(load_scan_truth(truth_path))
-        takes = methods.takes(engine_baseline_take(video, TAKE_DIR / f"{video.stem}.baseline.npz"), with_highpass=True)
+        takes = methods.takes(engine_baseline_take(video), with_highpass=True)
         scores = {name: score_against_truth(t, truth) if t is not None else None for name, t in takes.items()}
         truth_clips.append(TruthClip("scan clips", video.stem, truth.fps, truth.frame_count, len(truth.events), scores))
         video_clips.append(video_clip(f"(scan) {video.stem}", takes))
@@ -250,7 +256,7 @@ def evaluate_real(methods: Methods, quick: bool) -> list[VideoClip]:
     clips = []
     for relative in REAL_CLIPS[:1] if quick else REAL_CLIPS:
         video = sample_path(relative)
-        take = engine_baseline_take(video, TAKE_DIR / f"{video.stem}.baseline.npz")
+        take = engine_baseline_take(video)
         clips.append(video_clip(video.name, methods.takes(take, with_highpass=False)))
         print(f"  real {video.name}", file=sys.stderr, flush=True)
     return clips
