@@ -103,3 +103,10 @@ def retune_keys(frames: np.ndarray, values: np.ndarray, apex_frame: float, befor
     captured = apex_frame + (np.asarray(frames, np.float64) - apex_frame - before.shift_frames) / before.stretch
     return (tuned_frames(captured, apex_frame, after),
             np.asarray(values, np.float64) * (after.intensity / before.intensity))
+
+
+def scaled_intensities(intensities: np.ndarray, factor: float, low: float, high: float) -> tuple[np.ndarray, int]:
+    """(E,) intensities times ``factor``, held in ``low``..``high`` -> (E,) new intensities and how
+    many of them the limits held."""
+    wanted = np.asarray(intensities, np.float64) * factor
+    return np.clip(wanted, low, high), int(np.count_nonzero((wanted < low) | (wanted > high)))

@@ -11,14 +11,18 @@ import bpy
 
 from ..ops.take import Take
 
+MARKER_NAME_BYTES = 63  # Blender keeps this much of a marker's name
+
 
 def marker_prefix(rig: bpy.types.Object) -> str:
     return f"MXR {rig.name}: "
 
 
 def marker_name(rig: bpy.types.Object, region: str, peak_mm: float, onset_frame: float, offset_frame: float) -> str:
-    """The name of ``rig``'s marker for an event (frames: scene frames)."""
-    return f"{marker_prefix(rig)}{region} {peak_mm:.2f} mm ({round(onset_frame)}-{round(offset_frame)})"
+    """The name of ``rig``'s marker for an event (frames: scene frames), as Blender stores it: cut
+    to ``MARKER_NAME_BYTES`` of UTF-8 (a long rig name leaves little of the rest)."""
+    name = f"{marker_prefix(rig)}{region} {peak_mm:.2f} mm ({round(onset_frame)}-{round(offset_frame)})"
+    return name.encode()[:MARKER_NAME_BYTES].decode(errors="ignore")
 
 
 def mark_micro_events(scene: bpy.types.Scene, rig: bpy.types.Object, take: Take, frame_start: int) -> int:

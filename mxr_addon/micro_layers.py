@@ -16,9 +16,9 @@ Registered after the classes (``register_properties``): ``Object.mxr_micro_layer
 import bpy
 import numpy as np
 
-from ..models.micro_keys import MicroComponent, MicroTuning, retune_keys, tuned_frames
+from ..models.micro_keys import MicroComponent, MicroTuning, retune_keys, scaled_intensities, tuned_frames
 from .curves import action_curves
-from .markers import marker_name
+from .markers import marker_name, marker_prefix
 from .rig import find_rig
 
 _KEY_ARRAYS = ("co", "handle_left", "handle_right")  # (x frame, y value) pairs of every keyframe
@@ -26,18 +26,29 @@ SLIDER_LIMIT = 10.0  # Blender's bound on a shape key's slider range, either way
 PREVIEW_MARGIN_S = 0.25  # s of context either side of a micro-expression when looping it
 
 
+_giving_back: set[int] = set()  # layers whose numbers _retune is setting back (by ``as_pointer()``)
+
+
 def _retune(layer: "MXR_MicroLayer", context: bpy.types.Context) -> None:
     """Update callback of the three tuning numbers: bring the curve and the marker to them."""
+    if layer.as_pointer() in _giving_back:  # our own writes below: every write calls this again
+        return
     before, after = MicroTuning(*layer.applied), layer.tuning()
     if after == before:
         return
     rig = layer.id_data
     curve = micro_curve(rig, layer.key_name)
-    if curve is not None:
-        low, high = retune_curve(curve, layer.apex_frame, before, after)
-        _widen_slider(rig.data.shape_keys.key_blocks[layer.key_name], low, high)
+    if curve is None:  # the key was renamed or deleted, or its action is not the Key's: give the numbers back
+        _giving_back.add(layer.as_pointer())
+        try:
+            layer.intensity, layer.shift_frames, layer.stretch = before.intensity, before.shift_frames, before.stretch
+        finally:
+            _giving_back.discard(layer.as_pointer())
+        return
+    low, high = retune_curve(curve, layer.apex_frame, before, after)
+    _widen_slider(rig.data.shape_keys.key_blocks[layer.key_name], low, high)
     if context is not None and context.scene is not None:
-        _move_marker(context.scene, rig, layer, after)
+        _move_marker(context.scene, rig, layer, before, after)
     layer.applied = (after.intensity, after.shift_frames, after.stretch)
 
 
@@ -66,6 +77,8 @@ class MXR_MicroLayer(bpy.types.PropertyGroup):
     stretch: bpy.props.FloatProperty(
         name="Duration", default=1.0, min=0.1, max=10.0, soft_min=0.25, soft_max=4.0, options=set(),
         update=_retune, description="Duration relative to the capture, about its apex: 2 plays it twice as long")
+    mute_before_solo: bpy.props.BoolProperty(options={"HIDDEN"},
+                                             description="The key's own mute when the rig's solo began")
     applied: bpy.props.FloatVectorProperty(
         size=3, default=(1.0, 0.0, 1.0), options={"HIDDEN"},
         description="The tuning the curve has now (intensity, shift, duration)")
@@ -119,15 +132,20 @@ def _widen_slider(block: bpy.types.ShapeKey, low: float, high: float) -> None:
     block.slider_min = max(-SLIDER_LIMIT, min(block.slider_min, float(np.floor(low))))
 
 
-def _move_marker(scene: bpy.types.Scene, rig: bpy.types.Object, layer: MXR_MicroLayer, tuning: MicroTuning) -> None:
-    """Put the layer's timeline marker on its tuned apex, and say its tuned span and peak."""
-    marker = scene.timeline_markers.get(layer.marker) if layer.marker else None
+def _move_marker(scene: bpy.types.Scene, rig: bpy.types.Object, layer: MXR_MicroLayer, before: MicroTuning,
+                 after: MicroTuning) -> None:
+    """Move the layer's timeline marker from the apex of ``before`` to that of ``after`` and say
+    its new span and peak. Only this rig's marker of this event is touched: its stored name,
+    under the rig's prefix, where ``before`` put it (a copy of the rig has its own prefix)."""
+    captured = np.array([layer.onset_frame, layer.apex_frame, layer.offset_frame])
+    apex_before = round(tuned_frames(captured[1:2], layer.apex_frame, before)[0])
+    marker = next((m for m in scene.timeline_markers if m.name == layer.marker and m.frame == apex_before
+                   and m.name.startswith(marker_prefix(rig))), None)
     if marker is None:
         return
-    onset, apex, offset = tuned_frames(np.array([layer.onset_frame, layer.apex_frame, layer.offset_frame]),
-                                       layer.apex_frame, tuning)
+    onset, apex, offset = tuned_frames(captured, layer.apex_frame, after)
     marker.frame = round(apex)
-    marker.name = marker_name(rig, layer.region, layer.peak_mm * tuning.intensity, onset, offset)
+    marker.name = marker_name(rig, layer.region, layer.peak_mm * after.intensity, onset, offset)
     layer.marker = marker.name
 
 
@@ -145,6 +163,7 @@ def record_micro_layers(rig: bpy.types.Object, key_names: list[str], components:
         layer.onset_frame, layer.offset_frame = first_frame + event.onset_frame, first_frame + event.offset_frame
         layer.marker = marker_name(rig, event.region, event.peak_mm, layer.onset_frame, layer.offset_frame)
     rig.mxr_micro_index = 0
+    rig.mxr_micro_solo = ""
 
 
 def micro_blocks(rig: bpy.types.Object) -> list[tuple[MXR_MicroLayer, bpy.types.ShapeKey]]:
@@ -171,13 +190,16 @@ def active_layer(context: bpy.types.Context) -> MXR_MicroLayer | None:
 
 
 class MXR_UL_micro_layers(bpy.types.UIList):
-    """A row per micro-expression: region and apex frame, intensity, the key's on/off switch."""
+    """A row per micro-expression: region and apex frame (an error icon where its key's curve is
+    gone, a solo icon on the soloed one), intensity, the key's on/off switch."""
 
     def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index=0, flt_flag=0):
         key = data.data.shape_keys
         block = key.key_blocks.get(item.key_name) if key is not None else None
+        icon = "ERROR" if micro_curve(data, item.key_name) is None else (
+            "SOLO_ON" if data.mxr_micro_solo == item.key_name else "SHAPEKEY_DATA")
         row = layout.row(align=True)
-        row.label(text=f"{item.region}  {round(item.apex_now())}", icon="SHAPEKEY_DATA" if block else "ERROR")
+        row.label(text=f"{item.region}  {round(item.apex_now())}", icon=icon)
         row.prop(item, "intensity", text="", emboss=False)
         if block is not None:
             row.prop(block, "mute", text="", emboss=False, invert_checkbox=True)
@@ -222,19 +244,27 @@ class MXR_OT_micro_preview_range(_OnSelectedLayer, bpy.types.Operator):
 
 
 class MXR_OT_micro_solo(_OnSelectedLayer, bpy.types.Operator):
-    """Show only the selected micro-expression (mute the rig's other micro keys); again, show all"""
+    """Show only the selected micro-expression (mute the rig's other micro keys); again, give
+    every micro key back the mute it had before"""
 
     bl_idname = "mxr.micro_solo"
     bl_label = "Solo"
     bl_options = {"REGISTER", "UNDO"}
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        rig, chosen = find_rig(context), active_layer(context)
-        blocks = {layer.key_name: block for layer, block in micro_blocks(rig)}
-        others = [block for name, block in blocks.items() if name != chosen.key_name]
-        soloed = chosen.key_name in blocks and not blocks[chosen.key_name].mute and all(b.mute for b in others)
-        for name, block in blocks.items():
-            block.mute = False if soloed else name != chosen.key_name
+        rig, chosen = rig_with_layers(context), active_layer(context)
+        pairs = micro_blocks(rig)
+        if rig.mxr_micro_solo == chosen.key_name:
+            for layer, block in pairs:
+                block.mute = layer.mute_before_solo
+            rig.mxr_micro_solo = ""
+            return {"FINISHED"}
+        if not rig.mxr_micro_solo:  # the first solo: remember the mutes to give back
+            for layer, block in pairs:
+                layer.mute_before_solo = block.mute
+        for layer, block in pairs:
+            block.mute = layer.key_name != chosen.key_name
+        rig.mxr_micro_solo = chosen.key_name
         return {"FINISHED"}
 
 
@@ -271,11 +301,10 @@ class MXR_OT_micro_scale_all(bpy.types.Operator):
     def execute(self, context: bpy.types.Context) -> set[str]:
         layers = rig_with_layers(context).mxr_micro_layers
         limits = layers[0].bl_rna.properties["intensity"]
-        clamped = 0
-        for layer in layers:
-            wanted = layer.intensity * self.factor
-            layer.intensity = min(max(wanted, limits.hard_min), limits.hard_max)
-            clamped += layer.intensity != wanted
+        intensities, clamped = scaled_intensities([layer.intensity for layer in layers], self.factor,
+                                                  limits.hard_min, limits.hard_max)
+        for layer, intensity in zip(layers, intensities):
+            layer.intensity = float(intensity)
         if clamped:
             self.report({"WARNING"}, f"{clamped} micro-expression(s) held at the intensity limits "
                                      f"({limits.hard_min:g}..{limits.hard_max:g})")
@@ -289,8 +318,11 @@ classes = (MXR_MicroLayer, MXR_UL_micro_layers, MXR_OT_micro_go_to_apex, MXR_OT_
 def register_properties() -> None:
     bpy.types.Object.mxr_micro_layers = bpy.props.CollectionProperty(type=MXR_MicroLayer)
     bpy.types.Object.mxr_micro_index = bpy.props.IntProperty(name="Micro-expression", default=0, min=0)
+    bpy.types.Object.mxr_micro_solo = bpy.props.StringProperty(
+        name="Soloed", description="The micro key shown alone (the others muted by Solo); empty: none")
 
 
 def unregister_properties() -> None:
+    del bpy.types.Object.mxr_micro_solo
     del bpy.types.Object.mxr_micro_index
     del bpy.types.Object.mxr_micro_layers

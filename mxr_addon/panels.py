@@ -1,7 +1,7 @@
 """The MXR tab in the 3D View sidebar (N panel)."""
 import bpy
 
-from .micro_layers import active_layer, rig_with_layers
+from .micro_layers import active_layer, micro_curve, rig_with_layers
 from .rig import find_rig
 
 
@@ -48,6 +48,8 @@ class VIEW3D_PT_mxr_micro(bpy.types.Panel):
         layer = active_layer(context)
         if layer is None:
             return
+        if micro_curve(rig, layer.key_name) is None:
+            layout.label(text=f"'{layer.key_name}' or its curve is gone: re-bake to tune it", icon="ERROR")
         column = layout.column(align=True)
         column.prop(layer, "intensity")
         column.prop(layer, "shift_frames")
@@ -56,7 +58,7 @@ class VIEW3D_PT_mxr_micro(bpy.types.Panel):
         row.operator("mxr.micro_go_to_apex", icon="KEYFRAME_HLT")
         row.operator("mxr.micro_preview_range", icon="PREVIEW_RANGE")
         row = layout.row(align=True)
-        row.operator("mxr.micro_solo", icon="SOLO_ON")
+        row.operator("mxr.micro_solo", icon="SOLO_ON", depress=rig.mxr_micro_solo == layer.key_name)
         row.operator("mxr.micro_reset", icon="LOOP_BACK")
 
 

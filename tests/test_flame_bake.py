@@ -217,6 +217,7 @@ def test_micro_expressions_bake_as_their_own_keys_on_a_flame_rig(empty_blend, fl
     rig = import_flame(scene, flame_file, expressions=EXPRESSIONS)
     baked = bake_take_file(scene, tmp_path / "take.npz", rig, reference_video=False)
     assert baked.result.micro_keys == [f"MXR_Micro cheeks {scene.frame_start + 12}"]
+    assert [layer.key_name for layer in rig.mxr_micro_layers] == baked.result.micro_keys  # tunable in the panel
     solved = retarget_flame(FlameLandmarks.build(model, landmarks, np.zeros(0), EXPRESSIONS),
                             take.macro_mm, take.neutral_mm, joints=(2, 3, 4))  # the face without the micro layer
     for k, weight in ((2, 0.0), (12, 1.0), (16, profile[16])):
@@ -225,3 +226,6 @@ def test_micro_expressions_bake_as_their_own_keys_on_a_flame_rig(empty_blend, fl
         assert blocks[f"MXR_Micro cheeks {scene.frame_start + 12}"].value == pytest.approx(weight, abs=1e-5)
         np.testing.assert_allclose([blocks[f"Exp{i:03d}"].value for i in range(EXPRESSIONS)], solved.expression[k],
                                    atol=1e-5)
+    rig.mxr_micro_layers[0].intensity = 2.0
+    scene.frame_set(scene.frame_start + 12)
+    assert rig.data.shape_keys.key_blocks[baked.result.micro_keys[0]].value == pytest.approx(2.0, abs=1e-5)

@@ -4,7 +4,7 @@ import pytest
 
 from conftest import take_from_deformation
 from mxr.models.micro_keys import (MICRO_LAYER_FROM_EVENTS, SPAN_MARGIN_S, MicroTuning, components_mm,
-                                   micro_components, retune_keys, tuned_frames)
+                                   micro_components, retune_keys, scaled_intensities, tuned_frames)
 from mxr.models.network.event_profile import micro_profile
 from mxr.ops.take import LANDMARK_COUNT, MicroEvent
 
@@ -101,3 +101,14 @@ def test_a_tuning_must_keep_the_micro_expression():
     for bad in ({"intensity": 0.0}, {"stretch": 0.0}, {"intensity": -1.0}):
         with pytest.raises(ValueError):
             MicroTuning(**bad)
+
+
+def test_scaled_intensities_count_only_what_the_limits_held():
+    values, held = scaled_intensities(np.float32([1.1, 0.8, 4.0, 0.02]), 1.5, 0.01, 10.0)
+    np.testing.assert_allclose(values, [1.65, 1.2, 6.0, 0.03], rtol=1e-6)
+    assert held == 0  # float32 inputs times 1.5 are not "held" for rounding
+    values, held = scaled_intensities([3.0, 8.0, 0.03], 2.0, 0.05, 10.0)
+    np.testing.assert_allclose(values, [6.0, 10.0, 0.06])
+    assert held == 1
+    _, held = scaled_intensities([0.02], 0.5, 0.05, 10.0)
+    assert held == 1

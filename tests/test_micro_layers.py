@@ -144,13 +144,42 @@ def test_go_to_apex_jumps_to_the_tuned_apex(baked):
     assert scene.frame_current == APEX + 5
 
 
-def test_a_key_the_animator_removed_leaves_the_marker_to_tune(baked):
+def test_a_key_whose_curve_is_gone_keeps_its_tuning_until_it_is_back(baked):
+    """Renamed away, the key has no curve to tune: the slider gives its number back, nothing moves,
+    and once the name is back the next tuning starts from the truth."""
     scene, rig, _ = baked
     layer = rig.mxr_micro_layers[0]
-    rig.shape_key_remove(rig.data.shape_keys.key_blocks[layer.key_name])
-    layer.shift_frames = 2.0  # nothing to move but the marker; no error
-    assert micro_curve(rig, layer.key_name) is None
-    assert [frame for frame, _ in our_markers(scene, rig)] == [APEX + 2]
+    captured, markers = keys_of(rig, layer), our_markers(scene, rig)
+    block = rig.data.shape_keys.key_blocks[layer.key_name]
+    block.name = "renamed by the animator"
+    layer.intensity = 3.0
+    layer.shift_frames = 2.0
+    assert (layer.intensity, layer.shift_frames) == (1.0, 0.0) and our_markers(scene, rig) == markers
+    block.name = layer.key_name
+    np.testing.assert_allclose(keys_of(rig, layer), captured, atol=1e-6)
+    layer.intensity = 2.0
+    assert value_at(scene, rig, layer.key_name, APEX) == pytest.approx(2.0, abs=1e-4)
+
+
+def test_the_marker_follows_under_a_long_rig_name(empty_blend):
+    """Blender keeps 63 bytes of a marker's name: the layer knows it by that name."""
+    head = remember(synthetic_head())
+    scene = empty_blend
+    scene.frame_start = FRAME_START
+    rig = build_rig(head, scene.collection, name="MXR performer_take_03_final_cleanup_version_A")
+    bake(scene, rig, head, micro_take(head, events=2))
+    assert all(len(name.encode()) <= 63 for _, name in our_markers(scene, rig))
+    rig.mxr_micro_layers[1].shift_frames = 4.0
+    assert [frame for frame, _ in our_markers(scene, rig)] == [APEX, FRAME_START + 27 + 4]
+
+
+def test_a_copy_of_the_rig_leaves_the_originals_marker_alone(baked):
+    scene, rig, _ = baked
+    copy = rig.copy()
+    scene.collection.objects.link(copy)
+    markers = our_markers(scene, rig)
+    copy.mxr_micro_layers[0].shift_frames = 5.0
+    assert our_markers(scene, rig) == markers
 
 
 def test_a_rebake_replaces_the_layers_untuned_and_a_take_without_events_leaves_none(baked):
@@ -183,6 +212,16 @@ def test_solo_shows_one_micro_expression_and_again_all_never_touching_the_users_
     mine.mute = True  # the user's own switch stays theirs
     bpy.ops.mxr.micro_solo()
     assert mine.mute and [blocks[name].mute for name in names] == [True, False]
+    bpy.ops.mxr.micro_solo()
+    # A micro key the animator had muted is muted again after a solo of another one.
+    blocks[names[0]].mute = True
+    rig.mxr_micro_index = 1
+    bpy.ops.mxr.micro_solo()
+    rig.mxr_micro_index = 0
+    bpy.ops.mxr.micro_solo()  # solo moves to the first key: it plays, the second is muted
+    assert [blocks[name].mute for name in names] == [False, True] and rig.mxr_micro_solo == names[0]
+    bpy.ops.mxr.micro_solo()
+    assert [blocks[name].mute for name in names] == [True, False] and rig.mxr_micro_solo == ""
 
 
 def test_loop_it_sets_the_preview_range_around_the_tuned_micro_expression(baked):
