@@ -7,7 +7,8 @@ it had to the new one (``retune_keys``: relative, so hand edits to the curve are
 moved with it) and moves and renames the event's timeline marker. It is an ordinary property
 edit, one undo step; the numbers are not animatable, since the curve they move is what plays.
 
-A re-bake replaces the layers with the new take's, untuned, as it replaces the keys themselves.
+A re-bake replaces the layers with the new take's, as it replaces the keys themselves; a
+micro-expression found again (same region and apex frame) keeps its tuning.
 Registered after the classes (``register_properties``): ``Object.mxr_micro_layers`` holds them,
 ``Object.mxr_micro_index`` is the one the panel shows.
 """
@@ -152,8 +153,13 @@ def _move_marker(scene: bpy.types.Scene, rig: bpy.types.Object, layer: MXR_Micro
 def record_micro_layers(rig: bpy.types.Object, key_names: list[str], components: list[MicroComponent],
                         first_frame: int) -> None:
     """Replace ``rig``'s layers with one per new micro key (take frame k = scene frame
-    ``first_frame + k``); their markers are named as ``markers.mark_micro_events`` names them."""
+    ``first_frame + k``); their markers are named as ``markers.mark_micro_events`` names them.
+
+    A key the last bake also made (the same name: the same region and apex frame) gets that
+    layer's tuning again, so a re-bake (other options, a re-run of the same video) does not undo
+    the animator's work; ``place_tuned_markers`` then moves the new markers to match."""
     layers = rig.mxr_micro_layers
+    tunings = {layer.key_name: layer.tuning() for layer in layers}
     layers.clear()
     for name, component in zip(key_names, components):
         event = component.event
@@ -161,9 +167,19 @@ def record_micro_layers(rig: bpy.types.Object, key_names: list[str], components:
         layer.key_name, layer.region, layer.peak_mm = name, event.region, event.peak_mm
         layer.apex_frame = first_frame + event.apex_frame
         layer.onset_frame, layer.offset_frame = first_frame + event.onset_frame, first_frame + event.offset_frame
+        tuning = tunings.get(name, MicroTuning())  # retunes the new curve; no marker yet (the bake's come later)
+        layer.intensity, layer.shift_frames, layer.stretch = tuning.intensity, tuning.shift_frames, tuning.stretch
         layer.marker = marker_name(rig, event.region, event.peak_mm, layer.onset_frame, layer.offset_frame)
     rig.mxr_micro_index = 0
     rig.mxr_micro_solo = ""
+
+
+def place_tuned_markers(scene: bpy.types.Scene, rig: bpy.types.Object) -> None:
+    """Move the markers of ``rig``'s tuned layers from their captured place (where a bake puts
+    them) to where the tuning has the micro-expression."""
+    for layer in rig.mxr_micro_layers:
+        if layer.tuning() != MicroTuning():
+            _move_marker(scene, rig, layer, MicroTuning(), layer.tuning())
 
 
 def micro_blocks(rig: bpy.types.Object) -> list[tuple[MXR_MicroLayer, bpy.types.ShapeKey]]:

@@ -21,6 +21,7 @@ from .camera import add_reference_video
 from .flame_rig import FLAME_LANDMARKS, FLAME_PATH, build_flame_rig, is_flame_rig
 from .heads import builtin_head, flame_model, head_named
 from .markers import mark_micro_events
+from .micro_layers import place_tuned_markers
 from .rig import build_rig, is_rig
 
 
@@ -113,8 +114,9 @@ def bake_take_file(
         if not is_rig(rig):
             rig = build_rig(head, scene.collection)
         result = bake_take(scene, rig, head, take, key_rotation=key_rotation, key_detail=key_detail)
-    return TakeBake(rig, result, _reference(scene, rig, take, result) if reference_video else None,
-                    mark_micro_events(scene, rig, take, frame_start))
+    marked = mark_micro_events(scene, rig, take, frame_start)
+    place_tuned_markers(scene, rig)
+    return TakeBake(rig, result, _reference(scene, rig, take, result) if reference_video else None, marked)
 
 
 def _reference(scene: bpy.types.Scene, rig: bpy.types.Object, take, result: BakeResult) -> bpy.types.Object:

@@ -1,6 +1,9 @@
 """Tuning a baked micro-expression live in real bpy: intensity, shift, duration, its marker, reset."""
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import bpy
 import numpy as np
 import pytest
@@ -8,13 +11,12 @@ import pytest
 from conftest import synthetic_head, synthetic_take
 from mxr.models.micro_keys import MICRO_LAYER_FROM_EVENTS
 from mxr.models.network.event_profile import micro_profile
-from mxr.mxr_addon.bake import bake_take
 from mxr.mxr_addon.heads import remember
-from mxr.mxr_addon.markers import mark_micro_events
 from mxr.mxr_addon.micro_layers import micro_curve
 from mxr.mxr_addon.panels import VIEW3D_PT_mxr_micro
+from mxr.mxr_addon.pipeline import bake_take_file
 from mxr.mxr_addon.rig import build_rig
-from mxr.ops.take import MicroEvent
+from mxr.ops.take import MicroEvent, save_take
 
 FRAME_START = 101
 APEX = FRAME_START + 9  # scene frame of the event's apex
@@ -34,9 +36,10 @@ def micro_take(head, events=1):
 
 
 def bake(scene, rig, head, take):
-    """What the Bake Take operator does for the keys and the markers."""
-    bake_take(scene, rig, head, take)
-    mark_micro_events(scene, rig, take, scene.frame_start)
+    """Bake ``take`` onto ``rig`` as the Bake Take operator does (keys, markers, layers)."""
+    with tempfile.TemporaryDirectory() as folder:
+        save_take(take, Path(folder) / "take.npz")
+        bake_take_file(scene, Path(folder) / "take.npz", rig, reference_video=False)
 
 
 @pytest.fixture
@@ -182,12 +185,19 @@ def test_a_copy_of_the_rig_leaves_the_originals_marker_alone(baked):
     assert our_markers(scene, rig) == markers
 
 
-def test_a_rebake_replaces_the_layers_untuned_and_a_take_without_events_leaves_none(baked):
+def test_a_rebake_keeps_the_tuning_of_what_it_finds_again_and_a_take_without_events_leaves_none(baked):
     scene, rig, head = baked
-    rig.mxr_micro_layers[0].intensity = 3.0
-    bake(scene, rig, head, micro_take(head))
-    assert [(layer.key_name, layer.intensity) for layer in rig.mxr_micro_layers] == [("MXR_Micro mouth 110", 1.0)]
-    assert value_at(scene, rig, "MXR_Micro mouth 110", APEX) == pytest.approx(1.0, abs=1e-4)
+    layer = rig.mxr_micro_layers[0]
+    layer.intensity, layer.shift_frames = 3.0, 2.0
+    tuned_keys, tuned_markers = keys_of(rig, layer), our_markers(scene, rig)
+    bake(scene, rig, head, micro_take(head))  # the same event again: same keys, same marker as tuned
+    layer = rig.mxr_micro_layers[0]
+    assert (layer.key_name, layer.intensity, layer.shift_frames) == ("MXR_Micro mouth 110", 3.0, 2.0)
+    np.testing.assert_allclose(keys_of(rig, layer), tuned_keys, atol=1e-5)
+    assert our_markers(scene, rig) == tuned_markers
+    assert value_at(scene, rig, "MXR_Micro mouth 110", APEX + 2) == pytest.approx(3.0, abs=1e-4)
+    bake(scene, rig, head, micro_take(head, events=2))  # another event besides: it comes untuned
+    assert [(layer.intensity, layer.shift_frames) for layer in rig.mxr_micro_layers] == [(3.0, 2.0), (1.0, 0.0)]
     bake(scene, rig, head, micro_take(head, events=0))
     assert len(rig.mxr_micro_layers) == 0 and our_markers(scene, rig) == []
     assert not VIEW3D_PT_mxr_micro.poll(bpy.context)
