@@ -7,7 +7,7 @@ and the time of one direction on one thread of this 2-core machine:
 
     profile   DIS settings                                              EPE px (0.5/1/2)    ms
     fast      FAST preset (finest scale 2)                              0.077 0.117 0.161   ~0.7
-    balanced  FAST, finest scale 1, patch stride 6, 8 descent iters,    0.055 0.067 0.093   ~1.2
+    balanced  FAST, finest scale 1, patch stride 6, 8 descent iters,    0.055 0.067 0.093   ~1.2-1.3
               2 var. iters
     fine      MEDIUM, finest scale 0, stride 4, 10 var. iters           0.035 0.041 0.046   ~14
 
@@ -15,19 +15,20 @@ and the time of one direction on one thread of this 2-core machine:
 for motions up to 2 px (``fast`` does not: its finest level is a quarter of the crop). ``fine``
 is for offline runs where accuracy matters more than speed.
 
-Where ``balanced``'s forward flow spends its time (scripts/compare_flow_settings.py, which also
-gives each setting's error at the true skin points of the rendered scan clips): ~0.75 ms patch
-search and densification, ~0.2-0.35 ms for each of the two variational-refinement iterations.
-It runs 8 gradient-descent iterations per patch, not the FAST preset's 16: 0.1 ms less, the same
-error on known motion (0.055 / 0.067 / 0.093 against 0.053 / 0.066 / 0.090 px) and a smaller one
-at the scan clips' skin points (99th percentile 0.154 / 0.352 against 0.165 / 0.380 px; lips and
-eyelids equal). 4 iterations shrink that tail further (0.138 / 0.315) but reach 0.099 px at 2 px
-of known motion, the limit. Measured and not kept, each for its tail at the lips or eyelids: one
-refinement iteration (1.2 ms; p99 0.193 / 0.440 px), none (0.8 ms; 0.245 / 0.511, lips 0.151 /
-0.166 against 0.092 / 0.104), no spatial propagation (lips and eyelid medians up by a sixth),
-patch stride 8 (1.1 ms; 0.15 px at 2 px of known motion with a grey level of noise). DIS's time
-is that of its finest level: a half-size crop at finest scale 0 costs and measures the same as
-the full crop at finest scale 1.
+Where ``balanced``'s forward flow spends its time (scripts/compare_flow_settings.py: one thread
+on WolfgangLanger's crops, and the error at the true skin points of the two rendered scan clips,
+120 / 30 fps): 1.30 ms in all, 0.73 ms without variational refinement, so ~0.3 ms for each of its
+two iterations. It runs 8 gradient-descent iterations per patch, not the FAST preset's 16: 0.1 ms
+less, the same error on known motion (0.055 / 0.067 / 0.093 against 0.053 / 0.066 / 0.090 px) and
+at the lips and eyelids (lips p99 0.090 / 0.102 against 0.092 / 0.104 px; the tail over all
+points, set by the face outline, 0.154 / 0.352 against 0.165 / 0.380). 4 iterations (1.23 ms)
+keep the lips and eyelids too but reach 0.099 px at 2 px of known motion, the limit. Measured and
+not kept, for the lips and eyelids: one refinement iteration (1.10 ms; lips p99 0.108 / 0.125 px),
+none (0.73 ms; lips p99 0.147 / 0.162, eyelids 0.081 / 0.117 against 0.059 / 0.087), no spatial
+propagation (1.20 ms; lips median 0.023 / 0.033 against 0.020 / 0.028, eyelids p99 0.063 /
+0.113); patch stride 8 (1.10 ms) keeps the lips and eyelids but reaches 0.15 px at 2 px of known
+motion with a grey level of noise. DIS's time is that of its finest level: a half-size crop at
+finest scale 0 costs and measures the same as the full crop at finest scale 1.
 
 The backward flow, used only for the forward-backward consistency check, runs at ULTRAFAST
 (~0.5 ms): on correct motion the two flows disagree by a median 0.07 px, and the check (see
@@ -45,8 +46,8 @@ clips (0.019 / 0.037 px against 0.023 / 0.036), is worse in the tail there (99th
 Both directions run on the crop's face columns only (``flow_columns``): the canonical layout puts
 the face mesh at x 45..211 px of a 256 px crop (39..226 seen on the real clips, head turns
 included), and the outer 24 px a side are hair and background. DIS time goes with the area, so
-that saves ~14 % of the flow (1.58 -> 1.35 ms forward) at the same error inside the face; the
-flow there is NaN, as it is for anything else the flow did not see.
+that saved ~14 % of the flow (1.58 -> 1.35 ms forward, with 16 descent iterations) at the same
+error inside the face; the flow there is NaN, as it is for anything else the flow did not see.
 
 Conventions: flow (H, W, 2) float32 crop px, (dx, dy) from ``previous`` to ``current``:
 previous(x) ~ current(x + flow(x)).
@@ -73,6 +74,13 @@ FLOW_COLUMN_MARGIN = 24 / 256  # of the crop's side, left and right, left out of
 # 0.3 px is ~3x the combined error of the two flows on correct motion (see the table above).
 FB_ABSOLUTE_PX = 0.3
 FB_RELATIVE = 0.05
+
+
+def flow_parameters(profile: str) -> dict[str, object]:
+    """Everything besides the images that decides a pair's flow and check with ``profile``: what
+    a cache of flows must be keyed by (unknown profile: None for its settings)."""
+    return {"profile": FLOW_PROFILES.get(profile), "consistency": FLOW_PROFILES["consistency"],
+            "column_margin": FLOW_COLUMN_MARGIN, "fb_absolute_px": FB_ABSOLUTE_PX, "fb_relative": FB_RELATIVE}
 
 
 def make_dis(profile: str) -> cv2.DISOpticalFlow:

@@ -12,15 +12,15 @@ a second interpreter) and a slower start. Bounded queues between the stages keep
 independent of the clip length: a few frames are in flight, never the clip.
 
 Where the CPU goes, per 640x360 frame on a 2-core machine (scripts/bench_frontend.py splits it by
-thread): MediaPipe's graph ~2.1-2.8 ms and its Python side ~0.4-0.5, the flow thread ~2.3 (forward
-+ backward DIS on the face columns ~1.5 alone, more when both cores are busy), decode ~0.8 (on one
-FFmpeg thread for frames this small, ``video.decode_threads_for``: frame threads cost ~0.15 ms a
-frame more), crops and records ~0.4: ~5.6-6.0 ms in all, against ~2.2-2.5 ms for MediaPipe
-alone, which keeps about one core busy. The sum of the stages run one at a time is ~5 ms: the
-rest is lost to the two cores sharing caches and memory bandwidth, and no GIL switch interval
-from 0.2 to 2 ms changed that. Two cores cannot run ~6 ms of work in under ~3 ms a frame, so the
-full front-end stays near 0.55-0.75x MediaPipe-only throughput, depending on how fast MediaPipe
-alone runs that day.
+thread; 2026-11-24): MediaPipe's graph ~1.7-2.1 ms and its Python side ~0.3, the flow thread
+~1.9-2.0 (forward + backward DIS on the face columns ~1.6 alone, more when both cores are busy),
+decode ~0.7-0.8 (on one FFmpeg thread for frames this small, ``video.decode_threads_for``: frame
+threads cost ~0.15 ms a frame more), crops and records ~0.35: ~4.5-5.1 ms in all, against ~1.9-2.1
+ms for MediaPipe alone, which keeps about one core busy. With both cores busy all the time that
+would allow ~0.7x MediaPipe-only throughput on WolfgangLanger (0.70-0.74); the four stages keep them
+~87 % busy (two of them are serial chains of ~1.9 ms a frame: MediaPipe's graph and the flow), and
+no GIL switch interval from 0.2 to 2 ms changed that, so the full front-end runs at ~0.6x
+MediaPipe-only throughput, depending on how fast MediaPipe alone runs that day.
 
 Everything in a ``FrameRecord`` is in source-frame pixels or canonical-crop pixels; a downscale
 for analysis (frames larger than ``max_side``) is folded into the transforms and reported as

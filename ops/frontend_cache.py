@@ -3,8 +3,8 @@ decode, tracking and flow.
 
 An entry is a folder ``<cache dir>/<key>/`` holding ``manifest.json`` and chunks of
 ``CHUNK_FRAMES`` frames as ``.npz`` (no pickles), so writing and reading stay streaming: memory does
-not grow with the clip. The key is the sha256 of {format version, video sha256, settings, the flow
-profile's DIS parameters} as sorted JSON. A run writes into ``<key>.partial-*`` and renames the
+not grow with the clip. The key is the sha256 of {format version, video sha256, settings, the
+flow's parameters} as sorted JSON. A run writes into ``<key>.partial-*`` and renames the
 folder into place only once every frame is in; a cancelled or failed run deletes its partial
 folder, and a crash leaves only a ``.partial`` folder, which is never read and is swept later.
 The manifest lists each chunk's sha256: an entry that does not match it is deleted and rebuilt.
@@ -22,14 +22,14 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .flow import FLOW_PROFILES
+from .flow import flow_parameters
 from .frontend import FrameRecord, FrontEnd, FrontendSettings, stack_records, unstack_records
 from .progress import ProgressReporter
 from .video import VideoInfo, file_sha256, probe_video
 
 CACHE_FORMAT = "mxr.frontend-cache"
-# 2: the flow covers the crop's face columns only (flow.flow_columns); 3: the key holds the flow
-# profile's DIS parameters, so retuning a profile cannot serve flows computed with the old ones.
+# 2: the flow covers the crop's face columns only (flow.flow_columns); 3: the key holds the flow's
+# parameters (flow.flow_parameters), so retuning the flow cannot serve flows computed the old way.
 CACHE_VERSION = 3
 CHUNK_FRAMES = 256
 CACHE_DIR_ENV = "MXR_CACHE_DIR"
@@ -44,7 +44,7 @@ def default_cache_dir() -> Path:
 
 def cache_key(video_sha256: str, settings: FrontendSettings) -> str:
     description = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "video_sha256": video_sha256,
-                   "settings": settings.as_dict(), "flow_parameters": FLOW_PROFILES.get(settings.flow_profile)}
+                   "settings": settings.as_dict(), "flow_parameters": flow_parameters(settings.flow_profile)}
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()
 
 

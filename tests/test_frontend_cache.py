@@ -10,8 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from mxr.ops import frontend_cache
-from mxr.ops.flow import FLOW_PROFILES
+from mxr.ops import flow
 from mxr.ops.frontend import FrontendSettings
 from mxr.ops.frontend_cache import CACHE_DIR_ENV, CachedFrontEnd, cache_key, default_cache_dir
 from mxr.ops.progress import ProgressReporter
@@ -57,11 +56,14 @@ def test_key_depends_on_video_content_and_settings(tmp_path):
     assert key != cache_key("a" * 64, FrontendSettings(end_frame=24, flow_profile="fine"))
 
 
-def test_key_changes_when_a_flow_profile_is_retuned(monkeypatch):
-    """Flows computed with a profile's old DIS parameters must not be served under its name."""
+def test_key_changes_when_the_flow_is_retuned(monkeypatch):
+    """Flows and checks computed with the old parameters must not be served under the new ones."""
     key = cache_key("a" * 64, SETTINGS)
-    retuned = dict(FLOW_PROFILES, balanced={**FLOW_PROFILES["balanced"], "GradientDescentIterations": 4})
-    monkeypatch.setattr(frontend_cache, "FLOW_PROFILES", retuned)
+    retuned = dict(flow.FLOW_PROFILES, balanced={**flow.FLOW_PROFILES["balanced"], "GradientDescentIterations": 4})
+    monkeypatch.setattr(flow, "FLOW_PROFILES", retuned)
+    assert cache_key("a" * 64, SETTINGS) != key
+    monkeypatch.undo()
+    monkeypatch.setattr(flow, "FB_ABSOLUTE_PX", flow.FB_ABSOLUTE_PX * 2)  # the consistency check
     assert cache_key("a" * 64, SETTINGS) != key
 
 
