@@ -2,6 +2,7 @@
 
     python -m mxr.ops reconstruct VIDEO --out TAKE [--start-frame N] [--end-frame N]
         [--neutral-seconds S] [--cache-dir DIR] [--debug-sheet PNG] [--baseline]
+    python -m mxr.ops timeline TAKE --png PNG
 
 stdout carries JSON lines (see progress.py); a person reads stderr. Exit codes: 0 done,
 2 bad input (clear message), 130 cancelled (SIGINT/SIGTERM). A failed or cancelled run leaves
@@ -18,6 +19,8 @@ from .errors import MxrError
 from .frontend import FrontendSettings
 from .progress import ProgressReporter
 from .reconstruct import ReconstructSettings, reconstruct
+from .take import load_take
+from .take_timeline import write_take_timeline
 
 EXIT_BAD_INPUT = 2
 EXIT_CANCELLED = 130
@@ -39,7 +42,24 @@ def _parser() -> argparse.ArgumentParser:
                      help="landmark-only baseline: skip the micro-expression network")
     run.add_argument("--debug-sheet", type=Path, default=None,
                      help="also write a contact sheet of what the front-end saw (PNG)")
+    timeline = commands.add_parser("timeline", help="take file -> picture of it over time (face found, "
+                                                    "macro and micro motion, micro events)")
+    timeline.add_argument("take", type=Path)
+    timeline.add_argument("--png", type=Path, required=True, help="picture to write")
     return parser
+
+
+def _timeline(take_path: Path, png_path: Path) -> int:
+    try:
+        write_take_timeline(load_take(take_path), png_path)
+    except MxrError as error:
+        print(f"mxr: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as error:
+        print(f"mxr: error: cannot write {png_path}: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"wrote {png_path}", file=sys.stderr)
+    return 0
 
 
 def _raise_interrupt(_signum: int, _frame: object) -> None:
@@ -48,6 +68,8 @@ def _raise_interrupt(_signum: int, _frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
+    if arguments.command == "timeline":
+        return _timeline(arguments.take, arguments.png)
     reporter = ProgressReporter()
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:

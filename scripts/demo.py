@@ -1,7 +1,8 @@
 """The demo's driver: engine process -> take -> Blender scene -> contact sheet, with a summary.
 
-Runs the engine exactly as the add-on does (a separate process speaking JSON lines), then bakes
-in bpy and composes out/demo_preview.png from the video and Workbench renders of the head.
+Runs the engine exactly as the add-on does (a separate process speaking JSON lines), draws the
+take over time (out/demo_timeline.png), then bakes in bpy and composes out/demo_preview.png from
+the video and Workbench renders of the head.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from mxr.ops.errors import MxrError
 from mxr.ops.preview import compose_contact_sheet, pick_preview_frames
 from mxr.ops.sample_data import DEFAULT_CLIP, sample_path
 from mxr.ops.take import load_take
+from mxr.ops.take_timeline import write_take_timeline
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,10 +55,12 @@ def main() -> int:
     out = arguments.out
     out.mkdir(parents=True, exist_ok=True)
     take_path, blend_path, preview_path = out / "demo_take.npz", out / "demo.blend", out / "demo_preview.png"
+    timeline_path = out / "demo_timeline.png"
 
     print(f"MXR demo: {video}", file=sys.stderr)
     engine = run_engine(video, take_path, arguments.baseline)
     take = load_take(take_path)
+    write_take_timeline(take, timeline_path)
 
     import mxr
     from mxr.mxr_addon.batch import build_demo_blend  # Blender as a module: imported once the engine has succeeded
@@ -73,7 +77,7 @@ def main() -> int:
         f"engine {engine['seconds']:.2f} s ({engine['frames_per_second']:.0f} frames/s), "
         f"model {engine['model_version']} on {engine['provider'] or 'no network'}, "
         f"{engine['micro_events']} micro events\n"
-        f"wrote {blend_path}\n      {take_path}\n      {preview_path}"
+        f"wrote {blend_path}\n      {take_path}\n      {preview_path}\n      {timeline_path}"
     )
     return 0
 
