@@ -11,7 +11,7 @@ import bpy
 
 from ..ops.errors import MxrError
 from .engine_job import EngineJob, resolve_engine_python
-from .pipeline import TakeBake, bake_take_file, import_builtin_head, import_flame
+from .pipeline import TakeBake, bake_arkit_file, bake_take_file, import_builtin_head, import_flame
 from .preferences import engine_python_setting, flame_path_setting, remember_flame_path
 from .rig import find_rig
 
@@ -153,6 +153,47 @@ class MXR_OT_bake_take(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class MXR_OT_bake_arkit(bpy.types.Operator):
+    """Bake an MXR take onto the active mesh's own ARKit-named shape keys (eyeBlinkLeft, jawOpen,
+    ... in any common spelling), through MXR's built-in head"""
+
+    bl_idname = "mxr.bake_arkit"
+    bl_label = "Bake onto ARKit Keys"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filepath: bpy.props.StringProperty(name="Take", subtype="FILE_PATH", options={"SKIP_SAVE"})
+    filter_glob: bpy.props.StringProperty(default="*.npz", options={"HIDDEN"})
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        obj = context.active_object
+        return obj is not None and obj.type == "MESH" and obj.data.shape_keys is not None
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if self.filepath:
+            return self.execute(context)
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        if not self.filepath:
+            self.report({"ERROR"}, "no take file given")
+            return {"CANCELLED"}
+        character = context.active_object
+        try:
+            baked = bake_arkit_file(context.scene, Path(bpy.path.abspath(self.filepath)), character)
+        except MxrError as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        for warning in baked.result.warnings:
+            self.report({"WARNING"}, warning)
+        result = baked.result
+        self.report({"INFO"}, f"MXR: baked {result.frames_keyed}/{result.frame_count} frames with a face onto "
+                              f"{len(result.keys)} ARKit shape keys of {character.name}, "
+                              f"{baked.events_marked} micro events marked in the timeline")
+        return {"FINISHED"}
+
+
 def default_take_path(video: Path) -> Path:
     """Next to the saved .blend (``<video>.mxr.npz``), else in the temp folder."""
     folder = Path(bpy.path.abspath("//")) if bpy.data.filepath else Path(tempfile.gettempdir()) / "mxr"
@@ -253,4 +294,4 @@ class MXR_OT_reconstruct_video(bpy.types.Operator):
             return {"CANCELLED"}
 
 
-classes = (MXR_OT_import_head, MXR_OT_import_flame, MXR_OT_bake_take, MXR_OT_reconstruct_video)
+classes = (MXR_OT_import_head, MXR_OT_import_flame, MXR_OT_bake_take, MXR_OT_bake_arkit, MXR_OT_reconstruct_video)

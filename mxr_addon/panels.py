@@ -25,6 +25,7 @@ class VIEW3D_PT_mxr(bpy.types.Panel):
         column.operator("mxr.import_flame", icon="ARMATURE_DATA")
         column.operator("mxr.reconstruct_video", icon="FILE_MOVIE")
         column.operator("mxr.bake_take", icon="IMPORT")
+        column.operator("mxr.bake_arkit", icon="SHAPEKEY_DATA")
 
 
 class VIEW3D_PT_mxr_micro(bpy.types.Panel):

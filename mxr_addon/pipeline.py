@@ -15,7 +15,9 @@ import numpy as np
 from ..models.flame import EXPRESSION_COMPONENTS, FlameFileError
 from ..models.flame_embedding import default_registration_path, load_landmark_embedding
 from ..models.retarget import estimate_flame_identity
+from ..ops.errors import MxrError
 from ..ops.take import load_take
+from .arkit_bake import bake_arkit_take
 from .bake import BakeResult, bake_flame_take, bake_take
 from .camera import add_reference_video
 from .flame_rig import FLAME_LANDMARKS, FLAME_PATH, build_flame_rig, is_flame_rig
@@ -117,6 +119,17 @@ def bake_take_file(
     marked = mark_micro_events(scene, rig, take, frame_start)
     place_tuned_markers(scene, rig)
     return TakeBake(rig, result, _reference(scene, rig, take, result) if reference_video else None, marked)
+
+
+def bake_arkit_file(scene: bpy.types.Scene, take_path: Path, character: bpy.types.Object) -> TakeBake:
+    """Load ``take_path`` (MxrError if missing or corrupt) and bake it onto ``character``'s own
+    ARKit-named shape keys through the built-in head (``arkit_bake``); mark its micro events."""
+    if is_rig(character) or is_flame_rig(character):
+        raise MxrError(f"{character.name} is one of MXR's heads: use Bake Take, which also keys its detail "
+                       "and micro-expression layers")
+    take = load_take(Path(take_path))
+    result = bake_arkit_take(scene, character, builtin_head(), take)
+    return TakeBake(character, result, None, mark_micro_events(scene, character, take, scene.frame_start))
 
 
 def _reference(scene: bpy.types.Scene, rig: bpy.types.Object, take, result: BakeResult) -> bpy.types.Object:
