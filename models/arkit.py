@@ -1,15 +1,18 @@
 """Matching a character's shape keys to the 52 ARKit face units, whatever their spelling.
 
-Why: most production characters carry ARKit blendshapes (for iPhone capture); MXR's built-in
-head speaks the same 52 units, so a take retargeted to it drives any such character directly.
-Their names vary by tool: ``eyeBlinkLeft`` (Apple), ``EyeBlink_L`` / ``eye_blink_l`` (rig
-conventions), ``eyeBlink.L`` (Blender's), ``blendShape1.eyeBlinkLeft`` (FBX imports). A name is compared without its
-``something.`` namespace, case, separators, and with an ``L`` / ``R`` side spelled out.
+Why: most production characters carry ARKit blendshapes (for iPhone capture); MXR's built-in head
+speaks the same 52 units, so a take retargeted to it drives any such character directly. Their names
+vary by tool: ``eyeBlinkLeft`` (Apple), ``EyeBlink_L`` / ``eye_blink_l`` (rig conventions),
+``eyeBlink.L`` (Blender's), ``blendShape1.eyeBlinkLeft`` (FBX imports). A name is compared without a
+``.001`` copy suffix, its ``something.`` namespace, case and separators, and with an ``L`` / ``R``
+side spelled out. Names that rename the units themselves (Character Creator's ``Eye_L_Look_Down``,
+Daz's ``facs_bs_*``) are not ARKit spellings and do not match.
 """
 from __future__ import annotations
 
 import re
 
+_COPY_SUFFIX = re.compile(r"\.\d{3}$")  # Blender's "eyeBlinkLeft.001"
 _SIDE_SUFFIX = re.compile(r"[_\-. ]([lr])$", re.IGNORECASE)  # "EyeBlink_L", Blender's "eyeBlink.L"
 _NAMESPACE = re.compile(r"^.*\.")  # "blendShape1.eyeBlinkLeft" -> "eyeBlinkLeft"
 _SEPARATORS = re.compile(r"[^a-z0-9]")
@@ -17,7 +20,7 @@ _SEPARATORS = re.compile(r"[^a-z0-9]")
 
 def normalised_unit_name(name: str) -> str:
     """A shape key's or unit's name as compared: "EyeBlink_L" -> "eyeblinkleft"."""
-    bare = name.strip()
+    bare = _COPY_SUFFIX.sub("", name.strip())
     side = _SIDE_SUFFIX.search(bare)
     if side:  # the side first: Blender's ".L" is not a namespace
         bare = bare[:side.start()]
@@ -27,13 +30,19 @@ def normalised_unit_name(name: str) -> str:
     return _SEPARATORS.sub("", bare.lower())
 
 
-def match_units(key_names: list[str], unit_names: tuple[str, ...]) -> dict[str, str]:
+def match_units(key_names: list[str], unit_names: tuple[str, ...]) -> tuple[dict[str, str], list[str]]:
     """Unit name -> the first shape key (in ``key_names`` order) whose normalised name is the
-    unit's; units without one are left out."""
+    unit's (units without one are left out), and the later keys that also named a matched unit
+    (not keyed: a person should know which of the two moves)."""
     wanted = {normalised_unit_name(unit): unit for unit in unit_names}
     matches: dict[str, str] = {}
+    duplicates: list[str] = []
     for key_name in key_names:
         unit = wanted.get(normalised_unit_name(key_name))
-        if unit is not None and unit not in matches:
+        if unit is None:
+            continue
+        if unit in matches:
+            duplicates.append(key_name)
+        else:
             matches[unit] = key_name
-    return matches
+    return matches, duplicates

@@ -1,14 +1,15 @@
 """Bake a take onto a character's own ARKit-named shape keys.
 
-Why: production characters usually carry the 52 ARKit blendshapes, and MXR's built-in head
-speaks the same units, so the take is retargeted to the built-in head (``retarget_expressions``)
-and its unit coefficients are keyed on the character's keys of the same names
-(``models.arkit.match_units``: any common spelling). The character is the user's: MXR keys only
-the matched keys' values, in an action of its own on the mesh's Key (a user action found there is
-kept with a fake user and reported, as for MXR's rigs); it adds no shape keys, touches no other
-key, and leaves the object's own animation (transform, custom properties) alone. Micro-expressions
-are in the unit curves with the rest; their per-event layers need MXR's own heads, where each
-is a shape key.
+Why: production characters usually carry the 52 ARKit blendshapes, and MXR's built-in head speaks
+the same units, so the take is retargeted to the built-in head (``retarget_expressions``) and its
+unit coefficients are keyed on the character's keys of the same names (``models.arkit.match_units``:
+any common spelling). The character is the user's: MXR keys only the matched keys' values, in an
+action of its own on the mesh's Key (a user action found there is moved to an NLA track of its own,
+where it keeps playing under MXR's); it adds no shape keys, touches no other key, and leaves the
+object's own animation (transform, custom properties) alone. A bake that cannot be done whole (no
+ARKit keys, no face in the take, linked data, NLA tweak mode) is refused before anything changes.
+Micro-expressions are in the unit curves with the rest; their per-event layers need MXR's own heads,
+where each is a shape key.
 """
 from __future__ import annotations
 
@@ -21,16 +22,18 @@ from ..models.retarget import retarget_expressions
 from ..ops.errors import MxrError
 from ..ops.take import Take
 from .bake import BakeResult, driven_paths_warning, owned_action, set_scene_timing
-from .curves import ensure_fcurve, write_keys
+from .curves import action_curves, ensure_fcurve, write_keys
+from .rig import OWNED
 
 LISTED_MISSING = 8  # unit names a warning lists before "..."
 
 
-def arkit_key_names(obj: bpy.types.Object, head: HeadModel) -> dict[str, str]:
-    """``head``'s unit name -> the name of ``obj``'s shape key for it (only those it has)."""
+def arkit_key_names(obj: bpy.types.Object, head: HeadModel) -> tuple[dict[str, str], list[str]]:
+    """``head``'s unit name -> the name of ``obj``'s shape key for it (only those it has), and the
+    keys that named an already matched unit (``models.arkit.match_units``)."""
     key = obj.data.shape_keys if obj.type == "MESH" else None
     if key is None:
-        return {}
+        return {}, []
     names = [block.name for block in key.key_blocks if block != key.reference_key]
     return match_units(names, tuple(head.expression_names))
 
@@ -38,19 +41,28 @@ def arkit_key_names(obj: bpy.types.Object, head: HeadModel) -> dict[str, str]:
 def bake_arkit_take(scene: bpy.types.Scene, obj: bpy.types.Object, head: HeadModel, take: Take) -> BakeResult:
     """Retarget ``take`` to ``head`` (MXR's built-in head) and key its unit coefficients on
     ``obj``'s shape keys of the same names, take frame k at scene frame ``frame_start + k``.
-    MxrError, with nothing changed, if ``obj`` has no such keys."""
-    matches = arkit_key_names(obj, head)
+    MxrError, with nothing changed, if the bake cannot be done whole."""
+    matches, duplicates = arkit_key_names(obj, head)
     if not matches:
         raise MxrError(f"{obj.name} has no ARKit-named shape keys (eyeBlinkLeft, jawOpen, ... in any common "
                        "spelling): nothing to bake onto")
+    key = obj.data.shape_keys
+    _refuse_what_cannot_be_baked(obj, key)
     coefficients = retarget_expressions(head, take.deformation_mm(), take.neutral_mm)  # (T, 52) units
     valid = np.all(np.isfinite(coefficients), axis=1)  # (T,)
-    frames = scene.frame_start + np.arange(take.frame_count, dtype=np.float64)  # (T,) scene frames
-    set_scene_timing(scene, take.fps, take.frame_count)
+    if not valid.any():
+        raise MxrError(f"no frame of {take.source_path} has a face: nothing to bake")
+
     warnings: list[str] = []
-    key = obj.data.shape_keys
+    _keep_playing_under(key, warnings)
+    warnings += _set_timing(scene, take)
+    frames = scene.frame_start + np.arange(take.frame_count, dtype=np.float64)  # (T,) scene frames
     action = owned_action(key, f"{obj.name} ARKit", warnings)
     units = list(head.expression_names)
+    paths = {key.key_blocks[name].path_from_id("value") for name in matches.values()}
+    curves = action_curves(action, key)
+    for stale in [curve for curve in (curves or []) if curve.data_path not in paths]:
+        curves.remove(stale)  # a key an earlier bake matched and this one does not (renamed since)
     for unit, block_name in matches.items():
         curve = ensure_fcurve(action, key, key.key_blocks[block_name].path_from_id("value"))
         write_keys(curve, frames[valid], coefficients[valid, units.index(unit)], "LINEAR")
@@ -59,8 +71,46 @@ def bake_arkit_take(scene: bpy.types.Scene, obj: bpy.types.Object, head: HeadMod
         listed = ", ".join(missing[:LISTED_MISSING]) + (", ..." if len(missing) > LISTED_MISSING else "")
         warnings.append(f"{len(missing)} of the {len(units)} ARKit units have no shape key on {obj.name}, "
                         f"so they are not keyed: {listed}")
+    if duplicates:
+        warnings.append(f"shape keys naming a unit another key already has, not keyed: {', '.join(duplicates)}")
     if not valid.all():
         warnings.append(f"no face in {int((~valid).sum())} of {take.frame_count} frames: no keys there "
                         "(the curves interpolate across)")
     warnings += driven_paths_warning(key, list(matches.values()))
     return BakeResult(take.frame_count, int(valid.sum()), list(matches.values()), warnings)
+
+
+def _refuse_what_cannot_be_baked(obj: bpy.types.Object, key: bpy.types.Key) -> None:
+    """MxrError for a character whose shape-key animation cannot be changed now."""
+    if key.library is not None or obj.data.library is not None:
+        raise MxrError(f"{obj.name}'s shape keys are linked from another file: bake in that file, or make them local")
+    animation = key.animation_data
+    if animation is not None and animation.use_tweak_mode:
+        raise MxrError(f"{obj.name}'s shape keys are in NLA tweak mode: leave it (Tab in the NLA editor) and bake "
+                       "again")
+
+
+def _keep_playing_under(key: bpy.types.Key, warnings: list[str]) -> None:
+    """Put a user's action on ``key`` on an NLA track of its own, so that it keeps playing under
+    MXR's (which overrides only the ARKit keys it bakes)."""
+    animation = key.animation_data
+    if animation is None or animation.action is None or animation.action.get(OWNED):
+        return
+    action = animation.action
+    track = animation.nla_tracks.new()
+    track.name = f"{action.name} (under MXR)"
+    track.strips.new(action.name, int(action.frame_range[0]), action)
+    animation.action = None
+    warnings.append(f"your action '{action.name}' now plays from the NLA track '{track.name}' under MXR's bake, "
+                    "which overrides only the ARKit keys it bakes")
+
+
+def _set_timing(scene: bpy.types.Scene, take: Take) -> list[str]:
+    """The scene's rate and range set to the take's (``set_scene_timing``); a warning if they change."""
+    before = (scene.render.fps / scene.render.fps_base, scene.frame_start, scene.frame_end)
+    set_scene_timing(scene, take.fps, take.frame_count)
+    after = (scene.render.fps / scene.render.fps_base, scene.frame_start, scene.frame_end)
+    if np.allclose(before, after):
+        return []
+    return [f"the scene now runs at the take's {after[0]:g} frames/s over frames {after[1]}-{after[2]} "
+            f"(it was {before[0]:g} frames/s, {before[1]}-{before[2]})"]

@@ -248,21 +248,29 @@ def set_scene_timing(scene: bpy.types.Scene, fps: float, frame_count: int) -> No
 
 def owned_action(datablock: bpy.types.ID, label: str, warnings: list[str]) -> bpy.types.Action:
     """MXR's action for ``datablock``, assigned to it; a user's action there is kept alive. A new
-    action is named "MXR <label>" (once: rigs MXR imports are already called "MXR ...")."""
+    action is named "MXR <label>" (once: rigs MXR imports are already called "MXR ...").
+
+    MXR's earlier action is reused only while no other datablock uses it: a copy of a baked rig
+    or character shares it, and baking the copy must not change the original."""
     animation = datablock.animation_data or datablock.animation_data_create()
     current = animation.action
-    if current is not None and current.get(OWNED):
+    if current is not None and current.get(OWNED) and _used_only_by(current, datablock):
         return current
-    if current is not None:
+    if current is not None and not current.get(OWNED):
         current.use_fake_user = True
         warnings.append(f"kept your action '{current.name}' (fake user) and assigned MXR's bake to {datablock.name}")
     action = datablock.get(ACTION_LINK)
-    if not isinstance(action, bpy.types.Action) or not action.get(OWNED):
+    if not isinstance(action, bpy.types.Action) or not action.get(OWNED) or not _used_only_by(action, datablock):
         action = bpy.data.actions.new(label if label.startswith("MXR ") else f"MXR {label}")
         action[OWNED] = True
         datablock[ACTION_LINK] = action
     animation.action = action
     return action
+
+
+def _used_only_by(action: bpy.types.Action, datablock: bpy.types.ID) -> bool:
+    """No datablock but ``datablock`` uses ``action`` (assigned, or linked by an ID property)."""
+    return bpy.data.user_map(subset=[action])[action] <= {datablock}
 
 
 def orthonormalised(rotations: np.ndarray) -> np.ndarray:

@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _timeline(take_path: Path, png_path: Path) -> int:
+    if png_path.suffix.lower() != ".png":
+        print(f"mxr: error: {png_path}: the picture is written as PNG; give it a .png name", file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
         write_take_timeline(load_take(take_path), png_path)
     except MxrError as error:

@@ -105,6 +105,11 @@ class Take:
             actual = np.shape(getattr(self, name))
             if actual != shape:
                 raise MxrError(f"take field {name} has shape {actual}, expected {shape}")
+        if not (np.isfinite(self.fps) and self.fps > 0):
+            raise MxrError(f"take frame rate {self.fps} is not a positive number")
+        for event in self.events:
+            if not 0 <= event.onset_frame <= event.apex_frame <= event.offset_frame < count:
+                raise MxrError(f"micro event {event} lies outside the take's {count} frames or is out of order")
 
 
 _EVENT_FIELDS = [f.name for f in fields(MicroEvent)]

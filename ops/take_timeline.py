@@ -32,11 +32,27 @@ OTHER_REGION = (150, 150, 150)
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
-def layer_motion_mm(layer_mm: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """(T, 478, 3) mm displacement -> (T,) mean length over the skin landmarks, mm; NaN without a face."""
-    motion = np.linalg.norm(np.asarray(layer_mm, np.float64)[:, SKIN_LANDMARKS], axis=2).mean(axis=1)
+def layer_motion_mm(layer_mm: np.ndarray, valid: np.ndarray, chunk_frames: int = 4096) -> np.ndarray:
+    """(T, 478, 3) mm displacement -> (T,) mean length over the skin landmarks, mm; NaN without a
+    face. In chunks of frames, so a long take needs no copy of its whole layer."""
+    motion = np.empty(len(layer_mm))
+    for start in range(0, len(layer_mm), chunk_frames):
+        chunk = np.asarray(layer_mm[start:start + chunk_frames, :len(SKIN_LANDMARKS)], np.float32)
+        motion[start:start + chunk_frames] = np.linalg.norm(chunk, axis=2).mean(axis=1)
     motion[~np.asarray(valid, bool)] = np.nan
     return motion
+
+
+def lost_per_column(valid: np.ndarray, columns: int) -> np.ndarray:
+    """(T,) face found -> (columns,) bool: a column of the face row is lost when any frame it
+    covers is, so a dropout of one frame still shows in a take of many thousands."""
+    count = len(valid)
+    if count == 0:
+        return np.zeros(columns, bool)
+    first = np.minimum((np.arange(columns) * count) // columns, count - 1)  # (columns,) first frame in each
+    last = np.maximum(first, ((np.arange(1, columns + 1) * count) - 1) // columns)  # (columns,) last frame
+    lost_before = np.concatenate([[0], np.cumsum(~np.asarray(valid, bool))])  # (T + 1,)
+    return lost_before[np.minimum(last, count - 1) + 1] > lost_before[first]
 
 
 def time_x(frame_positions: np.ndarray, frame_count: int) -> np.ndarray:
@@ -89,15 +105,15 @@ def take_timeline(take: Take) -> np.ndarray:
     _label(canvas, title, (6, 22), scale=0.5)
 
     edges = np.round(time_x(np.arange(count + 1), count)).astype(int)  # (T + 1,) where each frame begins, px
-    for frame in range(count):
-        cv2.rectangle(canvas, (edges[frame], face_top), (max(edges[frame + 1] - 1, edges[frame]),
-                                                          face_top + FACE_ROW_PX - 1),
-                      FACE_FOUND if valid[frame] else FACE_LOST, -1)
+    face_row = canvas[face_top:face_top + FACE_ROW_PX, LEFT_PX:WIDTH_PX - RIGHT_PX]
+    face_row[:] = FACE_FOUND
+    face_row[:, lost_per_column(valid, face_row.shape[1])] = FACE_LOST
     _label(canvas, "face", (6, face_top + 11), scale=0.38)
 
     for index, event in enumerate(take.events):
         colour = REGION_COLOURS.get(event.region, OTHER_REGION)
-        left, right = edges[max(event.onset_frame, 0)], edges[min(event.offset_frame + 1, count)]
+        onset, offset = np.clip([event.onset_frame, event.offset_frame + 1], 0, count)
+        left, right = edges[onset], max(edges[offset], edges[onset] + 1)
         band = canvas[micro_top + 1:micro_top + PLOT_PX, left:right]
         band[:] = (0.55 * band + 0.45 * np.array(colour)).astype(np.uint8)
         apex = int(round(time_x(np.array([event.apex_frame + 0.5]), count)[0]))

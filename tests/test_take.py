@@ -125,3 +125,17 @@ def test_bad_files_give_clear_errors(tmp_path, content):
 def test_missing_file(tmp_path):
     with pytest.raises(MxrError, match="not found"):
         load_take(tmp_path / "nope.npz")
+
+
+@pytest.mark.parametrize("change", [
+    {"fps": 0.0}, {"fps": float("nan")},
+    {"events": [MicroEvent(2, 4, 6, "mouth", 0.5, 0.9)]},  # offset past the last of 6 frames
+    {"events": [MicroEvent(3, 1, 4, "mouth", 0.5, 0.9)]},  # apex before onset
+])
+def test_a_take_with_an_impossible_rate_or_event_is_refused(tmp_path, change):
+    take = make_take()
+    for name, value in change.items():
+        setattr(take, name, value)
+    with pytest.raises(MxrError, match="frame rate|micro event"):
+        save_take(take, tmp_path / "bad.npz")
+    assert not (tmp_path / "bad.npz").exists()

@@ -9,7 +9,7 @@ from conftest import take_from_deformation
 from mxr.models.network.event_profile import micro_profile
 from mxr.ops.take import LANDMARK_COUNT, MicroEvent, save_take
 from mxr.ops.take_timeline import (FACE_FOUND, FACE_LOST, HEADER_PX, LEFT_PX, PLOT_PX, REGION_COLOURS, WIDTH_PX,
-                                   layer_motion_mm, take_timeline, time_x)
+                                   layer_motion_mm, lost_per_column, take_timeline, time_x)
 
 FRAMES = 90
 
@@ -41,6 +41,16 @@ def test_layer_motion_is_the_mean_displacement_over_the_skin_and_nan_without_a_f
     motion = layer_motion_mm(layer, np.array([True, True, False]))
     np.testing.assert_allclose(motion[:2], [0.0, 2.0])
     assert np.isnan(motion[2])
+
+
+def test_a_column_is_lost_when_any_frame_it_covers_is():
+    valid = np.ones(10_000, bool)
+    valid[5_000] = False  # one frame in ten thousand
+    lost = lost_per_column(valid, 1000)
+    assert lost.sum() == 1 and lost[500]
+    valid = np.array([True, False, True])  # fewer frames than columns: each frame over several
+    np.testing.assert_array_equal(lost_per_column(valid, 6), [False, False, True, True, False, False])
+    assert not lost_per_column(np.zeros(0, bool), 4).any()
 
 
 def test_the_picture_shows_where_the_face_was_lost_and_where_the_event_is():
@@ -76,3 +86,6 @@ def test_the_command_writes_the_picture_and_refuses_a_missing_take(tmp_path):
                              capture_output=True, text=True)
     assert missing.returncode == 2 and "take file not found" in missing.stderr
     assert not (tmp_path / "u.png").exists()
+    jpeg = subprocess.run(command + [str(tmp_path / "take.npz"), "--png", str(tmp_path / "t.jpg")],
+                          capture_output=True, text=True)
+    assert jpeg.returncode == 2 and ".png name" in jpeg.stderr and not (tmp_path / "t.jpg").exists()
