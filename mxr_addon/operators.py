@@ -114,7 +114,29 @@ class MXR_OT_import_flame(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class MXR_OT_bake_take(bpy.types.Operator):
+class _BakesATakeFile:
+    """Mixin: an operator that asks for a take file (a file browser, unless ``filepath`` is given)
+    and bakes it with ``bake``; an error a person can fix becomes an ERROR report."""
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if self.filepath:
+            return self.execute(context)
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        if not self.filepath:
+            self.report({"ERROR"}, "no take file given")
+            return {"CANCELLED"}
+        try:
+            self.bake(context, Path(bpy.path.abspath(self.filepath)))
+        except MxrError as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+class MXR_OT_bake_take(_BakesATakeFile, bpy.types.Operator):
     """Bake an MXR take file onto the active MXR head (a new head if there is none)"""
 
     bl_idname = "mxr.bake_take"
@@ -131,31 +153,16 @@ class MXR_OT_bake_take(bpy.types.Operator):
     reference_video: bpy.props.BoolProperty(name="Reference Video", default=True,
                                             description="Show the source video behind the head in MXR's camera")
 
-    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
-        if self.filepath:
-            return self.execute(context)
-        context.window_manager.fileselect_add(self)
-        return {"RUNNING_MODAL"}
-
-    def execute(self, context: bpy.types.Context) -> set[str]:
-        if not self.filepath:
-            self.report({"ERROR"}, "no take file given")
-            return {"CANCELLED"}
-        try:
-            baked = bake_take_file(context.scene, Path(bpy.path.abspath(self.filepath)), find_rig(context),
-                                   key_rotation=self.key_rotation, key_detail=self.key_detail,
-                                   reference_video=self.reference_video)
-        except MxrError as error:
-            self.report({"ERROR"}, str(error))
-            return {"CANCELLED"}
+    def bake(self, context: bpy.types.Context, take_path: Path) -> None:
+        baked = bake_take_file(context.scene, take_path, find_rig(context), key_rotation=self.key_rotation,
+                               key_detail=self.key_detail, reference_video=self.reference_video)
         _make_active(context, baked.rig)
         _report_bake(self, baked)
-        return {"FINISHED"}
 
 
-class MXR_OT_bake_arkit(bpy.types.Operator):
+class MXR_OT_bake_arkit(_BakesATakeFile, bpy.types.Operator):
     """Bake an MXR take onto the active mesh's own ARKit-named shape keys (eyeBlinkLeft, jawOpen,
-    ... in any common spelling), through MXR's built-in head"""
+    ... in the common spellings), through MXR's built-in head"""
 
     bl_idname = "mxr.bake_arkit"
     bl_label = "Bake onto ARKit Keys"
@@ -169,29 +176,15 @@ class MXR_OT_bake_arkit(bpy.types.Operator):
         obj = context.active_object
         return obj is not None and obj.type == "MESH" and obj.data.shape_keys is not None
 
-    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
-        if self.filepath:
-            return self.execute(context)
-        context.window_manager.fileselect_add(self)
-        return {"RUNNING_MODAL"}
-
-    def execute(self, context: bpy.types.Context) -> set[str]:
-        if not self.filepath:
-            self.report({"ERROR"}, "no take file given")
-            return {"CANCELLED"}
+    def bake(self, context: bpy.types.Context, take_path: Path) -> None:
         character = context.active_object
-        try:
-            baked = bake_arkit_file(context.scene, Path(bpy.path.abspath(self.filepath)), character)
-        except MxrError as error:
-            self.report({"ERROR"}, str(error))
-            return {"CANCELLED"}
+        baked = bake_arkit_file(context.scene, take_path, character)
         for warning in baked.result.warnings:
             self.report({"WARNING"}, warning)
         result = baked.result
         self.report({"INFO"}, f"MXR: baked {result.frames_keyed}/{result.frame_count} frames with a face onto "
                               f"{len(result.keys)} ARKit shape keys of {character.name}, "
                               f"{baked.events_marked} micro events marked in the timeline")
-        return {"FINISHED"}
 
 
 def default_take_path(video: Path) -> Path:
