@@ -9,6 +9,7 @@ edit, one undo step; the numbers are not animatable, since the curve they move i
 
 A re-bake replaces the layers with the new take's, as it replaces the keys themselves; a
 micro-expression found again (same region and apex frame) keeps its tuning.
+
 Registered after the classes (``register_properties``): ``Object.mxr_micro_layers`` holds them,
 ``Object.mxr_micro_index`` is the one the panel shows.
 """
