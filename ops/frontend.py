@@ -17,7 +17,7 @@ thread; 2026-11-24): MediaPipe's graph ~1.7-2.1 ms and its Python side ~0.3, the
 decode ~0.7-0.8 (on one FFmpeg thread for frames this small, ``video.decode_threads_for``: frame
 threads cost ~0.15 ms a frame more), crops and records ~0.35: ~4.5-5.1 ms in all, against ~1.9-2.1
 ms for MediaPipe alone, which keeps about one core busy. With both cores busy all the time that
-would allow ~0.7x MediaPipe-only throughput on WolfgangLanger (0.70-0.74); the four stages keep them
+would allow ~0.7x MediaPipe-only throughput on WolfgangLanger (0.70-0.71); the four stages keep them
 ~87 % busy (two of them are serial chains of ~1.9 ms a frame: MediaPipe's graph and the flow), and
 no GIL switch interval from 0.2 to 2 ms changed that, so the full front-end runs at ~0.6x
 MediaPipe-only throughput, depending on how fast MediaPipe alone runs that day.
