@@ -21,10 +21,9 @@ import numpy as np
 from ..models.micro_keys import MicroComponent, MicroTuning, retune_keys, scaled_intensities, tuned_frames
 from .curves import action_curves
 from .markers import marker_name, marker_prefix
-from .rig import find_rig
+from .rig import SLIDER_LIMIT, find_rig, widen_slider
 
 _KEY_ARRAYS = ("co", "handle_left", "handle_right")  # (x frame, y value) pairs of every keyframe
-SLIDER_LIMIT = 10.0  # Blender's bound on a shape key's slider range, either way
 PREVIEW_MARGIN_S = 0.25  # s of context either side of a micro-expression when looping it
 
 
@@ -48,7 +47,7 @@ def _retune(layer: "MXR_MicroLayer", context: bpy.types.Context) -> None:
             _giving_back.discard(layer.as_pointer())
         return
     low, high = retune_curve(curve, layer.apex_frame, before, after)
-    _widen_slider(rig.data.shape_keys.key_blocks[layer.key_name], low, high)
+    widen_slider(rig.data.shape_keys.key_blocks[layer.key_name], low, high)
     if context is not None and context.scene is not None:
         _move_marker(context.scene, rig, layer, before, after)
     layer.applied = (after.intensity, after.shift_frames, after.stretch)
@@ -125,13 +124,6 @@ def retune_curve(curve: bpy.types.FCurve, apex_frame: float, before: MicroTuning
             key_values = values
     curve.update()
     return float(key_values.min()), float(key_values.max())
-
-
-def _widen_slider(block: bpy.types.ShapeKey, low: float, high: float) -> None:
-    """Let the key's value reach ``low``..``high`` (Blender clamps it to the slider's range, which
-    cannot pass -10..10): an exaggerated micro-expression must not be cut off at the top."""
-    block.slider_max = min(SLIDER_LIMIT, max(block.slider_max, float(np.ceil(high))))
-    block.slider_min = max(-SLIDER_LIMIT, min(block.slider_min, float(np.floor(low))))
 
 
 def _move_marker(scene: bpy.types.Scene, rig: bpy.types.Object, layer: MXR_MicroLayer, before: MicroTuning,

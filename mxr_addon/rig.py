@@ -20,7 +20,7 @@ MICRO = "mxr_micro"  # the take's micro-expression shape keys MXR created at the
 MICRO_PREFIX = "MXR_Micro"
 
 # Blender clamps ShapeKey.slider_min/max to [-10, 10].
-_SLIDER_LIMIT = 10.0
+SLIDER_LIMIT = 10.0  # Blender's bound on a shape key's slider range, either way
 
 
 def head_to_blender(points: np.ndarray) -> np.ndarray:
@@ -44,9 +44,16 @@ def slider_range(bounds: tuple[float, float]) -> tuple[float, float]:
     silently on evaluation. Zero stays inside so the neutral pose is always reachable.
     """
     lower, upper = bounds
-    low = max(-_SLIDER_LIMIT, min(lower, 0.0) * 2.0)
-    high = min(_SLIDER_LIMIT, max(upper, 0.0) * 2.0)
+    low = max(-SLIDER_LIMIT, min(lower, 0.0) * 2.0)
+    high = min(SLIDER_LIMIT, max(upper, 0.0) * 2.0)
     return low, high
+
+
+def widen_slider(block: bpy.types.ShapeKey, low: float, high: float) -> None:
+    """Let the key's value reach ``low``..``high`` (up to ``SLIDER_LIMIT``): a value outside the
+    slider range is clamped silently, and an exaggerated micro-expression must not be cut off."""
+    block.slider_max = min(SLIDER_LIMIT, max(block.slider_max, float(np.ceil(high))))
+    block.slider_min = max(-SLIDER_LIMIT, min(block.slider_min, float(np.floor(low))))
 
 
 def rotation_pivot(head: HeadModel) -> np.ndarray:

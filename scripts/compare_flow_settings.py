@@ -31,7 +31,7 @@ import numpy as np
 from mxr.models.network.scan_truth import load_scan_truth
 from mxr.ops.crops import apply_affine, warp_to_crop
 from mxr.ops.errors import MxrError
-from mxr.ops.flow import FLOW_PROFILES, flow_columns, make_dis, sample_bilinear
+from mxr.ops.flow import FLOW_PROFILES, flow_columns, make_dis, sample_bilinear, windowed_flow
 from mxr.ops.frontend import FrontEnd, FrontendSettings
 from mxr.ops.progress import ProgressReporter
 from mxr.ops.sample_data import sample_path
@@ -104,8 +104,7 @@ def point_errors(dis: cv2.DISOpticalFlow, pairs: list) -> np.ndarray:
     columns = flow_columns(pairs[0][0].shape[1])
     errors = []
     for previous, current, points, motion in pairs:
-        window = dis.calc(np.ascontiguousarray(previous[:, columns]), np.ascontiguousarray(current[:, columns]), None)
-        at_points = sample_bilinear(window, points - np.array([columns.start, 0.0]))
+        at_points = sample_bilinear(windowed_flow(dis, previous, current, columns), points)
         errors.append(np.linalg.norm(at_points - motion, axis=1))
     return np.array(errors)
 
