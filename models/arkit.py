@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 _COPY_SUFFIX = re.compile(r"\.\d{3}$")  # Blender's "eyeBlinkLeft.001"
 _SIDE_SUFFIX = re.compile(r"[_\-. ]([lr])$", re.IGNORECASE)  # "EyeBlink_L", Blender's "eyeBlink.L"
 _NAMESPACE = re.compile(r"^.*\.")  # "blendShape1.eyeBlinkLeft" -> "eyeBlinkLeft"
@@ -46,3 +48,40 @@ def match_units(key_names: list[str], unit_names: tuple[str, ...]) -> tuple[dict
         else:
             matches[unit] = key_name
     return matches, duplicates
+
+
+# -- how the 52 units are solved (models/retarget.py) ---------------------------------------------
+# Units that push the same feature in opposite directions: a face does one or the other. Both on
+# at once is how a least-squares solve mimics motion no single unit has (jawLeft + jawRight is a
+# chin thrust), so the solve keeps the weaker of each pair at zero.
+ANTAGONIST_PAIRS: tuple[tuple[str, str], ...] = (
+    ("jawLeft", "jawRight"), ("mouthLeft", "mouthRight"),
+    ("eyeLookInLeft", "eyeLookOutLeft"), ("eyeLookInRight", "eyeLookOutRight"),
+    ("eyeLookUpLeft", "eyeLookDownLeft"), ("eyeLookUpRight", "eyeLookDownRight"),
+    ("mouthSmileLeft", "mouthFrownLeft"), ("mouthSmileRight", "mouthFrownRight"),
+    ("browDownLeft", "browOuterUpLeft"), ("browDownRight", "browOuterUpRight"),
+    ("eyeBlinkLeft", "eyeWideLeft"), ("eyeBlinkRight", "eyeWideRight"),
+)
+# Units that refine a primary action (a dimple or lip press beside a smile, a shrug beside a frown):
+# they overlap the primary units' motion at the landmarks, so an unweighted solve spreads a smile
+# over dimple + upper-lip raise and leaves the smile at zero. They pay a higher sparsity price and
+# come on only for what the primary units cannot show. Prefixes of ARKit names.
+SUPPORTING_UNIT_PREFIXES: tuple[str, ...] = (
+    "mouthDimple", "mouthPress", "mouthUpperUp", "mouthLowerDown", "mouthShrug", "mouthRoll",
+    "mouthStretch", "mouthClose", "mouthLeft", "mouthRight", "cheekPuff", "noseSneer",
+    "jawForward", "jawLeft", "jawRight", "eyeLook",
+)
+SUPPORTING_UNIT_PRICE = 10.0  # their sparsity weight, relative to the primary units' 1
+
+
+def antagonist_indices(unit_names: tuple[str, ...]) -> list[tuple[int, int]]:
+    """Index pairs (into ``unit_names``) of the antagonist pairs a head has both units of."""
+    index = {name: position for position, name in enumerate(unit_names)}
+    return [(index[a], index[b]) for a, b in ANTAGONIST_PAIRS if a in index and b in index]
+
+
+def sparsity_prices(unit_names: tuple[str, ...]) -> np.ndarray:
+    """(K,) relative sparsity weight of each unit: 1 for primary units and non-ARKit names,
+    ``SUPPORTING_UNIT_PRICE`` for supporting ones."""
+    return np.array([SUPPORTING_UNIT_PRICE if name.startswith(SUPPORTING_UNIT_PREFIXES) else 1.0
+                     for name in unit_names])

@@ -40,7 +40,7 @@ from ..ops.canonical import SKIN_LANDMARKS
 from .correspondence import LandmarkEmbedding
 from .flame import joint_transforms, rodrigues
 from .head_model import HeadModel
-from .retarget import FlameLandmarks, displacement_on, flame_rest_alignment, neutral_to_head
+from .retarget import FlameLandmarks, UnitSolve, displacement_on, flame_rest_alignment, neutral_to_head
 
 FACE_SOURCES = SKIN_LANDMARKS  # the landmarks whose residual becomes detail (the irises' does not)
 STILL_REGIONS = ("neck", "eyeballs")  # HeadModel regions the detail never moves
@@ -156,11 +156,13 @@ def detail_layer(spread: DetailSpread, residual: np.ndarray, energy: float = 0.9
     return DetailLayer(spread.apply(components), weights)
 
 
-def head_residual(head: HeadModel, deformation_mm: np.ndarray, neutral_mm: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
-    """What ``coefficients`` (T, K) leave unexplained of the take's deformation (T, 478, 3) mm:
-    (T, 478, 3) metres in head axes, NaN rows where there is no face."""
+def head_residual(head: HeadModel, deformation_mm: np.ndarray, neutral_mm: np.ndarray, solve: UnitSolve) -> np.ndarray:
+    """What the units of ``solve`` leave unexplained of the take's deformation (T, 478, 3) mm:
+    (T, 478, 3) metres in head axes, NaN rows where there is no face. The rigid motion solved
+    with the units is not detail, and landmarks the solve did not read carry none."""
     target = displacement_on(neutral_to_head(head, neutral_mm), deformation_mm)  # (T, 478, 3) metres
-    return target - np.tensordot(coefficients, head.landmark_basis().astype(np.float64), axes=1)
+    expressed = np.tensordot(solve.coefficients, head.landmark_basis().astype(np.float64), axes=1)
+    return (target - solve.rigid_m - expressed) * solve.landmark_weights[:, None]
 
 
 def flame_residual(

@@ -1,13 +1,28 @@
 """Canonical (head-agnostic) deformation -> a head's expression coefficients (and FLAME's joints).
 
-Regularized, box-constrained least squares through the landmark embedding: for each frame t,
+The take's displacements d_t (478, 3) mm are carried onto the head by the similarity s R that
+takes the performer's neutral onto the head's rest landmarks, then read as the head's units:
 
-    minimise_c  || s R d_t - B c ||^2 + lam ||c||^2   subject to  lower <= c <= upper
+    minimise_{c, r}  || W (s R d_t - B c - G r) ||^2 + ridge ||c||^2 + sum_k price_k c_k
+    subject to  lower <= c <= upper
 
-where d_t (478, 3) is the take's displacement from the performer's neutral (mm), s R the
-similarity that carries the performer's neutral onto the head's rest landmarks, and B (478*3, K)
-the head's expression basis seen at the landmarks. All frames are solved together with FISTA
-(accelerated projected gradient), so a whole take retargets in milliseconds with numpy alone.
+- W weighs the landmarks: x and y fully, depth by ``DEPTH_WEIGHT`` (MediaPipe's depth is a learned
+  guess, its x and y are seen), and zero where the head's landmark embedding disagrees with the
+  performer's neutral by far more than the face shapes differ (a point cast into the mouth or
+  past the silhouette when the head's correspondence was made: the open head has ten inner-lip
+  points 8 cm off). The similarity is fitted with the same weights, iteratively.
+- G r is a small rigid motion (rotation, shift and scale of the face, solved with the units and
+  not penalised): the head pose the take could not remove (MediaPipe's mesh bends by a few mm as
+  the head turns) would otherwise be read as expression: jawLeft and jawRight both at 1, gaze
+  units pinned.
+- price_k is a sparsity weight (an L1 term on non-negative units): the units that refine a
+  primary action pay more (``arkit.sparsity_prices``), so a smile is read as mouthSmile rather
+  than spread over dimple and upper-lip raise.
+- Antagonistic pairs (``arkit.ANTAGONIST_PAIRS``) are never both on: after a first solve the
+  weaker of each pair is held at zero and the frame solved again.
+
+All frames are solved together with FISTA (accelerated projected gradient), so a whole take
+retargets in milliseconds with numpy alone.
 
 FLAME adds joints: ``retarget_flame`` solves the jaw (and eyes) with the expressions by
 Gauss-Newton through ``FlameLandmarks`` (FLAME's exact forward pass at the landmarks), and
@@ -19,10 +34,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .arkit import antagonist_indices, sparsity_prices
 from .correspondence import LandmarkEmbedding
 from .flame import FLAME_COEFFICIENT_BOUNDS, FlameModel, joint_transforms, pose_features, rodrigues, shaped_vertices
 from .head_model import HeadModel
-from .similarity import Similarities, fit_similarities
+from .similarity import Similarities, fit_similarities, fit_weighted_similarity
+
+DEPTH_WEIGHT = 0.3  # weight of a landmark's depth residual against its x and y
+# A landmark whose place on the head is further from the aligned performer's neutral than this many
+# times the median distance (and at least OUTLIER_FLOOR_M) is left out of the alignment and solve.
+OUTLIER_FACTOR = 3.0
+OUTLIER_FLOOR_M = 0.004
+SPARSITY = 0.03  # the primary units' L1 weight, relative to the basis' mean squared column norm
+SKIN_LANDMARKS = 468  # the irises follow the gaze, not the skin: left out of the alignment
 
 
 def solve_box_ridge(
@@ -32,17 +56,20 @@ def solve_box_ridge(
     upper: float | np.ndarray,
     regularization: float | np.ndarray,
     iterations: int = 300,
+    linear_penalty: float | np.ndarray = 0.0,
 ) -> np.ndarray:
-    """min ||basis @ c - y||^2 + sum_k regularization_k c_k^2, lower <= c <= upper, for many y at once.
+    """min ||basis @ c - y||^2 + sum_k regularization_k c_k^2 + sum_k linear_penalty_k c_k,
+    lower <= c <= upper, for many y at once (with lower >= 0 the linear term is an L1 penalty).
 
     basis: (M, K) shared by all targets, or (T, M, K) one per target; targets: (T, M) ->
-    coefficients (T, K). ``lower``, ``upper`` and ``regularization`` are scalars or broadcast
-    against (T, K) (per coefficient, per target).
+    coefficients (T, K). ``lower``, ``upper``, ``regularization`` and ``linear_penalty`` are
+    scalars or broadcast against (T, K) (per coefficient, per target).
     """
     count = basis.shape[-1]
     gram = np.swapaxes(basis, -1, -2) @ basis  # (K, K) or (T, K, K)
     gram = gram + np.broadcast_to(regularization, gram.shape[:-2] + (count,))[..., None] * np.eye(count)
     linear = np.einsum("tm,...mk->tk", targets, basis) if basis.ndim == 2 else np.einsum("tm,tmk->tk", targets, basis)
+    linear = linear - 0.5 * np.asarray(linear_penalty)
     step = 1.0 / np.linalg.eigvalsh(gram)[..., -1:]  # (1,) or (T, 1)
     coefficients = np.clip(np.zeros_like(linear), lower, upper)
     momentum_point = coefficients.copy()
@@ -58,9 +85,29 @@ def solve_box_ridge(
 
 def neutral_to_head(head: HeadModel, neutral_mm: np.ndarray) -> Similarities:
     """Similarity (one frame) from the performer's canonical neutral (mm) to the head's rest
-    landmarks (m)."""
-    rest_landmarks = head.landmark_positions().astype(np.float64)[None]  # (1, 478, 3)
-    return fit_similarities(neutral_mm.astype(np.float64), rest_landmarks)
+    landmarks (m), fitted on the skin landmarks whose embedding agrees (``landmark_weights``)."""
+    return _robust_alignment(head.landmark_positions().astype(np.float64), neutral_mm)[0]
+
+
+def landmark_weights(head: HeadModel, neutral_mm: np.ndarray) -> np.ndarray:
+    """(478,) 1 for landmarks the solve reads, 0 for those whose place on the head disagrees with
+    the aligned performer's neutral (see the module docstring). The irises are read (gaze)."""
+    return _robust_alignment(head.landmark_positions().astype(np.float64), neutral_mm)[1]
+
+
+def _robust_alignment(rest_m: np.ndarray, neutral_mm: np.ndarray, rounds: int = 4) -> tuple[Similarities, np.ndarray]:
+    """Weighted similarity neutral (478, 3) mm -> rest (478, 3) m, refitted without the outliers,
+    and the (478,) 0/1 weights of the landmarks kept."""
+    neutral = neutral_mm.astype(np.float64)
+    kept = np.ones(len(rest_m))
+    for _ in range(rounds):
+        fit_weights = kept.copy()
+        fit_weights[SKIN_LANDMARKS:] = 0.0
+        alignment = fit_weighted_similarity(neutral, rest_m, fit_weights)
+        distance = np.linalg.norm(alignment.apply(neutral[None])[0] - rest_m, axis=1)  # (478,) m
+        limit = max(OUTLIER_FACTOR * float(np.median(distance[:SKIN_LANDMARKS])), OUTLIER_FLOOR_M)
+        kept = (distance <= limit).astype(np.float64)
+    return alignment, kept
 
 
 def displacement_on(alignment: Similarities, deformation_mm: np.ndarray) -> np.ndarray:
@@ -71,28 +118,87 @@ def displacement_on(alignment: Similarities, deformation_mm: np.ndarray) -> np.n
     return alignment.scale[0] * deformation_mm.astype(np.float64) @ alignment.rotation[0].T
 
 
+def rigid_motions(points_m: np.ndarray) -> np.ndarray:
+    """(7, N, 3) small rigid motions of points (N, 3) m: rotations about x, y, z (per radian),
+    shifts along x, y, z (per metre) and a scaling (per unit), about the points' centroid."""
+    centred = points_m - points_m.mean(axis=0)
+    rotations = np.stack([np.cross(axis, centred) for axis in np.eye(3)])  # (3, N, 3)
+    shifts = np.broadcast_to(np.eye(3)[:, None, :], (3,) + centred.shape)
+    return np.concatenate([rotations, shifts, centred[None]])
+
+
+@dataclass(frozen=True)
+class UnitSolve:
+    """A take read as a head's units: coefficients and the rigid motion solved with them."""
+
+    coefficients: np.ndarray  # (T, K), NaN rows where the take has no face
+    rigid_m: np.ndarray  # (T, 478, 3) metres, head axes: the rigid part of the displacement, NaN likewise
+    landmark_weights: np.ndarray  # (478,) 0/1: the landmarks that were read
+
+
+def solve_units(
+    head: HeadModel,
+    deformation_mm: np.ndarray,
+    neutral_mm: np.ndarray,
+    regularization: float = 0.01,
+    bounds: tuple[float, float] | None = None,
+    sparsity: float = SPARSITY,
+    iterations: int = 400,
+) -> UnitSolve:
+    """The head's units for canonical displacements (T, 478, 3) mm (see the module docstring).
+
+    ``regularization`` and ``sparsity`` are relative to the basis' mean squared column norm, so
+    they do not depend on units or head size. Frames whose displacement is NaN (no face) come
+    back as NaN rows.
+    """
+    lower, upper = head.coefficient_bounds if bounds is None else bounds
+    rest_m = head.landmark_positions().astype(np.float64)  # (478, 3)
+    alignment, kept = _robust_alignment(rest_m, neutral_mm)
+    displacement = displacement_on(alignment, deformation_mm)  # (T, 478, 3) m
+    weights = (kept[:, None] * np.array([1.0, 1.0, DEPTH_WEIGHT])).reshape(-1)  # (478*3,)
+    count = len(head.expression_names)
+    basis = head.landmark_basis().astype(np.float64).reshape(count, -1).T * weights[:, None]  # (M, K)
+    rigid = rigid_motions(rest_m).reshape(7, -1).T  # (M, 7) unweighted
+    orthonormal, _ = np.linalg.qr(rigid * weights[:, None])  # (M, 7)
+    projected = basis - orthonormal @ (orthonormal.T @ basis)  # rigid motion solved out exactly
+
+    valid = np.all(np.isfinite(displacement), axis=(1, 2))
+    coefficients = np.full((len(displacement), count), np.nan)
+    rigid_m = np.full(displacement.shape, np.nan)
+    if valid.any():
+        targets = displacement[valid].reshape(int(valid.sum()), -1) * weights  # (n, M)
+        targets_projected = targets - (targets @ orthonormal) @ orthonormal.T
+        scale = float(np.mean(np.sum(projected**2, axis=0)))
+        ridge = regularization * scale
+        prices = sparsity * scale * sparsity_prices(head.expression_names)  # (K,)
+        low = np.full((len(targets), count), float(lower))
+        high = np.full((len(targets), count), float(upper))
+        solved = solve_box_ridge(projected, targets_projected, low, high, ridge, iterations, prices)
+        pairs = antagonist_indices(head.expression_names)
+        if pairs:
+            for first, second in pairs:
+                first_loses = solved[:, first] < solved[:, second]
+                high[first_loses, first] = np.minimum(high[first_loses, first], 0.0)
+                high[~first_loses, second] = np.minimum(high[~first_loses, second], 0.0)
+            low = np.minimum(low, high)
+            solved = solve_box_ridge(projected, targets_projected, low, high, ridge, iterations, prices)
+        coefficients[valid] = solved
+        motion, *_ = np.linalg.lstsq(rigid * weights[:, None], (targets - solved @ basis.T).T, rcond=None)  # (7, n)
+        rigid_m[valid] = (rigid @ motion).T.reshape(-1, 478, 3)
+    return UnitSolve(coefficients, rigid_m, kept)
+
+
 def retarget_expressions(
     head: HeadModel,
     deformation_mm: np.ndarray,
     neutral_mm: np.ndarray,
     regularization: float = 0.01,
     bounds: tuple[float, float] | None = None,
+    sparsity: float = SPARSITY,
 ) -> np.ndarray:
-    """Expression coefficients (T, K) for canonical displacements (T, 478, 3) mm.
-
-    Frames whose displacement is NaN (no face) come back as NaN rows. ``regularization`` is
-    relative to the basis' mean squared column norm, so it does not depend on units or head size.
-    """
-    lower, upper = head.coefficient_bounds if bounds is None else bounds
-    displacement_head = displacement_on(neutral_to_head(head, neutral_mm), deformation_mm)
-    basis = head.landmark_basis().astype(np.float64).reshape(len(head.expression_names), -1).T  # (478*3, K)
-    valid = np.all(np.isfinite(displacement_head), axis=(1, 2))
-    coefficients = np.full((deformation_mm.shape[0], basis.shape[1]), np.nan)
-    if valid.any():
-        strength = regularization * float(np.mean(np.sum(basis**2, axis=0)))
-        targets = displacement_head[valid].reshape(int(valid.sum()), -1)
-        coefficients[valid] = solve_box_ridge(basis, targets, lower, upper, strength)
-    return coefficients
+    """Expression coefficients (T, K) for canonical displacements (T, 478, 3) mm; NaN rows where
+    there is no face. See ``solve_units``."""
+    return solve_units(head, deformation_mm, neutral_mm, regularization, bounds, sparsity).coefficients
 
 
 # -- FLAME: expressions and joint rotations ------------------------------------------------------

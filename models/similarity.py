@@ -40,3 +40,20 @@ def fit_similarities(source: np.ndarray, targets: np.ndarray) -> Similarities:
     scale = np.sum(singular * sign, axis=1) / variance  # (T,)
     translation = target_mean - scale[:, None] * np.einsum("tij,j->ti", rotation, source_mean)
     return Similarities(rotation, translation, scale)
+
+
+def fit_weighted_similarity(source: np.ndarray, target: np.ndarray, weights: np.ndarray) -> Similarities:
+    """The similarity (one frame) taking source (N, 3) onto target (N, 3) in weighted least
+    squares, weights (N,) >= 0 (zero leaves a point out)."""
+    share = weights / weights.sum()  # (N,)
+    source_mean = share @ source
+    target_mean = share @ target
+    source_centred = source - source_mean
+    target_centred = target - target_mean
+    covariance = np.einsum("n,ni,nj->ij", share, target_centred, source_centred)  # (3, 3)
+    u, singular, vt = np.linalg.svd(covariance)
+    sign = np.array([1.0, 1.0, -1.0 if np.linalg.det(u) * np.linalg.det(vt) < 0 else 1.0])
+    rotation = u @ np.diag(sign) @ vt
+    scale = float(np.sum(singular * sign) / (share @ np.sum(source_centred**2, axis=1)))
+    translation = target_mean - scale * rotation @ source_mean
+    return Similarities(rotation[None], translation[None], np.array([scale]))

@@ -40,7 +40,7 @@ from ..models.head_model import HeadModel
 from ..models.micro_keys import MicroComponent, components_mm, micro_components
 from ..models.similarity import Similarities
 from ..models.retarget import (FlameLandmarks, displacement_on, flame_rest_alignment, neutral_to_head, retarget_flame,
-                               retarget_expressions)
+                               solve_units)
 from ..ops.errors import MxrError
 from ..ops.take import Take
 from .curves import ensure_fcurve, remove_fcurves, write_keys
@@ -81,7 +81,8 @@ def bake_take(
         raise MxrError(f"{rig.name} was not built from head '{head.name}': rebuild the rig or pick another")
     components = micro_components(take) if key_micro else []
     deformation = take.deformation_mm() - components_mm(components, take.frame_count)  # (T, 478, 3) without them
-    coefficients = retarget_expressions(head, deformation, take.neutral_mm)  # (T, K)
+    solve = solve_units(head, deformation, take.neutral_mm)
+    coefficients = solve.coefficients  # (T, K)
     valid = np.all(np.isfinite(coefficients), axis=1)  # (T,)
     frame_start = scene.frame_start
     frames = frame_start + np.arange(take.frame_count, dtype=np.float64)  # (T,) scene frames
@@ -100,7 +101,7 @@ def bake_take(
     warnings += driven_paths_warning(key, names)
     spread = (DetailSpread.build(head.vertices, head.landmarks, movable_vertices(head.vertex_count, head.regions))
               if key_detail or components else None)
-    layer = detail_layer(spread, head_residual(head, deformation, take.neutral_mm, coefficients)) if key_detail else None
+    layer = detail_layer(spread, head_residual(head, deformation, take.neutral_mm, solve)) if key_detail else None
     detail = key_detail_layer(rig, key_action, frames[valid], layer, valid)
     micro = key_micro_layer(rig, key_action, frames, components, spread, neutral_to_head(head, take.neutral_mm))
 

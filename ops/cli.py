@@ -1,7 +1,7 @@
 """The engine's command line, shared by the Blender job runner and batch users.
 
     python -m mxr.ops reconstruct VIDEO --out TAKE [--start-frame N] [--end-frame N]
-        [--neutral-seconds S] [--cache-dir DIR] [--debug-sheet PNG] [--baseline]
+        [--neutral-frames FIRST-LAST | --neutral-seconds S] [--cache-dir DIR] [--debug-sheet PNG] [--baseline]
     python -m mxr.ops timeline TAKE --png PNG
 
 stdout carries JSON lines (see progress.py); a person reads stderr. Exit codes: 0 done,
@@ -32,8 +32,11 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("reconstruct", help="video -> take file")
     run.add_argument("video", type=Path)
     run.add_argument("--out", type=Path, required=True, help="take file to write (.npz)")
-    run.add_argument("--neutral-seconds", type=float, default=ReconstructSettings.neutral_seconds,
-                     help="span at the first face frame that shows the performer's neutral face")
+    neutral = run.add_mutually_exclusive_group()
+    neutral.add_argument("--neutral-frames", type=_frame_range, default=None, metavar="FIRST-LAST",
+                         help="take frames showing the performer's neutral face (default: found in the take)")
+    neutral.add_argument("--neutral-seconds", type=float, default=None,
+                         help="the neutral face is the first S seconds with a face (default: found in the take)")
     run.add_argument("--start-frame", type=int, default=0, help="first source frame to analyse")
     run.add_argument("--end-frame", type=int, default=None, help="one past the last source frame to analyse")
     run.add_argument("--cache-dir", type=Path, default=None,
@@ -47,6 +50,18 @@ def _parser() -> argparse.ArgumentParser:
     timeline.add_argument("take", type=Path)
     timeline.add_argument("--png", type=Path, required=True, help="picture to write")
     return parser
+
+
+def _frame_range(text: str) -> tuple[int, int]:
+    """"120-130" or "120" -> (first, last) take frames."""
+    parts = text.split("-")
+    try:
+        first, last = (int(parts[0]), int(parts[-1])) if len(parts) in (1, 2) else (None, None)
+    except ValueError:
+        first = last = None
+    if first is None or last is None or first < 0 or last < first:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a frame range like 120-130")
+    return first, last
 
 
 def _timeline(take_path: Path, png_path: Path) -> int:
@@ -81,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             arguments.out,
             ReconstructSettings(
                 frontend=FrontendSettings(start_frame=arguments.start_frame, end_frame=arguments.end_frame),
+                neutral_frames=arguments.neutral_frames,
                 neutral_seconds=arguments.neutral_seconds,
                 cache_dir=arguments.cache_dir,
                 debug_sheet=arguments.debug_sheet,

@@ -21,6 +21,7 @@ from .errors import MxrError
 from .frontend import FrontendSettings, stack_records
 from .frontend_cache import CachedFrontEnd
 from .frontend_debug import write_contact_sheet
+from .neutral import find_neutral_frames
 from ..models.network.runner import NetworkRunner, apply_network
 from .progress import ProgressReporter
 from .take import BASELINE_VERSION, Take, save_take
@@ -29,7 +30,9 @@ from .take import BASELINE_VERSION, Take, save_take
 @dataclass
 class ReconstructSettings:
     frontend: FrontendSettings = field(default_factory=FrontendSettings)
-    neutral_seconds: float = 0.5  # the first valid face frames in this span define the neutral
+    # The neutral face: found in the take (ops/neutral.py) unless one of these names it.
+    neutral_frames: tuple[int, int] | None = None  # first and last take frame showing it
+    neutral_seconds: float | None = None  # the first valid face frames in this span show it
     cache_dir: Path | None = None  # front-end cache; None: MXR_CACHE_DIR or ~/.cache/mxr/frontend
     debug_sheet: Path | None = None  # also write the front-end's contact sheet (PNG) here
     use_network: bool = True  # False: the landmark-only baseline (no micro layer, no events)
@@ -59,6 +62,28 @@ def check_writable(path: Path) -> None:
         raise MxrError(f"cannot write {path}: {folder} is not a writable folder")
 
 
+def choose_neutral_frames(landmarks_px: np.ndarray, valid: np.ndarray, fps: float,
+                          settings: ReconstructSettings) -> tuple[np.ndarray, str]:
+    """The take frames whose median is the performer's neutral face, and how they were chosen:
+    "frames" (named by the user), "first_seconds" (the clip's opening), or "found" (the most
+    neutral-looking run, ``neutral.find_neutral_frames``, on faces aligned to the opening)."""
+    frame_count = len(valid)
+    if settings.neutral_frames is not None:
+        first, last = settings.neutral_frames
+        if not 0 <= first <= last < frame_count:
+            raise MxrError(f"neutral frames {first}-{last} are not within the take's frames 0-{frame_count - 1}")
+        return np.arange(first, last + 1), "frames"
+    first_valid = int(np.argmax(valid))
+    if settings.neutral_seconds is not None:
+        if not (np.isfinite(settings.neutral_seconds) and settings.neutral_seconds > 0):
+            raise MxrError(f"the neutral span must be a positive number of seconds, not {settings.neutral_seconds}")
+        span = max(1, int(round(settings.neutral_seconds * fps)))
+        return np.arange(first_valid, min(first_valid + span, frame_count)), "first_seconds"
+    opening = np.arange(first_valid, min(first_valid + max(1, int(round(0.5 * fps))), frame_count))
+    provisional = canonicalize(landmarks_px, valid, opening)
+    return find_neutral_frames(provisional.faces_mm, valid, fps), "found"
+
+
 def reconstruct(video_path: Path, take_path: Path, settings: ReconstructSettings | None = None,
                 reporter: ProgressReporter | None = None) -> ReconstructSummary:
     settings = settings or ReconstructSettings()
@@ -77,9 +102,7 @@ def reconstruct(video_path: Path, take_path: Path, settings: ReconstructSettings
     if not valid.any():
         raise MxrError(f"no face found in any of the {frame_count} frames of {video.path}")
 
-    first_valid = int(np.argmax(valid))
-    neutral_span = max(1, int(round(settings.neutral_seconds * video.fps)))
-    neutral_frames = np.arange(first_valid, min(first_valid + neutral_span, frame_count))
+    neutral_frames, neutral_method = choose_neutral_frames(observed["landmarks_px"], valid, video.fps, settings)
     canonical = canonicalize(observed["landmarks_px"], valid, neutral_frames)
     macro_mm = canonical.faces_mm - canonical.neutral_mm  # (T, 478, 3), NaN where invalid
     zeros = np.where(np.isfinite(macro_mm), 0.0, np.nan)
@@ -108,7 +131,8 @@ def reconstruct(video_path: Path, take_path: Path, settings: ReconstructSettings
         flow_fb_error_px=observed["flow_fb_error_px"],
         flow_consistent=observed["flow_consistent"],
         model_version=BASELINE_VERSION,
-        settings={"frontend": settings.frontend.as_dict(), "neutral_seconds": settings.neutral_seconds,
+        settings={"frontend": settings.frontend.as_dict(), "neutral_method": neutral_method,
+                  "neutral_seconds": settings.neutral_seconds,
                   "neutral_frames": [int(neutral_frames[0]), int(neutral_frames[-1])],
                   "frontend_cache_key": frontend.key, "mxr_version": __version__},
     )

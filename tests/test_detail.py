@@ -7,7 +7,7 @@ import pytest
 from conftest import synthetic_head
 from mxr.models.detail import FACE_SOURCES, DetailSpread, compress, detail_layer, head_residual, movable_vertices
 from mxr.models.open_head import load_open_head
-from mxr.models.retarget import retarget_expressions
+from mxr.models.retarget import solve_units
 
 
 def extra_field(vertices: np.ndarray) -> np.ndarray:
@@ -37,8 +37,9 @@ def rms_mm(values: np.ndarray) -> float:
 def test_what_the_basis_cannot_express_is_recovered_as_detail():
     head = synthetic_head(grid=30)
     deformation_mm, neutral_mm = take_with_extra(head)
-    coefficients = retarget_expressions(head, deformation_mm, neutral_mm)
-    residual = head_residual(head, deformation_mm, neutral_mm, coefficients)  # (T, 478, 3) metres
+    solve = solve_units(head, deformation_mm, neutral_mm)
+    coefficients = solve.coefficients
+    residual = head_residual(head, deformation_mm, neutral_mm, solve)  # (T, 478, 3) metres
     layer = detail_layer(DetailSpread.build(head.vertices, head.landmarks), residual)
     valid = np.all(np.isfinite(coefficients), axis=1)
     detail = head.landmarks.locate(np.tensordot(layer.weights[valid], layer.shapes, axes=1))  # (n, 478, 3)
@@ -89,9 +90,9 @@ def test_back_of_the_head_and_neck_do_not_move():
 def test_frames_without_a_face_stay_nan(invalid):
     head = synthetic_head(grid=16)
     deformation_mm, neutral_mm = take_with_extra(head, invalid=invalid)
-    coefficients = retarget_expressions(head, deformation_mm, neutral_mm)
+    solve = solve_units(head, deformation_mm, neutral_mm)
     layer = detail_layer(DetailSpread.build(head.vertices, head.landmarks),
-                         head_residual(head, deformation_mm, neutral_mm, coefficients))
+                         head_residual(head, deformation_mm, neutral_mm, solve))
     faceless = np.zeros(30, dtype=bool)
     faceless[list(invalid)] = True
     assert layer.weights.shape == (30, len(layer.shapes))

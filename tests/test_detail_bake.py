@@ -11,7 +11,7 @@ from test_addon_bake import curves_of
 from test_detail import extra_field
 from test_flame_rig import evaluated_vertices
 from mxr.models.detail import DetailSpread, detail_layer, head_residual, movable_vertices
-from mxr.models.retarget import retarget_expressions
+from mxr.models.retarget import solve_units
 from mxr.mxr_addon.bake import bake_take
 from mxr.mxr_addon.heads import remember
 from mxr.mxr_addon.rig import build_rig, head_to_blender
@@ -34,9 +34,9 @@ def take_with_detail(head, seed: int):
 
 
 def expected_layer(head, take):
-    coefficients = retarget_expressions(head, take.deformation_mm(), take.neutral_mm)  # (T, K)
+    solve = solve_units(head, take.deformation_mm(), take.neutral_mm)
     spread = DetailSpread.build(head.vertices, head.landmarks, movable_vertices(head.vertex_count, head.regions))
-    return coefficients, detail_layer(spread, head_residual(head, take.deformation_mm(), take.neutral_mm, coefficients))
+    return solve.coefficients, detail_layer(spread, head_residual(head, take.deformation_mm(), take.neutral_mm, solve))
 
 
 def detail_curve_paths(rig) -> set[str]:

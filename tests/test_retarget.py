@@ -4,10 +4,10 @@ import numpy as np
 
 from mxr.models.correspondence import LandmarkEmbedding
 from mxr.models.head_model import HeadModel
-from mxr.models.retarget import retarget_expressions, solve_box_ridge
+from mxr.models.retarget import retarget_expressions, solve_box_ridge, solve_units
 
 
-def small_head(expressions: int = 4) -> HeadModel:
+def small_head(expressions: int = 4, names: tuple[str, ...] | None = None) -> HeadModel:
     """A random 'head' whose landmarks are vertices (barycentric one-hot), in metres."""
     rng = np.random.default_rng(7)
     vertices = rng.normal(scale=0.05, size=(478, 3)).astype(np.float32)
@@ -21,7 +21,7 @@ def small_head(expressions: int = 4) -> HeadModel:
         vertices=vertices,
         faces=np.array([[0, 1, 2]], np.int32),
         expression_basis=basis,
-        expression_names=tuple(f"e{k}" for k in range(expressions)),
+        expression_names=names or tuple(f"e{k}" for k in range(expressions)),
         regions={"head": np.arange(478, dtype=np.int32)},
         landmarks=LandmarkEmbedding(triangles, barycentric),
     )
@@ -57,7 +57,7 @@ def test_recovers_coefficients_of_a_scaled_rotated_performer():
     to_performer = lambda points: 1100.0 * points @ rotation.T  # noqa: E731  metres -> performer mm
     neutral_mm = to_performer(head.landmark_positions())
     deformation_mm = to_performer(head.landmark_positions(truth)) - neutral_mm
-    got = retarget_expressions(head, deformation_mm, neutral_mm, regularization=1e-6)
+    got = retarget_expressions(head, deformation_mm, neutral_mm, regularization=1e-6, sparsity=0.0)
     np.testing.assert_allclose(got, truth, atol=2e-3)
 
 
@@ -71,3 +71,61 @@ def test_frames_without_a_face_stay_nan_and_bounds_hold():
     finite = got[[0, 2]]
     assert finite.min() >= 0.0 and finite.max() <= 1.0
     assert finite[0, 0] == 1.0 and finite[0, 1] == 0.0
+
+
+def rotation_about(axis: int, degrees: float) -> np.ndarray:
+    angle = np.radians(degrees)
+    plane = [i for i in range(3) if i != axis]
+    rotation = np.eye(3)
+    rotation[np.ix_(plane, plane)] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
+    return rotation
+
+
+def test_head_motion_left_in_the_take_is_not_read_as_expression():
+    head = small_head()
+    truth = np.array([[0.0, 0.0, 0.0, 0.0], [0.6, 0.0, 0.3, 0.0], [0.0, 0.8, 0.0, 0.5]])
+    neutral_mm = 1000.0 * head.landmark_positions()
+    faces_mm = 1000.0 * head.landmark_positions(truth)  # (T, 478, 3)
+    centre = neutral_mm.mean(axis=0)
+    wobble = rotation_about(0, 3.0) @ rotation_about(1, -2.0)  # what a pose error of a few degrees leaves
+    turned_mm = (faces_mm - centre) @ wobble.T + centre + np.array([1.5, -0.8, 0.4])
+    still = retarget_expressions(head, faces_mm - neutral_mm, neutral_mm, sparsity=0.0)
+    turned = retarget_expressions(head, turned_mm - neutral_mm, neutral_mm, sparsity=0.0)
+    np.testing.assert_allclose(turned, still, atol=0.03)
+    np.testing.assert_allclose(turned, truth, atol=0.03)
+
+
+def test_antagonists_are_never_both_on():
+    head = small_head(names=("jawLeft", "jawRight", "mouthSmileLeft", "mouthFrownLeft"))
+    basis = head.landmark_basis()  # (4, 478, 3) metres
+    # Both of each pair asked for at once: the solve keeps the stronger and explains the rest without it.
+    deformation_mm = 1000.0 * np.stack([basis[0] * 0.9 + basis[1] * 0.5, basis[2] * 0.3 + basis[3] * 0.7])
+    got = retarget_expressions(head, deformation_mm, 1000.0 * head.landmark_positions())
+    assert np.all(np.minimum(got[:, 0], got[:, 1]) == 0.0) and np.all(np.minimum(got[:, 2], got[:, 3]) == 0.0)
+    assert got[0, 0] > 0.6 and got[1, 3] > 0.6  # the stronger of each pair keeps its motion
+
+
+def test_supporting_units_pay_more_than_primary_ones():
+    # Two units that move the landmarks alike: the primary one (mouthSmileLeft) takes the motion.
+    head = small_head(names=("mouthSmileLeft", "mouthDimpleLeft", "e2", "e3"))
+    basis = np.array(head.expression_basis)
+    basis[1] = basis[0] * 1.05
+    head = HeadModel(head.name, head.vertices, head.faces, basis, head.expression_names, head.regions, head.landmarks)
+    deformation_mm = 1000.0 * head.landmark_basis()[0][None] * 0.6
+    got = retarget_expressions(head, deformation_mm, 1000.0 * head.landmark_positions())[0]
+    assert got[0] > 0.5 and got[1] < 0.05
+
+
+def test_landmarks_the_head_misplaces_are_left_out():
+    head = small_head()
+    truth = np.array([[0.5, 0.2, 0.0, 0.7]])
+    neutral_mm = 1000.0 * head.landmark_positions()
+    deformation_mm = 1000.0 * head.landmark_positions(truth) - neutral_mm
+    # The performer's face disagrees with the head's embedding at a few points by 8 cm (as the
+    # open head's inner-lip points did) and moves there in a way no unit explains.
+    broken = np.arange(120, 130)
+    neutral_mm[broken] += 80.0
+    deformation_mm[:, broken] += np.array([0.0, 6.0, 0.0])
+    solve = solve_units(head, deformation_mm, neutral_mm, regularization=1e-6, sparsity=0.0)
+    assert np.all(solve.landmark_weights[broken] == 0.0) and solve.landmark_weights.sum() >= 478 - 10
+    np.testing.assert_allclose(solve.coefficients, truth, atol=0.01)

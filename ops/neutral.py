@@ -1,0 +1,68 @@
+"""Finding the performer's neutral face in a take instead of assuming the clip starts on it.
+
+Why: every expression is read as a displacement from the neutral. A clip that opens on a sad face
+looking down (WolfgangLanger_Pexels.mp4) made every later frame "sad face plus something": a laugh
+read as jaw units and no smile, closed eyes as open.
+
+How: five measures a person would look at, each free of head pose and of any head model, on the
+canonical (pose-normalised) landmarks: how open each eye is (lid gap over eye width), how open
+the mouth is, how wide it is, how high its corners sit against the lip centre, and how high the
+brows sit over the eyes. A neutral face has its eyes open as most frames have them (a high
+percentile: blinks are brief), its mouth as closed and as narrow as the take's calmer frames (low
+percentiles: speech and smiles open and widen it), and its lip corners and brows where they
+usually are (medians). Each frame is scored by its summed distance from those, in units of each
+measure's spread over the take; the best ``NEUTRAL_SPAN_S`` window is the neutral.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import MxrError
+
+NEUTRAL_SPAN_S = 0.2  # the neutral is the median over this many seconds of the best frames
+
+# MediaPipe face-mesh indices (subject's right / left).
+_UPPER_LID, _LOWER_LID = (159, 386), (145, 374)
+_EYE_CORNERS = ((33, 133), (263, 362))
+_LIP_CENTRE = (13, 14)  # inner upper / lower lip
+_MOUTH_CORNERS = (61, 291)
+_BROWS = (105, 66, 334, 296)
+# Target percentile of each measure over the take (see the module docstring).
+_TARGET_PERCENTILES = np.array([75.0, 75.0, 10.0, 25.0, 50.0, 50.0])
+
+
+def face_measures(faces_mm: np.ndarray) -> np.ndarray:
+    """(T, 478, 3) canonical landmarks (mm, +Y up) -> (T, 6): right and left eye opening (ratio),
+    mouth opening (mm), mouth width (mm), lip-corner height over the lip centre (mm), brow height
+    over the upper lids (mm)."""
+    def distance(a: int, b: int) -> np.ndarray:
+        return np.linalg.norm(faces_mm[:, a] - faces_mm[:, b], axis=-1)
+
+    eyes = [distance(upper, lower) / distance(*corners)
+            for upper, lower, corners in zip(_UPPER_LID, _LOWER_LID, _EYE_CORNERS)]
+    corner_height = faces_mm[:, list(_MOUTH_CORNERS), 1].mean(axis=1) - faces_mm[:, list(_LIP_CENTRE), 1].mean(axis=1)
+    brow_height = faces_mm[:, list(_BROWS), 1].mean(axis=1) - faces_mm[:, list(_UPPER_LID), 1].mean(axis=1)
+    return np.stack([*eyes, distance(*_LIP_CENTRE), distance(*_MOUTH_CORNERS), corner_height, brow_height], axis=1)
+
+
+def find_neutral_frames(faces_mm: np.ndarray, valid: np.ndarray, fps: float) -> np.ndarray:
+    """Frame indices (a run of about ``NEUTRAL_SPAN_S``) whose faces look most neutral.
+
+    faces_mm: (T, 478, 3) canonical landmarks (NaN where no face); valid: (T,) bool. Windows
+    with a frame without a face are not chosen while any other window exists.
+    """
+    valid = np.asarray(valid, bool)
+    if not valid.any():
+        raise MxrError("no face in the take: there is no neutral face to find")
+    measures = face_measures(faces_mm[valid])  # (Tv, 6)
+    targets = np.array([np.percentile(measures[:, i], q) for i, q in enumerate(_TARGET_PERCENTILES)])
+    spread = np.percentile(measures, 75, axis=0) - np.percentile(measures, 25, axis=0)
+    spread = np.maximum(spread, 1e-3 * np.maximum(np.abs(targets), 1e-6))  # a still measure counts, but never divides by 0
+    scores = np.full(len(valid), np.inf)
+    scores[valid] = np.sum(np.abs(measures - targets) / spread, axis=1)
+    span = int(np.clip(round(NEUTRAL_SPAN_S * fps), 1, len(valid)))
+    window_scores = np.convolve(scores, np.ones(span), mode="valid")  # inf where a window has a faceless frame
+    if not np.isfinite(window_scores).any():  # no run of face frames that long: the single best frame
+        return np.array([int(np.argmin(scores))])
+    start = int(np.argmin(window_scores))
+    return np.arange(start, start + span)
