@@ -72,6 +72,11 @@ SUPPORTING_UNIT_PREFIXES: tuple[str, ...] = (
     "jawForward", "jawLeft", "jawRight", "eyeLook",
 )
 SUPPORTING_UNIT_PRICE = 10.0  # their sparsity weight, relative to the primary units' 1
+# MediaPipe's eyelid landmarks travel less than the lids: on closed eyes in real footage (the
+# labelled frames of scripts/open_loop.py's dev clips) the upper-lid points come down a median of
+# ~4 mm from the neutral, where the open head's eyeBlink moves them ~10 mm. The solve reads the
+# blink units as MediaPipe would see them, so a closed eye reads as a blink near 1, not 0.4.
+TRACKER_GAINS: dict[str, float] = {"eyeBlinkLeft": 0.4, "eyeBlinkRight": 0.4}
 
 
 def antagonist_indices(unit_names: tuple[str, ...]) -> list[tuple[int, int]]:
@@ -85,3 +90,8 @@ def sparsity_prices(unit_names: tuple[str, ...]) -> np.ndarray:
     ``SUPPORTING_UNIT_PRICE`` for supporting ones."""
     return np.array([SUPPORTING_UNIT_PRICE if name.startswith(SUPPORTING_UNIT_PREFIXES) else 1.0
                      for name in unit_names])
+
+
+def tracker_gains(unit_names: tuple[str, ...]) -> np.ndarray:
+    """(K,) share of each unit's landmark motion that MediaPipe's landmarks show (1 for most)."""
+    return np.array([TRACKER_GAINS.get(name, 1.0) for name in unit_names])

@@ -18,6 +18,8 @@ takes the performer's neutral onto the head's rest landmarks, then read as the h
 - price_k is a sparsity weight (an L1 term on non-negative units): the units that refine a
   primary action pay more (``arkit.sparsity_prices``), so a smile is read as mouthSmile rather
   than spread over dimple and upper-lip raise.
+- The units are read as MediaPipe's landmarks show them (``arkit.TRACKER_GAINS``): its eyelid
+  points travel about 40 % of the lids' way, so the blink units are scaled to match.
 - Antagonistic pairs (``arkit.ANTAGONIST_PAIRS``) are never both on: after a first solve the
   weaker of each pair is held at zero and the frame solved again.
 
@@ -34,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .arkit import antagonist_indices, sparsity_prices
+from .arkit import antagonist_indices, sparsity_prices, tracker_gains
 from .correspondence import LandmarkEmbedding
 from .flame import FLAME_COEFFICIENT_BOUNDS, FlameModel, joint_transforms, pose_features, rodrigues, shaped_vertices
 from .head_model import HeadModel
@@ -127,6 +129,11 @@ def rigid_motions(points_m: np.ndarray) -> np.ndarray:
     return np.concatenate([rotations, shifts, centred[None]])
 
 
+def seen_landmark_basis(head: HeadModel) -> np.ndarray:
+    """(K, 478, 3) metres per unit: the head's units at the landmarks as MediaPipe shows them."""
+    return head.landmark_basis().astype(np.float64) * tracker_gains(head.expression_names)[:, None, None]
+
+
 @dataclass(frozen=True)
 class UnitSolve:
     """A take read as a head's units: coefficients and the rigid motion solved with them."""
@@ -157,7 +164,7 @@ def solve_units(
     displacement = displacement_on(alignment, deformation_mm)  # (T, 478, 3) m
     weights = (kept[:, None] * np.array([1.0, 1.0, DEPTH_WEIGHT])).reshape(-1)  # (478*3,)
     count = len(head.expression_names)
-    basis = head.landmark_basis().astype(np.float64).reshape(count, -1).T * weights[:, None]  # (M, K)
+    basis = seen_landmark_basis(head).reshape(count, -1).T * weights[:, None]  # (M, K)
     rigid = rigid_motions(rest_m).reshape(7, -1).T  # (M, 7) unweighted
     orthonormal, _ = np.linalg.qr(rigid * weights[:, None])  # (M, 7)
     projected = basis - orthonormal @ (orthonormal.T @ basis)  # rigid motion solved out exactly
@@ -169,8 +176,9 @@ def solve_units(
         targets = displacement[valid].reshape(int(valid.sum()), -1) * weights  # (n, M)
         targets_projected = targets - (targets @ orthonormal) @ orthonormal.T
         scale = float(np.mean(np.sum(projected**2, axis=0)))
-        ridge = regularization * scale
-        prices = sparsity * scale * sparsity_prices(head.expression_names)  # (K,)
+        gains_squared = tracker_gains(head.expression_names) ** 2  # priors on how much of a unit is on, not on what is seen
+        ridge = regularization * scale * gains_squared  # (K,)
+        prices = sparsity * scale * sparsity_prices(head.expression_names) * gains_squared  # (K,)
         low = np.full((len(targets), count), float(lower))
         high = np.full((len(targets), count), float(upper))
         solved = solve_box_ridge(projected, targets_projected, low, high, ridge, iterations, prices)

@@ -28,7 +28,7 @@ _LIP_CENTRE = (13, 14)  # inner upper / lower lip
 _MOUTH_CORNERS = (61, 291)
 _BROWS = (105, 66, 334, 296)
 # Target percentile of each measure over the take (see the module docstring).
-_TARGET_PERCENTILES = np.array([75.0, 75.0, 10.0, 25.0, 50.0, 50.0])
+_TARGET_PERCENTILES = np.array([75.0, 75.0, 10.0, 10.0, 50.0, 50.0])
 
 
 def face_measures(faces_mm: np.ndarray) -> np.ndarray:

