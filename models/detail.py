@@ -40,7 +40,8 @@ from ..ops.canonical import SKIN_LANDMARKS
 from .correspondence import LandmarkEmbedding
 from .flame import joint_transforms, rodrigues
 from .head_model import HeadModel
-from .retarget import FlameLandmarks, UnitSolve, displacement_on, flame_rest_alignment, neutral_to_head, seen_landmark_basis
+from .retarget import (AXIS_WEIGHTS, FlameLandmarks, UnitSolve, displacement_on, flame_rest_alignment, neutral_to_head,
+                       seen_landmark_basis)
 
 FACE_SOURCES = SKIN_LANDMARKS  # the landmarks whose residual becomes detail (the irises' does not)
 STILL_REGIONS = ("neck", "eyeballs")  # HeadModel regions the detail never moves
@@ -159,12 +160,12 @@ def detail_layer(spread: DetailSpread, residual: np.ndarray, energy: float = 0.9
 def head_residual(head: HeadModel, deformation_mm: np.ndarray, neutral_mm: np.ndarray, solve: UnitSolve) -> np.ndarray:
     """What the units of ``solve`` leave unexplained of the take's deformation (T, 478, 3) mm:
     (T, 478, 3) metres in head axes, NaN rows where there is no face. The rigid motion solved
-    with the units is not detail, landmarks the solve did not read carry none, and a unit counts
+    with the units is not detail, landmarks (and axes: depth) the solve did not read carry none, and a unit counts
     as far as MediaPipe shows it (``retarget.seen_landmark_basis``): a closed eye's lids are not
     pushed back open by the part of the blink the tracker never shows."""
     target = displacement_on(neutral_to_head(head, neutral_mm), deformation_mm)  # (T, 478, 3) metres
     expressed = np.tensordot(solve.coefficients, seen_landmark_basis(head), axes=1)  # as the tracker saw them
-    return (target - solve.rigid_m - expressed) * solve.landmark_weights[:, None]
+    return (target - solve.rigid_m - expressed) * solve.landmark_weights[:, None] * AXIS_WEIGHTS  # what was read
 
 
 def flame_residual(

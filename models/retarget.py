@@ -6,8 +6,8 @@ takes the performer's neutral onto the head's rest landmarks, then read as the h
     minimise_{c, r}  || W (s R d_t - B c - G r) ||^2 + ridge ||c||^2 + sum_k price_k c_k
     subject to  lower <= c <= upper
 
-- W weighs the landmarks: x and y fully, depth by ``DEPTH_WEIGHT`` (MediaPipe's depth is a learned
-  guess, its x and y are seen), and zero where the head's landmark embedding disagrees with the
+- W weighs the landmarks: x and y fully, depth by ``DEPTH_WEIGHT`` (not at all: the image shows
+  no depth motion), and zero where the head's landmark embedding disagrees with the
   performer's neutral by far more than the face shapes differ (a point cast into the mouth or
   past the silhouette when the head's correspondence was made: the open head has ten inner-lip
   points 8 cm off). The similarity is fitted with the same weights, iteratively.
@@ -42,13 +42,19 @@ from .flame import FLAME_COEFFICIENT_BOUNDS, FlameModel, joint_transforms, pose_
 from .head_model import HeadModel
 from .similarity import Similarities, fit_similarities, fit_weighted_similarity
 
-DEPTH_WEIGHT = 0.3  # weight of a landmark's depth residual against its x and y
+# Weight of a landmark's depth residual against its x and y: none. The engine's takes read the face
+# from the image through a pinhole camera (ops/perspective.py) and carry no depth motion; MediaPipe's
+# own depth, in older takes, is a learned guess that bends as the head turns. (0.3 read a real
+# jaw opening 10-30 % short against a depth that never moved; on the dev labelled frames 0 took
+# jaw-open frames from 0.05 to 0.22 passing and smiles from 0.15 to 0.28.)
+DEPTH_WEIGHT = 0.0
 # A landmark whose place on the head is further from the aligned performer's neutral than this many
 # times the median distance (and at least OUTLIER_FLOOR_M) is left out of the alignment and solve.
 OUTLIER_FACTOR = 3.0
 OUTLIER_FLOOR_M = 0.004
 SPARSITY = 0.03  # the primary units' L1 weight, relative to the basis' mean squared column norm
 SKIN_LANDMARKS = 468  # the irises follow the gaze, not the skin: left out of the alignment
+AXIS_WEIGHTS = np.array([1.0, 1.0, DEPTH_WEIGHT])
 
 
 def solve_box_ridge(
@@ -140,7 +146,7 @@ class UnitSolve:
 
     coefficients: np.ndarray  # (T, K), NaN rows where the take has no face
     rigid_m: np.ndarray  # (T, 478, 3) metres, head axes: the rigid part of the displacement, NaN likewise
-    landmark_weights: np.ndarray  # (478,) 0/1: the landmarks that were read
+    landmark_weights: np.ndarray  # (478,) 0/1: the landmarks that were read (their x and y; see DEPTH_WEIGHT)
 
 
 def solve_units(
@@ -162,7 +168,7 @@ def solve_units(
     rest_m = head.landmark_positions().astype(np.float64)  # (478, 3)
     alignment, kept = _robust_alignment(rest_m, neutral_mm)
     displacement = displacement_on(alignment, deformation_mm)  # (T, 478, 3) m
-    weights = (kept[:, None] * np.array([1.0, 1.0, DEPTH_WEIGHT])).reshape(-1)  # (478*3,)
+    weights = (kept[:, None] * AXIS_WEIGHTS).reshape(-1)  # (478*3,)
     count = len(head.expression_names)
     basis = seen_landmark_basis(head).reshape(count, -1).T * weights[:, None]  # (M, K)
     rigid = rigid_motions(rest_m).reshape(7, -1).T  # (M, 7) unweighted

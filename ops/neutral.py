@@ -45,12 +45,9 @@ def face_measures(faces_mm: np.ndarray) -> np.ndarray:
     return np.stack([*eyes, distance(*_LIP_CENTRE), distance(*_MOUTH_CORNERS), corner_height, brow_height], axis=1)
 
 
-def find_neutral_frames(faces_mm: np.ndarray, valid: np.ndarray, fps: float) -> np.ndarray:
-    """Frame indices (a run of about ``NEUTRAL_SPAN_S``) whose faces look most neutral.
-
-    faces_mm: (T, 478, 3) canonical landmarks (NaN where no face); valid: (T,) bool. Windows
-    with a frame without a face are not chosen while any other window exists.
-    """
+def neutral_scores(faces_mm: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(T,) how far each frame looks from neutral (lower is calmer; inf without a face); see the
+    module docstring."""
     valid = np.asarray(valid, bool)
     if not valid.any():
         raise MxrError("no face in the take: there is no neutral face to find")
@@ -60,6 +57,16 @@ def find_neutral_frames(faces_mm: np.ndarray, valid: np.ndarray, fps: float) -> 
     spread = np.maximum(spread, 1e-3 * np.maximum(np.abs(targets), 1e-6))  # a still measure counts, but never divides by 0
     scores = np.full(len(valid), np.inf)
     scores[valid] = np.sum(np.abs(measures - targets) / spread, axis=1)
+    return scores
+
+
+def find_neutral_frames(faces_mm: np.ndarray, valid: np.ndarray, fps: float) -> np.ndarray:
+    """Frame indices (a run of about ``NEUTRAL_SPAN_S``) whose faces look most neutral.
+
+    faces_mm: (T, 478, 3) canonical landmarks (NaN where no face); valid: (T,) bool. Windows
+    with a frame without a face are not chosen while any other window exists.
+    """
+    scores = neutral_scores(faces_mm, valid)
     span = int(np.clip(round(NEUTRAL_SPAN_S * fps), 1, len(valid)))
     window_scores = np.convolve(scores, np.ones(span), mode="valid")  # inf where a window has a faceless frame
     if not np.isfinite(window_scores).any():  # no run of face frames that long: the single best frame

@@ -8,6 +8,7 @@ detected micro events; ``use_network=False`` keeps the baseline.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -22,7 +23,10 @@ from .frontend import FrontendSettings, stack_records
 from .frontend_cache import CachedFrontEnd
 from .frontend_debug import write_contact_sheet
 from .neutral import find_neutral_frames
+from .perspective import perspective_faces
 from ..models.network.runner import NetworkRunner, apply_network
+from ..models.retarget import displacement_on
+from ..models.similarity import fit_similarities
 from .progress import ProgressReporter
 from .take import BASELINE_VERSION, Take, save_take
 
@@ -60,6 +64,57 @@ def check_writable(path: Path) -> None:
         folder = folder.parent
     if not folder.is_dir() or not os.access(folder, os.W_OK):
         raise MxrError(f"cannot write {path}: {folder} is not a writable folder")
+
+
+def _landmark_take(canonical, observed: dict, valid: np.ndarray, video, frontend, settings: ReconstructSettings,
+                   neutral_frames: np.ndarray, neutral_method: str, camera_settings: dict) -> Take:
+    """The landmark-only take (everything in the macro layer) in ``canonical``'s frame (anything
+    with ``neutral_mm``, ``faces_mm`` and ``poses``)."""
+    macro_mm = canonical.faces_mm - canonical.neutral_mm  # (T, 478, 3), NaN where invalid
+    zeros = np.where(np.isfinite(macro_mm), 0.0, np.nan)
+    return Take(
+        source_path=str(video.path.resolve()),
+        source_sha256=video.sha256,
+        fps=video.fps,
+        frame_size=(video.width, video.height),
+        timestamps_s=observed["timestamp_s"],
+        valid=valid,
+        landmarks_px=observed["landmarks_px"],
+        head_rotation=canonical.poses.rotation,
+        head_translation_px=canonical.poses.translation,
+        head_scale_px_per_mm=canonical.poses.scale,
+        neutral_mm=canonical.neutral_mm,
+        macro_mm=macro_mm,
+        micro_mm=zeros,
+        detail_mm=zeros,
+        frame_indices=observed["index"],
+        analysis_scale=frontend.scale,
+        landmark_confidence=observed["confidence"],
+        crop_size_px=settings.frontend.crop_size,
+        crop_from_image=observed["crop_from_image"],
+        flow_at_landmarks_px=observed["flow_at_landmarks"],
+        flow_fb_error_px=observed["flow_fb_error_px"],
+        flow_consistent=observed["flow_consistent"],
+        model_version=BASELINE_VERSION,
+        settings={"frontend": settings.frontend.as_dict(), "neutral_method": neutral_method,
+                  "neutral_seconds": settings.neutral_seconds,
+                  "neutral_frames": [int(neutral_frames[0]), int(neutral_frames[-1])],
+                  "frontend_cache_key": frontend.key, "mxr_version": __version__, **camera_settings},
+    )
+
+
+def carry_network_layers(network_take: Take, take: Take) -> Take:
+    """``take`` (landmark-only, its own canonical frame) with the micro and detail layers, events,
+    model and network settings of ``network_take`` (the same landmarks in another canonical frame):
+    the layers are turned and scaled by the similarity between the two neutrals; the macro layer
+    is the rest of ``take``'s deformation, so the total is ``take``'s."""
+    alignment = fit_similarities(network_take.neutral_mm.astype(np.float64), take.neutral_mm.astype(np.float64)[None])
+    micro_mm, detail_mm = (displacement_on(alignment, np.asarray(layer, np.float64)).astype(np.float32)
+                           for layer in (network_take.micro_mm, network_take.detail_mm))
+    macro_mm = (take.deformation_mm() - micro_mm - detail_mm).astype(np.float32)
+    settings = {**take.settings, "network": network_take.settings["network"]}
+    return dataclasses.replace(take, macro_mm=macro_mm, micro_mm=micro_mm, detail_mm=detail_mm,
+                               events=network_take.events, model_version=network_take.model_version, settings=settings)
 
 
 def choose_neutral_frames(landmarks_px: np.ndarray, valid: np.ndarray, fps: float,
@@ -103,42 +158,21 @@ def reconstruct(video_path: Path, take_path: Path, settings: ReconstructSettings
         raise MxrError(f"no face found in any of the {frame_count} frames of {video.path}")
 
     neutral_frames, neutral_method = choose_neutral_frames(observed["landmarks_px"], valid, video.fps, settings)
-    canonical = canonicalize(observed["landmarks_px"], valid, neutral_frames)
-    macro_mm = canonical.faces_mm - canonical.neutral_mm  # (T, 478, 3), NaN where invalid
-    zeros = np.where(np.isfinite(macro_mm), 0.0, np.nan)
-
-    take = Take(
-        source_path=str(video.path.resolve()),
-        source_sha256=video.sha256,
-        fps=video.fps,
-        frame_size=(video.width, video.height),
-        timestamps_s=observed["timestamp_s"],
-        valid=valid,
-        landmarks_px=observed["landmarks_px"],
-        head_rotation=canonical.poses.rotation,
-        head_translation_px=canonical.poses.translation,
-        head_scale_px_per_mm=canonical.poses.scale,
-        neutral_mm=canonical.neutral_mm,
-        macro_mm=macro_mm,
-        micro_mm=zeros,
-        detail_mm=zeros,
-        frame_indices=observed["index"],
-        analysis_scale=frontend.scale,
-        landmark_confidence=observed["confidence"],
-        crop_size_px=settings.frontend.crop_size,
-        crop_from_image=observed["crop_from_image"],
-        flow_at_landmarks_px=observed["flow_at_landmarks"],
-        flow_fb_error_px=observed["flow_fb_error_px"],
-        flow_consistent=observed["flow_consistent"],
-        model_version=BASELINE_VERSION,
-        settings={"frontend": settings.frontend.as_dict(), "neutral_method": neutral_method,
-                  "neutral_seconds": settings.neutral_seconds,
-                  "neutral_frames": [int(neutral_frames[0]), int(neutral_frames[-1])],
-                  "frontend_cache_key": frontend.key, "mxr_version": __version__},
-    )
+    trained_frame = canonicalize(observed["landmarks_px"], valid, neutral_frames)  # step 1: MediaPipe's mesh
+    # The take's frame: the pose from the image through a pinhole camera (ops/perspective.py).
+    canonical = perspective_faces(observed["landmarks_px"], valid, neutral_frames, trained_frame.neutral_mm,
+                                  trained_frame.faces_mm, (video.width, video.height))
+    take = _landmark_take(canonical, observed, valid, video, frontend, settings, neutral_frames, neutral_method,
+                          {"camera": "perspective", "camera_focal_px": canonical.focal_px,
+                           "camera_reprojection_px": round(canonical.reprojection_px, 3)})
     provider = None
     if runner is not None:
-        take = apply_network(take, runner)
+        # The networks were trained on step 1's frame and read the perspective frame's faces badly
+        # (a still, turning scan face wandered 3-4 mm instead of 0.5): they run in their own frame,
+        # and their micro and detail layers and events are carried into the take's.
+        network_take = apply_network(_landmark_take(trained_frame, observed, valid, video, frontend, settings,
+                                                    neutral_frames, neutral_method, {}), runner)
+        take = carry_network_layers(network_take, take)
         provider = runner.provider
     save_take(take, Path(take_path))
     if settings.debug_sheet is not None:

@@ -46,8 +46,8 @@ def test_what_the_basis_cannot_express_is_recovered_as_detail():
     without, with_detail = rms_mm(residual[valid]), rms_mm(residual[valid] - detail)
     print(f"residual RMS at the landmarks: {without:.3f} mm without detail, {with_detail:.4f} mm with "
           f"({layer.shapes.shape[0]} detail shapes)")
-    assert without > 0.5  # the extra field is well beyond the basis
-    assert with_detail < 0.1 * without  # measured: 0.795 mm -> 0.068 mm with 4 detail shapes
+    assert without > 0.2  # the extra field is well beyond the basis (x and y: the depth is not read)
+    assert with_detail < 0.15 * without  # measured: 0.315 mm -> 0.028 mm with 5 detail shapes
     assert layer.shapes.shape[0] <= 8 and np.all(np.abs(layer.weights[valid]) <= 1.0 + 1e-12)
 
 

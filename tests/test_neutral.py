@@ -59,7 +59,7 @@ def test_real_footage_reads_as_labelled(tmp_path):
     take_path = tmp_path / "single_face.npz"
     reconstruct(sample_path("video/single_face.mp4"), take_path, ReconstructSettings(use_network=False))
     take = load_take(take_path)
-    assert take.settings["neutral_method"] == "found"
+    assert take.settings["neutral_method"] == "found" and take.settings["camera"] == "perspective"
     head = load_open_head()
     units = retarget_expressions(head, take.deformation_mm(), take.neutral_mm)  # (T, 52)
     names = head.expression_names

@@ -1,0 +1,151 @@
+"""Head pose from the image through a pinhole camera, and the expression read against it.
+
+Why: MediaPipe's 3-D mesh is not rigid. Its depth bends as the head turns, so a similarity fitted
+on its "rigid" landmarks (``canonical.canonicalize``, step 1) leaves the bend in the face: on a
+rendered still face turning 20 degrees, 2.1 mm of false motion, six times the true motion of the
+facial actions of the open-loop check. Its x and y are a good 2-D tracker, so here the pose comes
+from them alone:
+
+1. the neutral's depth is refined from the take's own views (a head that turns shows its depth):
+   each landmark's depth is triangulated from its rays in the calm frames (those that look most
+   neutral, ``neutral.neutral_scores``: an expression must not become the neutral), its x and y
+   kept as the neutral frames show them, and pulled towards MediaPipe's depth where the views say
+   little (a head that never turns keeps MediaPipe's shape);
+2. each frame's pose is found by perspective PnP on the rigid landmarks;
+3. the expression is what the image shows beyond the posed neutral, read at the neutral's depth
+   (the image does not show depth motion; that part of an expression is lost here).
+
+The camera is a pinhole at the frame's centre with the focal length, among a few candidates, whose
+poses reproject the calm frames best.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ..models.similarity import Similarities
+from .canonical import INTERPUPILLARY_MM, IRIS_CENTRE_LEFT, IRIS_CENTRE_RIGHT, RIGID_LANDMARKS, SKIN_LANDMARK_COUNT as SKIN_LANDMARKS
+from .neutral import neutral_scores
+
+FOCAL_CANDIDATES = (1.0, 1.6, 2.6, 5.0)  # focal lengths tried, in units of the frame's longer side
+CALM_SHARE = 0.25  # the views are the calmest quarter of the frames ...
+VIEWS = 200  # ... at most this many of them, spread over the take
+ROUNDS = 6  # alternations (views' poses, then depths)
+DEPTH_PRIOR = 1e-3  # pull towards MediaPipe's shape, relative to the rays' mean information per landmark
+INLIER_ROUNDS = 2  # PnP again on the skin points within INLIER_FACTOR x the median miss (px) ...
+INLIER_FACTOR = 1.5
+INLIER_FLOOR_PX = 0.5  # ... or this many px
+_TO_OPENCV = np.array([1.0, -1.0, -1.0])  # canonical (+Y up, +Z to the camera) <-> OpenCV camera axes
+
+
+@dataclass
+class PerspectiveFaces:
+    neutral_mm: np.ndarray  # (478, 3) canonical, the depth refined
+    faces_mm: np.ndarray  # (T, 478, 3) canonical, NaN where invalid
+    poses: Similarities  # the weak-perspective pose the take stores (camera px, y up = scale R canonical + t)
+    focal_px: float
+    reprojection_px: float  # mean over the calm frames' rigid landmarks
+
+
+def perspective_faces(landmarks_px: np.ndarray, valid: np.ndarray, neutral_frames: np.ndarray, neutral_mm: np.ndarray,
+                      faces_mm: np.ndarray, frame_size: tuple[int, int]) -> PerspectiveFaces:
+    """landmarks_px (T, 478, 3) image px; neutral_frames: the frames showing the neutral;
+    neutral_mm (478, 3) and faces_mm (T, 478, 3) canonical mm from ``canonicalize`` (step 1);
+    frame_size (width, height) px."""
+    neutral_frames = np.asarray([f for f in neutral_frames if valid[f]], np.int64)
+    image = landmarks_px[..., :2].astype(np.float64)  # (T, 478, 2)
+    frames = np.flatnonzero(valid)
+    calm = np.sort(frames[np.argsort(neutral_scores(faces_mm, valid)[frames])[:max(1, int(CALM_SHARE * len(frames)))]])
+    views = calm[np.unique(np.linspace(0, len(calm) - 1, min(VIEWS, len(calm))).astype(np.int64))]
+    centre = np.array(frame_size, np.float64) / 2.0
+    start = neutral_mm.astype(np.float64) * _TO_OPENCV
+    best = None
+    for factor in FOCAL_CANDIDATES:
+        focal = factor * float(max(frame_size))
+        shape = _refined_shape(image, views, neutral_frames, start, focal, centre)
+        rotations, shifts = _poses(image, views, shape, focal, centre)
+        error = _reprojection_px(image[views], shape, rotations, shifts, focal, centre)
+        if best is None or error < best[0]:
+            best = (error, focal, shape)
+    error, focal, shape = best
+    rotations, shifts = _poses(image, frames, shape, focal, centre)  # (n, 3, 3), (n, 3) mm, OpenCV camera
+    posed = np.einsum("tij,nj->tni", rotations, shape) + shifts[:, None]  # (n, 478, 3)
+    rays = np.concatenate([(image[frames] - centre) / focal, np.ones(image[frames].shape[:-1] + (1,))], axis=-1)
+    seen = rays * posed[..., 2:3]  # where the image puts each landmark, at the posed neutral's depth
+    faces = np.full(landmarks_px.shape, np.nan)
+    faces[frames] = (shape + np.einsum("tji,tnj->tni", rotations, seen - posed)) * _TO_OPENCV
+    flip = np.diag(_TO_OPENCV)
+    depth = shifts[:, 2]
+    translation = np.stack([centre[0] + focal * shifts[:, 0] / depth, -(centre[1] + focal * shifts[:, 1] / depth),
+                            np.zeros_like(depth)], axis=1)
+    poses = Similarities(rotation=_scatter(flip @ rotations @ flip, valid), translation=_scatter(translation, valid),
+                         scale=_scatter(focal / depth, valid))
+    return PerspectiveFaces(shape * _TO_OPENCV, faces, poses, focal, error)
+
+
+def _poses(image: np.ndarray, frames: np.ndarray, shape: np.ndarray, focal: float,
+           centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Perspective pose of ``shape`` (478, 3) mm, OpenCV axes, in each frame (each started from
+    the one before): PnP on the rigid landmarks, then again on the skin landmarks that agree with
+    that pose (an expression moves its own points away and they drop out, so it does not tilt the
+    head, while the many still points steady the pose). Rotations (n, 3, 3), shifts (n, 3) mm."""
+    camera = np.array([[focal, 0.0, centre[0]], [0.0, focal, centre[1]], [0.0, 0.0, 1.0]])
+    skin = np.arange(SKIN_LANDMARKS)
+    rotations, shifts = np.zeros((len(frames), 3, 3)), np.zeros((len(frames), 3))
+    rotation_vector = shift = None
+    for row, frame in enumerate(frames):
+        if rotation_vector is None:
+            _, rotation_vector, shift = cv2.solvePnP(shape[RIGID_LANDMARKS], image[frame, RIGID_LANDMARKS], camera, None,
+                                                     flags=cv2.SOLVEPNP_EPNP)
+        points = RIGID_LANDMARKS
+        for _ in range(1 + INLIER_ROUNDS):
+            _, rotation_vector, shift = cv2.solvePnP(shape[points], image[frame, points], camera, None, rotation_vector,
+                                                     shift, useExtrinsicGuess=True, flags=cv2.SOLVEPNP_ITERATIVE)
+            rotation = cv2.Rodrigues(rotation_vector)[0]
+            posed = shape[skin] @ rotation.T + shift.ravel()
+            miss = np.linalg.norm(focal * posed[:, :2] / posed[:, 2:3] + centre - image[frame, skin], axis=1)
+            points = skin[miss <= max(INLIER_FACTOR * float(np.median(miss)), INLIER_FLOOR_PX)]
+        rotations[row] = rotation
+        shifts[row] = shift.ravel()
+    return rotations, shifts
+
+
+def _refined_shape(image: np.ndarray, views: np.ndarray, neutral_frames: np.ndarray, shape: np.ndarray,
+                   focal: float, centre: np.ndarray) -> np.ndarray:
+    """The neutral (478, 3) mm, OpenCV axes, each landmark triangulated from its rays: those of the
+    neutral frames (weighted as much as all the views together: the neutral is what they show)
+    and those of the calm views (which say how deep each point lies), pulled towards MediaPipe's
+    shape where neither says much."""
+    prior = shape - shape.mean(axis=0)
+    anchor_weight = np.sqrt(len(views) / max(len(neutral_frames), 1))
+    for _ in range(ROUNDS):
+        normal, right = np.zeros((478, 3, 3)), np.zeros((478, 3))
+        for frames, weight in ((views, 1.0), (neutral_frames, anchor_weight)):
+            rotations, shifts = _poses(image, frames, shape, focal, centre)
+            offset = image[frames] - centre  # (n, 478, 2)
+            # Per frame, two equations linear in the point X: u (r3 X + t3) = f (rk X + tk).
+            rows = weight * (offset[..., None] * rotations[:, None, None, 2, :] - focal * rotations[:, None, :2, :])
+            rhs = weight * (focal * shifts[:, None, :2] - offset * shifts[:, None, 2:3])  # (n, 478, 2)
+            normal += np.einsum("tnka,tnkb->nab", rows, rows)
+            right += np.einsum("tnka,tnk->na", rows, rhs)
+        strength = DEPTH_PRIOR * np.trace(normal, axis1=1, axis2=2).mean() / 3.0
+        shape = np.linalg.solve(normal + strength * np.eye(3), (right + strength * prior)[..., None])[..., 0]
+        shape -= shape.mean(axis=0)
+        shape *= INTERPUPILLARY_MM / np.linalg.norm(shape[IRIS_CENTRE_LEFT] - shape[IRIS_CENTRE_RIGHT])
+    return shape
+
+
+def _reprojection_px(image: np.ndarray, shape: np.ndarray, rotations: np.ndarray, shifts: np.ndarray,
+                     focal: float, centre: np.ndarray) -> float:
+    """Mean distance (px) between the rigid landmarks and the posed shape's projection."""
+    posed = np.einsum("tij,nj->tni", rotations, shape[RIGID_LANDMARKS]) + shifts[:, None]
+    projected = focal * posed[..., :2] / posed[..., 2:3] + centre
+    return float(np.mean(np.linalg.norm(projected - image[:, RIGID_LANDMARKS], axis=-1)))
+
+
+def _scatter(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    full = np.full((len(valid),) + values.shape[1:], np.nan)
+    full[valid] = values
+    return full
