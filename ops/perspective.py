@@ -11,7 +11,8 @@ from them alone:
    neutral, ``neutral.neutral_scores``: an expression must not become the neutral), its x and y
    kept as the neutral frames show them, and pulled towards MediaPipe's depth where the views say
    little (a head that never turns keeps MediaPipe's shape);
-2. each frame's pose is found by perspective PnP on the rigid landmarks;
+2. each frame's pose is found by perspective PnP on points no facial action moves, then on the
+   skin points that agree with it;
 3. the expression is what the image shows beyond the posed neutral, read at the neutral's depth
    (the image does not show depth motion; that part of an expression is lost here).
 
@@ -27,6 +28,11 @@ import numpy as np
 
 from ..models.similarity import Similarities
 from .canonical import INTERPUPILLARY_MM, IRIS_CENTRE_LEFT, IRIS_CENTRE_RIGHT, RIGID_LANDMARKS, SKIN_LANDMARK_COUNT as SKIN_LANDMARKS
+
+# The points the pose is first found on: canonical.RIGID_LANDMARKS without the forehead, which the
+# brows' frontalis moves (on the dev scan clips: brow raise recovered 0.40 instead of 0.33, a still
+# turning face 0.66 mm instead of 0.71).
+POSE_LANDMARKS = np.setdiff1d(RIGID_LANDMARKS, [10, 151, 9, 109, 338, 67, 297, 108, 337, 69, 299])
 from .neutral import neutral_scores
 
 FOCAL_CANDIDATES = (1.0, 1.6, 2.6, 5.0)  # focal lengths tried, in units of the frame's longer side
@@ -46,7 +52,7 @@ class PerspectiveFaces:
     faces_mm: np.ndarray  # (T, 478, 3) canonical, NaN where invalid
     poses: Similarities  # the weak-perspective pose the take stores (camera px, y up = scale R canonical + t)
     focal_px: float
-    reprojection_px: float  # mean over the calm frames' rigid landmarks
+    reprojection_px: float  # mean over the calm frames' pose landmarks
 
 
 def perspective_faces(landmarks_px: np.ndarray, valid: np.ndarray, neutral_frames: np.ndarray, neutral_mm: np.ndarray,
@@ -88,7 +94,7 @@ def perspective_faces(landmarks_px: np.ndarray, valid: np.ndarray, neutral_frame
 def _poses(image: np.ndarray, frames: np.ndarray, shape: np.ndarray, focal: float,
            centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Perspective pose of ``shape`` (478, 3) mm, OpenCV axes, in each frame (each started from
-    the one before): PnP on the rigid landmarks, then again on the skin landmarks that agree with
+    the one before): PnP on ``POSE_LANDMARKS``, then again on the skin landmarks that agree with
     that pose (an expression moves its own points away and they drop out, so it does not tilt the
     head, while the many still points steady the pose). Rotations (n, 3, 3), shifts (n, 3) mm."""
     camera = np.array([[focal, 0.0, centre[0]], [0.0, focal, centre[1]], [0.0, 0.0, 1.0]])
@@ -97,9 +103,9 @@ def _poses(image: np.ndarray, frames: np.ndarray, shape: np.ndarray, focal: floa
     rotation_vector = shift = None
     for row, frame in enumerate(frames):
         if rotation_vector is None:
-            _, rotation_vector, shift = cv2.solvePnP(shape[RIGID_LANDMARKS], image[frame, RIGID_LANDMARKS], camera, None,
+            _, rotation_vector, shift = cv2.solvePnP(shape[POSE_LANDMARKS], image[frame, POSE_LANDMARKS], camera, None,
                                                      flags=cv2.SOLVEPNP_EPNP)
-        points = RIGID_LANDMARKS
+        points = POSE_LANDMARKS
         for _ in range(1 + INLIER_ROUNDS):
             _, rotation_vector, shift = cv2.solvePnP(shape[points], image[frame, points], camera, None, rotation_vector,
                                                      shift, useExtrinsicGuess=True, flags=cv2.SOLVEPNP_ITERATIVE)
@@ -139,10 +145,10 @@ def _refined_shape(image: np.ndarray, views: np.ndarray, neutral_frames: np.ndar
 
 def _reprojection_px(image: np.ndarray, shape: np.ndarray, rotations: np.ndarray, shifts: np.ndarray,
                      focal: float, centre: np.ndarray) -> float:
-    """Mean distance (px) between the rigid landmarks and the posed shape's projection."""
-    posed = np.einsum("tij,nj->tni", rotations, shape[RIGID_LANDMARKS]) + shifts[:, None]
+    """Mean distance (px) between the pose landmarks and the posed shape's projection."""
+    posed = np.einsum("tij,nj->tni", rotations, shape[POSE_LANDMARKS]) + shifts[:, None]
     projected = focal * posed[..., :2] / posed[..., 2:3] + centre
-    return float(np.mean(np.linalg.norm(projected - image[:, RIGID_LANDMARKS], axis=-1)))
+    return float(np.mean(np.linalg.norm(projected - image[:, POSE_LANDMARKS], axis=-1)))
 
 
 def _scatter(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
