@@ -207,6 +207,18 @@ class MXR_OT_reconstruct_video(bpy.types.Operator):
                                         description="Where to write the take (empty: next to the .blend, "
                                                     "or the temp folder for an unsaved file)")
     key_rotation: bpy.props.BoolProperty(name="Head Rotation", default=True)
+    neutral: bpy.props.EnumProperty(
+        name="Neutral Face",
+        items=(("FOUND", "Found in the Take", "The engine finds the calmest run of frames (open eyes, closed mouth, "
+                                              "brows and lip corners where they usually are)"),
+               ("FRAMES", "Frames", "These video frames show the performer's face at rest; every expression is "
+                                    "read against them")),
+        default="FOUND",
+    )
+    neutral_first: bpy.props.IntProperty(name="First", min=0, default=0,
+                                         description="First video frame (from 0) showing the neutral face")
+    neutral_last: bpy.props.IntProperty(name="Last", min=0, default=5,
+                                        description="Last video frame (from 0) showing the neutral face")
 
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
         self._interactive = True  # execute() goes modal instead of blocking Blender
@@ -220,8 +232,14 @@ class MXR_OT_reconstruct_video(bpy.types.Operator):
         if not video.is_file():
             raise MxrError(f"video not found: {video}")
         take = Path(bpy.path.abspath(self.take_path)) if self.take_path else default_take_path(video)
+        options: tuple[str, ...] = ()
+        if self.neutral == "FRAMES":
+            if self.neutral_last < self.neutral_first:
+                raise MxrError(f"the neutral frames run from {self.neutral_first} to {self.neutral_last}: "
+                               "the last must not come before the first")
+            options = ("--neutral-frames", f"{self.neutral_first}-{self.neutral_last}")
         take.parent.mkdir(parents=True, exist_ok=True)
-        return EngineJob(resolve_engine_python(engine_python_setting(context)), video, take)
+        return EngineJob(resolve_engine_python(engine_python_setting(context)), video, take, options=options)
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         try:

@@ -285,3 +285,23 @@ def test_reconstruct_operator_runs_the_engine_and_bakes(empty_blend, tmp_path):
     assert take_path.is_file() and rig["mxr_source"] == str(video)
     assert (empty_blend.frame_end - empty_blend.frame_start + 1) == 72
     assert len(bpy.data.objects["MXR Reference"].data.background_images) == 1
+
+
+@pytest.mark.engine
+def test_reconstruct_operator_takes_the_neutral_the_user_names(empty_blend, tmp_path):
+    from mxr.ops.sample_data import DEFAULT_CLIP, SAMPLE_DATA_DIR
+    from mxr.ops.take import load_take
+
+    video = SAMPLE_DATA_DIR / DEFAULT_CLIP
+    if not video.is_file():
+        pytest.skip("sample clip missing: run ./scripts/setup")
+    counts = (len(bpy.data.objects), len(bpy.data.actions))
+    with pytest.raises(RuntimeError, match="must not come before"):
+        bpy.ops.mxr.reconstruct_video(filepath=str(video), take_path=str(tmp_path / "bad.npz"), neutral="FRAMES",
+                                      neutral_first=9, neutral_last=3)
+    assert not (tmp_path / "bad.npz").exists() and (len(bpy.data.objects), len(bpy.data.actions)) == counts
+    take_path = tmp_path / "take.npz"
+    assert bpy.ops.mxr.reconstruct_video(filepath=str(video), take_path=str(take_path), neutral="FRAMES",
+                                         neutral_first=2, neutral_last=8) == {"FINISHED"}
+    settings = load_take(take_path).settings
+    assert settings["neutral_method"] == "frames" and settings["neutral_frames"] == [2, 8]
