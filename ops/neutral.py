@@ -11,7 +11,9 @@ brows sit over the eyes. A neutral face has its eyes open as most frames have th
 percentile: blinks are brief), its mouth as closed and as narrow as the take's calmer frames (low
 percentiles: speech and smiles open and widen it), and its lip corners and brows where they
 usually are (medians). Each frame is scored by its summed distance from those, in units of each
-measure's spread over the take; the best ``NEUTRAL_SPAN_S`` window is the neutral.
+measure's spread over the take; the best ``NEUTRAL_SPAN_S`` window is the neutral. Frames where
+something covers the face (``occluded_frames``: a hand over the mouth) are chosen only when there
+is nothing else: MediaPipe still draws a face there, from its prior.
 """
 from __future__ import annotations
 
@@ -27,6 +29,12 @@ _EYE_CORNERS = ((33, 133), (263, 362))
 _LIP_CENTRE = (13, 14)  # inner upper / lower lip
 _MOUTH_CORNERS = (61, 291)
 _BROWS = (105, 66, 334, 296)
+# Occlusion: the face detector's score below this share of the take's median, or more than this
+# share of the eye and mouth points whose flow fails its forward-backward check.
+OCCLUDED_CONFIDENCE_SHARE = 0.5
+OCCLUDED_FLOW_SHARE = 0.3
+OCCLUDED_PENALTY = 100.0  # added to a frame's score: far above any real one (a few units)
+_FEATURES = np.array([61, 291, 13, 14, 17, 0, 78, 308, 37, 267, 84, 314, 159, 145, 386, 374, 33, 133, 263, 362])
 # Target percentile of each measure over the take (see the module docstring).
 _TARGET_PERCENTILES = np.array([75.0, 75.0, 10.0, 10.0, 50.0, 50.0])
 
@@ -60,13 +68,31 @@ def neutral_scores(faces_mm: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return scores
 
 
-def find_neutral_frames(faces_mm: np.ndarray, valid: np.ndarray, fps: float) -> np.ndarray:
+def occluded_frames(valid: np.ndarray, confidence: np.ndarray, flow_consistent: np.ndarray,
+                    flow_fb_error_px: np.ndarray) -> np.ndarray:
+    """(T,) bool: frames whose face is probably partly covered. confidence (T,) the detector's
+    score; flow_consistent (T, 478) bool and flow_fb_error_px (T, 478) the front-end's flow check
+    (NaN where there was no flow to check, e.g. the first frame)."""
+    valid = np.asarray(valid, bool)
+    confidence = np.asarray(confidence, np.float64)
+    low = confidence < OCCLUDED_CONFIDENCE_SHARE * np.median(confidence[valid]) if valid.any() else np.zeros(len(valid), bool)
+    checked = np.isfinite(flow_fb_error_px[:, _FEATURES])  # (T, 20)
+    failed = (~np.asarray(flow_consistent, bool)[:, _FEATURES]) & checked
+    share = failed.sum(axis=1) / np.maximum(checked.sum(axis=1), 1)
+    return valid & (low | (share > OCCLUDED_FLOW_SHARE))
+
+
+def find_neutral_frames(faces_mm: np.ndarray, valid: np.ndarray, fps: float,
+                        occluded: np.ndarray | None = None) -> np.ndarray:
     """Frame indices (a run of about ``NEUTRAL_SPAN_S``) whose faces look most neutral.
 
-    faces_mm: (T, 478, 3) canonical landmarks (NaN where no face); valid: (T,) bool. Windows
-    with a frame without a face are not chosen while any other window exists.
+    faces_mm: (T, 478, 3) canonical landmarks (NaN where no face); valid: (T,) bool; occluded:
+    (T,) bool frames to avoid (``occluded_frames``). Windows with a frame without a face are not
+    chosen while any other window exists.
     """
     scores = neutral_scores(faces_mm, valid)
+    if occluded is not None:
+        scores = scores + OCCLUDED_PENALTY * np.asarray(occluded, bool)
     span = int(np.clip(round(NEUTRAL_SPAN_S * fps), 1, len(valid)))
     window_scores = np.convolve(scores, np.ones(span), mode="valid")  # inf where a window has a faceless frame
     if not np.isfinite(window_scores).any():  # no run of face frames that long: the single best frame

@@ -22,7 +22,7 @@ from .errors import MxrError
 from .frontend import FrontendSettings, stack_records
 from .frontend_cache import CachedFrontEnd
 from .frontend_debug import write_contact_sheet
-from .neutral import find_neutral_frames
+from .neutral import find_neutral_frames, occluded_frames
 from .perspective import perspective_faces
 from ..models.network.runner import NetworkRunner, apply_network
 from ..models.retarget import displacement_on
@@ -117,11 +117,12 @@ def carry_network_layers(network_take: Take, take: Take) -> Take:
                                events=network_take.events, model_version=network_take.model_version, settings=settings)
 
 
-def choose_neutral_frames(landmarks_px: np.ndarray, valid: np.ndarray, fps: float,
+def choose_neutral_frames(observed: dict, valid: np.ndarray, fps: float,
                           settings: ReconstructSettings) -> tuple[np.ndarray, str]:
     """The take frames whose median is the performer's neutral face, and how they were chosen:
     "frames" (named by the user), "first_seconds" (the clip's opening), or "found" (the most
-    neutral-looking run, ``neutral.find_neutral_frames``, on faces aligned to the opening)."""
+    neutral-looking run without occlusion, ``neutral.find_neutral_frames``, on faces aligned to the
+    opening). ``observed``: the front-end's per-frame arrays (``stack_records``)."""
     frame_count = len(valid)
     if settings.neutral_frames is not None:
         first, last = settings.neutral_frames
@@ -135,8 +136,9 @@ def choose_neutral_frames(landmarks_px: np.ndarray, valid: np.ndarray, fps: floa
         span = max(1, int(round(settings.neutral_seconds * fps)))
         return np.arange(first_valid, min(first_valid + span, frame_count)), "first_seconds"
     opening = np.arange(first_valid, min(first_valid + max(1, int(round(0.5 * fps))), frame_count))
-    provisional = canonicalize(landmarks_px, valid, opening)
-    return find_neutral_frames(provisional.faces_mm, valid, fps), "found"
+    provisional = canonicalize(observed["landmarks_px"], valid, opening)
+    occluded = occluded_frames(valid, observed["confidence"], observed["flow_consistent"], observed["flow_fb_error_px"])
+    return find_neutral_frames(provisional.faces_mm, valid, fps, occluded), "found"
 
 
 def reconstruct(video_path: Path, take_path: Path, settings: ReconstructSettings | None = None,
@@ -157,7 +159,7 @@ def reconstruct(video_path: Path, take_path: Path, settings: ReconstructSettings
     if not valid.any():
         raise MxrError(f"no face found in any of the {frame_count} frames of {video.path}")
 
-    neutral_frames, neutral_method = choose_neutral_frames(observed["landmarks_px"], valid, video.fps, settings)
+    neutral_frames, neutral_method = choose_neutral_frames(observed, valid, video.fps, settings)
     trained_frame = canonicalize(observed["landmarks_px"], valid, neutral_frames)  # step 1: MediaPipe's mesh
     # The take's frame: the pose from the image through a pinhole camera (ops/perspective.py).
     canonical = perspective_faces(observed["landmarks_px"], valid, neutral_frames, trained_frame.neutral_mm,

@@ -9,7 +9,7 @@ from mxr.models.arkit import ANTAGONIST_PAIRS
 from mxr.models.open_head import load_open_head
 from mxr.models.retarget import retarget_expressions
 from mxr.ops.errors import MxrError
-from mxr.ops.neutral import find_neutral_frames
+from mxr.ops.neutral import find_neutral_frames, occluded_frames
 from mxr.ops.reconstruct import ReconstructSettings, reconstruct
 from mxr.ops.sample_data import sample_path
 from mxr.ops.take import load_take
@@ -85,3 +85,21 @@ def test_a_neutral_the_take_cannot_have_is_refused(tmp_path, flag, value, messag
                                  "--baseline", flag, value)
     assert code == 2 and message in stderr and "Traceback" not in stderr
     assert not (tmp_path / "t.npz").exists()
+
+
+def test_frames_with_the_face_covered_are_not_the_neutral():
+    frames = 60
+    smile = np.where(np.arange(frames) < 20, 0.8, 0.0)  # a smile, then rest
+    faces = open_head_faces({"mouthSmileLeft": smile, "mouthSmileRight": smile}, frames)
+    valid = np.ones(frames, bool)
+    confidence = np.full(frames, 0.9)
+    confidence[40:] = 0.3  # a hand comes up: the detector is unsure
+    consistent = np.ones((frames, 478), bool)
+    fb_error = np.full((frames, 478), 0.05)
+    fb_error[0] = np.nan  # the first frame has no flow to check
+    consistent[0] = False
+    consistent[20:33, :300] = False  # something moves over the face: the flow fails its check
+    occluded = occluded_frames(valid, confidence, consistent, fb_error)
+    assert not occluded[0] and occluded[20:33].all() and occluded[40:].all() and not occluded[33:40].any()
+    found = find_neutral_frames(faces, valid, 30.0, occluded)
+    assert found[0] >= 33 and found[-1] < 40  # the only resting frames where the face can be seen
