@@ -102,7 +102,7 @@ def test_antagonists_are_never_both_on():
     deformation_mm = 1000.0 * np.stack([basis[0] * 0.9 + basis[1] * 0.5, basis[2] * 0.3 + basis[3] * 0.7])
     got = retarget_expressions(head, deformation_mm, 1000.0 * head.landmark_positions())
     assert np.all(np.minimum(got[:, 0], got[:, 1]) == 0.0) and np.all(np.minimum(got[:, 2], got[:, 3]) == 0.0)
-    assert got[0, 0] > 0.6 and got[1, 3] > 0.6  # the stronger of each pair keeps its motion
+    assert got[0, 0] > 0.5 and got[1, 3] > 0.6  # the stronger keeps its motion (jawLeft, supporting, pays its price)
 
 
 def test_supporting_units_pay_more_than_primary_ones():
