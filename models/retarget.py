@@ -53,7 +53,7 @@ DEPTH_WEIGHT = 0.0
 OUTLIER_FACTOR = 3.0
 OUTLIER_FLOOR_M = 0.004
 SPARSITY = 0.03  # the primary units' L1 weight, relative to the basis' mean squared column norm
-SKIN_LANDMARKS = 468  # the irises follow the gaze, not the skin: left out of the alignment
+SKIN_LANDMARK_COUNT = 468  # the 468 skin points come first; the irises follow the gaze: not in the alignment
 AXIS_WEIGHTS = np.array([1.0, 1.0, DEPTH_WEIGHT])
 
 
@@ -93,29 +93,26 @@ def solve_box_ridge(
 
 def neutral_to_head(head: HeadModel, neutral_mm: np.ndarray) -> Similarities:
     """Similarity (one frame) from the performer's canonical neutral (mm) to the head's rest
-    landmarks (m), fitted on the skin landmarks whose embedding agrees (``landmark_weights``)."""
+    landmarks (m), fitted on the skin landmarks whose place on the head agrees with the performer's."""
     return _robust_alignment(head.landmark_positions().astype(np.float64), neutral_mm)[0]
-
-
-def landmark_weights(head: HeadModel, neutral_mm: np.ndarray) -> np.ndarray:
-    """(478,) 1 for landmarks the solve reads, 0 for those whose place on the head disagrees with
-    the aligned performer's neutral (see the module docstring). The irises are read (gaze)."""
-    return _robust_alignment(head.landmark_positions().astype(np.float64), neutral_mm)[1]
 
 
 def _robust_alignment(rest_m: np.ndarray, neutral_mm: np.ndarray, rounds: int = 4) -> tuple[Similarities, np.ndarray]:
     """Weighted similarity neutral (478, 3) mm -> rest (478, 3) m, refitted without the outliers,
-    and the (478,) 0/1 weights of the landmarks kept."""
+    and the (478,) 0/1 weights of the landmarks kept (the irises too, where they agree)."""
     neutral = neutral_mm.astype(np.float64)
     kept = np.ones(len(rest_m))
-    for _ in range(rounds):
+
+    def fitted(kept: np.ndarray) -> Similarities:
         fit_weights = kept.copy()
-        fit_weights[SKIN_LANDMARKS:] = 0.0
-        alignment = fit_weighted_similarity(neutral, rest_m, fit_weights)
-        distance = np.linalg.norm(alignment.apply(neutral[None])[0] - rest_m, axis=1)  # (478,) m
-        limit = max(OUTLIER_FACTOR * float(np.median(distance[:SKIN_LANDMARKS])), OUTLIER_FLOOR_M)
+        fit_weights[SKIN_LANDMARK_COUNT:] = 0.0
+        return fit_weighted_similarity(neutral, rest_m, fit_weights)
+
+    for _ in range(rounds):
+        distance = np.linalg.norm(fitted(kept).apply(neutral[None])[0] - rest_m, axis=1)  # (478,) m
+        limit = max(OUTLIER_FACTOR * float(np.median(distance[:SKIN_LANDMARK_COUNT])), OUTLIER_FLOOR_M)
         kept = (distance <= limit).astype(np.float64)
-    return alignment, kept
+    return fitted(kept), kept
 
 
 def displacement_on(alignment: Similarities, deformation_mm: np.ndarray) -> np.ndarray:
@@ -172,7 +169,8 @@ def solve_units(
     count = len(head.expression_names)
     basis = seen_landmark_basis(head).reshape(count, -1).T * weights[:, None]  # (M, K)
     rigid = rigid_motions(rest_m).reshape(7, -1).T  # (M, 7) unweighted
-    orthonormal, _ = np.linalg.qr(rigid * weights[:, None])  # (M, 7)
+    left, singular, _ = np.linalg.svd(rigid * weights[:, None], full_matrices=False)
+    orthonormal = left[:, singular > 1e-9 * singular[0]]  # (M, r): the rigid motions the weights still see
     projected = basis - orthonormal @ (orthonormal.T @ basis)  # rigid motion solved out exactly
 
     valid = np.all(np.isfinite(displacement), axis=(1, 2))
@@ -182,7 +180,9 @@ def solve_units(
         targets = displacement[valid].reshape(int(valid.sum()), -1) * weights  # (n, M)
         targets_projected = targets - (targets @ orthonormal) @ orthonormal.T
         scale = float(np.mean(np.sum(projected**2, axis=0)))
-        gains_squared = tracker_gains(head.expression_names) ** 2  # priors on how much of a unit is on, not on what is seen
+        # Scaled by the gain squared, as the columns are: a unit's shrinkage in coefficient units is
+        # then what it would be without the gain (the blink's 0.4 would otherwise cost it 6x more).
+        gains_squared = tracker_gains(head.expression_names) ** 2
         ridge = regularization * scale * gains_squared  # (K,)
         prices = sparsity * scale * sparsity_prices(head.expression_names) * gains_squared  # (K,)
         low = np.full((len(targets), count), float(lower))

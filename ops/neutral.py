@@ -33,7 +33,6 @@ _BROWS = (105, 66, 334, 296)
 # share of the eye and mouth points whose flow fails its forward-backward check.
 OCCLUDED_CONFIDENCE_SHARE = 0.5
 OCCLUDED_FLOW_SHARE = 0.3
-OCCLUDED_PENALTY = 100.0  # added to a frame's score: far above any real one (a few units)
 _FEATURES = np.array([61, 291, 13, 14, 17, 0, 78, 308, 37, 267, 84, 314, 159, 145, 386, 374, 33, 133, 263, 362])
 # Target percentile of each measure over the take (see the module docstring).
 _TARGET_PERCENTILES = np.array([75.0, 75.0, 10.0, 10.0, 50.0, 50.0])
@@ -91,9 +90,11 @@ def find_neutral_frames(faces_mm: np.ndarray, valid: np.ndarray, fps: float,
     chosen while any other window exists.
     """
     scores = neutral_scores(faces_mm, valid)
-    if occluded is not None:
-        scores = scores + OCCLUDED_PENALTY * np.asarray(occluded, bool)
     span = int(np.clip(round(NEUTRAL_SPAN_S * fps), 1, len(valid)))
+    if occluded is not None:
+        uncovered = np.where(np.asarray(occluded, bool), np.inf, scores)
+        if np.isfinite(np.convolve(uncovered, np.ones(span), mode="valid")).any():  # else: covered or nothing
+            scores = uncovered
     window_scores = np.convolve(scores, np.ones(span), mode="valid")  # inf where a window has a faceless frame
     if not np.isfinite(window_scores).any():  # no run of face frames that long: the single best frame
         return np.array([int(np.argmin(scores))])

@@ -27,13 +27,13 @@ import cv2
 import numpy as np
 
 from ..models.similarity import Similarities
-from .canonical import INTERPUPILLARY_MM, IRIS_CENTRE_LEFT, IRIS_CENTRE_RIGHT, RIGID_LANDMARKS, SKIN_LANDMARK_COUNT as SKIN_LANDMARKS
+from .canonical import INTERPUPILLARY_MM, IRIS_CENTRE_LEFT, IRIS_CENTRE_RIGHT, RIGID_LANDMARKS, SKIN_LANDMARK_COUNT
+from .neutral import neutral_scores
 
 # The points the pose is first found on: canonical.RIGID_LANDMARKS without the forehead, which the
 # brows' frontalis moves (on the dev scan clips: brow raise recovered 0.40 instead of 0.33, a still
 # turning face 0.66 mm instead of 0.71).
 POSE_LANDMARKS = np.setdiff1d(RIGID_LANDMARKS, [10, 151, 9, 109, 338, 67, 297, 108, 337, 69, 299])
-from .neutral import neutral_scores
 
 FOCAL_CANDIDATES = (1.0, 1.6, 2.6, 5.0)  # focal lengths tried, in units of the frame's longer side
 CALM_SHARE = 0.25  # the views are the calmest quarter of the frames ...
@@ -43,6 +43,7 @@ DEPTH_PRIOR = 1e-3  # pull towards MediaPipe's shape, relative to the rays' mean
 INLIER_ROUNDS = 2  # PnP again on the skin points within INLIER_FACTOR x the median miss (px) ...
 INLIER_FACTOR = 1.5
 INLIER_FLOOR_PX = 0.5  # ... or this many px
+LOST_POSE_PX = 20.0  # a pose whose skin points miss by more (median), or behind the camera, is redone from scratch
 _TO_OPENCV = np.array([1.0, -1.0, -1.0])  # canonical (+Y up, +Z to the camera) <-> OpenCV camera axes
 
 
@@ -98,21 +99,25 @@ def _poses(image: np.ndarray, frames: np.ndarray, shape: np.ndarray, focal: floa
     that pose (an expression moves its own points away and they drop out, so it does not tilt the
     head, while the many still points steady the pose). Rotations (n, 3, 3), shifts (n, 3) mm."""
     camera = np.array([[focal, 0.0, centre[0]], [0.0, focal, centre[1]], [0.0, 0.0, 1.0]])
-    skin = np.arange(SKIN_LANDMARKS)
+    skin = np.arange(SKIN_LANDMARK_COUNT)
     rotations, shifts = np.zeros((len(frames), 3, 3)), np.zeros((len(frames), 3))
     rotation_vector = shift = None
     for row, frame in enumerate(frames):
-        if rotation_vector is None:
-            _, rotation_vector, shift = cv2.solvePnP(shape[POSE_LANDMARKS], image[frame, POSE_LANDMARKS], camera, None,
-                                                     flags=cv2.SOLVEPNP_EPNP)
-        points = POSE_LANDMARKS
-        for _ in range(1 + INLIER_ROUNDS):
-            _, rotation_vector, shift = cv2.solvePnP(shape[points], image[frame, points], camera, None, rotation_vector,
-                                                     shift, useExtrinsicGuess=True, flags=cv2.SOLVEPNP_ITERATIVE)
-            rotation = cv2.Rodrigues(rotation_vector)[0]
-            posed = shape[skin] @ rotation.T + shift.ravel()
-            miss = np.linalg.norm(focal * posed[:, :2] / posed[:, 2:3] + centre - image[frame, skin], axis=1)
-            points = skin[miss <= max(INLIER_FACTOR * float(np.median(miss)), INLIER_FLOOR_PX)]
+        for attempt in range(2):  # the pose before as the start, then (if that went astray) none
+            if rotation_vector is None or attempt == 1:
+                _, rotation_vector, shift = cv2.solvePnP(shape[POSE_LANDMARKS], image[frame, POSE_LANDMARKS], camera,
+                                                         None, flags=cv2.SOLVEPNP_EPNP)
+            points = POSE_LANDMARKS
+            for _ in range(1 + INLIER_ROUNDS):
+                _, rotation_vector, shift = cv2.solvePnP(shape[points], image[frame, points], camera, None,
+                                                         rotation_vector, shift, useExtrinsicGuess=True,
+                                                         flags=cv2.SOLVEPNP_ITERATIVE)
+                rotation = cv2.Rodrigues(rotation_vector)[0]
+                posed = shape[skin] @ rotation.T + shift.ravel()
+                miss = np.linalg.norm(focal * posed[:, :2] / posed[:, 2:3] + centre - image[frame, skin], axis=1)
+                points = skin[miss <= max(INLIER_FACTOR * float(np.median(miss)), INLIER_FLOOR_PX)]
+            if np.all(posed[:, 2] > 0) and np.median(miss) < LOST_POSE_PX:
+                break
         rotations[row] = rotation
         shifts[row] = shift.ravel()
     return rotations, shifts

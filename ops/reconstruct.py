@@ -103,6 +103,18 @@ def _landmark_take(canonical, observed: dict, valid: np.ndarray, video, frontend
     )
 
 
+def in_trained_frame(take: Take) -> Take:
+    """A landmark-only take moved into the frame the networks were trained on (``canonicalize``'s
+    similarity frame, same neutral frames): what ``apply_network`` must be given."""
+    first, last = take.settings["neutral_frames"]
+    frame = canonicalize(take.landmarks_px, take.valid, np.arange(first, last + 1))
+    macro_mm = (frame.faces_mm - frame.neutral_mm).astype(np.float32)  # (T, 478, 3)
+    zeros = np.where(np.isfinite(macro_mm), 0.0, np.nan).astype(np.float32)
+    return dataclasses.replace(take, neutral_mm=frame.neutral_mm.astype(np.float32), macro_mm=macro_mm,
+                               micro_mm=zeros, detail_mm=zeros, head_rotation=frame.poses.rotation,
+                               head_translation_px=frame.poses.translation, head_scale_px_per_mm=frame.poses.scale)
+
+
 def carry_network_layers(network_take: Take, take: Take) -> Take:
     """``take`` (landmark-only, its own canonical frame) with the micro and detail layers, events,
     model and network settings of ``network_take`` (the same landmarks in another canonical frame):
@@ -172,8 +184,7 @@ def reconstruct(video_path: Path, take_path: Path, settings: ReconstructSettings
         # The networks were trained on step 1's frame and read the perspective frame's faces badly
         # (a still, turning scan face wandered 3-4 mm instead of 0.5): they run in their own frame,
         # and their micro and detail layers and events are carried into the take's.
-        network_take = apply_network(_landmark_take(trained_frame, observed, valid, video, frontend, settings,
-                                                    neutral_frames, neutral_method, {}), runner)
+        network_take = apply_network(in_trained_frame(take), runner)
         take = carry_network_layers(network_take, take)
         provider = runner.provider
     save_take(take, Path(take_path))

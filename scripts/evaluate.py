@@ -60,6 +60,7 @@ from mxr.models.network.synthetic import SyntheticConfig, generate_dataset
 from mxr.models.open_head import load_open_head
 from mxr.ops.frontend import FrontendSettings
 from mxr.ops.frontend_cache import cache_key
+from mxr.ops.reconstruct import in_trained_frame
 from mxr.ops.sample_data import sample_path
 from mxr.ops.take import Take, load_take
 from mxr.ops.video import file_sha256
@@ -200,7 +201,9 @@ def engine_baseline_take(video: Path) -> Take:
     """The engine's landmark-only take of a video (``python -m mxr.ops reconstruct``), cached in
     ``TAKE_DIR`` under the front-end cache's key for the video at default settings, so a change of
     the front-end (its cache version, default settings or flow parameters) makes a new one. Asks for ``--baseline`` where the
-    command line has it (the network became the default)."""
+    command line has it (the network became the default). Returned in the frame the networks were
+    trained on (``reconstruct.in_trained_frame``), as the engine hands it to them: this script
+    evaluates the networks, not the perspective pose (``scripts/open_loop.py`` judges the take)."""
     take_path = TAKE_DIR / f"{video.stem}.baseline.{cache_key(file_sha256(video), FrontendSettings())[:16]}.npz"
     if not take_path.is_file():
         command = [sys.executable, "-m", "mxr.ops", "reconstruct", str(video), "--out", str(take_path)]
@@ -214,7 +217,7 @@ def engine_baseline_take(video: Path) -> Take:
     take = load_take(take_path)
     if take.micro_mm[np.asarray(take.valid, bool)].any() or take.events:
         raise RuntimeError(f"{take_path} is not a landmark-only take ({take.model_version}); delete it to redo it")
-    return take
+    return in_trained_frame(take)
 
 
 def scan_clip_paths(quick: bool) -> list[tuple[Path, Path]]:
