@@ -66,6 +66,22 @@ def check_writable(path: Path) -> None:
         raise MxrError(f"cannot write {path}: {folder} is not a writable folder")
 
 
+def refuse_overwriting_inputs(video_path: Path, outputs: list[Path]) -> None:
+    """Refuse outputs that name the input video or each other (the take would replace the footage,
+    or the contact sheet the take), before any work."""
+    def same(a: Path, b: Path) -> bool:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)  # hard links and symlinks too
+        return a.resolve() == b.resolve()
+
+    for number, output in enumerate(outputs):
+        if same(output, Path(video_path)):
+            raise MxrError(f"refusing to write {output}: it is the input video")
+        for other in outputs[number + 1:]:
+            if same(output, other):
+                raise MxrError(f"refusing to write {output} twice: the take and the debug sheet must be different files")
+
+
 def _landmark_take(canonical, observed: dict, valid: np.ndarray, video, frontend, settings: ReconstructSettings,
                    neutral_frames: np.ndarray, neutral_method: str, camera_settings: dict) -> Take:
     """The landmark-only take (everything in the macro layer) in ``canonical``'s frame (anything
@@ -158,9 +174,10 @@ def reconstruct(video_path: Path, take_path: Path, settings: ReconstructSettings
     settings = settings or ReconstructSettings()
     reporter = reporter or ProgressReporter()
     started = time.monotonic()
-    for output in (take_path, settings.debug_sheet):
-        if output is not None:
-            check_writable(Path(output))
+    outputs = [Path(output) for output in (take_path, settings.debug_sheet) if output is not None]
+    refuse_overwriting_inputs(Path(video_path), outputs)
+    for output in outputs:
+        check_writable(output)
     runner = NetworkRunner() if settings.use_network else None  # a broken model fails before the video work
     frontend = CachedFrontEnd(Path(video_path), settings.frontend, reporter, settings.cache_dir)
     records = list(frontend.records())

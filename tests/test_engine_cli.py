@@ -133,6 +133,25 @@ def test_an_output_that_cannot_be_written_fails_before_any_work(tmp_path, out_na
     assert not [e for e in events if e["event"] == "progress"]  # refused before decoding
 
 
+@pytest.mark.parametrize("outputs", ["take is the video", "take is a link to the video", "sheet is the video",
+                                     "sheet is the take"])
+def test_an_output_that_names_an_input_or_another_output_is_refused(tmp_path, outputs):
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(sample_path("video/single_face.mp4").read_bytes())
+    original = video.read_bytes()
+    take = tmp_path / "take.npz"
+    if outputs == "take is a link to the video":
+        (tmp_path / "link.npz").symlink_to(video)
+    arguments = {"take is the video": ["--out", video],
+                 "take is a link to the video": ["--out", tmp_path / "link.npz"],
+                 "sheet is the video": ["--out", take, "--debug-sheet", tmp_path / "." / "clip.mp4"],
+                 "sheet is the take": ["--out", take, "--debug-sheet", take]}[outputs]
+    code, events, stderr = run_engine("reconstruct", video, *arguments, "--baseline")
+    assert code == 2 and "refusing to write" in stderr and "Traceback" not in stderr
+    assert video.read_bytes() == original and not take.exists()
+    assert not [e for e in events if e["event"] == "progress"]  # refused before decoding
+
+
 @pytest.mark.parametrize("make_input", ["missing", "text", "directory"])
 def test_bad_input_exits_2_with_a_message(tmp_path, make_input):
     video = tmp_path / "clip.mp4"
