@@ -40,7 +40,7 @@ from .arkit import antagonist_indices, sparsity_prices, tracker_gains
 from .correspondence import LandmarkEmbedding
 from .flame import FLAME_COEFFICIENT_BOUNDS, FlameModel, joint_transforms, pose_features, rodrigues, shaped_vertices
 from .head_model import HeadModel
-from .similarity import Similarities, fit_similarities, fit_weighted_similarity
+from .similarity import Similarities, fit_similarities
 
 # Weight of a landmark's depth residual against its x and y: none. The engine's takes read the face
 # from the image through a pinhole camera (ops/perspective.py) and carry no depth motion; MediaPipe's
@@ -106,7 +106,7 @@ def _robust_alignment(rest_m: np.ndarray, neutral_mm: np.ndarray, rounds: int = 
     def fitted(kept: np.ndarray) -> Similarities:
         fit_weights = kept.copy()
         fit_weights[SKIN_LANDMARK_COUNT:] = 0.0
-        return fit_weighted_similarity(neutral, rest_m, fit_weights)
+        return fit_similarities(neutral, rest_m[None], fit_weights)
 
     for _ in range(rounds):
         distance = np.linalg.norm(fitted(kept).apply(neutral[None])[0] - rest_m, axis=1)  # (478,) m

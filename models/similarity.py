@@ -25,35 +25,20 @@ class Similarities:
         return np.einsum("tji,tnj->tni", self.rotation, centred) / self.scale[:, None, None]
 
 
-def fit_similarities(source: np.ndarray, targets: np.ndarray) -> Similarities:
-    """Similarities taking source (N, 3) onto each of targets (T, N, 3) in least squares."""
-    source_mean = source.mean(axis=0)
-    target_mean = targets.mean(axis=1)  # (T, 3)
+def fit_similarities(source: np.ndarray, targets: np.ndarray, weights: np.ndarray | None = None) -> Similarities:
+    """Similarities taking source (N, 3) onto each of targets (T, N, 3) in least squares, each
+    point weighted by ``weights`` (N,) >= 0 when given (zero leaves a point out)."""
+    share = np.full(len(source), 1.0 / len(source)) if weights is None else weights / np.sum(weights)  # (N,)
+    source_mean = share @ source  # (3,)
+    target_mean = np.einsum("n,tni->ti", share, targets)  # (T, 3)
     source_centred = source - source_mean  # (N, 3)
     target_centred = targets - target_mean[:, None, :]  # (T, N, 3)
-    covariance = np.einsum("tni,nj->tij", target_centred, source_centred) / len(source)  # (T, 3, 3)
+    covariance = np.einsum("n,tni,nj->tij", share, target_centred, source_centred)  # (T, 3, 3)
     u, singular, vt = np.linalg.svd(covariance)
     sign = np.ones_like(singular)
     sign[:, 2] = np.where(np.linalg.det(u) * np.linalg.det(vt) < 0, -1.0, 1.0)  # no reflections
     rotation = np.einsum("tij,tj,tjk->tik", u, sign, vt)
-    variance = np.mean(np.sum(source_centred**2, axis=1))
+    variance = share @ np.sum(source_centred**2, axis=1)
     scale = np.sum(singular * sign, axis=1) / variance  # (T,)
     translation = target_mean - scale[:, None] * np.einsum("tij,j->ti", rotation, source_mean)
     return Similarities(rotation, translation, scale)
-
-
-def fit_weighted_similarity(source: np.ndarray, target: np.ndarray, weights: np.ndarray) -> Similarities:
-    """The similarity (one frame) taking source (N, 3) onto target (N, 3) in weighted least
-    squares, weights (N,) >= 0 (zero leaves a point out)."""
-    share = weights / weights.sum()  # (N,)
-    source_mean = share @ source
-    target_mean = share @ target
-    source_centred = source - source_mean
-    target_centred = target - target_mean
-    covariance = np.einsum("n,ni,nj->ij", share, target_centred, source_centred)  # (3, 3)
-    u, singular, vt = np.linalg.svd(covariance)
-    sign = np.array([1.0, 1.0, -1.0 if np.linalg.det(u) * np.linalg.det(vt) < 0 else 1.0])
-    rotation = u @ np.diag(sign) @ vt
-    scale = float(np.sum(singular * sign) / (share @ np.sum(source_centred**2, axis=1)))
-    translation = target_mean - scale * rotation @ source_mean
-    return Similarities(rotation[None], translation[None], np.array([scale]))

@@ -114,7 +114,7 @@ def _poses(image: np.ndarray, frames: np.ndarray, shape: np.ndarray, focal: floa
                                                          flags=cv2.SOLVEPNP_ITERATIVE)
                 rotation = cv2.Rodrigues(rotation_vector)[0]
                 posed = shape[skin] @ rotation.T + shift.ravel()
-                miss = np.linalg.norm(focal * posed[:, :2] / posed[:, 2:3] + centre - image[frame, skin], axis=1)
+                miss = np.linalg.norm(_projected_px(posed, focal, centre) - image[frame, skin], axis=1)
                 points = skin[miss <= max(INLIER_FACTOR * float(np.median(miss)), INLIER_FLOOR_PX)]
             if np.all(posed[:, 2] > 0) and np.median(miss) < LOST_POSE_PX:
                 break
@@ -152,8 +152,12 @@ def _reprojection_px(image: np.ndarray, shape: np.ndarray, rotations: np.ndarray
                      focal: float, centre: np.ndarray) -> float:
     """Mean distance (px) between the pose landmarks and the posed shape's projection."""
     posed = np.einsum("tij,nj->tni", rotations, shape[POSE_LANDMARKS]) + shifts[:, None]
-    projected = focal * posed[..., :2] / posed[..., 2:3] + centre
-    return float(np.mean(np.linalg.norm(projected - image[:, POSE_LANDMARKS], axis=-1)))
+    return float(np.mean(np.linalg.norm(_projected_px(posed, focal, centre) - image[:, POSE_LANDMARKS], axis=-1)))
+
+
+def _projected_px(points_mm: np.ndarray, focal: float, centre: np.ndarray) -> np.ndarray:
+    """Pinhole image (..., 2) px of points (..., 3) mm in OpenCV camera axes."""
+    return focal * points_mm[..., :2] / points_mm[..., 2:3] + centre
 
 
 def _scatter(values: np.ndarray, valid: np.ndarray) -> np.ndarray:

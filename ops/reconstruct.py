@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from .canonical import canonicalize
+from .canonical import CanonicalFaces, canonicalize
 from .errors import MxrError
 from .frontend import FrontendSettings, stack_records
 from .frontend_cache import CachedFrontEnd
 from .frontend_debug import write_contact_sheet
 from .neutral import find_neutral_frames, occluded_frames
-from .perspective import perspective_faces
+from .perspective import PerspectiveFaces, perspective_faces
 from ..models.network.runner import NetworkRunner, apply_network
 from ..models.retarget import displacement_on
 from ..models.similarity import fit_similarities
@@ -82,10 +82,9 @@ def refuse_overwriting_inputs(video_path: Path, outputs: list[Path]) -> None:
                 raise MxrError(f"refusing to write {output} twice: the take and the debug sheet must be different files")
 
 
-def _landmark_take(canonical, observed: dict, valid: np.ndarray, video, frontend, settings: ReconstructSettings,
-                   neutral_frames: np.ndarray, neutral_method: str, camera_settings: dict) -> Take:
-    """The landmark-only take (everything in the macro layer) in ``canonical``'s frame (anything
-    with ``neutral_mm``, ``faces_mm`` and ``poses``)."""
+def _landmark_take(canonical: PerspectiveFaces, observed: dict, valid: np.ndarray, video, frontend,
+                   settings: ReconstructSettings, neutral_frames: np.ndarray, neutral_method: str) -> Take:
+    """The landmark-only take (everything in the macro layer) in ``canonical``'s frame."""
     macro_mm = canonical.faces_mm - canonical.neutral_mm  # (T, 478, 3), NaN where invalid
     zeros = np.where(np.isfinite(macro_mm), 0.0, np.nan)
     return Take(
@@ -115,15 +114,19 @@ def _landmark_take(canonical, observed: dict, valid: np.ndarray, video, frontend
         settings={"frontend": settings.frontend.as_dict(), "neutral_method": neutral_method,
                   "neutral_seconds": settings.neutral_seconds,
                   "neutral_frames": [int(neutral_frames[0]), int(neutral_frames[-1])],
-                  "frontend_cache_key": frontend.key, "mxr_version": __version__, **camera_settings},
+                  "camera": "perspective", "camera_focal_px": canonical.focal_px,
+                  "camera_reprojection_px": round(canonical.reprojection_px, 3),
+                  "frontend_cache_key": frontend.key, "mxr_version": __version__},
     )
 
 
-def in_trained_frame(take: Take) -> Take:
+def in_trained_frame(take: Take, frame: CanonicalFaces | None = None) -> Take:
     """A landmark-only take moved into the frame the networks were trained on (``canonicalize``'s
-    similarity frame, same neutral frames): what ``apply_network`` must be given."""
-    first, last = take.settings["neutral_frames"]
-    frame = canonicalize(take.landmarks_px, take.valid, np.arange(first, last + 1))
+    similarity frame, same neutral frames): what ``apply_network`` must be given. ``frame``: that
+    canonicalisation when the caller already has it."""
+    if frame is None:
+        first, last = take.settings["neutral_frames"]
+        frame = canonicalize(take.landmarks_px, take.valid, np.arange(first, last + 1))
     macro_mm = (frame.faces_mm - frame.neutral_mm).astype(np.float32)  # (T, 478, 3)
     zeros = np.where(np.isfinite(macro_mm), 0.0, np.nan).astype(np.float32)
     return dataclasses.replace(take, neutral_mm=frame.neutral_mm.astype(np.float32), macro_mm=macro_mm,
@@ -193,15 +196,13 @@ def reconstruct(video_path: Path, take_path: Path, settings: ReconstructSettings
     # The take's frame: the pose from the image through a pinhole camera (ops/perspective.py).
     canonical = perspective_faces(observed["landmarks_px"], valid, neutral_frames, trained_frame.neutral_mm,
                                   trained_frame.faces_mm, (video.width, video.height))
-    take = _landmark_take(canonical, observed, valid, video, frontend, settings, neutral_frames, neutral_method,
-                          {"camera": "perspective", "camera_focal_px": canonical.focal_px,
-                           "camera_reprojection_px": round(canonical.reprojection_px, 3)})
+    take = _landmark_take(canonical, observed, valid, video, frontend, settings, neutral_frames, neutral_method)
     provider = None
     if runner is not None:
         # The networks were trained on step 1's frame and read the perspective frame's faces badly
         # (a still, turning scan face wandered 3-4 mm instead of 0.5): they run in their own frame,
         # and their micro and detail layers and events are carried into the take's.
-        network_take = apply_network(in_trained_frame(take), runner)
+        network_take = apply_network(in_trained_frame(take, trained_frame), runner)
         take = carry_network_layers(network_take, take)
         provider = runner.provider
     save_take(take, Path(take_path))

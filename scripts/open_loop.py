@@ -116,7 +116,7 @@ def render_scan_clip(spec: ScanClipSpec) -> tuple[Path, Path]:
     """The clip's video and truth (rendered once; kept while both exist)."""
     import cv2
 
-    from render_scan_clips import CAMERA_DISTANCE_M, FOCAL_PX, scan_correspondence
+    from render_scan_clips import CAMERA_DISTANCE_M, FOCAL_PX, scan_correspondence, video_writer
 
     stem = scan_clip_stem(spec)
     video_path, truth_path = SCAN_DIR / f"{stem}.mp4", SCAN_DIR / f"{stem}.truth.npz"
@@ -136,28 +136,20 @@ def render_scan_clip(spec: ScanClipSpec) -> tuple[Path, Path]:
     rotations = rotation_from_angles(*plan.head_angles_rad.T)  # (T, 3, 3)
     rng = np.random.default_rng(spec.seed + 7)
     SCAN_DIR.mkdir(parents=True, exist_ok=True)
-    partial = video_path.with_name(video_path.stem + ".partial.mp4")
-    writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*"mp4v"), spec.fps, (spec.width_px, spec.height_px))
     total_mm = np.zeros((len(plan.intensities), 478, 3))
-    try:
-        with ScanRenderer(scan.vertices, scan.triangles, scan.uv, scan.texture_path, camera) as renderer:
-            frame_path = SCAN_DIR / f"{stem}.frame.png"
-            for frame, intensities in enumerate(plan.intensities):
-                offsets = np.tensordot(intensities, stacked, axes=1)  # (V, 3) m
-                total_mm[frame] = embedding.locate(offsets) * 1000.0
-                canonical = scan.vertices + offsets - centroid_m
-                world = canonical @ rotations[frame].T + centroid_m + plan.head_shift_mm[frame] / 1000.0
-                renderer.render(world, frame_path)
-                picture = cv2.imread(str(frame_path), cv2.IMREAD_COLOR).astype(np.float64)
-                picture += rng.normal(0.0, NOISE_GREY, picture.shape)
-                writer.write(np.clip(np.round(picture), 0, 255).astype(np.uint8))
-            frame_path.unlink(missing_ok=True)
-        writer.release()
-        partial.replace(video_path)
-    except BaseException:
-        writer.release()
-        partial.unlink(missing_ok=True)
-        raise
+    with video_writer(video_path, "mp4v", spec.fps, (spec.width_px, spec.height_px)) as write, \
+            ScanRenderer(scan.vertices, scan.triangles, scan.uv, scan.texture_path, camera) as renderer:
+        frame_path = SCAN_DIR / f"{stem}.frame.png"
+        for frame, intensities in enumerate(plan.intensities):
+            offsets = np.tensordot(intensities, stacked, axes=1)  # (V, 3) m
+            total_mm[frame] = embedding.locate(offsets) * 1000.0
+            canonical = scan.vertices + offsets - centroid_m
+            world = canonical @ rotations[frame].T + centroid_m + plan.head_shift_mm[frame] / 1000.0
+            renderer.render(world, frame_path)
+            picture = cv2.imread(str(frame_path), cv2.IMREAD_COLOR).astype(np.float64)
+            picture += rng.normal(0.0, NOISE_GREY, picture.shape)
+            write(np.clip(np.round(picture), 0, 255).astype(np.uint8))
+        frame_path.unlink(missing_ok=True)
     neutral_mm = (embedding.locate(scan.vertices) - centroid_m) * 1000.0
     np.savez(truth_path, neutral_mm=neutral_mm, total_mm=total_mm, intensities=plan.intensities, fps=spec.fps,
              head_angles_rad=plan.head_angles_rad,

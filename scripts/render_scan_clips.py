@@ -27,6 +27,7 @@ landmark baseline's error against the truth after a similarity alignment of the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import subprocess
 import sys
 import tempfile
@@ -233,24 +234,14 @@ def render_clip(driven: DrivenScan, spec: ClipSpec, out_dir: Path) -> tuple[Path
     started = time.perf_counter()
     camera = clip_camera(driven, spec)
     truth = clip_truth(driven, spec, camera)
-    partial = video_path.with_name(video_path.stem + ".partial.avi")
-    writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*"FFV1"), spec.fps, (spec.width_px, spec.height_px))
-    if not writer.isOpened():
-        raise OSError(f"OpenCV cannot write FFV1 video to {partial}")
     scan = driven.scan
-    try:
-        with tempfile.TemporaryDirectory(prefix="mxr_scan_clip_") as workdir, \
-                ScanRenderer(scan.vertices, scan.triangles, scan.uv, scan.texture_path, camera) as renderer:
-            frame_path = Path(workdir) / "frame.png"
-            for frame in range(truth.frame_count):
-                renderer.render(frame_vertices_m(driven, truth, frame), frame_path)
-                writer.write(cv2.imread(str(frame_path), cv2.IMREAD_COLOR))
-        writer.release()
-        partial.replace(video_path)
-    except BaseException:
-        writer.release()
-        partial.unlink(missing_ok=True)
-        raise
+    with tempfile.TemporaryDirectory(prefix="mxr_scan_clip_") as workdir, \
+            video_writer(video_path, "FFV1", spec.fps, (spec.width_px, spec.height_px)) as write, \
+            ScanRenderer(scan.vertices, scan.triangles, scan.uv, scan.texture_path, camera) as renderer:
+        frame_path = Path(workdir) / "frame.png"
+        for frame in range(truth.frame_count):
+            renderer.render(frame_vertices_m(driven, truth, frame), frame_path)
+            write(cv2.imread(str(frame_path), cv2.IMREAD_COLOR))
     save_scan_truth(truth, truth_path)
     return video_path, truth_path, time.perf_counter() - started
 
@@ -312,6 +303,24 @@ def check_clip(video_path: Path, truth_path: Path) -> dict[str, float]:
         if result.returncode != 0:
             raise RuntimeError(f"the engine failed on {video_path}:\n{result.stderr[-2000:]}")
     return baseline_errors(take_path, load_scan_truth(truth_path))
+
+
+@contextlib.contextmanager
+def video_writer(video_path: Path, fourcc: str, fps: float, size: tuple[int, int]):
+    """Yield a function that appends a BGR frame (H, W, 3) uint8; the video appears at
+    ``video_path`` only when the block ends without an error (a temporary file, then a rename)."""
+    partial = video_path.with_name(video_path.stem + ".partial" + video_path.suffix)
+    writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+    if not writer.isOpened():
+        raise OSError(f"OpenCV cannot write {fourcc} video to {partial}")
+    try:
+        yield writer.write
+        writer.release()
+        partial.replace(video_path)
+    except BaseException:
+        writer.release()
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def _write_npz(path: Path, **arrays: np.ndarray) -> None:
