@@ -1,0 +1,200 @@
+"""Where the face is lost: the open-loop scan clips followed stage by stage.
+
+    .venv/bin/python scripts/open_loop_budget.py [--json OUT]   # ~2 min once open_loop.py has rendered the clips
+
+Each stage is scored against the same truth (the scan's surface motion at the 478 landmark points,
+``scripts/open_loop.py``), in the image plane of the head (x right, y up, mm): the takes carry no
+depth motion, so the budget says what they lose of what they can see. Stages:
+
+1. **tracker**: MediaPipe's landmarks read with everything else perfect: the true head pose, the
+   true focal length, and a neutral triangulated from the frames where the truth is at rest. What
+   is lost here is the tracker's: its points are placed by its face prior, not glued to the skin.
+2. **landmark take**: the engine without the network (``ReconstructSettings(use_network=False)``):
+   its own pose, focal length and neutral (``ops/perspective.py``, ``ops/neutral.py``).
+3. **network take**: the take MXR writes.
+4. **named units**: what the open head's units show of the network take at the landmarks, as
+   *Bake Take* solves them (``models.retarget.solve_units``; the rigid motion solved with them is
+   not baked): the basis' and the sparse solve's loss, i.e. what an animator can edit by name.
+5. **baked (units + detail)**: the units and the take's detail layer (``models/detail.py``), which
+   carries what the units leave: what the baked head shows at the landmarks.
+
+Figures per split: the error against a take that never moves (x, y), the median share of each
+action's motion recovered (``open_loop.score_scan_clip``'s measure, on x, y), brow raise / frown /
+smile, and the still face's wander.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import open_loop  # noqa: E402  (this script's sibling: the clips, their truth and renders)
+from render_scan_clips import CAMERA_DISTANCE_M, FOCAL_PX, scan_correspondence  # noqa: E402
+
+from mxr.models.network.synthetic import align_to_truth, displacements_to_truth, rotation_from_angles  # noqa: E402
+from mxr.models.open_head import load_open_head  # noqa: E402
+from mxr.models.detail import FACE_SOURCES, compress, head_residual  # noqa: E402
+from mxr.models.retarget import neutral_to_head, seen_landmark_basis, solve_units  # noqa: E402
+from mxr.models.scan import load_scan  # noqa: E402
+from mxr.ops.canonical import SKIN_LANDMARKS  # noqa: E402
+from mxr.ops.reconstruct import ReconstructSettings, reconstruct  # noqa: E402
+from mxr.ops.take import Take, load_take  # noqa: E402
+
+STAGES = ("tracker", "landmark take", "network take", "named units", "baked (units + detail)")
+
+
+def oracle_reading(take: Take, spec: open_loop.ScanClipSpec, truth: dict, surface_m: np.ndarray) -> np.ndarray:
+    """The take's MediaPipe landmarks read with the true camera and pose: (T, 478, 3) mm in the
+    truth's frame, NaN where no face. ``surface_m`` (478, 3): the landmark points on the scan at rest."""
+    plan = open_loop.scan_clip_plan(spec)
+    centroid = surface_m.mean(axis=0)
+    focal = FOCAL_PX * spec.width_px / 640.0
+    image_centre = np.array([spec.width_px / 2.0, spec.height_px / 2.0])
+    camera_m = np.array([centroid[0], centroid[1], CAMERA_DISTANCE_M])
+    rotations = rotation_from_angles(*plan.head_angles_rad.T)  # (T, 3, 3) head -> world
+    shifts = plan.head_shift_mm / 1000.0  # (T, 3)
+    pixels = take.landmarks_px[..., :2].astype(np.float64) / take.analysis_scale  # (T, 478, 2) source px
+    valid = np.asarray(take.valid, bool)
+
+    def rays(frame: int) -> tuple[np.ndarray, np.ndarray]:
+        """The camera centre (3,) and unit ray directions (478, 3), in the head's frame."""
+        direction = np.concatenate([(pixels[frame] - image_centre) / focal * [1.0, -1.0], -np.ones((478, 1))], axis=1)
+        direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+        origin = (camera_m - centroid - shifts[frame]) @ rotations[frame] + centroid
+        return origin, direction @ rotations[frame]
+
+    rest = np.flatnonzero(valid & (np.abs(truth["intensities"]).sum(axis=1) == 0))
+    normal = np.zeros((478, 3, 3))
+    target = np.zeros((478, 3))
+    for frame in rest:  # least-squares point nearest each landmark's rays
+        origin, direction = rays(frame)
+        projector = np.eye(3) - direction[:, :, None] * direction[:, None, :]
+        normal += projector
+        target += projector @ origin
+    neutral = np.linalg.solve(normal, target)  # (478, 3) m, head frame
+    reading = np.full(pixels.shape[:2] + (3,), np.nan)
+    for frame in np.flatnonzero(valid):
+        origin, direction = rays(frame)
+        # the ray's point at the depth (along the camera axis) of the posed neutral
+        posed_depth = ((neutral - centroid) @ rotations[frame].T + centroid + shifts[frame])[:, 2]
+        world_origin = camera_m
+        world_direction = direction @ rotations[frame].T
+        along = (posed_depth - world_origin[2]) / world_direction[:, 2]
+        world = world_origin + along[:, None] * world_direction
+        reading[frame] = ((world - centroid - shifts[frame]) @ rotations[frame] + centroid - neutral) * 1000.0
+    return reading
+
+
+def in_truth_frame(take: Take, truth: dict) -> np.ndarray:
+    """The take's deformation (T, 478, 3) mm mapped into the truth's frame."""
+    alignment = align_to_truth(take.neutral_mm, truth["neutral_mm"])
+    return displacements_to_truth(take.deformation_mm().astype(np.float64), alignment)
+
+
+def baked_readings(take: Take, truth: dict) -> tuple[np.ndarray, np.ndarray]:
+    """What the open head shows at the landmarks after *Bake Take*, (T, 478, 3) mm in the truth's
+    frame: its named units alone, and the units with the detail layer (the rigid motion solved with
+    the units is not baked: the head's pose comes from the take)."""
+    head = load_open_head()
+    solve = solve_units(head, take.deformation_mm(), take.neutral_mm)
+    units_m = np.tensordot(solve.coefficients, seen_landmark_basis(head), axes=1)  # (T, 478, 3) as the tracker sees them
+    residual = head_residual(head, take.deformation_mm(), take.neutral_mm, solve)  # (T, 478, 3) m
+    components, weights = compress(residual[:, FACE_SOURCES])
+    detail_m = np.zeros_like(units_m)
+    detail_m[:, FACE_SOURCES] = np.tensordot(weights, components, axes=1)
+    to_head = neutral_to_head(head, take.neutral_mm)  # canonical mm -> head m
+    to_truth = align_to_truth(take.neutral_mm, truth["neutral_mm"])
+    return tuple(displacements_to_truth(shown_m @ to_head.rotation[0] / to_head.scale[0], to_truth)
+                 for shown_m in (units_m, units_m + detail_m))
+
+
+def stage_scores(estimate_mm: np.ndarray, truth: dict, valid: np.ndarray) -> dict:
+    """Error, still-take error, wander and per-action recovery on x, y of the skin landmarks."""
+    estimate = estimate_mm[:, SKIN_LANDMARKS, :2]
+    true = truth["total_mm"][:, SKIN_LANDMARKS, :2]
+    valid = valid & np.all(np.isfinite(estimate), axis=(1, 2))
+    scores = {"error_mm": float(np.mean(np.linalg.norm(estimate[valid] - true[valid], axis=-1))),
+              "still_take_error_mm": float(np.mean(np.linalg.norm(true[valid], axis=-1))),
+              "wander_mm": float(np.mean(np.linalg.norm(estimate[valid], axis=-1))), "recovered": {}}
+    for key in truth:
+        if not key.startswith("hold/"):
+            continue
+        frames = truth[key][valid[truth[key]]]
+        if len(frames) == 0:
+            continue
+        size = np.linalg.norm(true[frames], axis=-1)
+        moved = size >= 0.5 * size.max(axis=1, keepdims=True)
+        scores["recovered"][key[len("hold/"):]] = float(np.sum(estimate[frames] * true[frames], axis=-1)[moved].sum()
+                                                        / np.sum(true[frames] ** 2, axis=-1)[moved].sum())
+    return scores
+
+
+def clip_stages(spec: open_loop.ScanClipSpec, surface_m: np.ndarray) -> dict[str, dict]:
+    video_path, truth_path = open_loop.render_scan_clip(spec)
+    with np.load(truth_path) as data:
+        truth = {key: data[key] for key in data.files}
+    takes = {}
+    for suffix, use_network in (("baseline", False), ("network", True)):
+        take_path = video_path.with_name(f"{video_path.stem}.{suffix}.take.npz")
+        if not take_path.is_file():
+            reconstruct(video_path, take_path, ReconstructSettings(use_network=use_network))
+        takes[suffix] = load_take(take_path)
+    valid = np.asarray(takes["network"].valid, bool)
+    units, baked = baked_readings(takes["network"], truth)
+    readings = {"tracker": oracle_reading(takes["network"], spec, truth, surface_m),
+                "landmark take": in_truth_frame(takes["baseline"], truth),
+                "network take": in_truth_frame(takes["network"], truth),
+                "named units": units, "baked (units + detail)": baked}
+    return {stage: stage_scores(reading, truth, valid) for stage, reading in readings.items()}
+
+
+def budget() -> dict[str, dict[str, dict]]:
+    scan = load_scan()
+    embedding, _ = scan_correspondence(scan)
+    surface_m = embedding.locate(scan.vertices)  # (478, 3) the landmark points on the scan at rest
+    per_clip = {}
+    for spec in open_loop.SCAN_CLIPS:
+        per_clip[spec.name] = (spec, clip_stages(spec, surface_m))
+        print(f"{spec.name}: " + json.dumps({stage: {k: v for k, v in s.items() if k != 'recovered'}
+                                             for stage, s in per_clip[spec.name][1].items()}), file=sys.stderr)
+    report: dict[str, dict[str, dict]] = {}
+    for split in ("dev", "held-out"):
+        report[split] = {}
+        clips = [(spec, stages) for spec, stages in per_clip.values() if spec.split == split]
+        for stage in STAGES:
+            moving = [stages[stage] for spec, stages in clips if not spec.still]
+            recovered = {name: value for score in moving for name, value in score["recovered"].items()}
+            error = np.mean([score["error_mm"] for score in moving])
+            still_take = np.mean([score["still_take_error_mm"] for score in moving])
+            report[split][stage] = {
+                "error / still take (x, y)": f"{error:.3f} / {still_take:.3f} mm = {error / still_take:.2f}x",
+                "recovered (median of 14)": f"{np.median(list(recovered.values())):.2f}",
+                "brow raise / frown / smile": " / ".join(f"{recovered.get(n, float('nan')):.2f}"
+                                                          for n in ("brow_raise", "brow_lower", "smile")),
+                "still-face wander (mm)": " / ".join(f"{stages[stage]['wander_mm']:.3f}"
+                                                     for spec, stages in clips if spec.still),
+            }
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args(argv)
+    report = budget()
+    for split, stages in report.items():
+        columns = list(next(iter(stages.values())).keys())
+        print(f"\n{split}\n\n| stage | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns))
+        for stage, row in stages.items():
+            print(f"| {stage} | " + " | ".join(row[c] for c in columns) + " |")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
