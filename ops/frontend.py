@@ -107,9 +107,12 @@ class _Failed:
 _END = object()
 
 
-_STACKED_FIELDS = ("index", "timestamp_s", "valid", "confidence", "landmarks_px", "crop_from_image",
-                   "landmarks_crop", "stabilisation_residual_px", "flow_at_landmarks", "flow_fb_error_px",
-                   "flow_consistent")
+# The per-frame shape of each field ``stack_records`` stacks (frames first).
+RECORD_SHAPES = {"index": (), "timestamp_s": (), "valid": (), "confidence": (), "landmarks_px": (LANDMARK_COUNT, 3),
+                 "crop_from_image": (2, 3), "landmarks_crop": (LANDMARK_COUNT, 2), "stabilisation_residual_px": (),
+                 "flow_at_landmarks": (LANDMARK_COUNT, 2), "flow_fb_error_px": (LANDMARK_COUNT,),
+                 "flow_consistent": (LANDMARK_COUNT,)}
+_STACKED_FIELDS = tuple(RECORD_SHAPES)
 
 
 def stack_records(records: list[FrameRecord]) -> dict[str, np.ndarray]:

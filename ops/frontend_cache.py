@@ -7,7 +7,13 @@ not grow with the clip. The key is the sha256 of {format version, video sha256, 
 flow's parameters} as sorted JSON. A run writes into ``<key>.partial-*`` and renames the
 folder into place only once every frame is in; a cancelled or failed run deletes its partial
 folder, and a crash leaves only a ``.partial`` folder, which is never read and is swept later.
-The manifest lists each chunk's sha256: an entry that does not match it is deleted and rebuilt.
+The manifest lists each chunk's sha256: an entry that does not match it, or whose manifest or
+chunks are malformed, is deleted and rebuilt.
+
+The cache is an optimisation, never a requirement: a cache folder that cannot be created or
+written (read-only, full) costs a warning and the run goes on without storing. The video is hashed
+again once it has been read: if it changed meanwhile, the run fails and nothing is stored, so an
+entry always holds the front-end of the content its key names.
 """
 from __future__ import annotations
 
@@ -17,13 +23,15 @@ import os
 import shutil
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
+from .errors import MxrError
 from .flow import flow_parameters
-from .frontend import FrameRecord, FrontEnd, FrontendSettings, stack_records, unstack_records
+from .frontend import RECORD_SHAPES, FrameRecord, FrontEnd, FrontendSettings, stack_records, unstack_records
 from .progress import ProgressReporter
 from .video import VideoInfo, file_sha256, probe_video
 
@@ -83,13 +91,13 @@ class CachedFrontEnd:
             return None
         try:
             manifest = json.loads(manifest_path.read_text())
-            if manifest["format"] != CACHE_FORMAT or manifest["version"] != CACHE_VERSION or manifest["key"] != self.key:
-                raise ValueError("manifest of another format or key")
+            _check_manifest(manifest, self.key)
             for chunk in manifest["chunks"]:
                 if file_sha256(self.entry / chunk["file"]) != chunk["sha256"]:
                     raise ValueError(f"{chunk['file']} does not match its checksum")
+                _check_chunk(self.entry / chunk["file"], chunk["frames"])
             return manifest
-        except (OSError, ValueError, KeyError, TypeError) as error:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, zipfile.BadZipFile) as error:
             self.reporter.warning(f"front-end cache entry {self.entry} is damaged ({error}); rebuilding it")
             shutil.rmtree(self.entry, ignore_errors=True)
             return None
@@ -107,31 +115,92 @@ class CachedFrontEnd:
                 yield record
 
     def _run_and_store(self) -> Iterator[FrameRecord]:
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        _sweep_stale_partials(self.cache_dir)
-        partial = Path(tempfile.mkdtemp(prefix=f"{self.key}.partial-", dir=self.cache_dir))
+        partial = self._partial_folder()
         try:
             chunks: list[dict[str, Any]] = []
             pending: list[FrameRecord] = []
             for record in self._frontend.records():
                 pending.append(record)
                 if len(pending) == CHUNK_FRAMES:
-                    chunks.append(_write_chunk(partial, len(chunks), pending))
+                    partial = self._stored(partial, chunks, pending)
                     pending = []
                 yield record
             if pending:
-                chunks.append(_write_chunk(partial, len(chunks), pending))
-            manifest = {
-                "format": CACHE_FORMAT, "version": CACHE_VERSION, "key": self.key,
-                "video_sha256": self.video.sha256, "video_path": str(self.video.path),
-                "settings": self.settings.as_dict(), "analysis_scale": self.scale,
-                "frames": sum(chunk["frames"] for chunk in chunks), "chunks": chunks,
-                "warnings": self._frontend.warnings, "created": time.time(),
-            }
-            (partial / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
-            _publish(partial, self.entry)
+                partial = self._stored(partial, chunks, pending)
+            if file_sha256(self.video.path) != self.video.sha256:
+                raise MxrError(f"{self.video.path} changed while MXR was reading it; run again once it is complete")
+            if partial is not None:
+                manifest = {
+                    "format": CACHE_FORMAT, "version": CACHE_VERSION, "key": self.key,
+                    "video_sha256": self.video.sha256, "video_path": str(self.video.path),
+                    "settings": self.settings.as_dict(), "analysis_scale": self.scale,
+                    "frames": sum(chunk["frames"] for chunk in chunks), "chunks": chunks,
+                    "warnings": self._frontend.warnings, "created": time.time(),
+                }
+                try:
+                    (partial / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+                    _publish(partial, self.entry)
+                except OSError as error:
+                    self.reporter.warning(f"could not store the front-end in the cache ({error}); the take is not affected")
         finally:
-            shutil.rmtree(partial, ignore_errors=True)  # gone already once published
+            if partial is not None:
+                shutil.rmtree(partial, ignore_errors=True)  # gone already once published
+
+    def _partial_folder(self) -> Path | None:
+        """A fresh partial entry folder, or None (with a warning) where the cache cannot be written."""
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            _sweep_stale_partials(self.cache_dir)
+            return Path(tempfile.mkdtemp(prefix=f"{self.key}.partial-", dir=self.cache_dir))
+        except OSError as error:
+            self.reporter.warning(f"the front-end cache {self.cache_dir} cannot be written ({error}); running without it")
+            return None
+
+    def _stored(self, partial: Path | None, chunks: list[dict[str, Any]], records: list[FrameRecord]) -> Path | None:
+        """Write one chunk into ``partial``; on a write failure (disk full) drop the entry and go on."""
+        if partial is None:
+            return None
+        try:
+            chunks.append(_write_chunk(partial, len(chunks), records))
+            return partial
+        except OSError as error:
+            self.reporter.warning(f"the front-end cache could not be written ({error}); running without it")
+            shutil.rmtree(partial, ignore_errors=True)
+            return None
+
+
+def _check_manifest(manifest: object, key: str) -> None:
+    """Every field the reader uses, with the type it expects (ValueError if not)."""
+    if not isinstance(manifest, dict):
+        raise ValueError("the manifest is not a JSON object")
+    if manifest.get("format") != CACHE_FORMAT or manifest.get("version") != CACHE_VERSION or manifest.get("key") != key:
+        raise ValueError("manifest of another format or key")
+    scale = manifest.get("analysis_scale")
+    if not isinstance(scale, (int, float)) or not 0.0 < scale <= 1.0:
+        raise ValueError(f"analysis scale {scale!r} is not in (0, 1]")
+    warnings = manifest.get("warnings")
+    if not isinstance(warnings, list) or not all(isinstance(message, str) for message in warnings):
+        raise ValueError("the warnings are not a list of texts")
+    chunks = manifest.get("chunks")
+    if not isinstance(chunks, list):
+        raise ValueError("the chunks are not a list")
+    for number, chunk in enumerate(chunks):
+        if (not isinstance(chunk, dict) or chunk.get("file") != f"chunk_{number:06d}.npz"
+                or not isinstance(chunk.get("frames"), int) or not 0 < chunk["frames"] <= CHUNK_FRAMES
+                or not isinstance(chunk.get("sha256"), str)):
+            raise ValueError(f"chunk {number} of the manifest is malformed")
+    if manifest.get("frames") != sum(chunk["frames"] for chunk in chunks):
+        raise ValueError("the frame count disagrees with the chunks")
+
+
+def _check_chunk(path: Path, frames: int) -> None:
+    """The chunk holds each record field with ``frames`` rows of the record's shape (ValueError if
+    not): read in full, so a malformed entry is caught before a single frame is used."""
+    with np.load(path, allow_pickle=False) as data:
+        shapes = {name: data[name].shape for name in data.files}
+    for name, shape in RECORD_SHAPES.items():
+        if shapes.get(name) != (frames,) + shape:
+            raise ValueError(f"{path.name}: {name} has shape {shapes.get(name)}, not {(frames,) + shape}")
 
 
 def _write_chunk(folder: Path, number: int, records: list[FrameRecord]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from .atomic import replacing_together, sweep_stale_partials
 from .canonical import CanonicalFaces, canonicalize
 from .errors import MxrError
 from .frontend import FrontendSettings, stack_records
@@ -205,9 +206,12 @@ def reconstruct(video_path: Path, take_path: Path, settings: ReconstructSettings
         network_take = apply_network(in_trained_frame(take, trained_frame), runner)
         take = carry_network_layers(network_take, take)
         provider = runner.provider
-    save_take(take, Path(take_path))
-    if settings.debug_sheet is not None:
-        write_contact_sheet(video.path, records, settings.debug_sheet, crop_size=settings.frontend.crop_size)
+    for output in outputs:
+        sweep_stale_partials(output)
+    with replacing_together(outputs) as staged:  # the take and the sheet land together, or neither
+        save_take(take, staged[0])
+        if settings.debug_sheet is not None:
+            write_contact_sheet(video.path, records, staged[1], crop_size=settings.frontend.crop_size)
     seconds = time.monotonic() - started
     return ReconstructSummary(Path(take_path), frame_count, int(valid.sum()), seconds,
                               frame_count / seconds, frontend.hit, take.model_version, provider, len(take.events))

@@ -26,6 +26,12 @@ TAKE_FORMAT = "mxr.take"
 TAKE_VERSION = 2
 LANDMARK_COUNT = 478
 BASELINE_VERSION = "baseline-landmarks-1"  # model_version of the landmark-only reconstruction
+# Bounds a take file must keep before anything is allocated for it (a small compressed file can
+# declare arrays of many GB): ~1.9 hours at 30 fps, 16 minutes at 200 fps.
+MAX_TAKE_FRAMES = 200_000
+MAX_EVENTS = 100_000
+MAX_TEXT_BYTES = 1 << 20  # paths, names, the settings' JSON
+FPS_RANGE = (1.0, 1000.0)  # frames per second a take may declare
 
 
 @dataclass
@@ -105,8 +111,8 @@ class Take:
             actual = np.shape(getattr(self, name))
             if actual != shape:
                 raise MxrError(f"take field {name} has shape {actual}, expected {shape}")
-        if not (np.isfinite(self.fps) and self.fps > 0):
-            raise MxrError(f"take frame rate {self.fps} is not a positive number")
+        if not (np.isfinite(self.fps) and FPS_RANGE[0] <= self.fps <= FPS_RANGE[1]):
+            raise MxrError(f"take frame rate {self.fps} fps is outside {FPS_RANGE[0]:g}-{FPS_RANGE[1]:g} fps")
         for event in self.events:
             if not 0 <= event.onset_frame <= event.apex_frame <= event.offset_frame < count:
                 raise MxrError(f"micro event {event} lies outside the take's {count} frames or is out of order")
@@ -161,12 +167,32 @@ def load_take(path: Path) -> Take:
     if not path.is_file():
         raise MxrError(f"take file not found: {path}")
     try:
+        _check_declared_sizes(path)
         with np.load(path, allow_pickle=False) as data:
             take = _take_from_arrays(path, data)
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
         raise MxrError(f"{path} is not a readable take file ({error})") from error
     take.validate()
     return take
+
+
+def _check_declared_sizes(path: Path) -> None:
+    """Refuse a take whose arrays declare more than a take can hold, from their headers alone."""
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, _fortran, dtype = read_header(member)
+            name = info.filename.removesuffix(".npy")
+            count = int(np.prod(shape, dtype=np.float64)) if shape else 1
+            if dtype.kind in "US" and dtype.itemsize * count > MAX_TEXT_BYTES:
+                raise MxrError(f"{path}: {name} declares {dtype.itemsize * count} bytes of text; a take has at most {MAX_TEXT_BYTES}")
+            if shape and shape[0] > (MAX_EVENTS if name.startswith("event_") else MAX_TAKE_FRAMES):
+                raise MxrError(f"{path}: {name} declares {shape[0]} rows; MXR reads takes of up to "
+                               f"{MAX_TAKE_FRAMES} frames and {MAX_EVENTS} events")
+            if count > MAX_TAKE_FRAMES * LANDMARK_COUNT * 3:
+                raise MxrError(f"{path}: {name} declares {count} values, more than a take of {MAX_TAKE_FRAMES} frames holds")
 
 
 def _take_from_arrays(path: Path, data: np.lib.npyio.NpzFile) -> Take:

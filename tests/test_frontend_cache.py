@@ -133,3 +133,69 @@ def test_cancelled_process_leaves_nothing_half_written(tmp_path, signal_number):
     child.stdout.read()
     assert child.wait(timeout=30) == 130
     assert entries(tmp_path) == []
+
+
+def test_a_cache_that_cannot_be_written_costs_a_warning_not_the_run(tmp_path):
+    blocker = tmp_path / "a file"
+    blocker.write_text("not a folder")
+    frontend, records, log = cached(blocker / "cache")  # the cache folder cannot be created
+    assert len(records) == 24 and not frontend.hit
+    assert "running without it" in log
+
+
+def test_a_full_disk_while_storing_costs_a_warning_not_the_run(tmp_path, monkeypatch):
+    import errno
+
+    from mxr.ops import frontend_cache
+
+    def disk_full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(frontend_cache.np, "savez", disk_full)  # fault injection: the write fails as on a full disk
+    frontend, records, log = cached(tmp_path)
+    assert len(records) == 24 and "No space left" in log
+    assert entries(tmp_path) == []  # nothing half-written left behind
+
+
+@pytest.mark.parametrize("damage", ["warnings", "scale", "chunk file", "chunk shape"])
+def test_a_malformed_entry_whose_checksums_agree_is_rebuilt(tmp_path, damage):
+    """Checksums say the bytes are the ones written, not that what was written makes sense."""
+    from mxr.ops.video import file_sha256
+
+    first, computed, _ = cached(tmp_path)
+    entry = tmp_path / first.key
+    manifest = json.loads((entry / "manifest.json").read_text())
+    if damage == "warnings":
+        manifest["warnings"] = 5
+    elif damage == "scale":
+        del manifest["analysis_scale"]
+    elif damage == "chunk file":
+        manifest["chunks"][0]["file"] = "../../outside.npz"
+    else:
+        chunk = entry / manifest["chunks"][0]["file"]
+        with np.load(chunk, allow_pickle=False) as data:
+            arrays = dict(data)
+        arrays["landmarks_px"] = arrays["landmarks_px"][:, :10]
+        np.savez(chunk, **arrays)
+        manifest["chunks"][0]["sha256"] = file_sha256(chunk)
+    (entry / "manifest.json").write_text(json.dumps(manifest))
+    again, rebuilt, log = cached(tmp_path)
+    assert not again.hit and "damaged" in log
+    np.testing.assert_array_equal(rebuilt[5].landmarks_px, computed[5].landmarks_px)
+    assert cached(tmp_path)[0].hit
+
+
+def test_a_video_replaced_while_it_is_read_fails_and_stores_nothing(tmp_path):
+    import shutil
+
+    from mxr.ops.errors import MxrError
+
+    video = tmp_path / "clip.mp4"
+    shutil.copy(sample_path("video/single_face.mp4"), video)
+    frontend = CachedFrontEnd(video, SETTINGS, ProgressReporter(io.StringIO()), cache_dir=tmp_path / "cache")
+    records = frontend.records()
+    next(records)
+    shutil.copy(sample_path("video/face_noface.mov"), video)  # another clip under the same name
+    with pytest.raises(MxrError, match="changed while MXR was reading it"):
+        list(records)
+    assert entries(tmp_path / "cache") == []

@@ -1,4 +1,6 @@
+import io
 import os
+import zipfile
 
 import numpy as np
 import pytest
@@ -139,3 +141,45 @@ def test_a_take_with_an_impossible_rate_or_event_is_refused(tmp_path, change):
     with pytest.raises(MxrError, match="frame rate|micro event"):
         save_take(take, tmp_path / "bad.npz")
     assert not (tmp_path / "bad.npz").exists()
+
+
+@pytest.mark.parametrize("fps", [1e-9, 0.5, 5000.0])
+def test_a_take_outside_the_sane_frame_rates_is_refused(tmp_path, fps):
+    """A rate of 1e-9 made the timeline draw for half an hour: bounded before anything is drawn."""
+    path = tmp_path / "take.npz"
+    save_take(make_take(), path)
+    with np.load(path, allow_pickle=False) as data:
+        arrays = dict(data)
+    arrays["fps"] = np.array(fps)
+    np.savez(path, **arrays)
+    with pytest.raises(MxrError, match="frame rate"):
+        load_take(path)
+
+
+@pytest.mark.parametrize("name, declared", [("macro_mm", (10**7, 478, 3)), ("event_region", (10**6,)),
+                                            ("settings_json", ())])
+def test_a_small_file_declaring_huge_arrays_is_refused_from_its_headers(tmp_path, name, declared):
+    """A few kB of compressed file can declare many GB; refused before a byte of it is allocated."""
+    path = tmp_path / "take.npz"
+    save_take(make_take(), path)
+    if name == "settings_json":
+        dtype = np.dtype("<U%d" % (1 << 20))  # 4 MB of text in one string
+    else:
+        dtype = np.dtype("<f4")
+    header = npy_header(declared, dtype)
+    with zipfile.ZipFile(path) as archive:
+        members = {info.filename: archive.read(info) for info in archive.infolist()}
+    members[f"{name}.npy"] = header  # the header alone: the data is never reached
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for member, content in members.items():
+            archive.writestr(member, content)
+    assert path.stat().st_size < 200_000
+    with pytest.raises(MxrError, match="declares"):
+        load_take(path)
+
+
+def npy_header(shape, dtype) -> bytes:
+    stream = io.BytesIO()
+    np.lib.format.write_array_header_1_0(stream, {"descr": np.lib.format.dtype_to_descr(dtype),
+                                                  "fortran_order": False, "shape": shape})
+    return stream.getvalue()
