@@ -8,15 +8,18 @@ never ships one: users point MXR at their own ``generic_model.pkl`` (FLAME 2020,
 Python 2 pickle) or ``flame2023.pkl`` / ``flame2023_no_jaw.pkl`` / FLAME 2023 Open (plain arrays).
 
 Pickles from users are untrusted. ``load_flame`` reads them with an unpickler that resolves only
-the globals a FLAME file needs, and maps every one of them to numpy or to a stand-in of our own:
-scipy sparse matrices and chumpy arrays become plain arrays without importing scipy or chumpy
-(Blender's Python has neither). Any other global is refused before anything is called.
+the globals a FLAME file needs, and maps every one of them to ``object`` or a stand-in of our own:
+numpy arrays are rebuilt from checked plain dtypes, shapes and bytes (never by numpy's own
+unpickling); scipy sparse matrices and chumpy arrays become plain arrays without importing scipy
+or chumpy (Blender's Python has neither). Any other global is refused before anything is called.
 
 numpy only: Blender's Python imports this module. The torch twin is ``flame_torch``.
 """
 from __future__ import annotations
 
 import io
+import math
+import operator
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,26 +46,172 @@ class FlameFileError(MxrError):
 
 
 # -- restricted unpickling -----------------------------------------------------------------------
+# numpy's own unpickling (``dtype.__setstate__``, ``_reconstruct``, ``scalar``) trusts its state: a
+# crafted dtype state can declare object fields, and numpy then reads bytes from the file as object
+# pointers and crashes. So arrays are rebuilt here from checked primitives: a plain numeric dtype
+# (descr from this list, byte order), a bounded shape, and exactly the bytes that shape needs.
+_PLAIN_DESCRS = frozenset({"b1", "i1", "u1", "i2", "u2", "i4", "u4", "i8", "u8", "f2", "f4", "f8", "c8", "c16"})
+MAX_ARRAY_BYTES = 2**31  # FLAME's largest array (shapedirs, 5023 x 3 x 400 float64) is 48 MB
+MAX_DIMENSIONS = 32
+
+
+class _PickledDtype:
+    """Stand-in for ``numpy.dtype`` in a pickle: becomes a plain numeric dtype, nothing else."""
+
+    resolved: np.dtype | None = None  # set by the BUILD numpy always writes after the call
+
+    def __init__(self, descr: object, align: object = False, copy: object = True) -> None:
+        if not isinstance(descr, str) or descr not in _PLAIN_DESCRS:
+            raise FlameFileError(f"refused the dtype {descr!r}: a FLAME model holds only plain numbers")
+        self.descr = descr
+
+    def __setstate__(self, state: object) -> None:
+        # numpy writes (3, byte order, subarray, names, fields, itemsize, alignment, flags); the flags
+        # are ignored, as the dtype is built from its descr alone.
+        if not (isinstance(state, tuple) and len(state) == 8 and state[0] == 3):
+            raise FlameFileError(f"a pickled dtype {self.descr!r} has a state numpy never writes for plain numbers")
+        _, order, subarray, names, fields, itemsize, alignment, _ = state
+        dtype = np.dtype(self.descr)
+        plain = (
+            order in ("<", ">", "=", "|")
+            and (order != "|" or dtype.itemsize == 1)
+            and subarray is None and names is None and fields is None
+            and itemsize in (-1, dtype.itemsize) and alignment in (-1, dtype.alignment)
+        )
+        if not plain:
+            raise FlameFileError(f"refused a pickled dtype {self.descr!r} with fields, a subarray or a wrong size")
+        self.resolved = dtype.newbyteorder(order)
+
+
+def _dtype(value: object) -> np.dtype:
+    if not isinstance(value, _PickledDtype) or value.resolved is None:
+        raise FlameFileError("a pickled array or scalar has no complete plain dtype")
+    return value.resolved
+
+
+def _raw_bytes(data: object) -> bytes:
+    """An array's pickled data: bytes, or a Python 2 str (read as latin1); a list means objects."""
+    if isinstance(data, (bytes, bytearray)):
+        return bytes(data)
+    if isinstance(data, str):
+        return data.encode("latin1")
+    raise FlameFileError("an array in the file holds Python objects, not numbers")
+
+
+def _shape(shape: object, itemsize: int) -> tuple[int, ...]:
+    """``shape`` as non-negative ints within ``MAX_DIMENSIONS`` axes and ``MAX_ARRAY_BYTES``."""
+    try:
+        sizes = tuple(operator.index(size) for size in shape)
+    except TypeError:
+        raise FlameFileError(f"an array in the file has the shape {shape!r}, not a tuple of integers") from None
+    if len(sizes) > MAX_DIMENSIONS or any(size < 0 for size in sizes):
+        raise FlameFileError(f"an array in the file has the impossible shape {sizes}")
+    if math.prod(sizes) * itemsize > MAX_ARRAY_BYTES or any(size > MAX_ARRAY_BYTES for size in sizes):
+        raise FlameFileError(f"an array in the file declares the shape {sizes}, larger than any FLAME array")
+    return sizes
+
+
+class _PickledArray:
+    """Stand-in for a pickled ndarray (``numpy.ndarray`` and ``_reconstruct`` + its state): its
+    BUILD makes a real array with ``np.frombuffer`` from the checked dtype, shape and bytes."""
+
+    array: np.ndarray | None = None
+
+    def __setstate__(self, state: object) -> None:
+        if not (isinstance(state, tuple) and len(state) == 5 and state[0] == 1):
+            raise FlameFileError("a pickled array has a state numpy never writes")
+        _, shape, dtype, fortran, data = state
+        dtype = _dtype(dtype)
+        shape = _shape(shape, dtype.itemsize)
+        raw = _raw_bytes(data)
+        if len(raw) != math.prod(shape) * dtype.itemsize:
+            raise FlameFileError(f"an array in the file declares the shape {shape} ({dtype}) "
+                                 f"but holds {len(raw)} bytes")
+        if not isinstance(fortran, (bool, int)) or fortran not in (0, 1):
+            raise FlameFileError("a pickled array has no valid memory order")
+        order = "F" if fortran else "C"
+        self.array = np.frombuffer(raw, dtype=dtype).reshape(shape, order=order).copy(order="K")
+
+    def to_array(self) -> np.ndarray:
+        if self.array is None:
+            raise FlameFileError("a pickled array in the file has no contents")
+        return self.array
+
+
+def _reconstruct(subtype: object, shape: object, typecode: object) -> _PickledArray:
+    """``numpy.core.multiarray._reconstruct``: an empty array stand-in that its BUILD fills."""
+    if subtype is not _PickledArray:
+        raise FlameFileError("refused numpy's _reconstruct for anything but a plain ndarray")
+    return _PickledArray()
+
+
+def _scalar(dtype: object, data: object) -> np.generic:
+    """``numpy.core.multiarray.scalar``: a numpy scalar from a plain dtype and exactly its bytes."""
+    dtype = _dtype(dtype)
+    raw = _raw_bytes(data)
+    if len(raw) != dtype.itemsize:
+        raise FlameFileError(f"a pickled {dtype} scalar holds {len(raw)} bytes, not {dtype.itemsize}")
+    return np.frombuffer(raw, dtype=dtype)[0]
+
+
+def _count_nested(value: object, what: str) -> None:
+    """Refuse nested lists that would expand past ``MAX_ARRAY_BYTES``: a pickle can list one list
+    twice per level, doubling the elements with every level at no cost in file size."""
+    budget = MAX_ARRAY_BYTES // 8
+    level, depth = [value], 0
+    while level:
+        inner = [item for entry in level if isinstance(entry, (list, tuple)) for item in entry]
+        depth += 1
+        if len(inner) > budget or depth > MAX_DIMENSIONS:
+            raise FlameFileError(f"{what} is a list nested too deep or too large for any FLAME array")
+        level = [entry for entry in inner if isinstance(entry, (list, tuple))]
+
+
+def _plain_array(value: object, what: str) -> np.ndarray:
+    """A numeric array from a pickled array, a number or a list of numbers; chumpy or sparse
+    stand-ins (which may nest or refer to themselves) are refused."""
+    if isinstance(value, _PickledArray):
+        return value.to_array()
+    if isinstance(value, (_ChumpyArray, _SparseMatrix)):
+        raise FlameFileError(f"{what} is a nested chumpy or sparse object, not an array")
+    _count_nested(value, what)
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError, RecursionError) as error:
+        raise FlameFileError(f"{what} is not an array of numbers ({error})") from None
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise FlameFileError(f"{what} holds {array.dtype} values, not numbers")
+    return array
+
+
 class _SparseMatrix:
     """Stand-in for a pickled scipy.sparse CSC/CSR matrix: keeps its state, converts to dense."""
 
     format = ""
+    state: dict | None = None
 
-    def __setstate__(self, state: dict) -> None:
+    def __setstate__(self, state: object) -> None:
+        if not isinstance(state, dict):
+            raise FlameFileError(f"a pickled {self.format} sparse matrix has no state dict")
         self.state = state
 
     def to_dense(self) -> np.ndarray:
-        state = self.state
+        state = self.state or {}
         shape = state.get("_shape", state.get("shape"))
         if shape is None or not {"data", "indices", "indptr"} <= set(state):
             raise FlameFileError(f"a pickled {self.format} sparse matrix lacks data/indices/indptr/shape")
-        rows, columns = (int(size) for size in shape)
-        data = np.asarray(state["data"], dtype=np.float64)
-        indices = np.asarray(state["indices"], dtype=np.int64)
-        pointers = np.asarray(state["indptr"], dtype=np.int64)
+        shape = _shape(shape, np.dtype(np.float64).itemsize)
+        if len(shape) != 2:
+            raise FlameFileError(f"a pickled {self.format} sparse matrix has the shape {shape}, not 2D")
+        rows, columns = shape
+        what = f"a pickled {self.format} sparse matrix's"
+        data = _plain_array(state["data"], f"{what} data").astype(np.float64).ravel()
+        indices = _plain_array(state["indices"], f"{what} indices").astype(np.int64).ravel()
+        pointers = _plain_array(state["indptr"], f"{what} indptr").astype(np.int64).ravel()
         major = columns if self.format == "csc" else rows
         minor = rows if self.format == "csc" else columns
-        if len(pointers) != major + 1 or len(indices) != len(data) or pointers[-1] > len(data):
+        if (len(pointers) != major + 1 or len(indices) != len(data) or pointers[0] != 0
+                or np.any(np.diff(pointers) < 0) or pointers[-1] > len(data)):
             raise FlameFileError(f"a pickled {self.format} sparse matrix is inconsistent with its shape {shape}")
         if len(indices) and (indices.min() < 0 or indices.max() >= minor):
             raise FlameFileError(f"a pickled {self.format} sparse matrix has indices outside its shape {shape}")
@@ -83,13 +232,17 @@ class _CsrMatrix(_SparseMatrix):
 class _ChumpyArray:
     """Stand-in for a pickled chumpy object: keeps its state; a plain ``Ch`` wraps an array."""
 
-    def __setstate__(self, state: dict) -> None:
+    state: dict | None = None
+
+    def __setstate__(self, state: object) -> None:
+        if not isinstance(state, dict):
+            raise FlameFileError("a pickled chumpy object has no state dict")
         self.state = state
 
     def to_array(self) -> np.ndarray:
         for key in ("x", "_x"):
-            if key in self.state:
-                return as_array(self.state[key])
+            if key in (self.state or {}):
+                return _plain_array(self.state[key], "a chumpy array's value")
         raise FlameFileError(
             "a chumpy expression in the file holds no plain array; load it with chumpy once and "
             "re-save it with numpy arrays"
@@ -103,13 +256,9 @@ def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
     return text.encode("latin1")
 
 
-def _numpy_core():
-    """numpy's array-pickling module: ``numpy._core`` (numpy 2, and 1.26's shim), else ``numpy.core``."""
-    try:
-        from numpy._core import multiarray
-    except ImportError:
-        from numpy.core import multiarray
-    return multiarray
+def _empty_bytes() -> bytes:
+    """What ``bytes()`` does for pickles of ``b""`` (protocol 0-2 from Python 3), nothing more."""
+    return b""
 
 
 def _reconstruct_stand_in(cls: type, base: type, state: object) -> object:
@@ -121,10 +270,9 @@ def _reconstruct_stand_in(cls: type, base: type, state: object) -> object:
 
 
 def _allowed_globals() -> dict[tuple[str, str], object]:
-    multiarray = _numpy_core()
     allowed: dict[tuple[str, str], object] = {
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
+        ("numpy", "ndarray"): _PickledArray,
+        ("numpy", "dtype"): _PickledDtype,
         ("_codecs", "encode"): _latin1_bytes,
         ("chumpy.ch", "Ch"): _ChumpyArray,
     }
@@ -132,9 +280,10 @@ def _allowed_globals() -> dict[tuple[str, str], object]:
         allowed[(module, "_reconstructor")] = _reconstruct_stand_in
     for module in ("__builtin__", "builtins"):
         allowed[(module, "object")] = object  # _reconstructor's base; calling it makes an empty object
+        allowed[(module, "bytes")] = _empty_bytes  # an empty array's data
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed[(module, "_reconstruct")] = multiarray._reconstruct
-        allowed[(module, "scalar")] = multiarray.scalar
+        allowed[(module, "_reconstruct")] = _reconstruct
+        allowed[(module, "scalar")] = _scalar
     for module in ("scipy.sparse.csc", "scipy.sparse._csc"):
         allowed[(module, "csc_matrix")] = _CscMatrix
     for module in ("scipy.sparse.csr", "scipy.sparse._csr"):
@@ -143,7 +292,8 @@ def _allowed_globals() -> dict[tuple[str, str], object]:
 
 
 class RestrictedUnpickler(pickle.Unpickler):
-    """Resolves only the globals a FLAME file needs; refuses every other one before it is called.
+    """Resolves only the globals a FLAME file needs, each to ``object`` or a stand-in of ours; refuses
+    every other one before it is called.
 
     Note the names arrive raw (Python 2 module names are not remapped for an overriding
     ``find_class``), so only the exact module paths NumPy, SciPy and chumpy pickled under count.
@@ -166,15 +316,12 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 
 def as_array(value: object) -> np.ndarray:
-    """A loaded FLAME value (ndarray, chumpy stand-in, sparse stand-in) as a plain ndarray."""
+    """A loaded FLAME value (array, chumpy stand-in, sparse stand-in, numbers) as a plain ndarray."""
     if isinstance(value, _ChumpyArray):
         return value.to_array()
     if isinstance(value, _SparseMatrix):
         return value.to_dense()
-    array = np.asarray(value)
-    if array.dtype == object:
-        raise FlameFileError("an array in the file holds Python objects, not numbers")
-    return array
+    return _plain_array(value, "an array in the file")
 
 
 def read_flame_pickle(path: Path) -> dict:
@@ -221,7 +368,12 @@ def load_flame(path: Path, name: str | None = None) -> FlameModel:
     missing = [key for key in REQUIRED_KEYS if key not in content]
     if missing:
         raise FlameFileError(f"{path} lacks the FLAME keys {missing}; is it a FLAME model file?")
-    arrays = {key: as_array(content[key]) for key in REQUIRED_KEYS}
+    arrays = {}
+    for key in REQUIRED_KEYS:
+        try:
+            arrays[key] = as_array(content[key])
+        except FlameFileError as error:
+            raise FlameFileError(f"{path}: '{key}': {error}") from None
     template = _checked(path, arrays, "v_template", ndim=2, tail=(3,)).astype(np.float64)
     count = template.shape[0]
     faces = _checked(path, arrays, "f", ndim=2, tail=(3,))
