@@ -41,7 +41,7 @@ import numpy as np
 from .crops import DEFAULT_CROP_SIZE, apply_affine, stabilisation_residual, stabilising_transform, warp_to_crop
 from .errors import MxrError
 from .flow import DEFAULT_FLOW_PROFILE, FLOW_PROFILES, FlowEstimator, dense_forward_backward_error, is_consistent
-from .landmarks import LANDMARK_COUNT, FaceTracker
+from .landmarks import LANDMARK_COUNT, FaceTracker, Observation
 from .progress import ProgressReporter
 from .video import (DEFAULT_ANALYSIS_MAX_SIDE, VideoInfo, analysis_scale, decode_threads_for, downscale, iter_frames,
                     probe_video)
@@ -154,6 +154,7 @@ class FrontEnd:
         self.reporter = reporter or ProgressReporter()
         self.scale = analysis_scale(self.video.width, self.video.height, self.settings.max_side)  # analysed/source px
         self.warnings: list[str] = []
+        self.undecodable = 0  # frames in the range that did not decode (damage), recorded without a face
         end = self.video.frame_count if self.settings.end_frame is None else min(self.settings.end_frame,
                                                                                  self.video.frame_count)
         start, stop = self.settings.start_frame, self.settings.end_frame
@@ -204,11 +205,19 @@ class FrontEnd:
     def _decode(self, out: queue.Queue, stop: threading.Event) -> None:
         frames = iter_frames(self.video.path, start_frame=self.settings.start_frame, end_frame=self.settings.end_frame,
                              threads=decode_threads_for(self.video.width, self.video.height))
+        expected, last_timestamp_s = self.settings.start_frame, None
         try:
             for index, timestamp_s, frame_bgr in frames:
+                for missing in range(expected, index):  # did not decode: a record without a face
+                    self.undecodable += 1
+                    guess_s = (last_timestamp_s if last_timestamp_s is not None else timestamp_s) + (
+                        missing - expected + 1) / self.video.fps
+                    if not _put(out, (missing, guess_s, None), stop):
+                        return
                 frame_rgb = cv2.cvtColor(downscale(frame_bgr, self.scale), cv2.COLOR_BGR2RGB)
                 if not _put(out, (index, timestamp_s, frame_rgb), stop):
                     return
+                expected, last_timestamp_s = index + 1, timestamp_s
         finally:
             frames.close()
         _put(out, _END, stop)
@@ -221,7 +230,8 @@ class FrontEnd:
                          check_every=check_every) as tracker:
             def observe(item: tuple) -> tuple:
                 index, timestamp_s, frame_rgb = item
-                return index, timestamp_s, frame_rgb, tracker.observe(frame_rgb), tracker.several_faces_seen
+                observation = tracker.observe(frame_rgb) if frame_rgb is not None else Observation(None, 0.0, None)
+                return index, timestamp_s, frame_rgb, observation, tracker.several_faces_seen
 
             _relay(source, out, stop, observe)
 
@@ -310,8 +320,10 @@ class FrontEnd:
         if count < self.expected_frames:
             self._warn(f"decoded {count} of the {self.expected_frames} frames the container announces "
                        "(truncated or damaged file?); the take covers the decodable frames")
-        if invalid:
-            self._warn(f"no face in {invalid} of {count} frames: they are marked invalid")
+        if self.undecodable:
+            self._warn(f"{self.undecodable} frames could not be decoded (damaged file?): they are marked invalid")
+        if invalid > self.undecodable:
+            self._warn(f"no face in {invalid - self.undecodable} of {count} frames: they are marked invalid")
         if not timestamps_ok:
             self._warn("the container's frame timestamps do not increase steadily; check the timing")
 

@@ -21,6 +21,8 @@ DEFAULT_ANALYSIS_MAX_SIDE = 1280  # px; larger frames are downscaled for analysi
 AUTO_DECODE_THREADS = 0  # FFmpeg picks (frame threads, one per core)
 # Frames up to this many pixels decode on one thread (see ``decode_threads_for``).
 SINGLE_THREAD_DECODE_MAX_PIXELS = 960 * 540
+# Failed reads in a row after which the stream is taken to have ended; fewer are damage to skip.
+MAX_UNDECODABLE_RUN = 64
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,11 @@ def iter_frames(path: Path, max_frames: int | None = None, *, start_frame: int =
     of them. Frames before ``start_frame`` are decoded and dropped rather than seeked to: seeking
     lands on the wrong frame with many codecs, and frame indices must match the source exactly.
     ``threads``: FFmpeg's decode threads (``AUTO_DECODE_THREADS``: its own choice).
+
+    Damage is skipped, not the end: a frame that does not decode is left out (its index is
+    missing from what is yielded) and decoding goes on, up to ``MAX_UNDECODABLE_RUN`` failures in
+    a row. FFmpeg's frame threads report failures before the frames around them, so the frames
+    after a failure are placed by their presentation time, within the number of frames that failed.
     """
     if start_frame < 0 or (end_frame is not None and end_frame < start_frame):
         raise MxrError(f"bad frame range: start {start_frame}, end {end_frame}")
@@ -100,15 +107,32 @@ def iter_frames(path: Path, max_frames: int | None = None, *, start_frame: int =
         for _ in range(start_frame):
             if not capture.grab():
                 return
-        index = start_frame
-        while (max_frames is None or index - start_frame < max_frames) and (end_frame is None or index < end_frame):
+        fps = float(capture.get(cv2.CAP_PROP_FPS))
+        index, yielded, failed_in_a_row, unplaced = start_frame, 0, 0, 0
+        first: tuple[int, float] | None = None  # (index, time s) of the first decoded frame
+        while (max_frames is None or yielded < max_frames) and (end_frame is None or index < end_frame):
             ok, frame = capture.read()
             if not ok:
-                return
+                failed_in_a_row += 1
+                unplaced += 1
+                if failed_in_a_row > MAX_UNDECODABLE_RUN:
+                    return
+                continue
+            failed_in_a_row = 0
+            timestamp_s = float(capture.get(cv2.CAP_PROP_POS_MSEC)) / 1000.0
+            if first is None:
+                first = (index, timestamp_s)
+            elif unplaced and np.isfinite(fps) and fps > 0:
+                by_time = first[0] + round((timestamp_s - first[1]) * fps)
+                skipped = min(max(by_time - index, 0), unplaced)
+                index, unplaced = index + skipped, unplaced - skipped
+                if end_frame is not None and index >= end_frame:
+                    return
             if frame.ndim == 2:
                 frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
-            yield index, float(capture.get(cv2.CAP_PROP_POS_MSEC)) / 1000.0, frame
+            yield index, timestamp_s, frame
             index += 1
+            yielded += 1
     finally:
         capture.release()
 
