@@ -4,14 +4,17 @@ Why: production characters usually carry the 52 ARKit blendshapes, and MXR's bui
 the same units, so the take is retargeted to the built-in head (``retarget_expressions``) and its
 unit coefficients are keyed on the character's keys of the same names (``models.arkit.match_units``:
 any common spelling). The character is the user's: MXR keys only the matched keys' values, in an
-action of its own on the mesh's Key (a user action found there is moved to an NLA track of its own,
-where it keeps playing under MXR's); it adds no shape keys, touches no other key, and leaves the
+action of its own for each take on the mesh's Key (``takes``: another take's action is never
+changed; a user action found there is moved to an NLA track of its own, where it keeps playing
+under MXR's); it adds no shape keys, touches no other key, and leaves the
 object's own animation (transform, custom properties) alone. A bake that cannot be done whole (no
 ARKit keys, no face in the take, linked data, NLA tweak mode) is refused before anything changes.
 Micro-expressions are in the unit curves with the rest; their per-event layers need MXR's own heads,
 where each is a shape key.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import bpy
 import numpy as np
@@ -21,9 +24,10 @@ from ..models.head_model import HeadModel
 from ..models.retarget import retarget_expressions
 from ..ops.errors import MxrError
 from ..ops.take import Take
-from .bake import BakeResult, driven_paths_warning, owned_action, set_scene_timing
+from .bake import BakeResult, driven_paths_warning, set_scene_timing
 from .curves import action_curves, ensure_fcurve, write_keys
 from .rig import OWNED
+from .takes import TakeName, take_action
 
 LISTED_MISSING = 8  # unit names a warning lists before "..."
 
@@ -38,9 +42,11 @@ def arkit_key_names(obj: bpy.types.Object, head: HeadModel) -> tuple[dict[str, s
     return match_units(names, tuple(head.expression_names))
 
 
-def bake_arkit_take(scene: bpy.types.Scene, obj: bpy.types.Object, head: HeadModel, take: Take) -> BakeResult:
+def bake_arkit_take(scene: bpy.types.Scene, obj: bpy.types.Object, head: HeadModel, take: Take,
+                    take_path: Path | None = None) -> BakeResult:
     """Retarget ``take`` to ``head`` (MXR's built-in head) and key its unit coefficients on
     ``obj``'s shape keys of the same names, take frame k at scene frame ``frame_start + k``.
+    ``take_path``: the file the take was read from, which names the take's action.
     MxrError, with nothing changed, if the bake cannot be done whole."""
     matches, duplicates = arkit_key_names(obj, head)
     if not matches:
@@ -57,7 +63,7 @@ def bake_arkit_take(scene: bpy.types.Scene, obj: bpy.types.Object, head: HeadMod
     _keep_playing_under(key, warnings)
     warnings += _set_timing(scene, take)
     frames = scene.frame_start + np.arange(take.frame_count, dtype=np.float64)  # (T,) scene frames
-    action = owned_action(key, f"{obj.name} ARKit", warnings)
+    action = take_action(key, f"{obj.name} ARKit", TakeName.of(take, take_path), warnings)
     units = list(head.expression_names)
     paths = {key.key_blocks[name].path_from_id("value") for name in matches.values()}
     curves = action_curves(action, key)

@@ -1,8 +1,10 @@
 """Bake a take onto an MXR rig as F-curves: shape-key values, head rotation, face-found flag.
 
 Ownership: MXR writes only into actions it created (tagged ``mxr_owned``) and only the curves it
-keys. A user's action found on the rig is kept alive with a fake user and reported, never
-deleted; shape keys MXR did not create and drivers are never touched.
+keys, each take into actions of its own (``takes``): a re-bake of the same take replaces its
+actions' content, another take's actions (and detail and micro keys) are never changed. A user's
+action found on the rig is kept alive with a fake user and reported, never deleted; shape keys MXR
+did not create and drivers are never touched.
 
 FLAME rigs (``bake_flame_take``): expressions, jaw and eye rotations solved together
 (``retarget_flame``), the take's head rotation on the ``neck`` bone (the head turns on the
@@ -11,8 +13,8 @@ joint shift keyed per frame (see ``flame_rig``).
 
 Detail (``key_detail``, default on): what the fitted parameters leave unexplained becomes a few
 per-take ``MXR_Detail`` shape keys with per-frame weights (``models/detail.py``), keyed in the
-same action as the expressions; a re-bake replaces them (and their curves), a bake without
-detail removes them, as they belong to the take that made them.
+same action as the expressions; a re-bake of the take replaces them (and their curves), a bake
+of it without detail removes them, as they belong to the take that made them.
 
 Micro-expressions (``key_micro``, default on): each event the network fitted becomes its own
 ``MXR_Micro <region> <apex scene frame>`` shape key (named after the frame its timeline marker
@@ -28,6 +30,7 @@ shape-key or rotation keys (the curves interpolate across the gap), and the obje
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import bpy
 import mathutils
@@ -46,11 +49,11 @@ from ..ops.take import Take
 from .curves import ensure_fcurve, remove_fcurves, write_keys
 from .flame_rig import FlameChannels, armature_of, flame_channels, rig_expression_count, rig_identity
 from .micro_layers import record_micro_layers
-from .rig import (AXES, DETAIL, DETAIL_PREFIX, MICRO, MICRO_PREFIX, OWNED, expression_keys, head_to_blender,
+from .rig import (AXES, DETAIL, DETAIL_PREFIX, MICRO, MICRO_PREFIX, expression_keys, head_to_blender,
                   replace_take_keys, take_keys)
+from .takes import TAKE, UNNAMED, TakeName, hold_other_takes_keys, take_action
 
 FACE_FOUND = "mxr_face_found"
-ACTION_LINK = "mxr_action"  # ID property on the animated datablock -> MXR's action for it
 
 
 @dataclass
@@ -72,10 +75,12 @@ def bake_take(
     key_rotation: bool = True,
     key_detail: bool = True,
     key_micro: bool = True,
+    take_path: Path | None = None,
 ) -> BakeResult:
     """Retarget ``take`` to ``head`` and key it on ``rig`` (built from ``head``) in ``scene``;
     with ``key_detail``, what the expressions cannot express as detail shape keys; with
-    ``key_micro``, each micro-expression as a shape key of its own."""
+    ``key_micro``, each micro-expression as a shape key of its own. ``take_path``: the file the
+    take was read from, which names the take's actions (``takes.TakeName``)."""
     names = expression_keys(rig)
     if tuple(names) != tuple(head.expression_names):
         raise MxrError(f"{rig.name} was not built from head '{head.name}': rebuild the rig or pick another")
@@ -89,8 +94,9 @@ def bake_take(
 
     set_scene_timing(scene, take.fps, take.frame_count)
     warnings: list[str] = []
+    take_name = TakeName.of(take, take_path)
     key = rig.data.shape_keys
-    key_action = owned_action(key, f"{rig.name} Expressions", warnings)
+    key_action = take_action(key, f"{rig.name} Expressions", take_name, warnings)
     for name, values in zip(names, coefficients.T):
         block = key.key_blocks.get(name)
         if block is None:
@@ -104,8 +110,9 @@ def bake_take(
     layer = detail_layer(spread, head_residual(head, deformation, take.neutral_mm, solve)) if key_detail else None
     detail = key_detail_layer(rig, key_action, frames[valid], layer, valid)
     micro = key_micro_layer(rig, key_action, frames, components, spread, neutral_to_head(head, take.neutral_mm))
+    hold_other_takes_keys(key, key_action, frame_start)
 
-    object_action = key_face_found(rig, frames, valid, warnings)
+    object_action = key_face_found(rig, frames, valid, take_name, warnings)
     if key_rotation:
         rig.rotation_mode = "XYZ"
         eulers = blender_eulers(take.head_rotation[valid])  # (n, 3) radians
@@ -129,12 +136,14 @@ def bake_flame_take(
     joints: tuple[int, ...] = (2, 3, 4),
     key_detail: bool = True,
     key_micro: bool = True,
+    take_path: Path | None = None,
 ) -> BakeResult:
     """Retarget ``take`` to the FLAME ``model`` a rig was built from and key it: shape keys on
     the mesh, bone rotations (and joint-shift locations) on its armature. ``joints``: the FLAME
     joints solved from the landmarks (jaw, eyes); the neck gets the take's head rotation.
     ``key_detail``: the residual, brought to rest space, as detail shape keys (before skinning);
-    ``key_micro``: each micro-expression as a shape key of its own (rest space likewise)."""
+    ``key_micro``: each micro-expression as a shape key of its own (rest space likewise).
+    ``take_path``: the file the take was read from, which names the take's actions."""
     armature = armature_of(rig)
     if armature is None:
         raise MxrError(f"{rig.name} lost its FLAME armature: import the FLAME rig again")
@@ -152,7 +161,8 @@ def bake_flame_take(
 
     set_scene_timing(scene, take.fps, take.frame_count)
     warnings: list[str] = []
-    key_flame_channels(rig, armature, frames[valid], channels, warnings)
+    take_name = TakeName.of(take, take_path)
+    key_action = key_flame_channels(rig, armature, frames[valid], channels, warnings, take_name)
     spread, layer = None, None
     if key_detail or components:
         rest = shaped_vertices(model, rig_identity(rig), np.zeros(0))  # (V, 3) the rig's rest face, FLAME metres
@@ -160,11 +170,11 @@ def bake_flame_take(
     if key_detail:
         residual = flame_residual(landmark_rig, deformation, take.neutral_mm, solved.expression, solved.pose)
         layer = detail_layer(spread, residual)
-    key_action = owned_action(rig.data.shape_keys, f"{rig.name} Expressions", warnings)
     detail = key_detail_layer(rig, key_action, frames[valid], layer, valid)
     micro = key_micro_layer(rig, key_action, frames, components, spread,
                             flame_rest_alignment(landmark_rig, take.neutral_mm))
-    key_face_found(rig, frames, valid, warnings)
+    hold_other_takes_keys(rig.data.shape_keys, key_action, scene.frame_start)
+    key_face_found(rig, frames, valid, take_name, warnings)
     rig["mxr_source"] = take.source_path
     return BakeResult(take.frame_count, int(valid.sum()), list(channels.shape_keys), warnings, detail, micro)
 
@@ -172,13 +182,14 @@ def bake_flame_take(
 def key_detail_layer(
     rig: bpy.types.Object, action: bpy.types.Action, frames: np.ndarray, layer: DetailLayer | None, valid: np.ndarray
 ) -> list[str]:
-    """Replace MXR's detail keys (shape keys and their curves in MXR's ``action``) with
+    """Replace the take's detail keys (shape keys and their curves in its ``action``) with
     ``layer``'s, keyed at ``frames`` (n,) = the take's ``valid`` (T,) frames; ``None``: remove
     them only. Returns the new keys' names."""
     key = rig.data.shape_keys
-    remove_fcurves(action, key, [f'key_blocks["{name}"].value' for name in take_keys(rig, DETAIL)])
+    remove_fcurves(action, key, [f'key_blocks["{name}"].value' for name in take_keys(action, DETAIL)])
     shapes = np.zeros((0, len(rig.data.vertices), 3)) if layer is None else head_to_blender(layer.shapes)
-    names = replace_take_keys(rig, DETAIL, [f"{DETAIL_PREFIX}{index:02d}" for index in range(len(shapes))], shapes)
+    names = replace_take_keys(rig, action, DETAIL, [f"{DETAIL_PREFIX}{index:02d}" for index in range(len(shapes))],
+                              shapes)
     if layer is not None:
         for name, weights in zip(names, layer.weights[valid].T):
             write_keys(ensure_fcurve(action, key, key.key_blocks[name].path_from_id("value")), frames, weights, "LINEAR")
@@ -187,36 +198,38 @@ def key_detail_layer(
 
 def key_micro_layer(rig: bpy.types.Object, action: bpy.types.Action, frames: np.ndarray,
                     components: list[MicroComponent], spread: DetailSpread | None, alignment: Similarities) -> list[str]:
-    """Replace MXR's micro keys with one per component: its pattern, carried into the head's
-    metres by ``alignment`` (the performer's neutral onto the rig's rest landmarks) and spread over
-    the mesh by ``spread``, keyed at the take's ``frames`` (T,) scene frames where its weight is
-    defined and inside its span (0 at both ends), so that the curve can be moved as one piece."""
+    """Replace the take's micro keys (curves in its ``action``) with one per component: its
+    pattern, carried into the head's metres by ``alignment`` (the performer's neutral onto the
+    rig's rest landmarks) and spread over the mesh by ``spread``, keyed at the take's ``frames``
+    (T,) scene frames where its weight is defined and inside its span (0 at both ends), so that
+    the curve can be moved as one piece."""
     key = rig.data.shape_keys
-    remove_fcurves(action, key, [f'key_blocks["{name}"].value' for name in take_keys(rig, MICRO)])
+    remove_fcurves(action, key, [f'key_blocks["{name}"].value' for name in take_keys(action, MICRO)])
     offsets = np.zeros((0, len(rig.data.vertices), 3))
     if components:
         patterns_m = displacement_on(alignment, np.stack([c.pattern_mm for c in components]))  # (E, 478, 3)
         offsets = head_to_blender(spread.apply(patterns_m[:, spread.sources]))
     first_frame = int(frames[0]) if len(frames) else 0
     labels = [f"{MICRO_PREFIX} {c.region} {first_frame + c.apex_frame}" for c in components]
-    names = replace_take_keys(rig, MICRO, labels, offsets)
+    names = replace_take_keys(rig, action, MICRO, labels, offsets)
     for name, component in zip(names, components):
         span = np.zeros(len(frames), bool)
         span[component.first_frame:component.last_frame + 1] = True
         keyed = span & np.isfinite(component.weights)
         curve = ensure_fcurve(action, key, key.key_blocks[name].path_from_id("value"))
         write_keys(curve, frames[keyed], component.weights[keyed], "LINEAR")
-    record_micro_layers(rig, names, components, first_frame)
+    record_micro_layers(rig, action[TAKE], names, components, first_frame)
     return names
 
 
 def key_flame_channels(
-    rig: bpy.types.Object, armature: bpy.types.Object, frames: np.ndarray, channels: FlameChannels, warnings: list[str]
-) -> None:
-    """Key ``channels`` at ``frames`` (n,): shape keys in MXR's action on the mesh's Key, bone
-    rotations and locations in MXR's action on the armature object."""
+    rig: bpy.types.Object, armature: bpy.types.Object, frames: np.ndarray, channels: FlameChannels, warnings: list[str],
+    take: TakeName = UNNAMED,
+) -> bpy.types.Action:
+    """Key ``channels`` at ``frames`` (n,): shape keys in ``take``'s action on the mesh's Key, bone
+    rotations and locations in its action on the armature object. -> the Key's action."""
     key = rig.data.shape_keys
-    key_action = owned_action(key, f"{rig.name} Expressions", warnings)
+    key_action = take_action(key, f"{rig.name} Expressions", take, warnings)
     for name, values in channels.shape_keys.items():
         block = key.key_blocks.get(name)
         if block is None:
@@ -224,18 +237,21 @@ def key_flame_channels(
             continue
         write_keys(ensure_fcurve(key_action, key, block.path_from_id("value")), frames, values, "LINEAR")
     warnings += driven_paths_warning(key, list(channels.shape_keys))
-    pose_action = owned_action(armature, f"{armature.name} Pose", warnings)
+    pose_action = take_action(armature, f"{armature.name} Pose", take, warnings)
     for channel, per_bone in (("rotation_quaternion", channels.rotations), ("location", channels.locations)):
         for bone, values in per_bone.items():
             path = armature.pose.bones[bone].path_from_id(channel)
             for axis in range(values.shape[1]):
                 write_keys(ensure_fcurve(pose_action, armature, path, axis), frames, values[:, axis], "LINEAR")
+    return key_action
 
 
-def key_face_found(rig: bpy.types.Object, frames: np.ndarray, valid: np.ndarray, warnings: list[str]) -> bpy.types.Action:
-    """The 0/1 ``mxr_face_found`` property on every take frame (constant interpolation)."""
+def key_face_found(rig: bpy.types.Object, frames: np.ndarray, valid: np.ndarray, take: TakeName,
+                   warnings: list[str]) -> bpy.types.Action:
+    """The 0/1 ``mxr_face_found`` property on every take frame (constant interpolation), in the
+    take's action on the rig object. -> that action."""
     rig[FACE_FOUND] = int(valid[0]) if len(valid) else 0
-    object_action = owned_action(rig, f"{rig.name} Head", warnings)
+    object_action = take_action(rig, f"{rig.name} Head", take, warnings)
     write_keys(ensure_fcurve(object_action, rig, f'["{FACE_FOUND}"]'), frames, valid.astype(np.float64), "CONSTANT")
     return object_action
 
@@ -245,33 +261,6 @@ def set_scene_timing(scene: bpy.types.Scene, fps: float, frame_count: int) -> No
     scene.render.fps = max(1, round(fps))
     scene.render.fps_base = scene.render.fps / fps
     scene.frame_end = scene.frame_start + max(frame_count, 1) - 1
-
-
-def owned_action(datablock: bpy.types.ID, label: str, warnings: list[str]) -> bpy.types.Action:
-    """MXR's action for ``datablock``, assigned to it; a user's action there is kept alive. A new
-    action is named "MXR <label>" (once: rigs MXR imports are already called "MXR ...").
-
-    MXR's earlier action is reused only while no other datablock uses it: a copy of a baked rig
-    or character shares it, and baking the copy must not change the original."""
-    animation = datablock.animation_data or datablock.animation_data_create()
-    current = animation.action
-    if current is not None and current.get(OWNED) and _used_only_by(current, datablock):
-        return current
-    if current is not None and not current.get(OWNED):
-        current.use_fake_user = True
-        warnings.append(f"kept your action '{current.name}' (fake user) and assigned MXR's bake to {datablock.name}")
-    action = datablock.get(ACTION_LINK)
-    if not isinstance(action, bpy.types.Action) or not action.get(OWNED) or not _used_only_by(action, datablock):
-        action = bpy.data.actions.new(label if label.startswith("MXR ") else f"MXR {label}")
-        action[OWNED] = True
-        datablock[ACTION_LINK] = action
-    animation.action = action
-    return action
-
-
-def _used_only_by(action: bpy.types.Action, datablock: bpy.types.ID) -> bool:
-    """No datablock but ``datablock`` uses ``action`` (assigned, or linked by an ID property)."""
-    return bpy.data.user_map(subset=[action])[action] <= {datablock}
 
 
 def orthonormalised(rotations: np.ndarray) -> np.ndarray:

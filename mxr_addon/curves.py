@@ -50,3 +50,11 @@ def write_keys(curve: bpy.types.FCurve, frames: np.ndarray, values: np.ndarray, 
     points.foreach_set("co", coordinates.ravel())
     points.foreach_set("interpolation", np.full(len(frames), _INTERPOLATION[interpolation], dtype=np.int32))
     curve.update()
+
+
+def assign_action(animation: bpy.types.AnimData, action: bpy.types.Action) -> None:
+    """Make ``action`` the one ``animation`` plays; on 4.4+ also through its slot when Blender
+    finds none to pick (an MXR action has one, made for the datablock it animates)."""
+    animation.action = action
+    if hasattr(action, "slots") and animation.action_slot is None and len(action.slots):
+        animation.action_slot = action.slots[0]

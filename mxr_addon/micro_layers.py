@@ -7,8 +7,12 @@ it had to the new one (``retune_keys``: relative, so hand edits to the curve are
 moved with it) and moves and renames the event's timeline marker. It is an ordinary property
 edit, one undo step; the numbers are not animatable, since the curve they move is what plays.
 
-A re-bake replaces the layers with the new take's, as it replaces the keys themselves; a
-micro-expression found again (same region and apex frame) keeps its tuning.
+The layers on show are those of one take (``mxr_micro_take`` on the rig; each take has its own
+action and micro keys, see ``takes``), and they tune only curves of that take's action, when the
+rig's Key plays it. A re-bake of the take replaces its layers, as it replaces the keys themselves;
+a micro-expression found again (same region and apex frame) keeps its tuning. Baking or switching
+to another take puts the layers on show aside on the rig (``mxr_micro_aside``), tuning and all,
+and brings back that take's (``show_layers_of``).
 
 Registered after the classes (``register_properties``): ``Object.mxr_micro_layers`` holds them,
 ``Object.mxr_micro_index`` is the one the panel shows.
@@ -22,29 +26,29 @@ from ..models.micro_keys import MicroComponent, MicroTuning, retune_keys, scaled
 from .curves import action_curves
 from .markers import marker_name, marker_prefix
 from .rig import SLIDER_LIMIT, find_rig, widen_slider
+from .takes import TAKE
 
 _KEY_ARRAYS = ("co", "handle_left", "handle_right")  # (x frame, y value) pairs of every keyframe
 PREVIEW_MARGIN_S = 0.25  # s of context either side of a micro-expression when looping it
+LAYERS_TAKE = "mxr_micro_take"  # on the rig: the identity of the take whose layers it shows
+ASIDE = "mxr_micro_aside"  # on the rig: [{"take", "index", "layers"}] of the takes not on show
 
 
-_giving_back: set[int] = set()  # layers whose numbers _retune is setting back (by ``as_pointer()``)
+_not_retuning: set[int] = set()  # layers whose numbers are written as they are (by ``as_pointer()``)
 
 
 def _retune(layer: "MXR_MicroLayer", context: bpy.types.Context) -> None:
     """Update callback of the three tuning numbers: bring the curve and the marker to them."""
-    if layer.as_pointer() in _giving_back:  # our own writes below: every write calls this again
+    if layer.as_pointer() in _not_retuning:  # our own writes: every write calls this again
         return
     before, after = MicroTuning(*layer.applied), layer.tuning()
     if after == before:
         return
     rig = layer.id_data
     curve = micro_curve(rig, layer.key_name)
-    if curve is None:  # the key was renamed or deleted, or its action is not the Key's: give the numbers back
-        _giving_back.add(layer.as_pointer())
-        try:
-            layer.intensity, layer.shift_frames, layer.stretch = before.intensity, before.shift_frames, before.stretch
-        finally:
-            _giving_back.discard(layer.as_pointer())
+    if curve is None:  # the key was renamed or deleted, or its take is not the Key's: give the numbers back
+        _write_as_is(layer, {"intensity": before.intensity, "shift_frames": before.shift_frames,
+                             "stretch": before.stretch})
         return
     low, high = retune_curve(curve, layer.apex_frame, before, after)
     widen_slider(rig.data.shape_keys.key_blocks[layer.key_name], low, high)
@@ -97,14 +101,27 @@ class MXR_MicroLayer(bpy.types.PropertyGroup):
         return float(onset), float(offset)
 
 
+def _write_as_is(layer: MXR_MicroLayer, values: dict) -> None:
+    """Set ``layer``'s properties to ``values`` without retuning its curve (which has them already)."""
+    _not_retuning.add(layer.as_pointer())
+    try:
+        for name, value in values.items():
+            setattr(layer, name, value)
+    finally:
+        _not_retuning.discard(layer.as_pointer())
+
+
 def micro_curve(rig: bpy.types.Object, key_name: str) -> bpy.types.FCurve | None:
-    """The value F-curve of ``rig``'s shape key ``key_name`` in the action its Key plays; None if
-    either is gone (the animator deleted or renamed the key)."""
+    """The value F-curve of ``rig``'s shape key ``key_name`` in the action its Key plays, if that
+    is the action of the take whose layers the rig shows; None if either is gone (the animator
+    deleted or renamed the key) or the Key plays another take."""
     key = rig.data.shape_keys
     if key is None or key_name not in key.key_blocks or key.animation_data is None:
         return None
     action = key.animation_data.action
-    curves = None if action is None else action_curves(action, key)
+    if action is None or action.get(TAKE) != rig.get(LAYERS_TAKE):
+        return None
+    curves = action_curves(action, key)
     return None if curves is None else curves.find(key.key_blocks[key_name].path_from_id("value"))
 
 
@@ -143,14 +160,16 @@ def _move_marker(scene: bpy.types.Scene, rig: bpy.types.Object, layer: MXR_Micro
     layer.marker = marker.name
 
 
-def record_micro_layers(rig: bpy.types.Object, key_names: list[str], components: list[MicroComponent],
+def record_micro_layers(rig: bpy.types.Object, take: str, key_names: list[str], components: list[MicroComponent],
                         first_frame: int) -> None:
-    """Replace ``rig``'s layers with one per new micro key (take frame k = scene frame
-    ``first_frame + k``); their markers are named as ``markers.mark_micro_events`` names them.
+    """Replace the layers of ``take`` (its identity) with one per new micro key (take frame k =
+    scene frame ``first_frame + k``) and show them on ``rig``; their markers are named as
+    ``markers.mark_micro_events`` names them.
 
-    A key the last bake also made (the same name: the same region and apex frame) gets that
+    A key the take's last bake also made (the same name: the same region and apex frame) gets that
     layer's tuning again, so a re-bake (other options, a re-run of the same video) does not undo
     the animator's work; ``place_tuned_markers`` then moves the new markers to match."""
+    show_layers_of(rig, take)
     layers = rig.mxr_micro_layers
     tunings = {layer.key_name: layer.tuning() for layer in layers}
     layers.clear()
@@ -165,6 +184,54 @@ def record_micro_layers(rig: bpy.types.Object, key_names: list[str], components:
         layer.marker = marker_name(rig, event.region, event.peak_mm, layer.onset_frame, layer.offset_frame)
     rig.mxr_micro_index = 0
     rig.mxr_micro_solo = ""
+
+
+def show_layers_of(rig: bpy.types.Object, take: str) -> None:
+    """Make ``rig``'s layers those of ``take`` (its identity): the layers on show, of another take,
+    are put aside with their tuning (a solo ended first), and ``take``'s come back (none if it has
+    none)."""
+    shown = rig.get(LAYERS_TAKE, "")
+    if shown == take:
+        return
+    end_solo(rig)
+    stored = list(rig.get(ASIDE, []))
+    back = next((entry.to_dict() for entry in stored if entry["take"] == take), {"index": 0, "layers": []})
+    aside = [entry.to_dict() for entry in stored if entry["take"] not in (shown, take)]
+    if shown:
+        aside.append({"take": shown, "index": rig.mxr_micro_index,
+                      "layers": [_layer_values(layer) for layer in rig.mxr_micro_layers]})
+    rig.mxr_micro_layers.clear()
+    for values in back["layers"]:
+        _write_as_is(rig.mxr_micro_layers.add(), values)
+    rig.mxr_micro_index = back["index"]
+    rig[ASIDE] = aside
+    rig[LAYERS_TAKE] = take
+
+
+def _layer_values(layer: MXR_MicroLayer) -> dict:
+    """Every property of ``layer``, as plain values (to put it aside)."""
+    properties = [prop for prop in layer.bl_rna.properties if prop.identifier not in ("rna_type", "name")]
+    return {prop.identifier: getattr(layer, prop.identifier)[:] if getattr(prop, "is_array", False)
+            else getattr(layer, prop.identifier) for prop in properties}
+
+
+def end_solo(rig: bpy.types.Object) -> None:
+    """Give every micro key on show the mute it had before the rig's solo, if one is on."""
+    if not rig.mxr_micro_solo:
+        return
+    for layer, block in micro_blocks(rig):
+        block.mute = layer.mute_before_solo
+    rig.mxr_micro_solo = ""
+
+
+def mark_layers(scene: bpy.types.Scene, rig: bpy.types.Object) -> None:
+    """Replace ``rig``'s micro-event markers with one per layer on show, where its tuning has the
+    apex (a take's markers, when it is switched back to)."""
+    prefix = marker_prefix(rig)
+    for marker in [m for m in scene.timeline_markers if m.name.startswith(prefix)]:
+        scene.timeline_markers.remove(marker)
+    for layer in rig.mxr_micro_layers:
+        scene.timeline_markers.new(layer.marker, frame=round(layer.apex_now()))
 
 
 def place_tuned_markers(scene: bpy.types.Scene, rig: bpy.types.Object) -> None:
@@ -262,12 +329,10 @@ class MXR_OT_micro_solo(_OnSelectedLayer, bpy.types.Operator):
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         rig, chosen = rig_with_layers(context), active_layer(context)
-        pairs = micro_blocks(rig)
         if rig.mxr_micro_solo == chosen.key_name:
-            for layer, block in pairs:
-                block.mute = layer.mute_before_solo
-            rig.mxr_micro_solo = ""
+            end_solo(rig)
             return {"FINISHED"}
+        pairs = micro_blocks(rig)
         if not rig.mxr_micro_solo:  # the first solo: remember the mutes to give back
             for layer, block in pairs:
                 layer.mute_before_solo = block.mute

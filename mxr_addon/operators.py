@@ -11,9 +11,10 @@ import bpy
 
 from ..ops.errors import MxrError
 from .engine_job import EngineJob, resolve_engine_python
-from .pipeline import TakeBake, bake_arkit_file, bake_take_file, import_builtin_head, import_flame
+from .pipeline import TakeBake, bake_arkit_file, bake_take_file, import_builtin_head, import_flame, switch_take
 from .preferences import engine_python_setting, flame_path_setting, remember_flame_path
 from .rig import find_rig
+from .takes import has_takes, rig_takes
 
 
 def _make_active(context: bpy.types.Context, obj: bpy.types.Object) -> None:
@@ -187,6 +188,47 @@ class MXR_OT_bake_arkit(_BakesATakeFile, bpy.types.Operator):
                               f"{baked.events_marked} micro events marked in the timeline")
 
 
+_take_items: list[tuple[str, str, str]] = []  # Blender keeps no reference to a dynamic enum's strings: this does
+
+
+def _takes_of_rig(self, context: bpy.types.Context) -> list[tuple[str, str, str]]:
+    """The switch's choices: the takes baked onto the scene's MXR rig (identifier, name, identity)."""
+    rig = find_rig(context)
+    _take_items[:] = [(take.name.key, take.name.label, take.name.identity) for take in rig_takes(rig)] if rig else []
+    return _take_items
+
+
+class MXR_OT_switch_take(bpy.types.Operator):
+    """Play another take baked onto the MXR head: its actions assigned, its micro-expression layers
+    and markers back; the other takes' actions are kept as they are (NLA strips too)"""
+
+    bl_idname = "mxr.switch_take"
+    bl_label = "Switch Take"
+    bl_options = {"REGISTER", "UNDO"}
+
+    take: bpy.props.EnumProperty(name="Take", items=_takes_of_rig)
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        rig = find_rig(context)
+        return rig is not None and has_takes(rig)
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        rig = find_rig(context)
+        chosen = next((take for take in rig_takes(rig) if take.name.key == self.take), None)
+        if chosen is None:
+            self.report({"ERROR"}, f"no take '{self.take}' on {rig.name}")
+            return {"CANCELLED"}
+        try:
+            warnings = switch_take(context.scene, rig, chosen)
+        except MxrError as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        for warning in warnings:
+            self.report({"WARNING"}, warning)
+        return {"FINISHED"}
+
+
 def default_take_path(video: Path) -> Path:
     """Next to the saved .blend (``<video>.mxr.npz``), else in the temp folder."""
     folder = Path(bpy.path.abspath("//")) if bpy.data.filepath else Path(tempfile.gettempdir()) / "mxr"
@@ -305,4 +347,5 @@ class MXR_OT_reconstruct_video(bpy.types.Operator):
             return {"CANCELLED"}
 
 
-classes = (MXR_OT_import_head, MXR_OT_import_flame, MXR_OT_bake_take, MXR_OT_bake_arkit, MXR_OT_reconstruct_video)
+classes = (MXR_OT_import_head, MXR_OT_import_flame, MXR_OT_bake_take, MXR_OT_bake_arkit, MXR_OT_switch_take,
+           MXR_OT_reconstruct_video)

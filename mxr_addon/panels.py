@@ -3,6 +3,7 @@ import bpy
 
 from .micro_layers import active_layer, micro_curve, rig_with_layers
 from .rig import find_rig
+from .takes import has_takes, shown_take
 
 
 class VIEW3D_PT_mxr(bpy.types.Panel):
@@ -18,8 +19,10 @@ class VIEW3D_PT_mxr(bpy.types.Panel):
             layout.label(text="No MXR head in the scene", icon="INFO")
         else:
             layout.label(text=f"{rig.name} ({rig['mxr_head']})", icon="SHAPEKEY_DATA")
-            if rig.get("mxr_source"):
-                layout.label(text=bpy.path.basename(rig["mxr_source"]), icon="FILE_MOVIE")
+            if has_takes(rig):  # the take it plays, and the others baked onto it to switch to
+                shown = shown_take(rig)
+                layout.operator_menu_enum("mxr.switch_take", "take", text=shown.label if shown else "Takes",
+                                          icon="FILE_MOVIE")
         column = layout.column(align=True)
         column.operator("mxr.import_head", icon="ADD")
         column.operator("mxr.import_flame", icon="ARMATURE_DATA")

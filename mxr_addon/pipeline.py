@@ -1,4 +1,5 @@
-"""The steps operators and batch jobs share: import the built-in head or a FLAME rig, bake a take file.
+"""The steps operators and batch jobs share: import the built-in head or a FLAME rig, bake a take
+file, switch a rig to another take baked onto it.
 
 Stateless functions over a scene, so the operators stay thin and ``batch.py`` runs the same
 code headless. Each step loads and checks its input before creating anything, so bad input
@@ -23,8 +24,9 @@ from .camera import add_reference_video
 from .flame_rig import FLAME_LANDMARKS, FLAME_PATH, build_flame_rig, is_flame_rig
 from .heads import builtin_head, flame_model, head_named
 from .markers import mark_micro_events
-from .micro_layers import place_tuned_markers
+from .micro_layers import mark_layers, place_tuned_markers, show_layers_of
 from .rig import build_rig, is_rig
+from .takes import RigTake, assign_take
 
 
 def import_builtin_head(scene: bpy.types.Scene, collection: bpy.types.Collection | None = None) -> bpy.types.Object:
@@ -100,7 +102,8 @@ def bake_take_file(
 
     Without a rig, the built-in head is imported first. The take is loaded before anything is
     created, so a bad file changes nothing. A FLAME rig reloads its model and registration from
-    the paths it stores.
+    the paths it stores. The take's actions are its own (``takes``): a re-bake of the same file
+    replaces them, another take's are kept.
     """
     take = load_take(Path(take_path))
     frame_start = scene.frame_start
@@ -110,12 +113,14 @@ def bake_take_file(
             raise FlameFileError(f"{rig.name} has no landmark registration: run scripts/flame_correspondence.py "
                                  f"{rig[FLAME_PATH]} and import the FLAME rig again")
         landmarks = load_landmark_embedding(Path(rig[FLAME_LANDMARKS]), model.vertex_count)
-        result = bake_flame_take(scene, rig, model, landmarks, take, key_rotation=key_rotation, key_detail=key_detail)
+        result = bake_flame_take(scene, rig, model, landmarks, take, key_rotation=key_rotation, key_detail=key_detail,
+                                 take_path=take_path)
     else:
         head = head_named(str(rig["mxr_head"])) if is_rig(rig) else builtin_head()
         if not is_rig(rig):
             rig = build_rig(head, scene.collection)
-        result = bake_take(scene, rig, head, take, key_rotation=key_rotation, key_detail=key_detail)
+        result = bake_take(scene, rig, head, take, key_rotation=key_rotation, key_detail=key_detail,
+                           take_path=take_path)
     marked = mark_micro_events(scene, rig, take, frame_start)
     place_tuned_markers(scene, rig)
     return TakeBake(rig, result, _reference(scene, rig, take, result) if reference_video else None, marked)
@@ -128,8 +133,17 @@ def bake_arkit_file(scene: bpy.types.Scene, take_path: Path, character: bpy.type
         raise MxrError(f"{character.name} is one of MXR's heads: use Bake Take, which also keys its detail "
                        "and micro-expression layers")
     take = load_take(Path(take_path))
-    result = bake_arkit_take(scene, character, builtin_head(), take)
+    result = bake_arkit_take(scene, character, builtin_head(), take, take_path)
     return TakeBake(character, result, None, mark_micro_events(scene, character, take, scene.frame_start))
+
+
+def switch_take(scene: bpy.types.Scene, rig: bpy.types.Object, take: RigTake) -> list[str]:
+    """Show ``take`` on ``rig`` (one of ``takes.rig_takes(rig)``): its actions assigned (the others
+    kept, NLA strips untouched), its micro layers and their markers back. -> warnings."""
+    warnings = assign_take(take)
+    show_layers_of(rig, take.name.identity)
+    mark_layers(scene, rig)
+    return warnings
 
 
 def _reference(scene: bpy.types.Scene, rig: bpy.types.Object, take, result: BakeResult) -> bpy.types.Object:

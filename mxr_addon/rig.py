@@ -14,9 +14,9 @@ from ..models.head_model import HeadModel
 OWNED = "mxr_owned"  # custom property on every ID MXR creates; re-bakes touch only these
 HEAD_NAME = "mxr_head"  # the HeadModel.name a rig was built from
 EXPRESSIONS = "mxr_expressions"  # the shape keys MXR created, so user-added keys are never touched
-DETAIL = "mxr_detail"  # the take's detail shape keys MXR created at the last bake
+DETAIL = "mxr_detail"  # on a take's shape-key action: the detail shape keys its last bake created
 DETAIL_PREFIX = "MXR_Detail"
-MICRO = "mxr_micro"  # the take's micro-expression shape keys MXR created at the last bake
+MICRO = "mxr_micro"  # on a take's shape-key action: the micro-expression shape keys its last bake created
 MICRO_PREFIX = "MXR_Micro"
 
 # Blender clamps ShapeKey.slider_min/max to [-10, 10].
@@ -123,22 +123,25 @@ def expression_keys(rig: bpy.types.Object) -> list[str]:
     return [str(name) for name in rig.get(EXPRESSIONS, [])]
 
 
-def take_keys(rig: bpy.types.Object, record: str) -> list[str]:
-    """Names of the per-take shape keys MXR's last bake created on ``rig``, by the ``record``
-    property that lists them: ``DETAIL`` or ``MICRO``."""
-    return [str(name) for name in rig.get(record, [])]
+def take_keys(action: bpy.types.Action, record: str) -> list[str]:
+    """Names of the per-take shape keys the last bake of ``action``'s take created, by the
+    ``record`` property on the action that lists them: ``DETAIL`` or ``MICRO``."""
+    return [str(name) for name in action.get(record, [])]
 
 
-def replace_take_keys(rig: bpy.types.Object, record: str, names: list[str], offsets: np.ndarray) -> list[str]:
-    """Replace the per-take shape keys listed in ``rig[record]`` with one key per name, shaped by
-    ``offsets`` (N, V, 3) Blender metres (object axes, from the Basis); returns their names.
+def replace_take_keys(rig: bpy.types.Object, action: bpy.types.Action, record: str, names: list[str],
+                      offsets: np.ndarray) -> list[str]:
+    """Replace the per-take shape keys listed in ``action[record]`` (``action``: the take's on the
+    rig's Key) with one key per name, shaped by ``offsets`` (N, V, 3) Blender metres (object axes,
+    from the Basis); returns their names.
 
-    Detail and micro keys belong to one take, so a bake removes the previous take's (only those
-    MXR recorded creating). Their slider range covers weights in [-1, 1] with the same room to
-    exaggerate as the expressions.
+    Detail and micro keys belong to one take, so a re-bake of the take removes those its last bake
+    created (only those MXR recorded creating); other takes' keys stay, as their takes play them.
+    A name another take's key has already gets Blender's suffix (".001"). Their slider range covers
+    weights in [-1, 1] with the same room to exaggerate as the expressions.
     """
     blocks = rig.data.shape_keys.key_blocks
-    for name in take_keys(rig, record):
+    for name in take_keys(action, record):
         if name in blocks:
             rig.shape_key_remove(blocks[name])
     basis = np.empty(len(rig.data.vertices) * 3, dtype=np.float32)
@@ -149,7 +152,7 @@ def replace_take_keys(rig: bpy.types.Object, record: str, names: list[str], offs
         block = rig.shape_key_add(name=name, from_mix=False)
         block.slider_min, block.slider_max = low, high
         block.data.foreach_set("co", (basis + offset.astype(np.float32).ravel()))
-        created.append(block.name)  # Blender renames on a clash with a user's key
-    rig[record] = created
+        created.append(block.name)  # Blender renames on a clash with a user's key or another take's
+    action[record] = created
     rig.data.update()
     return created

@@ -102,7 +102,8 @@ def test_rebake_replaces_only_mxr_data(empty_blend, head):
     assert any("animator's blink" in warning for warning in first.warnings)
     mxr_action = key.animation_data.action
     assert mxr_action["mxr_owned"] and mxr_action is not user_action
-    assert mxr_action.name == f"{rig.name} Expressions" and rig.name.startswith("MXR ")  # one "MXR", not two
+    # One "MXR", not two, and the take it holds (the source video's name, for a take not read from a file).
+    assert mxr_action.name == f"{rig.name} Expressions · performer" and rig.name.startswith("MXR ")
 
     second_take = synthetic_take(head, seed=2)
     second = bake_take(scene, rig, head, second_take)

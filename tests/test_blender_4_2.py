@@ -39,7 +39,7 @@ def test_the_environment_is_blender_4_2_without_engine_packages():
 def test_rig_and_bake_pass_on_the_4_2_api():
     result = pytest_42("-m", "not engine",
                        "tests/test_addon_rig.py", "tests/test_addon_bake.py", "tests/test_detail_bake.py",
-                       "tests/test_micro_layers.py", "tests/test_arkit_bake.py",
+                       "tests/test_micro_layers.py", "tests/test_arkit_bake.py", "tests/test_takes.py",
                        "tests/test_flame_rig.py", "tests/test_flame_bake.py", "tests/test_flame_export.py")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[:3000]  # a crash's trace comes first
     assert " passed" in result.stdout and "failed" not in result.stdout and "skipped" not in result.stdout

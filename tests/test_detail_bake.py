@@ -81,13 +81,18 @@ def test_rebake_replaces_detail_keys_and_keeps_the_users(empty_blend, head, tmp_
     np.testing.assert_allclose([rig.data.shape_keys.key_blocks[n].value for n in second.detail_keys],
                                layer.weights[3], atol=1e-5)
 
-    # The operator's switch: baking without detail removes MXR's detail keys and curves only.
+    # The operator's switch: re-baking a take without detail removes its detail keys and curves only;
+    # the take baked before from memory (another take) keeps its keys, which this one holds at 0.
     save_take(second_take, tmp_path / "take.npz")
     bpy.context.view_layer.objects.active = rig
-    assert bpy.ops.mxr.bake_take(filepath=str(tmp_path / "take.npz"), key_detail=False,
-                                 reference_video=False) == {"FINISHED"}
+    for key_detail in (True, False):
+        assert bpy.ops.mxr.bake_take(filepath=str(tmp_path / "take.npz"), key_detail=key_detail,
+                                     reference_video=False) == {"FINISHED"}
     blocks = rig.data.shape_keys.key_blocks
-    assert not [block.name for block in blocks if block.name.startswith("MXR_Detail")]
-    assert not detail_curve_paths(rig) and list(rig["mxr_detail"]) == []
+    assert [block.name for block in blocks if block.name.startswith("MXR_Detail")] == second.detail_keys
+    assert list(rig.data.shape_keys.animation_data.action["mxr_detail"]) == []
+    assert detail_curve_paths(rig) == {f'key_blocks["{name}"].value' for name in second.detail_keys}
+    scene.frame_set(scene.frame_start + 3)
+    assert [blocks[name].value for name in second.detail_keys] == [0.0] * len(second.detail_keys)
     assert blocks["my_corrective"].value == pytest.approx(0.25)
     assert tuple(blocks["my_corrective"].data[0].co) == pytest.approx((1.0, 2.0, 3.0))

@@ -229,3 +229,32 @@ def test_micro_expressions_bake_as_their_own_keys_on_a_flame_rig(empty_blend, fl
     rig.mxr_micro_layers[0].intensity = 2.0
     scene.frame_set(scene.frame_start + 12)
     assert rig.data.shape_keys.key_blocks[baked.result.micro_keys[0]].value == pytest.approx(2.0, abs=1e-5)
+
+
+def test_a_second_take_leaves_the_first_ones_actions_and_switching_back_plays_it(empty_blend, flame_file, model,
+                                                                                  landmarks, tmp_path):
+    from mxr.mxr_addon.takes import rig_takes
+    from test_takes import snapshot
+
+    scene = empty_blend
+    motions = [known_motion(8, seed=seed) for seed in (5, 6)]
+    for (expression, pose), name in zip(motions, ("first", "second")):
+        save_take(flame_take(model, landmarks, np.zeros(0), expression, pose), tmp_path / f"{name}.npz")
+    rig = import_flame(scene, flame_file, expressions=EXPRESSIONS)
+    bpy.context.view_layer.objects.active = rig
+    datablocks = [rig.data.shape_keys, rig, armature_of(rig)]
+    bake_take_file(scene, tmp_path / "first.npz", rig, reference_video=False)
+    first = [datablock.animation_data.action for datablock in datablocks]
+    before = [snapshot(action) for action in first]
+    bake_take_file(scene, tmp_path / "second.npz", rig, reference_video=False)
+    assert not set(datablock.animation_data.action for datablock in datablocks) & set(first)
+    assert [snapshot(action) for action in first] == before  # expressions, face found, bones: as baked
+
+    takes = rig_takes(rig)
+    assert [take.name.label for take in takes] == ["first", "second"]
+    assert bpy.ops.mxr.switch_take(take=takes[0].name.key) == {"FINISHED"}
+    assert [datablock.animation_data.action for datablock in datablocks] == first
+    for k in (2, 7):
+        scene.frame_set(scene.frame_start + k)
+        np.testing.assert_allclose(bone_local_flame_rotations(armature_of(rig))[JAW], rodrigues(motions[0][1][k, JAW]),
+                                   atol=0.02)

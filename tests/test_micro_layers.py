@@ -35,11 +35,15 @@ def micro_take(head, events=1):
     return take
 
 
-def bake(scene, rig, head, take):
-    """Bake ``take`` onto ``rig`` as the Bake Take operator does (keys, markers, layers)."""
-    with tempfile.TemporaryDirectory() as folder:
-        save_take(take, Path(folder) / "take.npz")
-        bake_take_file(scene, Path(folder) / "take.npz", rig, reference_video=False)
+_TAKES = tempfile.TemporaryDirectory()  # removed when the tests end
+
+
+def bake(scene, rig, head, take, name="take"):
+    """Bake ``take`` onto ``rig`` as the Bake Take operator does (keys, markers, layers), from the
+    file ``<name>.npz``: baking another take into the same file is a re-bake of the same take."""
+    path = Path(_TAKES.name) / f"{name}.npz"
+    save_take(take, path)
+    bake_take_file(scene, path, rig, reference_video=False)
 
 
 @pytest.fixture
