@@ -51,7 +51,7 @@ from .flame_rig import FlameChannels, armature_of, flame_channels, rig_expressio
 from .micro_layers import record_micro_layers
 from .rig import (AXES, DETAIL, DETAIL_PREFIX, MICRO, MICRO_PREFIX, expression_keys, head_to_blender,
                   replace_take_keys, take_keys)
-from .takes import TAKE, UNNAMED, TakeName, hold_other_takes_keys, take_action
+from .takes import TAKE, TakeName, hold_other_takes_keys, take_action
 
 FACE_FOUND = "mxr_face_found"
 
@@ -224,7 +224,7 @@ def key_micro_layer(rig: bpy.types.Object, action: bpy.types.Action, frames: np.
 
 def key_flame_channels(
     rig: bpy.types.Object, armature: bpy.types.Object, frames: np.ndarray, channels: FlameChannels, warnings: list[str],
-    take: TakeName = UNNAMED,
+    take: TakeName,
 ) -> bpy.types.Action:
     """Key ``channels`` at ``frames`` (n,): shape keys in ``take``'s action on the mesh's Key, bone
     rotations and locations in its action on the armature object. -> the Key's action."""

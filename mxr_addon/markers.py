@@ -25,12 +25,17 @@ def marker_name(rig: bpy.types.Object, region: str, peak_mm: float, onset_frame:
     return name.encode()[:MARKER_NAME_BYTES].decode(errors="ignore")
 
 
-def mark_micro_events(scene: bpy.types.Scene, rig: bpy.types.Object, take: Take, frame_start: int) -> int:
-    """Replace ``rig``'s micro-event markers in ``scene`` by the take's events (take frame k is
-    scene frame ``frame_start + k``). -> the number of markers added."""
+def remove_rig_markers(scene: bpy.types.Scene, rig: bpy.types.Object) -> None:
+    """Remove ``rig``'s micro-event markers from ``scene`` (a user's and other rigs' stay)."""
     prefix = marker_prefix(rig)
     for marker in [m for m in scene.timeline_markers if m.name.startswith(prefix)]:
         scene.timeline_markers.remove(marker)
+
+
+def mark_micro_events(scene: bpy.types.Scene, rig: bpy.types.Object, take: Take, frame_start: int) -> int:
+    """Replace ``rig``'s micro-event markers in ``scene`` by the take's events (take frame k is
+    scene frame ``frame_start + k``). -> the number of markers added."""
+    remove_rig_markers(scene, rig)
     for event in take.events:
         name = marker_name(rig, event.region, event.peak_mm, frame_start + event.onset_frame,
                            frame_start + event.offset_frame)

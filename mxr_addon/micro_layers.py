@@ -24,7 +24,7 @@ import numpy as np
 
 from ..models.micro_keys import MicroComponent, MicroTuning, retune_keys, scaled_intensities, tuned_frames
 from .curves import action_curves
-from .markers import marker_name, marker_prefix
+from .markers import marker_name, marker_prefix, remove_rig_markers
 from .rig import SLIDER_LIMIT, find_rig, widen_slider
 from .takes import TAKE
 
@@ -227,9 +227,7 @@ def end_solo(rig: bpy.types.Object) -> None:
 def mark_layers(scene: bpy.types.Scene, rig: bpy.types.Object) -> None:
     """Replace ``rig``'s micro-event markers with one per layer on show, where its tuning has the
     apex (a take's markers, when it is switched back to)."""
-    prefix = marker_prefix(rig)
-    for marker in [m for m in scene.timeline_markers if m.name.startswith(prefix)]:
-        scene.timeline_markers.remove(marker)
+    remove_rig_markers(scene, rig)
     for layer in rig.mxr_micro_layers:
         scene.timeline_markers.new(layer.marker, frame=round(layer.apex_now()))
 

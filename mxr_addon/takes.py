@@ -62,9 +62,6 @@ class TakeName:
         return hashlib.sha256(self.identity.encode()).hexdigest()[:16]
 
 
-UNNAMED = TakeName("", "")  # channels keyed from no take file or video (a script keying them directly)
-
-
 @dataclass
 class RigTake:
     """A take baked onto a rig: its action for each datablock it animates."""

@@ -60,8 +60,7 @@ def replacing_together(paths: list[Path]) -> Iterator[list[Path]]:
             staged.append(_temporary_beside(target))
         yield staged
         for temporary, target in zip(staged, targets):
-            if temporary.exists():
-                os.replace(temporary, target)
+            os.replace(temporary, target)
     finally:
         for temporary in staged:
             temporary.unlink(missing_ok=True)

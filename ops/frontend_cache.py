@@ -32,6 +32,7 @@ import numpy as np
 from .errors import MxrError
 from .flow import flow_parameters
 from .frontend import RECORD_SHAPES, FrameRecord, FrontEnd, FrontendSettings, stack_records, unstack_records
+from .npz import declared_arrays
 from .progress import ProgressReporter
 from .video import VideoInfo, file_sha256, probe_video
 
@@ -195,9 +196,8 @@ def _check_manifest(manifest: object, key: str) -> None:
 
 def _check_chunk(path: Path, frames: int) -> None:
     """The chunk holds each record field with ``frames`` rows of the record's shape (ValueError if
-    not): read in full, so a malformed entry is caught before a single frame is used."""
-    with np.load(path, allow_pickle=False) as data:
-        shapes = {name: data[name].shape for name in data.files}
+    not), from its headers: a malformed entry is caught before a single frame is used."""
+    shapes = {name: shape for name, (shape, _dtype) in declared_arrays(path).items()}
     for name, shape in RECORD_SHAPES.items():
         if shapes.get(name) != (frames,) + shape:
             raise ValueError(f"{path.name}: {name} has shape {shapes.get(name)}, not {(frames,) + shape}")

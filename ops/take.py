@@ -21,6 +21,7 @@ import numpy as np
 
 from .atomic import replacing
 from .errors import MxrError
+from .npz import declared_arrays
 
 TAKE_FORMAT = "mxr.take"
 TAKE_VERSION = 2
@@ -178,21 +179,15 @@ def load_take(path: Path) -> Take:
 
 def _check_declared_sizes(path: Path) -> None:
     """Refuse a take whose arrays declare more than a take can hold, from their headers alone."""
-    with zipfile.ZipFile(path) as archive:
-        for info in archive.infolist():
-            with archive.open(info) as member:
-                version = np.lib.format.read_magic(member)
-                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-                shape, _fortran, dtype = read_header(member)
-            name = info.filename.removesuffix(".npy")
-            count = int(np.prod(shape, dtype=np.float64)) if shape else 1
-            if dtype.kind in "US" and dtype.itemsize * count > MAX_TEXT_BYTES:
-                raise MxrError(f"{path}: {name} declares {dtype.itemsize * count} bytes of text; a take has at most {MAX_TEXT_BYTES}")
-            if shape and shape[0] > (MAX_EVENTS if name.startswith("event_") else MAX_TAKE_FRAMES):
-                raise MxrError(f"{path}: {name} declares {shape[0]} rows; MXR reads takes of up to "
-                               f"{MAX_TAKE_FRAMES} frames and {MAX_EVENTS} events")
-            if count > MAX_TAKE_FRAMES * LANDMARK_COUNT * 3:
-                raise MxrError(f"{path}: {name} declares {count} values, more than a take of {MAX_TAKE_FRAMES} frames holds")
+    for name, (shape, dtype) in declared_arrays(path).items():
+        count = int(np.prod(shape, dtype=np.float64)) if shape else 1
+        if dtype.kind in "US" and dtype.itemsize * count > MAX_TEXT_BYTES:
+            raise MxrError(f"{path}: {name} declares {dtype.itemsize * count} bytes of text; a take has at most {MAX_TEXT_BYTES}")
+        if shape and shape[0] > (MAX_EVENTS if name.startswith("event_") else MAX_TAKE_FRAMES):
+            raise MxrError(f"{path}: {name} declares {shape[0]} rows; MXR reads takes of up to "
+                           f"{MAX_TAKE_FRAMES} frames and {MAX_EVENTS} events")
+        if count > MAX_TAKE_FRAMES * LANDMARK_COUNT * 3:
+            raise MxrError(f"{path}: {name} declares {count} values, more than a take of {MAX_TAKE_FRAMES} frames holds")
 
 
 def _take_from_arrays(path: Path, data: np.lib.npyio.NpzFile) -> Take:

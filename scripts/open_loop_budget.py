@@ -81,10 +81,9 @@ def oracle_reading(take: Take, spec: open_loop.ScanClipSpec, truth: dict, surfac
         origin, direction = rays(frame)
         # the ray's point at the depth (along the camera axis) of the posed neutral
         posed_depth = ((neutral - centroid) @ rotations[frame].T + centroid + shifts[frame])[:, 2]
-        world_origin = camera_m
         world_direction = direction @ rotations[frame].T
-        along = (posed_depth - world_origin[2]) / world_direction[:, 2]
-        world = world_origin + along[:, None] * world_direction
+        along = (posed_depth - camera_m[2]) / world_direction[:, 2]
+        world = camera_m + along[:, None] * world_direction
         reading[frame] = ((world - centroid - shifts[frame]) @ rotations[frame] + centroid - neutral) * 1000.0
     return reading
 

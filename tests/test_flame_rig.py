@@ -10,6 +10,7 @@ import pytest
 from conftest import synthetic_head, synthetic_take
 from mxr.models.flame import FlameModel, flame_forward, load_flame, rodrigues
 from mxr.mxr_addon.bake import key_flame_channels
+from mxr.mxr_addon.takes import TakeName
 from mxr.mxr_addon.flame_rig import BONES, POSE_KEYS, armature_of, build_flame_rig, flame_channels, is_flame_rig
 from mxr.mxr_addon.rig import head_to_blender, is_rig
 from mxr.ops.take import save_take
@@ -102,7 +103,8 @@ def test_skinned_rig_evaluates_to_flame_forward(empty_blend, model, flame_file, 
     pose[0] = 0.0  # rest frame too
     scene_frames = np.arange(1, frames + 1, dtype=np.float64)
     key_flame_channels(rig, armature_of(rig), scene_frames, flame_channels(armature_of(rig), model, expression,
-                                                                            rodrigues(pose)), [])
+                                                                            rodrigues(pose)), [],
+                       TakeName("test take", "test take"))
     expected, _ = flame_forward(model, identity, expression, pose)  # (T, V, 3) FLAME metres
     errors = []
     for index, frame in enumerate(scene_frames):
