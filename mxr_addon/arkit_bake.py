@@ -1,7 +1,7 @@
 """Bake a take onto a character's own ARKit-named shape keys.
 
 Why: production characters usually carry the 52 ARKit blendshapes, and MXR's built-in head speaks
-the same units, so the take is retargeted to the built-in head (``retarget_expressions``) and its
+the same units, so the take is retargeted to the built-in head (``bake_plan.plan_head_bake``) and its
 unit coefficients are keyed on the character's keys of the same names (``models.arkit.match_units``:
 any common spelling). The character is the user's: MXR keys only the matched keys' values, in an
 action of its own for each take on the mesh's Key (``takes``: another take's action is never
@@ -17,14 +17,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import bpy
-import numpy as np
 
 from ..models.arkit import match_units
 from ..models.head_model import HeadModel
-from ..models.retarget import retarget_expressions
+from ..models.bake_plan import plan_head_bake
 from ..ops.errors import MxrError
 from ..ops.take import Take
-from .bake import BakeResult, driven_paths_warning, set_scene_timing
+from .bake import BakeResult, apply_scene_time, driven_paths_warning, scene_time
 from .curves import action_curves, ensure_fcurve, write_keys
 from .rig import OWNED
 from .takes import TakeName, take_action
@@ -43,9 +42,9 @@ def arkit_key_names(obj: bpy.types.Object, head: HeadModel) -> tuple[dict[str, s
 
 
 def bake_arkit_take(scene: bpy.types.Scene, obj: bpy.types.Object, head: HeadModel, take: Take,
-                    take_path: Path | None = None) -> BakeResult:
+                    take_path: Path | None = None, *, match_take: bool = False, slowdown: float = 1.0) -> BakeResult:
     """Retarget ``take`` to ``head`` (MXR's built-in head) and key its unit coefficients on
-    ``obj``'s shape keys of the same names, take frame k at scene frame ``frame_start + k``.
+    ``obj``'s shape keys of the same names, where ``scene_time`` puts the take's frames.
     ``take_path``: the file the take was read from, which names the take's action.
     MxrError, with nothing changed, if the bake cannot be done whole."""
     matches, duplicates = arkit_key_names(obj, head)
@@ -54,24 +53,21 @@ def bake_arkit_take(scene: bpy.types.Scene, obj: bpy.types.Object, head: HeadMod
                        "spelling): nothing to bake onto")
     key = obj.data.shape_keys
     _refuse_what_cannot_be_baked(obj, key)
-    coefficients = retarget_expressions(head, take.deformation_mm(), take.neutral_mm)  # (T, 52) units
-    valid = np.all(np.isfinite(coefficients), axis=1)  # (T,)
-    if not valid.any():
-        raise MxrError(f"no frame of {take.source_path} has a face: nothing to bake")
+    plan = plan_head_bake(head, take, scene_time(scene, take, match_take=match_take, slowdown=slowdown),
+                          key_rotation=False, key_detail=False, key_micro=False)  # the units, micro motion included
 
-    warnings: list[str] = []
+    warnings = list(plan.warnings)
     _keep_playing_under(key, warnings)
-    warnings += _set_timing(scene, take)
-    frames = scene.frame_start + np.arange(take.frame_count, dtype=np.float64)  # (T,) scene frames
+    warnings += apply_scene_time(scene, plan)
     action = take_action(key, f"{obj.name} ARKit", TakeName.of(take, take_path), warnings)
-    units = list(head.expression_names)
     paths = {key.key_blocks[name].path_from_id("value") for name in matches.values()}
     curves = action_curves(action, key)
     for stale in [curve for curve in (curves or []) if curve.data_path not in paths]:
         curves.remove(stale)  # a key an earlier bake matched and this one does not (renamed since)
     for unit, block_name in matches.items():
         curve = ensure_fcurve(action, key, key.key_blocks[block_name].path_from_id("value"))
-        write_keys(curve, frames[valid], coefficients[valid, units.index(unit)], "LINEAR")
+        write_keys(curve, plan.keyed_frames, plan.shape_keys[unit], "LINEAR")
+    units = list(head.expression_names)
     missing = [unit for unit in units if unit not in matches]
     if missing:
         listed = ", ".join(missing[:LISTED_MISSING]) + (", ..." if len(missing) > LISTED_MISSING else "")
@@ -79,11 +75,9 @@ def bake_arkit_take(scene: bpy.types.Scene, obj: bpy.types.Object, head: HeadMod
                         f"so they are not keyed: {listed}")
     if duplicates:
         warnings.append(f"shape keys naming a unit another key already has, not keyed: {', '.join(duplicates)}")
-    if not valid.all():
-        warnings.append(f"no face in {int((~valid).sum())} of {take.frame_count} frames: no keys there "
-                        "(the curves interpolate across)")
     warnings += driven_paths_warning(key, list(matches.values()))
-    return BakeResult(take.frame_count, int(valid.sum()), list(matches.values()), warnings)
+    return BakeResult(take.frame_count, int(plan.face_found.sum()), list(matches.values()), warnings,
+                      first_frame=plan.timing.frame_start, last_frame=plan.last_frame, events=plan.events)
 
 
 def _refuse_what_cannot_be_baked(obj: bpy.types.Object, key: bpy.types.Key) -> None:
@@ -109,14 +103,3 @@ def _keep_playing_under(key: bpy.types.Key, warnings: list[str]) -> None:
     animation.action = None
     warnings.append(f"your action '{action.name}' now plays from the NLA track '{track.name}' under MXR's bake, "
                     "which overrides only the ARKit keys it bakes")
-
-
-def _set_timing(scene: bpy.types.Scene, take: Take) -> list[str]:
-    """The scene's rate and range set to the take's (``set_scene_timing``); a warning if they change."""
-    before = (scene.render.fps / scene.render.fps_base, scene.frame_start, scene.frame_end)
-    set_scene_timing(scene, take.fps, take.frame_count)
-    after = (scene.render.fps / scene.render.fps_base, scene.frame_start, scene.frame_end)
-    if np.allclose(before, after):
-        return []
-    return [f"the scene now runs at the take's {after[0]:g} frames/s over frames {after[1]}-{after[2]} "
-            f"(it was {before[0]:g} frames/s, {before[1]}-{before[2]})"]

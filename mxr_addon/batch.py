@@ -27,7 +27,7 @@ def build_demo_blend(take_path: Path, blend_path: Path, preview_dir: Path, previ
     """
     bpy.ops.wm.read_factory_settings(use_empty=True)
     scene = bpy.context.scene
-    baked = bake_take_file(scene, Path(take_path))
+    baked = bake_take_file(scene, Path(take_path), match_take=True)  # a file made for the take: its rate
     for warning in baked.result.warnings:
         print(f"mxr: warning: {warning}")
 

@@ -13,6 +13,7 @@ import bpy
 import numpy as np
 from mathutils import Vector
 
+from ..models.bake_plan import TimeMapping
 from ..ops.take import Take
 from .rig import OWNED
 
@@ -49,12 +50,15 @@ def frame_front(camera: bpy.types.Object, rig: bpy.types.Object, margin: float =
     camera.rotation_euler = (math.pi / 2.0, 0.0, 0.0)  # camera -Z (its view) onto world +Y
 
 
-def add_reference_video(scene: bpy.types.Scene, rig: bpy.types.Object, take: Take) -> tuple[bpy.types.Object, list[str]]:
+def add_reference_video(scene: bpy.types.Scene, rig: bpy.types.Object, take: Take,
+                        timing: TimeMapping) -> tuple[bpy.types.Object, list[str]]:
     """MXR's reference camera with the take's source video behind the head.
 
     The video frame of take frame 0 (``take.frame_indices[0]``, not 0 when the take starts later
-    in the clip) lands on ``scene.frame_start``, as take frame 0 does. A missing video is a
-    warning, not an error: the bake is still useful without it.
+    in the clip) lands on ``timing.frame_start``, as take frame 0 does. Blender shows a movie one
+    video frame per scene frame, so the video keeps pace with the keys only at the take's own
+    rate: otherwise a warning says so. A missing video is a warning, not an error: the bake is
+    still useful without it.
     """
     camera = owned_camera(scene, REFERENCE_CAMERA)
     frame_front(camera, rig)
@@ -66,7 +70,7 @@ def add_reference_video(scene: bpy.types.Scene, rig: bpy.types.Object, take: Tak
     if not source.is_file():
         return camera, [f"reference video not found ({source}): no camera background"]
     clip = _owned_clip(source)
-    clip.frame_start = scene.frame_start - int(take.frame_indices[0])
+    clip.frame_start = timing.frame_start - int(take.frame_indices[0])
     camera.data.show_background_images = True
     background = backgrounds.new()
     background.source = "MOVIE_CLIP"
@@ -74,6 +78,10 @@ def add_reference_video(scene: bpy.types.Scene, rig: bpy.types.Object, take: Tak
     background.use_camera_clip = False
     background.display_depth = "BACK"
     background.alpha = 0.6
+    if not (np.isclose(timing.scene_fps, take.fps, rtol=1e-3) and timing.slowdown == 1.0):
+        return camera, [f"the reference video shows one video frame per scene frame ({take.fps:g} per second of "
+                        f"the take), the keys take {timing.scene_fps * timing.slowdown:g} scene frames per second: "
+                        "they drift apart; bake with Match Scene to Take to compare them frame by frame"]
     return camera, []
 
 

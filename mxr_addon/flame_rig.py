@@ -1,5 +1,5 @@
-"""Build a FLAME head rig in Blender, and the per-frame channel values that make it evaluate to
-FLAME's formula.
+"""Build a FLAME head rig in Blender that evaluates to FLAME's formula under the per-frame channel
+values ``models/bake_plan.flame_channels`` computes.
 
 The rig is what a technical artist expects of a skinned head:
 - an armature ``MXR <name> Rig`` with five deforming bones, one per FLAME joint, heads at the
@@ -13,7 +13,7 @@ The rig is what a technical artist expects of a skinned head:
 
 FLAME applies every blendshape, correctives included, in rest space before skinning; Blender's
 shape keys also act before the Armature modifier, so the two pipelines line up term by term.
-Units are metres, axes Blender's ((x, y, z) -> (x, -z, y), see ``rig.head_to_blender``).
+Units are metres, axes Blender's ((x, y, z) -> (x, -z, y), see ``models/blender_frame.py``).
 
 Bone rotations are quaternions in each bone's own rest frame. FLAME's local rotation R of a
 joint (FLAME axes, about the joint, relative to its parent) becomes ``B^T (A R A^T) B`` with A
@@ -37,25 +37,23 @@ with; dialling identity keys by hand afterwards does not move the bones (rebuild
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import bpy
-import mathutils
 import numpy as np
 
+from ..models.bake_plan import FLAME_BONES as BONES  # FLAME's JOINT_NAMES order
+from ..models.bake_plan import FLAME_POSE_KEYS as POSE_KEYS  # FLAME's pose_features order
+from ..models.blender_frame import head_to_blender
 from ..models.flame import (
     FLAME_COEFFICIENT_BOUNDS,
     FlameModel,
     expression_names,
     identity_names,
-    pose_features,
     shaped_vertices,
 )
-from .rig import AXES, EXPRESSIONS, HEAD_NAME, OWNED, head_to_blender, slider_range
+from .rig import EXPRESSIONS, HEAD_NAME, OWNED, slider_range
 
-BONES = ("FLAME_root", "neck", "jaw", "eye.L", "eye.R")  # FLAME's JOINT_NAMES order
-POSE_KEYS = tuple(f"Pose{index:03d}" for index in range(36))  # FLAME's pose_features order
 FLAME_PATH = "mxr_flame_path"  # rig properties: where the model came from, to reload it for baking
 FLAME_LANDMARKS = "mxr_flame_landmarks"  # the landmark registration (.npz), '' if none
 FLAME_IDENTITY = "mxr_flame_identity"  # identity coefficients the rest mesh and bones were built with
@@ -190,42 +188,7 @@ def rig_expression_count(rig: bpy.types.Object) -> int:
     return sum(1 for name in rig.get(EXPRESSIONS, []) if str(name).startswith("Exp"))
 
 
-@dataclass
-class FlameChannels:
-    """Per-frame values that pose a FLAME rig: what the bake keys."""
-
-    shape_keys: dict[str, np.ndarray]  # key name -> (T,) value
-    rotations: dict[str, np.ndarray]  # bone -> (T, 4) quaternion (w, x, y, z), bone rest frame
-    locations: dict[str, np.ndarray]  # bone -> (T, 3) metres, bone rest frame (the joint shift)
-
-
-def flame_channels(
-    armature: bpy.types.Object,
-    model: FlameModel,
-    expression: np.ndarray,
-    rotations: np.ndarray,
-) -> FlameChannels:
-    """Channels for expression (T, E') and local joint rotations (T, 5, 3, 3) in FLAME axes.
-
-    Shape keys: ``Exp`` = the coefficients, ``Pose`` = FLAME's (R - I) features. Bones: the
-    rotation in each bone's rest frame and the joint-shift location (I - R) d, d being how far
-    the expression moves the joint (see the module docstring). Quaternions keep the sign of
-    the previous frame so interpolation takes the short way.
-    """
-    expression = np.asarray(expression, dtype=np.float64)
-    shift = np.einsum("jv,evc,te->tjc", model.joint_regressor, model.expression_basis[: expression.shape[1]], expression)
-    shift = head_to_blender(shift)  # (T, 5, 3) Blender metres
-    blender = AXES @ rotations @ AXES.T  # (T, 5, 3, 3) armature space
-    shape_keys = dict(zip(expression_names(expression.shape[1]), expression.T))
-    shape_keys.update(zip(POSE_KEYS, pose_features(rotations).T))
-    quaternions, locations = {}, {}
-    for joint, bone in enumerate(BONES):
-        rest = np.array(armature.data.bones[bone].matrix_local.to_3x3())  # (3, 3) bone axes in armature space
-        local = rest.T @ blender[:, joint] @ rest  # (T, 3, 3)
-        values = np.array([mathutils.Matrix(matrix.tolist()).to_quaternion() for matrix in local])  # (T, 4)
-        flips = np.cumprod(np.where(np.sum(values[1:] * values[:-1], axis=1) < 0, -1.0, 1.0))
-        values[1:] *= flips[:, None]
-        quaternions[bone] = values
-        translation = np.einsum("tab,tb->ta", np.eye(3) - blender[:, joint], shift[:, joint])  # (T, 3)
-        locations[bone] = translation @ rest  # rest.T @ translation per frame
-    return FlameChannels(shape_keys, quaternions, locations)
+def bone_rest_axes(armature: bpy.types.Object) -> np.ndarray:
+    """(5, 3, 3) each FLAME bone's rest axes in armature space, ``BONES`` order: what
+    ``bake_plan.flame_channels`` needs of the rig."""
+    return np.array([np.array(armature.data.bones[bone].matrix_local.to_3x3()) for bone in BONES])

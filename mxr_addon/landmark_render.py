@@ -17,7 +17,7 @@ import bpy
 import numpy as np
 
 from ..models.correspondence import OrthographicProjection
-from .rig import head_to_blender
+from ..models.blender_frame import head_to_blender
 
 # Grey on a lighter grey: a plain clay look MediaPipe's face detector accepts.
 SURFACE_GREY = (0.8, 0.8, 0.8)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bpy
 
-from ..ops.take import Take
+from ..models.bake_plan import EventOnScene
 
 MARKER_NAME_BYTES = 63  # Blender keeps this much of a marker's name
 
@@ -32,12 +32,11 @@ def remove_rig_markers(scene: bpy.types.Scene, rig: bpy.types.Object) -> None:
         scene.timeline_markers.remove(marker)
 
 
-def mark_micro_events(scene: bpy.types.Scene, rig: bpy.types.Object, take: Take, frame_start: int) -> int:
-    """Replace ``rig``'s micro-event markers in ``scene`` by the take's events (take frame k is
-    scene frame ``frame_start + k``). -> the number of markers added."""
+def mark_micro_events(scene: bpy.types.Scene, rig: bpy.types.Object, events: list[EventOnScene]) -> int:
+    """Replace ``rig``'s micro-event markers in ``scene`` by ``events`` (a marker sits on the
+    whole frame nearest the apex). -> the number of markers added."""
     remove_rig_markers(scene, rig)
-    for event in take.events:
-        name = marker_name(rig, event.region, event.peak_mm, frame_start + event.onset_frame,
-                           frame_start + event.offset_frame)
-        scene.timeline_markers.new(name, frame=frame_start + event.apex_frame)
-    return len(take.events)
+    for event in events:
+        scene.timeline_markers.new(marker_name(rig, event.region, event.peak_mm, event.onset, event.offset),
+                                   frame=round(event.apex))
+    return len(events)

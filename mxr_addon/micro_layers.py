@@ -22,6 +22,7 @@ Registered after the classes (``register_properties``): ``Object.mxr_micro_layer
 import bpy
 import numpy as np
 
+from ..models.bake_plan import EventOnScene
 from ..models.micro_keys import MicroComponent, MicroTuning, retune_keys, scaled_intensities, tuned_frames
 from .curves import action_curves
 from .markers import marker_name, marker_prefix, remove_rig_markers
@@ -161,9 +162,9 @@ def _move_marker(scene: bpy.types.Scene, rig: bpy.types.Object, layer: MXR_Micro
 
 
 def record_micro_layers(rig: bpy.types.Object, take: str, key_names: list[str], components: list[MicroComponent],
-                        first_frame: int) -> None:
-    """Replace the layers of ``take`` (its identity) with one per new micro key (take frame k =
-    scene frame ``first_frame + k``) and show them on ``rig``; their markers are named as
+                        events: list[EventOnScene]) -> None:
+    """Replace the layers of ``take`` (its identity) with one per new micro key (its component,
+    and its event on the scene's timeline) and show them on ``rig``; their markers are named as
     ``markers.mark_micro_events`` names them.
 
     A key the take's last bake also made (the same name: the same region and apex frame) gets that
@@ -173,12 +174,10 @@ def record_micro_layers(rig: bpy.types.Object, take: str, key_names: list[str], 
     layers = rig.mxr_micro_layers
     tunings = {layer.key_name: layer.tuning() for layer in layers}
     layers.clear()
-    for name, component in zip(key_names, components):
-        event = component.event
+    for name, component, event in zip(key_names, components, events):
         layer = layers.add()
         layer.key_name, layer.region, layer.peak_mm = name, event.region, event.peak_mm
-        layer.apex_frame = first_frame + event.apex_frame
-        layer.onset_frame, layer.offset_frame = first_frame + event.onset_frame, first_frame + event.offset_frame
+        layer.apex_frame, layer.onset_frame, layer.offset_frame = event.apex, event.onset, event.offset
         tuning = tunings.get(name, MicroTuning())  # retunes the new curve; no marker yet (the bake's come later)
         layer.intensity, layer.shift_frames, layer.stretch = tuning.intensity, tuning.shift_frames, tuning.stretch
         layer.marker = marker_name(rig, event.region, event.peak_mm, layer.onset_frame, layer.offset_frame)

@@ -4,7 +4,7 @@ Errors a person can fix (missing or corrupt take, no engine Python, engine failu
 ``MxrError`` and become ``self.report({'ERROR'}, ...)`` + ``{'CANCELLED'}``, never a traceback.
 """
 # No `from __future__ import annotations`: bpy reads property annotations as real objects.
-import tempfile
+import hashlib
 from pathlib import Path
 
 import bpy
@@ -34,7 +34,7 @@ def _report_bake(operator: bpy.types.Operator, baked: TakeBake) -> None:
     operator.report(
         {"INFO"},
         f"MXR: baked {result.frames_keyed}/{result.frame_count} frames with a face onto "
-        f"{baked.rig.name} ({len(result.keys)} shape keys, {len(result.detail_keys)} detail keys, "
+        f"{baked.rig.name} over frames {result.first_frame}-{result.last_frame} ({len(result.keys)} shape keys, {len(result.detail_keys)} detail keys, "
         f"{len(result.micro_keys)} micro-expression keys, {baked.events_marked} micro events marked in the timeline)",
     )
 
@@ -137,7 +137,22 @@ class _BakesATakeFile:
         return {"FINISHED"}
 
 
-class MXR_OT_bake_take(_BakesATakeFile, bpy.types.Operator):
+class _PlacesATake:
+    """Mixin: where the take lands on the scene's timeline (``bake_plan.TimeMapping``)."""
+
+    match_take: bpy.props.BoolProperty(
+        name="Match Scene to Take", default=False,
+        description="Set the scene's frame rate to the take's, so the reference video lines up frame by frame "
+                    "(off: the scene keeps its rate and the take plays in real time, keys between frames)")
+    slowdown: bpy.props.FloatProperty(
+        name="Slow Motion", default=1.0, min=0.01, max=100.0, soft_max=16.0,
+        description="Scene seconds per second of the take: 8 plays a 200 fps clip over a 25 fps scene frame by frame")
+
+    def timing(self) -> dict:
+        return {"match_take": self.match_take, "slowdown": self.slowdown}
+
+
+class MXR_OT_bake_take(_BakesATakeFile, _PlacesATake, bpy.types.Operator):
     """Bake an MXR take file onto the active MXR head (a new head if there is none)"""
 
     bl_idname = "mxr.bake_take"
@@ -156,12 +171,12 @@ class MXR_OT_bake_take(_BakesATakeFile, bpy.types.Operator):
 
     def bake(self, context: bpy.types.Context, take_path: Path) -> None:
         baked = bake_take_file(context.scene, take_path, find_rig(context), key_rotation=self.key_rotation,
-                               key_detail=self.key_detail, reference_video=self.reference_video)
+                               key_detail=self.key_detail, reference_video=self.reference_video, **self.timing())
         _make_active(context, baked.rig)
         _report_bake(self, baked)
 
 
-class MXR_OT_bake_arkit(_BakesATakeFile, bpy.types.Operator):
+class MXR_OT_bake_arkit(_BakesATakeFile, _PlacesATake, bpy.types.Operator):
     """Bake an MXR take onto the active mesh's own ARKit-named shape keys (eyeBlinkLeft, jawOpen,
     ... in the common spellings), through MXR's built-in head"""
 
@@ -179,7 +194,7 @@ class MXR_OT_bake_arkit(_BakesATakeFile, bpy.types.Operator):
 
     def bake(self, context: bpy.types.Context, take_path: Path) -> None:
         character = context.active_object
-        baked = bake_arkit_file(context.scene, take_path, character)
+        baked = bake_arkit_file(context.scene, take_path, character, **self.timing())
         for warning in baked.result.warnings:
             self.report({"WARNING"}, warning)
         result = baked.result
@@ -230,12 +245,20 @@ class MXR_OT_switch_take(bpy.types.Operator):
 
 
 def default_take_path(video: Path) -> Path:
-    """Next to the saved .blend (``<video>.mxr.npz``), else in the temp folder."""
-    folder = Path(bpy.path.abspath("//")) if bpy.data.filepath else Path(tempfile.gettempdir()) / "mxr"
-    return folder / f"{video.stem}.mxr.npz"
+    """Where *Reconstruct Video* keeps a take unless told: in ``<blend>_mxr_takes`` beside the saved
+    .blend (it travels with the project), else in MXR's folder of Blender's user data (never the
+    system's temp folder, which is emptied); named after the video and a hash of its full path, so
+    two clips of the same name in different folders never share a take."""
+    if bpy.data.filepath:
+        blend = Path(bpy.data.filepath)
+        folder = blend.parent / f"{blend.stem}_mxr_takes"
+    else:
+        folder = Path(bpy.utils.user_resource("DATAFILES", path="mxr_takes", create=True))
+    tag = hashlib.sha256(str(video.resolve()).encode()).hexdigest()[:8]
+    return folder / f"{video.stem}-{tag}.mxr.npz"
 
 
-class MXR_OT_reconstruct_video(bpy.types.Operator):
+class MXR_OT_reconstruct_video(_PlacesATake, bpy.types.Operator):
     """Reconstruct the face in a video with MXR's engine (a separate process), then bake it.
     Esc cancels: the scene is left as it was"""
 
@@ -246,8 +269,8 @@ class MXR_OT_reconstruct_video(bpy.types.Operator):
     filepath: bpy.props.StringProperty(name="Video", subtype="FILE_PATH", options={"SKIP_SAVE"})
     filter_glob: bpy.props.StringProperty(default="*.mp4;*.mov;*.avi;*.mkv;*.webm", options={"HIDDEN"})
     take_path: bpy.props.StringProperty(name="Take File", subtype="FILE_PATH",
-                                        description="Where to write the take (empty: next to the .blend, "
-                                                    "or the temp folder for an unsaved file)")
+                                        description="Where to write the take (empty: a folder named after the .blend, beside "
+                                                    "it, or MXR's folder in Blender's user data for an unsaved file)")
     key_rotation: bpy.props.BoolProperty(name="Head Rotation", default=True)
     neutral: bpy.props.EnumProperty(
         name="Neutral Face",
@@ -299,8 +322,9 @@ class MXR_OT_reconstruct_video(bpy.types.Operator):
         take = job.result()
         for warning in job.warnings:
             self.report({"WARNING"}, f"engine: {warning}")
-        baked = bake_take_file(context.scene, take, find_rig(context), key_rotation=self.key_rotation)
+        baked = bake_take_file(context.scene, take, find_rig(context), key_rotation=self.key_rotation, **self.timing())
         _make_active(context, baked.rig)
+        self.report({"INFO"}, f"MXR: the take is in {take}")
         _report_bake(self, baked)
         return {"FINISHED"}
 

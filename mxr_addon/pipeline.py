@@ -15,18 +15,20 @@ import numpy as np
 
 from ..models.flame import EXPRESSION_COMPONENTS, FlameFileError
 from ..models.flame_embedding import default_registration_path, load_landmark_embedding
+from ..models.bake_plan import plan_flame_bake, plan_head_bake
 from ..models.retarget import estimate_flame_identity
 from ..ops.errors import MxrError
 from ..ops.take import load_take
 from .arkit_bake import bake_arkit_take
-from .bake import BakeResult, bake_flame_take, bake_take
+from .bake import BakeResult, check_rig, scene_time, write_bake
 from .camera import add_reference_video
-from .flame_rig import FLAME_LANDMARKS, FLAME_PATH, build_flame_rig, is_flame_rig
+from .flame_rig import (FLAME_LANDMARKS, FLAME_PATH, armature_of, bone_rest_axes, build_flame_rig, is_flame_rig,
+                        rig_expression_count, rig_identity)
 from .heads import builtin_head, flame_model, head_named
 from .markers import mark_micro_events
 from .micro_layers import mark_layers, place_tuned_markers, show_layers_of
 from .rig import build_rig, is_rig
-from .takes import RigTake, assign_take
+from .takes import RigTake, TakeName, assign_take
 
 
 def import_builtin_head(scene: bpy.types.Scene, collection: bpy.types.Collection | None = None) -> bpy.types.Object:
@@ -97,44 +99,57 @@ def bake_take_file(
     key_rotation: bool = True,
     key_detail: bool = True,
     reference_video: bool = True,
+    match_take: bool = False,
+    slowdown: float = 1.0,
 ) -> TakeBake:
     """Load ``take_path`` (MxrError if missing or corrupt) and bake it onto ``rig``.
 
-    Without a rig, the built-in head is imported first. The take is loaded before anything is
-    created, so a bad file changes nothing. A FLAME rig reloads its model and registration from
-    the paths it stores. The take's actions are its own (``takes``): a re-bake of the same file
-    replaces them, another take's are kept.
+    Without a rig, the built-in head is imported. All or nothing: the take is loaded and the whole
+    bake computed (``models/bake_plan.py``) before anything is created or changed, so a bad take
+    leaves the scene as it was. A FLAME rig reloads its model and registration from the paths it
+    stores. The take's actions are its own (``takes``): a re-bake of the same file replaces them,
+    another take's are kept. ``match_take``: set the scene's rate to the take's (else the take
+    plays in real time at the scene's rate); ``slowdown``: slow motion, scene seconds per take second.
     """
     take = load_take(Path(take_path))
-    frame_start = scene.frame_start
+    timing = scene_time(scene, take, match_take=match_take, slowdown=slowdown)
+    options = {"key_rotation": key_rotation, "key_detail": key_detail}
     if is_flame_rig(rig):
         model = flame_model(Path(rig[FLAME_PATH]))
         if not rig[FLAME_LANDMARKS]:
             raise FlameFileError(f"{rig.name} has no landmark registration: run scripts/flame_correspondence.py "
                                  f"{rig[FLAME_PATH]} and import the FLAME rig again")
         landmarks = load_landmark_embedding(Path(rig[FLAME_LANDMARKS]), model.vertex_count)
-        result = bake_flame_take(scene, rig, model, landmarks, take, key_rotation=key_rotation, key_detail=key_detail,
-                                 take_path=take_path)
+        plan = plan_flame_bake(model, landmarks, rig_identity(rig), rig_expression_count(rig),
+                               bone_rest_axes(armature_of(rig)), take, timing, **options)
     else:
         head = head_named(str(rig["mxr_head"])) if is_rig(rig) else builtin_head()
+        if is_rig(rig):
+            check_rig(rig, head)
+        plan = plan_head_bake(head, take, timing, **options)
         if not is_rig(rig):
             rig = build_rig(head, scene.collection)
-        result = bake_take(scene, rig, head, take, key_rotation=key_rotation, key_detail=key_detail,
-                           take_path=take_path)
-    marked = mark_micro_events(scene, rig, take, frame_start)
+    result = write_bake(scene, rig, plan, TakeName.of(take, take_path), take.source_path)
+    marked = mark_micro_events(scene, rig, result.events)
     place_tuned_markers(scene, rig)
-    return TakeBake(rig, result, _reference(scene, rig, take, result) if reference_video else None, marked)
+    camera = None
+    if reference_video:
+        camera, warnings = add_reference_video(scene, rig, take, timing)
+        result.warnings += warnings
+    return TakeBake(rig, result, camera, marked)
 
 
-def bake_arkit_file(scene: bpy.types.Scene, take_path: Path, character: bpy.types.Object) -> TakeBake:
+def bake_arkit_file(scene: bpy.types.Scene, take_path: Path, character: bpy.types.Object, *,
+                    match_take: bool = False, slowdown: float = 1.0) -> TakeBake:
     """Load ``take_path`` (MxrError if missing or corrupt) and bake it onto ``character``'s own
     ARKit-named shape keys through the built-in head (``arkit_bake``); mark its micro events."""
     if is_rig(character) or is_flame_rig(character):
         raise MxrError(f"{character.name} is one of MXR's heads: use Bake Take, which also keys its detail "
                        "and micro-expression layers")
     take = load_take(Path(take_path))
-    result = bake_arkit_take(scene, character, builtin_head(), take, take_path)
-    return TakeBake(character, result, None, mark_micro_events(scene, character, take, scene.frame_start))
+    result = bake_arkit_take(scene, character, builtin_head(), take, take_path, match_take=match_take,
+                             slowdown=slowdown)
+    return TakeBake(character, result, None, mark_micro_events(scene, character, result.events))
 
 
 def switch_take(scene: bpy.types.Scene, rig: bpy.types.Object, take: RigTake) -> list[str]:
@@ -144,9 +159,3 @@ def switch_take(scene: bpy.types.Scene, rig: bpy.types.Object, take: RigTake) ->
     show_layers_of(rig, take.name.identity)
     mark_layers(scene, rig)
     return warnings
-
-
-def _reference(scene: bpy.types.Scene, rig: bpy.types.Object, take, result: BakeResult) -> bpy.types.Object:
-    camera, warnings = add_reference_video(scene, rig, take)
-    result.warnings += warnings
-    return camera

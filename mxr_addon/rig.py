@@ -9,31 +9,17 @@ from __future__ import annotations
 import bpy
 import numpy as np
 
+from ..models.blender_frame import head_to_blender
 from ..models.head_model import HeadModel
 
 OWNED = "mxr_owned"  # custom property on every ID MXR creates; re-bakes touch only these
 HEAD_NAME = "mxr_head"  # the HeadModel.name a rig was built from
 EXPRESSIONS = "mxr_expressions"  # the shape keys MXR created, so user-added keys are never touched
 DETAIL = "mxr_detail"  # on a take's shape-key action: the detail shape keys its last bake created
-DETAIL_PREFIX = "MXR_Detail"
 MICRO = "mxr_micro"  # on a take's shape-key action: the micro-expression shape keys its last bake created
-MICRO_PREFIX = "MXR_Micro"
 
 # Blender clamps ShapeKey.slider_min/max to [-10, 10].
 SLIDER_LIMIT = 10.0  # Blender's bound on a shape key's slider range, either way
-
-
-def head_to_blender(points: np.ndarray) -> np.ndarray:
-    """HeadModel axes (Y up, +Z out of the face) -> Blender (Z up, face looking at -Y).
-
-    (..., 3) -> (..., 3), (x, y, z) -> (x, -z, y); metres stay metres. The face then looks at
-    Blender's front view, so Numpad 1 shows the performer as the reference camera does.
-    """
-    return np.stack([points[..., 0], -points[..., 2], points[..., 1]], axis=-1)
-
-
-# The same change of axes as a matrix, for rotations: R_blender = AXES @ R_head @ AXES.T
-AXES = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 
 
 def slider_range(bounds: tuple[float, float]) -> tuple[float, float]:

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..models.network.scan_truth import ScanCamera
 from .landmark_render import configure_workbench
-from .rig import head_to_blender
+from ..models.blender_frame import head_to_blender
 
 BACKGROUND_GREY = (0.3, 0.3, 0.3)
 SENSOR_WIDTH_MM = 36.0  # any value works: Blender's lens / sensor width sets the focal length in px

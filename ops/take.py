@@ -33,6 +33,7 @@ MAX_TAKE_FRAMES = 200_000
 MAX_EVENTS = 100_000
 MAX_TEXT_BYTES = 1 << 20  # paths, names, the settings' JSON
 FPS_RANGE = (1.0, 1000.0)  # frames per second a take may declare
+MAX_SOURCE_FRAME = 100_000_000  # a source frame number a take may name (a month at 30 fps)
 
 
 @dataclass
@@ -114,6 +115,10 @@ class Take:
                 raise MxrError(f"take field {name} has shape {actual}, expected {shape}")
         if not (np.isfinite(self.fps) and FPS_RANGE[0] <= self.fps <= FPS_RANGE[1]):
             raise MxrError(f"take frame rate {self.fps} fps is outside {FPS_RANGE[0]:g}-{FPS_RANGE[1]:g} fps")
+        indices = np.asarray(self.frame_indices)
+        if count and not (indices.min() >= 0 and indices.max() <= MAX_SOURCE_FRAME and np.all(np.diff(indices) > 0)):
+            raise MxrError(f"take frame indices must increase from 0 to at most {MAX_SOURCE_FRAME} (source frames): "
+                           f"they run {indices.min()}..{indices.max()}")
         for event in self.events:
             if not 0 <= event.onset_frame <= event.apex_frame <= event.offset_frame < count:
                 raise MxrError(f"micro event {event} lies outside the take's {count} frames or is out of order")

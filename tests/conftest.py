@@ -63,10 +63,12 @@ def mxr_addon():
 
 @pytest.fixture
 def empty_blend(mxr_addon):
-    """Factory settings with an empty scene; returns ``bpy.context.scene``."""
+    """Factory settings with an empty scene at 30 frames/s (the synthetic takes' rate, so that take
+    frame k plays on scene frame ``frame_start + k``); returns ``bpy.context.scene``."""
     import bpy
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.context.scene.render.fps, bpy.context.scene.render.fps_base = 30, 1.0
     yield bpy.context.scene
     bpy.ops.wm.read_factory_settings(use_empty=True)
 

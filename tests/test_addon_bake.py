@@ -49,13 +49,16 @@ def test_bake_values_match_retargeting_and_gaps_have_no_keys(empty_blend, head):
     scene.frame_start = 5
     take = synthetic_take(head, frames=24, invalid=(3, 4, 10), fps=29.97)
     rig = build_rig(head, scene.collection)
-    result = bake_take(scene, rig, head, take)
+    scene.frame_end = 20  # the user's range: it grows to hold the take, and says so
+    result = bake_take(scene, rig, head, take, match_take=True)
     expected = retarget_expressions(head, take.deformation_mm(), take.neutral_mm)  # (T, K)
 
     assert (result.frame_count, result.frames_keyed) == (24, 21)
     assert result.keys == list(head.expression_names)
-    assert (scene.frame_start, scene.frame_end) == (5, 28)
+    assert (scene.frame_start, scene.frame_end) == (5, 28) == (result.first_frame, result.last_frame)
     assert scene.render.fps / scene.render.fps_base == pytest.approx(29.97)
+    assert any("the scene now runs at the take's 29.97 frames/s (it was 30)" in w for w in result.warnings)
+    assert any("end moved from frame 20 to 28" in w for w in result.warnings)
     for k in (0, 1, 7, 15, 23):
         values, found, _ = evaluated(scene, rig, scene.frame_start + k)
         assert found == 1
@@ -69,6 +72,23 @@ def test_bake_values_match_retargeting_and_gaps_have_no_keys(empty_blend, head):
         keyed = {round(point.co[0]) for point in curve.keyframe_points}
         assert keyed == {scene.frame_start + k for k in range(24) if k not in (3, 4, 10)}
         assert {point.interpolation for point in curve.keyframe_points} == {"LINEAR"}
+
+
+def test_the_take_plays_in_real_time_at_the_scenes_own_rate(empty_blend, head):
+    scene = empty_blend
+    scene.render.fps, scene.frame_start, scene.frame_end = 24, 11, 20
+    take = synthetic_take(head, frames=31, invalid=(), fps=30.0)
+    rig = build_rig(head, scene.collection)
+    result = bake_take(scene, rig, head, take)
+    assert scene.render.fps / scene.render.fps_base == 24  # the user's rate is kept
+    assert (scene.frame_end, result.last_frame) == (35, 35)  # 31 frames at 30 fps = 1 s = 24 scene frames
+    assert any("end moved from frame 20 to 35" in w for w in result.warnings)
+    curve = curve_at(rig.data.shape_keys.animation_data.action, 'key_blocks["shape_0"].value')
+    keyed = np.array([point.co[0] for point in curve.keyframe_points])
+    np.testing.assert_allclose(keyed, 11 + np.arange(31) * 0.8, atol=1e-4)  # keys between frames
+    expected = retarget_expressions(head, take.deformation_mm(), take.neutral_mm)  # (T, K)
+    scene.frame_set(11 + 8)  # take frame 10 (1/3 s)
+    assert rig.data.shape_keys.key_blocks["shape_0"].value == pytest.approx(expected[10, 0], abs=1e-5)
 
 
 def test_head_rotation_in_blender_axes(empty_blend, head):
@@ -107,7 +127,7 @@ def test_rebake_replaces_only_mxr_data(empty_blend, head):
 
     second_take = synthetic_take(head, seed=2)
     second = bake_take(scene, rig, head, second_take)
-    assert not second.warnings
+    assert second.warnings == ["no face in 3 of 24 frames: no keys there (the curves interpolate across)"]
     assert key.animation_data.action == mxr_action  # MXR's own action is reused, not duplicated
     assert len([a for a in bpy.data.actions if a.get("mxr_owned")]) == 2  # expressions + head
     expected = retarget_expressions(head, second_take.deformation_mm(), second_take.neutral_mm)
@@ -136,6 +156,40 @@ def test_bake_operator_on_corrupt_take_cancels_and_creates_nothing(empty_blend, 
         with pytest.raises(RuntimeError, match=message):
             bpy.ops.mxr.bake_take(filepath=str(path))
     assert (len(bpy.data.objects), len(bpy.data.meshes), len(bpy.data.actions)) == counts
+
+
+def broken_take(head, breakage):
+    """A take that loads but cannot be baked."""
+    take = synthetic_take(head, frames=12, invalid=(), source_path="/nonexistent/broken.mp4")
+    if breakage == "no face":
+        take.valid = np.zeros(12, bool)
+        for name in ("macro_mm", "micro_mm", "detail_mm", "head_rotation"):
+            getattr(take, name)[:] = np.nan
+    else:
+        take.neutral_mm[3] = np.nan
+    return take
+
+
+@pytest.mark.parametrize("breakage, message", [("no face", "has a face"), ("broken neutral", "neutral")])
+def test_a_take_that_cannot_be_baked_changes_nothing(empty_blend, tmp_path, breakage, message):
+    head = load_open_head()
+    save_take(broken_take(head, breakage), tmp_path / "broken.npz")
+    counts = lambda: (len(bpy.data.objects), len(bpy.data.meshes), len(bpy.data.actions), len(bpy.data.cameras))  # noqa: E731
+    before = counts()
+    with pytest.raises(RuntimeError, match=message):  # a fresh scene: no orphan head is left behind
+        bpy.ops.mxr.bake_take(filepath=str(tmp_path / "broken.npz"))
+    assert counts() == before
+
+    good = synthetic_take(head, frames=10, invalid=(), source_path="/nonexistent/broken.mp4")  # the same video
+    save_take(good, tmp_path / "good.npz")
+    assert bpy.ops.mxr.bake_take(filepath=str(tmp_path / "good.npz")) == {"FINISHED"}
+    rig = bpy.context.view_layer.objects.active
+    state = lambda: ({a.name: [tuple(p.co) for c in curves_of(a) for p in c.keyframe_points] for a in bpy.data.actions},  # noqa: E731
+                     counts(), empty_blend.render.fps, empty_blend.frame_end, [b.name for b in rig.data.shape_keys.key_blocks])
+    baked = state()
+    with pytest.raises(RuntimeError, match=message):  # onto the rig: the earlier bake stays as it was
+        bpy.ops.mxr.bake_take(filepath=str(tmp_path / "broken.npz"), match_take=True)
+    assert state() == baked
 
 
 def test_bake_operator_builds_open_head_and_reference_camera(empty_blend, tmp_path):
@@ -284,7 +338,8 @@ def test_reconstruct_operator_runs_the_engine_and_bakes(empty_blend, tmp_path):
     assert bpy.ops.mxr.reconstruct_video(filepath=str(video), take_path=str(take_path)) == {"FINISHED"}
     rig = bpy.context.view_layer.objects.active
     assert take_path.is_file() and rig["mxr_source"] == str(video)
-    assert (empty_blend.frame_end - empty_blend.frame_start + 1) == 72
+    assert (empty_blend.frame_start, empty_blend.frame_end) == (1, 250)  # the user's range holds the take: kept
+    assert tuple(rig.animation_data.action.frame_range) == (1, 72)
     assert len(bpy.data.objects["MXR Reference"].data.background_images) == 1
 
 
@@ -306,3 +361,17 @@ def test_reconstruct_operator_takes_the_neutral_the_user_names(empty_blend, tmp_
                                          neutral_first=2, neutral_last=8) == {"FINISHED"}
     settings = load_take(take_path).settings
     assert settings["neutral_method"] == "frames" and settings["neutral_frames"] == [2, 8]
+
+
+def test_takes_are_kept_with_the_project_and_clips_of_the_same_name_do_not_share_one(empty_blend, tmp_path):
+    from pathlib import Path
+
+    from mxr.mxr_addon.operators import default_take_path
+
+    first, second = tmp_path / "day1" / "clip.mp4", tmp_path / "day2" / "clip.mp4"
+    unsaved = default_take_path(first)
+    assert unsaved.parent == Path(bpy.utils.user_resource("DATAFILES", path="mxr_takes"))  # not the temp folder
+    assert default_take_path(second) != unsaved and default_take_path(first) == unsaved
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "shot 12.blend"))
+    saved = default_take_path(first)
+    assert saved.parent == tmp_path / "shot 12_mxr_takes" and saved.name.startswith("clip-")

@@ -7,7 +7,8 @@ import pytest
 
 from conftest import synthetic_head
 from mxr.models.open_head import load_open_head
-from mxr.mxr_addon.rig import build_rig, expression_keys, head_to_blender, is_rig, slider_range
+from mxr.models.blender_frame import head_to_blender
+from mxr.mxr_addon.rig import build_rig, expression_keys, is_rig, slider_range
 
 
 def shape_key_coordinates(rig: bpy.types.Object, name: str) -> np.ndarray:

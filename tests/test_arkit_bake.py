@@ -44,8 +44,9 @@ def test_the_units_are_keyed_on_the_characters_keys_and_nothing_else_changes(emp
     obj = character(scene)
     users_action = obj.data.shape_keys.animation_data.action
     scene.frame_start = 1
+    scene.render.fps = 24  # the user's; matched to the take's on request, and said so
 
-    baked = bake_arkit_file(scene, tmp_path / "take.npz", obj)
+    baked = bake_arkit_file(scene, tmp_path / "take.npz", obj, match_take=True)
     assert sorted(baked.result.keys) == sorted(CHARACTER_KEYS)
     assert baked.result.frames_keyed == 15 and baked.events_marked == 1
     assert any("49 of the 52 ARKit units have no shape key" in w for w in baked.result.warnings)
@@ -54,7 +55,7 @@ def test_the_units_are_keyed_on_the_characters_keys_and_nothing_else_changes(emp
     assert animation.action != users_action and animation.action.get("mxr_owned")
     assert [strip.action for track in animation.nla_tracks for strip in track.strips] == [users_action]
     assert any("plays from the NLA track" in w for w in baked.result.warnings)
-    assert any("the scene now runs at the take's 30 frames/s" in w for w in baked.result.warnings)
+    assert any("the scene now runs at the take's 30 frames/s (it was 24)" in w for w in baked.result.warnings)
 
     expected = retarget_expressions(head, take.deformation_mm(), take.neutral_mm)  # (T, 52)
     units = list(head.expression_names)

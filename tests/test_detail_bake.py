@@ -14,7 +14,8 @@ from mxr.models.detail import DetailSpread, detail_layer, head_residual, movable
 from mxr.models.retarget import solve_units
 from mxr.mxr_addon.bake import bake_take
 from mxr.mxr_addon.heads import remember
-from mxr.mxr_addon.rig import build_rig, head_to_blender
+from mxr.models.blender_frame import head_to_blender
+from mxr.mxr_addon.rig import build_rig
 from mxr.ops.take import save_take
 
 

@@ -15,7 +15,7 @@ from mxr.models.open_head import load_open_head
 from mxr.models.retarget import FlameLandmarks, estimate_flame_identity, retarget_expressions, retarget_flame
 from mxr.mxr_addon.flame_rig import BONES, armature_of
 from mxr.mxr_addon.pipeline import bake_take_file, import_flame
-from mxr.mxr_addon.rig import AXES, head_to_blender
+from mxr.models.blender_frame import AXES, head_to_blender
 from mxr.ops.take import load_take, save_take
 
 from flame_fixtures import flame_take, random_flame_arrays, write_flame_pickle, write_synthetic_registration

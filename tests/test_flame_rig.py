@@ -11,8 +11,10 @@ from conftest import synthetic_head, synthetic_take
 from mxr.models.flame import FlameModel, flame_forward, load_flame, rodrigues
 from mxr.mxr_addon.bake import key_flame_channels
 from mxr.mxr_addon.takes import TakeName
-from mxr.mxr_addon.flame_rig import BONES, POSE_KEYS, armature_of, build_flame_rig, flame_channels, is_flame_rig
-from mxr.mxr_addon.rig import head_to_blender, is_rig
+from mxr.models.bake_plan import flame_channels
+from mxr.mxr_addon.flame_rig import BONES, POSE_KEYS, armature_of, bone_rest_axes, build_flame_rig, is_flame_rig
+from mxr.models.blender_frame import head_to_blender
+from mxr.mxr_addon.rig import is_rig
 from mxr.ops.take import save_take
 
 from flame_fixtures import random_flame_arrays, write_flame_pickle, write_malicious_pickle
@@ -102,9 +104,8 @@ def test_skinned_rig_evaluates_to_flame_forward(empty_blend, model, flame_file, 
     pose[:, 3:] = rng.normal(0.0, 0.2, (frames, 2, 3))  # eyes
     pose[0] = 0.0  # rest frame too
     scene_frames = np.arange(1, frames + 1, dtype=np.float64)
-    key_flame_channels(rig, armature_of(rig), scene_frames, flame_channels(armature_of(rig), model, expression,
-                                                                            rodrigues(pose)), [],
-                       TakeName("test take", "test take"))
+    channels = flame_channels(model, bone_rest_axes(armature_of(rig)), expression, rodrigues(pose))
+    key_flame_channels(rig, armature_of(rig), scene_frames, channels, [], TakeName("test take", "test take"))
     expected, _ = flame_forward(model, identity, expression, pose)  # (T, V, 3) FLAME metres
     errors = []
     for index, frame in enumerate(scene_frames):

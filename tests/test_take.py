@@ -133,12 +133,15 @@ def test_missing_file(tmp_path):
     {"fps": 0.0}, {"fps": float("nan")},
     {"events": [MicroEvent(2, 4, 6, "mouth", 0.5, 0.9)]},  # offset past the last of 6 frames
     {"events": [MicroEvent(3, 1, 4, "mouth", 0.5, 0.9)]},  # apex before onset
+    {"frame_indices": np.array([0, 1, 2, 2, 3, 4])},  # a source frame twice
+    {"frame_indices": np.array([-1, 0, 1, 2, 3, 4])},
+    {"frame_indices": np.array([0, 1, 2, 3, 4, 10**15])},  # would overflow Blender's frame numbers
 ])
 def test_a_take_with_an_impossible_rate_or_event_is_refused(tmp_path, change):
     take = make_take()
     for name, value in change.items():
         setattr(take, name, value)
-    with pytest.raises(MxrError, match="frame rate|micro event"):
+    with pytest.raises(MxrError, match="frame rate|micro event|frame indices"):
         save_take(take, tmp_path / "bad.npz")
     assert not (tmp_path / "bad.npz").exists()
 

@@ -1,0 +1,269 @@
+"""The bake as data: everything a bake writes into Blender, computed from a take and a head
+without Blender, before the scene is touched.
+
+A bake is all or nothing: the take is checked and every value solved here, so a take that
+cannot be baked (no face, a broken neutral) fails with ``MxrError`` before anything changes; the
+Blender side (``mxr_addon/bake.py``) then writes a ``BakePlan`` in one pass.
+
+Time: take frame k was shown at ``take.timestamps_s[k]``; it lands on the scene's timeline at
+``frame_start + (t_k - t_0) * rate * slowdown`` scene frames (``TimeMapping``), at the scene's
+own rate (real time, keys between frames where the rates differ) unless the scene is matched to
+the take. Variable frame rate clips thus keep their timing; a high-speed clip plays slowed down
+by ``slowdown``.
+
+Values: the open head's units (``retarget.solve_units``) with the head's rotation as XYZ Euler
+angles on the rig object; FLAME's expressions, pose correctives and bone channels
+(``flame_channels``); both with the per-take detail shapes and one shape per micro-expression,
+in Blender's axes and metres (``blender_frame``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..ops.errors import MxrError
+from ..ops.take import Take
+from .correspondence import LandmarkEmbedding
+from .detail import DetailLayer, DetailSpread, detail_layer, flame_residual, head_residual, movable_vertices
+from .flame import FlameModel, expression_names, pose_features, rodrigues, shaped_vertices, skinning_regions
+from .head_model import HeadModel
+from .micro_keys import MicroComponent, components_mm, micro_components
+from .retarget import FlameLandmarks, displacement_on, flame_rest_alignment, neutral_to_head, retarget_flame, solve_units
+from .similarity import Similarities
+from .blender_frame import AXES, continuous_eulers_xyz, continuous_quaternions, head_to_blender, orthonormalised
+
+FLAME_BONES = ("FLAME_root", "neck", "jaw", "eye.L", "eye.R")  # FLAME's joint order, as the rig names its bones
+FLAME_POSE_KEYS = tuple(f"Pose{index:03d}" for index in range(36))  # FLAME's pose_features order
+DETAIL_PREFIX = "MXR_Detail"  # a take's detail keys: MXR_Detail00, MXR_Detail01, ...
+MICRO_PREFIX = "MXR_Micro"  # a take's micro keys: "MXR_Micro <region> <apex scene frame>"
+SLOWDOWN_RANGE = (0.01, 100.0)
+_VFR_TOLERANCE_FRAMES = 0.5  # timestamps further than this from k / fps make a clip variable-rate
+
+
+@dataclass(frozen=True)
+class TimeMapping:
+    """Where take time lands on the scene's timeline (see the module docstring)."""
+
+    frame_start: int  # the scene frame of the take's first frame
+    scene_fps: float  # the scene's rate (frames per second), or the take's when ``match_take``
+    slowdown: float = 1.0  # scene seconds per take second (8: a 200 fps clip over 25 fps frames)
+    match_take: bool = False  # set the scene's rate to the take's (the reference video then lines up)
+
+    @classmethod
+    def for_take(cls, take: Take, frame_start: int, scene_fps: float, *, match_take: bool = False,
+                 slowdown: float = 1.0) -> "TimeMapping":
+        if not SLOWDOWN_RANGE[0] <= slowdown <= SLOWDOWN_RANGE[1]:
+            raise MxrError(f"slow motion must be {SLOWDOWN_RANGE[0]:g}-{SLOWDOWN_RANGE[1]:g}x, got {slowdown:g}")
+        return cls(int(frame_start), float(take.fps if match_take else scene_fps), float(slowdown), match_take)
+
+    def scene_frames(self, seconds: np.ndarray) -> np.ndarray:
+        """Seconds since the take's first frame (n,) -> scene frames (n,) float64."""
+        return self.frame_start + np.asarray(seconds, np.float64) * self.scene_fps * self.slowdown
+
+
+def take_seconds(take: Take) -> tuple[np.ndarray, list[str]]:
+    """(T,) seconds of each take frame since the first, from its timestamps when they are usable
+    (finite, increasing), else from its nominal rate; and warnings saying which, and whether the
+    clip's rate varies."""
+    nominal = np.arange(take.frame_count) / take.fps  # (T,) s
+    stamps = np.asarray(take.timestamps_s, np.float64)
+    if not (np.all(np.isfinite(stamps)) and np.all(np.diff(stamps) > 0)):
+        return nominal, [f"the take's frame times are not usable: frames placed at a constant {take.fps:g} fps"]
+    seconds = stamps - stamps[0]
+    drift = float(np.max(np.abs(seconds - nominal))) if len(stamps) else 0.0
+    if drift * take.fps > _VFR_TOLERANCE_FRAMES:
+        return seconds, [f"variable frame rate: keys follow the frames' own times (up to {drift:.2f} s from a "
+                         f"constant {take.fps:g} fps)"]
+    return seconds, []
+
+
+@dataclass(frozen=True)
+class EventOnScene:
+    """A micro event's onset, apex and offset in scene frames (float: the mapping need not land
+    on whole frames)."""
+
+    region: str
+    peak_mm: float
+    onset: float
+    apex: float
+    offset: float
+
+
+@dataclass
+class ShapeLayer:
+    """Per-take shape keys a bake creates (detail or micro): shapes and curves."""
+
+    labels: list[str]  # the keys' names (Blender may suffix them on a clash)
+    offsets_m: np.ndarray  # (N, V, 3) Blender metres from the Basis
+    curves: list[tuple[np.ndarray, np.ndarray]]  # per key: (scene frames (n,), values (n,))
+
+
+@dataclass
+class BakePlan:
+    """Everything one bake writes, by datablock. Curves are keyed at ``keyed_frames`` unless they
+    carry their own frames."""
+
+    frame_count: int  # take frames
+    scene_frames: np.ndarray  # (T,) float64 where each take frame lands
+    face_found: np.ndarray  # (T,) bool, the frames that are keyed
+    shape_keys: dict[str, np.ndarray]  # expression (and FLAME pose) key -> (n,) values at keyed_frames
+    head_euler: np.ndarray | None  # (n, 3) XYZ radians on the rig object, None: not keyed (removed)
+    bone_rotations: dict[str, np.ndarray]  # FLAME bone -> (n, 4) quaternion (w, x, y, z), bone rest frame
+    bone_locations: dict[str, np.ndarray]  # FLAME bone -> (n, 3) metres, bone rest frame (joint shift)
+    detail: ShapeLayer
+    micro: ShapeLayer
+    micro_components: list[MicroComponent]  # one per micro key, in ``micro.labels``' order
+    micro_events: list[EventOnScene]  # the same events, on the scene's timeline
+    events: list[EventOnScene]  # every micro event of the take (the timeline markers)
+    timing: TimeMapping
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def keyed_frames(self) -> np.ndarray:
+        return self.scene_frames[self.face_found]
+
+    @property
+    def last_frame(self) -> int:
+        """The last scene frame the take reaches."""
+        return int(np.ceil(self.scene_frames[-1] - 1e-6))
+
+
+def check_bakeable(take: Take) -> None:
+    """MxrError for a take that loads but cannot be baked; nothing has been changed yet."""
+    if take.frame_count == 0:
+        raise MxrError(f"the take of {take.source_path} has no frames: nothing to bake")
+    if not np.all(np.isfinite(take.neutral_mm)):
+        raise MxrError(f"the take of {take.source_path} has no usable neutral face (non-finite values): "
+                       "reconstruct the video again")
+    if not np.any(take.valid):
+        raise MxrError(f"no frame of {take.source_path} has a face: nothing to bake")
+
+
+def plan_head_bake(head: HeadModel, take: Take, timing: TimeMapping, *, key_rotation: bool = True,
+                   key_detail: bool = True, key_micro: bool = True) -> BakePlan:
+    """The bake of ``take`` onto a rig built from ``head`` (MXR's open head or a built-in one)."""
+    check_bakeable(take)
+    components = micro_components(take) if key_micro else []
+    deformation = take.deformation_mm() - components_mm(components, take.frame_count)  # (T, 478, 3) without them
+    solve = solve_units(head, deformation, take.neutral_mm)
+    face_found = _face_frames(take, solve.coefficients)
+    spread = (DetailSpread.build(head.vertices, head.landmarks, movable_vertices(head.vertex_count, head.regions))
+              if key_detail or components else None)
+    layer = detail_layer(spread, head_residual(head, deformation, take.neutral_mm, solve)) if key_detail else None
+    head_euler = continuous_eulers_xyz(AXES @ orthonormalised(take.head_rotation[face_found]) @ AXES.T) \
+        if key_rotation else None
+    shape_keys = dict(zip(head.expression_names, solve.coefficients[face_found].T))
+    return _plan(take, timing, face_found, shape_keys, head_euler, {}, {}, layer, components, spread,
+                 neutral_to_head(head, take.neutral_mm))
+
+
+def plan_flame_bake(model: FlameModel, landmarks: LandmarkEmbedding, identity: np.ndarray, expressions: int,
+                    bone_rest: np.ndarray, take: Take, timing: TimeMapping, *, key_rotation: bool = True,
+                    joints: tuple[int, ...] = (2, 3, 4), key_detail: bool = True, key_micro: bool = True) -> BakePlan:
+    """The bake of ``take`` onto a FLAME rig built from ``model`` with ``identity`` (S',) and its
+    first ``expressions`` components; ``bone_rest`` (5, 3, 3): each bone's rest axes in armature
+    space (``FLAME_BONES`` order). ``joints``: the FLAME joints solved from the landmarks (jaw,
+    eyes); the neck gets the take's head rotation (the neck base stays with the body)."""
+    check_bakeable(take)
+    landmark_rig = FlameLandmarks.build(model, landmarks, identity, expressions)
+    components = micro_components(take) if key_micro else []
+    deformation = take.deformation_mm() - components_mm(components, take.frame_count)  # (T, 478, 3) without them
+    solved = retarget_flame(landmark_rig, deformation, take.neutral_mm, joints=joints)
+    face_found = _face_frames(take, solved.expression)
+    rotations = rodrigues(solved.pose[face_found])  # (n, 5, 3, 3) FLAME axes, local
+    if key_rotation:
+        rotations[:, 1] = orthonormalised(take.head_rotation[face_found])  # canonical -> camera = FLAME axes
+    channels = flame_channels(model, bone_rest, solved.expression[face_found], rotations)
+    spread, layer = None, None
+    if key_detail or components:
+        rest = shaped_vertices(model, identity, np.zeros(0))  # (V, 3) the rig's rest face, FLAME metres
+        spread = DetailSpread.build(rest, landmarks, movable_vertices(model.vertex_count, skinning_regions(model)))
+    if key_detail:
+        layer = detail_layer(spread, flame_residual(landmark_rig, deformation, take.neutral_mm, solved.expression,
+                                                    solved.pose))
+    return _plan(take, timing, face_found, channels.shape_keys, None, channels.rotations, channels.locations, layer,
+                 components, spread, flame_rest_alignment(landmark_rig, take.neutral_mm))
+
+
+def _face_frames(take: Take, solved: np.ndarray) -> np.ndarray:
+    """(T,) bool: the frames with a face, a solve and a usable head rotation (a frame whose
+    rotation is broken is left out, not keyed with garbage)."""
+    rotation_ok = np.all(np.isfinite(take.head_rotation), axis=(1, 2))
+    return np.asarray(take.valid, bool) & np.all(np.isfinite(solved), axis=1) & rotation_ok
+
+
+def _plan(take: Take, timing: TimeMapping, face_found: np.ndarray, shape_keys: dict[str, np.ndarray],
+          head_euler: np.ndarray | None, bone_rotations: dict, bone_locations: dict, layer: DetailLayer | None,
+          components: list[MicroComponent], spread: DetailSpread | None, alignment: Similarities) -> BakePlan:
+    """The parts every bake shares: time, face frames, detail, micro keys, events and warnings."""
+    seconds, warnings = take_seconds(take)
+    frames = timing.scene_frames(seconds)  # (T,)
+    if not face_found.any():
+        raise MxrError(f"no frame of {take.source_path} could be solved: nothing to bake")
+    missing = take.frame_count - int(face_found.sum())
+    if missing:
+        warnings.append(f"no face in {missing} of {take.frame_count} frames: no keys there (the curves interpolate "
+                        "across)")
+    unusable = int((np.asarray(take.valid, bool) & ~np.all(np.isfinite(take.head_rotation), axis=(1, 2))).sum())
+    if unusable:
+        warnings.append(f"{unusable} frames with a face have no usable head rotation: left unkeyed")
+    detail = ShapeLayer([], np.zeros((0, 0, 3)), [])
+    if layer is not None:
+        detail = ShapeLayer([f"{DETAIL_PREFIX}{index:02d}" for index in range(len(layer.shapes))],
+                            head_to_blender(layer.shapes),
+                            [(frames[face_found], weights) for weights in layer.weights[face_found].T])
+    events = [_on_scene(event.region, event.peak_mm, frames, event.onset_frame, event.apex_frame, event.offset_frame)
+              for event in take.events]
+    micro_events = [_on_scene(c.event.region, c.event.peak_mm, frames, c.event.onset_frame, c.event.apex_frame,
+                              c.event.offset_frame) for c in components]
+    micro = ShapeLayer([f"{MICRO_PREFIX} {event.region} {round(event.apex)}" for event in micro_events],
+                       np.zeros((0, 0, 3)), [])
+    if components:
+        patterns_m = displacement_on(alignment, np.stack([c.pattern_mm for c in components]))  # (E, 478, 3)
+        micro.offsets_m = head_to_blender(spread.apply(patterns_m[:, spread.sources]))  # (E, V, 3)
+        for component in components:
+            span = np.zeros(take.frame_count, bool)
+            span[component.first_frame:component.last_frame + 1] = True
+            keyed = span & np.isfinite(component.weights)
+            micro.curves.append((frames[keyed], component.weights[keyed]))
+    return BakePlan(take.frame_count, frames, face_found, shape_keys, head_euler, bone_rotations, bone_locations,
+                    detail, micro, components, micro_events, events, timing, warnings)
+
+
+def _on_scene(region: str, peak_mm: float, frames: np.ndarray, onset: int, apex: int, offset: int) -> EventOnScene:
+    return EventOnScene(region, float(peak_mm), float(frames[onset]), float(frames[apex]), float(frames[offset]))
+
+
+@dataclass
+class FlameChannels:
+    """Per-frame values that pose a FLAME rig."""
+
+    shape_keys: dict[str, np.ndarray]  # key name -> (n,) value
+    rotations: dict[str, np.ndarray]  # bone -> (n, 4) quaternion (w, x, y, z), bone rest frame
+    locations: dict[str, np.ndarray]  # bone -> (n, 3) metres, bone rest frame (the joint shift)
+
+
+def flame_channels(model: FlameModel, bone_rest: np.ndarray, expression: np.ndarray,
+                   rotations: np.ndarray) -> FlameChannels:
+    """Channels for expression (n, E') and local joint rotations (n, 5, 3, 3) in FLAME axes, on a
+    rig whose bones have rest axes ``bone_rest`` (5, 3, 3) in armature space.
+
+    Shape keys: ``Exp`` = the coefficients, ``Pose`` = FLAME's (R - I) features. Bones: the
+    rotation in each bone's rest frame, B^T (A R A^T) B, and the joint-shift location (I - R) d,
+    d being how far the expression moves the joint (FLAME regresses its joints from the expressed
+    mesh; Blender's bones keep their rest heads: see ``mxr_addon/flame_rig.py``).
+    """
+    expression = np.asarray(expression, dtype=np.float64)
+    per_coefficient = np.einsum("jv,evc->ejc", model.joint_regressor, model.expression_basis[: expression.shape[1]])
+    shift = head_to_blender(np.einsum("ejc,te->tjc", per_coefficient, expression))  # (n, 5, 3) Blender metres
+    blender = AXES @ rotations @ AXES.T  # (n, 5, 3, 3) armature space
+    shape_keys = dict(zip(expression_names(expression.shape[1]), expression.T))
+    shape_keys.update(zip(FLAME_POSE_KEYS, pose_features(rotations).T))
+    quaternions, locations = {}, {}
+    for joint, bone in enumerate(FLAME_BONES):
+        rest = bone_rest[joint]  # (3, 3) bone axes in armature space
+        quaternions[bone] = continuous_quaternions(rest.T @ blender[:, joint] @ rest)  # (n, 4)
+        translation = np.einsum("tab,tb->ta", np.eye(3) - blender[:, joint], shift[:, joint])  # (n, 3)
+        locations[bone] = translation @ rest  # rest.T @ translation per frame
+    return FlameChannels(shape_keys, quaternions, locations)
