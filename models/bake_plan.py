@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..ops.errors import MxrError
-from ..ops.take import Take
+from ..ops.take import Take, frame_seconds
 from .correspondence import LandmarkEmbedding
 from .detail import DetailLayer, DetailSpread, detail_layer, flame_residual, head_residual, movable_vertices
 from .flame import FlameModel, expression_names, pose_features, rodrigues, shaped_vertices, skinning_regions
@@ -38,7 +38,6 @@ FLAME_POSE_KEYS = tuple(f"Pose{index:03d}" for index in range(36))  # FLAME's po
 DETAIL_PREFIX = "MXR_Detail"  # a take's detail keys: MXR_Detail00, MXR_Detail01, ...
 MICRO_PREFIX = "MXR_Micro"  # a take's micro keys: "MXR_Micro <region> <apex scene frame>"
 SLOWDOWN_RANGE = (0.01, 100.0)
-_VFR_TOLERANCE_FRAMES = 0.5  # timestamps further than this from k / fps make a clip variable-rate
 
 
 @dataclass(frozen=True)
@@ -60,22 +59,6 @@ class TimeMapping:
     def scene_frames(self, seconds: np.ndarray) -> np.ndarray:
         """Seconds since the take's first frame (n,) -> scene frames (n,) float64."""
         return self.frame_start + np.asarray(seconds, np.float64) * self.scene_fps * self.slowdown
-
-
-def take_seconds(take: Take) -> tuple[np.ndarray, list[str]]:
-    """(T,) seconds of each take frame since the first, from its timestamps when they are usable
-    (finite, increasing), else from its nominal rate; and warnings saying which, and whether the
-    clip's rate varies."""
-    nominal = np.arange(take.frame_count) / take.fps  # (T,) s
-    stamps = np.asarray(take.timestamps_s, np.float64)
-    if not (np.all(np.isfinite(stamps)) and np.all(np.diff(stamps) > 0)):
-        return nominal, [f"the take's frame times are not usable: frames placed at a constant {take.fps:g} fps"]
-    seconds = stamps - stamps[0]
-    drift = float(np.max(np.abs(seconds - nominal))) if len(stamps) else 0.0
-    if drift * take.fps > _VFR_TOLERANCE_FRAMES:
-        return seconds, [f"variable frame rate: keys follow the frames' own times (up to {drift:.2f} s from a "
-                         f"constant {take.fps:g} fps)"]
-    return seconds, []
 
 
 @dataclass(frozen=True)
@@ -197,7 +180,7 @@ def _plan(take: Take, timing: TimeMapping, face_found: np.ndarray, shape_keys: d
           head_euler: np.ndarray | None, bone_rotations: dict, bone_locations: dict, layer: DetailLayer | None,
           components: list[MicroComponent], spread: DetailSpread | None, alignment: Similarities) -> BakePlan:
     """The parts every bake shares: time, face frames, detail, micro keys, events and warnings."""
-    seconds, warnings = take_seconds(take)
+    seconds, warnings = frame_seconds(take)
     frames = timing.scene_frames(seconds)  # (T,)
     if not face_found.any():
         raise MxrError(f"no frame of {take.source_path} could be solved: nothing to bake")

@@ -33,6 +33,7 @@ MAX_TAKE_FRAMES = 200_000
 MAX_EVENTS = 100_000
 MAX_TEXT_BYTES = 1 << 20  # paths, names, the settings' JSON
 FPS_RANGE = (1.0, 1000.0)  # frames per second a take may declare
+VFR_TOLERANCE_FRAMES = 0.5  # timestamps further than this from k / fps make a clip variable-rate
 MAX_SOURCE_FRAME = 100_000_000  # a source frame number a take may name (a month at 30 fps)
 
 
@@ -125,6 +126,22 @@ class Take:
 
 
 _EVENT_FIELDS = [f.name for f in fields(MicroEvent)]
+
+
+def frame_seconds(take: Take) -> tuple[np.ndarray, list[str]]:
+    """(T,) seconds of each take frame since the first, from its timestamps when they are usable
+    (finite, increasing), else from its nominal rate; and warnings saying which, and whether the
+    clip's rate varies."""
+    nominal = np.arange(take.frame_count) / take.fps  # (T,) s
+    stamps = np.asarray(take.timestamps_s, np.float64)
+    if not (np.all(np.isfinite(stamps)) and np.all(np.diff(stamps) > 0)):
+        return nominal, [f"the take's frame times are not usable: frames placed at a constant {take.fps:g} fps"]
+    seconds = stamps - stamps[0]
+    drift = float(np.max(np.abs(seconds - nominal))) if len(stamps) else 0.0
+    if drift * take.fps > VFR_TOLERANCE_FRAMES:
+        return seconds, [f"variable frame rate: each frame is placed at its own time (up to {drift:.2f} s from "
+                         f"a constant {take.fps:g} fps)"]
+    return seconds, []
 
 
 def save_take(take: Take, path: Path) -> None:

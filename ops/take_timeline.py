@@ -17,7 +17,7 @@ import numpy as np
 
 from .canonical import SKIN_LANDMARKS
 from .preview import write_png
-from .take import Take
+from .take import Take, frame_seconds
 
 WIDTH_PX = 1200
 LEFT_PX, RIGHT_PX = 70, 20  # room for the row labels, and a margin
@@ -90,6 +90,21 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
 
 
+def time_ticks(take: Take) -> list[tuple[float, float]]:
+    """The time axis' ticks: (seconds since the first frame, frame position) at a round step, a
+    dozen at most; a variable-rate clip's follow its frames' own times (``frame_seconds``)."""
+    count = take.frame_count
+    if count == 0:
+        return []
+    seconds = frame_seconds(take)[0]  # (T,) s
+    duration_s = float(seconds[-1]) + 1.0 / take.fps
+    step_s = next((s for s in (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300) if duration_s / s <= 12), 600)
+    ticks = np.arange(0.0, duration_s + 1e-9, step_s)
+    inside = np.interp(ticks, seconds, np.arange(count))
+    beyond = count - 1 + (ticks - seconds[-1]) * take.fps  # the last frame's own duration
+    return [(float(t), float(f)) for t, f in zip(ticks, np.where(ticks <= seconds[-1], inside, beyond))]
+
+
 def take_timeline(take: Take) -> np.ndarray:
     """The picture of ``take``: (H, WIDTH_PX, 3) BGR uint8."""
     count = take.frame_count
@@ -123,14 +138,15 @@ def take_timeline(take: Take) -> np.ndarray:
     _plot(canvas, layer_motion_mm(take.macro_mm, valid), macro_top, MACRO_CURVE, "macro")
     _plot(canvas, layer_motion_mm(take.micro_mm, valid), micro_top, MICRO_CURVE, "micro")
 
-    duration_s = count / take.fps if take.fps > 0 else 0.0
-    step_s = next((s for s in (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300) if duration_s / s <= 12), 600)
-    for second in np.arange(0.0, duration_s + 1e-9, step_s):
-        frame = second * take.fps
+    for second, frame in time_ticks(take):
         x = int(round(time_x(np.array([frame]), count)[0]))
         cv2.line(canvas, (x, axis_top), (x, axis_top + 5), TEXT, 1)
         _label(canvas, f"{second:g} s", (x - 8, axis_top + 18), scale=0.36)
         _label(canvas, f"{round(frame)}", (x - 8, axis_top + 30), (150, 150, 150), 0.32)
+    timing = frame_seconds(take)[1]
+    if timing:
+        _label(canvas, "variable frame rate" if "variable" in timing[0] else "frame times unusable",
+               (WIDTH_PX - RIGHT_PX - 150, 22), (80, 160, 230), 0.4)
     return canvas
 
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from conftest import synthetic_head, synthetic_take
-from mxr.models.bake_plan import TimeMapping, check_bakeable, plan_head_bake, take_seconds
+from mxr.models.bake_plan import TimeMapping, check_bakeable, plan_head_bake
 from mxr.models.blender_frame import continuous_eulers_xyz, continuous_quaternions
 from mxr.models.retarget import retarget_expressions
 from mxr.ops.errors import MxrError
-from mxr.ops.take import MicroEvent
+from mxr.ops.take import MicroEvent, frame_seconds
 
 
 def random_rotations(count: int, seed: int = 0) -> np.ndarray:
@@ -62,7 +62,7 @@ def test_quaternions_are_blenders_and_never_flip():
 
 def test_take_time_lands_on_the_scenes_timeline():
     take = synthetic_take(synthetic_head(), frames=31, invalid=(), fps=30.0)
-    seconds, warnings = take_seconds(take)
+    seconds, warnings = frame_seconds(take)
     assert not warnings
     real_time = TimeMapping.for_take(take, frame_start=10, scene_fps=24.0)
     np.testing.assert_allclose(real_time.scene_frames(seconds), 10 + np.arange(31) * 0.8)  # keys between frames
@@ -79,11 +79,11 @@ def test_variable_frame_rate_follows_the_frames_own_times():
     stamps = np.arange(30) / 30.0
     stamps[15:] += 0.5  # the camera stalled half a second
     take.timestamps_s = stamps
-    seconds, warnings = take_seconds(take)
+    seconds, warnings = frame_seconds(take)
     np.testing.assert_allclose(seconds, stamps)
     assert len(warnings) == 1 and "variable frame rate" in warnings[0]
     take.timestamps_s = np.full(30, np.nan)
-    seconds, warnings = take_seconds(take)
+    seconds, warnings = frame_seconds(take)
     np.testing.assert_allclose(seconds, np.arange(30) / 30.0)
     assert "not usable" in warnings[0]
 

@@ -4,12 +4,13 @@ import sys
 
 import cv2
 import numpy as np
+import pytest
 
 from conftest import take_from_deformation
 from mxr.models.network.event_profile import micro_profile
 from mxr.ops.take import LANDMARK_COUNT, MicroEvent, save_take
 from mxr.ops.take_timeline import (FACE_FOUND, FACE_LOST, HEADER_PX, LEFT_PX, PLOT_PX, REGION_COLOURS, WIDTH_PX,
-                                   layer_motion_mm, lost_per_column, take_timeline, time_x)
+                                   layer_motion_mm, lost_per_column, take_timeline, time_ticks, time_x)
 
 FRAMES = 90
 
@@ -89,3 +90,15 @@ def test_the_command_writes_the_picture_and_refuses_a_missing_take(tmp_path):
     jpeg = subprocess.run(command + [str(tmp_path / "take.npz"), "--png", str(tmp_path / "t.jpg")],
                           capture_output=True, text=True)
     assert jpeg.returncode == 2 and ".png name" in jpeg.stderr and not (tmp_path / "t.jpg").exists()
+
+
+def test_the_time_axis_follows_a_variable_frame_rate():
+    take = event_take()  # 90 frames at 30 fps: 3 s
+    assert dict(time_ticks(take))[1.0] == pytest.approx(30.0)
+    stamps = np.arange(FRAMES) / 30.0
+    stamps[45:] += 1.0  # the camera stalled for a second after frame 44
+    take.timestamps_s = stamps
+    ticks = dict(time_ticks(take))
+    assert ticks[1.0] == pytest.approx(30.0) and ticks[2.5] == pytest.approx(45.0)  # frame 45 was shown 2.5 s in
+    assert ticks[3.5] == pytest.approx(75.0)
+    take_timeline(take)  # draws, and says the rate varies
