@@ -32,10 +32,12 @@ def _fit_height(image: np.ndarray, height: int) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
 
 
-def compose_contact_sheet(take: Take, renders: dict[int, Path], out_path: Path) -> Path:
+def compose_contact_sheet(take: Take, renders: dict[int, Path], out_path: Path,
+                          notes: dict[int, str] | None = None) -> Path:
     """One row per take frame: the video frame with the tracked landmarks | the render.
 
     renders: take frame index -> PNG of the head at that frame. The video is the take's source.
+    notes: take frame index -> a line written under the frame number (e.g. the strongest units).
     """
     source_frames = {k: int(take.frame_indices[k]) for k in renders}
     frames = read_frames_at(Path(take.source_path), sorted(source_frames.values()))
@@ -52,6 +54,8 @@ def compose_contact_sheet(take: Take, renders: dict[int, Path], out_path: Path) 
             raise MxrError(f"render for frame {k} is missing: {renders[k]}")
         row = np.concatenate([_fit_height(video_frame, ROW_HEIGHT_PX), _fit_height(render, ROW_HEIGHT_PX)], axis=1)
         cv2.putText(row, f"frame {source_frames[k]}", (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, LABEL_COLOUR, 2)
+        for line, text in enumerate((notes or {}).get(k, "").split("\n")):
+            cv2.putText(row, text, (8, 48 + 20 * line), cv2.FONT_HERSHEY_SIMPLEX, 0.5, LABEL_COLOUR, 1, cv2.LINE_AA)
         rows.append(row)
     if not rows:
         raise MxrError("no frames to put in the preview")
