@@ -1,6 +1,6 @@
 """Where the face is lost: the open-loop scan clips followed stage by stage.
 
-    .venv/bin/python scripts/open_loop_budget.py [--json OUT]   # ~2 min once open_loop.py has rendered the clips
+    .venv/bin/python scripts/open_loop_budget.py [--json OUT]   # ~1 min once open_loop.py has rendered the clips
 
 Each stage is scored against the same truth (the scan's surface motion at the 478 landmark points,
 ``scripts/open_loop.py``), in the image plane of the head (x right, y up, mm): the takes carry no
@@ -9,6 +9,10 @@ depth motion, so the budget says what they lose of what they can see. Stages:
 1. **tracker**: MediaPipe's landmarks read with everything else perfect: the true head pose, the
    true focal length, and a neutral triangulated from the frames where the truth is at rest. What
    is lost here is the tracker's: its points are placed by its face prior, not glued to the skin.
+1b. **skin-glued tracker (true pose)**: the same reading of points tracked by optical flow
+   against one rest frame warped by the posed neutral mesh, averaged over a neighbourhood
+   (``ops/skin_track.py``, ``skin_glued_reading``): what a tracker glued to the skin would give
+   the engine. Not wired into the engine: measured here only.
 2. **landmark take**: the engine without the network (``ReconstructSettings(use_network=False)``):
    its own pose, focal length and neutral (``ops/perspective.py``, ``ops/neutral.py``).
 3. **network take**: the take MXR writes.
@@ -29,6 +33,7 @@ import json
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -42,50 +47,127 @@ from mxr.models.retarget import neutral_to_head, seen_landmark_basis, solve_unit
 from mxr.models.scan import load_scan  # noqa: E402
 from mxr.ops.canonical import SKIN_LANDMARKS  # noqa: E402
 from mxr.ops.reconstruct import ReconstructSettings, reconstruct  # noqa: E402
+from mxr.ops.skin_track import ReferenceTracker, SkinTrackSettings, fall_back  # noqa: E402
 from mxr.ops.take import Take, load_take  # noqa: E402
 
-STAGES = ("tracker", "landmark take", "network take", "named units", "baked (units + detail)")
+SKIN_STAGE = "skin-glued tracker (true pose)"
+STAGES = ("tracker", SKIN_STAGE, "landmark take", "network take", "named units", "baked (units + detail)")
+
+
+class TrueView:
+    """The clip's true camera and head pose: rays, projections, triangulation and reading, in the
+    head's frame (metres; pixels continuous, (0, 0) at the image's top-left corner, as MediaPipe's
+    and ``ScanCamera``'s). ``surface_m`` (478, 3): the landmark points on the scan at rest (only
+    their centroid is used: the head's turning centre)."""
+
+    def __init__(self, spec: open_loop.ScanClipSpec, surface_m: np.ndarray) -> None:
+        plan = open_loop.scan_clip_plan(spec)
+        self.centroid = surface_m.mean(axis=0)
+        self.focal = FOCAL_PX * spec.width_px / 640.0
+        self.image_centre = np.array([spec.width_px / 2.0, spec.height_px / 2.0])
+        self.camera_m = np.array([self.centroid[0], self.centroid[1], CAMERA_DISTANCE_M])
+        self.rotations = rotation_from_angles(*plan.head_angles_rad.T)  # (T, 3, 3) head -> world
+        self.shifts = plan.head_shift_mm / 1000.0  # (T, 3)
+
+    def rays(self, frame: int, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 2) px -> the camera centre (3,) and unit ray directions (N, 3), in the head's frame."""
+        direction = np.concatenate([(pixels - self.image_centre) / self.focal * [1.0, -1.0],
+                                    -np.ones((len(pixels), 1))], axis=1)
+        direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+        origin = (self.camera_m - self.centroid - self.shifts[frame]) @ self.rotations[frame] + self.centroid
+        return origin, direction @ self.rotations[frame]
+
+    def project(self, frame: int, points_m: np.ndarray) -> np.ndarray:
+        """(N, 3) m in the head's frame -> (N, 2) px in the frame's image."""
+        world = (points_m - self.centroid) @ self.rotations[frame].T + self.centroid + self.shifts[frame]
+        offset = world - self.camera_m
+        return self.image_centre + self.focal * offset[:, :2] / -offset[:, 2:3] * [1.0, -1.0]
+
+    def triangulate(self, pixels: np.ndarray, frames: np.ndarray) -> np.ndarray:
+        """(T, N, 2) px -> (N, 3) m: the least-squares point nearest each point's rays in ``frames``."""
+        normal = np.zeros((pixels.shape[1], 3, 3))
+        target = np.zeros((pixels.shape[1], 3))
+        for frame in frames:
+            origin, direction = self.rays(frame, pixels[frame])
+            projector = np.eye(3) - direction[:, :, None] * direction[:, None, :]
+            normal += projector
+            target += projector @ origin
+        return np.linalg.solve(normal, target)
+
+    def read(self, pixels: np.ndarray, neutral_m: np.ndarray, frames: np.ndarray) -> np.ndarray:
+        """(T, N, 2) px -> (T, N, 3) mm in the truth's frame: each point's ray at the depth (along
+        the camera axis) of the posed neutral (N, 3) m, less the neutral; NaN outside ``frames``."""
+        reading = np.full(pixels.shape[:2] + (3,), np.nan)
+        for frame in frames:
+            origin, direction = self.rays(frame, pixels[frame])
+            rotation, shift = self.rotations[frame], self.shifts[frame]
+            posed_depth = ((neutral_m - self.centroid) @ rotation.T + self.centroid + shift)[:, 2]
+            world_direction = direction @ rotation.T
+            along = (posed_depth - self.camera_m[2]) / world_direction[:, 2]
+            world = self.camera_m + along[:, None] * world_direction
+            reading[frame] = ((world - self.centroid - shift) @ rotation + self.centroid - neutral_m) * 1000.0
+        return reading
+
+
+def rest_frames(take: Take, truth: dict) -> np.ndarray:
+    """The frames with a face where the truth is at rest: what the neutral is triangulated from."""
+    return np.flatnonzero(np.asarray(take.valid, bool) & (np.abs(truth["intensities"]).sum(axis=1) == 0))
+
+
+def landmark_pixels(take: Take) -> np.ndarray:
+    """The take's MediaPipe landmarks, (T, 478, 2) source px, NaN where no face."""
+    return take.landmarks_px[..., :2].astype(np.float64) / take.analysis_scale
 
 
 def oracle_reading(take: Take, spec: open_loop.ScanClipSpec, truth: dict, surface_m: np.ndarray) -> np.ndarray:
     """The take's MediaPipe landmarks read with the true camera and pose: (T, 478, 3) mm in the
     truth's frame, NaN where no face. ``surface_m`` (478, 3): the landmark points on the scan at rest."""
+    view = TrueView(spec, surface_m)
+    pixels = landmark_pixels(take)
+    neutral = view.triangulate(pixels, rest_frames(take, truth))  # (478, 3) m, head frame
+    return view.read(pixels, neutral, np.flatnonzero(np.asarray(take.valid, bool)))
+
+
+def grey_frames(video_path: Path) -> list[np.ndarray]:
+    """Every frame of the clip, (H, W) uint8 grey."""
+    capture = cv2.VideoCapture(str(video_path))
+    frames = []
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                return frames
+            frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))
+    finally:
+        capture.release()
+
+
+def skin_glued_reading(take: Take, spec: open_loop.ScanClipSpec, truth: dict, surface_m: np.ndarray,
+                       video_path: Path, settings: SkinTrackSettings | None = None) -> np.ndarray:
+    """The skin-glued tracker (``ops/skin_track.py``) read like ``oracle_reading``: (T, 478, 3) mm.
+
+    The mesh is MediaPipe's neutral triangulated from the rest frames with the true pose; the
+    reference is the rest frame nearest a frontal view, and the tracked skin points are what it
+    shows at the mesh's projected vertices. Each frame: the reference warped by the mesh posed with
+    the true pose, the flow from it, averaged. The points' own neutral is then triangulated from
+    the same rest frames, and every frame read at its depth. Where the flow saw nothing the
+    point is MediaPipe's. Nothing of the truth places a point beyond what the tracker stage uses."""
+    view = TrueView(spec, surface_m)
+    pixels = landmark_pixels(take)
+    valid = np.flatnonzero(np.asarray(take.valid, bool))
+    rest = rest_frames(take, truth)
+    mesh = view.triangulate(pixels, rest)  # (478, 3) m, head frame
     plan = open_loop.scan_clip_plan(spec)
-    centroid = surface_m.mean(axis=0)
-    focal = FOCAL_PX * spec.width_px / 640.0
-    image_centre = np.array([spec.width_px / 2.0, spec.height_px / 2.0])
-    camera_m = np.array([centroid[0], centroid[1], CAMERA_DISTANCE_M])
-    rotations = rotation_from_angles(*plan.head_angles_rad.T)  # (T, 3, 3) head -> world
-    shifts = plan.head_shift_mm / 1000.0  # (T, 3)
-    pixels = take.landmarks_px[..., :2].astype(np.float64) / take.analysis_scale  # (T, 478, 2) source px
-    valid = np.asarray(take.valid, bool)
-
-    def rays(frame: int) -> tuple[np.ndarray, np.ndarray]:
-        """The camera centre (3,) and unit ray directions (478, 3), in the head's frame."""
-        direction = np.concatenate([(pixels[frame] - image_centre) / focal * [1.0, -1.0], -np.ones((478, 1))], axis=1)
-        direction /= np.linalg.norm(direction, axis=1, keepdims=True)
-        origin = (camera_m - centroid - shifts[frame]) @ rotations[frame] + centroid
-        return origin, direction @ rotations[frame]
-
-    rest = np.flatnonzero(valid & (np.abs(truth["intensities"]).sum(axis=1) == 0))
-    normal = np.zeros((478, 3, 3))
-    target = np.zeros((478, 3))
-    for frame in rest:  # least-squares point nearest each landmark's rays
-        origin, direction = rays(frame)
-        projector = np.eye(3) - direction[:, :, None] * direction[:, None, :]
-        normal += projector
-        target += projector @ origin
-    neutral = np.linalg.solve(normal, target)  # (478, 3) m, head frame
-    reading = np.full(pixels.shape[:2] + (3,), np.nan)
-    for frame in np.flatnonzero(valid):
-        origin, direction = rays(frame)
-        # the ray's point at the depth (along the camera axis) of the posed neutral
-        posed_depth = ((neutral - centroid) @ rotations[frame].T + centroid + shifts[frame])[:, 2]
-        world_direction = direction @ rotations[frame].T
-        along = (posed_depth - camera_m[2]) / world_direction[:, 2]
-        world = camera_m + along[:, None] * world_direction
-        reading[frame] = ((world - centroid - shifts[frame]) @ rotations[frame] + centroid - neutral) * 1000.0
-    return reading
+    reference = rest[np.argmin(np.abs(plan.head_angles_rad[rest]).sum(axis=1))]
+    frames = grey_frames(video_path)
+    to_index = 0.5  # continuous px -> pixel-centre (array index) px, as the flow reads images
+    tracker = ReferenceTracker(frames[reference], view.project(reference, mesh) - to_index, settings)
+    tracked = np.full(pixels.shape, np.nan)  # (T, 478, 2) px
+    for frame in valid:
+        tracked[frame] = tracker.track_frame(frames[frame], view.project(frame, mesh) - to_index) + to_index
+    tracked = fall_back(tracked, pixels)
+    neutral = view.triangulate(tracked, rest)  # the skin points' own neutral
+    return view.read(tracked, neutral, valid)
 
 
 def in_truth_frame(take: Take, truth: dict) -> np.ndarray:
@@ -145,6 +227,7 @@ def clip_stages(spec: open_loop.ScanClipSpec, surface_m: np.ndarray) -> dict[str
     valid = np.asarray(takes["network"].valid, bool)
     units, baked = baked_readings(takes["network"], truth)
     readings = {"tracker": oracle_reading(takes["network"], spec, truth, surface_m),
+                SKIN_STAGE: skin_glued_reading(takes["network"], spec, truth, surface_m, video_path),
                 "landmark take": in_truth_frame(takes["baseline"], truth),
                 "network take": in_truth_frame(takes["network"], truth),
                 "named units": units, "baked (units + detail)": baked}

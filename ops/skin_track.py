@@ -1,0 +1,193 @@
+"""Skin-glued point tracking: optical flow against a pose-warped reference, aggregated over the
+smooth expression field.
+
+Why: MediaPipe's landmarks are placed by its face prior and slide over the skin as the view
+changes (0.75 mm of false motion on a still face turning 20 degrees, only 0.55-0.62 of local
+actions recovered, docs/OPEN_LOOP.md), and optical flow chained frame to frame drifts (0.17-0.22
+px of error per pair on MPEG-4 frames against ~0.6 px of motion). Here every frame is compared
+with one *reference* frame, so errors do not accumulate:
+
+1. the reference image is warped into the current frame's geometry by a piecewise-affine map
+   over a face mesh whose vertices are known in both frames (a head pose applied to a neutral
+   face, ``piecewise_affine_map``), so what is left between the two images is the expression
+   plus the mesh's small geometric error, both smooth;
+2. dense flow (OpenCV DIS, ``flow.make_dis``) between the two high-passed images (``high_pass``:
+   the shading changes with the view, the texture does not) measures that small remainder;
+3. the flow is read at each point as a Gaussian-weighted average over its neighbourhood
+   (``aggregate_at``): a local expression is a smooth field a few millimetres wide, while the
+   flow's error is rough from pixel to pixel, so averaging over a few pixels cuts the noise of a
+   single-pixel reading without cutting the motion.
+
+The point a vertex stands for is the skin the reference shows at its reference position; its
+position in frame t is the warped position plus the aggregated flow there (``track_frame``).
+
+Measured (scripts/open_loop_budget.py, docs/OPEN_LOOP.md): read with the true pose on the scan
+clips, error 1.06x a still take against MediaPipe's 3.75x, still-face wander 0.21 mm against 0.76.
+
+Conventions: image px (x right, y down) of the full frame, pixel centres at integers (array
+index px: a caller with MediaPipe's continuous px, (0, 0) at the top-left corner, subtracts 0.5);
+flow (H, W, 2) float32 px, from the warped reference to the current frame: warped(x) ~
+current(x + flow(x)).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .flow import make_dis, sample_bilinear
+
+
+@dataclass(frozen=True)
+class SkinTrackSettings:
+    """Chosen on the open-loop scan clips' dev split (scripts/open_loop_budget.py; docs/OPEN_LOOP.md):
+    averaging radius 3 / 6 / 10 px recovered 0.75 / 0.72 / 0.67 of the actions' motion with a still
+    face wandering 0.23 / 0.20 / 0.17 mm; 6 is the middle."""
+
+    flow_profile: str = "balanced"  # flow.FLOW_PROFILES
+    sigma_px: float = 6.0  # std of the Gaussian neighbourhood the flow is averaged over; 0: one pixel
+    margin_px: int = 24  # the window around the mesh's points, px a side
+    highpass_sigma_px: float = 3.0  # >0: flow between images less their blur of this std (see band_pass)
+    highpass_gain: float = 2.0  # contrast of the high-passed images
+    fill_outside: bool = True  # outside the mesh the warped reference shows the current frame (no false edge)
+
+
+def delaunay_triangles(points_px: np.ndarray) -> np.ndarray:
+    """The Delaunay triangulation of (N, 2) finite points px as (M, 3) int64 indices (OpenCV's
+    Subdiv2D, without scipy; of coincident points one is used). Triangles that Subdiv2D makes with
+    its far virtual vertices are dropped, so a thin triangle along the hull may be missing: the
+    points there still are vertices of others."""
+    low = np.floor(points_px.min(axis=0)) - 2.0
+    size = np.ceil(points_px.max(axis=0) - low) + 4.0
+    subdivision = cv2.Subdiv2D((int(low[0]), int(low[1]), int(size[0]), int(size[1])))
+    subdivision.insert([(float(x), float(y)) for x, y in points_px])
+    corners = subdivision.getTriangleList().reshape(-1, 3, 2)  # (M', 3, 2) px
+    distance = np.linalg.norm(corners[:, :, None, :] - points_px[None, None].astype(np.float32), axis=-1)
+    index = distance.argmin(axis=2)  # (M', 3)
+    real = np.all(np.take_along_axis(distance, index[..., None], axis=2)[..., 0] < 1e-2, axis=1)
+    return index[real].astype(np.int64)  # triangles touching Subdiv2D's outer virtual vertices dropped
+
+
+def piecewise_affine_map(source_px: np.ndarray, target_px: np.ndarray, origin: tuple[int, int],
+                         shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The backward map that warps an image whose mesh vertices sit at ``source_px`` (N, 2) px
+    into the geometry where they sit at ``target_px`` (N, 2) px, affine inside each triangle of
+    the target points' Delaunay triangulation: (map_x, map_y), each (h, w) float32 source px for
+    the window of ``shape`` (h, w) starting at ``origin`` (x0, y0) px; NaN outside the mesh.
+    Exact at the vertices: map(target_i) = source_i (a pixel on a triangle's edge may take the
+    neighbour's map, which agrees there)."""
+    height, width = shape
+    triangles = delaunay_triangles(target_px)  # (M, 3)
+    owner = np.full((height, width), -1, np.int32)  # the triangle each pixel lies in
+    local = np.rint(target_px - np.array(origin, np.float64)).astype(np.int32)
+    for k, triangle in enumerate(triangles):
+        cv2.fillConvexPoly(owner, local[triangle], int(k))
+    # per triangle, the affine map target px -> source px: (M, 2, 3)
+    target_h = np.concatenate([target_px[triangles], np.ones(triangles.shape + (1,))], axis=2)  # (M, 3, 3)
+    ok = np.abs(np.linalg.det(target_h)) > 1e-9  # degenerate (flat) triangles map nothing
+    affine = np.full((len(triangles), 2, 3), np.nan)
+    affine[ok] = np.transpose(np.linalg.solve(target_h[ok], source_px[triangles[ok]]), (0, 2, 1))
+    rows, columns = np.nonzero(owner >= 0)
+    chosen = affine[owner[rows, columns]]  # (n, 2, 3)
+    x, y = columns + float(origin[0]), rows + float(origin[1])
+    map_x = np.full((height, width), np.nan, np.float32)
+    map_y = np.full((height, width), np.nan, np.float32)
+    map_x[rows, columns] = chosen[:, 0, 0] * x + chosen[:, 0, 1] * y + chosen[:, 0, 2]
+    map_y[rows, columns] = chosen[:, 1, 0] * x + chosen[:, 1, 1] * y + chosen[:, 1, 2]
+    return map_x, map_y
+
+
+def warp_with_map(image: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W) uint8 grey warped by a backward map (h, w) -> ((h, w) uint8, (h, w) bool inside the
+    mesh and the image). Outside, the pixel is left 0 and marked False."""
+    inside = np.isfinite(map_x) & np.isfinite(map_y)
+    inside &= (map_x >= 0) & (map_y >= 0) & (map_x <= image.shape[1] - 1) & (map_y <= image.shape[0] - 1)
+    warped = cv2.remap(image, np.where(inside, map_x, -1).astype(np.float32),
+                       np.where(inside, map_y, -1).astype(np.float32), cv2.INTER_LINEAR,
+                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return warped, inside
+
+
+def aggregate_at(flow: np.ndarray, weight: np.ndarray, points: np.ndarray, sigma_px: float) -> np.ndarray:
+    """The flow (H, W, 2) px read at (N, 2) points px as a Gaussian-weighted average over its
+    neighbourhood (std ``sigma_px``; 0: the bilinear single-point reading), pixels weighted by
+    ``weight`` (H, W) in 0..1 (0 where the flow is not to be trusted). (N, 2) px, NaN where
+    no weight reaches the point or it is outside the field."""
+    weight = np.where(np.all(np.isfinite(flow), axis=2), weight, 0.0).astype(np.float32)
+    clean = np.where(weight[..., None] > 0, flow, 0.0).astype(np.float32)
+    if sigma_px <= 0:
+        values = sample_bilinear(clean, points)
+        inside = sample_bilinear(weight[..., None], points)[:, 0]
+        values[~(inside > 0.999)] = np.nan
+        return values
+    size = 2 * int(np.ceil(3 * sigma_px)) + 1
+    numerator = cv2.GaussianBlur(clean * weight[..., None], (size, size), sigma_px, borderType=cv2.BORDER_CONSTANT)
+    denominator = cv2.GaussianBlur(weight, (size, size), sigma_px, borderType=cv2.BORDER_CONSTANT)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        averaged = numerator / denominator[..., None]
+    averaged[denominator < 0.2] = np.nan  # too little trusted flow near the point
+    return sample_bilinear(averaged, points)
+
+
+def window_around(points_px: np.ndarray, image_shape: tuple[int, int], margin_px: int) -> tuple[tuple[int, int],
+                                                                                                 tuple[int, int]]:
+    """The (x0, y0) origin and (h, w) shape of the window of ``image_shape`` (H, W) covering the
+    finite (N, 2) points px with ``margin_px`` a side."""
+    finite = points_px[np.all(np.isfinite(points_px), axis=1)]
+    x0 = max(int(np.floor(finite[:, 0].min())) - margin_px, 0)
+    y0 = max(int(np.floor(finite[:, 1].min())) - margin_px, 0)
+    x1 = min(int(np.ceil(finite[:, 0].max())) + margin_px + 1, image_shape[1])
+    y1 = min(int(np.ceil(finite[:, 1].max())) + margin_px + 1, image_shape[0])
+    return (x0, y0), (y1 - y0, x1 - x0)
+
+
+def high_pass(image: np.ndarray, sigma_px: float, gain: float = 1.0) -> np.ndarray:
+    """(H, W) uint8 grey -> (H, W) uint8: the image less its Gaussian blur (std ``sigma_px``), times
+    ``gain``, about 128. The studio light's shading changes as the head turns, smoothly; the skin's
+    texture does not, so flow between high-passed images follows the texture. ``sigma_px`` 0: unchanged."""
+    if sigma_px <= 0:
+        return image
+    grey = image.astype(np.float32)
+    size = 2 * int(np.ceil(3 * sigma_px)) + 1
+    detail = grey - cv2.GaussianBlur(grey, (size, size), sigma_px)
+    return np.clip(np.rint(128.0 + gain * detail), 0, 255).astype(np.uint8)
+
+
+def fall_back(tracked_px: np.ndarray, fallback_px: np.ndarray) -> np.ndarray:
+    """(..., N, 2) tracked points with NaN where the flow saw nothing (outside the mesh or the
+    image) -> the same with those points taken from ``fallback_px`` (e.g. the landmarker's)."""
+    missing = ~np.all(np.isfinite(tracked_px), axis=-1, keepdims=True)
+    return np.where(missing, fallback_px, tracked_px)
+
+
+class ReferenceTracker:
+    """Tracks skin points by flow from one reference frame, warped to each frame's geometry.
+
+    ``reference`` (H, W) uint8 grey; ``reference_px`` (N, 2) px: the mesh's vertices in the
+    reference, which also name the tracked skin points. One instance per thread (DIS keeps buffers).
+    """
+
+    def __init__(self, reference: np.ndarray, reference_px: np.ndarray, settings: SkinTrackSettings | None = None):
+        self.settings = settings or SkinTrackSettings()
+        self.reference = high_pass(reference, self.settings.highpass_sigma_px, self.settings.highpass_gain)
+        self.reference_px = np.asarray(reference_px, np.float64)
+        self._dis = make_dis(self.settings.flow_profile)
+
+    def track_frame(self, current: np.ndarray, predicted_px: np.ndarray) -> np.ndarray:
+        """(H, W) uint8 grey frame and the mesh's vertices (N, 2) px as the frame's geometry
+        predicts them (e.g. the neutral posed by the frame's head pose) -> where the skin the
+        reference shows at ``reference_px`` is in this frame, (N, 2) px; NaN where unseen."""
+        settings = self.settings
+        origin, shape = window_around(predicted_px, current.shape, settings.margin_px)
+        map_x, map_y = piecewise_affine_map(self.reference_px, predicted_px, origin, shape)
+        warped, inside = warp_with_map(self.reference, map_x, map_y)
+        window = high_pass(current[origin[1]:origin[1] + shape[0], origin[0]:origin[0] + shape[1]],
+                           settings.highpass_sigma_px, settings.highpass_gain)
+        if settings.fill_outside:
+            warped = np.where(inside, warped, window)
+        window = np.ascontiguousarray(window)
+        flow = self._dis.calc(warped, window, None)  # (h, w, 2) warped reference -> current
+        local = predicted_px - np.array(origin, np.float64)
+        offset = aggregate_at(flow, inside.astype(np.float32), local, settings.sigma_px)
+        return predicted_px + offset

@@ -1,0 +1,117 @@
+"""Skin-glued tracking (ops/skin_track.py) on synthetic textures moved by known motion."""
+import cv2
+import numpy as np
+
+from mxr.ops.skin_track import (ReferenceTracker, SkinTrackSettings, aggregate_at, delaunay_triangles, fall_back,
+                                high_pass, piecewise_affine_map, warp_with_map)
+
+
+def texture(size: int = 200, seed: int = 0) -> np.ndarray:
+    """(size, size) uint8 grey: smoothed noise, skin-like texture at a few px."""
+    rng = np.random.default_rng(seed)
+    noise = cv2.GaussianBlur(rng.normal(0.0, 1.0, (size, size)).astype(np.float32), (0, 0), 1.5)
+    return np.clip(128 + 40 * noise / noise.std(), 0, 255).astype(np.uint8)
+
+
+def grid_points(low: float, high: float, count: int) -> np.ndarray:
+    """(count**2, 2) px on a regular grid."""
+    xs = np.linspace(low, high, count)
+    return np.stack(np.meshgrid(xs, xs), axis=-1).reshape(-1, 2)
+
+
+def test_delaunay_triangles_cover_a_jittered_grid_once():
+    points = grid_points(0, 100, 6) + np.random.default_rng(0).uniform(-3, 3, (36, 2))
+    triangles = delaunay_triangles(points)
+    assert triangles.shape[1] == 3 and len(set(triangles.ravel().tolist())) == 36  # every point a vertex
+    corners = points[triangles]
+    area = 0.5 * np.abs(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]))
+    hull = cv2.contourArea(cv2.convexHull(points.astype(np.float32)))
+    assert 0.95 * hull < area.sum() < hull + 1e-6 * hull  # no overlap; a thin triangle at the hull may be left out
+
+
+def test_piecewise_affine_map_is_exact_at_vertices_and_affine_inside():
+    source = grid_points(20, 180, 6)
+    affine = np.array([[1.02, 0.05, 3.0], [-0.04, 0.98, -2.0]])
+    target = source @ affine[:, :2].T + affine[:, 2]
+    map_x, map_y = piecewise_affine_map(source, target, (0, 0), (200, 200))
+    at_vertices = np.stack([map_x[np.rint(target[:, 1]).astype(int), np.rint(target[:, 0]).astype(int)],
+                            map_y[np.rint(target[:, 1]).astype(int), np.rint(target[:, 0]).astype(int)]], axis=1)
+    # at the nearest pixel centre, within the affine map's change over half a pixel
+    assert np.nanmax(np.abs(at_vertices - source)) < 0.7
+    inverse = cv2.invertAffineTransform(affine)
+    yy, xx = np.mgrid[0:200, 0:200].astype(np.float64)
+    expected_x = inverse[0, 0] * xx + inverse[0, 1] * yy + inverse[0, 2]
+    inside = np.isfinite(map_x)
+    assert inside.sum() > 0.5 * 200 * 200 and not inside[0, 0]
+    assert np.max(np.abs(map_x[inside] - expected_x[inside])) < 1e-3
+
+
+def test_reference_tracker_recovers_a_known_smooth_warp():
+    """The reference moved by a known head translation (the mesh knows it) and an unknown smooth
+    'expression' bump: the tracked points land where the skin went, to a tenth of a pixel."""
+    reference = texture(240)
+    yy, xx = np.mgrid[0:240, 0:240].astype(np.float32)
+    bump = np.exp(-((xx - 120) ** 2 + (yy - 110) ** 2) / (2 * 30.0 ** 2))
+    expression = np.stack([0.8 * bump, -1.2 * bump], axis=2)  # (H, W, 2) px, displacement in the reference
+    translation = np.array([4.3, -2.6], np.float32)
+    # current(x) = reference(x - translation - expression(x - translation)) (expression small and smooth)
+    back_x = xx - translation[0]
+    back_y = yy - translation[1]
+    shifted = cv2.remap(expression, back_x, back_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    current = cv2.remap(reference, back_x - shifted[..., 0], back_y - shifted[..., 1], cv2.INTER_CUBIC,
+                        borderMode=cv2.BORDER_REFLECT)
+    mesh = grid_points(50, 190, 8)  # (64, 2) reference px
+    tracker = ReferenceTracker(reference, mesh, SkinTrackSettings(sigma_px=3.0, highpass_sigma_px=0.0))
+    tracked = tracker.track_frame(current, mesh + translation)
+    ideal = mesh + translation + cv2.remap(expression, mesh[:, 0].astype(np.float32)[None],
+                                           mesh[:, 1].astype(np.float32)[None], cv2.INTER_LINEAR)[0]
+    seen = np.all(np.isfinite(tracked), axis=1)  # the mesh's sharp corners may see too little flow
+    assert seen.sum() >= 60
+    error = np.linalg.norm(tracked[seen] - ideal[seen], axis=1)
+    assert np.median(error) < 0.1 and error.max() < 0.3
+    assert np.linalg.norm(ideal - mesh - translation, axis=1).max() > 1.0  # the bump was there to find
+
+
+def test_aggregation_beats_a_single_pixel_reading_of_a_noisy_smooth_field():
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:160, 0:160].astype(np.float32)
+    smooth = np.stack([0.5 + 0.004 * xx, -0.3 + 0.003 * yy], axis=2)  # (H, W, 2) px
+    noisy = smooth + rng.normal(0.0, 0.2, smooth.shape).astype(np.float32)
+    points = grid_points(30, 130, 10)
+    truth = aggregate_at(smooth, np.ones((160, 160), np.float32), points, 0.0)
+    single = aggregate_at(noisy, np.ones((160, 160), np.float32), points, 0.0)
+    averaged = aggregate_at(noisy, np.ones((160, 160), np.float32), points, 4.0)
+    single_error = np.median(np.linalg.norm(single - truth, axis=1))
+    averaged_error = np.median(np.linalg.norm(averaged - truth, axis=1))
+    assert averaged_error < 0.25 * single_error
+
+
+def test_aggregation_ignores_untrusted_pixels_and_says_when_none_are_near():
+    flow = np.zeros((100, 100, 2), np.float32)
+    flow[:, 50:] = 5.0  # garbage on the right half
+    weight = np.ones((100, 100), np.float32)
+    weight[:, 50:] = 0.0
+    read = aggregate_at(flow, weight, np.array([[45.0, 50.0], [90.0, 50.0]]), 4.0)
+    assert np.allclose(read[0], 0.0)
+    assert np.all(np.isnan(read[1]))
+
+
+def test_high_pass_removes_shading_and_keeps_texture():
+    base = texture(160).astype(np.float32)
+    ramp = np.linspace(-40, 40, 160, dtype=np.float32)[None, :]
+    lit = np.clip(base + ramp, 0, 255).astype(np.uint8)
+    difference = high_pass(lit, 3.0).astype(np.float32) - high_pass(base.astype(np.uint8), 3.0).astype(np.float32)
+    assert np.abs(difference[20:-20, 20:-20]).mean() < 1.0
+    assert high_pass(base.astype(np.uint8), 3.0)[20:-20, 20:-20].std() > 10
+
+
+def test_warp_marks_outside_and_fall_back_fills_it():
+    image = texture(50)
+    map_x = np.full((10, 10), np.nan, np.float32)
+    map_y = np.full((10, 10), np.nan, np.float32)
+    map_x[:5], map_y[:5] = 10.0, 10.0
+    warped, inside = warp_with_map(image, map_x, map_y)
+    assert inside[:5].all() and not inside[5:].any()
+    assert np.all(warped[:5] == image[10, 10])
+    tracked = np.array([[[1.0, 2.0], [np.nan, np.nan]]])
+    assert np.array_equal(fall_back(tracked, np.full((1, 2, 2), 7.0)), [[[1.0, 2.0], [7.0, 7.0]]])
