@@ -279,7 +279,9 @@ class FlameLandmarks:
         return located.reshape(batch + located.shape[1:])
 
     def affine(self, pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Landmarks as offset (..., L, 3) + expression @ basis (..., E, L, 3) at a fixed pose."""
+        """Landmarks as offset (..., L, 3) + expression @ basis (..., E, L, 3) at a fixed pose: the
+        exact per-frame basis, too large to build for a take; the reference the solver's closed-form
+        gradient is tested against."""
         rotations = rodrigues(pose)  # (..., J, 3, 3)
         joints = np.broadcast_to(self.joints_rest, rotations.shape[:-2] + (3,))
         transforms, _ = joint_transforms(rotations, joints, self.parents)  # (..., J, 3, 4)

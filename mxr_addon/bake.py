@@ -39,7 +39,7 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from ..models.bake_plan import BakePlan, EventOnScene, FlameChannels, ShapeLayer, TimeMapping, plan_flame_bake, plan_head_bake
+from ..models.bake_plan import BakePlan, EventOnScene, ShapeLayer, TimeMapping, plan_flame_bake, plan_head_bake
 from ..models.correspondence import LandmarkEmbedding
 from ..models.flame import FlameModel
 from ..models.head_model import HeadModel
@@ -178,17 +178,6 @@ def write_bone_channels(armature: bpy.types.Object, action: bpy.types.Action, fr
             path = armature.pose.bones[bone].path_from_id(channel)
             for axis in range(values.shape[1]):
                 write_keys(ensure_fcurve(action, armature, path, axis), frames, values[:, axis], "LINEAR")
-
-
-def key_flame_channels(rig: bpy.types.Object, armature: bpy.types.Object, frames: np.ndarray, channels: FlameChannels,
-                       warnings: list[str], take: TakeName) -> bpy.types.Action:
-    """Key ``channels`` at ``frames`` (n,) in ``take``'s actions: shape keys on the mesh's Key,
-    bones on the armature object. -> the Key's action."""
-    key_action = take_action(rig.data.shape_keys, f"{rig.name} Expressions", take, warnings)
-    write_shape_key_values(rig, key_action, frames, channels.shape_keys, warnings)
-    pose_action = take_action(armature, f"{armature.name} Pose", take, warnings)
-    write_bone_channels(armature, pose_action, frames, channels.rotations, channels.locations)
-    return key_action
 
 
 def write_shape_layer(rig: bpy.types.Object, action: bpy.types.Action, record: str, layer: ShapeLayer) -> list[str]:

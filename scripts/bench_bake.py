@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the FLAME fixtures: a FLAME-sized model without the user's file
+from bench_retarget import timed  # noqa: E402  (this script's sibling)
 
 
 def long_take(head, frames: int, fps: float = 30.0, seed: int = 0):
@@ -49,18 +48,6 @@ def long_take(head, frames: int, fps: float = 30.0, seed: int = 0):
                 head_scale_px_per_mm=np.ones(frames, np.float32), neutral_mm=neutral_mm.astype(np.float32),
                 macro_mm=macro_mm, micro_mm=np.zeros_like(macro_mm), detail_mm=np.zeros_like(macro_mm),
                 events=events, **unobserved_front_end(frames))
-
-
-def timed(label: str, work):
-    """Run ``work()``; print and return its seconds and numpy's peak memory over it."""
-    tracemalloc.start()
-    started = time.perf_counter()
-    result = work()
-    seconds = time.perf_counter() - started
-    peak_mb = tracemalloc.get_traced_memory()[1] / 1e6
-    tracemalloc.stop()
-    print(f"  {label:<40} {seconds:8.2f} s   peak {peak_mb:8.0f} MB")
-    return result
 
 
 def main() -> int:

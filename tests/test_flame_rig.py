@@ -9,8 +9,8 @@ import pytest
 
 from conftest import synthetic_head, synthetic_take
 from mxr.models.flame import FlameModel, flame_forward, load_flame, rodrigues
-from mxr.mxr_addon.bake import key_flame_channels
-from mxr.mxr_addon.takes import TakeName
+from mxr.mxr_addon.bake import write_bone_channels, write_shape_key_values
+from mxr.mxr_addon.takes import TakeName, take_action
 from mxr.models.bake_plan import flame_channels
 from mxr.mxr_addon.flame_rig import BONES, POSE_KEYS, armature_of, bone_rest_axes, build_flame_rig, is_flame_rig
 from mxr.models.blender_frame import head_to_blender
@@ -105,7 +105,11 @@ def test_skinned_rig_evaluates_to_flame_forward(empty_blend, model, flame_file, 
     pose[0] = 0.0  # rest frame too
     scene_frames = np.arange(1, frames + 1, dtype=np.float64)
     channels = flame_channels(model, bone_rest_axes(armature_of(rig)), expression, rodrigues(pose))
-    key_flame_channels(rig, armature_of(rig), scene_frames, channels, [], TakeName("test take", "test take"))
+    take, armature = TakeName("test take", "test take"), armature_of(rig)
+    write_shape_key_values(rig, take_action(rig.data.shape_keys, "expressions", take, []), scene_frames,
+                           channels.shape_keys, [])
+    write_bone_channels(armature, take_action(armature, "pose", take, []), scene_frames, channels.rotations,
+                        channels.locations)
     expected, _ = flame_forward(model, identity, expression, pose)  # (T, V, 3) FLAME metres
     errors = []
     for index, frame in enumerate(scene_frames):
