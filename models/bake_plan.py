@@ -123,12 +123,30 @@ def check_bakeable(take: Take) -> None:
         raise MxrError(f"no frame of {take.source_path} has a face: nothing to bake")
 
 
+@dataclass(frozen=True)
+class TakeDeformation:
+    """The take's deformation less the micro components that get keys of their own, (T, 478, 3)
+    mm, made a slice of frames at a time: the solves read it in chunks, so a bake's memory does
+    not grow with the clip beyond the take itself and its results."""
+
+    take: Take
+    components: list[MicroComponent]
+
+    def __len__(self) -> int:
+        return self.take.frame_count
+
+    def __getitem__(self, frames: slice) -> np.ndarray:
+        take = self.take
+        total = take.macro_mm[frames].astype(np.float64) + take.micro_mm[frames] + take.detail_mm[frames]
+        return total - components_mm(self.components, take.frame_count, frames)  # (n, 478, 3) mm
+
+
 def plan_head_bake(head: HeadModel, take: Take, timing: TimeMapping, *, key_rotation: bool = True,
                    key_detail: bool = True, key_micro: bool = True) -> BakePlan:
     """The bake of ``take`` onto a rig built from ``head`` (MXR's open head or a built-in one)."""
     check_bakeable(take)
     components = micro_components(take) if key_micro else []
-    deformation = take.deformation_mm() - components_mm(components, take.frame_count)  # (T, 478, 3) without them
+    deformation = TakeDeformation(take, components)
     solve = solve_units(head, deformation, take.neutral_mm)
     face_found = _face_frames(take, solve.coefficients)
     spread = (DetailSpread.build(head.vertices, head.landmarks, movable_vertices(head.vertex_count, head.regions))
@@ -151,7 +169,7 @@ def plan_flame_bake(model: FlameModel, landmarks: LandmarkEmbedding, identity: n
     check_bakeable(take)
     landmark_rig = FlameLandmarks.build(model, landmarks, identity, expressions)
     components = micro_components(take) if key_micro else []
-    deformation = take.deformation_mm() - components_mm(components, take.frame_count)  # (T, 478, 3) without them
+    deformation = TakeDeformation(take, components)
     solved = retarget_flame(landmark_rig, deformation, take.neutral_mm, joints=joints)
     face_found = _face_frames(take, solved.expression)
     rotations = rodrigues(solved.pose[face_found])  # (n, 5, 3, 3) FLAME axes, local

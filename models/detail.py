@@ -6,10 +6,10 @@ is the **residual** at the 478 landmarks. It becomes vertex offsets in three ste
 
 1. residual per frame at the landmarks, in the head's metres and axes (the same alignment as
    ``retarget``), minus what the fitted rig produces there;
-2. compression over time first (``compress``): an SVD of the (T_valid, L*3) landmark residual
-   keeps the few components that hold the requested share of its energy. Compressing before
-   spreading is cheaper (L*3 = 1404 columns, not V*3) and gives the same shapes, because the
-   spread is linear;
+2. compression over time first (``compress``): the principal components of the (T_valid, L*3)
+   landmark residual keep the few that hold the requested share of its energy. Compressing
+   before spreading is cheaper (L*3 = 1404 columns, not V*3) and gives the same shapes, because
+   the spread is linear;
 3. the spread (``DetailSpread``): each component, a field on the landmarks, becomes a smooth
    field on the vertices by compactly supported radial basis functions (Wendland C2,
    positive definite in 3-D), fitted so that the field seen at the landmarks through the head's
@@ -40,8 +40,8 @@ from ..ops.canonical import SKIN_LANDMARKS
 from .correspondence import LandmarkEmbedding
 from .flame import joint_transforms, rodrigues
 from .head_model import HeadModel
-from .retarget import (AXIS_WEIGHTS, FlameLandmarks, UnitSolve, displacement_on, flame_rest_alignment, neutral_to_head,
-                       seen_landmark_basis)
+from .retarget import (AXIS_WEIGHTS, FlameLandmarks, UnitSolve, displacement_on, flame_rest_alignment, frame_chunks,
+                       neutral_to_head, seen_landmark_basis)
 
 FACE_SOURCES = SKIN_LANDMARKS  # the landmarks whose residual becomes detail (the irises' does not)
 STILL_REGIONS = ("neck", "eyeballs")  # HeadModel regions the detail never moves
@@ -122,69 +122,98 @@ class DetailLayer:
 
 
 def compress(
-    residual: np.ndarray, energy: float = 0.99, max_shapes: int = 8, floor_m: float = 1e-5
+    residual: np.ndarray, energy: float = 0.99, max_shapes: int = 8, floor_m: float = 1e-5,
+    landmarks: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Residual (T, L, 3) metres, NaN rows allowed -> components (N, L, 3) metres, weights (T, N).
+    """Residual (T, L, 3) metres, NaN rows allowed -> components (N, L', 3) metres, weights (T, N).
+    ``landmarks``: the L' of the L landmarks to read (all by default).
 
-    Uncentred SVD: a shape key has no mean offset (weight 0 must be the rest shape), so the
-    components explain the residual's second moment, the mean included. Keeps the fewest
-    components whose share of that energy reaches ``energy``, at most ``max_shapes``, and drops
-    any that moves no landmark by ``floor_m`` in any frame (invisible, not worth a key). Each
-    component is scaled so its weights span [-1, 1] with the largest magnitude positive.
+    Uncentred principal components: a shape key has no mean offset (weight 0 must be the rest
+    shape), so the components explain the residual's second moment, the mean included. Keeps the
+    fewest components whose share of that energy reaches ``energy``, at most ``max_shapes``, and
+    drops any that moves no landmark by ``floor_m`` in any frame (invisible, not worth a key). Each
+    component is scaled so its weights span [-1, 1] with the largest magnitude positive. Read
+    ``CHUNK_FRAMES`` frames at a time through the (3 L', 3 L') second-moment matrix, so memory
+    does not grow with the clip.
     """
-    frames, landmarks = residual.shape[:2]
-    valid = np.all(np.isfinite(residual), axis=(1, 2))
-    weights = np.full((frames, 0), np.nan)
-    if not valid.any():
-        return np.zeros((0, landmarks, 3)), weights
-    u, singular, vt = np.linalg.svd(residual[valid].reshape(int(valid.sum()), -1), full_matrices=False)
-    share = np.cumsum(singular**2) / max(float(np.sum(singular**2)), 1e-300)
-    count = min(int(np.searchsorted(share, energy - 1e-12)) + 1, max_shapes, len(singular))
-    scores = u[:, :count] * singular[:count]  # (n, N) metres-weighted per frame
-    peak_index = np.argmax(np.abs(scores), axis=0)
-    peak = scores[peak_index, np.arange(count)]  # (N,) signed
-    components = (vt[:count] * peak[:, None]).reshape(count, landmarks, 3)  # (N, L, 3) metres at weight 1
-    reach = np.abs(components).max(axis=(1, 2))  # (N,) metres, the most any landmark moves
-    keep = reach >= floor_m
-    weights = np.full((frames, int(keep.sum())), np.nan)
-    weights[valid] = (scores / np.where(peak == 0.0, 1.0, peak))[:, keep]
-    return components[keep], weights
+    frames = len(residual)
+    columns = np.arange(residual.shape[1]) if landmarks is None else np.asarray(landmarks)
+
+    def rows(part: slice) -> tuple[np.ndarray, np.ndarray]:
+        chunk = np.asarray(residual[part][:, columns], np.float64).reshape(part.stop - part.start, -1)  # (n, 3 L')
+        return chunk, np.all(np.isfinite(chunk), axis=1)
+
+    second_moment = np.zeros((3 * len(columns),) * 2)
+    for part in frame_chunks(frames):
+        chunk, valid = rows(part)
+        second_moment += chunk[valid].T @ chunk[valid]
+    variances, directions = np.linalg.eigh(second_moment)  # ascending
+    variances, directions = np.clip(variances[::-1], 0.0, None), directions[:, ::-1]
+    if variances[0] <= 0.0:
+        return np.zeros((0, len(columns), 3)), np.full((frames, 0), np.nan)
+    share = np.cumsum(variances) / float(np.sum(variances))
+    count = min(int(np.searchsorted(share, energy - 1e-12)) + 1, max_shapes)
+    scores = np.full((frames, count), np.nan)  # (T, N) metres-weighted per frame
+    for part in frame_chunks(frames):
+        chunk, valid = rows(part)
+        scores[part][valid] = chunk[valid] @ directions[:, :count]
+    peak = scores[np.nanargmax(np.abs(scores), axis=0), np.arange(count)]  # (N,) signed
+    components = (directions[:, :count].T * peak[:, None]).reshape(count, len(columns), 3)  # (N, L', 3) at weight 1
+    keep = np.abs(components).max(axis=(1, 2)) >= floor_m  # the most any landmark moves
+    return components[keep], (scores / np.where(peak == 0.0, 1.0, peak))[:, keep]
 
 
 def detail_layer(spread: DetailSpread, residual: np.ndarray, energy: float = 0.99, max_shapes: int = 8) -> DetailLayer:
     """Residual at all 478 landmarks (T, 478, 3) metres -> the take's detail shapes and weights."""
-    components, weights = compress(residual[:, spread.sources], energy, max_shapes)
+    components, weights = compress(residual, energy, max_shapes, landmarks=spread.sources)
     return DetailLayer(spread.apply(components), weights)
 
 
 def head_residual(head: HeadModel, deformation_mm: np.ndarray, neutral_mm: np.ndarray, solve: UnitSolve) -> np.ndarray:
-    """What the units of ``solve`` leave unexplained of the take's deformation (T, 478, 3) mm:
-    (T, 478, 3) metres in head axes, NaN rows where there is no face. The rigid motion solved
-    with the units is not detail, landmarks (and axes: depth) the solve did not read carry none, and a unit counts
-    as far as MediaPipe shows it (``retarget.seen_landmark_basis``): a closed eye's lids are not
-    pushed back open by the part of the blink the tracker never shows."""
-    target = displacement_on(neutral_to_head(head, neutral_mm), deformation_mm)  # (T, 478, 3) metres
-    expressed = np.tensordot(solve.coefficients, seen_landmark_basis(head), axes=1)  # as the tracker saw them
-    return (target - solve.rigid_m - expressed) * solve.landmark_weights[:, None] * AXIS_WEIGHTS  # what was read
+    """What the units of ``solve`` leave unexplained of the take's deformation (T, 478, 3) mm
+    (sliced like ``solve_units`` reads it): (T, 478, 3) float32 metres in head axes, NaN rows
+    where there is no face. The rigid motion solved with the units is not detail, landmarks (and
+    axes: depth) the solve did not read carry none, and a unit counts as far as MediaPipe shows it
+    (``retarget.seen_landmark_basis``): a closed eye's lids are not pushed back open by the part
+    of the blink the tracker never shows."""
+    alignment = neutral_to_head(head, neutral_mm)
+    seen_basis = seen_landmark_basis(head)  # (K, 478, 3) as the tracker sees the units
+    read = solve.landmark_weights[:, None] * AXIS_WEIGHTS  # (478, 3)
+    residual = np.empty((len(deformation_mm),) + seen_basis.shape[1:], np.float32)
+    for frames in frame_chunks(len(residual)):
+        target = displacement_on(alignment, deformation_mm[frames])  # (n, 478, 3) metres
+        expressed = np.tensordot(solve.coefficients[frames], seen_basis, axes=1)
+        residual[frames] = (target - solve.rigid_m(frames) - expressed) * read
+    return residual
 
 
 def flame_residual(
     rig: FlameLandmarks, deformation_mm: np.ndarray, neutral_mm: np.ndarray, expression: np.ndarray, pose: np.ndarray
 ) -> np.ndarray:
     """What FLAME at expression (T, E) and pose (T, 5, 3) leaves unexplained of the take's
-    deformation (T, 478, 3) mm, brought back to **rest space** (T, 478, 3) metres.
+    deformation (T, 478, 3) mm (sliced like ``solve_units`` reads it), brought back to **rest
+    space** (T, 478, 3) float32 metres, NaN rows where there is no face or no solve.
 
     Shape keys act before skinning, so a rest-space offset d at a landmark shows posed as
     (sum_j w_j G_j) d, with w the landmark's skinning weights and G_j the joints' global
     rotations: the residual is unrotated by that blend (the jaw's rotation, mostly).
     """
-    components = rig.expression.shape[0]
-    rest = rig.locate(np.zeros(components), np.zeros((len(rig.parents), 3)))  # (L, 3)
-    target = rest + displacement_on(flame_rest_alignment(rig, neutral_mm), deformation_mm)  # (T, L, 3)
-    valid = np.all(np.isfinite(target), axis=(1, 2)) & np.all(np.isfinite(expression), axis=1)
-    residual = np.full(target.shape, np.nan)
-    if not valid.any():
-        return residual
+    rest = rig.locate(np.zeros(rig.expression.shape[0]), np.zeros((len(rig.parents), 3)))  # (L, 3)
+    alignment = flame_rest_alignment(rig, neutral_mm)
+    residual = np.full((len(deformation_mm),) + rest.shape, np.nan, np.float32)
+    for frames in frame_chunks(len(residual)):
+        target = rest + displacement_on(alignment, deformation_mm[frames])  # (n, L, 3)
+        valid = np.all(np.isfinite(target), axis=(1, 2)) & np.all(np.isfinite(expression[frames]), axis=1)
+        if not valid.any():
+            continue
+        frame_pose = pose[frames][valid]
+        posed = target[valid] - rig.locate(expression[frames][valid], frame_pose)  # (n, L, 3)
+        rotations = rodrigues(frame_pose)  # (n, J, 3, 3)
+        joints = np.broadcast_to(rig.joints_rest, rotations.shape[:-2] + (3,))
+        transforms, _ = joint_transforms(rotations, joints, rig.parents)  # (n, J, 3, 4)
+        blend = np.einsum("lj,njab->nlab", rig.weight, transforms[..., :3])  # (n, L, 3, 3)
+        residual[frames][valid] = np.linalg.solve(blend, posed[..., None])[..., 0]
+    return residual
     posed = target[valid] - rig.locate(expression[valid], pose[valid])  # (n, L, 3)
     rotations = rodrigues(pose[valid])  # (n, J, 3, 3)
     joints = np.broadcast_to(rig.joints_rest, rotations.shape[:-2] + (3,))

@@ -49,29 +49,30 @@ def micro_components(take: Take) -> list[MicroComponent]:
     whose pattern is flat are left out."""
     if take.settings.get("network", {}).get("micro_layer") != MICRO_LAYER_FROM_EVENTS:
         return []
-    micro = np.nan_to_num(np.asarray(take.micro_mm, np.float64))  # (T, 478, 3)
     valid = np.asarray(take.valid, bool)
     margin = int(np.ceil(SPAN_MARGIN_S * take.fps))
     components = []
     for event in take.events:
-        pattern = micro[event.apex_frame]  # (478, 3)
+        pattern = np.nan_to_num(np.asarray(take.micro_mm[event.apex_frame], np.float64))  # (478, 3)
         energy = float(np.sum(pattern**2))
         if np.sqrt(np.sum(pattern**2, axis=1)).max() < _FLOOR_MM:
             continue
         first = max(event.onset_frame - margin, 0)
         last = min(event.offset_frame + margin, take.frame_count - 1)
         weights = np.zeros(take.frame_count)
-        weights[first:last + 1] = np.einsum("tlc,lc->t", micro[first:last + 1], pattern) / energy
+        span = np.nan_to_num(np.asarray(take.micro_mm[first:last + 1], np.float64))  # (n, 478, 3)
+        weights[first:last + 1] = np.einsum("tlc,lc->t", span, pattern) / energy
         weights[~valid] = np.nan
         components.append(MicroComponent(event.region, event.apex_frame, pattern, weights, first, last, event))
     return components
 
 
-def components_mm(components: list[MicroComponent], frame_count: int) -> np.ndarray:
-    """What the components add up to: (T, 478, 3) mm (NaN where their weights are)."""
-    total = np.zeros((frame_count, LANDMARK_COUNT, 3))
+def components_mm(components: list[MicroComponent], frame_count: int, frames: slice = slice(None)) -> np.ndarray:
+    """What the components add up to at ``frames`` of the take's ``frame_count``: (n, 478, 3) mm
+    (NaN where their weights are)."""
+    total = np.zeros((len(range(frame_count)[frames]), LANDMARK_COUNT, 3))
     for component in components:
-        total += component.weights[:, None, None] * component.pattern_mm
+        total += component.weights[frames, None, None] * component.pattern_mm
     return total
 
 

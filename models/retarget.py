@@ -55,6 +55,8 @@ OUTLIER_FLOOR_M = 0.004
 SPARSITY = 0.03  # the primary units' L1 weight, relative to the basis' mean squared column norm
 SKIN_LANDMARK_COUNT = 468  # the 468 skin points come first; the irises follow the gaze: not in the alignment
 AXIS_WEIGHTS = np.array([1.0, 1.0, DEPTH_WEIGHT])
+# Frames solved (and located, skinned) at a time: memory stays flat in clip length.
+CHUNK_FRAMES = 1024
 
 
 def solve_box_ridge(
@@ -142,8 +144,18 @@ class UnitSolve:
     """A take read as a head's units: coefficients and the rigid motion solved with them."""
 
     coefficients: np.ndarray  # (T, K), NaN rows where the take has no face
-    rigid_m: np.ndarray  # (T, 478, 3) metres, head axes: the rigid part of the displacement, NaN likewise
+    rigid_motion: np.ndarray  # (T, 7): amounts of ``rigid_basis_m`` per frame, NaN rows likewise
+    rigid_basis_m: np.ndarray  # (7, 478, 3) metres, head axes: ``rigid_motions`` of the head's rest landmarks
     landmark_weights: np.ndarray  # (478,) 0/1: the landmarks that were read (their x and y; see DEPTH_WEIGHT)
+
+    def rigid_m(self, frames: slice = slice(None)) -> np.ndarray:
+        """The rigid part of the displacement at ``frames``: (n, 478, 3) metres, head axes."""
+        return np.tensordot(self.rigid_motion[frames], self.rigid_basis_m, axes=1)
+
+
+def frame_chunks(frame_count: int, chunk_frames: int = CHUNK_FRAMES) -> list[slice]:
+    """Consecutive slices of at most ``chunk_frames`` frames covering ``frame_count``."""
+    return [slice(start, min(start + chunk_frames, frame_count)) for start in range(0, frame_count, chunk_frames)]
 
 
 def solve_units(
@@ -154,41 +166,48 @@ def solve_units(
     bounds: tuple[float, float] | None = None,
     sparsity: float = SPARSITY,
     iterations: int = 400,
+    chunk_frames: int = CHUNK_FRAMES,
 ) -> UnitSolve:
     """The head's units for canonical displacements (T, 478, 3) mm (see the module docstring).
 
-    ``regularization`` and ``sparsity`` are relative to the basis' mean squared column norm, so
-    they do not depend on units or head size. Frames whose displacement is NaN (no face) come
-    back as NaN rows.
+    ``deformation_mm``: an array, or anything that has ``len`` and gives (n, 478, 3) mm for a
+    slice of frames (``bake_plan.TakeDeformation``): it is read ``chunk_frames`` frames at a time,
+    so memory stays flat in clip length. ``regularization`` and ``sparsity`` are relative to the
+    basis' mean squared column norm, so they do not depend on units or head size. Frames whose
+    displacement is NaN (no face) come back as NaN rows.
     """
     lower, upper = head.coefficient_bounds if bounds is None else bounds
     rest_m = head.landmark_positions().astype(np.float64)  # (478, 3)
     alignment, kept = _robust_alignment(rest_m, neutral_mm)
-    displacement = displacement_on(alignment, deformation_mm)  # (T, 478, 3) m
     weights = (kept[:, None] * AXIS_WEIGHTS).reshape(-1)  # (478*3,)
     count = len(head.expression_names)
     basis = seen_landmark_basis(head).reshape(count, -1).T * weights[:, None]  # (M, K)
-    rigid = rigid_motions(rest_m).reshape(7, -1).T  # (M, 7) unweighted
+    rigid_basis = rigid_motions(rest_m)  # (7, 478, 3)
+    rigid = rigid_basis.reshape(7, -1).T  # (M, 7) unweighted
     left, singular, _ = np.linalg.svd(rigid * weights[:, None], full_matrices=False)
     orthonormal = left[:, singular > 1e-9 * singular[0]]  # (M, r): the rigid motions the weights still see
     projected = basis - orthonormal @ (orthonormal.T @ basis)  # rigid motion solved out exactly
+    scale = float(np.mean(np.sum(projected**2, axis=0)))
+    # Scaled by the gain squared, as the columns are: a unit's shrinkage in coefficient units is
+    # then what it would be without the gain (the blink's 0.4 would otherwise cost it 6x more).
+    gains_squared = tracker_gains(head.expression_names) ** 2
+    ridge = regularization * scale * gains_squared  # (K,)
+    prices = sparsity * scale * sparsity_prices(head.expression_names) * gains_squared  # (K,)
+    pairs = antagonist_indices(head.expression_names)
 
-    valid = np.all(np.isfinite(displacement), axis=(1, 2))
-    coefficients = np.full((len(displacement), count), np.nan)
-    rigid_m = np.full(displacement.shape, np.nan)
-    if valid.any():
+    frame_count = len(deformation_mm)
+    coefficients = np.full((frame_count, count), np.nan)
+    rigid_motion = np.full((frame_count, 7), np.nan)
+    for frames in frame_chunks(frame_count, chunk_frames):
+        displacement = displacement_on(alignment, deformation_mm[frames])  # (n, 478, 3) m
+        valid = np.all(np.isfinite(displacement), axis=(1, 2))
+        if not valid.any():
+            continue
         targets = displacement[valid].reshape(int(valid.sum()), -1) * weights  # (n, M)
         targets_projected = targets - (targets @ orthonormal) @ orthonormal.T
-        scale = float(np.mean(np.sum(projected**2, axis=0)))
-        # Scaled by the gain squared, as the columns are: a unit's shrinkage in coefficient units is
-        # then what it would be without the gain (the blink's 0.4 would otherwise cost it 6x more).
-        gains_squared = tracker_gains(head.expression_names) ** 2
-        ridge = regularization * scale * gains_squared  # (K,)
-        prices = sparsity * scale * sparsity_prices(head.expression_names) * gains_squared  # (K,)
         low = np.full((len(targets), count), float(lower))
         high = np.full((len(targets), count), float(upper))
         solved = solve_box_ridge(projected, targets_projected, low, high, ridge, iterations, prices)
-        pairs = antagonist_indices(head.expression_names)
         if pairs:
             for first, second in pairs:
                 first_loses = solved[:, first] < solved[:, second]
@@ -196,10 +215,10 @@ def solve_units(
                 high[~first_loses, second] = np.minimum(high[~first_loses, second], 0.0)
             low = np.minimum(low, high)
             solved = solve_box_ridge(projected, targets_projected, low, high, ridge, iterations, prices)
-        coefficients[valid] = solved
+        coefficients[frames][valid] = solved
         motion, *_ = np.linalg.lstsq(rigid * weights[:, None], (targets - solved @ basis.T).T, rcond=None)  # (7, n)
-        rigid_m[valid] = (rigid @ motion).T.reshape(-1, 478, 3)
-    return UnitSolve(coefficients, rigid_m, kept)
+        rigid_motion[frames][valid] = motion.T
+    return UnitSolve(coefficients, rigid_motion, rigid_basis, kept)
 
 
 def retarget_expressions(
@@ -216,7 +235,6 @@ def retarget_expressions(
 
 
 # -- FLAME: expressions and joint rotations ------------------------------------------------------
-FLAME_CHUNK_FRAMES = 1024  # frames solved (and located) at a time: memory stays flat in clip length
 
 
 @dataclass(frozen=True)
@@ -259,7 +277,7 @@ class FlameLandmarks:
     def locate(self, expression: np.ndarray, pose: np.ndarray) -> np.ndarray:
         """Landmarks (..., L, 3) metres for expression (..., E) and pose (..., J, 3) axis-angle.
 
-        Skinned per joint, ``FLAME_CHUNK_FRAMES`` frames at a time: never the (..., E, L, 3) basis
+        Skinned per joint, ``CHUNK_FRAMES`` frames at a time: never the (..., E, L, 3) basis
         that ``affine`` builds (11 GB for 10,000 frames of 100 expressions)."""
         expression = np.asarray(expression, dtype=np.float64)
         pose = np.asarray(pose, dtype=np.float64)
@@ -267,8 +285,7 @@ class FlameLandmarks:
         expression = np.broadcast_to(expression, batch + expression.shape[-1:]).reshape(-1, expression.shape[-1])
         pose = np.broadcast_to(pose, batch + pose.shape[-2:]).reshape(-1, *pose.shape[-2:])
         located = np.empty((len(expression),) + self.rest.shape[:1] + (3,))  # (n, L, 3)
-        for start in range(0, len(located), FLAME_CHUNK_FRAMES):
-            part = slice(start, start + FLAME_CHUNK_FRAMES)
+        for part in frame_chunks(len(located)):
             coefficients, rotations = expression[part], rodrigues(pose[part])  # (n, E), (n, J, 3, 3)
             joints = self.joints_rest + np.einsum("ne,ejc->njc", coefficients, self.joints_expression)
             transforms, _ = joint_transforms(rotations, joints, self.parents)  # (n, J, 3, 4)
@@ -634,7 +651,7 @@ def retarget_flame(
     bounds: tuple[float, float] = FLAME_COEFFICIENT_BOUNDS,
     max_step_rad: float = 0.3,
     tolerance: float = 1e-6,
-    chunk_frames: int = FLAME_CHUNK_FRAMES,
+    chunk_frames: int = CHUNK_FRAMES,
 ) -> FlameRetarget:
     """FLAME expression coefficients and joint rotations (default: the jaw, joint 2) per frame.
 
@@ -659,15 +676,14 @@ def retarget_flame(
     clipped to ``max_step_rad``. ``chunk_frames`` frames are solved at a time, so memory does
     not grow with the clip.
     """
-    count = deformation_mm.shape[0]
+    count = len(deformation_mm)
     components = rig.expression.shape[0]
     expression = np.full((count, components), np.nan)
     pose = np.full((count, len(rig.parents), 3), np.nan)
     alignment = flame_rest_alignment(rig, neutral_mm)
     system = None
-    for start in range(0, count, chunk_frames):
-        part = slice(start, start + chunk_frames)
-        displacement = displacement_on(alignment, deformation_mm[part])  # (n, L, 3) metres
+    for frames in frame_chunks(count, chunk_frames):
+        displacement = displacement_on(alignment, deformation_mm[frames])  # (n, L, 3) metres
         valid = np.all(np.isfinite(displacement), axis=(1, 2))
         if not valid.any():
             continue
@@ -676,8 +692,8 @@ def retarget_flame(
                                                    iterations, tolerance)
         solved_pose = np.zeros((len(coefficients), len(rig.parents), 3))
         solved_pose[:, system.solved] = angles
-        expression[start:start + chunk_frames][valid] = coefficients
-        pose[start:start + chunk_frames][valid] = solved_pose
+        expression[frames][valid] = coefficients
+        pose[frames][valid] = solved_pose
     return FlameRetarget(expression, pose)
 
 

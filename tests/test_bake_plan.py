@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import synthetic_head, synthetic_take
-from mxr.models.bake_plan import TimeMapping, check_bakeable, plan_head_bake
+from mxr.models.bake_plan import TakeDeformation, TimeMapping, check_bakeable, plan_head_bake
+from mxr.models.micro_keys import MICRO_LAYER_FROM_EVENTS, components_mm, micro_components
 from mxr.models.blender_frame import continuous_eulers_xyz, continuous_quaternions
 from mxr.models.retarget import retarget_expressions
 from mxr.ops.errors import MxrError
@@ -124,3 +125,19 @@ def test_plan_holds_the_units_and_leaves_out_frames_it_cannot_key():
     assert [(event.onset, event.apex, event.offset) for event in plan.events] == \
         [pytest.approx((1 + 4 * 0.8, 1 + 9 * 0.8, 1 + 12 * 0.8))]
     assert plan.last_frame == 17  # 1 + 19 * 0.8 = 16.2: the scene must reach frame 17
+
+
+def test_the_deformation_the_solves_read_is_the_take_less_its_micro_keys():
+    head = synthetic_head()
+    take = synthetic_take(head, frames=12)
+    take.micro_mm = np.zeros_like(take.macro_mm)
+    take.micro_mm[4:9] = 0.3
+    take.settings = {**take.settings, "network": {"micro_layer": MICRO_LAYER_FROM_EVENTS}}
+    take.events = [MicroEvent(onset_frame=4, apex_frame=6, offset_frame=8, region="mouth", peak_mm=0.5,
+                              confidence=0.9)]
+    components = micro_components(take)
+    deformation = TakeDeformation(take, components)
+    expected = take.deformation_mm() - components_mm(components, take.frame_count)
+    assert len(components) == 1 and len(deformation) == 12
+    np.testing.assert_allclose(np.concatenate([deformation[0:5], deformation[5:12]]), expected, atol=1e-6)
+    np.testing.assert_allclose(deformation[3:10][:, :, 1], take.macro_mm[3:10, :, 1], atol=1e-6)  # the key took it

@@ -7,7 +7,7 @@ import pytest
 from conftest import synthetic_head
 from mxr.models.detail import FACE_SOURCES, DetailSpread, compress, detail_layer, head_residual, movable_vertices
 from mxr.models.open_head import load_open_head
-from mxr.models.retarget import solve_units
+from mxr.models.retarget import CHUNK_FRAMES, solve_units
 
 
 def extra_field(vertices: np.ndarray) -> np.ndarray:
@@ -71,6 +71,23 @@ def test_pca_keeps_the_requested_energy_and_caps_the_count():
     assert len(components) == 3
     components, weights = compress(residual, energy=1.0, max_shapes=8)
     np.testing.assert_allclose(np.tensordot(weights, components, axes=1), residual, atol=1e-12)
+
+
+def test_compression_reads_a_long_take_in_chunks_like_one_svd():
+    rng = np.random.default_rng(2)
+    frames, landmarks = CHUNK_FRAMES + 300, 20  # two chunks
+    residual = (rng.normal(size=(frames, 3)) @ rng.normal(size=(3, landmarks * 3)) * 1e-3).reshape(frames, landmarks, 3)
+    residual += rng.normal(scale=1e-5, size=residual.shape)
+    residual[[5, CHUNK_FRAMES + 7]] = np.nan
+    components, weights = compress(residual.astype(np.float32), energy=0.99, landmarks=np.arange(2, landmarks))
+    valid = np.all(np.isfinite(residual), axis=(1, 2))
+    reference = residual[valid][:, 2:].reshape(int(valid.sum()), -1)
+    _, singular, directions = np.linalg.svd(reference, full_matrices=False)  # the simple reference
+    assert components.shape == (3, landmarks - 2, 3) and np.isnan(weights[~valid]).all()
+    for component, direction in zip(components.reshape(3, -1), directions[:3]):  # the same subspace
+        assert abs(abs(component @ direction) / np.linalg.norm(component) - 1.0) < 1e-4
+    kept = np.tensordot(weights[valid], components, axes=1).reshape(len(reference), -1)
+    assert np.sum((reference - kept) ** 2) <= np.sum(singular[3:] ** 2) * 1.01
 
 
 def test_back_of_the_head_and_neck_do_not_move():

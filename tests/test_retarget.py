@@ -129,3 +129,34 @@ def test_landmarks_the_head_misplaces_are_left_out():
     solve = solve_units(head, deformation_mm, neutral_mm, regularization=1e-6, sparsity=0.0)
     assert np.all(solve.landmark_weights[broken] == 0.0) and solve.landmark_weights.sum() >= 478 - 10
     np.testing.assert_allclose(solve.coefficients, truth, atol=0.01)
+
+
+class FrameSlices:
+    """A deformation that only gives slices of frames, as ``bake_plan.TakeDeformation`` does."""
+
+    def __init__(self, deformation_mm: np.ndarray) -> None:
+        self.deformation_mm, self.read = deformation_mm, []
+
+    def __len__(self) -> int:
+        return len(self.deformation_mm)
+
+    def __getitem__(self, frames: slice) -> np.ndarray:
+        self.read.append(frames)
+        return self.deformation_mm[frames]
+
+
+def test_a_take_solved_in_chunks_is_the_take_solved_at_once():
+    head = small_head()
+    rng = np.random.default_rng(3)
+    truth = rng.uniform(0.0, 1.0, (11, 4))
+    neutral_mm = 1000.0 * head.landmark_positions()
+    deformation_mm = 1000.0 * (head.landmark_positions(truth) - head.landmark_positions())
+    deformation_mm[[2, 7]] = np.nan
+    whole = solve_units(head, deformation_mm, neutral_mm)
+    slices = FrameSlices(deformation_mm)
+    chunked = solve_units(head, slices, neutral_mm, chunk_frames=4)
+    assert [(s.start, s.stop) for s in slices.read] == [(0, 4), (4, 8), (8, 11)]
+    np.testing.assert_allclose(chunked.coefficients, whole.coefficients, atol=1e-12)
+    np.testing.assert_allclose(chunked.rigid_m(), whole.rigid_m(), atol=1e-12)
+    assert np.isnan(chunked.coefficients[[2, 7]]).all() and np.isnan(chunked.rigid_motion[[2, 7]]).all()
+    assert chunked.rigid_m(slice(3, 6)).shape == (3, 478, 3)
