@@ -29,7 +29,7 @@ from ..models.network.runner import NetworkRunner, apply_network
 from ..models.retarget import displacement_on
 from ..models.similarity import fit_similarities
 from .progress import ProgressReporter
-from .take import BASELINE_VERSION, Take, save_take
+from .take import BASELINE_VERSION, Take, frame_seconds, save_take
 
 
 @dataclass
@@ -198,6 +198,8 @@ def reconstruct(video_path: Path, take_path: Path, settings: ReconstructSettings
     canonical = perspective_faces(observed["landmarks_px"], valid, neutral_frames, trained_frame.neutral_mm,
                                   trained_frame.faces_mm, (video.width, video.height))
     take = _landmark_take(canonical, observed, valid, video, frontend, settings, neutral_frames, neutral_method)
+    for message in frame_seconds(take)[1]:  # a variable rate is read by the frames' own times (take.analysis_clock)
+        reporter.warning(message)
     provider = None
     if runner is not None:
         # The networks were trained on step 1's frame and read the perspective frame's faces badly

@@ -144,6 +144,19 @@ def frame_seconds(take: Take) -> tuple[np.ndarray, list[str]]:
     return seconds, []
 
 
+def analysis_clock(take: Take) -> tuple[np.ndarray, float]:
+    """The clock the engine reads motion by: (T,) seconds of each frame since the first, and the
+    frames per second that per-frame motion and durations counted in frames are read at. A
+    constant-rate take keeps its nominal rate exactly; a variable-rate one (``frame_seconds``) has
+    its frames' own times and their mean rate, so a micro-expression's speed and length come out
+    in real time, not at a rate the container only claims."""
+    seconds, _ = frame_seconds(take)
+    nominal = np.arange(take.frame_count) / take.fps
+    if len(seconds) < 2 or np.max(np.abs(seconds - nominal)) * take.fps <= VFR_TOLERANCE_FRAMES:
+        return nominal, float(take.fps)
+    return seconds, float((len(seconds) - 1) / seconds[-1])
+
+
 def save_take(take: Take, path: Path) -> None:
     """Write atomically: a temp file in the same folder, then rename over ``path``."""
     take.validate()

@@ -98,8 +98,9 @@ def make_track(job: tuple[int, int, float, float]) -> Track:
     seed, index, rate_hz, speech_probability = job
     config = SyntheticConfig(speech_probability=speech_probability)
     sequence = generate_sequence(_head(), config, np.random.default_rng([seed, index]))
-    coefficients = take_inputs(sequence.take).coefficients
-    samples = resample_track(coefficients, sequence.take.fps, rate_hz).astype(np.float32)
+    inputs = take_inputs(sequence.take)
+    coefficients = inputs.coefficients
+    samples = resample_track(coefficients, inputs.seconds, rate_hz).astype(np.float32)
     labels = np.zeros((len(samples), len(EVENT_REGIONS)), np.float32)
     for event in sequence.truth_events:  # frames -> samples, inclusive
         first = int(np.ceil(event.onset_frame / sequence.take.fps * rate_hz))
@@ -238,7 +239,7 @@ def detection_scores(runner: NetworkRunner, tracks: list[Track], high: float | N
     membership = region_membership(tuple(runner.regions))
     scores = EventScores()
     for track in tracks:
-        logits, confirming = runner.detector_logits(track.coefficients, track.fps)
+        logits, confirming = runner.detector_logits(track.coefficients, np.arange(len(track.coefficients)) / track.fps)
         motion = np.tensordot(track.coefficients, basis_in_take_frame(track.neutral_mm), axes=1)  # (T, 478, 3)
         if high is None:
             detected = runner.events(logits, confirming, motion, track.fps)

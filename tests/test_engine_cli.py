@@ -108,6 +108,7 @@ def test_face_that_leaves_is_marked_invalid_never_invented(tmp_path):
     assert np.isfinite(take.macro_mm[take.valid]).all()
     warnings = [e["message"] for e in events if e["event"] == "warning"]
     assert any("marked invalid" in message for message in warnings)
+    assert any("variable frame rate" in message for message in warnings)  # frame gaps of 14-50 ms
     # flow needs a face in both frames; confidence is 0 without a face
     gap_after = np.flatnonzero(~take.valid[1:]) + 1
     assert np.isnan(take.flow_at_landmarks_px[gap_after]).all()

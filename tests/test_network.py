@@ -320,10 +320,21 @@ def test_the_event_thresholds_in_the_model_metadata_are_used(tiny_model, neutral
 def test_tracks_resample_between_frame_rates_and_back():
     frames = np.arange(50)
     track = np.stack([0.5 * frames, np.sin(frames / 5.0)], axis=1)  # (T, 2) at 30 fps
-    at_100 = resample_track(track, 30.0, 100.0)
+    at_100 = resample_track(track, frames / 30.0, 100.0)
     assert at_100.shape == (round(49 / 30 * 100) + 1, 2)  # 1.633 s at 100 Hz
     np.testing.assert_allclose(at_100[:, 0], np.linspace(0.0, 24.5, len(at_100)))  # linear: exact
-    np.testing.assert_allclose(track_to_frames(at_100, 100.0, 30.0, 50)[:, 0], track[:, 0], atol=1e-9)
+    np.testing.assert_allclose(track_to_frames(at_100, 100.0, frames / 30.0)[:, 0], track[:, 0], atol=1e-9)
+
+
+def test_a_variable_rate_track_is_resampled_at_its_frames_own_times():
+    seconds = np.cumsum(np.r_[0.0, np.tile([1 / 20, 1 / 40], 30)])  # 61 frames over 2.25 s, 20 and 40 fps by turns
+    track = np.stack([3.0 * seconds, np.sin(2.0 * seconds)], axis=1)  # (T, 2), a function of real time
+    at_100 = resample_track(track, seconds, 100.0)
+    times = np.linspace(0.0, seconds[-1], len(at_100))
+    assert len(at_100) == 226  # 2.25 s at 100 Hz, not 60 frames at a claimed rate
+    np.testing.assert_allclose(at_100[:, 0], 3.0 * times, atol=1e-12)
+    np.testing.assert_allclose(at_100[:, 1], np.sin(2.0 * times), atol=2e-3)
+    np.testing.assert_allclose(track_to_frames(at_100, 100.0, seconds)[:, 0], track[:, 0], atol=1e-9)
 
 
 def test_the_event_detector_runs_beside_the_mesh_network(tiny_model, neutral_mm, tmp_path):
@@ -347,11 +358,11 @@ def test_the_event_detector_runs_beside_the_mesh_network(tiny_model, neutral_mm,
     runner = NetworkRunner(model, providers=[CPU])
     result = runner.run(take)
     inputs = take_inputs(take)
-    track = resample_track(inputs.coefficients, 60.0, config.rate_hz)  # (n, K), n < 64: padded by the runner
+    track = resample_track(inputs.coefficients, inputs.seconds, config.rate_hz)  # (n, K), n < 64: padded by the runner
     padded = np.concatenate([track, np.repeat(track[-1:], config.window - len(track), axis=0)])
     with torch.no_grad():
         expected = detector(torch.from_numpy(padded.T[None].astype(np.float32)))[0].numpy().T[:len(track)]
-    np.testing.assert_allclose(result.event_logits, track_to_frames(expected, config.rate_hz, 60.0, count), atol=1e-4)
+    np.testing.assert_allclose(result.event_logits, track_to_frames(expected, config.rate_hz, inputs.seconds), atol=1e-4)
     (tmp_path / "events.onnx").unlink()
     with pytest.raises(MxrError, match="event detector not found"):
         NetworkRunner(model, providers=[CPU])
@@ -382,13 +393,13 @@ def test_a_speech_member_averages_the_logits_and_confirms_the_events(tiny_model,
     runner = NetworkRunner(model, providers=[CPU])
     assert runner.detector["files"] == ["events.onnx", "speech.onnx"] and runner.confirming_thresholds["high"] == 0.7
     result = runner.run(take)
-    track = resample_track(take_inputs(take).coefficients, 60.0, config.rate_hz)
+    track = resample_track(take_inputs(take).coefficients, np.arange(take.frame_count) / 60.0, config.rate_hz)
     padded = np.concatenate([track, np.repeat(track[-1:], config.window - len(track), axis=0)])
     each = []
     with torch.no_grad():
         for detector in detectors:
             logits = detector(torch.from_numpy(padded.T[None].astype(np.float32)))[0].numpy().T[:len(track)]
-            each.append(track_to_frames(logits, config.rate_hz, 60.0, count))
+            each.append(track_to_frames(logits, config.rate_hz, np.arange(count) / 60.0))
     np.testing.assert_allclose(result.event_logits, (each[0] + each[1]) / 2, atol=1e-4)
     np.testing.assert_allclose(result.confirming_logits, each[1], atol=1e-4)
     # Decoding: the brows event is confirmed by the member, the mouth event is not.
@@ -539,3 +550,16 @@ def test_shipped_weights_run_on_a_real_take(tmp_path):
     assert load_take(tmp_path / "network.npz").model_version == runner.version
     with pytest.raises(MxrError, match="baseline"):
         apply_network(network_take, runner)
+
+
+def test_the_network_reads_a_variable_rate_take_by_its_real_clock(neutral_mm):
+    count = 40
+    faces = np.repeat(neutral_mm[None], count, axis=0)
+    take = posed_take(faces, np.stack([rotation(0, 0)] * count), np.full(count, 2.0), np.zeros((count, 3)),
+                      np.repeat(crop_similarity(0, 1.0, (0, 0))[None], count, axis=0), fps=30.0)
+    constant = take_inputs(take)
+    assert constant.fps == 30.0 and np.array_equal(constant.seconds, np.arange(count) / 30.0)
+    take.timestamps_s = np.arange(count) / 15.0  # the container says 30 fps; the frames came at 15
+    variable = take_inputs(take)
+    assert variable.fps == pytest.approx(15.0)
+    np.testing.assert_allclose(variable.seconds, np.arange(count) / 15.0)

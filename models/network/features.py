@@ -28,7 +28,7 @@ from functools import lru_cache
 import numpy as np
 
 from ...ops.canonical import IRIS_LANDMARKS, RIGID_LANDMARKS
-from ...ops.take import LANDMARK_COUNT, Take
+from ...ops.take import LANDMARK_COUNT, Take, analysis_clock
 from .fusion import fuse_take
 
 NEIGHBOURS = 8  # k: padded neighbour count per landmark
@@ -47,7 +47,8 @@ class NetworkInputs:
     fused_mm: np.ndarray  # (T, 478, 3) float32 landmarks + flow, fused (zero on invalid frames)
     coefficients: np.ndarray  # (T, K) float32 the fused track in the open head's expression units
     geometry: np.ndarray  # (478, 6) float32 neutral position (mm) and unit normal
-    fps: float
+    seconds: np.ndarray  # (T,) float64 s since the first frame (``take.analysis_clock``)
+    fps: float  # frames per second of real time that per-frame motion is read at
 
     @property
     def frame_count(self) -> int:
@@ -149,27 +150,25 @@ def take_inputs(take: Take) -> NetworkInputs:
     fused = np.where(valid[:, None, None], fused, 0.0)
     neutral = take.neutral_mm.astype(np.float64)
     geometry = np.concatenate([neutral, vertex_normals(neutral)], axis=1).astype(np.float32)
+    seconds, fps = analysis_clock(take)
     return NetworkInputs(landmarks.astype(np.float32), flow, mask, valid, fused.astype(np.float32), coefficients,
-                         geometry, float(take.fps))
+                         geometry, seconds, fps)
 
 
-def resample_track(values: np.ndarray, fps: float, rate_hz: float) -> np.ndarray:
-    """A per-frame track (T, C) at ``fps`` -> the same track at about ``rate_hz`` (n, C), linear.
-    The samples span exactly the first to the last frame's time (the rate is adjusted by under a
-    sample over the take), so ``track_to_frames`` gives a linear track back exactly: what lets one
-    temporal model serve 24-200 fps."""
-    duration_s = (len(values) - 1) / fps
-    times = np.linspace(0.0, duration_s, int(round(duration_s * rate_hz)) + 1)
-    frames = np.arange(len(values)) / fps
-    return np.stack([np.interp(times, frames, values[:, c]) for c in range(values.shape[1])], axis=1)
+def resample_track(values: np.ndarray, seconds: np.ndarray, rate_hz: float) -> np.ndarray:
+    """A per-frame track (T, C) at its frames' times ``seconds`` (T,) -> the same track at about
+    ``rate_hz`` (n, C), linear. The samples span exactly the first to the last frame's time (the
+    rate is adjusted by under a sample over the take), so ``track_to_frames`` gives a linear track
+    back exactly: what lets one temporal model serve 24-200 fps, and variable-rate clips."""
+    duration_s = float(seconds[-1] - seconds[0])
+    times = np.linspace(seconds[0], seconds[-1], int(round(duration_s * rate_hz)) + 1)
+    return np.stack([np.interp(times, seconds, values[:, c]) for c in range(values.shape[1])], axis=1)
 
 
-def track_to_frames(values: np.ndarray, rate_hz: float, fps: float, frame_count: int) -> np.ndarray:
-    """The inverse of ``resample_track``: (n, C) -> (frame_count, C) at ``fps``."""
-    duration_s = (frame_count - 1) / fps
-    times = np.linspace(0.0, duration_s, len(values))
-    frames = np.arange(frame_count) / fps
-    return np.stack([np.interp(frames, times, values[:, c]) for c in range(values.shape[1])], axis=1)
+def track_to_frames(values: np.ndarray, rate_hz: float, seconds: np.ndarray) -> np.ndarray:
+    """The inverse of ``resample_track``: (n, C) -> (T, C) at the frames' times ``seconds`` (T,)."""
+    times = np.linspace(seconds[0], seconds[-1], len(values))
+    return np.stack([np.interp(seconds, times, values[:, c]) for c in range(values.shape[1])], axis=1)
 
 
 def window_starts(frame_count: int, window: int, stride: int) -> np.ndarray:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ...ops.errors import MxrError
-from ...ops.take import BASELINE_VERSION, MicroEvent, Take
+from ...ops.take import BASELINE_VERSION, MicroEvent, Take, analysis_clock
 from ..micro_keys import MICRO_LAYER_FROM_EVENTS
 from .events import confirmed_by, extract_events, micro_layer_mm
 from .features import region_membership, resample_track, take_inputs, track_to_frames, window_starts, windowed
@@ -135,20 +135,20 @@ class NetworkRunner:
         blended = _blend(self.run_windows(windowed(inputs, starts, self.window)), starts, self.window, count)
         confirming = None
         if self.detector is not None:
-            blended[3], confirming = self.detector_logits(inputs.coefficients, inputs.fps)
+            blended[3], confirming = self.detector_logits(inputs.coefficients, inputs.seconds)
         invalid = ~inputs.valid
         for layer in blended + ([confirming] if confirming is not None else []):
             layer[invalid] = np.nan
         return Reconstruction(*blended, regions=self.regions, confirming_logits=confirming)
 
-    def detector_logits(self, coefficients: np.ndarray, fps: float) -> tuple[np.ndarray, np.ndarray | None]:
-        """The event detector over a take's fused coefficient track (T, K) at ``fps``: resampled to
-        the detector's rate, cut into overlapping windows (a track shorter than one is padded with
-        its last sample), run, blended and brought back to the frames. -> the event logits (T, R)
-        (with a speech member, the mean of both detectors') and the speech member's own (T, R), or
-        None without one."""
+    def detector_logits(self, coefficients: np.ndarray, seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The event detector over a take's fused coefficient track (T, K) at its frames' times
+        ``seconds`` (T,): resampled to the detector's rate, cut into overlapping windows (a track
+        shorter than one is padded with its last sample), run, blended and brought back to the
+        frames. -> the event logits (T, R) (with a speech member, the mean of both detectors') and
+        the speech member's own (T, R), or None without one."""
         detector = self.detector
-        track = resample_track(coefficients, fps, detector["rate_hz"])  # (n, K)
+        track = resample_track(coefficients, seconds, detector["rate_hz"])  # (n, K)
         window = detector["window"]
         starts = window_starts(len(track), window, detector["stride"])
         samples = np.minimum(starts[:, None] + np.arange(window)[None], len(track) - 1)  # (B, W)
@@ -158,7 +158,7 @@ class NetworkRunner:
             logits = np.concatenate([session.run(None, {"coefficients": batch[start:start + self.batch_size]})[0]
                                      for start in range(0, len(batch), self.batch_size)])  # (B, R, W)
             blended = _blend([logits.transpose(0, 2, 1)], starts, window, len(track))[0]  # (n, R)
-            members.append(track_to_frames(blended, detector["rate_hz"], fps, len(coefficients)).astype(np.float32))
+            members.append(track_to_frames(blended, detector["rate_hz"], seconds).astype(np.float32))
         if len(members) == 1:
             return members[0], None
         return np.mean(members, axis=0).astype(np.float32), members[1]
@@ -218,10 +218,11 @@ def decode_reconstruction(take: Take, result: Reconstruction, runner: NetworkRun
     can decode one network run many times (scripts/choose_event_pair.py)."""
     total_mm = result.macro_mm + result.micro_mm + result.detail_mm  # the apex: where the face moves most
     regions, membership = tuple(result.regions), region_membership(tuple(result.regions))
-    events = runner.events(result.event_logits, result.confirming_logits, total_mm, take.fps)
+    _, fps = analysis_clock(take)  # a variable-rate clip's durations are counted at its real rate
+    events = runner.events(result.event_logits, result.confirming_logits, total_mm, fps)
     macro_mm, micro_mm = result.macro_mm, result.micro_mm
     if events:  # the micro layer is what the events explain, taken out of the macro layer: the total stays
-        micro_mm = micro_layer_mm(events, total_mm, take.fps, regions, membership,
+        micro_mm = micro_layer_mm(events, total_mm, fps, regions, membership,
                                   basis_in_take_frame(take.neutral_mm)).astype(np.float32)
         micro_mm[~np.asarray(take.valid, bool)] = np.nan
         macro_mm = total_mm - micro_mm - result.detail_mm
