@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
-from mxr.models.network.runner import CPU, CUDA, DEFAULT_MODEL, NetworkRunner, apply_network
+from mxr.models.network.runner import BATCH_WINDOWS, CPU, CUDA, DEFAULT_MODEL, NetworkRunner, apply_network
 from mxr.models.network.torch_model import INPUT_NAMES, example_inputs
 
 
@@ -85,7 +85,7 @@ def main() -> int:
     take = generate_sequence(load_open_head(), SyntheticConfig(fps_range=(200.0, 200.0), duration_range_s=(5.0, 5.0)),
                              np.random.default_rng(0)).take
     for name, runner in runners.items():
-        runner.batch_size = 32
+        runner.batch_size = BATCH_WINDOWS  # the engine's own
         rate = best_rate(lambda: apply_network(take, runner), take.frame_count, args.repeats)
         results[f"apply_network_{name}"] = rate
         print(f"apply_network on a {take.frame_count}-frame take ({name}): {rate:.0f} frames/s")

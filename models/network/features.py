@@ -55,6 +55,9 @@ class NetworkInputs:
         return int(self.valid.shape[0])
 
 
+FLOW_CHUNK_FRAMES = 1024  # frames whose flow is carried into the face frame at a time
+
+
 def canonical_flow_mm(take: Take) -> tuple[np.ndarray, np.ndarray]:
     """Flow at the landmarks (crop px, t-1 -> t) -> canonical mm displacement of each landmark.
 
@@ -78,9 +81,17 @@ def canonical_flow_mm(take: Take) -> tuple[np.ndarray, np.ndarray]:
     usable_frame = valid & np.all(np.isfinite(crops), axis=(1, 2)) & np.isfinite(take.head_scale_px_per_mm)
     pair = np.zeros(count, bool)
     pair[1:] = usable_frame[1:] & usable_frame[:-1]
-    frames = np.flatnonzero(pair)  # frames t with a usable t-1
-    if len(frames) == 0:
-        return flow, mask
+    for frames in np.array_split(np.flatnonzero(pair), max(1, int(pair.sum()) // FLOW_CHUNK_FRAMES + 1)):
+        if len(frames):  # frames t with a usable t-1, a chunk at a time: memory stays flat in clip length
+            flow[frames], mask[frames] = _canonical_flow_frames(take, frames)
+    return flow, mask
+
+
+
+def _canonical_flow_frames(take: Take, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``canonical_flow_mm`` at ``frames`` (F,) (each with a usable frame before it): the flow
+    (F, 478, 3) float32 mm, zero where unusable, and its mask (F, 478) bool."""
+    crops = take.crop_from_image.astype(np.float64)  # (T, 2, 3)
     before = take.landmarks_px[frames - 1, :, :2].astype(np.float64)  # (F, 478, 2) source px at t-1
     in_crop = np.einsum("fij,fnj->fni", crops[frames - 1, :, :2], before) + crops[frames - 1, None, :, 2]
     moved = in_crop + take.flow_at_landmarks_px[frames].astype(np.float64) - crops[frames, None, :, 2]
@@ -102,9 +113,7 @@ def canonical_flow_mm(take: Take) -> tuple[np.ndarray, np.ndarray]:
     residual = np.concatenate([after - rigid, np.zeros_like(after[..., :1])], axis=-1) / scale  # (F, 478, 3) camera mm
     canonical = np.einsum("fji,fnj->fni", rotation, residual)  # R^T v
     usable = take.flow_consistent[frames] & np.all(np.isfinite(canonical), axis=-1)
-    flow[frames] = np.where(usable[..., None], canonical, 0.0)
-    mask[frames] = usable
-    return flow, mask
+    return np.where(usable[..., None], canonical, 0.0).astype(np.float32), usable
 
 
 RIGID_INCREMENT_PARAMETERS = 6  # shift x, shift y, relative scale, rotation about x, y, z (rad)

@@ -1,7 +1,7 @@
 """Run the exported micro-expression network with onnxruntime (numpy + onnxruntime, no torch).
 
-The take is cut into overlapping windows of the model's length, run in batches (one session call
-per ``batch_size`` windows, which is what makes it fast on CPU), and blended back with a tapered
+The take is cut into overlapping windows of the model's length, run in small batches (one session
+call per ``batch_size`` windows), and blended back with a tapered
 weight, so a frame near a window's edge (where temporal context is one-sided) counts less than one
 in a window's middle. An event detector attached to the model (its metadata names the file) runs
 the same way on the take's fused coefficient track at its own fixed rate, and its logits replace
@@ -63,11 +63,19 @@ def choose_providers(requested: list[str] | None, available: list[str]) -> list[
     return chosen if CPU in chosen else chosen + [CPU]
 
 
+# Windows per session call. onnxruntime's arena keeps what the largest call needed: 32 windows of
+# 128 frames held ~3.6 GB on a 200 s clip (the whole engine peaked at 5.1 GB), 8 ~0.9 GB, 4 ~0.15
+# GB, 2 next to nothing, at much the same speed on a 2-core CPU (scripts/bench_network.py,
+# 2026-12-04: 1,000-2,200 frames/s whatever the batch, noisy; the fusion before it runs at a few
+# hundred).
+BATCH_WINDOWS = 2
+
+
 class NetworkRunner:
     """An onnxruntime session on the exported model plus the metadata written next to it."""
 
     def __init__(self, model_path: Path | None = None, providers: list[str] | None = None,
-                 batch_size: int = 32, threads: int = 0) -> None:
+                 batch_size: int = BATCH_WINDOWS, threads: int = 0) -> None:
         import onnxruntime
 
         self.model_path = Path(model_path) if model_path is not None else DEFAULT_MODEL
@@ -132,7 +140,11 @@ class NetworkRunner:
         inputs = take_inputs(take)
         count = inputs.frame_count
         starts = window_starts(count, self.window, self.stride)
-        blended = _blend(self.run_windows(windowed(inputs, starts, self.window)), starts, self.window, count)
+        blend = _WindowBlend(self.window, count)
+        for first in range(0, len(starts), self.batch_size):  # the windows' inputs a batch at a time
+            batch = starts[first:first + self.batch_size]
+            blend.add(batch, self.run_windows(windowed(inputs, batch, self.window)))
+        blended = blend.blended()
         confirming = None
         if self.detector is not None:
             blended[3], confirming = self.detector_logits(inputs.coefficients, inputs.seconds)
@@ -157,7 +169,9 @@ class NetworkRunner:
         for session in detector["sessions"]:
             logits = np.concatenate([session.run(None, {"coefficients": batch[start:start + self.batch_size]})[0]
                                      for start in range(0, len(batch), self.batch_size)])  # (B, R, W)
-            blended = _blend([logits.transpose(0, 2, 1)], starts, window, len(track))[0]  # (n, R)
+            blend = _WindowBlend(window, len(track))
+            blend.add(starts, [logits.transpose(0, 2, 1)])
+            blended = blend.blended()[0]  # (n, R)
             members.append(track_to_frames(blended, detector["rate_hz"], seconds).astype(np.float32))
         if len(members) == 1:
             return members[0], None
@@ -180,18 +194,30 @@ class NetworkRunner:
         return events
 
 
-def _blend(parts: list[np.ndarray], starts: np.ndarray, window: int, count: int) -> list[np.ndarray]:
-    """Overlapping windows (B, W, ...) starting at ``starts`` -> per-frame (count, ...) float32
-    arrays, each frame the taper-weighted mean of the windows that hold it."""
-    taper = _taper(window)  # (W,)
-    accumulated = [np.zeros((count,) + part.shape[2:]) for part in parts]
-    weight = np.zeros(count)
-    for row, start in enumerate(starts):
-        span = min(window, count - start)
-        for total, part in zip(accumulated, parts):
-            total[start:start + span] += taper[:span].reshape((-1,) + (1,) * (part.ndim - 2)) * part[row, :span]
-        weight[start:start + span] += taper[:span]
-    return [(total / weight.reshape((-1,) + (1,) * (total.ndim - 1))).astype(np.float32) for total in accumulated]
+class _WindowBlend:
+    """Overlapping windows, added a batch at a time -> per-frame float32 arrays, each frame the
+    taper-weighted mean of the windows that hold it. Only the per-frame sums are kept, so a long
+    take never holds all its windows at once."""
+
+    def __init__(self, window: int, count: int) -> None:
+        self.taper, self.count = _taper(window), count  # (W,)
+        self.totals: list[np.ndarray] = []
+        self.weight = np.zeros(count)
+
+    def add(self, starts: np.ndarray, parts: list[np.ndarray]) -> None:
+        """Windows (B, W, ...) of each part, starting at frames ``starts`` (B,)."""
+        if not self.totals:
+            self.totals = [np.zeros((self.count,) + part.shape[2:], np.float32) for part in parts]
+        for row, start in enumerate(starts):
+            span = min(len(self.taper), self.count - start)
+            taper = self.taper[:span]
+            for total, part in zip(self.totals, parts):
+                total[start:start + span] += taper.reshape((-1,) + (1,) * (part.ndim - 2)) * part[row, :span]
+            self.weight[start:start + span] += taper
+
+    def blended(self) -> list[np.ndarray]:
+        return [(total / self.weight.reshape((-1,) + (1,) * (total.ndim - 1))).astype(np.float32)
+                for total in self.totals]
 
 
 def _taper(window: int) -> np.ndarray:
