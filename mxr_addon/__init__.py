@@ -3,7 +3,8 @@
 Modules, one concept each: ``preferences`` (engine interpreter, FLAME file), ``rig`` (HeadModel
 -> mesh with shape keys), ``flame_rig`` (FLAME -> mesh, armature, correctives), ``bake``
 (take -> F-curves), ``takes`` (an action per take, so no bake overwrites another; switching),
-``arkit_bake`` (a take onto a character's own ARKit-named keys),
+``arkit_bake`` (a take onto a character's own ARKit-named keys), ``flatten`` (the take shown,
+as one plain action set that exports as one clip),
 ``camera`` (reference video, render camera),
 ``curves`` (F-curves on either action API), ``micro_layers`` (micro-expressions tuned live),
 ``pipeline`` (the steps operators and batch share), ``engine_job`` (the engine process, no bpy),

@@ -28,6 +28,17 @@ def action_curves(action: bpy.types.Action, datablock: bpy.types.ID) -> bpy.type
     return action.fcurves
 
 
+def slot_curves(action: bpy.types.Action, slot: bpy.types.ActionSlot | None) -> list[bpy.types.FCurve]:
+    """The F-curves ``action`` plays through ``slot`` (an NLA strip's or an AnimData's; 4.2's
+    legacy actions have no slots: all their curves)."""
+    if not hasattr(action, "slots"):
+        return list(action.fcurves)
+    from bpy_extras.anim_utils import action_get_channelbag_for_slot
+
+    bag = None if slot is None else action_get_channelbag_for_slot(action, slot)
+    return [] if bag is None else list(bag.fcurves)
+
+
 def remove_fcurves(action: bpy.types.Action, datablock: bpy.types.ID, data_paths: list[str],
                    indices: tuple[int, ...] = (0,)) -> None:
     """Delete ``action``'s F-curves for ``data_paths`` x ``indices`` on ``datablock``, where present."""
@@ -52,9 +63,13 @@ def write_keys(curve: bpy.types.FCurve, frames: np.ndarray, values: np.ndarray, 
     curve.update()
 
 
-def assign_action(animation: bpy.types.AnimData, action: bpy.types.Action) -> None:
-    """Make ``action`` the one ``animation`` plays; on 4.4+ also through its slot when Blender
-    finds none to pick (an MXR action has one, made for the datablock it animates)."""
+def assign_action(animation: bpy.types.AnimData, action: bpy.types.Action,
+                  slot: bpy.types.ActionSlot | None = None) -> None:
+    """Make ``action`` the one ``animation`` plays; on 4.4+ through ``slot``, else through the
+    slot Blender picks, else its first (an MXR take's action has one, made for the datablock it
+    animates; a flat action has one per datablock, so it names the slot)."""
     animation.action = action
-    if hasattr(action, "slots") and animation.action_slot is None and len(action.slots):
+    if slot is not None:
+        animation.action_slot = slot
+    elif hasattr(action, "slots") and animation.action_slot is None and len(action.slots):
         animation.action_slot = action.slots[0]

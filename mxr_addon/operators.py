@@ -11,6 +11,7 @@ import bpy
 
 from ..ops.errors import MxrError
 from .engine_job import EngineJob, resolve_engine_python
+from .flatten import flatten_shown_take, flatten_target
 from .pipeline import TakeBake, bake_arkit_file, bake_take_file, import_builtin_head, import_flame, switch_take
 from .preferences import engine_python_setting, flame_path_setting, remember_flame_path
 from .rig import find_rig
@@ -244,6 +245,31 @@ class MXR_OT_switch_take(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class MXR_OT_flatten_take(bpy.types.Operator):
+    """Bake the take the MXR head (or the active baked character) plays, micro-expression tuning
+    and playing NLA strips included, into one plain action set "<take> (flat)" that FBX and glTF
+    export as one clip; the take is kept (the take menu plays it again)"""
+
+    bl_idname = "mxr.flatten_take"
+    bl_label = "Flatten for Export"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        rig = flatten_target(context)
+        try:
+            flat, warnings = flatten_shown_take(context.scene, rig)
+        except MxrError as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        for warning in warnings:
+            self.report({"WARNING"}, warning)
+        muted = f", {len(flat.baked_strips)} NLA strips it holds muted" if flat.baked_strips else ""
+        self.report({"INFO"}, f"MXR: {rig.name} plays '{flat.name}' (frames {int(flat.frames[0])}-"
+                              f"{int(flat.frames[-1])}, {len(flat.channels)} channels{muted}), one clip to export; "
+                              "the take stays in the take menu")
+        return {"FINISHED"}
+
+
 def default_take_path(video: Path) -> Path:
     """Where *Reconstruct Video* keeps a take unless told: in ``<blend>_mxr_takes`` beside the saved
     .blend (it travels with the project), else in MXR's folder of Blender's user data (never the
@@ -372,4 +398,4 @@ class MXR_OT_reconstruct_video(_PlacesATake, bpy.types.Operator):
 
 
 classes = (MXR_OT_import_head, MXR_OT_import_flame, MXR_OT_bake_take, MXR_OT_bake_arkit, MXR_OT_switch_take,
-           MXR_OT_reconstruct_video)
+           MXR_OT_flatten_take, MXR_OT_reconstruct_video)

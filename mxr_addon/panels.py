@@ -1,6 +1,7 @@
 """The MXR tab in the 3D View sidebar (N panel)."""
 import bpy
 
+from .flatten import shown_flat
 from .micro_layers import active_layer, micro_curve, rig_with_layers
 from .rig import find_rig
 from .takes import has_takes, shown_take
@@ -19,16 +20,21 @@ class VIEW3D_PT_mxr(bpy.types.Panel):
             layout.label(text="No MXR head in the scene", icon="INFO")
         else:
             layout.label(text=f"{rig.name} ({rig['mxr_head']})", icon="SHAPEKEY_DATA")
-            if has_takes(rig):  # the take it plays, and the others baked onto it to switch to
-                shown = shown_take(rig)
-                layout.operator_menu_enum("mxr.switch_take", "take", text=shown.label if shown else "Takes",
-                                          icon="FILE_MOVIE")
+            if has_takes(rig):  # the take (or flat copy) it plays, and the takes baked onto it to switch to
+                layout.operator_menu_enum("mxr.switch_take", "take", text=_playing(rig), icon="FILE_MOVIE")
         column = layout.column(align=True)
         column.operator("mxr.import_head", icon="ADD")
         column.operator("mxr.import_flame", icon="ARMATURE_DATA")
         column.operator("mxr.reconstruct_video", icon="FILE_MOVIE")
         column.operator("mxr.bake_take", icon="IMPORT")
         column.operator("mxr.bake_arkit", icon="SHAPEKEY_DATA")
+        column.operator("mxr.flatten_take", icon="EXPORT")
+
+
+def _playing(rig: bpy.types.Object) -> str:
+    """What the take menu says ``rig`` plays: its flat action, a take, or none of them."""
+    flat, shown = shown_flat(rig), shown_take(rig)
+    return flat or (shown.label if shown is not None else "Takes")
 
 
 class VIEW3D_PT_mxr_micro(bpy.types.Panel):
@@ -52,7 +58,9 @@ class VIEW3D_PT_mxr_micro(bpy.types.Panel):
         layer = active_layer(context)
         if layer is None:
             return
-        if micro_curve(rig, layer.key_name) is None:
+        if shown_flat(rig) is not None:
+            layout.label(text="The rig plays its flat copy: switch to the take to tune it", icon="INFO")
+        elif micro_curve(rig, layer.key_name) is None:
             layout.label(text=f"'{layer.key_name}' or its curve is gone: re-bake to tune it", icon="ERROR")
         column = layout.column(align=True)
         column.prop(layer, "intensity")

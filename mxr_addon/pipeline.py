@@ -22,6 +22,7 @@ from ..ops.take import load_take
 from .arkit_bake import bake_arkit_take
 from .bake import BakeResult, check_rig, scene_time, write_bake
 from .camera import add_reference_video
+from .flatten import unmute_flattened_strips
 from .flame_rig import (FLAME_LANDMARKS, FLAME_PATH, armature_of, bone_rest_axes, build_flame_rig, is_flame_rig,
                         rig_expression_count, rig_identity)
 from .heads import builtin_head, flame_model, head_named
@@ -154,8 +155,10 @@ def bake_arkit_file(scene: bpy.types.Scene, take_path: Path, character: bpy.type
 
 def switch_take(scene: bpy.types.Scene, rig: bpy.types.Object, take: RigTake) -> list[str]:
     """Show ``take`` on ``rig`` (one of ``takes.rig_takes(rig)``): its actions assigned (the others
-    kept, NLA strips untouched), its micro layers and their markers back. -> warnings."""
+    kept), its micro layers and their markers back, and the NLA strips a flatten muted playing
+    again. -> warnings."""
     warnings = assign_take(take)
+    unmute_flattened_strips(rig)
     show_layers_of(rig, take.name.identity)
     mark_layers(scene, rig)
     return warnings

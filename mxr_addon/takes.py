@@ -85,7 +85,7 @@ def take_action(datablock: bpy.types.ID, label: str, take: TakeName, warnings: l
         action[OWNED] = True
         action[TAKE], action[TAKE_NAME], action[ANIMATES] = take.identity, take.label, datablock
         action.use_fake_user = True
-    _assign(datablock, action, warnings)
+    assign_keeping(datablock, action, warnings)
     return action
 
 
@@ -136,7 +136,7 @@ def assign_take(take: RigTake) -> list[str]:
         raise MxrError(f"{', '.join(tweaked)} in NLA tweak mode: leave it (Tab in the NLA editor) and switch again")
     warnings: list[str] = []
     for datablock, action in take.actions:
-        _assign(datablock, action, warnings)
+        assign_keeping(datablock, action, warnings)
         if isinstance(datablock, bpy.types.Key):
             _rest_unheld_keys(datablock, action)
     return warnings
@@ -172,9 +172,10 @@ def _take_actions(datablock: bpy.types.ID, identity: str) -> list[bpy.types.Acti
     return [action for action in bpy.data.actions if action.get(TAKE) == identity and action.get(ANIMATES) == datablock]
 
 
-def _assign(datablock: bpy.types.ID, action: bpy.types.Action, warnings: list[str]) -> None:
-    """Assign ``action`` to ``datablock``; the action it replaces keeps a fake user (a user's, with
-    a warning), so nothing is lost when it has no other user."""
+def assign_keeping(datablock: bpy.types.ID, action: bpy.types.Action, warnings: list[str],
+                   slot: bpy.types.ActionSlot | None = None) -> None:
+    """Assign ``action`` to ``datablock`` (through ``slot``, if given); the action it replaces
+    keeps a fake user (a user's, with a warning), so nothing is lost when it has no other user."""
     animation = datablock.animation_data or datablock.animation_data_create()
     current = animation.action
     if current is not None and current != action:
@@ -182,7 +183,7 @@ def _assign(datablock: bpy.types.ID, action: bpy.types.Action, warnings: list[st
         if not current.get(OWNED):
             warnings.append(f"kept your action '{current.name}' (fake user) and assigned MXR's bake to "
                             f"{datablock.name}")
-    assign_action(animation, action)
+    assign_action(animation, action, slot)
 
 
 def _used_only_by(action: bpy.types.Action, datablock: bpy.types.ID) -> bool:
