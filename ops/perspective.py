@@ -22,6 +22,7 @@ poses reproject the calm frames best.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -57,10 +58,12 @@ class PerspectiveFaces:
 
 
 def perspective_faces(landmarks_px: np.ndarray, valid: np.ndarray, neutral_frames: np.ndarray, neutral_mm: np.ndarray,
-                      faces_mm: np.ndarray, frame_size: tuple[int, int]) -> PerspectiveFaces:
+                      faces_mm: np.ndarray, frame_size: tuple[int, int],
+                      on_progress: Callable[[int, int], None] | None = None) -> PerspectiveFaces:
     """landmarks_px (T, 478, 3) image px; neutral_frames: the frames showing the neutral;
     neutral_mm (478, 3) and faces_mm (T, 478, 3) canonical mm from ``canonicalize`` (step 1);
-    frame_size (width, height) px."""
+    frame_size (width, height) px. ``on_progress(done, total)``: called as the frames' poses are
+    found (the long part on a long clip)."""
     neutral_frames = np.asarray([f for f in neutral_frames if valid[f]], np.int64)
     image = landmarks_px[..., :2].astype(np.float64)  # (T, 478, 2)
     frames = np.flatnonzero(valid)
@@ -77,7 +80,7 @@ def perspective_faces(landmarks_px: np.ndarray, valid: np.ndarray, neutral_frame
         if best is None or error < best[0]:
             best = (error, focal, shape)
     error, focal, shape = best
-    rotations, shifts = _poses(image, frames, shape, focal, centre)  # (n, 3, 3), (n, 3) mm, OpenCV camera
+    rotations, shifts = _poses(image, frames, shape, focal, centre, on_progress)  # (n, 3, 3), (n, 3) mm, OpenCV camera
     posed = np.einsum("tij,nj->tni", rotations, shape) + shifts[:, None]  # (n, 478, 3)
     rays = np.concatenate([(image[frames] - centre) / focal, np.ones(image[frames].shape[:-1] + (1,))], axis=-1)
     seen = rays * posed[..., 2:3]  # where the image puts each landmark, at the posed neutral's depth
@@ -92,8 +95,8 @@ def perspective_faces(landmarks_px: np.ndarray, valid: np.ndarray, neutral_frame
     return PerspectiveFaces(shape * _TO_OPENCV, faces, poses, focal, error)
 
 
-def _poses(image: np.ndarray, frames: np.ndarray, shape: np.ndarray, focal: float,
-           centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _poses(image: np.ndarray, frames: np.ndarray, shape: np.ndarray, focal: float, centre: np.ndarray,
+           on_progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Perspective pose of ``shape`` (478, 3) mm, OpenCV axes, in each frame (each started from
     the one before): PnP on ``POSE_LANDMARKS``, then again on the skin landmarks that agree with
     that pose (an expression moves its own points away and they drop out, so it does not tilt the
@@ -120,6 +123,8 @@ def _poses(image: np.ndarray, frames: np.ndarray, shape: np.ndarray, focal: floa
                 break
         rotations[row] = rotation
         shifts[row] = shift.ravel()
+        if on_progress is not None:
+            on_progress(row + 1, len(frames))
     return rotations, shifts
 
 

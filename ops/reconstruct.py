@@ -196,7 +196,7 @@ def reconstruct(video_path: Path, take_path: Path, settings: ReconstructSettings
     trained_frame = canonicalize(observed["landmarks_px"], valid, neutral_frames)  # step 1: MediaPipe's mesh
     # The take's frame: the pose from the image through a pinhole camera (ops/perspective.py).
     canonical = perspective_faces(observed["landmarks_px"], valid, neutral_frames, trained_frame.neutral_mm,
-                                  trained_frame.faces_mm, (video.width, video.height))
+                                  trained_frame.faces_mm, (video.width, video.height), reporter.stage("pose"))
     take = _landmark_take(canonical, observed, valid, video, frontend, settings, neutral_frames, neutral_method)
     for message in frame_seconds(take)[1]:  # a variable rate is read by the frames' own times (take.analysis_clock)
         reporter.warning(message)
@@ -205,7 +205,7 @@ def reconstruct(video_path: Path, take_path: Path, settings: ReconstructSettings
         # The networks were trained on step 1's frame and read the perspective frame's faces badly
         # (a still, turning scan face wandered 3-4 mm instead of 0.5): they run in their own frame,
         # and their micro and detail layers and events are carried into the take's.
-        network_take = apply_network(in_trained_frame(take, trained_frame), runner)
+        network_take = apply_network(in_trained_frame(take, trained_frame), runner, reporter)
         take = carry_network_layers(network_take, take)
         provider = runner.provider
     for output in outputs:

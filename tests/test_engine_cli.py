@@ -97,6 +97,18 @@ def test_second_run_reuses_the_front_end_cache_and_honours_a_frame_range(tmp_pat
     assert sheet is not None and sheet.shape[0] > 200
 
 
+def test_every_stage_reports_its_progress(tmp_path):
+    code, events, stderr = run_engine("reconstruct", sample_path("video/single_face.mp4"), "--out",
+                                      tmp_path / "take.npz")
+    assert code == 0, stderr
+    progress = [e for e in events if e["event"] == "progress"]
+    stages = list(dict.fromkeys(e["stage"] for e in progress))
+    assert stages[1:] == ["pose", "fusion", "network"] and stages[0].startswith("frontend")
+    for stage in stages:  # each one runs to its end, and never reports an ETA before it has timed anything
+        lines = [e for e in progress if e["stage"] == stage]
+        assert lines[-1]["fraction"] == 1.0 and lines[0]["eta_s"] is None
+
+
 def test_face_that_leaves_is_marked_invalid_never_invented(tmp_path):
     take_path = tmp_path / "take.npz"
     code, events, stderr = run_engine("reconstruct", sample_path("video/face_noface.mov"), "--out", take_path)

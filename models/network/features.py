@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Callable
 
 import numpy as np
 
@@ -150,12 +151,13 @@ def _rigid_increment_jacobian(points: np.ndarray, centre: np.ndarray) -> np.ndar
     return np.stack([motion_x, motion_y], axis=-2)
 
 
-def take_inputs(take: Take) -> NetworkInputs:
-    """Everything the network reads from a take (baseline reconstruction + front-end observations)."""
+def take_inputs(take: Take, on_progress: Callable[[int, int], None] | None = None) -> NetworkInputs:
+    """Everything the network reads from a take (baseline reconstruction + front-end observations).
+    ``on_progress(done, total)``: frames fused so far (the long part)."""
     valid = np.asarray(take.valid, bool)
     landmarks = np.where(valid[:, None, None], np.nan_to_num(take.macro_mm.astype(np.float32)), 0.0)
     flow, mask = canonical_flow_mm(take)
-    fused, coefficients = fuse_take(take, landmarks, flow, mask)
+    fused, coefficients = fuse_take(take, landmarks, flow, mask, on_progress)
     fused = np.where(valid[:, None, None], fused, 0.0)
     neutral = take.neutral_mm.astype(np.float64)
     geometry = np.concatenate([neutral, vertex_normals(neutral)], axis=1).astype(np.float32)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -69,32 +70,37 @@ def basis_in_take_frame(neutral_mm: np.ndarray) -> np.ndarray:
     return basis @ (alignment.scale[0] * alignment.rotation[0]).T
 
 
-def fuse_take(take: Take, landmarks_mm: np.ndarray, flow_mm: np.ndarray,
-              flow_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def fuse_take(take: Take, landmarks_mm: np.ndarray, flow_mm: np.ndarray, flow_mask: np.ndarray,
+              on_progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``fuse`` with the take's basis and head rotations; invalid frames carry no landmark term.
     landmarks_mm, flow_mm (T, 478, 3), flow_mask (T, 478) bool -> the fused deformation
     (T, 478, 3) float32 mm and its coefficients (T, K) float32 (the open head's units)."""
     basis = basis_in_take_frame(take.neutral_mm)
     rotation = np.nan_to_num(np.asarray(take.head_rotation, np.float64))
     coefficients = fuse(landmarks_mm, flow_mm, flow_mask, np.asarray(take.valid, bool), rotation, basis,
-                        expression_gain())
+                        expression_gain(), on_progress=on_progress)
     return np.tensordot(coefficients, basis, axes=1).astype(np.float32), coefficients.astype(np.float32)
 
 
 def fuse(landmarks_mm: np.ndarray, flow_mm: np.ndarray, flow_mask: np.ndarray, valid: np.ndarray,
          rotation: np.ndarray, basis_mm: np.ndarray, gain: float,
          landmark_sigma_mm: float = LANDMARK_SIGMA_MM, flow_sigma_mm: float = FLOW_SIGMA_MM,
-         chunk: int = CHUNK_FRAMES, overlap: int = OVERLAP_FRAMES) -> np.ndarray:
+         chunk: int = CHUNK_FRAMES, overlap: int = OVERLAP_FRAMES,
+         on_progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """The least-squares coefficient track (see the module docstring).
 
     landmarks_mm, flow_mm (T, 478, 3) mm (flow: the step t-1 -> t, frame 0 unused), flow_mask
     (T, 478) bool, valid (T,) bool, rotation (T, 3, 3) canonical -> camera, basis_mm (K, 478, 3)
     -> coefficients (T, K). Chunks of ``chunk`` frames overlapping by ``overlap`` keep memory
-    bounded; their tracks are blended linearly across the overlap."""
+    bounded; their tracks are blended linearly across the overlap. ``on_progress(done, total)``:
+    frames fused so far."""
     count = len(valid)
     if count <= chunk:
-        return _fuse_chunk(landmarks_mm, flow_mm, flow_mask, valid, rotation, basis_mm, gain,
-                           landmark_sigma_mm, flow_sigma_mm)
+        track = _fuse_chunk(landmarks_mm, flow_mm, flow_mask, valid, rotation, basis_mm, gain,
+                            landmark_sigma_mm, flow_sigma_mm)
+        if on_progress is not None:
+            on_progress(count, count)
+        return track
     result = np.zeros((count, basis_mm.shape[0]))
     start, blended_until = 0, 0
     while True:
@@ -104,6 +110,8 @@ def fuse(landmarks_mm: np.ndarray, flow_mm: np.ndarray, flow_mask: np.ndarray, v
                             basis_mm, gain, landmark_sigma_mm, flow_sigma_mm)
         ramp = np.clip((np.arange(start, stop) - start + 1) / (blended_until - start + 1), 0.0, 1.0)[:, None]
         result[part] = ramp * track + (1.0 - ramp) * result[part]
+        if on_progress is not None:
+            on_progress(stop, count)
         if stop == count:
             return result
         blended_until = stop

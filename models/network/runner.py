@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ...ops.errors import MxrError
+from ...ops.progress import ProgressReporter
 from ...ops.take import BASELINE_VERSION, MicroEvent, Take, analysis_clock
 from ..micro_keys import MICRO_LAYER_FROM_EVENTS
 from .events import confirmed_by, extract_events, micro_layer_mm
@@ -136,14 +137,18 @@ class NetworkRunner:
                    for start in range(0, count, self.batch_size)]
         return [np.concatenate(parts, axis=0) for parts in zip(*outputs)]
 
-    def run(self, take: Take) -> Reconstruction:
-        inputs = take_inputs(take)
+    def run(self, take: Take, reporter: ProgressReporter | None = None) -> Reconstruction:
+        """The network's layers and event logits on ``take``; ``reporter`` hears the stages
+        "fusion" (frames) and "network" (windows)."""
+        inputs = take_inputs(take, reporter.stage("fusion") if reporter else None)
         count = inputs.frame_count
         starts = window_starts(count, self.window, self.stride)
         blend = _WindowBlend(self.window, count)
         for first in range(0, len(starts), self.batch_size):  # the windows' inputs a batch at a time
             batch = starts[first:first + self.batch_size]
             blend.add(batch, self.run_windows(windowed(inputs, batch, self.window)))
+            if reporter is not None:
+                reporter.progress("network", first + len(batch), len(starts))
         blended = blend.blended()
         confirming = None
         if self.detector is not None:
@@ -227,7 +232,7 @@ def _taper(window: int) -> np.ndarray:
     return np.clip(position, 0.05, 1.0)
 
 
-def apply_network(take: Take, runner: NetworkRunner) -> Take:
+def apply_network(take: Take, runner: NetworkRunner, reporter: ProgressReporter | None = None) -> Take:
     """A new take with the network's macro / micro / detail layers and micro events; the baseline's
     observations, pose and neutral are kept, invalid frames stay NaN. With events, the micro layer is
     the motion they explain (``events.micro_layer_mm``), moved out of the macro layer: the mesh
@@ -235,7 +240,7 @@ def apply_network(take: Take, runner: NetworkRunner) -> Take:
     The network reads the baseline's canonical faces, so it takes a baseline take, not its own output."""
     if take.model_version != BASELINE_VERSION:
         raise MxrError(f"the network refines a landmark-only baseline take, not a '{take.model_version}' take")
-    return decode_reconstruction(take, runner.run(take), runner)
+    return decode_reconstruction(take, runner.run(take, reporter), runner)
 
 
 def decode_reconstruction(take: Take, result: Reconstruction, runner: NetworkRunner) -> Take:
