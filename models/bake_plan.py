@@ -18,6 +18,7 @@ in Blender's axes and metres (``blender_frame``).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -71,6 +72,7 @@ class EventOnScene:
     onset: float
     apex: float
     offset: float
+    layered: bool = True  # it has a micro key of its own; False: its motion stays in the macro layer
 
 
 @dataclass
@@ -214,8 +216,9 @@ def _plan(take: Take, timing: TimeMapping, face_found: np.ndarray, shape_keys: d
         detail = ShapeLayer([f"{DETAIL_PREFIX}{index:02d}" for index in range(len(layer.shapes))],
                             head_to_blender(layer.shapes),
                             [(frames[face_found], weights) for weights in layer.weights[face_found].T])
-    events = [_on_scene(event.region, event.peak_mm, frames, event.onset_frame, event.apex_frame, event.offset_frame)
-              for event in take.events]
+    layered = [component.event for component in components]
+    events = [dataclasses.replace(_on_scene(event.region, event.peak_mm, frames, event.onset_frame, event.apex_frame,
+                                            event.offset_frame), layered=event in layered) for event in take.events]
     micro_events = [_on_scene(c.event.region, c.event.peak_mm, frames, c.event.onset_frame, c.event.apex_frame,
                               c.event.offset_frame) for c in components]
     micro = ShapeLayer([f"{MICRO_PREFIX} {event.region} {round(event.apex)}" for event in micro_events],

@@ -141,3 +141,15 @@ def test_the_deformation_the_solves_read_is_the_take_less_its_micro_keys():
     assert len(components) == 1 and len(deformation) == 12
     np.testing.assert_allclose(np.concatenate([deformation[0:5], deformation[5:12]]), expected, atol=1e-6)
     np.testing.assert_allclose(deformation[3:10][:, :, 1], take.macro_mm[3:10, :, 1], atol=1e-6)  # the key took it
+
+
+def test_events_without_a_micro_key_are_marked_as_kept_in_the_macro_layer():
+    head = synthetic_head()
+    take = synthetic_take(head, frames=30, invalid=())
+    take.micro_mm = np.zeros_like(take.macro_mm)
+    take.micro_mm[5:10] = 0.3  # the first event's motion; the second's stayed in the macro layer
+    take.settings = {**take.settings, "network": {"micro_layer": MICRO_LAYER_FROM_EVENTS}}
+    take.events = [MicroEvent(5, 7, 9, "mouth", 0.5, 0.9), MicroEvent(18, 20, 23, "brows", 0.4, 0.9)]
+    plan = plan_head_bake(head, take, TimeMapping.for_take(take, frame_start=1, scene_fps=take.fps))
+    assert [(event.region, event.layered) for event in plan.events] == [("mouth", True), ("brows", False)]
+    assert [event.region for event in plan.micro_events] == ["mouth"]
