@@ -18,7 +18,7 @@ from pathlib import Path
 
 import bpy
 
-from ..models.arkit import match_units
+from ..models.arkit import match_units, normalised_unit_name
 from ..models.head_model import HeadModel
 from ..models.bake_plan import plan_head_bake
 from ..ops.errors import MxrError
@@ -39,6 +39,14 @@ def arkit_key_names(obj: bpy.types.Object, head: HeadModel) -> tuple[dict[str, s
         return {}, []
     names = [block.name for block in key.key_blocks if block != key.reference_key]
     return match_units(names, tuple(head.expression_names))
+
+
+def has_arkit_keys(obj: bpy.types.Object, head: HeadModel) -> bool:
+    """Whether ``obj`` has a shape key for any of ``head``'s units: cheap enough for a poll."""
+    key = obj.data.shape_keys if obj.type == "MESH" else None
+    units = {normalised_unit_name(unit) for unit in head.expression_names}
+    return key is not None and any(normalised_unit_name(block.name) in units for block in key.key_blocks
+                                   if block != key.reference_key)
 
 
 def bake_arkit_take(scene: bpy.types.Scene, obj: bpy.types.Object, head: HeadModel, take: Take,

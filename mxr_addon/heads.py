@@ -7,6 +7,7 @@ user's and never copied into the .blend), and ``flame_model`` reads it once per 
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from ..models.flame import FlameModel, load_flame
@@ -23,13 +24,19 @@ def remember(head: HeadModel) -> HeadModel:
 
 
 def builtin_head() -> HeadModel:
-    """The open head shipped with the extension (models/data/open_head.npz)."""
-    from ..models.open_head import load_open_head  # import late: the asset is read on first use
-
+    """The open head shipped with the extension (models/data/open_head.npz), read once a session
+    (a panel's poll asks for it on every redraw)."""
     try:
-        return remember(load_open_head())
+        return remember(_read_builtin_head())
     except FileNotFoundError as error:
         raise MxrError(f"the built-in head asset is missing ({error}); reinstall MXR") from error
+
+
+@lru_cache(maxsize=1)
+def _read_builtin_head() -> HeadModel:
+    from ..models.open_head import load_open_head  # import late: the asset is read on first use
+
+    return load_open_head()
 
 
 def head_named(name: str) -> HeadModel:

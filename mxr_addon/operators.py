@@ -10,11 +10,13 @@ from pathlib import Path
 import bpy
 
 from ..ops.errors import MxrError
+from .arkit_bake import has_arkit_keys
 from .engine_job import EngineJob, resolve_engine_python
 from .flatten import flatten_shown_take, flatten_target
+from .heads import builtin_head
 from .pipeline import TakeBake, bake_arkit_file, bake_take_file, import_builtin_head, import_flame, switch_take
 from .preferences import engine_python_setting, flame_path_setting, remember_flame_path
-from .rig import find_rig
+from .rig import find_rig, is_rig
 from .takes import has_takes, rig_takes
 
 
@@ -191,7 +193,17 @@ class MXR_OT_bake_arkit(_BakesATakeFile, _PlacesATake, bpy.types.Operator):
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
         obj = context.active_object
-        return obj is not None and obj.type == "MESH" and obj.data.shape_keys is not None
+        if obj is None or obj.type != "MESH" or is_rig(obj):
+            cls.poll_message_set("Select your character: a mesh with ARKit-named shape keys (eyeBlinkLeft, jawOpen, ...)")
+            return False
+        try:
+            found = has_arkit_keys(obj, builtin_head())
+        except MxrError as error:
+            cls.poll_message_set(str(error))
+            return False
+        if not found:
+            cls.poll_message_set(f"{obj.name} has no ARKit-named shape keys (eyeBlinkLeft, jawOpen, ...)")
+        return found
 
     def bake(self, context: bpy.types.Context, take_path: Path) -> None:
         character = context.active_object

@@ -83,6 +83,17 @@ def test_a_mesh_without_arkit_keys_is_refused_and_left_as_it_was(empty_blend, tm
     assert not action.use_fake_user and len(scene.timeline_markers) == 0
 
 
+def test_the_operator_is_offered_only_for_a_mesh_with_arkit_keys(empty_blend):
+    scene = empty_blend
+    plain = character(scene, key_names=("my_corrective", "smile"))
+    bpy.context.view_layer.objects.active = plain
+    assert not bpy.ops.mxr.bake_arkit.poll()
+    bpy.context.view_layer.objects.active = build_rig(load_open_head(), scene.collection)  # MXR's own: Bake Take
+    assert not bpy.ops.mxr.bake_arkit.poll()
+    bpy.context.view_layer.objects.active = character(scene)
+    assert bpy.ops.mxr.bake_arkit.poll()
+
+
 def test_the_operator_bakes_onto_the_active_mesh(empty_blend, tmp_path):
     scene = empty_blend
     save_take(synthetic_take(load_open_head(), frames=6, invalid=()), tmp_path / "take.npz")
