@@ -102,6 +102,7 @@ class BakePlan:
     micro_events: list[EventOnScene]  # the same events, on the scene's timeline
     events: list[EventOnScene]  # every micro event of the take (the timeline markers)
     timing: TimeMapping
+    alignment: Similarities  # the performer's canonical mm -> the head's rest metres and axes
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -232,7 +233,7 @@ def _plan(take: Take, timing: TimeMapping, face_found: np.ndarray, shape_keys: d
             keyed = span & np.isfinite(component.weights)
             micro.curves.append((frames[keyed], component.weights[keyed]))
     return BakePlan(take.frame_count, frames, face_found, shape_keys, head_euler, bone_rotations, bone_locations,
-                    detail, micro, components, micro_events, events, timing, warnings)
+                    detail, micro, components, micro_events, events, timing, alignment, warnings)
 
 
 def _on_scene(region: str, peak_mm: float, frames: np.ndarray, onset: int, apex: int, offset: int) -> EventOnScene:

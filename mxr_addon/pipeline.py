@@ -16,19 +16,20 @@ import numpy as np
 from ..models.flame import EXPRESSION_COMPONENTS, FlameFileError
 from ..models.flame_embedding import default_registration_path, load_landmark_embedding
 from ..models.bake_plan import plan_flame_bake, plan_head_bake
+from ..models.blender_frame import head_to_blender
 from ..models.retarget import estimate_flame_identity
 from ..ops.errors import MxrError
 from ..ops.take import load_take
 from .arkit_bake import bake_arkit_take
 from .bake import BakeResult, check_rig, scene_time, write_bake
-from .camera import add_reference_video
+from .camera import FaceOnRig, add_reference_video
 from .flatten import unmute_flattened_strips
 from .flame_rig import (FLAME_LANDMARKS, FLAME_PATH, armature_of, bone_rest_axes, build_flame_rig, is_flame_rig,
                         rig_expression_count, rig_identity)
 from .heads import builtin_head, flame_model, head_named
 from .markers import mark_micro_events
 from .micro_layers import mark_layers, place_tuned_markers, show_layers_of
-from .rig import build_rig, is_rig
+from .rig import build_rig, is_rig, rotation_pivot
 from .takes import RigTake, TakeName, assign_take
 
 
@@ -135,7 +136,11 @@ def bake_take_file(
     place_tuned_markers(scene, rig)
     camera = None
     if reference_video:
-        camera, warnings = add_reference_video(scene, rig, take, timing)
+        face = None  # a FLAME head turns on its neck bone: framed from the front
+        if not is_flame_rig(rig):
+            face = FaceOnRig(float(plan.alignment.scale[0]),
+                             head_to_blender(plan.alignment.translation[0]) - rotation_pivot(head))
+        camera, warnings = add_reference_video(scene, rig, take, timing, face, key_rotation)
         result.warnings += warnings
     return TakeBake(rig, result, camera, marked)
 
