@@ -6,7 +6,7 @@ that are strongest there.
 Bakes the take onto MXR's open head in a fresh scene (at the take's own rate), renders the head
 with Workbench at the named take frames (default: four spread over the frames with a face), and
 writes one row per frame: the video with the tracked landmarks | the head, with the three largest
-units and their values. For a closing note, a review, or a bug report: no table rescues a face
+units and their values | the head over the video, as the MXR Reference camera shows it. For a closing note, a review, or a bug report: no table rescues a face
 that does not look like the performer.
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ from mxr.ops.take import load_take
 
 REPO = Path(__file__).resolve().parents[1]
 UNITS_SHOWN = 3
+OVERLAY_HEIGHT_PX = 360  # the head over the video is rendered at the video's aspect, this tall
 
 
 def main() -> int:
@@ -36,36 +37,51 @@ def main() -> int:
         outside = [k for k in frames if not 0 <= k < take.frame_count]
         if outside:
             raise MxrError(f"frames {outside} are outside the take's {take.frame_count} frames")
-        import bpy
+        look(arguments.take, take, frames, arguments.out)
+    except MxrError as error:
+        print(f"mxr: error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {arguments.out}")
+    return 0
 
-        import mxr
-        from mxr.mxr_addon.batch import render_frames, set_up_preview_render
-        from mxr.mxr_addon.camera import RENDER_CAMERA, frame_front, owned_camera
-        from mxr.mxr_addon.pipeline import bake_take_file
-        from mxr.mxr_addon.rig import expression_keys
 
-        mxr.register()
-        bpy.ops.wm.read_factory_settings(use_empty=True)
-        scene = bpy.context.scene
-        baked = bake_take_file(scene, arguments.take, match_take=True, reference_video=False)
+def look(take_path: Path, take, frames: list[int], out: Path) -> None:
+    """Bake ``take`` in a fresh scene; render the head over the video through the reference
+    camera and from the front at ``frames``; write the sheet to ``out``."""
+    import bpy
+
+    import mxr
+    from mxr.mxr_addon.batch import render_frames, set_up_preview_render
+    from mxr.mxr_addon.camera import RENDER_CAMERA, frame_front, owned_camera
+    from mxr.mxr_addon.landmark_render import configure_workbench
+    from mxr.mxr_addon.pipeline import bake_take_file
+    from mxr.mxr_addon.rig import expression_keys
+
+    mxr.register()
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    scene = bpy.context.scene
+    width, height = take.frame_size
+    configure_workbench(scene, round(OVERLAY_HEIGHT_PX * width / height), OVERLAY_HEIGHT_PX, "SINGLE")
+    baked = bake_take_file(scene, take_path, match_take=True)  # the reference camera follows the face in this frame
+    scene_frames = [scene.frame_start + k for k in frames]
+    with tempfile.TemporaryDirectory() as render_dir:
+        scene.camera = baked.camera
+        scene.render.film_transparent = True
+        scene.render.image_settings.color_mode = "RGBA"
+        overlays = render_frames(scene, scene_frames, Path(render_dir) / "over")
+
         camera = owned_camera(scene, RENDER_CAMERA)
         scene.frame_set(scene.frame_start)
         frame_front(camera, baked.rig, margin=1.15)
         set_up_preview_render(scene, camera)
         notes = {}
         blocks = baked.rig.data.shape_keys.key_blocks
-        for k in frames:
-            scene.frame_set(scene.frame_start + k)
+        for k, frame in zip(frames, scene_frames):
+            scene.frame_set(frame)
             values = sorted(((blocks[name].value, name) for name in expression_keys(baked.rig)), reverse=True)
             notes[k] = "\n".join(f"{name} {value:.2f}" for value, name in values[:UNITS_SHOWN])
-        with tempfile.TemporaryDirectory() as render_dir:
-            renders = render_frames(scene, [scene.frame_start + k for k in frames], Path(render_dir))
-            compose_contact_sheet(take, dict(zip(frames, renders)), arguments.out, notes)
-    except MxrError as error:
-        print(f"mxr: error: {error}", file=sys.stderr)
-        return 2
-    print(f"wrote {arguments.out}")
-    return 0
+        renders = render_frames(scene, scene_frames, Path(render_dir) / "front")
+        compose_contact_sheet(take, dict(zip(frames, renders)), out, notes, dict(zip(frames, overlays)))
 
 
 if __name__ == "__main__":

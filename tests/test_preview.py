@@ -33,3 +33,22 @@ def test_contact_sheet_rows_show_the_source_frame_beside_the_render(tmp_path):
     render_part = sheet[ROW_HEIGHT_PX:, expected.shape[1]:expected.shape[1] + ROW_HEIGHT_PX]
     np.testing.assert_allclose(render_part.reshape(-1, 3).mean(axis=0), (0, 0, 255), atol=2)  # frame 7's, BGR
     assert [p.name for p in tmp_path.iterdir() if p.suffix == ".png" and "tmp" in p.name] == []
+
+
+def test_the_head_is_drawn_over_the_video_where_its_render_is_opaque(tmp_path):
+    clip = sample_path("video/single_face.mp4")
+    take = synthetic_take(synthetic_head(), frames=4, invalid=(), source_path=str(clip))
+    render = tmp_path / "render.png"
+    cv2.imwrite(str(render), np.full((100, 100, 3), 128, np.uint8))
+    overlay = np.zeros((90, 160, 4), np.uint8)  # the video's aspect; the head covers the left half
+    overlay[:, :80] = (255, 255, 255, 255)
+    cv2.imwrite(str(tmp_path / "over.png"), overlay)
+    sheet = cv2.imread(str(compose_contact_sheet(take, {1: render}, tmp_path / "sheet.png",
+                                                  overlays={1: tmp_path / "over.png"})))
+    width = round(ROW_HEIGHT_PX * 640 / 360)
+    assert sheet.shape[1] == 2 * width + ROW_HEIGHT_PX
+    drawn = sheet[:, -width:].astype(float)
+    video = cv2.resize(read_frames_at(clip, [1])[1], (width, ROW_HEIGHT_PX), interpolation=cv2.INTER_AREA)
+    covered, clear = slice(10, width // 2 - 10), slice(width // 2 + 10, width - 10)
+    np.testing.assert_allclose(drawn[:, covered], 0.4 * video[:, covered] + 0.6 * 255, atol=3)
+    np.testing.assert_allclose(drawn[:, clear], video[:, clear], atol=3)
