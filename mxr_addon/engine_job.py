@@ -17,6 +17,8 @@ import importlib.util
 import json
 import os
 import queue
+import re
+import site
 import subprocess
 import sys
 import threading
@@ -28,21 +30,65 @@ from ..ops.errors import MxrError
 # The folder holding the package folder, which is named "mxr" both in the installed extension and
 # in the venv's link to the checkout. Not resolved: resolving would follow that link to the checkout.
 PACKAGE_PARENT = Path(os.path.abspath(__file__)).parent.parent.parent
+ENGINE_MODULES = ("mediapipe", "cv2", "onnxruntime")  # what the engine imports beyond numpy
 _STDERR_TAIL = 2000  # characters of the engine's stderr quoted when it fails without a message
+_CHECK_TIMEOUT_S = 60.0  # importing the engine's packages takes ~2 s; a cold disk, more
+_SETTING = "MXR preferences > Engine Python"
+_OVERRIDE_HINT = (f"{_SETTING}; leave it empty to run the engine with Blender's own Python and the packages "
+                  "the extension carries")
 
 
 def resolve_engine_python(configured: str) -> str:
-    """The interpreter for the engine: ``configured``, else this one if it has mediapipe."""
-    if configured:
-        if not Path(configured).is_file():
-            raise MxrError(f"engine Python not found: {configured} (MXR preferences > Engine Python)")
-        return configured
-    if importlib.util.find_spec("mediapipe") is None:
-        raise MxrError(
-            "this Python cannot run the engine (no mediapipe): set MXR preferences > Engine Python "
-            "to the project's .venv/bin/python (made by scripts/setup)"
-        )
-    return sys.executable
+    """The interpreter for the engine: ``configured`` once it has shown it can import the engine's
+    packages, else this one (in Blender, Blender's own Python with the extension's wheels)."""
+    if not configured:
+        engine_package_folders()  # raises, naming the package, where this Python lacks one
+        return sys.executable
+    if not Path(configured).is_file():
+        raise MxrError(f"engine Python not found: {configured} ({_OVERRIDE_HINT})")
+    check_engine_python(configured)
+    return configured
+
+
+def engine_package_folders() -> list[str]:
+    """The folders, beyond this interpreter's own site-packages, it imports the engine's packages from.
+
+    In Blender these hold the extension's wheels: Blender extracts them into
+    ``<user extensions>/.local/lib/python3.11/site-packages`` and adds that folder to its own
+    ``sys.path`` (addon_utils), which a fresh start of the same interpreter would not do, so the
+    engine process gets them on its PYTHONPATH. Empty in a venv that has the packages itself.
+    """
+    own = {os.path.normcase(os.path.abspath(folder)) for folder in site.getsitepackages()}
+    folders: list[str] = []
+    for module in ENGINE_MODULES:
+        spec = importlib.util.find_spec(module)
+        if spec is None or spec.origin is None:
+            raise MxrError(
+                f"Blender's Python lacks {module}: install the MXR zip built for this platform (it carries the "
+                f"engine's packages), or set {_SETTING} to a Python that has them")
+        folder = os.path.dirname(os.path.dirname(os.path.abspath(spec.origin)))  # .../<folder>/<module>/__init__.py
+        if os.path.normcase(folder) not in own and folder not in folders:
+            folders.append(folder)
+    return folders
+
+
+def check_engine_python(python: str) -> None:
+    """MxrError unless ``python`` imports the engine's packages. Asked in a child process with a time
+    limit, so a wrong pick (not a Python, another version, no MediaPipe) gets a sentence, not a traceback."""
+    probe = [python, "-c", "import " + ", ".join(ENGINE_MODULES)]
+    try:
+        completed = subprocess.run(probe, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                                   timeout=_CHECK_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise MxrError(f"this interpreter did not import {', '.join(ENGINE_MODULES)} within "
+                       f"{_CHECK_TIMEOUT_S:.0f} s: {python} ({_OVERRIDE_HINT})") from None
+    except OSError as error:
+        raise MxrError(f"this interpreter cannot be run ({error.strerror}): {python} ({_OVERRIDE_HINT})") from None
+    if completed.returncode != 0:
+        missing = re.search(r"No module named '([^']+)'", completed.stderr)
+        last_line = (completed.stderr.strip().splitlines() or [f"exit code {completed.returncode}"])[-1]
+        reason = f"lacks {missing.group(1)}" if missing else f"cannot import the engine's packages ({last_line})"
+        raise MxrError(f"this interpreter {reason}: {python} ({_OVERRIDE_HINT})")
 
 
 @dataclass
@@ -56,10 +102,12 @@ class EngineJob:
     """One engine run. ``poll()`` drains the events read so far; ``result()`` after it exits."""
 
     def __init__(self, python: str, video: Path, take_path: Path, package_parent: Path = PACKAGE_PARENT,
-                 options: tuple[str, ...] = ()):
-        """``options``: more engine arguments, e.g. ``("--baseline",)``."""
+                 options: tuple[str, ...] = (), environment: dict[str, str] | None = None):
+        """``options``: more engine arguments, e.g. ``("--baseline",)``; ``environment``: variables set
+        for the engine process (where it keeps its caches)."""
         self.command = [python, "-m", "mxr.ops", "reconstruct", str(video), "--out", str(take_path), *options]
         self.package_parent = Path(package_parent)
+        self.environment = dict(environment or {})
         self.progress = Progress("starting", 0.0, None)
         self.take: Path | None = None
         self.summary: dict = {}  # the engine's "done" event: frames, seconds, model_version, provider, ...
@@ -70,12 +118,21 @@ class EngineJob:
         self._process: subprocess.Popen | None = None
         self._threads: list[threading.Thread] = []
 
+    def _process_environment(self) -> dict[str, str]:
+        """The engine's environment: the ``mxr`` package first on its path; started with this very
+        interpreter, also the folders this process finds the engine's packages in, and no user
+        site-packages (Blender ignores them too, and a stray numpy there would shadow Blender's).
+        Never writes bytecode: the package may be an installed extension, whose folder is not MXR's to write."""
+        environment = {**os.environ, **self.environment, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+        paths = [str(self.package_parent)]
+        if self.command[0] == sys.executable:
+            paths += engine_package_folders()
+            environment["PYTHONNOUSERSITE"] = "1"
+        environment["PYTHONPATH"] = os.pathsep.join(filter(None, [*paths, environment.get("PYTHONPATH", "")]))
+        return environment
+
     def start(self) -> "EngineJob":
-        environment = dict(os.environ)
-        environment["PYTHONPATH"] = os.pathsep.join(
-            filter(None, [str(self.package_parent), environment.get("PYTHONPATH", "")])
-        )
-        environment["PYTHONUNBUFFERED"] = "1"
+        environment = self._process_environment()
         try:
             self._process = subprocess.Popen(
                 self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,

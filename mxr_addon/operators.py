@@ -5,6 +5,7 @@ Errors a person can fix (missing or corrupt take, no engine Python, engine failu
 """
 # No `from __future__ import annotations`: bpy reads property annotations as real objects.
 import hashlib
+import os
 from pathlib import Path
 
 import bpy
@@ -15,7 +16,7 @@ from .engine_job import EngineJob, resolve_engine_python
 from .flatten import flatten_shown_take, flatten_target
 from .heads import builtin_head
 from .pipeline import TakeBake, bake_arkit_file, bake_take_file, import_builtin_head, import_flame, switch_take
-from .preferences import engine_python_setting, flame_path_setting, remember_flame_path
+from .preferences import ROOT_PACKAGE, engine_python_setting, flame_path_setting, remember_flame_path
 from .rig import find_rig, is_rig
 from .takes import has_takes, rig_takes
 
@@ -296,6 +297,18 @@ def default_take_path(video: Path) -> Path:
     return folder / f"{video.stem}-{tag}.mxr.npz"
 
 
+def engine_cache_environment() -> dict[str, str]:
+    """Where the engine keeps its caches (the front-end's, matplotlib's font list: MediaPipe imports
+    matplotlib) when MXR runs as an installed extension: the extension's folder in Blender's user
+    data (``extension_path_user``), never the extension's own folder, which Blender replaces on
+    update. Empty from a checkout (scripts, tests), and a variable already set keeps its folder."""
+    if not ROOT_PACKAGE.startswith("bl_ext."):
+        return {}
+    folders = {"MXR_CACHE_DIR": "frontend_cache", "MPLCONFIGDIR": "matplotlib"}
+    return {variable: bpy.utils.extension_path_user(ROOT_PACKAGE, path=folder, create=True)
+            for variable, folder in folders.items() if variable not in os.environ}
+
+
 class MXR_OT_reconstruct_video(_PlacesATake, bpy.types.Operator):
     """Reconstruct the face in a video with MXR's engine (a separate process), then bake it.
     Esc cancels: the scene is left as it was"""
@@ -342,7 +355,8 @@ class MXR_OT_reconstruct_video(_PlacesATake, bpy.types.Operator):
                                "the last must not come before the first")
             options = ("--neutral-frames", f"{self.neutral_first}-{self.neutral_last}")
         take.parent.mkdir(parents=True, exist_ok=True)
-        return EngineJob(resolve_engine_python(engine_python_setting(context)), video, take, options=options)
+        return EngineJob(resolve_engine_python(engine_python_setting(context)), video, take, options=options,
+                         environment=engine_cache_environment())
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         try:

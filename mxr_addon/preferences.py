@@ -13,9 +13,9 @@ class MXR_AddonPreferences(bpy.types.AddonPreferences):
     engine_python: bpy.props.StringProperty(
         name="Engine Python",
         description=(
-            "Python interpreter that runs MXR's reconstruction engine (needs mediapipe, opencv, "
-            "onnxruntime; e.g. the .venv/bin/python made by scripts/setup). Empty: the Python "
-            "running Blender, if it can import mediapipe"
+            "Optional: another Python interpreter to run MXR's reconstruction engine (it needs mediapipe, "
+            "opencv and onnxruntime, e.g. the .venv/bin/python of a checkout). Empty: Blender's own Python "
+            "with the packages this extension carries"
         ),
         subtype="FILE_PATH",
         default="",

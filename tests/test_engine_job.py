@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mxr.mxr_addon.engine_job import PACKAGE_PARENT, EngineJob, resolve_engine_python
+from mxr.mxr_addon.engine_job import PACKAGE_PARENT, EngineJob, engine_package_folders, resolve_engine_python
 from mxr.ops.errors import MxrError
 
 
@@ -91,6 +91,18 @@ def test_real_engine_reports_a_missing_video(tmp_path):
 
 def test_engine_python_resolution(tmp_path):
     assert resolve_engine_python("") == sys.executable  # this venv has mediapipe
+    assert engine_package_folders() == []  # ... in its own site-packages: nothing to add to the engine's path
     assert resolve_engine_python(sys.executable) == sys.executable
     with pytest.raises(MxrError, match="Engine Python"):
         resolve_engine_python(str(tmp_path / "no-python"))
+
+
+def test_an_engine_python_override_without_the_engine_packages_is_refused_with_a_sentence(tmp_path):
+    """Checked by running it (a child with a time limit): the first package it lacks, or why it cannot run."""
+    bare = Path(__file__).resolve().parents[1] / ".venv-blender42" / "bin" / "python"  # bpy + numpy only
+    with pytest.raises(MxrError, match=r"^this interpreter lacks mediapipe: .*venv-blender42.*Engine Python"):
+        resolve_engine_python(str(bare))
+    not_a_program = tmp_path / "python"
+    not_a_program.write_text("not a program")
+    with pytest.raises(MxrError, match=r"^this interpreter cannot be run \(Permission denied\)"):
+        resolve_engine_python(str(not_a_program))
