@@ -4,7 +4,7 @@ import pytest
 
 from mxr.models.network.event_profile import fit_event_timing, fit_pattern, micro_profile, smoothstep, span_baseline
 from mxr.models.network import events
-from mxr.models.network.events import extract_events, micro_layer_mm, region_landmarks, region_units
+from mxr.models.network.events import extract_events, micro_layer_mm, region_landmarks, region_units, without_blinks
 from mxr.models.network.features import EVENT_REGIONS, region_membership
 from mxr.models.open_head import load_open_head
 from mxr.ops.canonical import IRIS_LANDMARKS
@@ -203,3 +203,18 @@ def test_a_blink_during_a_mouth_event_stays_out_of_its_micro_layer():
     assert np.abs(layer[:, eye_landmarks]).max() < 0.05  # no blink in the micro layer
     error = np.linalg.norm(layer - profile[:, None, None] * pattern, axis=-1)
     assert error.max() < 0.15 * np.linalg.norm(pattern, axis=-1).max()  # the smile is kept
+
+
+def test_a_blink_is_no_micro_expression_but_a_faint_lid_flicker_is():
+    head = load_open_head()
+    names = head.expression_names
+    basis_mm = head.landmark_basis().astype(np.float64) * 1000.0
+    neutral_mm = head.landmark_positions().astype(np.float64) * 1000.0
+    blink_mm = basis_mm[names.index("eyeBlinkLeft")] + basis_mm[names.index("eyeBlinkRight")]
+    motion = np.zeros((60, LANDMARK_COUNT, 3))
+    motion[10:16] = 0.9 * blink_mm  # a blink: the lids nearly shut
+    motion[40:46] = 0.1 * blink_mm  # a lid flicker
+    motion[22:26] = 0.9 * blink_mm  # the eyes shut during a mouth event: that event is no blink
+    found = [MicroEvent(9, 12, 17, "eyes", 3.0, 0.99), MicroEvent(39, 42, 47, "eyes", 0.4, 0.9),
+              MicroEvent(20, 23, 28, "mouth", 0.5, 0.9)]
+    assert without_blinks(found, neutral_mm, motion) == found[1:]
