@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .arkit import antagonist_indices, sparsity_prices, tracker_gains
+from .blinks import blink_columns, measured_blinks
 from .correspondence import LandmarkEmbedding
 from .flame import FLAME_COEFFICIENT_BOUNDS, FlameModel, joint_transforms, pose_features, rodrigues, shaped_vertices
 from .head_model import HeadModel
@@ -194,12 +195,15 @@ def solve_units(
     ridge = regularization * scale * gains_squared  # (K,)
     prices = sparsity * scale * sparsity_prices(head.expression_names) * gains_squared  # (K,)
     pairs = antagonist_indices(head.expression_names)
+    blinks = blink_columns(head.expression_names, head.landmark_basis())  # unit -> eye: measured, not solved
+    neutral = np.asarray(neutral_mm, np.float64)
 
     frame_count = len(deformation_mm)
     coefficients = np.full((frame_count, count), np.nan)
     rigid_motion = np.full((frame_count, 7), np.nan)
     for frames in frame_chunks(frame_count, chunk_frames):
-        displacement = displacement_on(alignment, deformation_mm[frames])  # (n, 478, 3) m
+        deformation = np.asarray(deformation_mm[frames], np.float64)  # (n, 478, 3) mm
+        displacement = displacement_on(alignment, deformation)  # (n, 478, 3) m
         valid = np.all(np.isfinite(displacement), axis=(1, 2))
         if not valid.any():
             continue
@@ -207,6 +211,10 @@ def solve_units(
         targets_projected = targets - (targets @ orthonormal) @ orthonormal.T
         low = np.full((len(targets), count), float(lower))
         high = np.full((len(targets), count), float(upper))
+        if blinks:
+            measured = measured_blinks(neutral, neutral + deformation[valid])  # (n, 2)
+            for unit, eye in blinks.items():
+                low[:, unit] = high[:, unit] = np.clip(measured[:, eye], lower, upper)
         solved = solve_box_ridge(projected, targets_projected, low, high, ridge, iterations, prices)
         if pairs:
             for first, second in pairs:

