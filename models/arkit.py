@@ -6,13 +6,30 @@ vary by tool: ``eyeBlinkLeft`` (Apple), ``EyeBlink_L`` / ``eye_blink_l`` (rig co
 ``eyeBlink.L`` (Blender's), ``blendShape1.eyeBlinkLeft`` (FBX imports). A name is compared without a
 ``.001`` copy suffix, its ``something.`` namespace, case and separators, and with an ``L`` / ``R``
 side spelled out. Names that rename the units themselves (Character Creator's ``Eye_L_Look_Down``,
-Daz's ``facs_bs_*``) are not ARKit spellings and do not match.
+Daz's ``facs_bs_*``) are not ARKit spellings and do not match: a unit map says which keys those are
+(``models.unit_mapping``).
 """
 from __future__ import annotations
 
 import re
 
 import numpy as np
+
+# Apple's 52 face units (ARFaceAnchor.BlendShapeLocation), in the order of MXR's built-in head.
+ARKIT_UNITS: tuple[str, ...] = (
+    "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight",
+    "cheekPuff", "cheekSquintLeft", "cheekSquintRight",
+    "eyeBlinkLeft", "eyeBlinkRight", "eyeLookDownLeft", "eyeLookDownRight", "eyeLookInLeft", "eyeLookInRight",
+    "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft", "eyeLookUpRight", "eyeSquintLeft", "eyeSquintRight",
+    "eyeWideLeft", "eyeWideRight",
+    "jawForward", "jawLeft", "jawOpen", "jawRight",
+    "mouthClose", "mouthDimpleLeft", "mouthDimpleRight", "mouthFrownLeft", "mouthFrownRight", "mouthFunnel",
+    "mouthLeft", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthPressLeft", "mouthPressRight", "mouthPucker",
+    "mouthRight", "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper", "mouthSmileLeft",
+    "mouthSmileRight", "mouthStretchLeft", "mouthStretchRight", "mouthUpperUpLeft", "mouthUpperUpRight",
+    "noseSneerLeft", "noseSneerRight",
+    "tongueOut",
+)
 
 _COPY_SUFFIX = re.compile(r"\.\d{3}$")  # Blender's "eyeBlinkLeft.001"
 _SIDE_SUFFIX = re.compile(r"[_\-. ]([lr])$", re.IGNORECASE)  # "EyeBlink_L", Blender's "eyeBlink.L"

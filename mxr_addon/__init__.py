@@ -3,7 +3,8 @@
 Modules, one concept each: ``preferences`` (engine interpreter, FLAME file), ``rig`` (HeadModel
 -> mesh with shape keys), ``flame_rig`` (FLAME -> mesh, armature, correctives), ``bake``
 (take -> F-curves), ``takes`` (an action per take, so no bake overwrites another; switching),
-``arkit_bake`` (a take onto a character's own ARKit-named keys), ``flatten`` (the take shown,
+``arkit_bake`` (a take onto a character's own ARKit keys), ``unit_mapping`` (the character's
+names for the units, gains, presets), ``flatten`` (the take shown,
 as one plain action set that exports as one clip),
 ``camera`` (reference video, render camera),
 ``curves`` (F-curves on either action API), ``micro_layers`` (micro-expressions tuned live),
@@ -14,20 +15,23 @@ from __future__ import annotations
 
 import bpy
 
-from . import micro_layers, operators, panels, preferences
+from . import micro_layers, operators, panels, preferences, unit_mapping
 
-# Registration order matters: preferences first; the micro layers' property group before the
-# Object properties that hold it; panels after the operators and lists they show.
-_classes = (preferences.MXR_AddonPreferences, *micro_layers.classes, *operators.classes, *panels.classes)
+# Registration order matters: preferences first; the micro layers' and unit map's property groups
+# before the Object properties that hold them; panels after the operators and lists they show.
+_classes = (preferences.MXR_AddonPreferences, *micro_layers.classes, *unit_mapping.classes, *operators.classes,
+            *panels.classes)
 
 
 def register() -> None:
     for cls in _classes:
         bpy.utils.register_class(cls)
     micro_layers.register_properties()
+    unit_mapping.register_properties()
 
 
 def unregister() -> None:
+    unit_mapping.unregister_properties()
     micro_layers.unregister_properties()
     for cls in reversed(_classes):
         bpy.utils.unregister_class(cls)

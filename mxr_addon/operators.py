@@ -181,8 +181,8 @@ class MXR_OT_bake_take(_BakesATakeFile, _PlacesATake, bpy.types.Operator):
 
 
 class MXR_OT_bake_arkit(_BakesATakeFile, _PlacesATake, bpy.types.Operator):
-    """Bake an MXR take onto the active mesh's own ARKit-named shape keys (eyeBlinkLeft, jawOpen,
-    ... in the common spellings), through MXR's built-in head"""
+    """Bake an MXR take onto the active mesh's own ARKit shape keys (eyeBlinkLeft, jawOpen, ... in
+    the common spellings, or the keys its unit map names), through MXR's built-in head"""
 
     bl_idname = "mxr.bake_arkit"
     bl_label = "Bake onto ARKit Keys"
@@ -203,7 +203,8 @@ class MXR_OT_bake_arkit(_BakesATakeFile, _PlacesATake, bpy.types.Operator):
             cls.poll_message_set(str(error))
             return False
         if not found:
-            cls.poll_message_set(f"{obj.name} has no ARKit-named shape keys (eyeBlinkLeft, jawOpen, ...)")
+            cls.poll_message_set(f"{obj.name} has no ARKit-named shape keys (eyeBlinkLeft, jawOpen, ...): set its "
+                                 "unit map (MXR panel, Your Rig)")
         return found
 
     def bake(self, context: bpy.types.Context, take_path: Path) -> None:

@@ -5,6 +5,7 @@ from .flatten import shown_flat
 from .micro_layers import active_layer, micro_curve, rig_with_layers
 from .rig import find_rig
 from .takes import has_takes, shown_take
+from .unit_mapping import MXR_UnitRow, active_unit_row, unit_map_character
 
 
 class VIEW3D_PT_mxr(bpy.types.Panel):
@@ -74,4 +75,56 @@ class VIEW3D_PT_mxr_micro(bpy.types.Panel):
         row.operator("mxr.micro_reset", icon="LOOP_BACK")
 
 
-classes = (VIEW3D_PT_mxr, VIEW3D_PT_mxr_micro)
+class VIEW3D_PT_mxr_unit_map(bpy.types.Panel):
+    """The active character's unit map: which of its shape keys play each ARKit unit, and the
+    gains (see ``unit_mapping``); Bake onto ARKit Keys plays it."""
+
+    bl_label = "Your Rig: Unit Map"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "MXR"
+    bl_parent_id = "VIEW3D_PT_mxr"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return unit_map_character(context) is not None
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        obj = unit_map_character(context)
+        settings = obj.mxr_unit_map
+        row = layout.row(align=True)
+        row.operator_menu_enum("mxr.unit_map_preset", "preset", text=settings.preset or "Presets", icon="PRESET")
+        row.operator("mxr.unit_map_save_preset", text="", icon="ADD")
+        layout.operator("mxr.unit_map_auto_fill", icon="SORTALPHA")
+        if obj.data.shape_keys is None:
+            layout.label(text=f"{obj.name} has no shape keys", icon="ERROR")
+            return
+        if not settings.units:
+            layout.label(text="Keys named as ARKit units are baked", icon="INFO")
+            layout.label(text="A preset or Auto-fill sets names and gains")
+            return
+        if not any(unit.keys for unit in settings.units):
+            layout.label(text="No key set: keys named as ARKit units are baked", icon="INFO")
+        column = layout.column(align=True)
+        for region in settings.regions:
+            column.prop(region, "gain", text=region.name.title())
+        layout.template_list("MXR_UL_unit_rows", "", settings, "units", settings, "unit_index", rows=5)
+        _draw_unit_keys(layout, obj, active_unit_row(context))
+
+
+def _draw_unit_keys(layout: bpy.types.UILayout, obj: bpy.types.Object, unit: MXR_UnitRow | None) -> None:
+    """The selected unit's shape keys, each picked from the mesh's, and its gain."""
+    if unit is None:
+        return
+    box = layout.box()
+    box.prop(unit, "gain", text=f"{unit.name} Gain")
+    for index, key in enumerate(unit.keys):
+        row = box.row(align=True)
+        row.prop_search(key, "name", obj.data.shape_keys, "key_blocks", text="")
+        row.operator("mxr.unit_map_remove_key", text="", icon="X").index = index
+    box.operator("mxr.unit_map_add_key", icon="ADD")
+
+
+classes = (VIEW3D_PT_mxr, VIEW3D_PT_mxr_micro, VIEW3D_PT_mxr_unit_map)
