@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -144,17 +145,29 @@ class TakeDeformation:
         return total - components_mm(self.components, take.frame_count, frames)  # (n, 478, 3) mm
 
 
+# A bake's progress: (stage, fraction 0..1 of it), called from the solves' chunks; it may raise to
+# stop the bake (Esc), which changes nothing as a plan is only data.
+Progress = Callable[[str, float], None]
+SOLVING, DETAIL = "solving", "detail"  # the stages a plan reports
+
+
+def _stage(on_progress: Progress | None, stage: str) -> Callable[[int, int], None] | None:
+    """A solve's ``on_chunk(done, total)`` reporting ``stage`` to ``on_progress``."""
+    return None if on_progress is None else (lambda done, total: on_progress(stage, done / max(total, 1)))
+
+
 def plan_head_bake(head: HeadModel, take: Take, timing: TimeMapping, *, key_rotation: bool = True,
-                   key_detail: bool = True, key_micro: bool = True) -> BakePlan:
+                   key_detail: bool = True, key_micro: bool = True, on_progress: Progress | None = None) -> BakePlan:
     """The bake of ``take`` onto a rig built from ``head`` (MXR's open head or a built-in one)."""
     check_bakeable(take)
     components = micro_components(take) if key_micro else []
     deformation = TakeDeformation(take, components)
-    solve = solve_units(head, deformation, take.neutral_mm)
+    solve = solve_units(head, deformation, take.neutral_mm, on_chunk=_stage(on_progress, SOLVING))
     face_found = _face_frames(take, solve.coefficients)
     spread = (DetailSpread.build(head.vertices, head.landmarks, movable_vertices(head.vertex_count, head.regions))
               if key_detail or components else None)
-    layer = detail_layer(spread, head_residual(head, deformation, take.neutral_mm, solve)) if key_detail else None
+    layer = (detail_layer(spread, head_residual(head, deformation, take.neutral_mm, solve, _stage(on_progress, DETAIL)))
+             if key_detail else None)
     head_euler = continuous_eulers_xyz(AXES @ orthonormalised(take.head_rotation[face_found]) @ AXES.T) \
         if key_rotation else None
     shape_keys = dict(zip(head.expression_names, solve.coefficients[face_found].T))
@@ -164,7 +177,8 @@ def plan_head_bake(head: HeadModel, take: Take, timing: TimeMapping, *, key_rota
 
 def plan_flame_bake(model: FlameModel, landmarks: LandmarkEmbedding, identity: np.ndarray, expressions: int,
                     bone_rest: np.ndarray, take: Take, timing: TimeMapping, *, key_rotation: bool = True,
-                    joints: tuple[int, ...] = (2, 3, 4), key_detail: bool = True, key_micro: bool = True) -> BakePlan:
+                    joints: tuple[int, ...] = (2, 3, 4), key_detail: bool = True, key_micro: bool = True,
+                    on_progress: Progress | None = None) -> BakePlan:
     """The bake of ``take`` onto a FLAME rig built from ``model`` with ``identity`` (S',) and its
     first ``expressions`` components; ``bone_rest`` (5, 3, 3): each bone's rest axes in armature
     space (``FLAME_BONES`` order). ``joints``: the FLAME joints solved from the landmarks (jaw,
@@ -173,7 +187,8 @@ def plan_flame_bake(model: FlameModel, landmarks: LandmarkEmbedding, identity: n
     landmark_rig = FlameLandmarks.build(model, landmarks, identity, expressions)
     components = micro_components(take) if key_micro else []
     deformation = TakeDeformation(take, components)
-    solved = retarget_flame(landmark_rig, deformation, take.neutral_mm, joints=joints)
+    solved = retarget_flame(landmark_rig, deformation, take.neutral_mm, joints=joints,
+                            on_chunk=_stage(on_progress, SOLVING))
     face_found = _face_frames(take, solved.expression)
     rotations = rodrigues(solved.pose[face_found])  # (n, 5, 3, 3) FLAME axes, local
     if key_rotation:
@@ -185,7 +200,7 @@ def plan_flame_bake(model: FlameModel, landmarks: LandmarkEmbedding, identity: n
         spread = DetailSpread.build(rest, landmarks, movable_vertices(model.vertex_count, skinning_regions(model)))
     if key_detail:
         layer = detail_layer(spread, flame_residual(landmark_rig, deformation, take.neutral_mm, solved.expression,
-                                                    solved.pose))
+                                                    solved.pose, _stage(on_progress, DETAIL)))
     return _plan(take, timing, face_found, channels.shape_keys, None, channels.rotations, channels.locations, layer,
                  components, spread, flame_rest_alignment(landmark_rig, take.neutral_mm))
 

@@ -33,6 +33,7 @@ Units: metres in the head's own axes (HeadModel's, FLAME's), offsets from the re
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -169,9 +170,10 @@ def detail_layer(spread: DetailSpread, residual: np.ndarray, energy: float = 0.9
     return DetailLayer(spread.apply(components), weights)
 
 
-def head_residual(head: HeadModel, deformation_mm: np.ndarray, neutral_mm: np.ndarray, solve: UnitSolve) -> np.ndarray:
+def head_residual(head: HeadModel, deformation_mm: np.ndarray, neutral_mm: np.ndarray, solve: UnitSolve,
+                  on_chunk: Callable[[int, int], None] | None = None) -> np.ndarray:
     """What the units of ``solve`` leave unexplained of the take's deformation (T, 478, 3) mm
-    (sliced like ``solve_units`` reads it): (T, 478, 3) float32 metres in head axes, NaN rows
+    (sliced like ``solve_units`` reads it; ``on_chunk`` as there): (T, 478, 3) float32 metres in head axes, NaN rows
     where there is no face. The rigid motion solved with the units is not detail, landmarks (and
     axes: depth) the solve did not read carry none, and a unit counts as far as MediaPipe shows it
     (``retarget.seen_landmark_basis``): a closed eye's lids are not pushed back open by the part
@@ -184,11 +186,14 @@ def head_residual(head: HeadModel, deformation_mm: np.ndarray, neutral_mm: np.nd
         target = displacement_on(alignment, deformation_mm[frames])  # (n, 478, 3) metres
         expressed = np.tensordot(solve.coefficients[frames], seen_basis, axes=1)
         residual[frames] = (target - solve.rigid_m(frames) - expressed) * read
+        if on_chunk is not None:
+            on_chunk(frames.stop, len(residual))
     return residual
 
 
 def flame_residual(
-    rig: FlameLandmarks, deformation_mm: np.ndarray, neutral_mm: np.ndarray, expression: np.ndarray, pose: np.ndarray
+    rig: FlameLandmarks, deformation_mm: np.ndarray, neutral_mm: np.ndarray, expression: np.ndarray, pose: np.ndarray,
+    on_chunk: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """What FLAME at expression (T, E) and pose (T, 5, 3) leaves unexplained of the take's
     deformation (T, 478, 3) mm (sliced like ``solve_units`` reads it), brought back to **rest
@@ -213,6 +218,8 @@ def flame_residual(
         transforms, _ = joint_transforms(rotations, joints, rig.parents)  # (n, J, 3, 4)
         blend = np.einsum("lj,njab->nlab", rig.weight, transforms[..., :3])  # (n, L, 3, 3)
         residual[frames][valid] = np.linalg.solve(blend, posed[..., None])[..., 0]
+        if on_chunk is not None:
+            on_chunk(frames.stop, len(residual))
     return residual
     posed = target[valid] - rig.locate(expression[valid], pose[valid])  # (n, L, 3)
     rotations = rodrigues(pose[valid])  # (n, J, 3, 3)

@@ -33,6 +33,7 @@ Gauss-Newton through ``FlameLandmarks`` (FLAME's exact forward pass at the landm
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -168,14 +169,16 @@ def solve_units(
     sparsity: float = SPARSITY,
     iterations: int = 400,
     chunk_frames: int = CHUNK_FRAMES,
+    on_chunk: Callable[[int, int], None] | None = None,
 ) -> UnitSolve:
     """The head's units for canonical displacements (T, 478, 3) mm (see the module docstring).
 
     ``deformation_mm``: an array, or anything that has ``len`` and gives (n, 478, 3) mm for a
     slice of frames (``bake_plan.TakeDeformation``): it is read ``chunk_frames`` frames at a time,
-    so memory stays flat in clip length. ``regularization`` and ``sparsity`` are relative to the
-    basis' mean squared column norm, so they do not depend on units or head size. Frames whose
-    displacement is NaN (no face) come back as NaN rows.
+    so memory stays flat in clip length (``on_chunk(frames_done, frame_count)`` after each chunk:
+    progress, or an exception that stops the solve). ``regularization`` and ``sparsity`` are
+    relative to the basis' mean squared column norm, so they do not depend on units or head size.
+    Frames whose displacement is NaN (no face) come back as NaN rows.
     """
     lower, upper = head.coefficient_bounds if bounds is None else bounds
     rest_m = head.landmark_positions().astype(np.float64)  # (478, 3)
@@ -226,6 +229,8 @@ def solve_units(
         coefficients[frames][valid] = solved
         motion, *_ = np.linalg.lstsq(rigid * weights[:, None], (targets - solved @ basis.T).T, rcond=None)  # (7, n)
         rigid_motion[frames][valid] = motion.T
+        if on_chunk is not None:
+            on_chunk(frames.stop, frame_count)
     return UnitSolve(coefficients, rigid_motion, rigid_basis, kept)
 
 
@@ -660,6 +665,7 @@ def retarget_flame(
     max_step_rad: float = 0.3,
     tolerance: float = 1e-6,
     chunk_frames: int = CHUNK_FRAMES,
+    on_chunk: Callable[[int, int], None] | None = None,
 ) -> FlameRetarget:
     """FLAME expression coefficients and joint rotations (default: the jaw, joint 2) per frame.
 
@@ -682,7 +688,7 @@ def retarget_flame(
     by more than ``tolerance`` (and no angle by more radians), or after ``iterations``; the
     expressions' bounds are kept by an active-set step (``_box_step``); each rotation step is
     clipped to ``max_step_rad``. ``chunk_frames`` frames are solved at a time, so memory does
-    not grow with the clip.
+    not grow with the clip; ``on_chunk`` as in ``solve_units``.
     """
     count = len(deformation_mm)
     components = rig.expression.shape[0]
@@ -702,6 +708,8 @@ def retarget_flame(
         solved_pose[:, system.solved] = angles
         expression[frames][valid] = coefficients
         pose[frames][valid] = solved_pose
+        if on_chunk is not None:
+            on_chunk(frames.stop, count)
     return FlameRetarget(expression, pose)
 
 

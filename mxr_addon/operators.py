@@ -6,16 +6,19 @@ Errors a person can fix (missing or corrupt take, no engine Python, engine failu
 # No `from __future__ import annotations`: bpy reads property annotations as real objects.
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 import bpy
 
+from ..models.bake_plan import BakePlan
 from ..ops.errors import MxrError
 from .arkit_bake import has_arkit_keys
 from .engine_job import EngineJob, resolve_engine_python
 from .flatten import flatten_shown_take, flatten_target
 from .heads import builtin_head
-from .pipeline import TakeBake, bake_arkit_file, bake_take_file, import_builtin_head, import_flame, switch_take
+from .pipeline import (PreparedBake, TakeBake, bake_arkit_file, bake_take_file, finish_take_bake, import_builtin_head,
+                       import_flame, prepare_take_bake, switch_take)
 from .preferences import ROOT_PACKAGE, engine_python_setting, flame_path_setting, remember_flame_path
 from .rig import find_rig, is_rig
 from .takes import has_takes, rig_takes
@@ -124,6 +127,7 @@ class _BakesATakeFile:
     and bakes it with ``bake``; an error a person can fix becomes an ERROR report."""
 
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        self._interactive = True  # a person is waiting: a long bake may go modal (``_BakesInBackground``)
         if self.filepath:
             return self.execute(context)
         context.window_manager.fileselect_add(self)
@@ -134,11 +138,87 @@ class _BakesATakeFile:
             self.report({"ERROR"}, "no take file given")
             return {"CANCELLED"}
         try:
-            self.bake(context, Path(bpy.path.abspath(self.filepath)))
+            status = self.bake(context, Path(bpy.path.abspath(self.filepath)))
         except MxrError as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
-        return {"FINISHED"}
+        return status or {"FINISHED"}
+
+
+class _Cancelled(Exception):
+    """Raised in the planning thread at its next chunk once Esc was pressed."""
+
+
+class _BakesInBackground:
+    """Mixin: compute a bake plan in a thread (numpy only, ``pipeline.PreparedBake``) while Blender
+    stays responsive, with its progress in the status bar; Esc stops it before anything is
+    written, so the scene is as it was. The plan is written on the main thread when it is done.
+    From a script (no person waiting: ``invoke`` was not called) the bake runs to its end at once."""
+
+    def bake_prepared(self, context: bpy.types.Context, prepared: PreparedBake) -> set[str]:
+        if not getattr(self, "_interactive", False) or context.window is None:
+            return self.finish_bake(context, prepared, prepared.compute(None))
+        self._prepared, self._progress, self._outcome = prepared, ("starting", 0.0), {}
+        self._stop_requested = threading.Event()
+
+        def on_progress(stage: str, fraction: float) -> None:
+            if self._stop_requested.is_set():
+                raise _Cancelled
+            self._progress = (stage, fraction)
+
+        def plan() -> None:
+            try:
+                self._outcome["plan"] = prepared.compute(on_progress)
+            except _Cancelled:
+                self._outcome["cancelled"] = True
+            except MxrError as error:
+                self._outcome["error"] = str(error)
+            except Exception as error:  # noqa: BLE001 (a bug: reported, never left to die in a thread)
+                self._outcome["error"] = f"the bake failed ({type(error).__name__}: {error}); nothing was changed"
+
+        self._thread = threading.Thread(target=plan, name="MXR bake plan", daemon=True)
+        self._thread.start()
+        window_manager = context.window_manager
+        self._timer = window_manager.event_timer_add(0.1, window=context.window)
+        window_manager.progress_begin(0, 100)
+        window_manager.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if event.type == "ESC":
+            self._stop_requested.set()
+        if event.type != "TIMER":
+            return {"RUNNING_MODAL"} if event.type == "ESC" else {"PASS_THROUGH"}
+        if self._thread.is_alive():
+            stage, fraction = self._progress
+            context.window_manager.progress_update(100.0 * fraction)
+            stopping = ", stopping" if self._stop_requested.is_set() else " (Esc cancels)"
+            context.workspace.status_text_set(f"MXR bake: {stage} {100 * fraction:.0f}%{stopping}")
+            return {"RUNNING_MODAL"}
+        self._end_modal(context)
+        if "plan" in self._outcome:
+            try:
+                return self.finish_bake(context, self._prepared, self._outcome["plan"])
+            except ReferenceError:  # the rig was deleted while the plan was computed
+                self.report({"ERROR"}, "the MXR head was removed while the bake was computed: nothing was written")
+            except MxrError as error:
+                self.report({"ERROR"}, str(error))
+        elif self._outcome.get("cancelled"):
+            self.report({"WARNING"}, "MXR: bake cancelled, the scene is as it was")
+        else:
+            self.report({"ERROR"}, self._outcome.get("error", "the bake stopped"))
+        return {"CANCELLED"}
+
+    def cancel(self, context: bpy.types.Context) -> None:
+        """Blender ends the modal run (a new or loaded file): stop the planning thread too."""
+        self._stop_requested.set()
+        self._end_modal(context)
+
+    def _end_modal(self, context: bpy.types.Context) -> None:
+        window_manager = context.window_manager
+        window_manager.event_timer_remove(self._timer)
+        window_manager.progress_end()
+        context.workspace.status_text_set(None)
 
 
 class _PlacesATake:
@@ -156,7 +236,7 @@ class _PlacesATake:
         return {"match_take": self.match_take, "slowdown": self.slowdown}
 
 
-class MXR_OT_bake_take(_BakesATakeFile, _PlacesATake, bpy.types.Operator):
+class MXR_OT_bake_take(_BakesATakeFile, _BakesInBackground, _PlacesATake, bpy.types.Operator):
     """Bake an MXR take file onto the active MXR head (a new head if there is none)"""
 
     bl_idname = "mxr.bake_take"
@@ -173,11 +253,16 @@ class MXR_OT_bake_take(_BakesATakeFile, _PlacesATake, bpy.types.Operator):
     reference_video: bpy.props.BoolProperty(name="Reference Video", default=True,
                                             description="Show the source video behind the head in MXR's camera")
 
-    def bake(self, context: bpy.types.Context, take_path: Path) -> None:
-        baked = bake_take_file(context.scene, take_path, find_rig(context), key_rotation=self.key_rotation,
-                               key_detail=self.key_detail, reference_video=self.reference_video, **self.timing())
+    def bake(self, context: bpy.types.Context, take_path: Path) -> set[str]:
+        return self.bake_prepared(context, prepare_take_bake(
+            context.scene, take_path, find_rig(context), key_rotation=self.key_rotation, key_detail=self.key_detail,
+            **self.timing()))
+
+    def finish_bake(self, context: bpy.types.Context, prepared: PreparedBake, plan: BakePlan) -> set[str]:
+        baked = finish_take_bake(context.scene, prepared, plan, reference_video=self.reference_video)
         _make_active(context, baked.rig)
         _report_bake(self, baked)
+        return {"FINISHED"}
 
 
 class MXR_OT_bake_arkit(_BakesATakeFile, _PlacesATake, bpy.types.Operator):

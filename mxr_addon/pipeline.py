@@ -9,17 +9,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import bpy
 import numpy as np
 
 from ..models.flame import EXPRESSION_COMPONENTS, FlameFileError
+from ..models.head_model import HeadModel
 from ..models.flame_embedding import default_registration_path, load_landmark_embedding
-from ..models.bake_plan import plan_flame_bake, plan_head_bake
+from ..models.bake_plan import BakePlan, Progress, TimeMapping, plan_flame_bake, plan_head_bake
 from ..models.blender_frame import head_to_blender
 from ..models.retarget import estimate_flame_identity
 from ..ops.errors import MxrError
-from ..ops.take import load_take
+from ..ops.take import Take, load_take
 from .arkit_bake import bake_arkit_take
 from .bake import BakeResult, check_rig, scene_time, write_bake
 from .camera import FaceOnRig, add_reference_video
@@ -93,6 +95,68 @@ class TakeBake:
     events_marked: int  # the take's micro events, as timeline markers (see ``markers``)
 
 
+@dataclass
+class PreparedBake:
+    """A take and the rig it goes onto, read from the scene: ``compute`` makes the bake plan from
+    them with numpy alone, so it may run off Blender's main thread (progress, Esc) while the scene
+    is not touched; ``finish_take_bake`` then writes it, on the main thread."""
+
+    take_path: Path
+    take: Take
+    timing: TimeMapping
+    rig: bpy.types.Object | None  # None: a new head is built when the plan is written
+    head: HeadModel | None  # the rig's head (None for a FLAME rig)
+    compute: Callable[[Progress | None], BakePlan]
+    key_rotation: bool
+
+
+def prepare_take_bake(scene: bpy.types.Scene, take_path: Path, rig: bpy.types.Object | None = None, *,
+                      key_rotation: bool = True, key_detail: bool = True, match_take: bool = False,
+                      slowdown: float = 1.0) -> PreparedBake:
+    """Load ``take_path`` (MxrError if missing or corrupt) and read what baking it onto ``rig``
+    needs from the scene (see ``bake_take_file``); nothing is changed."""
+    take = load_take(Path(take_path))
+    timing = scene_time(scene, take, match_take=match_take, slowdown=slowdown)
+    options = {"key_rotation": key_rotation, "key_detail": key_detail}
+    if is_flame_rig(rig):
+        model = flame_model(Path(rig[FLAME_PATH]))
+        if not rig[FLAME_LANDMARKS]:
+            raise FlameFileError(f"{rig.name} has no landmark registration: run scripts/flame_correspondence.py "
+                                 f"{rig[FLAME_PATH]} and import the FLAME rig again")
+        landmarks = load_landmark_embedding(Path(rig[FLAME_LANDMARKS]), model.vertex_count)
+        identity, expressions, bone_rest = rig_identity(rig), rig_expression_count(rig), bone_rest_axes(armature_of(rig))
+        return PreparedBake(Path(take_path), take, timing, rig, None, lambda on_progress: plan_flame_bake(
+            model, landmarks, identity, expressions, bone_rest, take, timing, on_progress=on_progress, **options),
+            key_rotation)
+    head = head_named(str(rig["mxr_head"])) if is_rig(rig) else builtin_head()
+    if is_rig(rig):
+        check_rig(rig, head)
+    return PreparedBake(Path(take_path), take, timing, rig if is_rig(rig) else None, head,
+                        lambda on_progress: plan_head_bake(head, take, timing, on_progress=on_progress, **options),
+                        key_rotation)
+
+
+def finish_take_bake(scene: bpy.types.Scene, prepared: PreparedBake, plan: BakePlan, *,
+                     reference_video: bool = True) -> TakeBake:
+    """Write ``plan`` (``prepared.compute``'s) into the scene in one pass: the rig (built if
+    there was none), its take's actions, markers, micro layers, the reference camera."""
+    take, rig = prepared.take, prepared.rig
+    if rig is None:
+        rig = build_rig(prepared.head, scene.collection)
+    result = write_bake(scene, rig, plan, TakeName.of(take, prepared.take_path), take.source_path)
+    marked = mark_micro_events(scene, rig, result.events)
+    place_tuned_markers(scene, rig)
+    camera = None
+    if reference_video:
+        face = None  # a FLAME head turns on its neck bone: framed from the front
+        if prepared.head is not None:
+            face = FaceOnRig(float(plan.alignment.scale[0]),
+                             head_to_blender(plan.alignment.translation[0]) - rotation_pivot(prepared.head))
+        camera, warnings = add_reference_video(scene, rig, take, prepared.timing, face, prepared.key_rotation)
+        result.warnings += warnings
+    return TakeBake(rig, result, camera, marked)
+
+
 def bake_take_file(
     scene: bpy.types.Scene,
     take_path: Path,
@@ -113,36 +177,9 @@ def bake_take_file(
     another take's are kept. ``match_take``: set the scene's rate to the take's (else the take
     plays in real time at the scene's rate); ``slowdown``: slow motion, scene seconds per take second.
     """
-    take = load_take(Path(take_path))
-    timing = scene_time(scene, take, match_take=match_take, slowdown=slowdown)
-    options = {"key_rotation": key_rotation, "key_detail": key_detail}
-    if is_flame_rig(rig):
-        model = flame_model(Path(rig[FLAME_PATH]))
-        if not rig[FLAME_LANDMARKS]:
-            raise FlameFileError(f"{rig.name} has no landmark registration: run scripts/flame_correspondence.py "
-                                 f"{rig[FLAME_PATH]} and import the FLAME rig again")
-        landmarks = load_landmark_embedding(Path(rig[FLAME_LANDMARKS]), model.vertex_count)
-        plan = plan_flame_bake(model, landmarks, rig_identity(rig), rig_expression_count(rig),
-                               bone_rest_axes(armature_of(rig)), take, timing, **options)
-    else:
-        head = head_named(str(rig["mxr_head"])) if is_rig(rig) else builtin_head()
-        if is_rig(rig):
-            check_rig(rig, head)
-        plan = plan_head_bake(head, take, timing, **options)
-        if not is_rig(rig):
-            rig = build_rig(head, scene.collection)
-    result = write_bake(scene, rig, plan, TakeName.of(take, take_path), take.source_path)
-    marked = mark_micro_events(scene, rig, result.events)
-    place_tuned_markers(scene, rig)
-    camera = None
-    if reference_video:
-        face = None  # a FLAME head turns on its neck bone: framed from the front
-        if not is_flame_rig(rig):
-            face = FaceOnRig(float(plan.alignment.scale[0]),
-                             head_to_blender(plan.alignment.translation[0]) - rotation_pivot(head))
-        camera, warnings = add_reference_video(scene, rig, take, timing, face, key_rotation)
-        result.warnings += warnings
-    return TakeBake(rig, result, camera, marked)
+    prepared = prepare_take_bake(scene, take_path, rig, key_rotation=key_rotation, key_detail=key_detail,
+                                 match_take=match_take, slowdown=slowdown)
+    return finish_take_bake(scene, prepared, prepared.compute(None), reference_video=reference_video)
 
 
 def bake_arkit_file(scene: bpy.types.Scene, take_path: Path, character: bpy.types.Object, *,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import synthetic_head, synthetic_take
-from mxr.models.bake_plan import TakeDeformation, TimeMapping, check_bakeable, plan_head_bake
+from mxr.models.bake_plan import DETAIL, SOLVING, TakeDeformation, TimeMapping, check_bakeable, plan_head_bake
 from mxr.models.micro_keys import MICRO_LAYER_FROM_EVENTS, components_mm, micro_components
 from mxr.models.blender_frame import continuous_eulers_xyz, continuous_quaternions
 from mxr.models.retarget import retarget_expressions
@@ -153,3 +153,23 @@ def test_events_without_a_micro_key_are_marked_as_kept_in_the_macro_layer():
     plan = plan_head_bake(head, take, TimeMapping.for_take(take, frame_start=1, scene_fps=take.fps))
     assert [(event.region, event.layered) for event in plan.events] == [("mouth", True), ("brows", False)]
     assert [event.region for event in plan.micro_events] == ["mouth"]
+
+
+def test_a_plan_reports_its_progress_and_stops_when_told():
+    head = synthetic_head()
+    take = synthetic_take(head, frames=30, invalid=())
+    timing = TimeMapping.for_take(take, frame_start=1, scene_fps=take.fps)
+    heard = []
+    plan_head_bake(head, take, timing, on_progress=lambda stage, fraction: heard.append((stage, fraction)))
+    stages = list(dict.fromkeys(stage for stage, _ in heard))
+    assert stages == [SOLVING, DETAIL] and all(heard[-1][1] == 1.0 for stage in stages)
+    assert [fraction for stage, fraction in heard if stage == SOLVING][-1] == 1.0
+
+    class Stop(Exception):
+        pass
+
+    def stop(stage: str, fraction: float) -> None:
+        raise Stop
+
+    with pytest.raises(Stop):  # Esc in Blender: the plan is only data, nothing to undo
+        plan_head_bake(head, take, timing, on_progress=stop)
