@@ -5,7 +5,7 @@ Why: MediaPipe's landmarks are placed by its face prior and slide over the skin 
 changes (0.75 mm of false motion on a still face turning 20 degrees, only 0.55-0.62 of local
 actions recovered, docs/OPEN_LOOP.md), and optical flow chained frame to frame drifts (0.17-0.22
 px of error per pair on MPEG-4 frames against ~0.6 px of motion). Here every frame is compared
-with one *reference* frame, so errors do not accumulate:
+with a *reference* frame, so errors do not accumulate:
 
 1. the reference image is warped into the current frame's geometry by a piecewise-affine map
    over a face mesh whose vertices are known in both frames (a head pose applied to a neutral
@@ -20,9 +20,13 @@ with one *reference* frame, so errors do not accumulate:
 
 The point a vertex stands for is the skin the reference shows at its reference position; its
 position in frame t is the warped position plus the aggregated flow there (``track_frame``).
+The flow's error grows with the head's turn between the two frames, so a clip has several
+references at spread-out poses, each frame compared with its nearest, and the references tied to
+one primary reference by flow between them, so all track the same skin (``track_with_references``).
 
 Measured (scripts/open_loop_budget.py, docs/OPEN_LOOP.md): read with the true pose on the scan
-clips, error 1.06x a still take against MediaPipe's 3.75x, still-face wander 0.21 mm against 0.76.
+clips' dev split, error 0.87x a still take against MediaPipe's 3.75x (one reference: 1.06x),
+still-face wander 0.17 mm against 0.76 (one reference: 0.21).
 
 Conventions: image px (x right, y down) of the full frame, pixel centres at integers (array
 index px: a caller with MediaPipe's continuous px, (0, 0) at the top-left corner, subtracts 0.5);
@@ -43,7 +47,9 @@ from .flow import make_dis, sample_bilinear
 class SkinTrackSettings:
     """Chosen on the open-loop scan clips' dev split (scripts/open_loop_budget.py; docs/OPEN_LOOP.md):
     averaging radius 3 / 6 / 10 px recovered 0.75 / 0.72 / 0.67 of the actions' motion with a still
-    face wandering 0.23 / 0.20 / 0.17 mm; 6 is the middle."""
+    face wandering 0.23 / 0.20 / 0.17 mm; 6 is the middle. References 3 / 5 / 8 degrees apart tied
+    within 1.5x that: wander 0.183 / 0.183 / 0.199 mm; 5 apart tied within 12: 0.166 mm (more ties,
+    more paths averaged)."""
 
     flow_profile: str = "balanced"  # flow.FLOW_PROFILES
     sigma_px: float = 6.0  # std of the Gaussian neighbourhood the flow is averaged over; 0: one pixel
@@ -51,6 +57,8 @@ class SkinTrackSettings:
     highpass_sigma_px: float = 3.0  # >0: flow between images less their blur of this std (see band_pass)
     highpass_gain: float = 2.0  # contrast of the high-passed images
     fill_outside: bool = True  # outside the mesh the warped reference shows the current frame (no false edge)
+    reference_spacing_deg: float = 5.0  # a frame's reference is at most this far in head turn, where a rest frame is
+    link_deg: float = 12.0  # references this near each other are compared, both ways, to tie them together
 
 
 def delaunay_triangles(points_px: np.ndarray) -> np.ndarray:
@@ -62,11 +70,12 @@ def delaunay_triangles(points_px: np.ndarray) -> np.ndarray:
     size = np.ceil(points_px.max(axis=0) - low) + 4.0
     subdivision = cv2.Subdiv2D((int(low[0]), int(low[1]), int(size[0]), int(size[1])))
     subdivision.insert([(float(x), float(y)) for x, y in points_px])
-    corners = subdivision.getTriangleList().reshape(-1, 3, 2)  # (M', 3, 2) px
-    distance = np.linalg.norm(corners[:, :, None, :] - points_px[None, None].astype(np.float32), axis=-1)
-    index = distance.argmin(axis=2)  # (M', 3)
-    real = np.all(np.take_along_axis(distance, index[..., None], axis=2)[..., 0] < 1e-2, axis=1)
-    return index[real].astype(np.int64)  # triangles touching Subdiv2D's outer virtual vertices dropped
+    corners = subdivision.getTriangleList().reshape(-1, 2).astype(np.float32)  # (3 M', 2) px, as Subdiv2D stores them
+    number: dict[bytes, int] = {}  # a vertex's float32 position -> the first point there
+    for k, point in enumerate(points_px.astype(np.float32)):
+        number.setdefault(point.tobytes(), k)
+    index = np.array([number.get(corner.tobytes(), -1) for corner in corners], np.int64).reshape(-1, 3)
+    return index[np.all(index >= 0, axis=1)]  # triangles touching Subdiv2D's outer virtual vertices dropped
 
 
 def piecewise_affine_map(source_px: np.ndarray, target_px: np.ndarray, origin: tuple[int, int],
@@ -191,3 +200,103 @@ class ReferenceTracker:
         local = predicted_px - np.array(origin, np.float64)
         offset = aggregate_at(flow, inside.astype(np.float32), local, settings.sigma_px)
         return predicted_px + offset
+
+
+def rotation_distance(rotations_a: np.ndarray, rotations_b: np.ndarray) -> np.ndarray:
+    """The angle (rad) of the rotation between each of (A, 3, 3) head rotations and each of
+    (B, 3, 3): (A, B), NaN where either is: how far the view turns between two frames."""
+    cosine = (np.einsum("aij,bij->ab", rotations_a, rotations_b) - 1.0) / 2.0
+    return np.arccos(np.clip(cosine, -1.0, 1.0))
+
+
+def choose_references(rotations: np.ndarray, candidates: np.ndarray, primary: int, spacing_rad: float) -> np.ndarray:
+    """Reference frames among ``candidates`` (K,) frame indices (the face at rest) such that every
+    frame with a head rotation in ``rotations`` (T, 3, 3), NaN where none, lies within
+    ``spacing_rad`` of one, or as near as any candidate comes: ``primary`` first, then greedily the
+    candidate that brings the most frames within reach. (R,) frame indices. Why: the flow's error
+    grows with the turn between the compared frames (docs/OPEN_LOOP.md)."""
+    frames = np.flatnonzero(np.all(np.isfinite(rotations), axis=(1, 2)))
+    distance = rotation_distance(rotations[candidates], rotations[frames])  # (K, F) rad
+    reach = np.maximum(spacing_rad, distance.min(axis=0))  # (F,) a frame no candidate comes near takes its nearest
+    covers = distance <= reach + 1e-12  # (K, F)
+    chosen = [int(np.flatnonzero(candidates == primary)[0])]
+    covered = covers[chosen[0]].copy()
+    while not covered.all():
+        best = int(np.argmax((covers & ~covered).sum(axis=1)))
+        chosen.append(best)
+        covered |= covers[best]
+    return candidates[chosen]
+
+
+def reference_links(rotations: np.ndarray, link_rad: float) -> np.ndarray:
+    """The pairs of references, with head rotations (R, 3, 3), to compare with each other: every
+    pair within ``link_rad``, plus the nearest pair between the primary's (index 0) group and the
+    rest while any reference is not tied to it. (E, 2) int64 indices, i < j."""
+    distance = rotation_distance(rotations, rotations)  # (R, R) rad
+    count = len(rotations)
+    links = {(i, j) for i in range(count) for j in range(i + 1, count) if distance[i, j] <= link_rad}
+    group = np.arange(count)  # which references are tied together
+    for i, j in sorted(links):
+        group[group == group[j]] = group[i]
+    while np.any(group != group[0]):
+        apart = np.where((group[:, None] == group[0]) & (group[None, :] != group[0]), distance, np.inf)
+        i, j = np.unravel_index(int(np.argmin(apart)), apart.shape)
+        links.add((min(i, j), max(i, j)))
+        group[group == group[j]] = group[i]
+    return np.array(sorted(links), np.int64).reshape(-1, 2)
+
+
+def tie_references(links: np.ndarray, offsets_px: np.ndarray, count: int) -> np.ndarray:
+    """Where each of ``count`` references shows the primary's (index 0) skin points, as offsets
+    from its posed mesh: (count, N, 2) px, 0 for the primary; by least squares over the measured
+    ``links`` (E, 2) i -> j with ``offsets_px`` (E, N, 2): where the skin at i's posed mesh vertex
+    lies in j, less j's posed vertex (NaN where unseen).
+
+    Between two nearby views the map is close to the identity at this scale (a 0.5 px offset turns
+    by under 0.05 px), so offsets add up along a path of links: offset_j = offset_i + measured.
+    Where several paths lead to a reference the least squares averages their errors; a point no
+    measured path reaches stays at 0 (its posed mesh vertex)."""
+    if count == 1:
+        return np.zeros((1,) + offsets_px.shape[1:])
+    seen = np.all(np.isfinite(offsets_px), axis=2).astype(np.float64)  # (E, N)
+    incidence = np.zeros((len(links), count))  # (E, R): -1 at i, +1 at j
+    incidence[np.arange(len(links)), links[:, 0]] = -1.0
+    incidence[np.arange(len(links)), links[:, 1]] = 1.0
+    incidence = incidence[:, 1:]  # the primary is held at 0
+    normal = np.einsum("en,ea,eb->nab", seen, incidence, incidence)  # (N, R-1, R-1)
+    right = np.einsum("en,ea,enc->nac", seen, incidence, np.nan_to_num(offsets_px))  # (N, R-1, 2)
+    ridge = 1e-9 * np.eye(count - 1)  # an unreached reference stays at 0 instead of making the system singular
+    solved = np.linalg.solve(normal + ridge, right)  # (N, R-1, 2) px
+    return np.concatenate([np.zeros((1, len(solved), 2)), np.transpose(solved, (1, 0, 2))], axis=0)
+
+
+def track_with_references(frames: list[np.ndarray], mesh_px: np.ndarray, rotations: np.ndarray,
+                          candidates: np.ndarray, primary: int,
+                          settings: SkinTrackSettings | None = None) -> np.ndarray:
+    """Skin points tracked through a clip from several references at spread-out head poses.
+
+    ``frames``: (H, W) uint8 grey, one per frame; ``mesh_px`` (T, N, 2) px: the face mesh's
+    vertices as each frame's head pose places them (NaN where no face); ``rotations`` (T, 3, 3):
+    the head's rotation (NaN where no face); ``candidates`` (K,): the frames references may be
+    taken from (the face at rest); ``primary``: the one among them whose skin at the mesh's
+    vertices names the tracked points. (T, N, 2) px, NaN where unseen.
+
+    References are spread so that no frame is more than ``settings.reference_spacing_deg`` of turn
+    from one (``choose_references``), and each frame is compared with its nearest. Every reference
+    is compared with those within ``settings.link_deg``, both ways, and ``tie_references`` finds
+    where each shows the primary's skin points: its own tracker names the same skin."""
+    settings = settings or SkinTrackSettings()
+    references = choose_references(rotations, candidates, primary, np.radians(settings.reference_spacing_deg))
+    links = reference_links(rotations[references], np.radians(settings.link_deg))
+    links = np.concatenate([links, links[:, ::-1]])  # both ways: each tie's error partly cancels
+    posed = [ReferenceTracker(frames[r], mesh_px[r], settings) for r in references]  # (R,) at the posed mesh
+    measured = np.array([posed[i].track_frame(frames[references[j]], mesh_px[references[j]]) - mesh_px[references[j]]
+                         for i, j in links], np.float64).reshape(len(links), *mesh_px.shape[1:])  # (E, N, 2) px
+    offsets = tie_references(links, measured, len(references))  # (R, N, 2) px
+    trackers = [ReferenceTracker(frames[r], mesh_px[r] + offsets[k], settings) for k, r in enumerate(references)]
+    with_face = np.flatnonzero(np.all(np.isfinite(rotations), axis=(1, 2)))
+    nearest = np.argmin(rotation_distance(rotations[with_face], rotations[references]), axis=1)  # (F,)
+    tracked = np.full(mesh_px.shape, np.nan)
+    for frame, k in zip(with_face, nearest):
+        tracked[frame] = trackers[k].track_frame(frames[frame], mesh_px[frame])
+    return tracked

@@ -1,6 +1,6 @@
 """Where the face is lost: the open-loop scan clips followed stage by stage.
 
-    .venv/bin/python scripts/open_loop_budget.py [--json OUT]   # ~1 min once open_loop.py has rendered the clips
+    .venv/bin/python scripts/open_loop_budget.py [--json OUT]   # ~3 min once open_loop.py has rendered the clips
 
 Each stage is scored against the same truth (the scan's surface motion at the 478 landmark points,
 ``scripts/open_loop.py``), in the image plane of the head (x right, y up, mm): the takes carry no
@@ -10,9 +10,13 @@ depth motion, so the budget says what they lose of what they can see. Stages:
    true focal length, and a neutral triangulated from the frames where the truth is at rest. What
    is lost here is the tracker's: its points are placed by its face prior, not glued to the skin.
 1b. **skin-glued tracker (true pose)**: the same reading of points tracked by optical flow
-   against one rest frame warped by the posed neutral mesh, averaged over a neighbourhood
-   (``ops/skin_track.py``, ``skin_glued_reading``): what a tracker glued to the skin would give
-   the engine. Not wired into the engine: measured here only.
+   against rest frames at spread-out poses warped by the posed neutral mesh, averaged over a
+   neighbourhood (``ops/skin_track.py``, ``skin_glued_reading``): what a tracker glued to the skin
+   would give the engine. Not wired into the engine: measured here only.
+1c. **skin-glued tracker (take's pose)**: the same tracker with the take's own pose, focal length,
+   neutral and calm frames, read as the take reads its landmarks (``take_skin_readings``).
+1d. **skin-glued tracker (pose solved on it)**: the engine's pose solve and reading
+   (``perspective_faces``) run on those tracked points instead of MediaPipe's.
 2. **landmark take**: the engine without the network (``ReconstructSettings(use_network=False)``):
    its own pose, focal length and neutral (``ops/perspective.py``, ``ops/neutral.py``).
 3. **network take**: the take MXR writes.
@@ -47,14 +51,37 @@ from mxr.models.retarget import neutral_to_head, seen_landmark_basis, solve_unit
 from mxr.models.scan import load_scan  # noqa: E402
 from mxr.ops.canonical import SKIN_LANDMARKS  # noqa: E402
 from mxr.ops.reconstruct import ReconstructSettings, reconstruct  # noqa: E402
-from mxr.ops.skin_track import ReferenceTracker, SkinTrackSettings, fall_back  # noqa: E402
+from mxr.ops.neutral import neutral_scores  # noqa: E402
+from mxr.ops.perspective import CALM_SHARE, perspective_faces  # noqa: E402
+from mxr.ops.skin_track import SkinTrackSettings, fall_back, rotation_distance, track_with_references  # noqa: E402
 from mxr.ops.take import Take, load_take  # noqa: E402
 
 SKIN_STAGE = "skin-glued tracker (true pose)"
-STAGES = ("tracker", SKIN_STAGE, "landmark take", "network take", "named units", "baked (units + detail)")
+TAKE_SKIN_STAGE = "skin-glued tracker (take's pose)"
+SOLVED_SKIN_STAGE = "skin-glued tracker (pose solved on it)"
+STAGES = ("tracker", SKIN_STAGE, TAKE_SKIN_STAGE, SOLVED_SKIN_STAGE, "landmark take", "network take", "named units",
+          "baked (units + detail)")
 
 
-class TrueView:
+class Rays:
+    """Triangulation for a view that gives each frame's camera centre and rays (``rays``)."""
+
+    def rays(self, frame: int, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def triangulate(self, pixels: np.ndarray, frames: np.ndarray) -> np.ndarray:
+        """(T, N, 2) px -> (N, 3): the least-squares point nearest each point's rays in ``frames``."""
+        normal = np.zeros((pixels.shape[1], 3, 3))
+        target = np.zeros((pixels.shape[1], 3))
+        for frame in frames:
+            origin, direction = self.rays(frame, pixels[frame])
+            projector = np.eye(3) - direction[:, :, None] * direction[:, None, :]
+            normal += projector
+            target += projector @ origin
+        return np.linalg.solve(normal, target)
+
+
+class TrueView(Rays):
     """The clip's true camera and head pose: rays, projections, triangulation and reading, in the
     head's frame (metres; pixels continuous, (0, 0) at the image's top-left corner, as MediaPipe's
     and ``ScanCamera``'s). ``surface_m`` (478, 3): the landmark points on the scan at rest (only
@@ -83,17 +110,6 @@ class TrueView:
         offset = world - self.camera_m
         return self.image_centre + self.focal * offset[:, :2] / -offset[:, 2:3] * [1.0, -1.0]
 
-    def triangulate(self, pixels: np.ndarray, frames: np.ndarray) -> np.ndarray:
-        """(T, N, 2) px -> (N, 3) m: the least-squares point nearest each point's rays in ``frames``."""
-        normal = np.zeros((pixels.shape[1], 3, 3))
-        target = np.zeros((pixels.shape[1], 3))
-        for frame in frames:
-            origin, direction = self.rays(frame, pixels[frame])
-            projector = np.eye(3) - direction[:, :, None] * direction[:, None, :]
-            normal += projector
-            target += projector @ origin
-        return np.linalg.solve(normal, target)
-
     def read(self, pixels: np.ndarray, neutral_m: np.ndarray, frames: np.ndarray) -> np.ndarray:
         """(T, N, 2) px -> (T, N, 3) mm in the truth's frame: each point's ray at the depth (along
         the camera axis) of the posed neutral (N, 3) m, less the neutral; NaN outside ``frames``."""
@@ -106,6 +122,45 @@ class TrueView:
             along = (posed_depth - self.camera_m[2]) / world_direction[:, 2]
             world = self.camera_m + along[:, None] * world_direction
             reading[frame] = ((world - self.centroid - shift) @ rotation + self.centroid - neutral_m) * 1000.0
+        return reading
+
+
+class TakeView(Rays):
+    """The take's own camera and head pose (``ops/perspective.py``): a pinhole at the frame's centre
+    with the take's focal length, the pose the take stores (a weak-perspective similarity: rotation,
+    the head's projected centre, focal / depth); points in the take's canonical frame (mm, +Y up,
+    +Z out of the face), pixels as MediaPipe's (the take's analysis px; these clips are analysed at
+    full size)."""
+
+    def __init__(self, take: Take) -> None:
+        self.focal = float(take.settings["camera_focal_px"])
+        self.centre = np.array(take.frame_size, np.float64) / 2.0
+        flip = np.diag([1.0, -1.0, -1.0])  # canonical <-> OpenCV camera axes
+        self.rotations = flip @ take.head_rotation.astype(np.float64)  # (T, 3, 3) canonical -> OpenCV camera
+        depth = self.focal / take.head_scale_px_per_mm.astype(np.float64)  # (T,) mm
+        projected = take.head_translation_px[:, :2].astype(np.float64) * [1.0, -1.0]  # (T, 2) px, y down
+        self.shifts = np.column_stack([(projected - self.centre) * depth[:, None] / self.focal, depth])  # (T, 3) mm
+
+    def project(self, frame: int, points_mm: np.ndarray) -> np.ndarray:
+        """(N, 3) canonical mm -> (N, 2) px in the frame's image."""
+        camera = points_mm @ self.rotations[frame].T + self.shifts[frame]
+        return self.focal * camera[:, :2] / camera[:, 2:3] + self.centre
+
+    def rays(self, frame: int, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 2) px -> the camera centre (3,) and unit ray directions (N, 3), canonical mm."""
+        direction = np.column_stack([(pixels - self.centre) / self.focal, np.ones(len(pixels))])
+        direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+        return -self.rotations[frame].T @ self.shifts[frame], direction @ self.rotations[frame]
+
+    def read(self, pixels: np.ndarray, neutral_mm: np.ndarray, frames: np.ndarray) -> np.ndarray:
+        """(T, N, 2) px -> (T, N, 3) canonical mm, as the take reads its landmarks: each point's ray
+        at the camera depth of the posed neutral (N, 3) mm, less the neutral; NaN outside ``frames``."""
+        reading = np.full(pixels.shape[:2] + (3,), np.nan)
+        for frame in frames:
+            rotation, shift = self.rotations[frame], self.shifts[frame]
+            depth = (neutral_mm @ rotation.T + shift)[:, 2:3]
+            seen = np.column_stack([(pixels[frame] - self.centre) / self.focal, np.ones(len(pixels[frame]))]) * depth
+            reading[frame] = (seen - shift) @ rotation - neutral_mm
         return reading
 
 
@@ -142,32 +197,81 @@ def grey_frames(video_path: Path) -> list[np.ndarray]:
         capture.release()
 
 
+def track_skin(frames: list[np.ndarray], mesh_px: np.ndarray, rotations: np.ndarray, rest: np.ndarray,
+               primary: int, fallback_px: np.ndarray, settings: SkinTrackSettings | None) -> np.ndarray:
+    """``skin_track.track_with_references`` in MediaPipe's continuous px: (T, N, 2) px, the
+    landmarker's points (``fallback_px``) where the flow saw nothing. ``mesh_px`` (T, N, 2) the
+    posed mesh, ``rotations`` (T, 3, 3) the head's (NaN where no face)."""
+    to_index = 0.5  # continuous px -> pixel-centre (array index) px, as the flow reads images
+    tracked = track_with_references(frames, mesh_px - to_index, rotations, rest, primary, settings) + to_index
+    return fall_back(tracked, fallback_px)
+
+
 def skin_glued_reading(take: Take, spec: open_loop.ScanClipSpec, truth: dict, surface_m: np.ndarray,
-                       video_path: Path, settings: SkinTrackSettings | None = None) -> np.ndarray:
+                       frames: list[np.ndarray], settings: SkinTrackSettings | None = None) -> np.ndarray:
     """The skin-glued tracker (``ops/skin_track.py``) read like ``oracle_reading``: (T, 478, 3) mm.
 
     The mesh is MediaPipe's neutral triangulated from the rest frames with the true pose; the
-    reference is the rest frame nearest a frontal view, and the tracked skin points are what it
-    shows at the mesh's projected vertices. Each frame: the reference warped by the mesh posed with
-    the true pose, the flow from it, averaged. The points' own neutral is then triangulated from
-    the same rest frames, and every frame read at its depth. Where the flow saw nothing the
-    point is MediaPipe's. Nothing of the truth places a point beyond what the tracker stage uses."""
+    references are rest frames spread over the head's poses, the primary the one nearest a frontal
+    view, and the tracked skin points are what it shows at the mesh's projected vertices. Each
+    frame: its nearest reference warped by the mesh posed with the true pose, the flow from it,
+    averaged. The points' own neutral is then triangulated from the same rest frames, and every
+    frame read at its depth. Where the flow saw nothing the point is MediaPipe's. Nothing of the
+    truth places a point beyond what the tracker stage uses."""
     view = TrueView(spec, surface_m)
     pixels = landmark_pixels(take)
     valid = np.flatnonzero(np.asarray(take.valid, bool))
     rest = rest_frames(take, truth)
     mesh = view.triangulate(pixels, rest)  # (478, 3) m, head frame
-    plan = open_loop.scan_clip_plan(spec)
-    reference = rest[np.argmin(np.abs(plan.head_angles_rad[rest]).sum(axis=1))]
-    frames = grey_frames(video_path)
-    to_index = 0.5  # continuous px -> pixel-centre (array index) px, as the flow reads images
-    tracker = ReferenceTracker(frames[reference], view.project(reference, mesh) - to_index, settings)
-    tracked = np.full(pixels.shape, np.nan)  # (T, 478, 2) px
+    primary = rest[np.argmin(np.abs(open_loop.scan_clip_plan(spec).head_angles_rad[rest]).sum(axis=1))]
+    mesh_px = np.full(pixels.shape, np.nan)  # (T, 478, 2) the mesh posed with the true pose
+    rotations = np.full((len(pixels), 3, 3), np.nan)
     for frame in valid:
-        tracked[frame] = tracker.track_frame(frames[frame], view.project(frame, mesh) - to_index) + to_index
-    tracked = fall_back(tracked, pixels)
+        mesh_px[frame] = view.project(frame, mesh)
+        rotations[frame] = view.rotations[frame]
+    tracked = track_skin(frames, mesh_px, rotations, rest, primary, pixels, settings)
     neutral = view.triangulate(tracked, rest)  # the skin points' own neutral
     return view.read(tracked, neutral, valid)
+
+
+def take_skin_readings(take: Take, truth: dict, frames: list[np.ndarray],
+                       settings: SkinTrackSettings | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The skin-glued tracker with the take's own pose, focal length, neutral and calm frames
+    (``TakeView``; nothing of the truth but the final alignment), (T, 478, 3) mm in the truth's
+    frame twice: read with the take's pose, and through the engine's pose solve run on the tracked
+    points instead of MediaPipe's (``perspective_faces``: its neutral, focal length, poses and
+    reading), which is what wiring the tracker into the engine would give.
+
+    The mesh is the take's neutral posed with the take's pose; the references are the calmest
+    quarter of the frames (``neutral.neutral_scores``, as ``perspective_faces`` picks its views)
+    and the take's neutral frames, the primary the neutral frame nearest a frontal view. With the
+    take's pose, the points' own neutral is triangulated from the same frames and every frame read
+    as the take reads its landmarks."""
+    view = TakeView(take)
+    pixels = landmark_pixels(take)
+    valid = np.asarray(take.valid, bool)
+    with_face = np.flatnonzero(valid)
+    faces_mm = take.neutral_mm + take.deformation_mm()  # (T, 478, 3) canonical
+    calmest_first = with_face[np.argsort(neutral_scores(faces_mm, valid)[with_face])]
+    calm = calmest_first[:max(1, int(CALM_SHARE * len(with_face)))]
+    first, last = take.settings["neutral_frames"]
+    neutral_frames = np.arange(first, last + 1)[valid[first:last + 1]]
+    facing = rotation_distance(view.rotations[neutral_frames], np.eye(3)[None])[:, 0]  # rad from facing the camera
+    primary = int(neutral_frames[np.argmin(facing)])
+    rest = np.union1d(calm, neutral_frames)
+    mesh_px = np.full(pixels.shape, np.nan)  # (T, 478, 2) the take's neutral posed with the take's pose
+    rotations = np.full((len(pixels), 3, 3), np.nan)
+    for frame in with_face:
+        mesh_px[frame] = view.project(frame, take.neutral_mm.astype(np.float64))
+        rotations[frame] = view.rotations[frame]
+    tracked = track_skin(frames, mesh_px, rotations, rest, primary, pixels, settings)
+    to_truth = align_to_truth(take.neutral_mm, truth["neutral_mm"])
+    with_take_pose = view.read(tracked, view.triangulate(tracked, rest), with_face)
+    solved = perspective_faces(np.concatenate([tracked, np.zeros(tracked.shape[:2] + (1,))], axis=2), valid,
+                               neutral_frames, take.neutral_mm.astype(np.float64), faces_mm, take.frame_size)
+    return (displacements_to_truth(with_take_pose, to_truth),
+            displacements_to_truth(solved.faces_mm - solved.neutral_mm, align_to_truth(solved.neutral_mm,
+                                                                                        truth["neutral_mm"])))
 
 
 def in_truth_frame(take: Take, truth: dict) -> np.ndarray:
@@ -226,8 +330,11 @@ def clip_stages(spec: open_loop.ScanClipSpec, surface_m: np.ndarray) -> dict[str
         takes[suffix] = load_take(take_path)
     valid = np.asarray(takes["network"].valid, bool)
     units, baked = baked_readings(takes["network"], truth)
+    frames = grey_frames(video_path)
+    with_take_pose, pose_solved = take_skin_readings(takes["network"], truth, frames)
     readings = {"tracker": oracle_reading(takes["network"], spec, truth, surface_m),
-                SKIN_STAGE: skin_glued_reading(takes["network"], spec, truth, surface_m, video_path),
+                SKIN_STAGE: skin_glued_reading(takes["network"], spec, truth, surface_m, frames),
+                TAKE_SKIN_STAGE: with_take_pose, SOLVED_SKIN_STAGE: pose_solved,
                 "landmark take": in_truth_frame(takes["baseline"], truth),
                 "network take": in_truth_frame(takes["network"], truth),
                 "named units": units, "baked (units + detail)": baked}

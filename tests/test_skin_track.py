@@ -2,8 +2,9 @@
 import cv2
 import numpy as np
 
-from mxr.ops.skin_track import (ReferenceTracker, SkinTrackSettings, aggregate_at, delaunay_triangles, fall_back,
-                                high_pass, piecewise_affine_map, warp_with_map)
+from mxr.ops.skin_track import (ReferenceTracker, SkinTrackSettings, aggregate_at, choose_references,
+                                delaunay_triangles, fall_back, high_pass, piecewise_affine_map, reference_links,
+                                rotation_distance, tie_references, track_with_references, warp_with_map)
 
 
 def texture(size: int = 200, seed: int = 0) -> np.ndarray:
@@ -115,3 +116,93 @@ def test_warp_marks_outside_and_fall_back_fills_it():
     assert np.all(warped[:5] == image[10, 10])
     tracked = np.array([[[1.0, 2.0], [np.nan, np.nan]]])
     assert np.array_equal(fall_back(tracked, np.full((1, 2, 2), 7.0)), [[[1.0, 2.0], [7.0, 7.0]]])
+
+
+def yaw(degrees: np.ndarray) -> np.ndarray:
+    """(T,) degrees -> (T, 3, 3) rotations about the vertical axis."""
+    angle = np.radians(np.asarray(degrees, np.float64))
+    rotations = np.zeros(angle.shape + (3, 3))
+    rotations[:, 0, 0] = rotations[:, 2, 2] = np.cos(angle)
+    rotations[:, 0, 2], rotations[:, 2, 0] = np.sin(angle), -np.sin(angle)
+    rotations[:, 1, 1] = 1.0
+    return rotations
+
+
+def test_rotation_distance_is_the_turn_between_views():
+    distance = np.degrees(rotation_distance(yaw([0.0, 10.0]), yaw([4.0, 30.0])))
+    assert np.allclose(distance, [[4.0, 30.0], [6.0, 20.0]], atol=1e-6)
+
+
+def test_choose_references_brings_every_pose_within_the_spacing():
+    angles = 20.0 * np.sin(np.linspace(0.0, 3.0, 120))  # (T,) degrees, turning back and forth
+    rotations = yaw(angles)
+    rotations[7] = np.nan  # no face
+    candidates = np.arange(0, 120, 3)  # the face at rest every third frame
+    references = choose_references(rotations, candidates, 0, np.radians(4.0))
+    assert references[0] == 0 and set(references) <= set(candidates.tolist())
+    with_face = np.delete(np.arange(120), 7)
+    nearest = np.degrees(rotation_distance(rotations[with_face], rotations[references])).min(axis=1)
+    assert nearest.max() <= 4.0 + 1e-9
+    assert len(references) <= 8  # 40 degrees of turn, 8 degrees a reference: greedy, not every candidate
+
+
+def test_reference_links_tie_a_far_reference_through_its_nearest():
+    links = reference_links(yaw([0.0, 4.0, 8.0, 30.0]), np.radians(5.0))
+    assert links.tolist() == [[0, 1], [1, 2], [2, 3]]
+
+
+def test_tie_references_averages_paths_and_holds_the_primary():
+    rng = np.random.default_rng(1)
+    truth = np.concatenate([np.zeros((1, 50, 2)), rng.normal(0.0, 2.0, (3, 50, 2))])  # (R, N, 2) px
+    links = np.array([[i, j] for i in range(4) for j in range(4) if i != j])  # (12, 2) every pair, both ways
+    measured = truth[links[:, 1]] - truth[links[:, 0]] + rng.normal(0.0, 0.1, (len(links), 50, 2))
+    measured[0, :5] = np.nan  # a link that did not see five points
+    offsets = tie_references(links, measured, 4)
+    assert np.all(offsets[0] == 0.0)
+    error = np.linalg.norm(offsets - truth, axis=2)[1:]
+    assert np.median(error) < 0.09  # below one link's error (0.1 px a coordinate): the paths averaged
+    chain = tie_references(np.array([[0, 1], [1, 2], [2, 3]]), truth[[1, 2, 3]] - truth[[0, 1, 2]], 4)
+    assert np.allclose(chain, truth)  # offsets add up along a chain
+
+
+def sequence_with_parallax(count: int = 25, size: int = 260):
+    """A texture turning by up to 20 degrees: each frame moves it by a translation the mesh knows
+    and by a smooth parallax field, proportional to the turn, that the mesh does not (a mesh's
+    depth error). Frames (T,) (size, size) uint8, the posed mesh (T, N, 2) px, the rotations
+    (T, 3, 3) and where the primary's (frame 0's) skin at the mesh's vertices truly is (T, N, 2)."""
+    base = texture(size, seed=4)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    bump = np.exp(-((xx - 140) ** 2 + (yy - 120) ** 2) / (2 * 45.0 ** 2))
+    parallax = np.stack([2.5 * bump, -1.5 * bump], axis=2)  # (H, W, 2) px at 20 degrees
+    angles = 20.0 * np.sin(np.linspace(0.0, np.pi, count))  # out and back
+    grid = grid_points(60, 200, 8)  # (64, 2) the mesh's vertices in frame 0
+    frames, mesh, truth = [], [], []
+    for t, angle in enumerate(angles):
+        shift = np.array([0.3 * t, -0.2 * t], np.float32)
+        field = shift + (angle / 20.0) * parallax  # (H, W, 2) where the skin at x in frame 0 goes
+        back_x, back_y = xx - field[..., 0], yy - field[..., 1]
+        for _ in range(3):  # invert y = x + field(x) by fixed point
+            moved = cv2.remap(field, back_x, back_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            back_x, back_y = xx - moved[..., 0], yy - moved[..., 1]
+        frames.append(cv2.remap(base, back_x, back_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT))
+        mesh.append(grid + shift)
+        at_grid = cv2.remap(parallax, grid[:, 0].astype(np.float32)[None], grid[:, 1].astype(np.float32)[None],
+                            cv2.INTER_LINEAR)[0]  # (N, 2) px
+        truth.append(grid + shift + (angle / 20.0) * at_grid)
+    return frames, np.array(mesh), yaw(angles), np.array(truth)
+
+
+def test_track_with_references_follows_the_primary_skin_through_tied_references():
+    """Frames far from frame 0 are compared with other references, whose skin at the mesh's
+    vertices is not frame 0's (parallax up to 2.9 px): only their ties bring the points back."""
+    frames, mesh, rotations, truth = sequence_with_parallax()
+    settings = SkinTrackSettings(sigma_px=3.0, highpass_sigma_px=0.0, reference_spacing_deg=5.0, link_deg=12.0)
+    candidates = np.arange(len(frames))
+    tracked = track_with_references(frames, mesh, rotations, candidates, 0, settings)
+    references = choose_references(rotations, candidates, 0, np.radians(5.0))
+    assert len(references) >= 3
+    seen = np.all(np.isfinite(tracked), axis=2)
+    assert seen.mean() > 0.9
+    error = np.linalg.norm(tracked - truth, axis=2)[seen]
+    assert np.median(error) < 0.1 and np.percentile(error, 99) < 0.4
+    assert np.linalg.norm(truth - mesh, axis=2).max() > 2.5  # the parallax was there to find
