@@ -1,7 +1,7 @@
 """The engine's command line, shared by the Blender job runner and batch users.
 
     python -m mxr.ops reconstruct VIDEO --out TAKE [--start-frame N] [--end-frame N]
-        [--neutral-frames FIRST-LAST | --neutral-seconds S] [--cache-dir DIR] [--debug-sheet PNG] [--baseline]
+        [--neutral-frames FIRST-LAST | --neutral-seconds S] [--cache-dir DIR] [--debug-sheet PNG] [--baseline] [--skin-track]
     python -m mxr.ops timeline TAKE --png PNG
 
 stdout carries JSON lines (see progress.py); a person reads stderr. Exit codes: 0 done,
@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="front-end cache (default: $MXR_CACHE_DIR or ~/.cache/mxr/frontend)")
     run.add_argument("--baseline", action="store_true",
                      help="landmark-only baseline: skip the micro-expression network")
+    run.add_argument("--skin-track", action="store_true",
+                     help="read the face from points glued to the skin by optical flow instead of MediaPipe's "
+                          "(experimental; docs/OPEN_LOOP.md)")
     run.add_argument("--debug-sheet", type=Path, default=None,
                      help="also write a contact sheet of what the front-end saw (PNG)")
     timeline = commands.add_parser("timeline", help="take file -> picture of it over time (face found, "
@@ -101,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                 cache_dir=arguments.cache_dir,
                 debug_sheet=arguments.debug_sheet,
                 use_network=not arguments.baseline,
+                skin_track=arguments.skin_track,
             ),
             reporter,
         )

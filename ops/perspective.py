@@ -55,6 +55,14 @@ class PerspectiveFaces:
     poses: Similarities  # the weak-perspective pose the take stores (camera px, y up = scale R canonical + t)
     focal_px: float
     reprojection_px: float  # mean over the calm frames' pose landmarks
+    camera_rotations: np.ndarray  # (T, 3, 3) canonical -> OpenCV camera axes, NaN where invalid
+    camera_shifts_mm: np.ndarray  # (T, 3) the canonical origin in the OpenCV camera, NaN where invalid
+    image_centre_px: np.ndarray  # (2,) the pinhole's centre
+
+    def project(self, points_mm: np.ndarray) -> np.ndarray:
+        """Canonical points (N, 3) mm posed by each frame's pose -> (T, N, 2) image px, NaN where invalid."""
+        camera = np.einsum("tij,nj->tni", self.camera_rotations, points_mm) + self.camera_shifts_mm[:, None]
+        return self.focal_px * camera[..., :2] / camera[..., 2:3] + self.image_centre_px
 
 
 def perspective_faces(landmarks_px: np.ndarray, valid: np.ndarray, neutral_frames: np.ndarray, neutral_mm: np.ndarray,
@@ -92,7 +100,8 @@ def perspective_faces(landmarks_px: np.ndarray, valid: np.ndarray, neutral_frame
                             np.zeros_like(depth)], axis=1)
     poses = Similarities(rotation=_scatter(flip @ rotations @ flip, valid), translation=_scatter(translation, valid),
                          scale=_scatter(focal / depth, valid))
-    return PerspectiveFaces(shape * _TO_OPENCV, faces, poses, focal, error)
+    return PerspectiveFaces(shape * _TO_OPENCV, faces, poses, focal, error, _scatter(rotations @ flip, valid),
+                            _scatter(shifts, valid), centre)
 
 
 def _poses(image: np.ndarray, frames: np.ndarray, shape: np.ndarray, focal: float, centre: np.ndarray,

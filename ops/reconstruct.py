@@ -13,6 +13,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -23,12 +24,14 @@ from .errors import MxrError
 from .frontend import FrontendSettings, stack_records
 from .frontend_cache import CachedFrontEnd
 from .frontend_debug import write_contact_sheet
-from .neutral import find_neutral_frames, occluded_frames
-from .perspective import PerspectiveFaces, perspective_faces
+from .neutral import find_neutral_frames, neutral_scores, occluded_frames
+from .perspective import CALM_SHARE, PerspectiveFaces, perspective_faces
 from ..models.network.runner import NetworkRunner, apply_network
 from ..models.retarget import displacement_on
 from ..models.similarity import fit_similarities
 from .progress import ProgressReporter
+from .skin_track import (SkinTrackSettings, SourceFrames, choose_references, fall_back, rotation_distance,
+                         track_with_references)
 from .take import BASELINE_VERSION, Take, frame_seconds, save_take
 
 
@@ -41,6 +44,12 @@ class ReconstructSettings:
     cache_dir: Path | None = None  # front-end cache; None: MXR_CACHE_DIR or ~/.cache/mxr/frontend
     debug_sheet: Path | None = None  # also write the front-end's contact sheet (PNG) here
     use_network: bool = True  # False: the landmark-only baseline (no micro layer, no events)
+    # Read the face from points glued to the skin by optical flow against rest references
+    # (ops/skin_track.py) instead of MediaPipe's, which slide over the skin. Experimental, off: on the
+    # scan clips it takes the engine's error from 2.97x to 1.28x a still take (dev), but on real
+    # footage it loses large motion (labelled dev frames: closed eyes 0.85 -> 0.00, smiles 0.67 ->
+    # 0.07, open jaws 0.35 -> 0.03; docs/OPEN_LOOP.md).
+    skin_track: bool = False
 
 
 @dataclass
@@ -115,10 +124,37 @@ def _landmark_take(canonical: PerspectiveFaces, observed: dict, valid: np.ndarra
         settings={"frontend": settings.frontend.as_dict(), "neutral_method": neutral_method,
                   "neutral_seconds": settings.neutral_seconds,
                   "neutral_frames": [int(neutral_frames[0]), int(neutral_frames[-1])],
+                  "skin_track": settings.skin_track,
                   "camera": "perspective", "camera_focal_px": canonical.focal_px,
                   "camera_reprojection_px": round(canonical.reprojection_px, 3),
                   "frontend_cache_key": frontend.key, "mxr_version": __version__},
     )
+
+
+def skin_tracked_px(video_path: Path, observed: dict, valid: np.ndarray, faces: PerspectiveFaces,
+                    neutral_frames: np.ndarray, on_frame: Callable[[int, int], None]) -> np.ndarray:
+    """The landmarks as skin points tracked by flow (``skin_track.track_with_references``):
+    (T, 478, 3) source px like MediaPipe's (depth 0), MediaPipe's own where the flow saw nothing.
+
+    The mesh is the neutral posed by ``faces``' perspective poses; the references are taken from
+    the calmest quarter of the frames and the neutral frames (the calm faces the pose solve reads
+    its depth from), the primary the neutral frame nearest a frontal view."""
+    landmarks_px = observed["landmarks_px"][..., :2].astype(np.float64)  # (T, 478, 2) continuous px
+    with_face = np.flatnonzero(valid)
+    calm = with_face[np.argsort(neutral_scores(faces.faces_mm, valid)[with_face])][:max(1, int(CALM_SHARE * len(with_face)))]
+    neutral = np.asarray([frame for frame in neutral_frames if valid[frame]], np.int64)
+    rotations = faces.camera_rotations  # (T, 3, 3)
+    facing = rotation_distance(rotations[neutral], np.diag([1.0, -1.0, -1.0])[None])[:, 0]  # rad from frontal
+    primary = int(neutral[np.argmin(facing)])
+    candidates = np.union1d(calm, neutral)
+    track = SkinTrackSettings()
+    references = choose_references(rotations, candidates, primary, np.radians(track.reference_spacing_deg))
+    frames = SourceFrames(video_path, observed["index"], references, on_frame)
+    to_index = 0.5  # continuous px -> pixel-centre (array index) px, as the flow reads images
+    tracked = track_with_references(frames, faces.project(faces.neutral_mm) - to_index, rotations, candidates,
+                                    primary, track) + to_index
+    tracked = fall_back(tracked, landmarks_px)
+    return np.concatenate([tracked, np.zeros(tracked.shape[:2] + (1,))], axis=2)
 
 
 def in_trained_frame(take: Take, frame: CanonicalFaces | None = None) -> Take:
@@ -197,6 +233,10 @@ def reconstruct(video_path: Path, take_path: Path, settings: ReconstructSettings
     # The take's frame: the pose from the image through a pinhole camera (ops/perspective.py).
     canonical = perspective_faces(observed["landmarks_px"], valid, neutral_frames, trained_frame.neutral_mm,
                                   trained_frame.faces_mm, (video.width, video.height), reporter.stage("pose"))
+    if settings.skin_track:  # the same pose solve and reading, on points glued to the skin
+        tracked_px = skin_tracked_px(video.path, observed, valid, canonical, neutral_frames, reporter.stage("skin"))
+        canonical = perspective_faces(tracked_px, valid, neutral_frames, trained_frame.neutral_mm,
+                                      trained_frame.faces_mm, (video.width, video.height), reporter.stage("pose"))
     take = _landmark_take(canonical, observed, valid, video, frontend, settings, neutral_frames, neutral_method)
     for message in frame_seconds(take)[1]:  # a variable rate is read by the frames' own times (take.analysis_clock)
         reporter.warning(message)

@@ -36,11 +36,15 @@ current(x + flow(x)).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
 
+from .errors import MxrError
 from .flow import make_dis, sample_bilinear
+from .video import iter_frames, read_frames_at
 
 
 @dataclass(frozen=True)
@@ -300,3 +304,39 @@ def track_with_references(frames: list[np.ndarray], mesh_px: np.ndarray, rotatio
     for frame, k in zip(with_face, nearest):
         tracked[frame] = trackers[k].track_frame(frames[frame], mesh_px[frame])
     return tracked
+
+
+class SourceFrames:
+    """A clip's frames as grey images by take frame, for ``track_with_references``: the references
+    (asked for first) are decoded up front and kept, every other frame is decoded once, in order,
+    as the tracking reaches it, so a long clip is never held whole. ``frame_indices`` (T,): each
+    take frame's source frame index."""
+
+    def __init__(self, video_path: Path, frame_indices: np.ndarray, kept: np.ndarray,
+                 on_frame: Callable[[int, int], None] | None = None) -> None:
+        self.frame_indices = np.asarray(frame_indices, np.int64)
+        self.on_frame = on_frame
+        wanted = [int(self.frame_indices[k]) for k in kept]
+        decoded = read_frames_at(video_path, wanted)
+        self.kept = {int(k): _grey(decoded[int(self.frame_indices[k])]) for k in kept
+                     if int(self.frame_indices[k]) in decoded}
+        self._stream = iter_frames(video_path, start_frame=int(self.frame_indices[0]),
+                                   end_frame=int(self.frame_indices[-1]) + 1)
+
+    def __getitem__(self, frame: int) -> np.ndarray:
+        """Take frame ``frame``: a kept one at any time, the others in increasing order only."""
+        if self.on_frame is not None:
+            self.on_frame(int(frame) + 1, len(self.frame_indices))
+        if frame in self.kept:
+            return self.kept[frame]
+        wanted = int(self.frame_indices[frame])
+        for index, _, image in self._stream:
+            if index == wanted:
+                return _grey(image)
+            if index > wanted:
+                break
+        raise MxrError(f"source frame {wanted} could not be decoded again for skin tracking")
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)

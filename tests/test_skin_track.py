@@ -1,10 +1,16 @@
 """Skin-glued tracking (ops/skin_track.py) on synthetic textures moved by known motion."""
 import cv2
 import numpy as np
+import pytest
 
-from mxr.ops.skin_track import (ReferenceTracker, SkinTrackSettings, aggregate_at, choose_references,
+from mxr.ops.errors import MxrError
+from mxr.ops.reconstruct import ReconstructSettings, reconstruct
+from mxr.ops.sample_data import sample_path
+from mxr.ops.skin_track import (ReferenceTracker, SkinTrackSettings, SourceFrames, aggregate_at, choose_references,
                                 delaunay_triangles, fall_back, high_pass, piecewise_affine_map, reference_links,
                                 rotation_distance, tie_references, track_with_references, warp_with_map)
+from mxr.ops.take import load_take
+from mxr.ops.video import read_frames_at
 
 
 def texture(size: int = 200, seed: int = 0) -> np.ndarray:
@@ -206,3 +212,30 @@ def test_track_with_references_follows_the_primary_skin_through_tied_references(
     error = np.linalg.norm(tracked - truth, axis=2)[seen]
     assert np.median(error) < 0.1 and np.percentile(error, 99) < 0.4
     assert np.linalg.norm(truth - mesh, axis=2).max() > 2.5  # the parallax was there to find
+
+
+def test_source_frames_keep_the_references_and_stream_the_rest(tmp_path):
+    clip = sample_path("video/single_face.mp4")
+    indices = np.arange(10, 30)  # a take that starts at source frame 10
+    frames = SourceFrames(clip, indices, np.array([12, 3]))
+    expected = {index: cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) for index, image in read_frames_at(clip, [13, 22, 25, 29]).items()}
+    np.testing.assert_array_equal(frames[12], expected[22])  # a kept one, before anything streamed
+    np.testing.assert_array_equal(frames[3], expected[13])
+    np.testing.assert_array_equal(frames[15], expected[25])  # streamed, in order
+    np.testing.assert_array_equal(frames[12], expected[22])  # kept: at any time
+    np.testing.assert_array_equal(frames[19], expected[29])
+    with pytest.raises(MxrError, match="could not be decoded again"):
+        frames[16]  # streamed frames go forward only
+
+
+@pytest.mark.engine
+def test_the_engine_reads_the_face_from_skin_glued_points_when_asked(tmp_path):
+    take_path = tmp_path / "take.npz"
+    reconstruct(sample_path("video/single_face.mp4"), take_path, ReconstructSettings(use_network=False, skin_track=True))
+    plain_path = tmp_path / "plain.npz"
+    reconstruct(sample_path("video/single_face.mp4"), plain_path, ReconstructSettings(use_network=False))
+    skin, plain = load_take(take_path), load_take(plain_path)
+    assert skin.settings["skin_track"] and not plain.settings["skin_track"]
+    moved = np.nanmedian(np.abs(skin.macro_mm - plain.macro_mm))
+    assert 0.0 < moved < 2.0  # other points, the same face
+    np.testing.assert_array_equal(skin.landmarks_px, plain.landmarks_px)  # the observations stay MediaPipe's
