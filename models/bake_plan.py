@@ -127,6 +127,18 @@ def check_bakeable(take: Take) -> None:
         raise MxrError(f"no frame of {take.source_path} has a face: nothing to bake")
 
 
+MAX_SCENE_FRAME = 1_048_574  # Blender's last frame (MAXFRAME)
+
+
+def check_fits_timeline(take: Take, timing: TimeMapping) -> None:
+    """MxrError for a take that would run past Blender's last frame where ``timing`` puts it
+    (absurd frame times, or a slow motion too slow for a long take); nothing has been changed yet."""
+    last = float(timing.scene_frames(frame_seconds(take)[0])[-1])
+    if not last <= MAX_SCENE_FRAME:
+        raise MxrError(f"the take of {take.source_path} would run to scene frame {last:.0f}, past Blender's last "
+                       f"frame {MAX_SCENE_FRAME}: its frame times are broken, or the slow motion is too slow")
+
+
 @dataclass(frozen=True)
 class TakeDeformation:
     """The take's deformation less the micro components that get keys of their own, (T, 478, 3)
@@ -160,6 +172,7 @@ def plan_head_bake(head: HeadModel, take: Take, timing: TimeMapping, *, key_rota
                    key_detail: bool = True, key_micro: bool = True, on_progress: Progress | None = None) -> BakePlan:
     """The bake of ``take`` onto a rig built from ``head`` (MXR's open head or a built-in one)."""
     check_bakeable(take)
+    check_fits_timeline(take, timing)
     components = micro_components(take) if key_micro else []
     deformation = TakeDeformation(take, components)
     solve = solve_units(head, deformation, take.neutral_mm, on_chunk=_stage(on_progress, SOLVING))
@@ -184,6 +197,7 @@ def plan_flame_bake(model: FlameModel, landmarks: LandmarkEmbedding, identity: n
     space (``FLAME_BONES`` order). ``joints``: the FLAME joints solved from the landmarks (jaw,
     eyes); the neck gets the take's head rotation (the neck base stays with the body)."""
     check_bakeable(take)
+    check_fits_timeline(take, timing)
     landmark_rig = FlameLandmarks.build(model, landmarks, identity, expressions)
     components = micro_components(take) if key_micro else []
     deformation = TakeDeformation(take, components)

@@ -53,6 +53,10 @@ class FlameFileError(MxrError):
 _PLAIN_DESCRS = frozenset({"b1", "i1", "u1", "i2", "u2", "i4", "u4", "i8", "u8", "f2", "f4", "f8", "c8", "c16"})
 MAX_ARRAY_BYTES = 2**31  # FLAME's largest array (shapedirs, 5023 x 3 x 400 float64) is 48 MB
 MAX_DIMENSIONS = 32
+# Items in one level of a nested list (FLAME's largest array, as lists, has 6 million numbers at
+# its last level): a pickle that lists one list twice per level is refused before its lists take
+# more than 128 MB of references.
+MAX_LIST_ITEMS = 2**24
 
 
 class _PickledDtype:
@@ -157,14 +161,16 @@ def _scalar(dtype: object, data: object) -> np.generic:
 def _count_nested(value: object, what: str) -> None:
     """Refuse nested lists that would expand past ``MAX_ARRAY_BYTES``: a pickle can list one list
     twice per level, doubling the elements with every level at no cost in file size."""
-    budget = MAX_ARRAY_BYTES // 8
+    budget = MAX_LIST_ITEMS
     level, depth = [value], 0
     while level:
-        inner = [item for entry in level if isinstance(entry, (list, tuple)) for item in entry]
+        # Each level is counted before it is built: a level that doubles is refused before it exists.
+        size = sum(len(entry) for entry in level if isinstance(entry, (list, tuple)))
         depth += 1
-        if len(inner) > budget or depth > MAX_DIMENSIONS:
+        if size > budget or depth > MAX_DIMENSIONS:
             raise FlameFileError(f"{what} is a list nested too deep or too large for any FLAME array")
-        level = [entry for entry in inner if isinstance(entry, (list, tuple))]
+        level = [item for entry in level if isinstance(entry, (list, tuple)) for item in entry
+                 if isinstance(item, (list, tuple))]
 
 
 def _plain_array(value: object, what: str) -> np.ndarray:
@@ -421,6 +427,8 @@ def _checked(
     if not fits:
         wanted = ", ".join([*map(str, head), *["*"] * (ndim - len(head) - len(tail)), *map(str, tail)])
         raise FlameFileError(f"{path}: '{key}' has shape {shape} ({array.dtype}), expected ({wanted}) numbers")
+    if not np.all(np.isfinite(array)):
+        raise FlameFileError(f"{path}: '{key}' holds values that are not finite numbers (NaN or infinite)")
     return array
 
 

@@ -18,6 +18,8 @@ numpy only: Blender's Python imports this module.
 """
 from __future__ import annotations
 
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,15 +130,32 @@ def load_landmark_embedding(path: Path, vertex_count: int) -> LandmarkEmbedding:
     path = Path(path)
     if not path.is_file():
         raise FlameFileError(f"landmark registration not found: {path}; run scripts/flame_correspondence.py")
-    with np.load(path, allow_pickle=False) as data:
-        if "format" not in data.files or str(data["format"]) != EMBEDDING_FORMAT:
-            raise FlameFileError(f"{path} is not an MXR FLAME landmark registration")
-        if int(data["version"]) != EMBEDDING_VERSION or int(data["vertex_count"]) != vertex_count:
-            raise FlameFileError(
-                f"{path} was made for version {int(data['version'])} / {int(data['vertex_count'])} vertices, "
-                f"not version {EMBEDDING_VERSION} / {vertex_count}; run scripts/flame_correspondence.py again"
-            )
-        return LandmarkEmbedding(data["landmark_triangles"], data["landmark_barycentric"])
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "format" not in data.files or str(data["format"]) != EMBEDDING_FORMAT:
+                raise FlameFileError(f"{path} is not an MXR FLAME landmark registration")
+            if int(data["version"]) != EMBEDDING_VERSION or int(data["vertex_count"]) != vertex_count:
+                raise FlameFileError(
+                    f"{path} was made for version {int(data['version'])} / {int(data['vertex_count'])} vertices, "
+                    f"not version {EMBEDDING_VERSION} / {vertex_count}; run scripts/flame_correspondence.py again"
+                )
+            triangles, barycentric = np.asarray(data["landmark_triangles"]), np.asarray(data["landmark_barycentric"])
+    except (OSError, ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile, zlib.error) as error:
+        raise FlameFileError(f"{path} is not a readable landmark registration ({error})") from None
+    _check_embedding(path, triangles, barycentric, vertex_count)
+    return LandmarkEmbedding(triangles, barycentric)
+
+
+def _check_embedding(path: Path, triangles: np.ndarray, barycentric: np.ndarray, vertex_count: int) -> None:
+    """FlameFileError unless the registration places all 478 landmarks on the model's vertices
+    with finite weights: a broken one would import and then fail the first bake."""
+    if triangles.shape != (LANDMARK_COUNT, 3) or barycentric.shape != (LANDMARK_COUNT, 3):
+        raise FlameFileError(f"{path} places {triangles.shape} / {barycentric.shape} landmarks, not ({LANDMARK_COUNT}, 3); "
+                             "run scripts/flame_correspondence.py again")
+    if triangles.dtype.kind not in "iu" or triangles.min() < 0 or triangles.max() >= vertex_count:
+        raise FlameFileError(f"{path} names vertices outside the model's 0..{vertex_count - 1}")
+    if barycentric.dtype.kind != "f" or not np.all(np.isfinite(barycentric)):
+        raise FlameFileError(f"{path} holds landmark weights that are not finite numbers")
 
 
 @dataclass(frozen=True)

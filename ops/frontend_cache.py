@@ -194,13 +194,19 @@ def _check_manifest(manifest: object, key: str) -> None:
         raise ValueError("the frame count disagrees with the chunks")
 
 
+_FLAG_RECORDS = ("valid", "flow_consistent")  # the record fields that are flags; the rest are numbers
+
+
 def _check_chunk(path: Path, frames: int) -> None:
-    """The chunk holds each record field with ``frames`` rows of the record's shape (ValueError if
-    not), from its headers: a malformed entry is caught before a single frame is used."""
-    shapes = {name: shape for name, (shape, _dtype) in declared_arrays(path).items()}
+    """The chunk holds each record field with ``frames`` rows of the record's shape and kind
+    (ValueError if not), from its headers: a malformed entry is caught before a single frame is used."""
+    declared = declared_arrays(path)
     for name, shape in RECORD_SHAPES.items():
-        if shapes.get(name) != (frames,) + shape:
-            raise ValueError(f"{path.name}: {name} has shape {shapes.get(name)}, not {(frames,) + shape}")
+        found_shape, dtype = declared.get(name, (None, None))
+        if found_shape != (frames,) + shape:
+            raise ValueError(f"{path.name}: {name} has shape {found_shape}, not {(frames,) + shape}")
+        if dtype.kind not in ("b" if name in _FLAG_RECORDS else "fiu"):
+            raise ValueError(f"{path.name}: {name} holds {dtype} values")
 
 
 def _write_chunk(folder: Path, number: int, records: list[FrameRecord]) -> dict[str, Any]:

@@ -201,6 +201,9 @@ def choose_neutral_frames(observed: dict, valid: np.ndarray, fps: float,
     if settings.neutral_seconds is not None:
         if not (np.isfinite(settings.neutral_seconds) and settings.neutral_seconds > 0):
             raise MxrError(f"the neutral span must be a positive number of seconds, not {settings.neutral_seconds}")
+        if settings.neutral_seconds * fps > frame_count:
+            raise MxrError(f"the neutral span of {settings.neutral_seconds:g} s is longer than the take's "
+                           f"{frame_count} frames at {fps:g} fps")
         span = max(1, int(round(settings.neutral_seconds * fps)))
         return np.arange(first_valid, min(first_valid + span, frame_count)), "first_seconds"
     opening = np.arange(first_valid, min(first_valid + max(1, int(round(0.5 * fps))), frame_count))

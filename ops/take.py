@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+import zlib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -92,8 +93,11 @@ class Take:
         return self.macro_mm + self.micro_mm + self.detail_mm
 
     def validate(self) -> None:
+        if np.ndim(self.valid) != 1:
+            raise MxrError(f"take field valid has shape {np.shape(self.valid)}, expected one flag a frame")
         count = self.frame_count
         expect = {
+            "valid": (count,),
             "timestamps_s": (count,),
             "landmarks_px": (count, LANDMARK_COUNT, 3),
             "head_rotation": (count, 3, 3),
@@ -114,6 +118,12 @@ class Take:
             actual = np.shape(getattr(self, name))
             if actual != shape:
                 raise MxrError(f"take field {name} has shape {actual}, expected {shape}")
+            kind = np.asarray(getattr(self, name)).dtype.kind
+            if kind not in ("b" if name in _FLAG_FIELDS else "fiu"):
+                raise MxrError(f"take field {name} holds {np.asarray(getattr(self, name)).dtype} values, "
+                               f"expected {'flags' if name in _FLAG_FIELDS else 'numbers'}")
+        if not isinstance(self.settings, dict):
+            raise MxrError(f"take settings are a {type(self.settings).__name__}, expected a mapping")
         if not (np.isfinite(self.fps) and FPS_RANGE[0] <= self.fps <= FPS_RANGE[1]):
             raise MxrError(f"take frame rate {self.fps} fps is outside {FPS_RANGE[0]:g}-{FPS_RANGE[1]:g} fps")
         indices = np.asarray(self.frame_indices)
@@ -126,6 +136,7 @@ class Take:
 
 
 _EVENT_FIELDS = [f.name for f in fields(MicroEvent)]
+_FLAG_FIELDS = ("valid", "flow_consistent")
 
 
 def frame_seconds(take: Take) -> tuple[np.ndarray, list[str]]:
@@ -206,7 +217,8 @@ def load_take(path: Path) -> Take:
         _check_declared_sizes(path)
         with np.load(path, allow_pickle=False) as data:
             take = _take_from_arrays(path, data)
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
+    except (OSError, ValueError, EOFError, KeyError, IndexError, TypeError, NotImplementedError, zipfile.BadZipFile,
+            zlib.error) as error:  # what damaged or crafted arrays raise while they are decoded and read
         raise MxrError(f"{path} is not a readable take file ({error})") from error
     take.validate()
     return take

@@ -4,9 +4,6 @@ The contract: a bad file or argument is refused with ``MxrError`` (exit code 2 a
 ``mxr: error:`` line on the command line, an ERROR report in Blender), never a traceback; inputs
 and earlier outputs stay byte-identical; a refused bake leaves the scene as it was; the cache is
 an optimisation that repairs itself. Fuzzing uses fixed seeds, so a failure reproduces.
-
-Tests marked ``xfail(strict=True)`` show a hole still open (the reason says where): they fail
-today as the reason says, and turn into a failure (XPASS) once it is fixed, so the marker goes.
 """
 from __future__ import annotations
 
@@ -107,9 +104,6 @@ def test_truncated_takes_are_refused_clearly(take_bytes, tmp_path):
     assert_every_case_kept_the_contract(failures, cases)
 
 
-@pytest.mark.xfail(strict=True, reason="open (#19 item 10): zlib.error and NotImplementedError from a damaged "
-                                       "deflate stream or zip header escape load_take (ops/take.py load_take "
-                                       "catches OSError, ValueError, EOFError, KeyError, BadZipFile only)")
 def test_takes_with_flipped_or_overwritten_bytes_are_refused_clearly(take_bytes, tmp_path):
     rng, failures, cases = np.random.default_rng(2), [], 70
     path = tmp_path / "take.npz"
@@ -151,10 +145,6 @@ def replacement(original: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate([np.atleast_1d(original)] * 2)  # twice as long
 
 
-@pytest.mark.xfail(strict=True, reason="open (#19 item 10): arrays in scalar fields and unequal or 0-d event "
-                                       "arrays raise TypeError / IndexError from load_take (ops/take.py "
-                                       "_take_from_arrays: int()/float()/tuple() on arrays, events indexed by "
-                                       "the onset array's length)")
 def test_takes_with_members_of_the_wrong_shape_or_dtype_are_refused_or_sound(take_bytes, tmp_path):
     """One member replaced (or removed) in an otherwise valid take: MxrError, or a take that validates."""
     members = take_members(take_bytes)
@@ -186,8 +176,6 @@ def test_takes_with_members_of_the_wrong_shape_or_dtype_are_refused_or_sound(tak
     ("valid", np.ones((6, 2), bool)),  # loads, then breaks the bake (broadcast error)
     ("timestamps_s", np.array(list("abcdef"))),  # loads, then breaks the bake (float conversion)
 ])
-@pytest.mark.xfail(strict=True, reason="open (#19 item 10): load_take raises TypeError / IndexError on the first "
-                                       "six, and Take.validate checks neither valid's shape nor any dtype")
 def test_a_take_with_a_member_of_the_wrong_kind_is_refused(take_bytes, tmp_path, member, value):
     arrays = take_members(take_bytes)
     arrays[member] = value
@@ -239,8 +227,6 @@ def test_timeline_refuses_a_bad_take_with_exit_2_and_touches_nothing(take_bytes,
 
 
 @pytest.mark.engine
-@pytest.mark.xfail(strict=True, reason="open (#19 item 10): fps held as an array gives a TypeError traceback, "
-                                       "exit 1 (ops/take.py _take_from_arrays: float(data['fps']))")
 def test_timeline_refuses_a_take_with_an_array_for_its_rate(take_bytes, tmp_path):
     arrays = take_members(take_bytes)
     arrays["fps"] = np.array([30.0, 30.0])
@@ -268,10 +254,7 @@ BOUNDED = textwrap.dedent("""
 
 @pytest.mark.parametrize("bomb", [
     "take declaring 57 GB",
-    pytest.param("pickle of a list doubled 40 times", marks=pytest.mark.xfail(strict=True, reason=(
-        "open (#19 item 9): models/flame.py _count_nested builds each level's list before comparing its length "
-        "with the budget (2**28 items): MemoryError under 512 MiB; unbounded it is refused only after ~100 s "
-        "and ~8 GB peak"))),
+    "pickle of a list doubled 40 times",
 ])
 def test_small_files_that_would_expand_are_refused_within_512_mib(take_bytes, tmp_path, bomb):
     if bomb.startswith("take"):
@@ -381,10 +364,6 @@ def test_a_damaged_entry_is_rebuilt_by_the_run_that_finds_it(cache_entry):
 
 @pytest.mark.engine
 @pytest.mark.parametrize("field, damage", [("landmarks_px", "object"), ("valid", "int64")])
-@pytest.mark.xfail(strict=True, reason="open (#19 item 6): ops/frontend_cache.py _check_chunk checks the chunks' "
-                                       "shapes, not their dtypes: the entry is served and every run fails (object: "
-                                       "ValueError in _read; int valid: IndexError in canonicalize) until it is "
-                                       "deleted by hand")
 def test_a_checksum_consistent_chunk_of_the_wrong_dtype_is_rebuilt(cache_entry, field, damage):
     from mxr.ops.video import file_sha256
 
@@ -460,9 +439,6 @@ def test_a_neutral_span_that_is_not_a_positive_number_is_refused(tmp_path, secon
 
 
 @pytest.mark.engine
-@pytest.mark.xfail(strict=True, reason="open (#19 item 10): a finite neutral span too long to count in frames "
-                                       "overflows: OverflowError traceback, exit 1 (ops/reconstruct.py "
-                                       "choose_neutral_frames: int(round(neutral_seconds * fps)))")
 def test_a_neutral_span_of_1e308_seconds_is_refused(tmp_path):
     from mxr.ops.sample_data import sample_path
 
@@ -481,9 +457,6 @@ def flame_arrays():
 
 
 @pytest.mark.parametrize("key", ["v_template", "shapedirs", "weights"])
-@pytest.mark.xfail(strict=True, reason="open (#19 item 10): models/flame.py load_flame checks shapes and dtypes, "
-                                       "not finiteness: the Import FLAME Rig operator builds a rig with NaN "
-                                       "vertices and reports success")
 def test_a_flame_file_with_nan_values_is_refused(flame_arrays, tmp_path, key):
     from flame_fixtures import write_flame_pickle
     from mxr.models.flame import FlameFileError, load_flame
@@ -497,10 +470,6 @@ def test_a_flame_file_with_nan_values_is_refused(flame_arrays, tmp_path, key):
 
 @pytest.mark.parametrize("damage", ["negative triangles", "triangles past the vertices", "too few landmarks",
                                     "NaN weights", "not an npz"])
-@pytest.mark.xfail(strict=True, reason="open (#19 item 10): models/flame_embedding.py load_landmark_embedding "
-                                       "checks format, version and vertex count only: bad indices import and then "
-                                       "the bake dies (LinAlgError / IndexError traceback); a file that is not an "
-                                       "npz raises ValueError")
 def test_a_bad_landmark_registration_is_refused_when_read(flame_arrays, tmp_path, damage):
     from flame_fixtures import write_flame_pickle, write_synthetic_registration
     from mxr.models.correspondence import LandmarkEmbedding
@@ -580,10 +549,6 @@ def test_a_take_that_loads_but_cannot_be_keyed_leaves_the_earlier_bake(empty_ble
     ("timestamps_s", np.array(list("abcdefghij"))),
     ("settings_json", np.array("[1]")),
 ])
-@pytest.mark.xfail(strict=True, reason="open (#19 items 4 and 10): these load (Take.validate checks neither "
-                                       "dtypes, valid's shape, the timestamps' span nor the settings' type) and the "
-                                       "bake dies with a traceback; the 1e12 s timestamps fail in apply_scene_time "
-                                       "(Scene.frame_end out of int range) after the head was created")
 def test_a_take_the_bake_cannot_read_is_an_error_report_and_changes_nothing(empty_blend, tmp_path, member, value):
     arrays = saved_take_arrays(tmp_path)
     arrays[member] = value
