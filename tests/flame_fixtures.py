@@ -193,6 +193,16 @@ def write_malicious_pickle(path: Path, command: str, arrays: dict[str, np.ndarra
 
 
 # -- synthetic values -----------------------------------------------------------------------------
+def write_doubled_list_pickle(path: Path, levels: int = 40) -> Path:
+    """A pickle whose ``v_template`` lists one list twice per level: a few hundred bytes that would
+    expand to 2**levels numbers in ``np.asarray``."""
+    nested = [1.0, 2.0]
+    for _ in range(levels):
+        nested = [nested, nested]
+    path.write_bytes(pickle.dumps({"v_template": nested}, protocol=2))
+    return path
+
+
 def smooth_fields(points: np.ndarray, count: int, scale_m: float, rng: np.random.Generator) -> np.ndarray:
     """``count`` smooth random vector fields on points (V, 3) -> (V, 3, count) metres, each a mix
     of low-frequency cosines (wavelengths of a few centimetres and up), like PCA components."""

@@ -8,7 +8,6 @@ fails the test instead of killing pytest.
 from __future__ import annotations
 
 import json
-import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ from mxr.models.flame import (
     MAX_ARRAY_BYTES, REQUIRED_KEYS, FlameFileError, RestrictedUnpickler, as_array, load_flame, read_flame_pickle,
 )
 
-from flame_fixtures import FlamePickler, chumpy_array, sparse_csc
+from flame_fixtures import FlamePickler, chumpy_array, sparse_csc, write_doubled_list_pickle
 
 try:
     from numpy._core.multiarray import _reconstruct, scalar
@@ -266,11 +265,7 @@ def test_malformed_stand_ins_are_refused(tmp_path: Path) -> None:
 def test_a_list_doubled_at_every_level_is_refused_before_it_expands(tmp_path):
     """A pickle can hold one list twice per level: 40 levels cost a few hundred bytes and would
     expand to 2**40 numbers in ``np.asarray``."""
-    nested = [1.0, 2.0]
-    for _ in range(40):
-        nested = [nested, nested]
-    path = tmp_path / "bomb.pkl"
-    path.write_bytes(pickle.dumps({"v_template": nested}, protocol=2))
+    path = write_doubled_list_pickle(tmp_path / "bomb.pkl")
     assert path.stat().st_size < 2000
     with pytest.raises(FlameFileError, match="nested too deep or too large"):
         as_array(read_flame_pickle(path)["v_template"])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import pickle
 import shutil
 import signal
 import subprocess
@@ -261,11 +260,9 @@ def test_small_files_that_would_expand_are_refused_within_512_mib(take_bytes, tm
         path = tmp_path / "take.npz"
         declares_ten_million_frames(path, take_bytes)
     else:
-        nested = [1.0, 2.0]
-        for _ in range(40):
-            nested = [nested, nested]
-        path = tmp_path / "bomb.pkl"
-        path.write_bytes(pickle.dumps({"v_template": nested}, protocol=2))
+        from flame_fixtures import write_doubled_list_pickle
+
+        path = write_doubled_list_pickle(tmp_path / "bomb.pkl")
     assert path.stat().st_size < 200_000
     result = subprocess.run([sys.executable, "-c", BOUNDED, str(path)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
