@@ -41,7 +41,9 @@ def blink_columns(unit_names: tuple[str, ...], landmark_basis: np.ndarray) -> di
 
 
 def measured_blinks(neutral_mm: np.ndarray, faces_mm: np.ndarray) -> np.ndarray:
-    """(n, 2) each eye's blink in canonical faces (n, 478, 3) mm against the neutral (478, 3) mm."""
-    opening = face_measures(np.asarray(faces_mm, np.float64))[:, :2]  # (n, 2) over the eyes' widths
-    neutral = face_measures(np.asarray(neutral_mm, np.float64)[None])[0, :2]
-    return blink_from_opening(opening / neutral)
+    """(n, 2) each eye's blink in canonical faces (n, 478, 3) mm against the neutral (478, 3) mm;
+    NaN where an eye has no width to measure it by."""
+    with np.errstate(invalid="ignore", divide="ignore"):  # a degenerate eye gives NaN: not measured
+        opening = face_measures(np.asarray(faces_mm, np.float64))[:, :2]  # (n, 2) over the eyes' widths
+        neutral = face_measures(np.asarray(neutral_mm, np.float64)[None])[0, :2]
+        return blink_from_opening(opening / neutral)

@@ -217,7 +217,8 @@ def solve_units(
         if blinks:
             measured = measured_blinks(neutral, neutral + deformation[valid])  # (n, 2)
             for unit, eye in blinks.items():
-                low[:, unit] = high[:, unit] = np.clip(measured[:, eye], lower, upper)
+                known = np.isfinite(measured[:, eye])  # an eye that cannot be measured is solved as before
+                low[known, unit] = high[known, unit] = np.clip(measured[known, eye], lower, upper)
         solved = solve_box_ridge(projected, targets_projected, low, high, ridge, iterations, prices)
         if pairs:
             for first, second in pairs:

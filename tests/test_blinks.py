@@ -41,3 +41,13 @@ def test_the_solve_holds_each_blink_at_its_measurement():
         np.testing.assert_allclose(solve.coefficients[:, unit], measured[:, eye], atol=1e-9)
     assert solve.coefficients[1, names.index("eyeBlinkLeft")] > 0.3  # half shut reads as a blink
     assert solve.coefficients[2, names.index("eyeBlinkLeft")] == 0.0  # a smile is no blink
+
+
+def test_an_eye_that_cannot_be_measured_is_solved_as_before():
+    head = load_open_head()
+    neutral_mm = head.landmark_positions().astype(np.float64) * 1000.0
+    faces_mm = np.repeat(neutral_mm[None], 2, axis=0)
+    faces_mm[1, [33, 133, 159, 145, 263, 362, 386, 374]] = faces_mm[1, 33]  # both eyes in one point: 0 / 0
+    assert np.isnan(measured_blinks(neutral_mm, faces_mm)[1]).all()
+    solve = solve_units(head, faces_mm - neutral_mm, neutral_mm)
+    assert np.all(np.isfinite(solve.coefficients))
