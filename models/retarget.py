@@ -86,8 +86,10 @@ def solve_box_ridge(
     coefficients = np.clip(np.zeros_like(linear), lower, upper)
     momentum_point = coefficients.copy()
     momentum = 1.0
+    shared = gram.ndim == 2  # one matrix product (BLAS) for all targets; einsum's would not use it
     for _ in range(iterations):
-        gradient = np.einsum("...k,...kl->...l", momentum_point, gram) - linear
+        product = momentum_point @ gram if shared else (momentum_point[:, None, :] @ gram)[:, 0, :]
+        gradient = product - linear  # (T, K)
         updated = np.clip(momentum_point - step * gradient, lower, upper)
         next_momentum = (1.0 + np.sqrt(1.0 + 4.0 * momentum**2)) / 2.0
         momentum_point = updated + ((momentum - 1.0) / next_momentum) * (updated - coefficients)
