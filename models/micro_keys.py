@@ -68,11 +68,16 @@ def micro_components(take: Take) -> list[MicroComponent]:
 
 
 def components_mm(components: list[MicroComponent], frame_count: int, frames: slice = slice(None)) -> np.ndarray:
-    """What the components add up to at ``frames`` of the take's ``frame_count``: (n, 478, 3) mm
-    (NaN where their weights are)."""
-    total = np.zeros((len(range(frame_count)[frames]), LANDMARK_COUNT, 3))
+    """What the components add up to at ``frames`` (a contiguous slice) of the take's
+    ``frame_count``: (n, 478, 3) mm, NaN where their weights are within their spans. Each is added
+    over its own span only (its weights are 0 elsewhere): a take of 10,000 frames has hundreds."""
+    rows = range(frame_count)[frames]
+    total = np.zeros((len(rows), LANDMARK_COUNT, 3))
+    start = rows.start if len(rows) else 0
     for component in components:
-        total += component.weights[frames, None, None] * component.pattern_mm
+        first, stop = max(component.first_frame, start), min(component.last_frame + 1, start + len(rows))
+        if first < stop:
+            total[first - start:stop - start] += component.weights[first:stop, None, None] * component.pattern_mm
     return total
 
 
