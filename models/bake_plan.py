@@ -31,7 +31,8 @@ from .detail import DetailLayer, DetailSpread, detail_layer, flame_residual, hea
 from .flame import FlameModel, expression_names, pose_features, rodrigues, shaped_vertices, skinning_regions
 from .head_model import HeadModel
 from .micro_keys import MicroComponent, components_mm, micro_components
-from .retarget import FlameLandmarks, displacement_on, flame_rest_alignment, neutral_to_head, retarget_flame, solve_units
+from .retarget import (FlameLandmarks, displacement_on, flame_rest_alignment, frame_chunks, neutral_to_head,
+                       retarget_flame, solve_units)
 from .similarity import Similarities
 from .blender_frame import AXES, continuous_eulers_xyz, continuous_quaternions, head_to_blender, orthonormalised
 
@@ -116,6 +117,9 @@ class BakePlan:
         return int(np.ceil(self.scene_frames[-1] - 1e-6))
 
 
+MAX_DEFORMATION_MM = 500.0  # no face moves a landmark half a metre from its neutral: a take that says so is broken
+
+
 def check_bakeable(take: Take) -> None:
     """MxrError for a take that loads but cannot be baked; nothing has been changed yet."""
     if take.frame_count == 0:
@@ -125,6 +129,11 @@ def check_bakeable(take: Take) -> None:
                        "reconstruct the video again")
     if not np.any(take.valid):
         raise MxrError(f"no frame of {take.source_path} has a face: nothing to bake")
+    largest = max((float(np.nanmax(np.abs(layer[frames]), initial=0.0)) for layer in (take.macro_mm, take.micro_mm,
+                   take.detail_mm) for frames in frame_chunks(take.frame_count)), default=0.0)
+    if not largest <= MAX_DEFORMATION_MM:
+        raise MxrError(f"the take of {take.source_path} moves the face by {largest:.3g} mm, beyond any face: "
+                       "nothing to bake (the take is damaged; reconstruct the video again)")
 
 
 MAX_SCENE_FRAME = 1_048_574  # Blender's last frame (MAXFRAME)
