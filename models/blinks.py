@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ops.neutral import face_measures
+from ..ops.neutral import LOWER_LIDS, UPPER_LIDS, face_measures
 
 BLINK_OPEN_SHARE = 0.8  # an eye open to this share of its neutral opening or more: no blink
 BLINK_SHUT_SHARE = 0.35  # ... to this share or less: a full blink (chosen on the dev labels, round numbers)
 BLINK_UNITS = ("eyeBlinkLeft", "eyeBlinkRight")
-_EYE_LANDMARKS = ((159, 145), (386, 374))  # upper and lower lid, face_measures' first and second eye
 
 
 def blink_from_opening(opening_share: np.ndarray) -> np.ndarray:
@@ -35,7 +34,7 @@ def blink_columns(unit_names: tuple[str, ...], landmark_basis: np.ndarray) -> di
     for name in BLINK_UNITS:
         if name in unit_names:
             unit = unit_names.index(name)
-            moves = [np.linalg.norm(landmark_basis[unit, list(lids)], axis=-1).sum() for lids in _EYE_LANDMARKS]
+            moves = [np.linalg.norm(landmark_basis[unit, list(lids)], axis=-1).sum() for lids in zip(UPPER_LIDS, LOWER_LIDS)]
             columns[unit] = int(np.argmax(moves))
     return columns
 

@@ -24,7 +24,7 @@ from .errors import MxrError
 NEUTRAL_SPAN_S = 0.2  # the neutral is the median over this many seconds of the best frames
 
 # MediaPipe face-mesh indices (subject's right / left).
-_UPPER_LID, _LOWER_LID = (159, 386), (145, 374)
+UPPER_LIDS, LOWER_LIDS = (159, 386), (145, 374)
 _EYE_CORNERS = ((33, 133), (263, 362))
 _LIP_CENTRE = (13, 14)  # inner upper / lower lip
 _MOUTH_CORNERS = (61, 291)
@@ -46,9 +46,9 @@ def face_measures(faces_mm: np.ndarray) -> np.ndarray:
         return np.linalg.norm(faces_mm[:, a] - faces_mm[:, b], axis=-1)
 
     eyes = [distance(upper, lower) / distance(*corners)
-            for upper, lower, corners in zip(_UPPER_LID, _LOWER_LID, _EYE_CORNERS)]
+            for upper, lower, corners in zip(UPPER_LIDS, LOWER_LIDS, _EYE_CORNERS)]
     corner_height = faces_mm[:, list(_MOUTH_CORNERS), 1].mean(axis=1) - faces_mm[:, list(_LIP_CENTRE), 1].mean(axis=1)
-    brow_height = faces_mm[:, list(_BROWS), 1].mean(axis=1) - faces_mm[:, list(_UPPER_LID), 1].mean(axis=1)
+    brow_height = faces_mm[:, list(_BROWS), 1].mean(axis=1) - faces_mm[:, list(UPPER_LIDS), 1].mean(axis=1)
     return np.stack([*eyes, distance(*_LIP_CENTRE), distance(*_MOUTH_CORNERS), corner_height, brow_height], axis=1)
 
 

@@ -75,7 +75,7 @@ def perspective_faces(landmarks_px: np.ndarray, valid: np.ndarray, neutral_frame
     neutral_frames = np.asarray([f for f in neutral_frames if valid[f]], np.int64)
     image = landmarks_px[..., :2].astype(np.float64)  # (T, 478, 2)
     frames = np.flatnonzero(valid)
-    calm = np.sort(frames[np.argsort(neutral_scores(faces_mm, valid)[frames])[:max(1, int(CALM_SHARE * len(frames)))]])
+    calm = calm_frames(faces_mm, valid)
     views = calm[np.unique(np.linspace(0, len(calm) - 1, min(VIEWS, len(calm))).astype(np.int64))]
     centre = np.array(frame_size, np.float64) / 2.0
     start = neutral_mm.astype(np.float64) * _TO_OPENCV
@@ -102,6 +102,13 @@ def perspective_faces(landmarks_px: np.ndarray, valid: np.ndarray, neutral_frame
                          scale=_scatter(focal / depth, valid))
     return PerspectiveFaces(shape * _TO_OPENCV, faces, poses, focal, error, _scatter(rotations @ flip, valid),
                             _scatter(shifts, valid), centre)
+
+
+def calm_frames(faces_mm: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """The calmest ``CALM_SHARE`` of the frames with a face (``neutral.neutral_scores`` of the
+    canonical faces (T, 478, 3) mm), sorted: the views that show the neutral's depth."""
+    frames = np.flatnonzero(valid)
+    return np.sort(frames[np.argsort(neutral_scores(faces_mm, valid)[frames])[:max(1, int(CALM_SHARE * len(frames)))]])
 
 
 def _poses(image: np.ndarray, frames: np.ndarray, shape: np.ndarray, focal: float, centre: np.ndarray,

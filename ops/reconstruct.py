@@ -24,8 +24,8 @@ from .errors import MxrError
 from .frontend import FrontendSettings, stack_records
 from .frontend_cache import CachedFrontEnd
 from .frontend_debug import write_contact_sheet
-from .neutral import find_neutral_frames, neutral_scores, occluded_frames
-from .perspective import CALM_SHARE, PerspectiveFaces, perspective_faces
+from .neutral import find_neutral_frames, occluded_frames
+from .perspective import PerspectiveFaces, calm_frames, perspective_faces
 from ..models.network.runner import NetworkRunner, apply_network
 from ..models.retarget import displacement_on
 from ..models.similarity import fit_similarities
@@ -140,8 +140,7 @@ def skin_tracked_px(video_path: Path, observed: dict, valid: np.ndarray, faces: 
     the calmest quarter of the frames and the neutral frames (the calm faces the pose solve reads
     its depth from), the primary the neutral frame nearest a frontal view."""
     landmarks_px = observed["landmarks_px"][..., :2].astype(np.float64)  # (T, 478, 2) continuous px
-    with_face = np.flatnonzero(valid)
-    calm = with_face[np.argsort(neutral_scores(faces.faces_mm, valid)[with_face])][:max(1, int(CALM_SHARE * len(with_face)))]
+    calm = calm_frames(faces.faces_mm, valid)
     neutral = np.asarray([frame for frame in neutral_frames if valid[frame]], np.int64)
     rotations = faces.camera_rotations  # (T, 3, 3)
     facing = rotation_distance(rotations[neutral], np.diag([1.0, -1.0, -1.0])[None])[:, 0]  # rad from frontal

@@ -84,15 +84,15 @@ def canonical_flow_mm(take: Take) -> tuple[np.ndarray, np.ndarray]:
     pair[1:] = usable_frame[1:] & usable_frame[:-1]
     for frames in np.array_split(np.flatnonzero(pair), max(1, int(pair.sum()) // FLOW_CHUNK_FRAMES + 1)):
         if len(frames):  # frames t with a usable t-1, a chunk at a time: memory stays flat in clip length
-            flow[frames], mask[frames] = _canonical_flow_frames(take, frames)
+            flow[frames], mask[frames] = _canonical_flow_frames(take, crops, frames)
     return flow, mask
 
 
 
-def _canonical_flow_frames(take: Take, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``canonical_flow_mm`` at ``frames`` (F,) (each with a usable frame before it): the flow
-    (F, 478, 3) float32 mm, zero where unusable, and its mask (F, 478) bool."""
-    crops = take.crop_from_image.astype(np.float64)  # (T, 2, 3)
+def _canonical_flow_frames(take: Take, crops: np.ndarray, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``canonical_flow_mm`` at ``frames`` (F,) (each with a usable frame before it), with the
+    take's crop similarities ``crops`` (T, 2, 3): the flow (F, 478, 3) float32 mm, zero where
+    unusable, and its mask (F, 478) bool."""
     before = take.landmarks_px[frames - 1, :, :2].astype(np.float64)  # (F, 478, 2) source px at t-1
     in_crop = np.einsum("fij,fnj->fni", crops[frames - 1, :, :2], before) + crops[frames - 1, None, :, 2]
     moved = in_crop + take.flow_at_landmarks_px[frames].astype(np.float64) - crops[frames, None, :, 2]
