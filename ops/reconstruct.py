@@ -30,7 +30,7 @@ from ..models.network.runner import NetworkRunner, apply_network
 from ..models.retarget import displacement_on
 from ..models.similarity import fit_similarities
 from .progress import ProgressReporter
-from .skin_track import (SkinTrackSettings, SourceFrames, choose_references, fall_back, rotation_distance,
+from .skin_track import (SkinTrackSettings, SourceFrames, choose_references, fall_back, rest_references,
                          track_with_references)
 from .take import BASELINE_VERSION, Take, frame_seconds, save_take
 
@@ -140,12 +140,8 @@ def skin_tracked_px(video_path: Path, observed: dict, valid: np.ndarray, faces: 
     the calmest quarter of the frames and the neutral frames (the calm faces the pose solve reads
     its depth from), the primary the neutral frame nearest a frontal view."""
     landmarks_px = observed["landmarks_px"][..., :2].astype(np.float64)  # (T, 478, 2) continuous px
-    calm = calm_frames(faces.faces_mm, valid)
-    neutral = np.asarray([frame for frame in neutral_frames if valid[frame]], np.int64)
     rotations = faces.camera_rotations  # (T, 3, 3)
-    facing = rotation_distance(rotations[neutral], np.diag([1.0, -1.0, -1.0])[None])[:, 0]  # rad from frontal
-    primary = int(neutral[np.argmin(facing)])
-    candidates = np.union1d(calm, neutral)
+    candidates, primary = rest_references(calm_frames(faces.faces_mm, valid), neutral_frames, rotations)
     track = SkinTrackSettings()
     references = choose_references(rotations, candidates, primary, np.radians(track.reference_spacing_deg))
     frames = SourceFrames(video_path, observed["index"], references, on_frame)

@@ -274,6 +274,18 @@ def tie_references(links: np.ndarray, offsets_px: np.ndarray, count: int) -> np.
     return np.concatenate([np.zeros((1, len(solved), 2)), np.transpose(solved, (1, 0, 2))], axis=0)
 
 
+FACING_CAMERA = np.diag([1.0, -1.0, -1.0])  # a frontal face's rotation, canonical -> OpenCV camera axes
+
+
+def rest_references(calm: np.ndarray, neutral_frames: np.ndarray, rotations: np.ndarray) -> tuple[np.ndarray, int]:
+    """The frames references may be taken from, (K,): the calm frames and the neutral frames with
+    a pose, and the primary among the neutral ones: the one nearest a frontal view. ``rotations``
+    (T, 3, 3) canonical -> OpenCV camera (NaN where no face)."""
+    neutral = np.asarray([frame for frame in neutral_frames if np.all(np.isfinite(rotations[frame]))], np.int64)
+    facing = rotation_distance(rotations[neutral], FACING_CAMERA[None])[:, 0]  # rad from a frontal view
+    return np.union1d(calm, neutral), int(neutral[np.argmin(facing)])
+
+
 def track_with_references(frames: list[np.ndarray], mesh_px: np.ndarray, rotations: np.ndarray,
                           candidates: np.ndarray, primary: int,
                           settings: SkinTrackSettings | None = None) -> np.ndarray:

@@ -51,9 +51,8 @@ from mxr.models.retarget import neutral_to_head, seen_landmark_basis, solve_unit
 from mxr.models.scan import load_scan  # noqa: E402
 from mxr.ops.canonical import SKIN_LANDMARKS  # noqa: E402
 from mxr.ops.reconstruct import ReconstructSettings, reconstruct  # noqa: E402
-from mxr.ops.neutral import neutral_scores  # noqa: E402
-from mxr.ops.perspective import CALM_SHARE, perspective_faces  # noqa: E402
-from mxr.ops.skin_track import SkinTrackSettings, fall_back, rotation_distance, track_with_references  # noqa: E402
+from mxr.ops.perspective import calm_frames, perspective_faces  # noqa: E402
+from mxr.ops.skin_track import SkinTrackSettings, fall_back, rest_references, track_with_references  # noqa: E402
 from mxr.ops.take import Take, load_take  # noqa: E402
 
 SKIN_STAGE = "skin-glued tracker (true pose)"
@@ -252,13 +251,10 @@ def take_skin_readings(take: Take, truth: dict, frames: list[np.ndarray],
     valid = np.asarray(take.valid, bool)
     with_face = np.flatnonzero(valid)
     faces_mm = take.neutral_mm + take.deformation_mm()  # (T, 478, 3) canonical
-    calmest_first = with_face[np.argsort(neutral_scores(faces_mm, valid)[with_face])]
-    calm = calmest_first[:max(1, int(CALM_SHARE * len(with_face)))]
     first, last = take.settings["neutral_frames"]
     neutral_frames = np.arange(first, last + 1)[valid[first:last + 1]]
-    facing = rotation_distance(view.rotations[neutral_frames], np.eye(3)[None])[:, 0]  # rad from facing the camera
-    primary = int(neutral_frames[np.argmin(facing)])
-    rest = np.union1d(calm, neutral_frames)
+    rotations = np.where(valid[:, None, None], view.rotations, np.nan)
+    rest, primary = rest_references(calm_frames(faces_mm, valid), neutral_frames, rotations)
     mesh_px = np.full(pixels.shape, np.nan)  # (T, 478, 2) the take's neutral posed with the take's pose
     rotations = np.full((len(pixels), 3, 3), np.nan)
     for frame in with_face:
