@@ -218,3 +218,46 @@ def test_a_blink_is_no_micro_expression_but_a_faint_lid_flicker_is():
     found = [MicroEvent(9, 12, 17, "eyes", 3.0, 0.99), MicroEvent(39, 42, 47, "eyes", 0.4, 0.9),
               MicroEvent(20, 23, 28, "mouth", 0.5, 0.9)]
     assert without_blinks(found, neutral_mm, motion) == found[1:]
+
+
+def test_pattern_activation_reads_the_apex_pattern_over_a_baseline():
+    rng = np.random.default_rng(3)
+    pattern = rng.normal(size=(12, 3))  # mm at the apex
+    profile = np.array([0.0, 0.0, 0.3, 1.0, 0.4, 0.0, 0.0, 0.5])
+    offset_mm = rng.normal(size=(12, 3))  # where the region rests: not part of the pattern
+    motion = offset_mm + profile[:, None, None] * pattern  # (8, 12, 3)
+    activation = events.pattern_activation(motion, 1, 3, 5)
+    np.testing.assert_allclose(activation - activation[0], profile, atol=1e-12)
+    assert not events.pattern_activation(np.zeros((8, 12, 3)), 1, 3, 5).any()
+
+
+def test_running_median_against_a_plain_loop():
+    values = np.random.default_rng(4).normal(size=23)
+    padded = np.pad(values, 3, mode="edge")
+    expected = [np.median(padded[k:k + 7]) for k in range(len(values))]
+    np.testing.assert_allclose(events.running_median(values, 7), expected)
+
+
+def _region_motion(regions, membership, region, course):
+    """(T, 478, 3) mm: one region's landmarks moving up by ``course`` (T,) mm."""
+    motion = np.zeros((len(course), LANDMARK_COUNT, 3))
+    motion[:, region_landmarks(membership[regions.index(region)]), 1] = course[:, None]
+    return motion
+
+
+def test_an_event_that_stands_out_and_returns_is_kept_and_talking_or_a_step_is_not():
+    regions = EVENT_REGIONS
+    membership = region_membership(regions)
+    fps, frames = 30.0, 120
+    times = np.arange(frames) / fps
+    bump = 0.8 * np.sin(np.pi * np.clip((times - 2.0) / 0.3, 0.0, 1.0)) ** 2  # 0.3 s, 0.8 mm, apex at 2.15 s
+    event = MicroEvent(59, 64, 69, "brows", 0.8, 0.9)
+    noise = np.random.default_rng(5).normal(scale=0.02, size=frames)  # landmark jitter, mm
+    quiet = _region_motion(regions, membership, "brows", bump + noise)
+    assert events.standing_out([event], quiet, fps, regions, membership) == [event]
+    talking = 0.8 * np.sin(2 * np.pi * 4.0 * times)  # the brows moving as much all the time
+    busy = _region_motion(regions, membership, "brows", bump + talking + noise)
+    assert events.standing_out([event], busy, fps, regions, membership) == []
+    step = 0.8 * np.clip((times - 2.0) / 0.15, 0.0, 1.0)  # a macro expression setting in: it stays
+    onset = _region_motion(regions, membership, "brows", step + noise)
+    assert events.standing_out([event], onset, fps, regions, membership) == []

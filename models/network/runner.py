@@ -25,7 +25,7 @@ from ...ops.errors import MxrError
 from ...ops.progress import ProgressReporter
 from ...ops.take import BASELINE_VERSION, MicroEvent, Take, analysis_clock
 from ..micro_keys import MICRO_LAYER_FROM_EVENTS
-from .events import confirmed_by, extract_events, micro_layer_mm, without_blinks
+from .events import confirmed_by, extract_events, micro_layer_mm, standing_out, without_blinks
 from .features import region_membership, resample_track, take_inputs, track_to_frames, window_starts, windowed
 from .fusion import basis_in_take_frame
 
@@ -252,7 +252,8 @@ def decode_reconstruction(take: Take, result: Reconstruction, runner: NetworkRun
     _, fps = analysis_clock(take)  # a variable-rate clip's durations are counted at its real rate
     events = runner.events(result.event_logits, result.confirming_logits, total_mm, fps)
     # Blinks as the landmarks show them (the network's output smooths a blink's lids).
-    events = without_blinks(events, take.neutral_mm.astype(np.float64), take.deformation_mm().astype(np.float64))
+    events = without_blinks(events, take.neutral_mm.astype(np.float64), take.deformation_mm())
+    events = standing_out(events, total_mm, fps, regions, membership)  # not talking, jitter or a macro onset
     macro_mm, micro_mm = result.macro_mm, result.micro_mm
     if events:  # the micro layer is what the events explain, taken out of the macro layer: the total stays
         micro_mm = micro_layer_mm(events, total_mm, fps, regions, membership,
