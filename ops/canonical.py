@@ -44,42 +44,59 @@ class CanonicalFaces:
     poses: Similarities  # camera px = scale * rotation @ canonical mm + translation; NaN where invalid
 
 
+@dataclass
+class CanonicalFrame:
+    """The canonical frame of a take without its faces: the neutral and a pose a frame (~100 bytes a
+    frame), so a long take need not hold every frame's 478 points twice; ``faces_at`` reads the
+    faces of any frames from the landmarks."""
+
+    neutral_mm: np.ndarray  # (478, 3)
+    poses: Similarities  # (T) camera px = scale * rotation @ canonical mm + translation; NaN where invalid
+
+    def faces_at(self, landmarks_px: np.ndarray, frames: slice | np.ndarray) -> np.ndarray:
+        """The canonical faces (F, 478, 3) mm of ``frames`` of the take's landmarks (T, 478, 3) image
+        px; NaN where invalid."""
+        poses = Similarities(self.poses.rotation[frames], self.poses.translation[frames], self.poses.scale[frames])
+        return poses.invert(image_to_camera(landmarks_px[frames].astype(np.float64)))
+
+
+def canonical_frame(landmarks_px: np.ndarray, valid: np.ndarray, neutral_frames: np.ndarray) -> CanonicalFrame:
+    """The neutral face and every frame's pose against it (see ``canonicalize``), from the neutral
+    frames' landmarks and every frame's ``RIGID_LANDMARKS`` alone."""
+    neutral_frames = np.asarray([f for f in neutral_frames if valid[f]], dtype=np.int64)
+    if len(neutral_frames) == 0:
+        raise MxrError("no face in the frames chosen as the neutral reference")
+    neutral = image_to_camera(landmarks_px[neutral_frames].astype(np.float64))  # (N, 478, 3)
+
+    # Start from one neutral frame in its own camera pose, then refine twice: the median of the
+    # aligned neutral frames is a steadier reference than any single frame.
+    reference = neutral[0] - neutral[0].mean(axis=0)
+    for _ in range(3):
+        poses = fit_similarities(reference[RIGID_LANDMARKS], neutral[:, RIGID_LANDMARKS])
+        reference = np.median(poses.invert(neutral), axis=0)
+        reference -= reference.mean(axis=0)
+
+    pupil_distance = np.linalg.norm(reference[IRIS_CENTRE_LEFT] - reference[IRIS_CENTRE_RIGHT])
+    reference *= INTERPUPILLARY_MM / pupil_distance  # now in mm
+    valid = np.asarray(valid, bool)
+    rigid = image_to_camera(landmarks_px[:, RIGID_LANDMARKS][valid].astype(np.float64))  # (Tv, 35, 3)
+    poses = fit_similarities(reference[RIGID_LANDMARKS], rigid)
+    full_poses = Similarities(
+        rotation=_scatter(poses.rotation, valid),
+        translation=_scatter(poses.translation, valid),
+        scale=_scatter(poses.scale, valid),
+    )
+    return CanonicalFrame(neutral_mm=reference, poses=full_poses)
+
+
 def canonicalize(landmarks_px: np.ndarray, valid: np.ndarray, neutral_frames: np.ndarray) -> CanonicalFaces:
     """Pose-normalise a take's landmarks against the performer's neutral face.
 
     landmarks_px: (T, 478, 3) image px; valid: (T,) bool; neutral_frames: frame indices whose
     median (after alignment) defines the neutral face, e.g. the first half second.
     """
-    neutral_frames = np.asarray([f for f in neutral_frames if valid[f]], dtype=np.int64)
-    if len(neutral_frames) == 0:
-        raise MxrError("no face in the frames chosen as the neutral reference")
-    camera = image_to_camera(landmarks_px.astype(np.float64))[valid]  # (Tv, 478, 3)
-    valid_index = np.cumsum(valid) - 1  # frame -> row in `camera`
-    neutral_rows = valid_index[neutral_frames]
-
-    # Start from one neutral frame in its own camera pose, then refine twice: the median of the
-    # aligned neutral frames is a steadier reference than any single frame.
-    reference = camera[neutral_rows[0]] - camera[neutral_rows[0]].mean(axis=0)
-    for _ in range(3):
-        poses = fit_similarities(reference[RIGID_LANDMARKS], camera[:, RIGID_LANDMARKS])
-        aligned = poses.invert(camera)
-        reference = np.median(aligned[neutral_rows], axis=0)
-        reference -= reference.mean(axis=0)
-
-    pupil_distance = np.linalg.norm(reference[IRIS_CENTRE_LEFT] - reference[IRIS_CENTRE_RIGHT])
-    reference *= INTERPUPILLARY_MM / pupil_distance  # now in mm
-    poses = fit_similarities(reference[RIGID_LANDMARKS], camera[:, RIGID_LANDMARKS])
-    aligned = poses.invert(camera)
-
-    count = len(valid)
-    faces = np.full((count, 478, 3), np.nan)
-    faces[valid] = aligned
-    full_poses = Similarities(
-        rotation=_scatter(poses.rotation, valid),
-        translation=_scatter(poses.translation, valid),
-        scale=_scatter(poses.scale, valid),
-    )
-    return CanonicalFaces(neutral_mm=reference, faces_mm=faces, poses=full_poses)
+    frame = canonical_frame(landmarks_px, valid, neutral_frames)
+    return CanonicalFaces(frame.neutral_mm, frame.faces_at(landmarks_px, slice(None)), frame.poses)
 
 
 def _scatter(values: np.ndarray, valid: np.ndarray) -> np.ndarray:

@@ -113,6 +113,14 @@ RECORD_SHAPES = {"index": (), "timestamp_s": (), "valid": (), "confidence": (), 
                  "flow_at_landmarks": (LANDMARK_COUNT, 2), "flow_fb_error_px": (LANDMARK_COUNT,),
                  "flow_consistent": (LANDMARK_COUNT,)}
 _STACKED_FIELDS = tuple(RECORD_SHAPES)
+# The dtype each field is stacked at (what ``stack_records`` makes of the records' values).
+RECORD_DTYPES = {"index": np.int64, "timestamp_s": np.float64, "valid": np.bool_, "confidence": np.float64,
+                 "landmarks_px": np.float32, "crop_from_image": np.float64, "landmarks_crop": np.float32,
+                 "stabilisation_residual_px": np.float64, "flow_at_landmarks": np.float32,
+                 "flow_fb_error_px": np.float32, "flow_consistent": np.bool_}
+# The fields a take keeps (ops/reconstruct.py): ~11.7 KB a frame, 5.6 of them the landmarks.
+TAKE_RECORD_FIELDS = ("index", "timestamp_s", "valid", "confidence", "landmarks_px", "crop_from_image",
+                      "flow_at_landmarks", "flow_fb_error_px", "flow_consistent")
 
 
 def stack_records(records: list[FrameRecord]) -> dict[str, np.ndarray]:
@@ -136,6 +144,42 @@ def unstack_records(arrays: dict[str, np.ndarray]) -> Iterator[FrameRecord]:
             dense_flow=arrays["dense_flow"][row] if dense else None,
             dense_consistent=arrays["dense_consistent"][row] if dense else None,
         )
+
+
+# Frames ``FrameArrays`` allocates up front at most (~210 MB of the take's fields, pages untouched
+# until written): a container may claim any frame count.
+PREALLOCATED_FRAMES_MAX = 18_000
+
+
+class FrameArrays:
+    """Records gathered into per-frame arrays (frames first) at their stacked dtypes, a record at
+    a time: a long clip costs the fields' own bytes a frame, not a record object each plus a stacked
+    copy. The arrays are allocated for ``expected_frames`` (the container's count, at most
+    ``PREALLOCATED_FRAMES_MAX``) and grow by half when the video holds more."""
+
+    def __init__(self, fields: tuple[str, ...] = TAKE_RECORD_FIELDS, expected_frames: int = 0) -> None:
+        self.fields = fields
+        self.count = 0
+        capacity = int(np.clip(expected_frames, 1, PREALLOCATED_FRAMES_MAX))
+        self._arrays = {name: _empty_rows(name, capacity) for name in fields}
+
+    def append(self, record: FrameRecord) -> None:
+        capacity = len(self._arrays[self.fields[0]])
+        if self.count == capacity:
+            grown = capacity + max(capacity // 2, 1)
+            self._arrays = {name: np.concatenate([array, _empty_rows(name, grown - capacity)])
+                            for name, array in self._arrays.items()}
+        for name in self.fields:
+            self._arrays[name][self.count] = getattr(record, name)
+        self.count += 1
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Field name -> (T, ...) array of the records appended so far (views, not copies)."""
+        return {name: array[:self.count] for name, array in self._arrays.items()}
+
+
+def _empty_rows(name: str, frames: int) -> np.ndarray:
+    return np.empty((frames,) + RECORD_SHAPES[name], RECORD_DTYPES[name])
 
 
 class FrontEnd:

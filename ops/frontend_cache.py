@@ -78,6 +78,8 @@ class CachedFrontEnd:
         self._frontend = None if self.hit else FrontEnd(self.video.path, self.settings, self.reporter, self.video)
         self.scale: float = self._manifest["analysis_scale"] if self.hit else self._frontend.scale
         self.warnings: list[str] = list(self._manifest["warnings"]) if self.hit else self._frontend.warnings
+        # Frames ``records()`` should yield: the entry's count, or the container's (decoding may differ).
+        self.expected_frames: int = self._manifest["frames"] if self.hit else self._frontend.expected_frames
 
     def records(self) -> Iterator[FrameRecord]:
         if self.hit:

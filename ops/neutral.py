@@ -56,9 +56,18 @@ def neutral_scores(faces_mm: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """(T,) how far each frame looks from neutral (lower is calmer; inf without a face); see the
     module docstring."""
     valid = np.asarray(valid, bool)
+    measures = np.full((len(valid), len(_TARGET_PERCENTILES)), np.nan)
+    measures[valid] = face_measures(faces_mm[valid])
+    return scores_from_measures(measures, valid)
+
+
+def scores_from_measures(measures: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """``neutral_scores`` from the frames' ``face_measures`` (T, 6), which a long take can measure
+    a chunk of frames at a time; rows without a face are not read."""
+    valid = np.asarray(valid, bool)
     if not valid.any():
         raise MxrError("no face in the take: there is no neutral face to find")
-    measures = face_measures(faces_mm[valid])  # (Tv, 6)
+    measures = measures[valid]  # (Tv, 6)
     targets = np.array([np.percentile(measures[:, i], q) for i, q in enumerate(_TARGET_PERCENTILES)])
     spread = np.percentile(measures, 75, axis=0) - np.percentile(measures, 25, axis=0)
     spread = np.maximum(spread, 1e-3 * np.maximum(np.abs(targets), 1e-6))  # a still measure counts, but never divides by 0
@@ -89,8 +98,12 @@ def find_neutral_frames(faces_mm: np.ndarray, valid: np.ndarray, fps: float,
     (T,) bool frames to avoid (``occluded_frames``). Windows with a frame without a face are not
     chosen while any other window exists.
     """
-    scores = neutral_scores(faces_mm, valid)
-    span = int(np.clip(round(NEUTRAL_SPAN_S * fps), 1, len(valid)))
+    return neutral_run(neutral_scores(faces_mm, valid), fps, occluded)
+
+
+def neutral_run(scores: np.ndarray, fps: float, occluded: np.ndarray | None = None) -> np.ndarray:
+    """``find_neutral_frames`` from the frames' ``neutral_scores`` (T,)."""
+    span = int(np.clip(round(NEUTRAL_SPAN_S * fps), 1, len(scores)))
     if occluded is not None:
         uncovered = np.where(np.asarray(occluded, bool), np.inf, scores)
         if np.isfinite(np.convolve(uncovered, np.ones(span), mode="valid")).any():  # else: covered or nothing

@@ -21,7 +21,7 @@ poses reproject the calm frames best.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Callable
 
 import cv2
@@ -49,9 +49,11 @@ _TO_OPENCV = np.array([1.0, -1.0, -1.0])  # canonical (+Y up, +Z to the camera) 
 
 
 @dataclass
-class PerspectiveFaces:
+class PerspectiveCamera:
+    """The camera and every frame's head pose (~100 bytes a frame); ``faces_at`` reads the faces
+    of any frames from the landmarks against them, so a long take is read a chunk at a time."""
+
     neutral_mm: np.ndarray  # (478, 3) canonical, the depth refined
-    faces_mm: np.ndarray  # (T, 478, 3) canonical, NaN where invalid
     poses: Similarities  # the weak-perspective pose the take stores (camera px, y up = scale R canonical + t)
     focal_px: float
     reprojection_px: float  # mean over the calm frames' pose landmarks
@@ -64,76 +66,112 @@ class PerspectiveFaces:
         camera = np.einsum("tij,nj->tni", self.camera_rotations, points_mm) + self.camera_shifts_mm[:, None]
         return self.focal_px * camera[..., :2] / camera[..., 2:3] + self.image_centre_px
 
+    def faces_at(self, landmarks_px: np.ndarray, frames: slice | np.ndarray) -> np.ndarray:
+        """The canonical faces (F, 478, 3) mm of ``frames`` of the landmarks (T, 478, 3) image px:
+        where the image puts each landmark, at the posed neutral's depth (step 3 of the module
+        docstring); NaN where invalid."""
+        rotations = self.camera_rotations[frames] * _TO_OPENCV  # (F, 3, 3) OpenCV camera <- OpenCV-axes canonical
+        shape = self.neutral_mm * _TO_OPENCV  # (478, 3) mm, OpenCV axes
+        posed = np.einsum("tij,nj->tni", rotations, shape) + self.camera_shifts_mm[frames][:, None]  # (F, 478, 3)
+        image = _image_px(landmarks_px, frames)  # (F, 478, 2)
+        rays = np.concatenate([(image - self.image_centre_px) / self.focal_px, np.ones(image.shape[:-1] + (1,))],
+                              axis=-1)
+        seen = rays * posed[..., 2:3]  # where the image puts each landmark, at the posed neutral's depth
+        return (shape + np.einsum("tji,tnj->tni", rotations, seen - posed)) * _TO_OPENCV
+
+
+@dataclass
+class PerspectiveFaces(PerspectiveCamera):
+    """The camera with every frame's face read (``faces_at`` over the whole take)."""
+
+    faces_mm: np.ndarray  # (T, 478, 3) canonical, NaN where invalid
+
 
 def perspective_faces(landmarks_px: np.ndarray, valid: np.ndarray, neutral_frames: np.ndarray, neutral_mm: np.ndarray,
                       faces_mm: np.ndarray, frame_size: tuple[int, int],
                       on_progress: Callable[[int, int], None] | None = None) -> PerspectiveFaces:
+    """``perspective_camera`` with every frame's face read: its views the calmest of ``faces_mm``
+    (T, 478, 3) canonical mm from ``canonicalize`` (step 1)."""
+    camera = perspective_camera(landmarks_px, valid, neutral_frames, neutral_mm, calm_frames(faces_mm, valid),
+                                frame_size, on_progress)
+    return PerspectiveFaces(**{field.name: getattr(camera, field.name) for field in fields(PerspectiveCamera)},
+                            faces_mm=camera.faces_at(landmarks_px, slice(None)))
+
+
+def perspective_camera(landmarks_px: np.ndarray, valid: np.ndarray, neutral_frames: np.ndarray, neutral_mm: np.ndarray,
+                       calm: np.ndarray, frame_size: tuple[int, int],
+                       on_progress: Callable[[int, int], None] | None = None) -> PerspectiveCamera:
     """landmarks_px (T, 478, 3) image px; neutral_frames: the frames showing the neutral;
-    neutral_mm (478, 3) and faces_mm (T, 478, 3) canonical mm from ``canonicalize`` (step 1);
-    frame_size (width, height) px. ``on_progress(done, total)``: called as the frames' poses are
-    found (the long part on a long clip)."""
+    neutral_mm (478, 3) canonical mm from ``canonicalize`` (step 1); calm: the calm frames whose
+    views show the neutral's depth (``calm_frames``); frame_size (width, height) px.
+    ``on_progress(done, total)``: called as the frames' poses are found (the long part on a long clip)."""
     neutral_frames = np.asarray([f for f in neutral_frames if valid[f]], np.int64)
-    image = landmarks_px[..., :2].astype(np.float64)  # (T, 478, 2)
     frames = np.flatnonzero(valid)
-    calm = calm_frames(faces_mm, valid)
     views = calm[np.unique(np.linspace(0, len(calm) - 1, min(VIEWS, len(calm))).astype(np.int64))]
     centre = np.array(frame_size, np.float64) / 2.0
     start = neutral_mm.astype(np.float64) * _TO_OPENCV
     best = None
     for factor in FOCAL_CANDIDATES:
         focal = factor * float(max(frame_size))
-        shape = _refined_shape(image, views, neutral_frames, start, focal, centre)
-        rotations, shifts = _poses(image, views, shape, focal, centre)
-        error = _reprojection_px(image[views], shape, rotations, shifts, focal, centre)
+        shape = _refined_shape(landmarks_px, views, neutral_frames, start, focal, centre)
+        rotations, shifts = _poses(landmarks_px, views, shape, focal, centre)
+        error = _reprojection_px(_image_px(landmarks_px, views), shape, rotations, shifts, focal, centre)
         if best is None or error < best[0]:
             best = (error, focal, shape)
     error, focal, shape = best
-    rotations, shifts = _poses(image, frames, shape, focal, centre, on_progress)  # (n, 3, 3), (n, 3) mm, OpenCV camera
-    posed = np.einsum("tij,nj->tni", rotations, shape) + shifts[:, None]  # (n, 478, 3)
-    rays = np.concatenate([(image[frames] - centre) / focal, np.ones(image[frames].shape[:-1] + (1,))], axis=-1)
-    seen = rays * posed[..., 2:3]  # where the image puts each landmark, at the posed neutral's depth
-    faces = np.full(landmarks_px.shape, np.nan)
-    faces[frames] = (shape + np.einsum("tji,tnj->tni", rotations, seen - posed)) * _TO_OPENCV
+    rotations, shifts = _poses(landmarks_px, frames, shape, focal, centre, on_progress)  # (n, 3, 3), (n, 3) mm, OpenCV
     flip = np.diag(_TO_OPENCV)
     depth = shifts[:, 2]
     translation = np.stack([centre[0] + focal * shifts[:, 0] / depth, -(centre[1] + focal * shifts[:, 1] / depth),
                             np.zeros_like(depth)], axis=1)
     poses = Similarities(rotation=_scatter(flip @ rotations @ flip, valid), translation=_scatter(translation, valid),
                          scale=_scatter(focal / depth, valid))
-    return PerspectiveFaces(shape * _TO_OPENCV, faces, poses, focal, error, _scatter(rotations @ flip, valid),
-                            _scatter(shifts, valid), centre)
+    return PerspectiveCamera(shape * _TO_OPENCV, poses, focal, error, _scatter(rotations @ flip, valid),
+                             _scatter(shifts, valid), centre)
 
 
 def calm_frames(faces_mm: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """The calmest ``CALM_SHARE`` of the frames with a face (``neutral.neutral_scores`` of the
     canonical faces (T, 478, 3) mm), sorted: the views that show the neutral's depth."""
+    return calmest_frames(neutral_scores(faces_mm, valid), valid)
+
+
+def calmest_frames(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """``calm_frames`` from the frames' ``neutral.neutral_scores`` (T,)."""
     frames = np.flatnonzero(valid)
-    return np.sort(frames[np.argsort(neutral_scores(faces_mm, valid)[frames])[:max(1, int(CALM_SHARE * len(frames)))]])
+    return np.sort(frames[np.argsort(scores[frames])[:max(1, int(CALM_SHARE * len(frames)))]])
 
 
-def _poses(image: np.ndarray, frames: np.ndarray, shape: np.ndarray, focal: float, centre: np.ndarray,
+def _image_px(landmarks_px: np.ndarray, frames: np.ndarray | int) -> np.ndarray:
+    """The image x, y (..., 478, 2) px of ``frames``, float64."""
+    return landmarks_px[frames, :, :2].astype(np.float64)
+
+
+def _poses(landmarks_px: np.ndarray, frames: np.ndarray, shape: np.ndarray, focal: float, centre: np.ndarray,
            on_progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Perspective pose of ``shape`` (478, 3) mm, OpenCV axes, in each frame (each started from
-    the one before): PnP on ``POSE_LANDMARKS``, then again on the skin landmarks that agree with
-    that pose (an expression moves its own points away and they drop out, so it does not tilt the
-    head, while the many still points steady the pose). Rotations (n, 3, 3), shifts (n, 3) mm."""
+    """Perspective pose of ``shape`` (478, 3) mm, OpenCV axes, in each of ``frames`` of the
+    landmarks (T, 478, 3) image px (each started from the one before): PnP on ``POSE_LANDMARKS``,
+    then again on the skin landmarks that agree with that pose (an expression moves its own points
+    away and they drop out, so it does not tilt the head, while the many still points steady the
+    pose). Rotations (n, 3, 3), shifts (n, 3) mm."""
     camera = np.array([[focal, 0.0, centre[0]], [0.0, focal, centre[1]], [0.0, 0.0, 1.0]])
     skin = np.arange(SKIN_LANDMARK_COUNT)
     rotations, shifts = np.zeros((len(frames), 3, 3)), np.zeros((len(frames), 3))
     rotation_vector = shift = None
     for row, frame in enumerate(frames):
+        image = _image_px(landmarks_px, frame)  # (478, 2)
         for attempt in range(2):  # the pose before as the start, then (if that went astray) none
             if rotation_vector is None or attempt == 1:
-                _, rotation_vector, shift = cv2.solvePnP(shape[POSE_LANDMARKS], image[frame, POSE_LANDMARKS], camera,
+                _, rotation_vector, shift = cv2.solvePnP(shape[POSE_LANDMARKS], image[POSE_LANDMARKS], camera,
                                                          None, flags=cv2.SOLVEPNP_EPNP)
             points = POSE_LANDMARKS
             for _ in range(1 + INLIER_ROUNDS):
-                _, rotation_vector, shift = cv2.solvePnP(shape[points], image[frame, points], camera, None,
+                _, rotation_vector, shift = cv2.solvePnP(shape[points], image[points], camera, None,
                                                          rotation_vector, shift, useExtrinsicGuess=True,
                                                          flags=cv2.SOLVEPNP_ITERATIVE)
                 rotation = cv2.Rodrigues(rotation_vector)[0]
                 posed = shape[skin] @ rotation.T + shift.ravel()
-                miss = np.linalg.norm(_projected_px(posed, focal, centre) - image[frame, skin], axis=1)
+                miss = np.linalg.norm(_projected_px(posed, focal, centre) - image[skin], axis=1)
                 points = skin[miss <= max(INLIER_FACTOR * float(np.median(miss)), INLIER_FLOOR_PX)]
             if np.all(posed[:, 2] > 0) and np.median(miss) < LOST_POSE_PX:
                 break
@@ -144,7 +182,7 @@ def _poses(image: np.ndarray, frames: np.ndarray, shape: np.ndarray, focal: floa
     return rotations, shifts
 
 
-def _refined_shape(image: np.ndarray, views: np.ndarray, neutral_frames: np.ndarray, shape: np.ndarray,
+def _refined_shape(landmarks_px: np.ndarray, views: np.ndarray, neutral_frames: np.ndarray, shape: np.ndarray,
                    focal: float, centre: np.ndarray) -> np.ndarray:
     """The neutral (478, 3) mm, OpenCV axes, each landmark triangulated from its rays: those of the
     neutral frames (weighted as much as all the views together: the neutral is what they show)
@@ -155,8 +193,8 @@ def _refined_shape(image: np.ndarray, views: np.ndarray, neutral_frames: np.ndar
     for _ in range(ROUNDS):
         normal, right = np.zeros((478, 3, 3)), np.zeros((478, 3))
         for frames, weight in ((views, 1.0), (neutral_frames, anchor_weight)):
-            rotations, shifts = _poses(image, frames, shape, focal, centre)
-            offset = image[frames] - centre  # (n, 478, 2)
+            rotations, shifts = _poses(landmarks_px, frames, shape, focal, centre)
+            offset = _image_px(landmarks_px, frames) - centre  # (n, 478, 2)
             # Per frame, two equations linear in the point X: u (r3 X + t3) = f (rk X + tk).
             rows = weight * (offset[..., None] * rotations[:, None, None, 2, :] - focal * rotations[:, None, :2, :])
             rhs = weight * (focal * shifts[:, None, :2] - offset * shifts[:, None, 2:3])  # (n, 478, 2)

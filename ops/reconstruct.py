@@ -5,6 +5,16 @@ The baseline (``baseline-landmarks-1``) is what MediaPipe's landmarks show after
 all of it in the macro layer. By default the micro-expression network (models/network) then
 reads the take's landmarks and flow and replaces the layers with macro / micro / detail and the
 detected micro events; ``use_network=False`` keeps the baseline.
+
+Memory: the front-end's fields a take keeps are gathered into arrays at their final dtype (11.7 KB
+a frame: the landmarks 5.6, the flow at them 3.7, its error 1.9, its flags 0.5); every later stage
+keeps a few numbers a frame (poses, neutral scores, the fused coefficients) and reads the faces a
+chunk of frames at a time. What still grows with the length, KB a frame: the network's input in its
+own frame (5.6) and its canonical flow (6.1, to the end of its windows); its blended layers (16.8)
+and their total (5.6); the micro layer the events explain (5.6); the take written (28.5, with the
+front-end's fields). The events read the motion one event's stretch at a time, and are judged on the
+take's own motion read the same way (``DisplacementReader``). ``scripts/bench_memory.py`` measures
+it: ~29 KB a frame over ~210 MB of fixed cost, 494 MB at 5,000 frames.
 """
 from __future__ import annotations
 
@@ -12,27 +22,29 @@ import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
 from .. import __version__
 from .atomic import replacing_together, sweep_stale_partials
-from .canonical import CanonicalFaces, canonicalize
+from .canonical import CanonicalFrame, canonical_frame
 from .errors import MxrError
-from .frontend import FrontendSettings, stack_records
+from .frontend import RECORD_SHAPES, TAKE_RECORD_FIELDS, FrameArrays, FrontendSettings, unstack_records
 from .frontend_cache import CachedFrontEnd
 from .frontend_debug import write_contact_sheet
-from .neutral import find_neutral_frames, occluded_frames
-from .perspective import PerspectiveFaces, calm_frames, perspective_faces
+from .neutral import face_measures, neutral_run, occluded_frames, scores_from_measures
+from .perspective import PerspectiveCamera, calmest_frames, perspective_camera
 from ..models.network.runner import NetworkRunner, apply_network
 from ..models.retarget import displacement_on
-from ..models.similarity import fit_similarities
+from ..models.similarity import Similarities, fit_similarities
 from .progress import ProgressReporter
+from .video import VideoInfo
 from .skin_track import (SkinTrackSettings, SourceFrames, choose_references, fall_back, rest_references,
                          track_with_references)
-from .take import BASELINE_VERSION, Take, frame_seconds, save_take
+from .take import BASELINE_VERSION, LANDMARK_COUNT, MicroEvent, Take, save_take, timestamp_seconds
 
 
 @dataclass
@@ -92,26 +104,111 @@ def refuse_overwriting_inputs(video_path: Path, outputs: list[Path]) -> None:
                 raise MxrError(f"refusing to write {output} twice: the take and the debug sheet must be different files")
 
 
-def _landmark_take(canonical: PerspectiveFaces, observed: dict, valid: np.ndarray, video, frontend,
-                   settings: ReconstructSettings, neutral_frames: np.ndarray, neutral_method: str) -> Take:
-    """The landmark-only take (everything in the macro layer) in ``canonical``'s frame."""
-    macro_mm = canonical.faces_mm - canonical.neutral_mm  # (T, 478, 3), NaN where invalid
-    zeros = np.where(np.isfinite(macro_mm), 0.0, np.nan)
+CHUNK_FRAMES = 256  # frames whose 478 points a stage reads at a time: ~3 MB a float64 array, whatever the take's length
+LayerReader = Callable[[slice], np.ndarray]  # frames -> their (F, 478, 3) mm
+
+
+def frame_chunks(count: int) -> Iterator[slice]:
+    """Consecutive runs of at most ``CHUNK_FRAMES`` of a take's ``count`` frames."""
+    return (slice(start, min(start + CHUNK_FRAMES, count)) for start in range(0, count, CHUNK_FRAMES))
+
+
+def displacement_mm(faces_at: LayerReader, neutral_mm: np.ndarray, count: int,
+                    less: tuple[np.ndarray, ...] = ()) -> np.ndarray:
+    """(T, 478, 3) float32 mm: each frame's face (``faces_at``) less the neutral (478, 3) mm and the
+    layers ``less`` (T, 478, 3), worked in float64 a chunk of frames at a time."""
+    displacement = np.empty((count, len(neutral_mm), 3), np.float32)
+    for frames in frame_chunks(count):
+        part = faces_at(frames) - neutral_mm
+        for layer in less:
+            part = part - layer[frames]
+        displacement[frames] = part
+    return displacement
+
+
+@dataclass(frozen=True)
+class DisplacementReader:
+    """A take's displacement (T, 478, 3) mm read a slice of frames at a time (``reader[a:b]``, ``len``):
+    each frame's face (``faces_at``) less the neutral (478, 3) mm, never held whole."""
+
+    faces_at: LayerReader
+    neutral_mm: np.ndarray
+    count: int
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, frames: slice) -> np.ndarray:
+        return self.faces_at(slice(*frames.indices(self.count))) - self.neutral_mm
+
+
+def zero_layer(valid: np.ndarray) -> np.ndarray:
+    """An empty layer, (T, 478, 3) float32: 0, NaN on frames without a face; one value a frame,
+    broadcast (read-only, no memory of its own)."""
+    per_frame = np.where(np.asarray(valid, bool), 0.0, np.nan).astype(np.float32)
+    return np.broadcast_to(per_frame[:, None, None], (len(per_frame), LANDMARK_COUNT, 3))
+
+
+def chunked_scores(faces_at: LayerReader, valid: np.ndarray) -> np.ndarray:
+    """``neutral.neutral_scores`` (T,) of the faces ``faces_at`` reads, measured a chunk of frames at
+    a time."""
+    measures = np.concatenate([face_measures(faces_at(frames)) for frames in frame_chunks(len(valid))])  # (T, 6)
+    return scores_from_measures(measures, valid)
+
+
+def read_frames(frontend: CachedFrontEnd, fields: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The front-end's ``fields`` of every frame, field -> (T, ...) array (``FrameArrays``)."""
+    frames = FrameArrays(fields, frontend.expected_frames)
+    for record in frontend.records():
+        frames.append(record)
+    return frames.arrays()
+
+
+def _take_settings(settings: ReconstructSettings, frontend: CachedFrontEnd, camera: PerspectiveCamera,
+                   neutral_frames: np.ndarray, neutral_method: str) -> dict:
+    """What a take records of how it was made."""
+    return {"frontend": settings.frontend.as_dict(), "neutral_method": neutral_method,
+            "neutral_seconds": settings.neutral_seconds,
+            "neutral_frames": [int(neutral_frames[0]), int(neutral_frames[-1])],
+            "skin_track": settings.skin_track,
+            "camera": "perspective", "camera_focal_px": camera.focal_px,
+            "camera_reprojection_px": round(camera.reprojection_px, 3),
+            "frontend_cache_key": frontend.key, "mxr_version": __version__}
+
+
+@dataclass
+class NetworkLayers:
+    """What the network adds to a landmark-only take, carried into the take's canonical frame."""
+
+    micro_mm: np.ndarray  # (T, 478, 3) float32
+    detail_mm: np.ndarray  # (T, 478, 3) float32
+    events: list[MicroEvent]
+    model_version: str
+    settings: dict  # the take's "network" settings
+
+
+def _observed_take(observed: dict, video: VideoInfo, frontend: CachedFrontEnd, settings: ReconstructSettings,
+                   take_settings: dict, neutral_mm: np.ndarray, poses: Similarities, macro_mm: np.ndarray,
+                   layers: NetworkLayers | None = None) -> Take:
+    """A take of the front-end's observations (``observed``: field -> (T, ...)) with the neutral,
+    head poses and macro layer (T, 478, 3) of one canonical frame, and the network's ``layers``
+    (None: landmark-only, empty micro and detail layers)."""
+    zeros = zero_layer(observed["valid"]) if layers is None else None
     return Take(
         source_path=str(video.path.resolve()),
         source_sha256=video.sha256,
         fps=video.fps,
         frame_size=(video.width, video.height),
         timestamps_s=observed["timestamp_s"],
-        valid=valid,
+        valid=observed["valid"],
         landmarks_px=observed["landmarks_px"],
-        head_rotation=canonical.poses.rotation,
-        head_translation_px=canonical.poses.translation,
-        head_scale_px_per_mm=canonical.poses.scale,
-        neutral_mm=canonical.neutral_mm,
+        head_rotation=poses.rotation,
+        head_translation_px=poses.translation,
+        head_scale_px_per_mm=poses.scale,
+        neutral_mm=neutral_mm,
         macro_mm=macro_mm,
-        micro_mm=zeros,
-        detail_mm=zeros,
+        micro_mm=zeros if layers is None else layers.micro_mm,
+        detail_mm=zeros if layers is None else layers.detail_mm,
         frame_indices=observed["index"],
         analysis_scale=frontend.scale,
         landmark_confidence=observed["confidence"],
@@ -120,18 +217,13 @@ def _landmark_take(canonical: PerspectiveFaces, observed: dict, valid: np.ndarra
         flow_at_landmarks_px=observed["flow_at_landmarks"],
         flow_fb_error_px=observed["flow_fb_error_px"],
         flow_consistent=observed["flow_consistent"],
-        model_version=BASELINE_VERSION,
-        settings={"frontend": settings.frontend.as_dict(), "neutral_method": neutral_method,
-                  "neutral_seconds": settings.neutral_seconds,
-                  "neutral_frames": [int(neutral_frames[0]), int(neutral_frames[-1])],
-                  "skin_track": settings.skin_track,
-                  "camera": "perspective", "camera_focal_px": canonical.focal_px,
-                  "camera_reprojection_px": round(canonical.reprojection_px, 3),
-                  "frontend_cache_key": frontend.key, "mxr_version": __version__},
+        events=[] if layers is None else layers.events,
+        model_version=BASELINE_VERSION if layers is None else layers.model_version,
+        settings=take_settings if layers is None else {**take_settings, "network": layers.settings},
     )
 
 
-def skin_tracked_px(video_path: Path, observed: dict, valid: np.ndarray, faces: PerspectiveFaces,
+def skin_tracked_px(video_path: Path, observed: dict, valid: np.ndarray, faces: PerspectiveCamera,
                     neutral_frames: np.ndarray, on_frame: Callable[[int, int], None]) -> np.ndarray:
     """The landmarks as skin points tracked by flow (``skin_track.track_with_references``):
     (T, 478, 3) source px like MediaPipe's (depth 0), MediaPipe's own where the flow saw nothing.
@@ -141,7 +233,8 @@ def skin_tracked_px(video_path: Path, observed: dict, valid: np.ndarray, faces: 
     its depth from), the primary the neutral frame nearest a frontal view."""
     landmarks_px = observed["landmarks_px"][..., :2].astype(np.float64)  # (T, 478, 2) continuous px
     rotations = faces.camera_rotations  # (T, 3, 3)
-    candidates, primary = rest_references(calm_frames(faces.faces_mm, valid), neutral_frames, rotations)
+    calm = calmest_frames(chunked_scores(partial(faces.faces_at, observed["landmarks_px"]), valid), valid)
+    candidates, primary = rest_references(calm, neutral_frames, rotations)
     track = SkinTrackSettings()
     references = choose_references(rotations, candidates, primary, np.radians(track.reference_spacing_deg))
     frames = SourceFrames(video_path, observed["index"], references, on_frame)
@@ -152,32 +245,42 @@ def skin_tracked_px(video_path: Path, observed: dict, valid: np.ndarray, faces: 
     return np.concatenate([tracked, np.zeros(tracked.shape[:2] + (1,))], axis=2)
 
 
-def in_trained_frame(take: Take, frame: CanonicalFaces | None = None) -> Take:
+def in_trained_frame(take: Take) -> Take:
     """A landmark-only take moved into the frame the networks were trained on (``canonicalize``'s
-    similarity frame, same neutral frames): what ``apply_network`` must be given. ``frame``: that
-    canonicalisation when the caller already has it."""
-    if frame is None:
-        first, last = take.settings["neutral_frames"]
-        frame = canonicalize(take.landmarks_px, take.valid, np.arange(first, last + 1))
-    macro_mm = (frame.faces_mm - frame.neutral_mm).astype(np.float32)  # (T, 478, 3)
-    zeros = np.where(np.isfinite(macro_mm), 0.0, np.nan).astype(np.float32)
-    return dataclasses.replace(take, neutral_mm=frame.neutral_mm.astype(np.float32), macro_mm=macro_mm,
-                               micro_mm=zeros, detail_mm=zeros, head_rotation=frame.poses.rotation,
-                               head_translation_px=frame.poses.translation, head_scale_px_per_mm=frame.poses.scale)
+    similarity frame, same neutral frames): what ``apply_network`` must be given."""
+    first, last = take.settings["neutral_frames"]
+    frame = canonical_frame(take.landmarks_px, take.valid, np.arange(first, last + 1))
+    neutral_mm, poses, macro_mm = _trained_layers(frame, take.landmarks_px)
+    zeros = zero_layer(take.valid)
+    return dataclasses.replace(take, neutral_mm=neutral_mm, macro_mm=macro_mm, micro_mm=zeros, detail_mm=zeros,
+                               head_rotation=poses.rotation, head_translation_px=poses.translation,
+                               head_scale_px_per_mm=poses.scale)
 
 
-def carry_network_layers(network_take: Take, take: Take) -> Take:
-    """``take`` (landmark-only, its own canonical frame) with the micro and detail layers, events,
-    model and network settings of ``network_take`` (the same landmarks in another canonical frame):
-    the layers are turned and scaled by the similarity between the two neutrals; the macro layer
-    is the rest of ``take``'s deformation, so the total is ``take``'s."""
-    alignment = fit_similarities(network_take.neutral_mm.astype(np.float64), take.neutral_mm.astype(np.float64)[None])
-    micro_mm, detail_mm = (displacement_on(alignment, np.asarray(layer, np.float64)).astype(np.float32)
-                           for layer in (network_take.micro_mm, network_take.detail_mm))
-    macro_mm = (take.deformation_mm() - micro_mm - detail_mm).astype(np.float32)
-    settings = {**take.settings, "network": network_take.settings["network"]}
-    return dataclasses.replace(take, macro_mm=macro_mm, micro_mm=micro_mm, detail_mm=detail_mm,
-                               events=network_take.events, model_version=network_take.model_version, settings=settings)
+def _trained_layers(frame: CanonicalFrame, landmarks_px: np.ndarray) -> tuple[np.ndarray, Similarities, np.ndarray]:
+    """A take's neutral (478, 3) float32 mm, head poses and macro layer (T, 478, 3) float32 mm in
+    the frame the networks were trained on (``frame``, from ``canonical_frame``)."""
+    macro_mm = displacement_mm(partial(frame.faces_at, landmarks_px), frame.neutral_mm, len(landmarks_px))
+    return frame.neutral_mm.astype(np.float32), frame.poses, macro_mm
+
+
+def network_layers(trained_take: Take, runner: NetworkRunner, take_motion: DisplacementReader,
+                   reporter: ProgressReporter) -> NetworkLayers:
+    """The network run on ``trained_take`` (landmark-only, in the frame the networks were trained
+    on: ``in_trained_frame``), its micro and detail layers carried onto the take whose displacement
+    ``take_motion`` reads (the same landmarks in another canonical frame): turned and scaled by the
+    similarity between the two neutrals, a chunk of frames at a time. Its events must stand out of
+    the take's own motion (``events.standing_out``), where the pose is steadier."""
+    network_take = apply_network(trained_take, runner, reporter, judged_motion_mm=take_motion)
+    neutral_mm = take_motion.neutral_mm
+    alignment = fit_similarities(network_take.neutral_mm.astype(np.float64), np.asarray(neutral_mm, np.float64)[None])
+    carried = []
+    for layer in (network_take.micro_mm, network_take.detail_mm):
+        carried.append(np.empty(layer.shape, np.float32))
+        for frames in frame_chunks(len(layer)):
+            carried[-1][frames] = displacement_on(alignment, np.asarray(layer[frames], np.float64))
+    return NetworkLayers(carried[0], carried[1], network_take.events, network_take.model_version,
+                         network_take.settings["network"])
 
 
 def choose_neutral_frames(observed: dict, valid: np.ndarray, fps: float,
@@ -202,9 +305,10 @@ def choose_neutral_frames(observed: dict, valid: np.ndarray, fps: float,
         span = max(1, int(round(settings.neutral_seconds * fps)))
         return np.arange(first_valid, min(first_valid + span, frame_count)), "first_seconds"
     opening = np.arange(first_valid, min(first_valid + max(1, int(round(0.5 * fps))), frame_count))
-    provisional = canonicalize(observed["landmarks_px"], valid, opening)
+    provisional = canonical_frame(observed["landmarks_px"], valid, opening)
     occluded = occluded_frames(valid, observed["confidence"], observed["flow_consistent"], observed["flow_fb_error_px"])
-    return find_neutral_frames(provisional.faces_mm, valid, fps, occluded), "found"
+    scores = chunked_scores(partial(provisional.faces_at, observed["landmarks_px"]), valid)
+    return neutral_run(scores, fps, occluded), "found"
 
 
 def reconstruct(video_path: Path, take_path: Path, settings: ReconstructSettings | None = None,
@@ -218,40 +322,53 @@ def reconstruct(video_path: Path, take_path: Path, settings: ReconstructSettings
         check_writable(output)
     runner = NetworkRunner() if settings.use_network else None  # a broken model fails before the video work
     frontend = CachedFrontEnd(Path(video_path), settings.frontend, reporter, settings.cache_dir)
-    records = list(frontend.records())
-    observed = stack_records(records)  # per-frame arrays (T, ...)
+    # Per-frame arrays (T, ...), the take's fields only (~11.7 KB a frame) unless the sheet draws the crops.
+    observed = read_frames(frontend, tuple(RECORD_SHAPES) if settings.debug_sheet is not None else TAKE_RECORD_FIELDS)
     video = frontend.video
     valid = observed["valid"]
     frame_count = len(valid)
     if not valid.any():
         raise MxrError(f"no face found in any of the {frame_count} frames of {video.path}")
 
+    for message in timestamp_seconds(observed["timestamp_s"], video.fps)[1]:  # a variable rate is read by the
+        reporter.warning(message)  # frames' own times (take.analysis_clock)
+
+    # Every stage below keeps a few numbers a frame and reads the faces a chunk of frames at a time.
     neutral_frames, neutral_method = choose_neutral_frames(observed, valid, video.fps, settings)
-    trained_frame = canonicalize(observed["landmarks_px"], valid, neutral_frames)  # step 1: MediaPipe's mesh
+    landmarks_px = observed["landmarks_px"]  # (T, 478, 3) source px
+    trained_frame = canonical_frame(landmarks_px, valid, neutral_frames)  # step 1: MediaPipe's mesh
+    calm = calmest_frames(chunked_scores(partial(trained_frame.faces_at, landmarks_px), valid), valid)
     # The take's frame: the pose from the image through a pinhole camera (ops/perspective.py).
-    canonical = perspective_faces(observed["landmarks_px"], valid, neutral_frames, trained_frame.neutral_mm,
-                                  trained_frame.faces_mm, (video.width, video.height), reporter.stage("pose"))
+    frame_size = (video.width, video.height)
+    camera = perspective_camera(landmarks_px, valid, neutral_frames, trained_frame.neutral_mm, calm, frame_size,
+                                reporter.stage("pose"))
+    faces_px = landmarks_px  # the points the take's expression is read from
     if settings.skin_track:  # the same pose solve and reading, on points glued to the skin
-        tracked_px = skin_tracked_px(video.path, observed, valid, canonical, neutral_frames, reporter.stage("skin"))
-        canonical = perspective_faces(tracked_px, valid, neutral_frames, trained_frame.neutral_mm,
-                                      trained_frame.faces_mm, (video.width, video.height), reporter.stage("pose"))
-    take = _landmark_take(canonical, observed, valid, video, frontend, settings, neutral_frames, neutral_method)
-    for message in frame_seconds(take)[1]:  # a variable rate is read by the frames' own times (take.analysis_clock)
-        reporter.warning(message)
-    provider = None
+        faces_px = skin_tracked_px(video.path, observed, valid, camera, neutral_frames, reporter.stage("skin"))
+        camera = perspective_camera(faces_px, valid, neutral_frames, trained_frame.neutral_mm, calm, frame_size,
+                                    reporter.stage("pose"))
+    take_settings = _take_settings(settings, frontend, camera, neutral_frames, neutral_method)
+    take_in_frame = partial(_observed_take, observed, video, frontend, settings, take_settings)
+    layers = None
     if runner is not None:
         # The networks were trained on step 1's frame and read the perspective frame's faces badly
         # (a still, turning scan face wandered 3-4 mm instead of 0.5): they run in their own frame,
         # and their micro and detail layers and events are carried into the take's.
-        network_take = apply_network(in_trained_frame(take, trained_frame), runner, reporter)
-        take = carry_network_layers(network_take, take)
-        provider = runner.provider
+        trained_take = take_in_frame(*_trained_layers(trained_frame, landmarks_px))
+        take_motion = DisplacementReader(partial(camera.faces_at, faces_px), camera.neutral_mm, frame_count)
+        layers = network_layers(trained_take, runner, take_motion, reporter)
+        del trained_take  # its macro layer (T, 478, 3): not needed past the network
+    # The macro layer is the rest of the take's deformation, so the total is what the landmarks show.
+    less = () if layers is None else (layers.micro_mm, layers.detail_mm)
+    macro_mm = displacement_mm(partial(camera.faces_at, faces_px), camera.neutral_mm, frame_count, less)
+    take = take_in_frame(camera.neutral_mm, camera.poses, macro_mm, layers)
     for output in outputs:
         sweep_stale_partials(output)
     with replacing_together(outputs) as staged:  # the take and the sheet land together, or neither
         save_take(take, staged[0])
         if settings.debug_sheet is not None:
-            write_contact_sheet(video.path, records, staged[1], crop_size=settings.frontend.crop_size)
+            write_contact_sheet(video.path, list(unstack_records(observed)), staged[1],
+                                crop_size=settings.frontend.crop_size)
     seconds = time.monotonic() - started
-    return ReconstructSummary(Path(take_path), frame_count, int(valid.sum()), seconds,
-                              frame_count / seconds, frontend.hit, take.model_version, provider, len(take.events))
+    return ReconstructSummary(Path(take_path), frame_count, int(valid.sum()), seconds, frame_count / seconds,
+                              frontend.hit, take.model_version, runner.provider if runner else None, len(take.events))

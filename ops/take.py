@@ -143,15 +143,20 @@ def frame_seconds(take: Take) -> tuple[np.ndarray, list[str]]:
     """(T,) seconds of each take frame since the first, from its timestamps when they are usable
     (finite, increasing), else from its nominal rate; and warnings saying which, and whether the
     clip's rate varies."""
-    nominal = np.arange(take.frame_count) / take.fps  # (T,) s
-    stamps = np.asarray(take.timestamps_s, np.float64)
+    return timestamp_seconds(take.timestamps_s, take.fps)
+
+
+def timestamp_seconds(timestamps_s: np.ndarray, fps: float) -> tuple[np.ndarray, list[str]]:
+    """``frame_seconds`` of frames presented at ``timestamps_s`` (T,) from a clip of nominal ``fps``."""
+    stamps = np.asarray(timestamps_s, np.float64)
+    nominal = np.arange(len(stamps)) / fps  # (T,) s
     if not (np.all(np.isfinite(stamps)) and np.all(np.diff(stamps) > 0)):
-        return nominal, [f"the take's frame times are not usable: frames placed at a constant {take.fps:g} fps"]
+        return nominal, [f"the take's frame times are not usable: frames placed at a constant {fps:g} fps"]
     seconds = stamps - stamps[0]
     drift = float(np.max(np.abs(seconds - nominal))) if len(stamps) else 0.0
-    if drift * take.fps > VFR_TOLERANCE_FRAMES:
+    if drift * fps > VFR_TOLERANCE_FRAMES:
         return seconds, [f"variable frame rate: each frame is placed at its own time (up to {drift:.2f} s from "
-                         f"a constant {take.fps:g} fps)"]
+                         f"a constant {fps:g} fps)"]
     return seconds, []
 
 
@@ -169,7 +174,9 @@ def analysis_clock(take: Take) -> tuple[np.ndarray, float]:
 
 
 def save_take(take: Take, path: Path) -> None:
-    """Write atomically: a temp file in the same folder, then rename over ``path``."""
+    """Write atomically: a temp file in the same folder, then rename over ``path``. Arrays already
+    of their stored dtype are written as they are, not copied first (a long take's layers are
+    hundreds of MB)."""
     take.validate()
     path = Path(path)
     arrays = {
@@ -179,24 +186,24 @@ def save_take(take: Take, path: Path) -> None:
         "source_sha256": np.array(take.source_sha256),
         "fps": np.array(take.fps, dtype=np.float64),
         "frame_size": np.array(take.frame_size, dtype=np.int32),
-        "timestamps_s": take.timestamps_s.astype(np.float64),
-        "valid": take.valid.astype(bool),
-        "landmarks_px": take.landmarks_px.astype(np.float32),
-        "head_rotation": take.head_rotation.astype(np.float32),
-        "head_translation_px": take.head_translation_px.astype(np.float32),
-        "head_scale_px_per_mm": take.head_scale_px_per_mm.astype(np.float32),
-        "neutral_mm": take.neutral_mm.astype(np.float32),
-        "macro_mm": take.macro_mm.astype(np.float32),
-        "micro_mm": take.micro_mm.astype(np.float32),
-        "detail_mm": take.detail_mm.astype(np.float32),
-        "frame_indices": take.frame_indices.astype(np.int64),
+        "timestamps_s": take.timestamps_s.astype(np.float64, copy=False),
+        "valid": take.valid.astype(bool, copy=False),
+        "landmarks_px": take.landmarks_px.astype(np.float32, copy=False),
+        "head_rotation": take.head_rotation.astype(np.float32, copy=False),
+        "head_translation_px": take.head_translation_px.astype(np.float32, copy=False),
+        "head_scale_px_per_mm": take.head_scale_px_per_mm.astype(np.float32, copy=False),
+        "neutral_mm": take.neutral_mm.astype(np.float32, copy=False),
+        "macro_mm": take.macro_mm.astype(np.float32, copy=False),
+        "micro_mm": take.micro_mm.astype(np.float32, copy=False),
+        "detail_mm": take.detail_mm.astype(np.float32, copy=False),
+        "frame_indices": take.frame_indices.astype(np.int64, copy=False),
         "analysis_scale": np.array(take.analysis_scale, dtype=np.float64),
-        "landmark_confidence": take.landmark_confidence.astype(np.float32),
+        "landmark_confidence": take.landmark_confidence.astype(np.float32, copy=False),
         "crop_size_px": np.array(take.crop_size_px, dtype=np.int32),
-        "crop_from_image": take.crop_from_image.astype(np.float32),
-        "flow_at_landmarks_px": take.flow_at_landmarks_px.astype(np.float32),
-        "flow_fb_error_px": take.flow_fb_error_px.astype(np.float32),
-        "flow_consistent": take.flow_consistent.astype(bool),
+        "crop_from_image": take.crop_from_image.astype(np.float32, copy=False),
+        "flow_at_landmarks_px": take.flow_at_landmarks_px.astype(np.float32, copy=False),
+        "flow_fb_error_px": take.flow_fb_error_px.astype(np.float32, copy=False),
+        "flow_consistent": take.flow_consistent.astype(bool, copy=False),
         "camera": np.array(take.camera),
         "model_version": np.array(take.model_version),
         "settings_json": np.array(json.dumps(take.settings, sort_keys=True)),

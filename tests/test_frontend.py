@@ -10,7 +10,8 @@ import pytest
 
 from mxr.ops.crops import apply_affine
 from mxr.ops.errors import MxrError
-from mxr.ops.frontend import GIL_SWITCH_INTERVAL_S, FrontEnd, FrontendSettings, stack_records, unstack_records
+from mxr.ops.frontend import (GIL_SWITCH_INTERVAL_S, TAKE_RECORD_FIELDS, FrameArrays, FrontEnd, FrontendSettings,
+                              stack_records, unstack_records)
 from mxr.ops.frontend_debug import write_contact_sheet
 from mxr.ops.landmarks import FaceTracker, landmark_list_px
 from mxr.ops.progress import ProgressReporter
@@ -78,6 +79,17 @@ def test_stack_and_unstack_round_trip(single_face):
     again = list(unstack_records(arrays))
     assert again[3].index == 3 and again[3].valid is True
     np.testing.assert_array_equal(again[3].flow_at_landmarks, records[3].flow_at_landmarks)
+
+
+def test_frame_arrays_gather_what_stack_records_stacks_past_the_expected_count(single_face):
+    _, records, _ = single_face
+    gathered = FrameArrays(TAKE_RECORD_FIELDS, expected_frames=4)  # the container said fewer: the arrays grow
+    for record in records[:10]:
+        gathered.append(record)
+    stacked = stack_records(records[:10])
+    for name, array in gathered.arrays().items():
+        assert array.dtype == stacked[name].dtype and array.shape == stacked[name].shape
+        np.testing.assert_array_equal(array, stacked[name])
 
 
 @pytest.mark.parametrize("clip, face_first", [("video/face_noface.mov", True), ("video/noface_face.mov", False)])

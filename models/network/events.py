@@ -123,7 +123,6 @@ def extract_events(logits: np.ndarray, motion_mm: np.ndarray, fps: float, region
     ``refine_min_fps``: the frame rate from which the timing is refined by the profile fit.
     """
     probability = sigmoid(logits.astype(np.float64))  # (T, R)
-    motion = np.nan_to_num(motion_mm.astype(np.float64))  # (T, 478, 3)
     shortest = max(1, int(round(min_duration_s * fps)))
     longest = max(shortest, int(round(max_duration_s * fps)))
     gap = int(round(merge_gap_s * fps))
@@ -133,27 +132,35 @@ def extract_events(logits: np.ndarray, motion_mm: np.ndarray, fps: float, region
         for start, end in merge_close(hysteresis_segments(probability[:, row], high, low), gap):
             if not shortest <= end - start + 1 <= longest:
                 continue
-            regional = bump_mm(motion[start:end + 1][:, members])  # (n,)
+            regional = bump_mm(span_mm(motion_mm, start, end)[:, members])  # (n,)
             if regional.max() < min_peak_mm:
                 continue
             apex = start + int(np.argmax(regional))
             event = MicroEvent(onset_frame=start, apex_frame=apex, offset_frame=end, region=region,
                                peak_mm=float(regional[apex - start]),
                                confidence=float(probability[start:end + 1, row].max()))
-            candidates.append(refine_timing(event, motion[:, members], fps) if fps >= refine_min_fps else event)
+            candidates.append(refine_timing(event, motion_mm, members, fps) if fps >= refine_min_fps else event)
     return suppress_overlaps(candidates)
 
 
-def refine_timing(event: MicroEvent, motion_mm: np.ndarray, fps: float) -> MicroEvent:
-    """The event with onset, apex, offset and peak from the profile fit over the region's motion
-    (T, M, 3) mm around it; unchanged where nothing fits."""
+def refine_timing(event: MicroEvent, motion_mm: np.ndarray, members: np.ndarray, fps: float) -> MicroEvent:
+    """The event with onset, apex, offset and peak from the profile fit over its region's motion
+    around it (the ``members`` landmarks of the face's motion (T, 478, 3) mm); unchanged where
+    nothing fits."""
     first, last = _fit_span(event, REFINE_SLACK_S, BASELINE_PAD_S, fps, len(motion_mm))
-    fit = fit_event_timing(motion_mm[first:last + 1], fps, first, event.onset_frame, event.offset_frame,
-                           slack_s=REFINE_SLACK_S)
+    fit = fit_event_timing(span_mm(motion_mm, first, last)[:, members], fps, first, event.onset_frame,
+                           event.offset_frame, slack_s=REFINE_SLACK_S)
     if fit is None:
         return event
     return replace(event, onset_frame=fit.onset_frame, apex_frame=fit.apex_frame, offset_frame=fit.offset_frame,
                    peak_mm=float(np.linalg.norm(fit.pattern_mm, axis=1).max()))
+
+
+def span_mm(motion_mm: np.ndarray, first: int, last: int) -> np.ndarray:
+    """Frames ``first``..``last`` (inclusive) of the face's motion (T, 478, 3) mm (an array, or
+    anything sliced like one) as float64, NaN as 0: one event's stretch, so that a long take is
+    never copied whole (memory stays flat in its length)."""
+    return np.nan_to_num(np.asarray(motion_mm[first:last + 1], np.float64))
 
 
 def _fit_span(event: MicroEvent, slack_s: float, pad_s: float, fps: float, frame_count: int) -> tuple[int, int]:
@@ -189,20 +196,20 @@ def micro_layer_mm(events: list[MicroEvent], motion_mm: np.ndarray, fps: float, 
     at 200 fps (0.2 s: 0.501 / 0.478x, but 24-200 fps worse); below 60 fps it did not help (0.15 s:
     0.574 / 0.565x at 24-30 fps). On the evaluation's held-out takes: 0.54x -> 0.53x overall.
     """
-    motion = np.nan_to_num(motion_mm.astype(np.float64))
-    layer = np.zeros_like(motion)
+    layer = np.zeros(motion_mm.shape, np.float32)  # (T, 478, 3) mm
     members = {region: region_landmarks(row) for region, row in zip(regions, membership)}
     fits = []  # (first frame, last frame, profile (n,), region) of each event that fits
     patterns = []  # (478 * 3,) mm, each one's least-squares displacement
     slack_s = LAYER_SLACK_FRAMES / fps
     pad_s = LAYER_BASELINE_PAD_REFINED_S if fps >= REFINE_MIN_FPS else BASELINE_PAD_S
     for event in events:
-        first, last = _fit_span(event, slack_s, pad_s, fps, len(motion))
-        fit = fit_event_timing(motion[first:last + 1][:, members[event.region]], fps, first, event.onset_frame,
+        first, last = _fit_span(event, slack_s, pad_s, fps, len(motion_mm))
+        span = span_mm(motion_mm, first, last)  # (n, 478, 3)
+        fit = fit_event_timing(span[:, members[event.region]], fps, first, event.onset_frame,
                                event.offset_frame, slack_s=slack_s)
         if fit is not None:
             fits.append((first, last, fit.profile, event.region))
-            patterns.append(fit_pattern(motion[first:last + 1], fit.profile).reshape(-1))
+            patterns.append(fit_pattern(span, fit.profile).reshape(-1))
     if not fits:
         return layer
     allowed = {region: np.where(region_units(basis_mm, landmarks), np.inf, 0.0) for region, landmarks in members.items()}
@@ -270,18 +277,18 @@ def standing_out(events: list[MicroEvent], motion_mm: np.ndarray, fps: float, re
     """``events`` less those that do not stand out of their region's motion around them, or do not
     return (see ``STAND_OUT``): talking and landmark jitter move a region all the time, a macro
     expression sets in, and a detector trained on synthesized observations fires on them.
-    motion_mm (T, 478, 3) the face's deformation (NaN on invalid frames). An event with no motion
+    motion_mm (T, 478, 3) the face's deformation (NaN on invalid frames; an array, or anything sliced
+    like one: only the second around each event is read). An event with no motion
     around it (a take as short as the event) is judged on its return alone."""
-    motion = np.nan_to_num(motion_mm.astype(np.float64))
     context, settle = int(round(context_s * fps)), max(1, int(round(settle_s * fps)))
     highpass, back = max(3, int(round(highpass_s * fps))), max(1, int(round(return_s * fps)))
     kept = []
     for event in events:
         members = region_landmarks(membership[regions.index(event.region)])
         first = max(event.onset_frame - context, 0)
-        last = min(event.offset_frame + context, len(motion) - 1)
+        last = min(event.offset_frame + context, len(motion_mm) - 1)
         onset, apex, offset = (frame - first for frame in (event.onset_frame, event.apex_frame, event.offset_frame))
-        activation = pattern_activation(motion[first:last + 1][:, members], onset, apex, offset)  # (n,)
+        activation = pattern_activation(span_mm(motion_mm, first, last)[:, members], onset, apex, offset)  # (n,)
         rise = activation[apex] - activation[max(onset - settle, 0):onset + 1].mean()
         fall = activation[apex] - activation[offset:offset + back + 1].min()
         fast = activation - running_median(activation, highpass)

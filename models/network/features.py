@@ -22,6 +22,7 @@ points, which the tessellation leaves out, are linked to their ring and their ey
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable
@@ -30,7 +31,7 @@ import numpy as np
 
 from ...ops.canonical import IRIS_LANDMARKS, RIGID_LANDMARKS
 from ...ops.take import LANDMARK_COUNT, Take, analysis_clock
-from .fusion import fuse_take
+from .fusion import basis_in_take_frame, fuse_take
 
 NEIGHBOURS = 8  # k: padded neighbour count per landmark
 EVENT_REGIONS = ("brows", "eyes", "nose", "cheeks", "mouth", "jaw")
@@ -39,14 +40,18 @@ _IRIS = {468: (469, 470, 471, 472), 473: (474, 475, 476, 477)}  # centre -> ring
 
 @dataclass
 class NetworkInputs:
-    """One take's per-frame inputs; invalid/unobserved entries are zero with their mask False."""
+    """One take's per-frame inputs; invalid/unobserved entries are zero with their mask False.
 
-    landmarks_mm: np.ndarray  # (T, 478, 3) float32 baseline displacement from neutral
+    The landmarks and the fused track are made a window at a time (``landmarks_at``, ``fused_at``)
+    from the take's own macro layer and the fused coefficients: a long take holds its deformation
+    once, not three times (3 x 5.6 KB a frame)."""
+
+    macro_mm: np.ndarray  # (T, 478, 3) the baseline's displacement from neutral (the take's), NaN without a face
     flow_mm: np.ndarray  # (T, 478, 3) float32 canonical displacement t-1 -> t
     flow_mask: np.ndarray  # (T, 478) bool
     valid: np.ndarray  # (T,) bool
-    fused_mm: np.ndarray  # (T, 478, 3) float32 landmarks + flow, fused (zero on invalid frames)
-    coefficients: np.ndarray  # (T, K) float32 the fused track in the open head's expression units
+    fused_coefficients: np.ndarray  # (T, K) float64 landmarks + flow fused, in the open head's expression units
+    basis_mm: np.ndarray  # (K, 478, 3) float64 those units in the take's frame, mm per unit
     geometry: np.ndarray  # (478, 6) float32 neutral position (mm) and unit normal
     seconds: np.ndarray  # (T,) float64 s since the first frame (``take.analysis_clock``)
     fps: float  # frames per second of real time that per-frame motion is read at
@@ -55,8 +60,35 @@ class NetworkInputs:
     def frame_count(self) -> int:
         return int(self.valid.shape[0])
 
+    @property
+    def coefficients(self) -> np.ndarray:
+        """(T, K) float32 the fused track in the open head's expression units."""
+        return self.fused_coefficients.astype(np.float32)
 
-FLOW_CHUNK_FRAMES = 1024  # frames whose flow is carried into the face frame at a time
+    @property
+    def landmarks_mm(self) -> np.ndarray:
+        """(T, 478, 3) float32 baseline displacement from neutral (``landmarks_at`` every frame)."""
+        return self.landmarks_at(slice(None))
+
+    @property
+    def fused_mm(self) -> np.ndarray:
+        """(T, 478, 3) float32 landmarks + flow, fused (``fused_at`` every frame)."""
+        return self.fused_at(slice(None))
+
+    def landmarks_at(self, frames: slice | np.ndarray) -> np.ndarray:
+        """(..., 478, 3) float32 the baseline's displacement at ``frames`` (any index shape), zero
+        without a face."""
+        landmarks = np.nan_to_num(self.macro_mm[frames].astype(np.float32))
+        return np.where(self.valid[frames][..., None, None], landmarks, 0.0).astype(np.float32)
+
+    def fused_at(self, frames: slice | np.ndarray) -> np.ndarray:
+        """(..., 478, 3) float32 the fused deformation at ``frames`` (any index shape), zero without
+        a face: the basis' units at the fused coefficients."""
+        fused = np.tensordot(self.fused_coefficients[frames], self.basis_mm, axes=1).astype(np.float32)
+        return np.where(self.valid[frames][..., None, None], fused, 0.0).astype(np.float32)
+
+
+FLOW_CHUNK_FRAMES = 256  # frames whose flow is carried into the face frame at a time (~30 MB of work arrays)
 
 
 def canonical_flow_mm(take: Take) -> tuple[np.ndarray, np.ndarray]:
@@ -154,16 +186,14 @@ def _rigid_increment_jacobian(points: np.ndarray, centre: np.ndarray) -> np.ndar
 def take_inputs(take: Take, on_progress: Callable[[int, int], None] | None = None) -> NetworkInputs:
     """Everything the network reads from a take (baseline reconstruction + front-end observations).
     ``on_progress(done, total)``: frames fused so far (the long part)."""
-    valid = np.asarray(take.valid, bool)
-    landmarks = np.where(valid[:, None, None], np.nan_to_num(take.macro_mm.astype(np.float32)), 0.0)
     flow, mask = canonical_flow_mm(take)
-    fused, coefficients = fuse_take(take, landmarks, flow, mask, on_progress)
-    fused = np.where(valid[:, None, None], fused, 0.0)
+    basis = basis_in_take_frame(take.neutral_mm)
+    coefficients = fuse_take(take, flow, mask, basis, on_progress)
     neutral = take.neutral_mm.astype(np.float64)
     geometry = np.concatenate([neutral, vertex_normals(neutral)], axis=1).astype(np.float32)
     seconds, fps = analysis_clock(take)
-    return NetworkInputs(landmarks.astype(np.float32), flow, mask, valid, fused.astype(np.float32), coefficients,
-                         geometry, seconds, fps)
+    return NetworkInputs(take.macro_mm, flow, mask, np.asarray(take.valid, bool), coefficients, basis, geometry,
+                         seconds, fps)
 
 
 def resample_track(values: np.ndarray, seconds: np.ndarray, rate_hz: float) -> np.ndarray:
@@ -203,13 +233,13 @@ def windowed(inputs: NetworkInputs, starts: np.ndarray, window: int) -> dict[str
     valid = inputs.valid[frames] & inside  # (B, W)
     mask = inputs.flow_mask[frames] & valid[..., None]  # (B, W, 478)
     return {
-        "landmarks_mm": np.where(valid[..., None, None], inputs.landmarks_mm[frames], 0.0).astype(np.float32),
+        "landmarks_mm": np.where(valid[..., None, None], inputs.landmarks_at(frames), 0.0).astype(np.float32),
         "flow_mm": np.where(mask[..., None], inputs.flow_mm[frames], 0.0).astype(np.float32),
         "flow_mask": mask[..., None].astype(np.float32),  # (B, W, 478, 1)
         "valid": valid[..., None].astype(np.float32),  # (B, W, 1)
         "geometry": np.broadcast_to(inputs.geometry, (batch,) + inputs.geometry.shape).astype(np.float32),
         "fps": np.full((batch, 1), inputs.fps, np.float32),
-        "fused_mm": np.where(valid[..., None, None], inputs.fused_mm[frames], 0.0).astype(np.float32),
+        "fused_mm": np.where(valid[..., None, None], inputs.fused_at(frames), 0.0).astype(np.float32),
     }
 
 
@@ -228,6 +258,7 @@ def vertex_normals(points: np.ndarray) -> np.ndarray:
 def _tessellation_edges() -> np.ndarray:
     from mediapipe.python.solutions.face_mesh_connections import FACEMESH_LEFT_EYE, FACEMESH_RIGHT_EYE, FACEMESH_TESSELATION
 
+    _release_mediapipe_import_stack()
     edges = {tuple(sorted(edge)) for edge in FACEMESH_TESSELATION}
     contours = {468: FACEMESH_RIGHT_EYE, 473: FACEMESH_LEFT_EYE}  # mediapipe's left = subject's left
     reference = _reference_landmarks()
@@ -240,6 +271,18 @@ def _tessellation_edges() -> np.ndarray:
             for nearest in contour[np.argsort(distance)[:2]]:
                 edges.add(tuple(sorted((int(nearest), point))))
     return np.array(sorted(edges), np.int64)
+
+
+def _release_mediapipe_import_stack() -> None:
+    """Let go of the stack MediaPipe's first import was made from. Its audio module keeps the error
+    of a missing PortAudio (``audio_record.sd_error``) with its traceback, which holds every frame
+    that was running then, with their arrays, for the life of the process: the engine first
+    imports it here, deep in a run (``take_inputs`` -> ``vertex_normals`` on a cached front-end),
+    which kept the network's inputs, outputs and take (~40 KB a frame) after the run was done."""
+    audio = sys.modules.get("mediapipe.tasks.python.audio.core.audio_record")
+    error = getattr(audio, "sd_error", None)
+    if error is not None:
+        error.__traceback__ = None
 
 
 @lru_cache(maxsize=None)

@@ -70,16 +70,15 @@ def basis_in_take_frame(neutral_mm: np.ndarray) -> np.ndarray:
     return basis @ (alignment.scale[0] * alignment.rotation[0]).T
 
 
-def fuse_take(take: Take, landmarks_mm: np.ndarray, flow_mm: np.ndarray, flow_mask: np.ndarray,
-              on_progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``fuse`` with the take's basis and head rotations; invalid frames carry no landmark term.
-    landmarks_mm, flow_mm (T, 478, 3), flow_mask (T, 478) bool -> the fused deformation
-    (T, 478, 3) float32 mm and its coefficients (T, K) float32 (the open head's units)."""
-    basis = basis_in_take_frame(take.neutral_mm)
+def fuse_take(take: Take, flow_mm: np.ndarray, flow_mask: np.ndarray, basis_mm: np.ndarray,
+              on_progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """``fuse`` of the take's macro layer (its baseline displacement; frames without a face carry
+    no landmark term) with its head rotations. flow_mm (T, 478, 3), flow_mask (T, 478) bool,
+    basis_mm (K, 478, 3) the units in the take's frame (``basis_in_take_frame``) -> the
+    coefficients (T, K) float64 (the open head's units)."""
     rotation = np.nan_to_num(np.asarray(take.head_rotation, np.float64))
-    coefficients = fuse(landmarks_mm, flow_mm, flow_mask, np.asarray(take.valid, bool), rotation, basis,
-                        expression_gain(), on_progress=on_progress)
-    return np.tensordot(coefficients, basis, axes=1).astype(np.float32), coefficients.astype(np.float32)
+    return fuse(take.macro_mm, flow_mm, flow_mask, np.asarray(take.valid, bool), rotation, basis_mm,
+                expression_gain(), on_progress=on_progress)
 
 
 def fuse(landmarks_mm: np.ndarray, flow_mm: np.ndarray, flow_mask: np.ndarray, valid: np.ndarray,
@@ -89,8 +88,9 @@ def fuse(landmarks_mm: np.ndarray, flow_mm: np.ndarray, flow_mask: np.ndarray, v
          on_progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """The least-squares coefficient track (see the module docstring).
 
-    landmarks_mm, flow_mm (T, 478, 3) mm (flow: the step t-1 -> t, frame 0 unused), flow_mask
-    (T, 478) bool, valid (T,) bool, rotation (T, 3, 3) canonical -> camera, basis_mm (K, 478, 3)
+    landmarks_mm, flow_mm (T, 478, 3) mm (landmarks: NaN or anything without a face; flow: the step
+    t-1 -> t, frame 0 unused), flow_mask (T, 478) bool, valid (T,) bool, rotation (T, 3, 3)
+    canonical -> camera, basis_mm (K, 478, 3)
     -> coefficients (T, K). Chunks of ``chunk`` frames overlapping by ``overlap`` keep memory
     bounded; their tracks are blended linearly across the overlap. ``on_progress(done, total)``:
     frames fused so far."""
@@ -126,8 +126,9 @@ def _fuse_chunk(landmarks_mm: np.ndarray, flow_mm: np.ndarray, flow_mask: np.nda
     flat = basis_mm.reshape(units, -1).T  # (1434, K)
     landmark_weight = np.asarray(valid, np.float64)[:, None, None] * gain**2 / landmark_sigma_mm**2
     diagonal = landmark_weight * (flat.T @ flat)[None] + RIDGE * np.eye(units)[None]  # (T, K, K)
+    seen = np.where(np.asarray(valid, bool)[:, None], np.nan_to_num(landmarks_mm.reshape(frames, -1)), 0.0)  # (T, 1434)
     right = (gain / landmark_sigma_mm**2) * np.asarray(valid, np.float64)[:, None] * (
-        landmarks_mm.reshape(frames, -1).astype(np.float64) @ flat)  # (T, K)
+        seen.astype(np.float64) @ flat)  # (T, K)
     coupling, flow_right = flow_normal_equations(flow_mm, flow_mask, rotation, basis_mm, flow_sigma_mm)
     # Step t couples c_t and c_{t-1}: +G_t on both diagonals, -G_t off the diagonal.
     diagonal += coupling

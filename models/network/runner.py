@@ -64,12 +64,13 @@ def choose_providers(requested: list[str] | None, available: list[str]) -> list[
     return chosen if CPU in chosen else chosen + [CPU]
 
 
-# Windows per session call. onnxruntime's arena keeps what the largest call needed: 32 windows of
-# 128 frames held ~3.6 GB on a 200 s clip (the whole engine peaked at 5.1 GB), 8 ~0.9 GB, 4 ~0.15
-# GB, 2 next to nothing, at much the same speed on a 2-core CPU (scripts/bench_network.py,
-# 2026-12-04: 1,000-2,200 frames/s whatever the batch, noisy; the fusion before it runs at a few
-# hundred).
-BATCH_WINDOWS = 2
+# Windows per session call. A call's intermediate tensors grow with its windows (~110 MB for one
+# window of 128 frames, ~215 MB for two), and onnxruntime's arena would keep the largest call's for
+# good: with it, 2 windows held +356 MB after the run (1 window +178 MB; 32 windows ~3.6 GB on a
+# 200 s clip). Without the arena (``NetworkRunner``) one window a call peaks at +108 MB and gives it
+# back, ~20 % slower on the network alone (765 frames: 0.85 -> 1.03 s on a 2-core CPU, 2026-12-04),
+# under 2 % of the engine's time.
+BATCH_WINDOWS = 1
 
 
 class NetworkRunner:
@@ -105,6 +106,7 @@ class NetworkRunner:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.log_severity_level = 3  # a missing CUDA library is reported by ``provider``, not a log storm
+        options.enable_cpu_mem_arena = False  # see BATCH_WINDOWS: memory stays flat in the clip's length
         chosen = choose_providers(providers, onnxruntime.get_available_providers())
         self.session = onnxruntime.InferenceSession(str(self.model_path), options, providers=chosen)
         self.detector: dict | None = None
@@ -202,7 +204,7 @@ class NetworkRunner:
 class _WindowBlend:
     """Overlapping windows, added a batch at a time -> per-frame float32 arrays, each frame the
     taper-weighted mean of the windows that hold it. Only the per-frame sums are kept, so a long
-    take never holds all its windows at once."""
+    take never holds all its windows at once; ``blended`` turns them into the means in place."""
 
     def __init__(self, window: int, count: int) -> None:
         self.taper, self.count = _taper(window), count  # (W,)
@@ -221,8 +223,10 @@ class _WindowBlend:
             self.weight[start:start + span] += taper
 
     def blended(self) -> list[np.ndarray]:
-        return [(total / self.weight.reshape((-1,) + (1,) * (total.ndim - 1))).astype(np.float32)
-                for total in self.totals]
+        """The per-frame means, (T, ...) float32 each: the sums divided in place (call once)."""
+        for total in self.totals:
+            np.divide(total, self.weight.reshape((-1,) + (1,) * (total.ndim - 1)), out=total, casting="unsafe")
+        return self.totals
 
 
 def _taper(window: int) -> np.ndarray:
@@ -232,18 +236,22 @@ def _taper(window: int) -> np.ndarray:
     return np.clip(position, 0.05, 1.0)
 
 
-def apply_network(take: Take, runner: NetworkRunner, reporter: ProgressReporter | None = None) -> Take:
+def apply_network(take: Take, runner: NetworkRunner, reporter: ProgressReporter | None = None,
+                  judged_motion_mm: np.ndarray | None = None) -> Take:
     """A new take with the network's macro / micro / detail layers and micro events; the baseline's
     observations, pose and neutral are kept, invalid frames stay NaN. With events, the micro layer is
     the motion they explain (``events.micro_layer_mm``), moved out of the macro layer: the mesh
     network's own micro output stays near zero (see EVALUATION.md), and the total is unchanged.
-    The network reads the baseline's canonical faces, so it takes a baseline take, not its own output."""
+    The network reads the baseline's canonical faces, so it takes a baseline take, not its own output.
+    ``judged_motion_mm`` (T, 478, 3): the motion an event must stand out of (``events.standing_out``;
+    the network's own total when None), e.g. the same face read in a steadier frame."""
     if take.model_version != BASELINE_VERSION:
         raise MxrError(f"the network refines a landmark-only baseline take, not a '{take.model_version}' take")
-    return decode_reconstruction(take, runner.run(take, reporter), runner)
+    return decode_reconstruction(take, runner.run(take, reporter), runner, judged_motion_mm)
 
 
-def decode_reconstruction(take: Take, result: Reconstruction, runner: NetworkRunner) -> Take:
+def decode_reconstruction(take: Take, result: Reconstruction, runner: NetworkRunner,
+                          judged_motion_mm: np.ndarray | None = None) -> Take:
     """``apply_network``'s second half: the network's output on ``take`` -> events at the runner's
     thresholds, the micro layer they explain, the new take. Apart so that a choice of thresholds
     can decode one network run many times (scripts/choose_event_pair.py)."""
@@ -253,11 +261,12 @@ def decode_reconstruction(take: Take, result: Reconstruction, runner: NetworkRun
     events = runner.events(result.event_logits, result.confirming_logits, total_mm, fps)
     # Blinks as the landmarks show them (the network's output smooths a blink's lids).
     events = without_blinks(events, take.neutral_mm.astype(np.float64), take.deformation_mm())
-    events = standing_out(events, total_mm, fps, regions, membership)  # not talking, jitter or a macro onset
+    judged_mm = total_mm if judged_motion_mm is None else judged_motion_mm  # the rise / spread ratio does not
+    events = standing_out(events, judged_mm, fps, regions, membership)  # depend on the frame's similarity
     macro_mm, micro_mm = result.macro_mm, result.micro_mm
     if events:  # the micro layer is what the events explain, taken out of the macro layer: the total stays
         micro_mm = micro_layer_mm(events, total_mm, fps, regions, membership,
-                                  basis_in_take_frame(take.neutral_mm)).astype(np.float32)
+                                  basis_in_take_frame(take.neutral_mm))  # (T, 478, 3) float32
         micro_mm[~np.asarray(take.valid, bool)] = np.nan
         macro_mm = total_mm - micro_mm - result.detail_mm
     settings = dict(take.settings)
