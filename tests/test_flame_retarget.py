@@ -61,6 +61,18 @@ def test_jaw_eyes_and_expressions_are_recovered(model_and_landmarks, rig):
     np.testing.assert_allclose(solved.expression, expression, atol=1e-5)
 
 
+def test_stops_at_the_minimum(model_and_landmarks, rig):
+    """A frame stops when its Gauss-Newton step is below the tolerance, and is then within about
+    as much of the minimum: the accelerated steps leave no slow direction behind."""
+    expression, pose = moving_face(24, seed=8)
+    take = flame_take(*model_and_landmarks, np.zeros(0), expression, pose)
+    deformation = take.deformation_mm() + np.random.default_rng(9).normal(0.0, 0.2, (24, 478, 3))
+    solved = retarget_flame(rig, deformation, take.neutral_mm, joints=(2, 3, 4))
+    converged = retarget_flame(rig, deformation, take.neutral_mm, joints=(2, 3, 4), tolerance=1e-12, iterations=500)
+    np.testing.assert_allclose(solved.expression, converged.expression, atol=2e-6)
+    np.testing.assert_allclose(solved.pose, converged.pose, atol=2e-6)
+
+
 def test_bounds_hold_and_bind(model_and_landmarks, rig):
     expression, pose = moving_face(6, seed=4)
     expression[2, :3] = [3.8, -3.5, 3.2]  # past FLAME's +-3
