@@ -33,6 +33,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from ..models.network.event_profile import smoothstep
 from .canonical import SKIN_LANDMARK_COUNT
 from .skin_track import piecewise_affine_map
 from .take import Take
@@ -148,11 +149,6 @@ def action_field(action: InjectedAction, neutral_mm: np.ndarray) -> np.ndarray:
 def action_fields(neutral_mm: np.ndarray) -> np.ndarray:
     """(A, 478, 3) mm: every action of ``ACTIONS`` at intensity 1 on this neutral."""
     return np.stack([action_field(action, neutral_mm) for action in ACTIONS])
-
-
-def smoothstep(x: np.ndarray) -> np.ndarray:
-    x = np.clip(x, 0.0, 1.0)
-    return x * x * (3.0 - 2.0 * x)
 
 
 @dataclass(frozen=True)
