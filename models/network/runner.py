@@ -261,8 +261,9 @@ def decode_reconstruction(take: Take, result: Reconstruction, runner: NetworkRun
     events = runner.events(result.event_logits, result.confirming_logits, total_mm, fps)
     # Blinks as the landmarks show them (the network's output smooths a blink's lids).
     events = without_blinks(events, take.neutral_mm.astype(np.float64), take.deformation_mm())
-    judged_mm = total_mm if judged_motion_mm is None else judged_motion_mm  # the rise / spread ratio does not
-    events = standing_out(events, judged_mm, fps, regions, membership)  # depend on the frame's similarity
+    # Events must stand out of the motion around them; the test's ratios do not depend on the frame's similarity.
+    judged_mm = total_mm if judged_motion_mm is None else judged_motion_mm
+    events = standing_out(events, judged_mm, fps, regions, membership)
     macro_mm, micro_mm = result.macro_mm, result.micro_mm
     if events:  # the micro layer is what the events explain, taken out of the macro layer: the total stays
         micro_mm = micro_layer_mm(events, total_mm, fps, regions, membership,
