@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
@@ -38,7 +38,7 @@ from .frontend_debug import write_contact_sheet
 from .neutral import face_measures, neutral_run, occluded_frames, scores_from_measures
 from .perspective import PerspectiveCamera, calmest_frames, perspective_camera
 from ..models.network.runner import NetworkRunner, apply_network
-from ..models.retarget import displacement_on
+from ..models.retarget import displacement_on, frame_chunks
 from ..models.similarity import Similarities, fit_similarities
 from .progress import ProgressReporter
 from .video import VideoInfo
@@ -108,17 +108,12 @@ CHUNK_FRAMES = 256  # frames whose 478 points a stage reads at a time: ~3 MB a f
 LayerReader = Callable[[slice], np.ndarray]  # frames -> their (F, 478, 3) mm
 
 
-def frame_chunks(count: int) -> Iterator[slice]:
-    """Consecutive runs of at most ``CHUNK_FRAMES`` of a take's ``count`` frames."""
-    return (slice(start, min(start + CHUNK_FRAMES, count)) for start in range(0, count, CHUNK_FRAMES))
-
-
 def displacement_mm(faces_at: LayerReader, neutral_mm: np.ndarray, count: int,
                     less: tuple[np.ndarray, ...] = ()) -> np.ndarray:
     """(T, 478, 3) float32 mm: each frame's face (``faces_at``) less the neutral (478, 3) mm and the
     layers ``less`` (T, 478, 3), worked in float64 a chunk of frames at a time."""
     displacement = np.empty((count, len(neutral_mm), 3), np.float32)
-    for frames in frame_chunks(count):
+    for frames in frame_chunks(count, CHUNK_FRAMES):
         part = faces_at(frames) - neutral_mm
         for layer in less:
             part = part - layer[frames]
@@ -152,7 +147,8 @@ def zero_layer(valid: np.ndarray) -> np.ndarray:
 def chunked_scores(faces_at: LayerReader, valid: np.ndarray) -> np.ndarray:
     """``neutral.neutral_scores`` (T,) of the faces ``faces_at`` reads, measured a chunk of frames at
     a time."""
-    measures = np.concatenate([face_measures(faces_at(frames)) for frames in frame_chunks(len(valid))])  # (T, 6)
+    measures = np.concatenate([face_measures(faces_at(frames))
+                               for frames in frame_chunks(len(valid), CHUNK_FRAMES)])  # (T, 6)
     return scores_from_measures(measures, valid)
 
 
@@ -277,7 +273,7 @@ def network_layers(trained_take: Take, runner: NetworkRunner, take_motion: Displ
     carried = []
     for layer in (network_take.micro_mm, network_take.detail_mm):
         carried.append(np.empty(layer.shape, np.float32))
-        for frames in frame_chunks(len(layer)):
+        for frames in frame_chunks(len(layer), CHUNK_FRAMES):
             carried[-1][frames] = displacement_on(alignment, np.asarray(layer[frames], np.float64))
     return NetworkLayers(carried[0], carried[1], network_take.events, network_take.model_version,
                          network_take.settings["network"])

@@ -50,6 +50,7 @@ from mxr.models.detail import FACE_SOURCES, compress, head_residual  # noqa: E40
 from mxr.models.retarget import neutral_to_head, seen_landmark_basis, solve_units  # noqa: E402
 from mxr.models.scan import load_scan  # noqa: E402
 from mxr.ops.canonical import SKIN_LANDMARKS  # noqa: E402
+from mxr.ops.injection import take_camera  # noqa: E402
 from mxr.ops.reconstruct import ReconstructSettings, reconstruct  # noqa: E402
 from mxr.ops.perspective import calm_frames, perspective_faces  # noqa: E402
 from mxr.ops.skin_track import SkinTrackSettings, fall_back, rest_references, track_with_references  # noqa: E402
@@ -132,13 +133,10 @@ class TakeView(Rays):
     full size)."""
 
     def __init__(self, take: Take) -> None:
-        self.focal = float(take.settings["camera_focal_px"])
-        self.centre = np.array(take.frame_size, np.float64) / 2.0
-        flip = np.diag([1.0, -1.0, -1.0])  # canonical <-> OpenCV camera axes
-        self.rotations = flip @ take.head_rotation.astype(np.float64)  # (T, 3, 3) canonical -> OpenCV camera
-        depth = self.focal / take.head_scale_px_per_mm.astype(np.float64)  # (T,) mm
-        projected = take.head_translation_px[:, :2].astype(np.float64) * [1.0, -1.0]  # (T, 2) px, y down
-        self.shifts = np.column_stack([(projected - self.centre) * depth[:, None] / self.focal, depth])  # (T, 3) mm
+        camera = take_camera(take)
+        self.focal, self.centre = camera.focal_px, camera.centre_px
+        self.rotations = camera.rotations  # (T, 3, 3) canonical -> OpenCV camera
+        self.shifts = camera.shifts_mm  # (T, 3) mm
 
     def project(self, frame: int, points_mm: np.ndarray) -> np.ndarray:
         """(N, 3) canonical mm -> (N, 2) px in the frame's image."""
