@@ -53,7 +53,8 @@ SMOOTHING = 1e-3  # Tikhonov weight, relative to the fit matrix' mean squared co
 def wendland(distance: np.ndarray, radius: float) -> np.ndarray:
     """Wendland's C2 function (1 - d/R)^4 (4 d/R + 1), zero from R on: 1 at d = 0."""
     ratio = np.clip(distance / radius, 0.0, 1.0)
-    return (1.0 - ratio) ** 4 * (4.0 * ratio + 1.0)
+    falling = (1.0 - ratio) ** 2  # squared twice: numpy's general power is several times slower
+    return falling * falling * (4.0 * ratio + 1.0)
 
 
 @dataclass(frozen=True)
@@ -86,8 +87,7 @@ class DetailSpread:
         if radius is None:
             radius = RADIUS_FRACTION * float(np.linalg.norm(np.ptp(centres, axis=0)))
         allowed = np.ones(len(rest), dtype=bool) if movable is None else np.asarray(movable, dtype=bool)
-        gaps = np.linalg.norm(rest[:, None, :] - centres[None, :, :], axis=2)  # (V, L') metres
-        kernel = wendland(gaps, radius) * allowed[:, None]  # (V, L')
+        kernel = wendland(distances(rest, centres), radius) * allowed[:, None]  # (V, L')
         # The field at the landmarks is what the mesh shows there: the embedding of the vertex field.
         seen = embedding.locate(kernel.T[..., None])[..., 0][:, sources].T  # (L', L') landmark <- centre
         strength = smoothing * float(np.mean(np.sum(seen**2, axis=0)))
@@ -99,8 +99,16 @@ class DetailSpread:
     def apply(self, residual: np.ndarray) -> np.ndarray:
         """Residual at the sources (..., L', 3) metres -> vertex offsets (..., V, 3) metres."""
         offsets = np.zeros(residual.shape[:-2] + (self.vertex_count, 3))
-        offsets[..., self.vertices, :] = np.einsum("vl,...lc->...vc", self.matrix, residual)
+        offsets[..., self.vertices, :] = self.matrix @ residual  # one matrix product (BLAS) per leading index
         return offsets
+
+
+def distances(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Euclidean distances (P, C) between points (P, 3) and centres (C, 3), as |p|^2 + |c|^2 - 2 p.c:
+    one matrix product instead of a (P, C, 3) difference. Its rounding, about 1e-9 of the
+    head's size near zero distance, is lost on the Wendland kernel, flat there."""
+    squared = np.sum(points**2, axis=1)[:, None] + np.sum(centres**2, axis=1) - 2.0 * points @ centres.T
+    return np.sqrt(np.clip(squared, 0.0, None))
 
 
 def movable_vertices(vertex_count: int, regions: dict[str, np.ndarray]) -> np.ndarray:
@@ -135,33 +143,72 @@ def compress(
     drops any that moves no landmark by ``floor_m`` in any frame (invisible, not worth a key). Each
     component is scaled so its weights span [-1, 1] with the largest magnitude positive. Read
     ``CHUNK_FRAMES`` frames at a time through the (3 L', 3 L') second-moment matrix, so memory
-    does not grow with the clip.
+    does not grow with the clip; in the residual's own precision (float32 for a bake's: a
+    component then turns by about 1e-7 rad, below what float32 keys hold), summed in float64.
+    Only its ``max_shapes`` leading eigenvectors are needed (``leading_eigenpairs``), the energy
+    share being a fraction of its trace.
     """
     frames = len(residual)
     columns = np.arange(residual.shape[1]) if landmarks is None else np.asarray(landmarks)
+    width = 3 * len(columns)
+    if len(columns) and np.array_equal(columns, np.arange(columns[0], columns[0] + len(columns))):
+        columns = slice(int(columns[0]), int(columns[0]) + len(columns))  # a view, not a copy, per chunk
+    precision = np.result_type(residual.dtype, np.float32)
 
     def rows(part: slice) -> tuple[np.ndarray, np.ndarray]:
-        chunk = np.asarray(residual[part][:, columns], np.float64).reshape(part.stop - part.start, -1)  # (n, 3 L')
-        return chunk, np.all(np.isfinite(chunk), axis=1)
+        """The chunk (n, 3 L') with its rows without a face zeroed, and which those are (n,)."""
+        chunk = np.array(residual[part][:, columns], precision).reshape(part.stop - part.start, -1)  # (n, 3 L')
+        valid = np.all(np.isfinite(chunk), axis=1)
+        chunk[~valid] = 0.0
+        return chunk, valid
 
-    second_moment = np.zeros((3 * len(columns),) * 2)
+    second_moment = np.zeros((width, width))
+    for part in frame_chunks(frames):
+        chunk, _ = rows(part)
+        second_moment += chunk.T @ chunk  # one operand: BLAS's symmetric product
+    total = float(np.trace(second_moment))
+    if total <= 0.0:
+        return np.zeros((0, width // 3, 3)), np.full((frames, 0), np.nan)
+    variances, directions = leading_eigenpairs(second_moment, min(max_shapes, width))
+    share = np.cumsum(variances) / total
+    count = min(int(np.searchsorted(share, energy - 1e-12)) + 1, len(variances))
+    directions = directions[:, :count]  # (3 L', N)
+    scores = np.empty((frames, count))  # (T, N) metres-weighted per frame
     for part in frame_chunks(frames):
         chunk, valid = rows(part)
-        second_moment += chunk[valid].T @ chunk[valid]
-    variances, directions = np.linalg.eigh(second_moment)  # ascending
-    variances, directions = np.clip(variances[::-1], 0.0, None), directions[:, ::-1]
-    if variances[0] <= 0.0:
-        return np.zeros((0, len(columns), 3)), np.full((frames, 0), np.nan)
-    share = np.cumsum(variances) / float(np.sum(variances))
-    count = min(int(np.searchsorted(share, energy - 1e-12)) + 1, max_shapes)
-    scores = np.full((frames, count), np.nan)  # (T, N) metres-weighted per frame
-    for part in frame_chunks(frames):
-        chunk, valid = rows(part)
-        scores[part][valid] = chunk[valid] @ directions[:, :count]
+        scores[part] = np.where(valid[:, None], chunk @ directions, np.nan)
     peak = scores[np.nanargmax(np.abs(scores), axis=0), np.arange(count)]  # (N,) signed
-    components = (directions[:, :count].T * peak[:, None]).reshape(count, len(columns), 3)  # (N, L', 3) at weight 1
+    components = (directions.T * peak[:, None]).reshape(count, -1, 3)  # (N, L', 3) at weight 1
     keep = np.abs(components).max(axis=(1, 2)) >= floor_m  # the most any landmark moves
     return components[keep], (scores / np.where(peak == 0.0, 1.0, peak))[:, keep]
+
+
+def leading_eigenpairs(matrix: np.ndarray, count: int, tolerance: float = 1e-13,
+                       rounds: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    """The ``count`` largest eigenvalues (count,), descending and clipped at 0, and their
+    eigenvectors (D, count) of a symmetric positive semi-definite matrix (D, D).
+
+    Subspace iteration on ``count`` + 16 vectors with Rayleigh-Ritz, until every wanted Ritz pair
+    has a residual ||M u - t u|| within ``tolerance`` of the largest eigenvalue: a few products
+    with (D, count + 16) blocks (a bake's residual: ten), where the full decomposition of a bake's
+    1404-wide second moment costs several times more. Small matrices, and spectra too flat to
+    converge in ``rounds``, get the full ``eigh``.
+    """
+    size = len(matrix)
+    if count + 16 < size // 2:
+        basis = matrix @ np.random.default_rng(0).normal(size=(size, count + 16))  # (D, b)
+        for _ in range(rounds):
+            basis, _ = np.linalg.qr(basis)
+            product = matrix @ basis  # (D, b)
+            ritz, rotation = np.linalg.eigh(basis.T @ product)  # ascending
+            ritz, rotation = ritz[::-1][:count], rotation[:, ::-1][:, :count]
+            vectors = basis @ rotation  # (D, count)
+            error = np.linalg.norm(product @ rotation - vectors * ritz, axis=0)  # (count,)
+            if error.max() <= tolerance * max(ritz[0], np.finfo(float).tiny):
+                return np.clip(ritz, 0.0, None), vectors
+            basis = product
+    variances, directions = np.linalg.eigh(matrix)  # ascending
+    return np.clip(variances[::-1][:count], 0.0, None), directions[:, ::-1][:, :count]
 
 
 def detail_layer(spread: DetailSpread, residual: np.ndarray, energy: float = 0.99, max_shapes: int = 8) -> DetailLayer:
@@ -212,19 +259,47 @@ def flame_residual(
         if not valid.any():
             continue
         frame_pose = pose[frames][valid]
-        posed = target[valid] - rig.locate(expression[frames][valid], frame_pose)  # (n, L, 3)
+        posed = rig.skinned(expression[frames][valid], frame_pose)  # (L, 3, n) frames last, as FLAME is evaluated
+        np.subtract(np.moveaxis(target[valid], 0, -1), posed, out=posed)
         rotations = rodrigues(frame_pose)  # (n, J, 3, 3)
         joints = np.broadcast_to(rig.joints_rest, rotations.shape[:-2] + (3,))
         transforms, _ = joint_transforms(rotations, joints, rig.parents)  # (n, J, 3, 4)
-        blend = np.einsum("lj,njab->nlab", rig.weight, transforms[..., :3])  # (n, L, 3, 3)
-        residual[frames][valid] = np.linalg.solve(blend, posed[..., None])[..., 0]
+        residual[frames][valid] = np.moveaxis(unskinned(rig.weight, transforms[..., :3], posed), -1, 0)
         if on_chunk is not None:
             on_chunk(frames.stop, len(residual))
     return residual
-    posed = target[valid] - rig.locate(expression[valid], pose[valid])  # (n, L, 3)
-    rotations = rodrigues(pose[valid])  # (n, J, 3, 3)
-    joints = np.broadcast_to(rig.joints_rest, rotations.shape[:-2] + (3,))
-    transforms, _ = joint_transforms(rotations, joints, rig.parents)  # (n, J, 3, 4)
-    blend = np.einsum("lj,njab->nlab", rig.weight, transforms[..., :3])  # (n, L, 3, 3)
-    residual[valid] = np.linalg.solve(blend, posed[..., None])[..., 0]
-    return residual
+
+
+def unskinned(weight: np.ndarray, world: np.ndarray, posed: np.ndarray) -> np.ndarray:
+    """Posed offsets (L, 3, n) metres, frames last -> rest-space offsets (L, 3, n) float32:
+    B^-1 p per landmark and frame, B = sum_j w_lj G_j with skinning weights w (L, J) and world
+    rotations G (n, J, 3, 3).
+
+    Landmarks only resting joints carry (G = I in every frame: the root and the neck in a bake)
+    have B = (sum_j w_lj) I, a division. The others are solved by Cramer's rule, x = (p_0 c_0 +
+    p_1 c_1 + p_2 c_2) / det B with c_i the cross products of B's other two rows: a few array
+    operations where a batched LAPACK solve pays its overhead per 3x3 system. In float32, the
+    residual's own precision: B is near a rotation (det near 1), so the solve adds no more error
+    than storing the result does.
+    """
+    posed = posed.astype(np.float32)
+    turning = ~np.all(world == np.eye(3), axis=(0, 2, 3))  # (J,) the joints rotated in some frame
+    carried = np.flatnonzero(np.any(weight[:, turning] != 0, axis=1))  # (C,) the landmarks they move
+    offsets = posed / weight.sum(axis=1).astype(np.float32)[:, None, None]  # (L, 3, n)
+    if len(carried):
+        world_rows = np.moveaxis(world, 0, -1).astype(np.float32).reshape(len(turning), -1)  # (J, 9 n)
+        blend = weight[carried].astype(np.float32) @ world_rows  # (C, 9 n)
+        first, second, third = np.moveaxis(blend.reshape(len(carried), 3, 3, -1), 1, 0)  # B's rows, (C, 3, n) each
+        across = _cross(second, third), _cross(third, first), _cross(first, second)  # (C, 3, n) each
+        determinant = np.sum(first * across[0], axis=1)  # (C, n)
+        values = posed[carried]  # (C, 3, n)
+        offsets[carried] = sum(values[:, axis, None] * across[axis] for axis in range(3)) / determinant[:, None]
+    return offsets
+
+
+def _cross(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Cross products (C, 3, n) of vectors (C, 3, n) along axis 1: contiguous rows of frames,
+    where ``np.cross`` would work on strided ones."""
+    return np.stack([first[:, 1] * second[:, 2] - first[:, 2] * second[:, 1],
+                     first[:, 2] * second[:, 0] - first[:, 0] * second[:, 2],
+                     first[:, 0] * second[:, 1] - first[:, 1] * second[:, 0]], axis=1)

@@ -303,18 +303,25 @@ class FlameLandmarks:
         expression = np.broadcast_to(expression, batch + expression.shape[-1:]).reshape(-1, expression.shape[-1])
         pose = np.broadcast_to(pose, batch + pose.shape[-2:]).reshape(-1, *pose.shape[-2:])
         located = np.empty((len(expression),) + self.rest.shape[:1] + (3,))  # (n, L, 3)
-        pair_rows = 3 * len(self.skinning.weight)
         for part in frame_chunks(len(located)):
-            count, rotations = part.stop - part.start, rodrigues(pose[part])  # (n, J, 3, 3)
-            inputs = np.concatenate([expression[part].T, pose_features(rotations).T, np.ones((1, count))])
-            affine = self.skinning.affine.T @ inputs  # (P*3 + J*3, n)
-            joints = np.ascontiguousarray(affine[pair_rows:].T).reshape(count, -1, 3)
-            transforms, _ = joint_transforms(rotations, joints, self.parents)  # (n, J, 3, 4)
-            skinned = np.zeros((len(self.rest), 3, count))  # (L, 3, n)
-            _skin(skinned, _frames_last(transforms[..., :3]), _frames_last(transforms[..., 3]),
-                  affine[:pair_rows].reshape(-1, 3, count), self.skinning.weight, self.skinning.groups)
-            located[part] = np.moveaxis(skinned, -1, 0)
+            located[part] = np.moveaxis(self.skinned(expression[part], pose[part]), -1, 0)
         return located.reshape(batch + located.shape[1:])
+
+    def skinned(self, expression: np.ndarray, pose: np.ndarray) -> np.ndarray:
+        """Landmarks (L, 3, n) metres, frames last, for expression (n, E) and pose (n, J, 3): one
+        chunk of ``locate``, in the layout it is computed in (a caller that works per landmark
+        saves the transposition)."""
+        count, pair_rows = len(expression), 3 * len(self.skinning.weight)
+        rotations = rodrigues(pose)  # (n, J, 3, 3)
+        inputs = np.concatenate([np.asarray(expression, np.float64).T, pose_features(rotations).T, np.ones((1, count))])
+        affine = self.skinning.affine.T @ inputs  # (P*3 + J*3, n)
+        joints = np.ascontiguousarray(affine[pair_rows:].T).reshape(count, -1, 3)
+        transforms, _ = joint_transforms(rotations, joints, self.parents)  # (n, J, 3, 4)
+        skinned = np.zeros((len(self.rest), 3, count))  # (L, 3, n)
+        still = np.all(transforms[..., :3] == np.eye(3), axis=(0, 2, 3))  # (J,) the root and neck in a bake
+        _skin(skinned, _frames_last(transforms[..., :3]), _frames_last(transforms[..., 3]),
+              affine[:pair_rows].reshape(-1, 3, count), self.skinning.weight, self.skinning.groups, still)
+        return skinned
 
     def affine(self, pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Landmarks as offset (..., L, 3) + expression @ basis (..., E, L, 3) at a fixed pose: the
@@ -383,11 +390,15 @@ def _grouped_pairs(carried: np.ndarray) -> tuple[np.ndarray, np.ndarray, _Groups
 
 
 def _skin(into: np.ndarray, turns: np.ndarray, shifts: np.ndarray, points: np.ndarray, weight: np.ndarray,
-          groups: _Groups) -> None:
+          groups: _Groups, still: np.ndarray | None = None) -> None:
     """Adds M_j q + w t_j of every pair to its landmark's row of ``into`` (L', 3, n): M (J, 3, 3, n),
-    t (J, 3, n) metres, the pairs' points q (P, 3, n) metres and weights w (P,), frames last."""
+    t (J, 3, n) metres, the pairs' points q (P, 3, n) metres and weights w (P,), frames last.
+    ``still`` (J,) bool: joints whose M is I in every frame, their q added as it is (the same sum)."""
     for joint, pairs, landmarks in groups:  # one (p, 3, n) temporary alive at a time: each reuses the last's memory
-        into[landmarks] += np.einsum("abn,pbn->pan", turns[joint], points[pairs])
+        if still is not None and still[joint]:
+            into[landmarks] += points[pairs]
+        else:
+            into[landmarks] += np.einsum("abn,pbn->pan", turns[joint], points[pairs])
         into[landmarks] += weight[pairs, None, None] * shifts[joint]
 
 

@@ -9,13 +9,16 @@ detail and micro layers; write: the keys in bpy), the ARKit bake onto a plain ch
 eyes solved, ``--expressions`` components), its solve (``retarget_flame``) also alone. The plan
 is the bpy-free part (``models/bake_plan``); its peak memory is numpy's, by tracemalloc, beside a
 take a tenth as long: the plan reads the take in chunks, so its peak must not grow with the take.
-The issue's target: a FLAME bake of 10,000 frames x 100 expressions in 2 s.
+The issue's target (#17 item 4): a FLAME bake of 10,000 frames x 100 expressions in 2 s, checked
+last on the FLAME plan's best of ``--repeats`` runs without tracemalloc (the machine may be shared:
+the best run is the one least disturbed), beside its solve timed the same way.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +26,21 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the FLAME fixtures: a FLAME-sized model without the user's file
 from bench_retarget import timed  # noqa: E402  (this script's sibling)
+
+TARGET_S = 2.0  # the FLAME plan of 10,000 frames x 100 expressions (issue #17 item 4)
+
+
+def best_of(label: str, work, repeats: int) -> float:
+    """The fastest of ``repeats`` runs of ``work()`` in seconds, printed; no tracemalloc, which
+    slows numpy's many allocations."""
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        work()
+        seconds.append(time.perf_counter() - started)
+    print(f"  {label:<46} {min(seconds):8.2f} s   (best of {repeats}: {', '.join(f'{s:.2f}' for s in seconds)})",
+          flush=True)
+    return min(seconds)
 
 
 def long_take(head, frames: int, fps: float = 30.0, seed: int = 0):
@@ -55,6 +73,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=10_000)
     parser.add_argument("--expressions", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of the FLAME plan for its best time")
     arguments = parser.parse_args()
 
     import bpy
@@ -119,6 +138,14 @@ def main() -> int:
                                               timing))
         timed("plan + write (bake_flame_take)",
               lambda: bake_flame_take(scene, flame_rig, model, landmarks, take, match_take=True))
+        print(f"FLAME target: the plan of {arguments.frames} frames x {arguments.expressions} expressions in "
+              f"{TARGET_S:g} s (the target's size: 10000 x 100)")
+        best_of("solve (retarget_flame)", lambda: retarget_flame(
+            solve_rig, TakeDeformation(take, micro_components(take)), take.neutral_mm, joints=(2, 3, 4)),
+            arguments.repeats)
+        plan_s = best_of("plan", lambda: plan_flame_bake(model, landmarks, np.zeros(0), arguments.expressions,
+                                                         bone_rest, take, timing), arguments.repeats)
+        print(f"  {'PASS' if plan_s <= TARGET_S else 'FAIL'}: {plan_s:.2f} s against {TARGET_S:g} s")
     return 0
 
 

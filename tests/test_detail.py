@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 from conftest import synthetic_head
-from mxr.models.detail import FACE_SOURCES, DetailSpread, compress, detail_layer, head_residual, movable_vertices
+from mxr.models.detail import (FACE_SOURCES, DetailSpread, compress, detail_layer, distances, head_residual,
+                               leading_eigenpairs, movable_vertices, unskinned)
+from mxr.models.flame import rodrigues
 from mxr.models.open_head import load_open_head
 from mxr.models.retarget import CHUNK_FRAMES, solve_units
 
@@ -115,3 +117,45 @@ def test_frames_without_a_face_stay_nan(invalid):
     assert layer.weights.shape == (30, len(layer.shapes))
     assert np.isnan(layer.weights[faceless]).all() and np.isfinite(layer.weights[~faceless]).all()
     assert np.isfinite(layer.shapes).all()
+
+
+def test_unskinning_by_cramers_rule_is_a_plain_solve_per_landmark():
+    rng = np.random.default_rng(5)
+    frames, landmarks, joints = 40, 30, 5
+    weight = rng.uniform(0.0, 1.0, (landmarks, joints)) * (rng.uniform(size=(landmarks, joints)) < 0.4)
+    weight[:, 1] += 0.2  # every landmark skinned somewhere
+    weight[:8] = np.eye(joints)[rng.integers(0, 2, 8)]  # carried by resting joints only
+    weight[8] = 0.5 * np.eye(joints)[1]  # weights that do not sum to one: still divided out
+    pose = rng.normal(scale=0.4, size=(frames, joints, 3))
+    pose[:, :2] = 0.0  # the root and the neck rest, as in a bake
+    world = rodrigues(pose)  # (n, J, 3, 3) standing in for the world rotations
+    posed = rng.normal(scale=1e-3, size=(frames, landmarks, 3))
+    expected = np.linalg.solve(np.einsum("lj,njab->nlab", weight, world), posed[..., None])[..., 0]
+    fast = np.moveaxis(unskinned(weight, world, np.moveaxis(posed, 0, -1)), -1, 0)
+    assert fast.dtype == np.float32
+    np.testing.assert_allclose(fast, expected, rtol=1e-5, atol=1e-11)
+    resting = unskinned(weight, np.broadcast_to(np.eye(3), world.shape), np.moveaxis(posed, 0, -1))
+    np.testing.assert_allclose(np.moveaxis(resting, -1, 0), posed / weight.sum(axis=1)[:, None], rtol=1e-6)
+
+
+@pytest.mark.parametrize("decay", [0.5, 0.97])
+def test_leading_eigenpairs_are_eighs(decay):
+    """A decaying spectrum converges by subspace iteration; a flat one falls back on eigh: the same pairs."""
+    rng = np.random.default_rng(6)
+    size = 120
+    basis = np.linalg.qr(rng.normal(size=(size, size)))[0]
+    spectrum = decay ** np.arange(size)
+    matrix = (basis * spectrum) @ basis.T
+    values, vectors = leading_eigenpairs(matrix, 8)
+    np.testing.assert_allclose(values, spectrum[:8], rtol=1e-10)
+    np.testing.assert_allclose(np.abs(np.sum(vectors * basis[:, :8], axis=0)), 1.0, atol=1e-10)
+    small_values, _ = leading_eigenpairs(matrix[:30, :30], 8)  # small matrices: eigh directly
+    np.testing.assert_allclose(small_values, np.linalg.eigvalsh(matrix[:30, :30])[::-1][:8], rtol=1e-12)
+
+
+def test_distances_are_the_plain_norm():
+    rng = np.random.default_rng(7)
+    points, centres = rng.normal(scale=0.1, size=(50, 3)), rng.normal(scale=0.1, size=(20, 3))
+    centres[0] = points[3]  # zero distance
+    plain = np.linalg.norm(points[:, None] - centres[None], axis=2)
+    np.testing.assert_allclose(distances(points, centres), plain, rtol=1e-12, atol=1e-8)
