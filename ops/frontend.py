@@ -43,6 +43,7 @@ from .errors import MxrError
 from .flow import DEFAULT_FLOW_PROFILE, FLOW_PROFILES, FlowEstimator, dense_forward_backward_error, is_consistent
 from .landmarks import LANDMARK_COUNT, FaceTracker, Observation
 from .progress import ProgressReporter
+from .spill import CHUNK_FRAMES as SPILL_CHUNK_FRAMES, FrameFile, frame_file
 from .video import (DEFAULT_ANALYSIS_MAX_SIDE, VideoInfo, analysis_scale, decode_threads_for, downscale, iter_frames,
                     probe_video)
 
@@ -154,28 +155,48 @@ PREALLOCATED_FRAMES_MAX = 18_000
 class FrameArrays:
     """Records gathered into per-frame arrays (frames first) at their stacked dtypes, a record at
     a time: a long clip costs the fields' own bytes a frame, not a record object each plus a stacked
-    copy. The arrays are allocated for ``expected_frames`` (the container's count, at most
-    ``PREALLOCATED_FRAMES_MAX``) and grow by half when the video holds more."""
+    copy. Inside ``spill.spilling_into`` the fields of a frame's landmarks (the flow at them, its
+    checks) go to ``FrameFile``s on disk a chunk of frames at a time; the others (a few numbers a
+    frame) and all of them outside it are allocated for ``expected_frames`` (the container's count,
+    at most ``PREALLOCATED_FRAMES_MAX``) and grow by half when the video holds more."""
 
     def __init__(self, fields: tuple[str, ...] = TAKE_RECORD_FIELDS, expected_frames: int = 0) -> None:
         self.fields = fields
         self.count = 0
         capacity = int(np.clip(expected_frames, 1, PREALLOCATED_FRAMES_MAX))
-        self._arrays = {name: _empty_rows(name, capacity) for name in fields}
+        files = {name: frame_file(RECORD_SHAPES[name], RECORD_DTYPES[name]) for name in fields}
+        self._files = {name: file for name, file in files.items() if file is not None}
+        self._pending = {name: _empty_rows(name, SPILL_CHUNK_FRAMES) for name in self._files}  # rows not yet written
+        self._written = 0  # frames in the files
+        self._arrays = {name: _empty_rows(name, capacity) for name in fields if name not in self._files}
 
     def append(self, record: FrameRecord) -> None:
-        capacity = len(self._arrays[self.fields[0]])
-        if self.count == capacity:
+        if self._arrays and self.count == len(next(iter(self._arrays.values()))):
+            capacity = self.count
             grown = capacity + max(capacity // 2, 1)
             self._arrays = {name: np.concatenate([array, _empty_rows(name, grown - capacity)])
                             for name, array in self._arrays.items()}
         for name in self.fields:
-            self._arrays[name][self.count] = getattr(record, name)
+            if name in self._files:
+                self._pending[name][self.count - self._written] = getattr(record, name)
+            else:
+                self._arrays[name][self.count] = getattr(record, name)
         self.count += 1
+        if self.count - self._written == SPILL_CHUNK_FRAMES:
+            self._flush()
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        """Field name -> (T, ...) array of the records appended so far (views, not copies)."""
-        return {name: array[:self.count] for name, array in self._arrays.items()}
+    def _flush(self) -> None:
+        """Write the pending rows of the fields on disk."""
+        for name, file in self._files.items():
+            file.append(self._pending[name][:self.count - self._written])
+        self._written = self.count
+
+    def arrays(self) -> dict[str, np.ndarray | FrameFile]:
+        """Field name -> (T, ...) array of the records appended so far (views, not copies, or the
+        ``FrameFile``s)."""
+        self._flush()
+        return {name: self._files[name] if name in self._files else self._arrays[name][:self.count]
+                for name in self.fields}
 
 
 def _empty_rows(name: str, frames: int) -> np.ndarray:

@@ -85,7 +85,7 @@ def occluded_frames(valid: np.ndarray, confidence: np.ndarray, flow_consistent: 
     confidence = np.asarray(confidence, np.float64)
     low = confidence < OCCLUDED_CONFIDENCE_SHARE * np.median(confidence[valid]) if valid.any() else np.zeros(len(valid), bool)
     checked = np.isfinite(flow_fb_error_px[:, _FEATURES])  # (T, 20)
-    failed = (~np.asarray(flow_consistent, bool)[:, _FEATURES]) & checked
+    failed = (~np.asarray(flow_consistent[:, _FEATURES], bool)) & checked  # read by columns: on disk in the engine
     share = failed.sum(axis=1) / np.maximum(checked.sum(axis=1), 1)
     return valid & (low | (share > OCCLUDED_FLOW_SHARE))
 

@@ -6,15 +6,14 @@ all of it in the macro layer. By default the micro-expression network (models/ne
 reads the take's landmarks and flow and replaces the layers with macro / micro / detail and the
 detected micro events; ``use_network=False`` keeps the baseline.
 
-Memory: the front-end's fields a take keeps are gathered into arrays at their final dtype (11.7 KB
-a frame: the landmarks 5.6, the flow at them 3.7, its error 1.9, its flags 0.5); every later stage
-keeps a few numbers a frame (poses, neutral scores, the fused coefficients) and reads the faces a
-chunk of frames at a time. What still grows with the length, KB a frame: the network's input in its
-own frame (5.6) and its canonical flow (6.1, to the end of its windows); its blended layers (16.8)
-and their total (5.6); the micro layer the events explain (5.6); the take written (28.5, with the
-front-end's fields). The events read the motion one event's stretch at a time, and are judged on the
-take's own motion read the same way (``DisplacementReader``). ``scripts/bench_memory.py`` measures
-it: ~29 KB a frame over ~210 MB of fixed cost, 494 MB at 5,000 frames.
+Memory: the per-frame arrays of the face's 478 points (the front-end's landmarks and the flow at
+them, the network's canonical flow and blended layers, the take's layers) live in unnamed temporary
+files beside the take while it runs (ops/spill.py), written and read a chunk of frames at a time,
+and the take is written by streaming them into its archive (take.save_take). What stays in memory
+is a few numbers a frame (poses, neutral scores, the fused coefficients, the event logits) and one
+network window's work. The events read the motion one event's stretch at a time, and are judged on
+the take's own motion read the same way (``DisplacementReader``). ``scripts/bench_memory.py``
+measures it: ~1 KB a frame over ~210 MB of fixed cost, ~364 MB at 500 and at 5,000 frames.
 """
 from __future__ import annotations
 
@@ -41,6 +40,7 @@ from ..models.network.runner import NetworkRunner, apply_network
 from ..models.retarget import displacement_on, frame_chunks
 from ..models.similarity import Similarities, fit_similarities
 from .progress import ProgressReporter
+from .spill import frame_array, spilling_into
 from .video import VideoInfo
 from .skin_track import (SkinTrackSettings, SourceFrames, choose_references, fall_back, rest_references,
                          track_with_references)
@@ -112,7 +112,7 @@ def displacement_mm(faces_at: LayerReader, neutral_mm: np.ndarray, count: int,
                     less: tuple[np.ndarray, ...] = ()) -> np.ndarray:
     """(T, 478, 3) float32 mm: each frame's face (``faces_at``) less the neutral (478, 3) mm and the
     layers ``less`` (T, 478, 3), worked in float64 a chunk of frames at a time."""
-    displacement = np.empty((count, len(neutral_mm), 3), np.float32)
+    displacement = frame_array((count, len(neutral_mm), 3), np.float32)  # on disk in the engine (ops/spill.py)
     for frames in frame_chunks(count, CHUNK_FRAMES):
         part = faces_at(frames) - neutral_mm
         for layer in less:
@@ -153,7 +153,7 @@ def chunked_scores(faces_at: LayerReader, valid: np.ndarray) -> np.ndarray:
 
 
 def read_frames(frontend: CachedFrontEnd, fields: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """The front-end's ``fields`` of every frame, field -> (T, ...) array (``FrameArrays``)."""
+    """The front-end's ``fields`` of every frame, field -> (T, ...) array or ``spill.FrameFile`` (``FrameArrays``)."""
     frames = FrameArrays(fields, frontend.expected_frames)
     for record in frontend.records():
         frames.append(record)
@@ -272,7 +272,7 @@ def network_layers(trained_take: Take, runner: NetworkRunner, take_motion: Displ
     alignment = fit_similarities(network_take.neutral_mm.astype(np.float64), np.asarray(neutral_mm, np.float64)[None])
     carried = []
     for layer in (network_take.micro_mm, network_take.detail_mm):
-        carried.append(np.empty(layer.shape, np.float32))
+        carried.append(frame_array(layer.shape, np.float32))
         for frames in frame_chunks(len(layer), CHUNK_FRAMES):
             carried[-1][frames] = displacement_on(alignment, np.asarray(layer[frames], np.float64))
     return NetworkLayers(carried[0], carried[1], network_take.events, network_take.model_version,
@@ -309,6 +309,18 @@ def choose_neutral_frames(observed: dict, valid: np.ndarray, fps: float,
 
 def reconstruct(video_path: Path, take_path: Path, settings: ReconstructSettings | None = None,
                 reporter: ProgressReporter | None = None) -> ReconstructSummary:
+    """Reconstruct ``video_path`` into the take ``take_path``; its per-frame arrays of the face's
+    points live in temporary files beside the take while it runs (ops/spill.py), so that memory stays
+    flat in the clip's length."""
+    folder = Path(take_path).resolve().parent
+    while not folder.exists():  # the take's folder is made as it is written
+        folder = folder.parent
+    with spilling_into(folder):
+        return _reconstruct(video_path, take_path, settings, reporter)
+
+
+def _reconstruct(video_path: Path, take_path: Path, settings: ReconstructSettings | None = None,
+                 reporter: ProgressReporter | None = None) -> ReconstructSummary:
     settings = settings or ReconstructSettings()
     reporter = reporter or ProgressReporter()
     started = time.monotonic()
@@ -318,7 +330,7 @@ def reconstruct(video_path: Path, take_path: Path, settings: ReconstructSettings
         check_writable(output)
     runner = NetworkRunner() if settings.use_network else None  # a broken model fails before the video work
     frontend = CachedFrontEnd(Path(video_path), settings.frontend, reporter, settings.cache_dir)
-    # Per-frame arrays (T, ...), the take's fields only (~11.7 KB a frame) unless the sheet draws the crops.
+    # Per-frame arrays (T, ...), the take's fields only (~11.7 KB a frame, on disk) unless the sheet draws the crops.
     observed = read_frames(frontend, tuple(RECORD_SHAPES) if settings.debug_sheet is not None else TAKE_RECORD_FIELDS)
     video = frontend.video
     valid = observed["valid"]

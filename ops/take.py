@@ -36,6 +36,7 @@ MAX_TEXT_BYTES = 1 << 20  # paths, names, the settings' JSON
 FPS_RANGE = (1.0, 1000.0)  # frames per second a take may declare
 VFR_TOLERANCE_FRAMES = 0.5  # timestamps further than this from k / fps make a clip variable-rate
 MAX_SOURCE_FRAME = 100_000_000  # a source frame number a take may name (a month at 30 fps)
+WRITE_CHUNK_FRAMES = 256  # frames of a per-frame array compressed into the take at a time (~1.5 MB of a layer)
 
 
 @dataclass
@@ -118,9 +119,9 @@ class Take:
             actual = np.shape(getattr(self, name))
             if actual != shape:
                 raise MxrError(f"take field {name} has shape {actual}, expected {shape}")
-            kind = np.asarray(getattr(self, name)).dtype.kind
-            if kind not in ("b" if name in _FLAG_FIELDS else "fiu"):
-                raise MxrError(f"take field {name} holds {np.asarray(getattr(self, name)).dtype} values, "
+            dtype = _dtype_of(getattr(self, name))
+            if dtype.kind not in ("b" if name in _FLAG_FIELDS else "fiu"):
+                raise MxrError(f"take field {name} holds {dtype} values, "
                                f"expected {'flags' if name in _FLAG_FIELDS else 'numbers'}")
         if not isinstance(self.settings, dict):
             raise MxrError(f"take settings are a {type(self.settings).__name__}, expected a mapping")
@@ -137,6 +138,17 @@ class Take:
 
 _EVENT_FIELDS = [f.name for f in fields(MicroEvent)]
 _FLAG_FIELDS = ("valid", "flow_consistent")
+# The per-frame fields and the dtype each is stored at.
+_FRAME_DTYPES = {"timestamps_s": np.float64, "valid": bool, "landmarks_px": np.float32, "head_rotation": np.float32,
+                 "head_translation_px": np.float32, "head_scale_px_per_mm": np.float32, "macro_mm": np.float32,
+                 "micro_mm": np.float32, "detail_mm": np.float32, "frame_indices": np.int64,
+                 "landmark_confidence": np.float32, "crop_from_image": np.float32, "flow_at_landmarks_px": np.float32,
+                 "flow_fb_error_px": np.float32, "flow_consistent": bool}
+
+
+def _dtype_of(values: object) -> np.dtype:
+    """The dtype of an array, a ``spill.FrameFile`` (without reading it) or anything array-like."""
+    return values.dtype if isinstance(getattr(values, "dtype", None), np.dtype) else np.asarray(values).dtype
 
 
 def frame_seconds(take: Take) -> tuple[np.ndarray, list[str]]:
@@ -174,9 +186,10 @@ def analysis_clock(take: Take) -> tuple[np.ndarray, float]:
 
 
 def save_take(take: Take, path: Path) -> None:
-    """Write atomically: a temp file in the same folder, then rename over ``path``. Arrays already
-    of their stored dtype are written as they are, not copied first (a long take's layers are
-    hundreds of MB)."""
+    """Write atomically: a temp file in the same folder, then rename over ``path``. The per-frame
+    arrays are streamed into the archive a chunk of frames at a time, each chunk converted to its
+    stored dtype: a long take's layers (on disk while the engine runs, ``spill.FrameFile``) are
+    never held whole, nor copied."""
     take.validate()
     path = Path(path)
     arrays = {
@@ -186,24 +199,9 @@ def save_take(take: Take, path: Path) -> None:
         "source_sha256": np.array(take.source_sha256),
         "fps": np.array(take.fps, dtype=np.float64),
         "frame_size": np.array(take.frame_size, dtype=np.int32),
-        "timestamps_s": take.timestamps_s.astype(np.float64, copy=False),
-        "valid": take.valid.astype(bool, copy=False),
-        "landmarks_px": take.landmarks_px.astype(np.float32, copy=False),
-        "head_rotation": take.head_rotation.astype(np.float32, copy=False),
-        "head_translation_px": take.head_translation_px.astype(np.float32, copy=False),
-        "head_scale_px_per_mm": take.head_scale_px_per_mm.astype(np.float32, copy=False),
-        "neutral_mm": take.neutral_mm.astype(np.float32, copy=False),
-        "macro_mm": take.macro_mm.astype(np.float32, copy=False),
-        "micro_mm": take.micro_mm.astype(np.float32, copy=False),
-        "detail_mm": take.detail_mm.astype(np.float32, copy=False),
-        "frame_indices": take.frame_indices.astype(np.int64, copy=False),
+        "neutral_mm": np.asarray(take.neutral_mm, np.float32),
         "analysis_scale": np.array(take.analysis_scale, dtype=np.float64),
-        "landmark_confidence": take.landmark_confidence.astype(np.float32, copy=False),
         "crop_size_px": np.array(take.crop_size_px, dtype=np.int32),
-        "crop_from_image": take.crop_from_image.astype(np.float32, copy=False),
-        "flow_at_landmarks_px": take.flow_at_landmarks_px.astype(np.float32, copy=False),
-        "flow_fb_error_px": take.flow_fb_error_px.astype(np.float32, copy=False),
-        "flow_consistent": take.flow_consistent.astype(bool, copy=False),
         "camera": np.array(take.camera),
         "model_version": np.array(take.model_version),
         "settings_json": np.array(json.dumps(take.settings, sort_keys=True)),
@@ -212,8 +210,22 @@ def save_take(take: Take, path: Path) -> None:
         values = [getattr(event, name) for event in take.events]
         dtype = str if name == "region" else (np.float64 if name in ("peak_mm", "confidence") else np.int32)
         arrays[f"event_{name}"] = np.array(values, dtype=dtype)
-    with replacing(path) as stream:
-        np.savez_compressed(stream, **arrays)
+    with replacing(path) as stream, zipfile.ZipFile(stream, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
+        for name, value in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, value, allow_pickle=False)
+        for name, dtype in _FRAME_DTYPES.items():
+            _write_frames(archive, name, getattr(take, name), np.dtype(dtype))
+
+
+def _write_frames(archive: zipfile.ZipFile, name: str, frames: np.ndarray, dtype: np.dtype) -> None:
+    """A per-frame array (T, ...) (an array or a ``spill.FrameFile``) into ``archive`` as the npy
+    member ``name`` at ``dtype``, ``WRITE_CHUNK_FRAMES`` frames at a time."""
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(np.shape(frames))}
+    with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+        np.lib.format.write_array_header_1_0(member, header)
+        for start in range(0, len(frames), WRITE_CHUNK_FRAMES):
+            member.write(np.ascontiguousarray(frames[start:start + WRITE_CHUNK_FRAMES], dtype).tobytes())
 
 
 def load_take(path: Path) -> Take:

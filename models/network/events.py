@@ -28,6 +28,7 @@ import numpy as np
 
 from ...ops.canonical import SKIN_LANDMARK_COUNT
 from ...ops.neutral import face_measures
+from ...ops.spill import frame_array
 from ...ops.take import MicroEvent
 from ..retarget import solve_box_ridge
 from .event_profile import fit_event_timing, fit_pattern
@@ -196,7 +197,7 @@ def micro_layer_mm(events: list[MicroEvent], motion_mm: np.ndarray, fps: float, 
     at 200 fps (0.2 s: 0.501 / 0.478x, but 24-200 fps worse); below 60 fps it did not help (0.15 s:
     0.574 / 0.565x at 24-30 fps). On the evaluation's held-out takes: 0.54x -> 0.53x overall.
     """
-    layer = np.zeros(motion_mm.shape, np.float32)  # (T, 478, 3) mm
+    layer = frame_array(tuple(motion_mm.shape), np.float32)  # (T, 478, 3) mm, on disk in the engine (ops/spill.py)
     members = {region: region_landmarks(row) for region, row in zip(regions, membership)}
     fits = []  # (first frame, last frame, profile (n,), region) of each event that fits
     patterns = []  # (478 * 3,) mm, each one's least-squares displacement

@@ -30,6 +30,7 @@ from typing import Callable
 import numpy as np
 
 from ...ops.canonical import IRIS_LANDMARKS, RIGID_LANDMARKS
+from ...ops.spill import frame_array
 from ...ops.take import LANDMARK_COUNT, Take, analysis_clock
 from .fusion import basis_in_take_frame, fuse_take
 
@@ -105,8 +106,8 @@ def canonical_flow_mm(take: Take) -> tuple[np.ndarray, np.ndarray]:
     Returns flow (T, 478, 3) float32 (zero where unusable) and mask (T, 478) bool.
     """
     count = take.frame_count
-    flow = np.zeros((count, LANDMARK_COUNT, 3), np.float32)
-    mask = np.zeros((count, LANDMARK_COUNT), bool)
+    flow = frame_array((count, LANDMARK_COUNT, 3), np.float32)  # on disk in the engine (ops/spill.py)
+    mask = frame_array((count, LANDMARK_COUNT), bool)
     if count < 2:
         return flow, mask
     valid = np.asarray(take.valid, bool)

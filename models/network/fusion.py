@@ -95,8 +95,8 @@ def fuse(landmarks_mm: np.ndarray, flow_mm: np.ndarray, flow_mask: np.ndarray, v
     bounded; their tracks are blended linearly across the overlap. ``on_progress(done, total)``:
     frames fused so far."""
     count = len(valid)
-    if count <= chunk:
-        track = _fuse_chunk(landmarks_mm, flow_mm, flow_mask, valid, rotation, basis_mm, gain,
+    if count <= chunk:  # read by frames ([:]): the engine's are on disk (ops/spill.py)
+        track = _fuse_chunk(landmarks_mm[:], flow_mm[:], flow_mask[:], valid, rotation, basis_mm, gain,
                             landmark_sigma_mm, flow_sigma_mm)
         if on_progress is not None:
             on_progress(count, count)

@@ -23,6 +23,7 @@ import numpy as np
 
 from ...ops.errors import MxrError
 from ...ops.progress import ProgressReporter
+from ...ops.spill import CHUNK_FRAMES, FrameSum, frame_array
 from ...ops.take import BASELINE_VERSION, MicroEvent, Take, analysis_clock
 from ..micro_keys import MICRO_LAYER_FROM_EVENTS
 from .events import confirmed_by, extract_events, micro_layer_mm, standing_out, without_blinks
@@ -203,8 +204,9 @@ class NetworkRunner:
 
 class _WindowBlend:
     """Overlapping windows, added a batch at a time -> per-frame float32 arrays, each frame the
-    taper-weighted mean of the windows that hold it. Only the per-frame sums are kept, so a long
-    take never holds all its windows at once; ``blended`` turns them into the means in place."""
+    taper-weighted mean of the windows that hold it. Only the per-frame sums are kept (the layers'
+    on disk in the engine, ``spill.frame_array``), so a long take never holds all its windows at once;
+    ``blended`` turns them into the means in place, a chunk of frames at a time."""
 
     def __init__(self, window: int, count: int) -> None:
         self.taper, self.count = _taper(window), count  # (W,)
@@ -214,7 +216,7 @@ class _WindowBlend:
     def add(self, starts: np.ndarray, parts: list[np.ndarray]) -> None:
         """Windows (B, W, ...) of each part, starting at frames ``starts`` (B,)."""
         if not self.totals:
-            self.totals = [np.zeros((self.count,) + part.shape[2:], np.float32) for part in parts]
+            self.totals = [frame_array((self.count,) + part.shape[2:], np.float32) for part in parts]
         for row, start in enumerate(starts):
             span = min(len(self.taper), self.count - start)
             taper = self.taper[:span]
@@ -225,7 +227,10 @@ class _WindowBlend:
     def blended(self) -> list[np.ndarray]:
         """The per-frame means, (T, ...) float32 each: the sums divided in place (call once)."""
         for total in self.totals:
-            np.divide(total, self.weight.reshape((-1,) + (1,) * (total.ndim - 1)), out=total, casting="unsafe")
+            weight = self.weight.reshape((-1,) + (1,) * (total.ndim - 1))
+            for start in range(0, self.count, CHUNK_FRAMES):
+                frames = slice(start, start + CHUNK_FRAMES)
+                total[frames] = total[frames] / weight[frames]
         return self.totals
 
 
@@ -255,12 +260,13 @@ def decode_reconstruction(take: Take, result: Reconstruction, runner: NetworkRun
     """``apply_network``'s second half: the network's output on ``take`` -> events at the runner's
     thresholds, the micro layer they explain, the new take. Apart so that a choice of thresholds
     can decode one network run many times (scripts/choose_event_pair.py)."""
-    total_mm = result.macro_mm + result.micro_mm + result.detail_mm  # the apex: where the face moves most
+    total_mm = FrameSum((result.macro_mm, result.micro_mm, result.detail_mm))  # the apex: where the face moves most
     regions, membership = tuple(result.regions), region_membership(tuple(result.regions))
     _, fps = analysis_clock(take)  # a variable-rate clip's durations are counted at its real rate
     events = runner.events(result.event_logits, result.confirming_logits, total_mm, fps)
     # Blinks as the landmarks show them (the network's output smooths a blink's lids).
-    events = without_blinks(events, take.neutral_mm.astype(np.float64), take.deformation_mm())
+    events = without_blinks(events, take.neutral_mm.astype(np.float64),
+                            FrameSum((take.macro_mm, take.micro_mm, take.detail_mm)))  # take.deformation_mm, by slices
     # Events must stand out of the motion around them; the test's ratios do not depend on the frame's similarity.
     judged_mm = total_mm if judged_motion_mm is None else judged_motion_mm
     events = standing_out(events, judged_mm, fps, regions, membership)
@@ -269,7 +275,10 @@ def decode_reconstruction(take: Take, result: Reconstruction, runner: NetworkRun
         micro_mm = micro_layer_mm(events, total_mm, fps, regions, membership,
                                   basis_in_take_frame(take.neutral_mm))  # (T, 478, 3) float32
         micro_mm[~np.asarray(take.valid, bool)] = np.nan
-        macro_mm = total_mm - micro_mm - result.detail_mm
+        macro_mm = frame_array(total_mm.shape, np.float32)
+        for start in range(0, len(macro_mm), CHUNK_FRAMES):
+            frames = slice(start, start + CHUNK_FRAMES)
+            macro_mm[frames] = total_mm[frames] - micro_mm[frames] - result.detail_mm[frames]
     settings = dict(take.settings)
     settings["network"] = {"model": runner.model_path.name, "version": runner.version, "provider": runner.provider,
                            "window": runner.window, "stride": runner.stride, "events_enabled": runner.events_enabled,
