@@ -2,6 +2,7 @@
 
     python -m mxr.ops reconstruct VIDEO --out TAKE [--start-frame N] [--end-frame N]
         [--neutral-frames FIRST-LAST | --neutral-seconds S] [--cache-dir DIR] [--debug-sheet PNG] [--baseline] [--skin-track]
+        [--flow-fusion-s S]
     python -m mxr.ops timeline TAKE --png PNG
 
 stdout carries JSON lines (see progress.py); a person reads stderr. Exit codes: 0 done,
@@ -16,6 +17,7 @@ import sys
 from pathlib import Path
 
 from .errors import MxrError
+from .flow_fusion import DRIFT_S
 from .frontend import FrontendSettings
 from .progress import ProgressReporter
 from .reconstruct import ReconstructSettings, reconstruct
@@ -46,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--skin-track", action="store_true",
                      help="read the face from points glued to the skin by optical flow instead of MediaPipe's "
                           "(experimental; docs/OPEN_LOOP.md)")
+    run.add_argument("--flow-fusion-s", type=float, default=DRIFT_S, metavar="S",
+                     help="read the face from MediaPipe's landmarks moved by the optical flow from frame to frame, "
+                          f"pulled back to MediaPipe's over S seconds (default {DRIFT_S:g}; 0: MediaPipe's alone)")
     run.add_argument("--debug-sheet", type=Path, default=None,
                      help="also write a contact sheet of what the front-end saw (PNG)")
     timeline = commands.add_parser("timeline", help="take file -> picture of it over time (face found, "
@@ -105,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                 debug_sheet=arguments.debug_sheet,
                 use_network=not arguments.baseline,
                 skin_track=arguments.skin_track,
+                flow_fusion_s=arguments.flow_fusion_s,
             ),
             reporter,
         )

@@ -7,7 +7,7 @@ reads the take's landmarks and flow and replaces the layers with macro / micro /
 detected micro events; ``use_network=False`` keeps the baseline.
 
 Memory: the per-frame arrays of the face's 478 points (the front-end's landmarks and the flow at
-them, the network's canonical flow and blended layers, the take's layers) live in unnamed temporary
+them, the landmarks fused with the flow (ops/flow_fusion.py), the network's canonical flow and blended layers, the take's layers) live in unnamed temporary
 files beside the take while it runs (ops/spill.py), written and read a chunk of frames at a time,
 and the take is written by streaming them into its archive (take.save_take). What stays in memory
 is a few numbers a frame (poses, neutral scores, the fused coefficients, the event logits) and one
@@ -39,6 +39,7 @@ from .perspective import PerspectiveCamera, calmest_frames, perspective_camera
 from ..models.network.runner import NetworkRunner, apply_network
 from ..models.retarget import displacement_on, frame_chunks
 from ..models.similarity import Similarities, fit_similarities
+from .flow_fusion import DRIFT_S, fused_landmarks_px
 from .progress import ProgressReporter
 from .spill import frame_array, spilling_into
 from .video import VideoInfo
@@ -62,6 +63,12 @@ class ReconstructSettings:
     # footage it loses large motion (labelled dev frames: closed eyes 0.85 -> 0.00, smiles 0.67 ->
     # 0.07, open jaws 0.35 -> 0.03; docs/OPEN_LOOP.md).
     skin_track: bool = False
+    # The face is read from MediaPipe's landmarks moved from frame to frame by the flow and pulled
+    # back to MediaPipe's over this many seconds (ops/flow_fusion.py); 0: MediaPipe's alone.
+    flow_fusion_s: float = DRIFT_S
+
+
+MAX_FLOW_FUSION_S = 30.0  # longer lets the flow's drift through
 
 
 @dataclass
@@ -166,7 +173,7 @@ def _take_settings(settings: ReconstructSettings, frontend: CachedFrontEnd, came
     return {"frontend": settings.frontend.as_dict(), "neutral_method": neutral_method,
             "neutral_seconds": settings.neutral_seconds,
             "neutral_frames": [int(neutral_frames[0]), int(neutral_frames[-1])],
-            "skin_track": settings.skin_track,
+            "skin_track": settings.skin_track, "flow_fusion_s": settings.flow_fusion_s,
             "camera": "perspective", "camera_focal_px": camera.focal_px,
             "camera_reprojection_px": round(camera.reprojection_px, 3),
             "frontend_cache_key": frontend.key, "mxr_version": __version__}
@@ -323,6 +330,8 @@ def _reconstruct(video_path: Path, take_path: Path, settings: ReconstructSetting
                  reporter: ProgressReporter | None = None) -> ReconstructSummary:
     settings = settings or ReconstructSettings()
     reporter = reporter or ProgressReporter()
+    if not (np.isfinite(settings.flow_fusion_s) and 0.0 <= settings.flow_fusion_s <= MAX_FLOW_FUSION_S):
+        raise MxrError(f"the flow fusion span must be 0 to {MAX_FLOW_FUSION_S:g} seconds, not {settings.flow_fusion_s}")
     started = time.monotonic()
     outputs = [Path(output) for output in (take_path, settings.debug_sheet) if output is not None]
     refuse_overwriting_inputs(Path(video_path), outputs)
@@ -348,9 +357,12 @@ def _reconstruct(video_path: Path, take_path: Path, settings: ReconstructSetting
     calm = calmest_frames(chunked_scores(partial(trained_frame.faces_at, landmarks_px), valid), valid)
     # The take's frame: the pose from the image through a pinhole camera (ops/perspective.py).
     frame_size = (video.width, video.height)
-    camera = perspective_camera(landmarks_px, valid, neutral_frames, trained_frame.neutral_mm, calm, frame_size,
+    faces_px = landmarks_px  # the points the take's pose and expression are read from
+    if settings.flow_fusion_s > 0:
+        faces_px = fused_landmarks_px(landmarks_px, observed["crop_from_image"], observed["flow_at_landmarks"],
+                                      observed["flow_consistent"], valid, video.fps, settings.flow_fusion_s)
+    camera = perspective_camera(faces_px, valid, neutral_frames, trained_frame.neutral_mm, calm, frame_size,
                                 reporter.stage("pose"))
-    faces_px = landmarks_px  # the points the take's expression is read from
     if settings.skin_track:  # the same pose solve and reading, on points glued to the skin
         faces_px = skin_tracked_px(video.path, observed, valid, camera, neutral_frames, reporter.stage("skin"))
         camera = perspective_camera(faces_px, valid, neutral_frames, trained_frame.neutral_mm, calm, frame_size,
