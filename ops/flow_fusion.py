@@ -21,7 +21,6 @@ the planted motion (uncapped 0.61), macro 0.28 -> 0.47 (0.54); docs/OPEN_LOOP.md
 from __future__ import annotations
 
 import numpy as np
-from scipy.ndimage import convolve1d
 
 from ..models.retarget import frame_chunks
 from .canonical import INTERPUPILLARY_MM, IRIS_CENTRE_LEFT, IRIS_CENTRE_RIGHT
@@ -63,9 +62,7 @@ def fused_landmarks_px(landmarks_px: np.ndarray, crop_from_image: np.ndarray, fl
     count = len(valid)
     sigma_frames = drift_s * fps
     radius = int(np.ceil(3.0 * sigma_frames))
-    kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma_frames) ** 2)  # (2r+1,)
     weight = valid.astype(np.float64)  # (T,)
-    norm = np.maximum(convolve1d(weight, kernel, mode="constant"), 1e-12)  # (T,)
     drift = frame_array((count,) + landmarks_px.shape[1:2] + (2,), np.float64)  # (T, N, 2) px
     summed = np.zeros(landmarks_px.shape[1:2] + (2,))  # (N, 2) px, the drift before the chunk
     for frames in frame_chunks(count, CHUNK_FRAMES):
@@ -83,9 +80,12 @@ def fused_landmarks_px(landmarks_px: np.ndarray, crop_from_image: np.ndarray, fl
     fused = frame_array(landmarks_px.shape, np.float32)
     for frames in frame_chunks(count, CHUNK_FRAMES):
         near = slice(max(frames.start - radius, 0), min(frames.stop + radius, count))  # what the kernel reaches
-        around = np.asarray(drift[near]) * weight[near, None, None]
-        smooth = convolve1d(around, kernel, axis=0, mode="constant")[frames.start - near.start:frames.stop - near.start]
-        correction = np.asarray(drift[frames]) - smooth / norm[frames, None, None]  # (F, N, 2) px
+        offsets = np.arange(frames.start, frames.stop)[:, None] - np.arange(near.start, near.stop)[None, :]
+        band = np.where(np.abs(offsets) <= radius, np.exp(-0.5 * (offsets / sigma_frames) ** 2), 0.0)  # (F, L) Gaussian
+        around = np.asarray(drift[near]) * weight[near, None, None]  # (L, N, 2) px
+        smooth = (band @ around.reshape(len(around), -1)).reshape((len(band),) + around.shape[1:])
+        norm = np.maximum(band @ weight[near], 1e-12)  # (F,)
+        correction = np.asarray(drift[frames]) - smooth / norm[:, None, None]  # (F, N, 2) px
         points = np.array(landmarks_px[frames], np.float64)  # (F, N, 3) source px
         eyes_px = np.linalg.norm(points[:, IRIS_CENTRE_LEFT, :2] - points[:, IRIS_CENTRE_RIGHT, :2], axis=-1)
         cap_px = MAX_CORRECTION_MM * eyes_px / INTERPUPILLARY_MM  # (F,) px

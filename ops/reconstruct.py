@@ -375,7 +375,10 @@ def _reconstruct(video_path: Path, take_path: Path, settings: ReconstructSetting
         # (a still, turning scan face wandered 3-4 mm instead of 0.5): they run in their own frame,
         # and their micro and detail layers and events are carried into the take's.
         trained_take = take_in_frame(*_trained_layers(trained_frame, landmarks_px))
-        take_motion = DisplacementReader(partial(camera.faces_at, faces_px), camera.neutral_mm, frame_count)
+        # Events are judged on MediaPipe's own points: the standing-out test was chosen on their
+        # jitter, and on the smoother fused points (ops/flow_fusion.py) it let through 34.5 events
+        # a minute on franck.mp4's first 40 s instead of 4.5.
+        take_motion = DisplacementReader(partial(camera.faces_at, landmarks_px), camera.neutral_mm, frame_count)
         layers = network_layers(trained_take, runner, take_motion, reporter)
         del trained_take  # its macro layer (T, 478, 3): not needed past the network
     # The macro layer is the rest of the take's deformation, so the total is what the landmarks show.
