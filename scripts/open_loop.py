@@ -303,13 +303,14 @@ def frames_part(labels_path: Path, use_network: bool) -> dict[str, dict]:
     return report
 
 
-def print_table(title: str, report: dict[str, dict]) -> None:
-    columns = list(next(iter(report.values())).keys())
+def print_table(title: str, rows: dict[str, dict], first: str = "split") -> None:
+    """A markdown table: one row per key of ``rows``, its values the columns."""
+    columns = list(next(iter(rows.values())).keys())
     print(f"\n{title}\n")
-    print("| split | " + " | ".join(columns) + " |")
+    print(f"| {first} | " + " | ".join(columns) + " |")
     print("|---|" + "---|" * len(columns))
-    for split, row in report.items():
-        print(f"| {split} | " + " | ".join(str(row[c]) for c in columns) + " |")
+    for name, row in rows.items():
+        print(f"| {name} | " + " | ".join(str(row[column]) for column in columns) + " |")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from open_loop import SPLITS, VIDEO_DIR  # noqa: E402
+from open_loop import SPLITS, VIDEO_DIR, print_table  # noqa: E402
 from render_scan_clips import video_writer  # noqa: E402
 
 import mxr.ops.injection as injection  # noqa: E402
@@ -341,16 +341,6 @@ def per_action(clips: dict[str, dict]) -> dict[str, dict[str, str]]:
                              ("landmarks, original pose (mm)", "landmarks, original pose"), ("take", "total"))},
                          "found": f"{sum(row['found'] for row in micro)} of {len(micro)}"}
     return table
-
-
-def print_table(title: str, rows: dict[str, dict[str, str]], first: str = "split") -> None:
-    """A markdown table: one row per key of ``rows``, its values the columns."""
-    columns = list(next(iter(rows.values())).keys())
-    print(f"\n{title}\n")
-    print(f"| {first} | " + " | ".join(columns) + " |")
-    print("|---|" + "---|" * len(columns))
-    for name, row in rows.items():
-        print(f"| {name} | " + " | ".join(str(row[column]) for column in columns) + " |")
 
 
 def main(argv: list[str] | None = None) -> int:
