@@ -12,6 +12,7 @@ no take behind and never touches an existing one.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
@@ -72,11 +73,20 @@ def _frame_range(text: str) -> tuple[int, int]:
     return first, last
 
 
+def refuse_overwriting_take(take_path: Path, png_path: Path) -> None:
+    """Refuse a picture that would replace the take it is drawn from (the same name, or a link to it)."""
+    same = (os.path.samefile(take_path, png_path) if take_path.exists() and png_path.exists()
+            else take_path.resolve() == png_path.resolve())
+    if same:
+        raise MxrError(f"refusing to write {png_path}: it is the take file")
+
+
 def _timeline(take_path: Path, png_path: Path) -> int:
     if png_path.suffix.lower() != ".png":
         print(f"mxr: error: {png_path}: the picture is written as PNG; give it a .png name", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
+        refuse_overwriting_take(take_path, png_path)
         write_take_timeline(load_take(take_path), png_path)
     except MxrError as error:
         print(f"mxr: error: {error}", file=sys.stderr)

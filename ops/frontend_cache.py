@@ -8,7 +8,8 @@ flow's parameters} as sorted JSON. A run writes into ``<key>.partial-*`` and ren
 folder into place only once every frame is in; a cancelled or failed run deletes its partial
 folder, and a crash leaves only a ``.partial`` folder, which is never read and is swept later.
 The manifest lists each chunk's sha256: an entry that does not match it, or whose manifest or
-chunks are malformed, is deleted and rebuilt.
+chunks are malformed (shapes, kinds, unreadable members, values the front-end never gives), is
+deleted and rebuilt.
 
 The cache is an optimisation, never a requirement: a cache folder that cannot be created or
 written (read-only, full) costs a warning and the run goes on without storing. The video is hashed
@@ -24,6 +25,7 @@ import shutil
 import tempfile
 import time
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -95,12 +97,15 @@ class CachedFrontEnd:
         try:
             manifest = json.loads(manifest_path.read_text())
             _check_manifest(manifest, self.key)
+            last_index = -1
             for chunk in manifest["chunks"]:
                 if file_sha256(self.entry / chunk["file"]) != chunk["sha256"]:
                     raise ValueError(f"{chunk['file']} does not match its checksum")
-                _check_chunk(self.entry / chunk["file"], chunk["frames"])
+                last_index = _check_chunk(self.entry / chunk["file"], chunk["frames"], last_index,
+                                          self.settings.dense_flow_size)
             return manifest
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, zipfile.BadZipFile) as error:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, zipfile.BadZipFile,
+                zlib.error) as error:
             self.reporter.warning(f"front-end cache entry {self.entry} is damaged ({error}); rebuilding it")
             shutil.rmtree(self.entry, ignore_errors=True)
             return None
@@ -110,8 +115,15 @@ class CachedFrontEnd:
             self.reporter.warning(message)
         frames, done = self._manifest["frames"], 0
         for chunk in self._manifest["chunks"]:
-            with np.load(self.entry / chunk["file"], allow_pickle=False) as data:
-                arrays = {name: data[name] for name in data.files}
+            try:
+                with np.load(self.entry / chunk["file"], allow_pickle=False) as data:
+                    arrays = {name: data[name] for name in data.files}
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+                # Checked when the entry was opened: something changed it since. Frames were served
+                # already, so this run stops; the next one rebuilds the entry.
+                shutil.rmtree(self.entry, ignore_errors=True)
+                raise MxrError(f"the front-end cache entry {self.entry} changed while it was read ({error}); "
+                               "it was deleted: run again") from None
             for record in unstack_records(arrays):
                 done += 1
                 self.reporter.progress("frontend (cached)", done, frames)
@@ -199,16 +211,41 @@ def _check_manifest(manifest: object, key: str) -> None:
 _FLAG_RECORDS = ("valid", "flow_consistent")  # the record fields that are flags; the rest are numbers
 
 
-def _check_chunk(path: Path, frames: int) -> None:
-    """The chunk holds each record field with ``frames`` rows of the record's shape and kind
-    (ValueError if not), from its headers: a malformed entry is caught before a single frame is used."""
+# Record fields that are finite on every frame with a face (where there is none they may be NaN).
+_FINITE_WHERE_VALID = ("confidence", "landmarks_px", "crop_from_image", "landmarks_crop")
+
+
+def _check_chunk(path: Path, frames: int, last_index: int, dense_size: int) -> int:
+    """The chunk holds each record field with ``frames`` rows of the record's shape and kind, and
+    nothing else, from its headers (before anything is allocated); then what the front-end writes:
+    every member readable (its CRC right), frame numbers increasing past ``last_index``, each face's
+    fields finite. ValueError (or what reading raises) if not: a malformed entry is caught before a
+    single frame is used. Returns the chunk's last frame number."""
     declared = declared_arrays(path)
-    for name, shape in RECORD_SHAPES.items():
+    shapes = dict(RECORD_SHAPES)
+    if dense_size > 0:  # every record then has its dense flow
+        shapes.update(dense_flow=(dense_size, dense_size, 2), dense_consistent=(dense_size, dense_size))
+    if set(declared) - set(shapes):
+        raise ValueError(f"{path.name}: members {sorted(set(declared) - set(shapes))} the front-end never writes")
+    for name, shape in shapes.items():
         found_shape, dtype = declared.get(name, (None, None))
         if found_shape != (frames,) + shape:
             raise ValueError(f"{path.name}: {name} has shape {found_shape}, not {(frames,) + shape}")
         if dtype.kind not in ("b" if name in _FLAG_RECORDS else "fiu"):
             raise ValueError(f"{path.name}: {name} holds {dtype} values")
+    with zipfile.ZipFile(path) as archive:
+        damaged = archive.testzip()  # reads every member a block at a time
+    if damaged is not None:
+        raise ValueError(f"{path.name}: {damaged} does not match its CRC")
+    with np.load(path, allow_pickle=False) as data:  # one chunk: CHUNK_FRAMES frames at most
+        arrays = {name: data[name] for name in ("index", "valid", *_FINITE_WHERE_VALID)}
+    index, valid = arrays["index"], arrays["valid"]
+    if not (len(index) and index[0] > last_index and np.all(np.diff(index) > 0)):
+        raise ValueError(f"{path.name}: frame numbers that do not increase")
+    for name in _FINITE_WHERE_VALID:
+        if not np.all(np.isfinite(arrays[name][valid])):
+            raise ValueError(f"{path.name}: {name} not finite on a frame with a face")
+    return int(index[-1])
 
 
 def _write_chunk(folder: Path, number: int, records: list[FrameRecord]) -> dict[str, Any]:

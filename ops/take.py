@@ -256,10 +256,19 @@ def _check_declared_sizes(path: Path) -> None:
             raise MxrError(f"{path}: {name} declares {count} values, more than a take of {MAX_TAKE_FRAMES} frames holds")
 
 
+def _scalar(data: np.lib.npyio.NpzFile, name: str) -> np.ndarray:
+    """The 0-d array a take stores one number in (``save_take`` writes nothing else): an array of
+    any other shape, even of one element, is refused rather than converted."""
+    value = data[name]
+    if value.shape != ():
+        raise MxrError(f"take field {name} holds an array of shape {value.shape}, expected one number")
+    return value
+
+
 def _take_from_arrays(path: Path, data: np.lib.npyio.NpzFile) -> Take:
     if "format" not in data.files or str(data["format"]) != TAKE_FORMAT:
         raise MxrError(f"{path} is not an MXR take file")
-    version = int(data["version"])
+    version = int(_scalar(data, "version"))
     if version > TAKE_VERSION:
         raise MxrError(f"{path} is take version {version}; this MXR reads up to {TAKE_VERSION}")
     observations = _front_end_fields(data) if version >= 2 else unobserved_front_end(len(data["valid"]))
@@ -271,7 +280,7 @@ def _take_from_arrays(path: Path, data: np.lib.npyio.NpzFile) -> Take:
     return Take(
         source_path=str(data["source_path"]),
         source_sha256=str(data["source_sha256"]),
-        fps=float(data["fps"]),
+        fps=float(_scalar(data, "fps")),
         frame_size=tuple(int(v) for v in data["frame_size"]),
         timestamps_s=data["timestamps_s"],
         valid=data["valid"],
@@ -294,9 +303,9 @@ def _take_from_arrays(path: Path, data: np.lib.npyio.NpzFile) -> Take:
 def _front_end_fields(data: np.lib.npyio.NpzFile) -> dict:
     return {
         "frame_indices": data["frame_indices"],
-        "analysis_scale": float(data["analysis_scale"]),
+        "analysis_scale": float(_scalar(data, "analysis_scale")),
         "landmark_confidence": data["landmark_confidence"],
-        "crop_size_px": int(data["crop_size_px"]),
+        "crop_size_px": int(_scalar(data, "crop_size_px")),
         "crop_from_image": data["crop_from_image"],
         "flow_at_landmarks_px": data["flow_at_landmarks_px"],
         "flow_fb_error_px": data["flow_fb_error_px"],

@@ -373,6 +373,10 @@ def test_takes_are_kept_with_the_project_and_clips_of_the_same_name_do_not_share
     unsaved = default_take_path(first)
     assert unsaved.parent == Path(bpy.utils.user_resource("DATAFILES", path="mxr_takes"))  # not the temp folder
     assert default_take_path(second) != unsaved and default_take_path(first) == unsaved
+    # the case (#19 item 12): /shoot1/take01.mp4 and /shoot2/take01.mov; and one name in one folder
+    takes = {default_take_path(tmp_path / "shoot1" / "take01.mp4"), default_take_path(tmp_path / "shoot2" / "take01.mov"),
+             default_take_path(tmp_path / "shoot1" / "take01.mov")}
+    assert len(takes) == 3
     bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "shot 12.blend"))
     saved = default_take_path(first)
     assert saved.parent == tmp_path / "shot 12_mxr_takes" and saved.name.startswith("clip-")

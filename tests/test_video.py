@@ -210,3 +210,19 @@ def test_damage_in_the_middle_skips_the_damaged_frames_not_the_rest(clip, tmp_pa
     lost = [record.index for record in records if not record.valid]
     assert lost == sorted(set(range(72)) - set(indices))
     assert any("could not be decoded" in warning for warning in frontend.warnings)
+
+
+@pytest.mark.parametrize("seed, spots", [(1, (0.2, 0.5, 0.8)), (2, (0.45,)), (3, (0.6, 0.9))])
+def test_damage_anywhere_loses_only_the_damaged_frames(clip, tmp_path, seed, spots):
+    """3 kB of garbage at one or several places: every frame that still decodes comes out, in place
+    and in order, to the clip's last (the class of the damage above, not one place in one file)."""
+    data = bytearray(clip.read_bytes())
+    rng = np.random.default_rng(seed)
+    for spot in spots:
+        start = int(len(data) * spot)
+        data[start:start + 3000] = rng.integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    indices = [index for index, _, _ in iter_frames(damaged)]
+    assert indices == sorted(set(indices)) and indices[-1] == 71
+    assert len(indices) >= 72 - 3 * len(spots) - 1, len(indices)
