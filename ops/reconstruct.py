@@ -36,6 +36,9 @@ from .frontend_cache import CachedFrontEnd
 from .frontend_debug import write_contact_sheet
 from .neutral import face_measures, neutral_run, occluded_frames, scores_from_measures
 from .perspective import PerspectiveCamera, calmest_frames, perspective_camera
+from ..models.network.events import micro_layer_mm
+from ..models.network.features import region_membership
+from ..models.network.fusion import basis_in_take_frame
 from ..models.network.runner import NetworkRunner, apply_network
 from ..models.retarget import displacement_on, frame_chunks
 from ..models.similarity import Similarities, fit_similarities
@@ -45,7 +48,7 @@ from .spill import frame_array, spilling_into
 from .video import VideoInfo
 from .skin_track import (SkinTrackSettings, SourceFrames, choose_references, fall_back, rest_references,
                          track_with_references)
-from .take import BASELINE_VERSION, LANDMARK_COUNT, MicroEvent, Take, save_take, timestamp_seconds
+from .take import BASELINE_VERSION, LANDMARK_COUNT, MicroEvent, Take, analysis_clock, save_take, timestamp_seconds
 
 
 @dataclass
@@ -136,6 +139,10 @@ class DisplacementReader:
     faces_at: LayerReader
     neutral_mm: np.ndarray
     count: int
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.count, LANDMARK_COUNT, 3)
 
     def __len__(self) -> int:
         return self.count
@@ -268,21 +275,30 @@ def _trained_layers(frame: CanonicalFrame, landmarks_px: np.ndarray) -> tuple[np
 
 
 def network_layers(trained_take: Take, runner: NetworkRunner, take_motion: DisplacementReader,
-                   reporter: ProgressReporter) -> NetworkLayers:
+                   judged_motion: DisplacementReader, reporter: ProgressReporter) -> NetworkLayers:
     """The network run on ``trained_take`` (landmark-only, in the frame the networks were trained
-    on: ``in_trained_frame``), its micro and detail layers carried onto the take whose displacement
-    ``take_motion`` reads (the same landmarks in another canonical frame): turned and scaled by the
-    similarity between the two neutrals, a chunk of frames at a time. Its events must stand out of
-    the take's own motion (``events.standing_out``), where the pose is steadier."""
-    network_take = apply_network(trained_take, runner, reporter, judged_motion_mm=take_motion)
-    neutral_mm = take_motion.neutral_mm
-    alignment = fit_similarities(network_take.neutral_mm.astype(np.float64), np.asarray(neutral_mm, np.float64)[None])
-    carried = []
-    for layer in (network_take.micro_mm, network_take.detail_mm):
-        carried.append(frame_array(layer.shape, np.float32))
-        for frames in frame_chunks(len(layer), CHUNK_FRAMES):
-            carried[-1][frames] = displacement_on(alignment, np.asarray(layer[frames], np.float64))
-    return NetworkLayers(carried[0], carried[1], network_take.events, network_take.model_version,
+    on: ``in_trained_frame``): its events, the micro layer they explain read from the take's own
+    motion (``take_motion``: the points the take's face is read from, in its canonical frame), and
+    its detail layer carried onto that frame (turned and scaled by the similarity between the two
+    neutrals, a chunk of frames at a time). Its events must stand out of ``judged_motion``
+    (``events.standing_out``).
+
+    The micro layer is read from the take's motion, not the network's: on the injected real clips
+    (scripts/open_loop_inject.py) MediaPipe's points, which the network reads, show 0.42-0.49 of a
+    planted micro event's motion, the take's points (fused with the flow) 0.48-0.64."""
+    network_take = apply_network(trained_take, runner, reporter, judged_motion_mm=judged_motion)
+    neutral_mm = np.asarray(take_motion.neutral_mm, np.float64)
+    alignment = fit_similarities(network_take.neutral_mm.astype(np.float64), neutral_mm[None])
+    detail_mm = frame_array(network_take.detail_mm.shape, np.float32)
+    for frames in frame_chunks(len(detail_mm), CHUNK_FRAMES):
+        detail_mm[frames] = displacement_on(alignment, np.asarray(network_take.detail_mm[frames], np.float64))
+    micro_mm = zero_layer(trained_take.valid)
+    if network_take.events:
+        regions = tuple(runner.regions)
+        micro_mm = micro_layer_mm(network_take.events, take_motion, analysis_clock(trained_take)[1], regions,
+                                  region_membership(regions), basis_in_take_frame(neutral_mm), neutral_mm)
+        micro_mm[~np.asarray(trained_take.valid, bool)] = np.nan
+    return NetworkLayers(micro_mm, detail_mm, network_take.events, network_take.model_version,
                          network_take.settings["network"])
 
 
@@ -373,13 +389,15 @@ def _reconstruct(video_path: Path, take_path: Path, settings: ReconstructSetting
     if runner is not None:
         # The networks were trained on step 1's frame and read the perspective frame's faces badly
         # (a still, turning scan face wandered 3-4 mm instead of 0.5): they run in their own frame,
-        # and their micro and detail layers and events are carried into the take's.
+        # their events and detail layer are carried into the take's, and the micro layer is read
+        # at the events from the take's own motion (the network's, in its frame, is not used).
         trained_take = take_in_frame(*_trained_layers(trained_frame, landmarks_px))
         # Events are judged on MediaPipe's own points: the standing-out test was chosen on their
         # jitter, and on the smoother fused points (ops/flow_fusion.py) it let through 34.5 events
         # a minute on franck.mp4's first 40 s instead of 4.5.
-        take_motion = DisplacementReader(partial(camera.faces_at, landmarks_px), camera.neutral_mm, frame_count)
-        layers = network_layers(trained_take, runner, take_motion, reporter)
+        judged_motion = DisplacementReader(partial(camera.faces_at, landmarks_px), camera.neutral_mm, frame_count)
+        take_motion = DisplacementReader(partial(camera.faces_at, faces_px), camera.neutral_mm, frame_count)
+        layers = network_layers(trained_take, runner, take_motion, judged_motion, reporter)
         del trained_take  # its macro layer (T, 478, 3): not needed past the network
     # The macro layer is the rest of the take's deformation, so the total is what the landmarks show.
     less = () if layers is None else (layers.micro_mm, layers.detail_mm)

@@ -15,11 +15,13 @@ Figures per split (micro events, 0.15-0.5 s, 0.5-1.5 mm; macro events, seconds, 
 - **recovered**: per event, the take's motion from onset to apex (injected less original, in the
   original's canonical frame) projected on the planted motion, over the landmarks the event moves
   at least half its peak: median, and the share of events within 15 % of 1; the same for the
-  micro layer alone, and, for the stages before the take, for MediaPipe's landmarks and the
+  micro layer alone, for the micro layer the engine would make were its events the planted ones
+  (the layer's loss apart from the detector's), and, for the stages before the take, for MediaPipe's landmarks and the
   front-end's flow (image px, against the planted image motion); ``visible``: the share of the
   planted motion a reading that sees no depth can see (the head's turn tips the face's plane);
-- **events**: the take's micro events against the planted micro events (same region, overlapping
-  in time; events the original take has in the same region at the same time are the real face's
+- **events**: how far each planted micro event stands out of the real face's own motion for a
+  detector told its pattern and length (``standing_out``: what any detector could hope for), and
+  the take's micro events against the planted micro events (same region, overlapping in time; events the original take has in the same region at the same time are the real face's
   and are left out), precision / recall / F1, and the apex error (frames);
 - **false events per minute**: the original take's events (nothing planted), and the injected
   take's outside the planted events (0.5 s either side), on franck.mp4 (200 s of talking; here
@@ -46,7 +48,9 @@ from open_loop import SPLITS, VIDEO_DIR, print_table  # noqa: E402
 from render_scan_clips import video_writer  # noqa: E402
 
 import mxr.ops.injection as injection  # noqa: E402
+from mxr.models.network.events import micro_layer_mm  # noqa: E402
 from mxr.models.network.features import EVENT_REGIONS, region_membership  # noqa: E402
+from mxr.models.network.fusion import basis_in_take_frame  # noqa: E402
 from mxr.models.network.synthetic import align_to_truth, displacements_to_truth  # noqa: E402
 from mxr.ops.canonical import SKIN_LANDMARK_COUNT  # noqa: E402
 from mxr.ops.injection import PlantedEvent  # noqa: E402
@@ -165,6 +169,47 @@ def layer_differences(original: Take, injected: Take) -> dict[str, np.ndarray]:
             for name, layer in layers.items()}
 
 
+def planted_micro_layers(original: Take, injected: Take, truth: dict) -> np.ndarray:
+    """(T, 478, 3) mm, injected less original in the original's canonical frame: the micro layer
+    the engine makes (``events.micro_layer_mm`` on the take's motion) when its events are the
+    planted micro events themselves: the layer's own loss, whatever the detector finds."""
+    times = np.arange(original.frame_count) / original.fps
+    regions = action_regions(original.neutral_mm)
+    planted = [MicroEvent(*event.frames(times), regions[event.action], event.peak_mm, 1.0)
+               for event in truth["events"] if event.kind == "micro"]
+    membership = region_membership(EVENT_REGIONS)
+    layers = [micro_layer_mm(planted, np.nan_to_num(take.deformation_mm().astype(np.float64)), take.fps, EVENT_REGIONS,
+                             membership, basis_in_take_frame(take.neutral_mm), take.neutral_mm)
+              for take in (original, injected)]
+    alignment = align_to_truth(injected.neutral_mm, original.neutral_mm)
+    return displacements_to_truth(np.asarray(layers[1], np.float64), alignment) - np.asarray(layers[0], np.float64)
+
+
+def bump_mm(motion_mm: np.ndarray, half: int) -> np.ndarray:
+    """(T, N, 3) mm: each frame's motion less the mean of the frames ``half`` before and after it
+    (the clip's ends repeated): the contrast a detector of a flicker ``2 * half`` frames long reads."""
+    padded = np.pad(motion_mm, ((half, half), (0, 0), (0, 0)), mode="edge")
+    return motion_mm - 0.5 * (padded[:-2 * half] + padded[2 * half:])
+
+
+def standing_out(original_mm: np.ndarray, injected_mm: np.ndarray, planted_mm: np.ndarray,
+                 frames: tuple[int, int, int]) -> float:
+    """How far a planted event stands out of the real face, for a detector told its pattern and
+    length (a matched filter): the injected take's bump at the apex, projected on the planted
+    bump's pattern, in robust standard deviations of the same projection over the original take's
+    frames. Takes' motion (T, 478, 3) mm in the original's frame (NaN: no face)."""
+    onset, apex, offset = frames
+    half = max(1, (offset - onset) // 2)
+    skin = slice(0, SKIN_LANDMARK_COUNT)
+    pattern = bump_mm(planted_mm[:, skin], half)[apex]  # (468, 3)
+    pattern = pattern / np.linalg.norm(pattern)
+    reading = np.einsum("tnk,nk->t", bump_mm(np.nan_to_num(original_mm[:, skin]), half), pattern)  # (T,)
+    reading = reading[np.all(np.isfinite(original_mm[:, 0]), axis=-1)]
+    spread = 1.4826 * float(np.median(np.abs(reading - np.median(reading))))
+    apex_reading = float(np.sum(bump_mm(np.nan_to_num(injected_mm[:, skin]), half)[apex] * pattern))
+    return apex_reading / spread if spread > 0 else float("nan")
+
+
 def flow_truth_crop_px(original: Take, shift_px: np.ndarray) -> np.ndarray:
     """(T, 478, 2) crop px: what the planted image motion (T, 478, 2) px adds to the front-end's
     ``flow_at_landmarks_px`` from frame t-1 to t (crop t-1's px -> crop t's): A_t d_t - A_{t-1} d_{t-1},
@@ -201,7 +246,8 @@ def score_clip(original: Take, injected: Take, truth: dict) -> dict:
     """Per planted event: recovered shares (take, layers, landmarks, flow), the matched take event."""
     times = np.arange(original.frame_count) / original.fps
     motion, shift = truth["motion_mm"].astype(np.float64), truth["shift_px"].astype(np.float64)
-    difference = layer_differences(original, injected)
+    difference = {**layer_differences(original, injected), "micro layer, planted events": planted_micro_layers(
+        original, injected, truth)}
     landmarks = injected.landmarks_px[..., :2].astype(np.float64) - original.landmarks_px[..., :2]
     flow = injected.flow_at_landmarks_px.astype(np.float64) - original.flow_at_landmarks_px
     flow_truth = flow_truth_crop_px(original, shift)
@@ -211,6 +257,9 @@ def score_clip(original: Take, injected: Take, truth: dict) -> dict:
                   - read_with_pose(camera, neutral, original.landmarks_px[..., :2].astype(np.float64)))  # (T, 478, 3) mm
     regions = action_regions(original.neutral_mm)
     skin = slice(0, SKIN_LANDMARK_COUNT)
+    original_mm = original.deformation_mm().astype(np.float64)
+    injected_mm = displacements_to_truth(injected.deformation_mm().astype(np.float64),
+                                         align_to_truth(injected.neutral_mm, original.neutral_mm))
     rows = []
     for event in truth["events"]:
         onset, apex, offset = event.frames(times)
@@ -234,6 +283,7 @@ def score_clip(original: Take, injected: Take, truth: dict) -> dict:
         cumulative = np.nansum(flow[base + 1:frames[-1] + 1, moved], axis=0)  # (M, 2) crop px
         row["flow"] = share(cumulative, np.sum(flow_truth[base + 1:frames[-1] + 1, moved], axis=0))
         row["image_px"] = float(np.median(np.linalg.norm(shift[apex, moved] - shift[onset, moved], axis=-1)))
+        row["stands out"] = standing_out(original_mm, injected_mm, motion, (onset, apex, offset))
         rows.append(row)
     return {"events": rows, **match_events(rows, injected.events, original.events, original.fps, original.frame_count)}
 
@@ -299,7 +349,9 @@ def summarise(clips: dict[str, dict]) -> dict[str, dict[str, str]]:
     return {
         "micro": {"events": str(len(micro)), "image motion (px)": median(micro, "image_px"),
                   "recovered (take)": median(micro, "total"), "within 15 %": f"{within:.2f}",
-                  "micro layer": median(micro, "micro"), "macro layer": median(micro, "macro"),
+                  "micro layer": median(micro, "micro"),
+                  "micro layer, planted events": median(micro, "micro layer, planted events"),
+                  "macro layer": median(micro, "macro"),
                   "detail layer": median(micro, "detail"), "landmarks (px)": median(micro, "landmarks"),
                   "landmarks, original pose (mm)": median(micro, "landmarks, original pose"),
                   "flow (px)": median(micro, "flow"), "visible": median(micro, "visible")},
@@ -309,7 +361,9 @@ def summarise(clips: dict[str, dict]) -> dict[str, dict[str, str]]:
                   "landmarks (px)": median(macro, "landmarks"),
                   "landmarks, original pose (mm)": median(macro, "landmarks, original pose"), "flow (px)": median(macro, "flow"),
                   "visible": median(macro, "visible")},
-        "events": {"planted micro": str(len(micro)), "found (region right)": str(found),
+        "events": {"planted micro": str(len(micro)),
+                   "stands out, told its pattern (median sd)": median(micro, "stands out"),
+                   "found (region right)": str(found),
                    "found (any region)": str(sum(row["found_any_region"] for row in micro)),
                    "false (of them on macro)": f"{false} ({sum(clip['false_by_macro'] for clip in clips.values())})",
                    "precision / recall / F1": f"{precision:.2f} / {recall:.2f} / {f1:.2f}",

@@ -4,7 +4,8 @@ import pytest
 
 from mxr.models.network.event_profile import fit_event_timing, fit_pattern, micro_profile, smoothstep, span_baseline
 from mxr.models.network import events
-from mxr.models.network.events import extract_events, micro_layer_mm, region_landmarks, region_units, without_blinks
+from mxr.models.network.events import (extract_events, micro_layer_mm, region_landmarks, region_units, residual_reach,
+                                        without_blinks)
 from mxr.models.network.features import EVENT_REGIONS, region_membership
 from mxr.models.open_head import load_open_head
 from mxr.ops.canonical import IRIS_LANDMARKS
@@ -111,6 +112,7 @@ def test_the_micro_layer_is_each_event_s_time_course_times_its_action_units():
     mouth = regions.index("mouth")
     head = load_open_head()
     basis_mm = head.landmark_basis().astype(np.float64) * 1000.0  # (K, 478, 3)
+    neutral_mm = head.landmark_positions().astype(np.float64) * 1000.0  # (478, 3)
     names = head.expression_names
     times = np.arange(count) / fps
     profile = micro_profile(times, 0.6, 0.7, 0.0, 0.95)  # (T,)
@@ -120,13 +122,55 @@ def test_the_micro_layer_is_each_event_s_time_course_times_its_action_units():
     noise = np.random.default_rng(0).normal(scale=0.005, size=(count, LANDMARK_COUNT, 3))
     motion = profile[:, None, None] * pattern + drift + noise
     (event,) = extract_events(_detection(count, mouth, 63, 92), motion, fps, regions, membership)  # 3 frames late, early
-    layer = micro_layer_mm([event], motion, fps, regions, membership, basis_mm)  # (T, 478, 3)
+    layer = micro_layer_mm([event], motion, fps, regions, membership, basis_mm, neutral_mm)  # (T, 478, 3)
     error = np.linalg.norm(layer - profile[:, None, None] * pattern, axis=-1)
     assert error.max() < 0.1 * np.linalg.norm(pattern, axis=-1).max()
-    assert not micro_layer_mm([], motion, fps, regions, membership, basis_mm).any()  # no events, no layer
+    assert not micro_layer_mm([], motion, fps, regions, membership, basis_mm, neutral_mm).any()  # no events, no layer
     # Five times larger, the same motion is no micro-expression: it stays in the macro layer.
-    assert not micro_layer_mm([event], 5 * motion, fps, regions, membership, basis_mm).any()
+    assert not micro_layer_mm([event], 5 * motion, fps, regions, membership, basis_mm, neutral_mm).any()
 
+
+
+def test_residual_reach_falls_off_with_the_distance_from_the_region():
+    neutral_mm = load_open_head().landmark_positions().astype(np.float64) * 1000.0  # (478, 3)
+    members = region_landmarks(region_membership(EVENT_REGIONS)[EVENT_REGIONS.index("brows")])
+    reach = residual_reach(neutral_mm, members, reach_mm=5.0, cutoff=2.5)  # (478,)
+    for landmark in (0, 10, 100, 300, 470):  # against the distance to each member in turn
+        distance = min(np.linalg.norm(neutral_mm[landmark] - neutral_mm[member]) for member in members)
+        expected = np.exp(-0.5 * (distance / 5.0) ** 2) if distance <= 12.5 else 0.0
+        assert reach[landmark] == pytest.approx(expected)
+    assert (reach[members] == 1.0).all()
+    assert 0 < np.count_nonzero(reach) < LANDMARK_COUNT  # the brows and around them, not the face
+
+
+def test_the_micro_layer_keeps_local_motion_the_units_cannot_show():
+    """A real face's micro motion need not lie in the open head's units: a brow point pulled
+    sideways (no brow unit moves it so) stays in the layer near the brows, and nothing of the
+    motion far from them is let in."""
+    fps, count = 100.0, 200
+    regions = EVENT_REGIONS
+    membership = region_membership(regions)
+    head = load_open_head()
+    basis_mm = head.landmark_basis().astype(np.float64) * 1000.0
+    neutral_mm = head.landmark_positions().astype(np.float64) * 1000.0  # (478, 3)
+    brows = region_landmarks(membership[regions.index("brows")])
+    centre = neutral_mm[brows[0]]
+    falloff = np.exp(-0.5 * (np.linalg.norm(neutral_mm - centre, axis=1) / 8.0) ** 2)  # (478,)
+    pattern = falloff[:, None] * np.array([0.8, 0.0, 0.0])  # (478, 3) mm, sideways
+    profile = micro_profile(np.arange(count) / fps, 0.6, 0.7, 0.0, 0.95)
+    from_brows = np.linalg.norm(neutral_mm[:, None] - neutral_mm[None, brows], axis=-1).min(axis=1)  # (478,) mm
+    far = from_brows > 20.0  # the mouth, the chin, the jaw
+    noise = np.random.default_rng(1).normal(scale=0.2, size=(count, LANDMARK_COUNT, 3))
+    motion = profile[:, None, None] * pattern + noise * far[None, :, None]  # loud, but far away
+    event = MicroEvent(onset_frame=60, apex_frame=70, offset_frame=95, region="brows", peak_mm=0.8, confidence=1.0)
+    layer = micro_layer_mm([event], motion, fps, regions, membership, basis_mm, neutral_mm)  # (T, 478, 3)
+    def kept(landmarks: np.ndarray) -> float:  # share of the pattern the layer shows at its apex
+        return float(np.sum(layer[70, landmarks] * pattern[landmarks]) / np.sum(pattern[landmarks] ** 2))
+
+    moved = falloff >= 0.5
+    assert kept(moved & (from_brows == 0)) > 0.95  # on the brows, all of it
+    assert kept(moved) > 0.6  # around them, as far as the reach goes
+    assert np.abs(layer[:, far]).max() < 0.02  # the loud motion there (0.2 mm) is not let in
 
 
 def test_the_micro_layer_places_an_event_between_frames_at_low_frame_rates(monkeypatch):
@@ -137,6 +181,7 @@ def test_the_micro_layer_places_an_event_between_frames_at_low_frame_rates(monke
     membership = region_membership(regions)
     head = load_open_head()
     basis_mm = head.landmark_basis().astype(np.float64) * 1000.0
+    neutral_mm = head.landmark_positions().astype(np.float64) * 1000.0  # (478, 3)
     names = head.expression_names
     profile = micro_profile(np.arange(count) / fps, 0.61, 0.71, 0.0, 0.97)  # onset 15.25, offset 24.25 frames
     pattern = 0.05 * (basis_mm[names.index("mouthSmileLeft")] + basis_mm[names.index("mouthSmileRight")])
@@ -144,7 +189,7 @@ def test_the_micro_layer_places_an_event_between_frames_at_low_frame_rates(monke
     event = MicroEvent(onset_frame=15, apex_frame=18, offset_frame=25, region="mouth", peak_mm=1.0, confidence=1.0)
 
     def layer_error() -> float:  # mean over the event's frames and landmarks, mm
-        layer = micro_layer_mm([event], motion, fps, regions, membership, basis_mm)
+        layer = micro_layer_mm([event], motion, fps, regions, membership, basis_mm, neutral_mm)
         return float(np.linalg.norm(layer - motion, axis=-1)[15:26].mean())
 
     between_frames = layer_error()
@@ -189,6 +234,7 @@ def test_a_blink_during_a_mouth_event_stays_out_of_its_micro_layer():
     mouth, eyes = regions.index("mouth"), regions.index("eyes")
     head = load_open_head()
     basis_mm = head.landmark_basis().astype(np.float64) * 1000.0
+    neutral_mm = head.landmark_positions().astype(np.float64) * 1000.0  # (478, 3)
     names = head.expression_names
     times = np.arange(count) / fps
     profile = micro_profile(times, 0.6, 0.7, 0.0, 0.95)
@@ -198,7 +244,7 @@ def test_a_blink_during_a_mouth_event_stays_out_of_its_micro_layer():
     assert np.linalg.norm(blink_mm, axis=-1).max() > 3.0  # larger than any micro-expression
     motion = profile[:, None, None] * pattern + blink[:, None, None] * blink_mm
     (event,) = extract_events(_detection(count, mouth, 63, 92), motion, fps, regions, membership)
-    layer = micro_layer_mm([event], motion, fps, regions, membership, basis_mm)
+    layer = micro_layer_mm([event], motion, fps, regions, membership, basis_mm, neutral_mm)
     eye_landmarks = region_landmarks(membership[eyes])
     assert np.abs(layer[:, eye_landmarks]).max() < 0.05  # no blink in the micro layer
     error = np.linalg.norm(layer - profile[:, None, None] * pattern, axis=-1)

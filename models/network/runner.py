@@ -273,7 +273,7 @@ def decode_reconstruction(take: Take, result: Reconstruction, runner: NetworkRun
     macro_mm, micro_mm = result.macro_mm, result.micro_mm
     if events:  # the micro layer is what the events explain, taken out of the macro layer: the total stays
         micro_mm = micro_layer_mm(events, total_mm, fps, regions, membership,
-                                  basis_in_take_frame(take.neutral_mm))  # (T, 478, 3) float32
+                                  basis_in_take_frame(take.neutral_mm), take.neutral_mm)  # (T, 478, 3) float32
         micro_mm[~np.asarray(take.valid, bool)] = np.nan
         macro_mm = frame_array(total_mm.shape, np.float32)
         for start in range(0, len(macro_mm), CHUNK_FRAMES):
