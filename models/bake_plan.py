@@ -27,7 +27,7 @@ import numpy as np
 from ..ops.errors import MxrError
 from ..ops.take import Take, frame_seconds
 from .correspondence import LandmarkEmbedding
-from .detail import DetailLayer, DetailSpread, detail_layer, flame_residual, head_residual, movable_vertices
+from .detail import DetailLayer, DetailSpread, detail_layer, head_residual, movable_vertices
 from .flame import FlameModel, expression_names, pose_features, rodrigues, shaped_vertices, skinning_regions
 from .head_model import HeadModel
 from .micro_keys import MicroComponent, components_mm, micro_components
@@ -162,14 +162,17 @@ class TakeDeformation:
 
     def __getitem__(self, frames: slice) -> np.ndarray:
         take = self.take
-        total = take.macro_mm[frames].astype(np.float64) + take.micro_mm[frames] + take.detail_mm[frames]
-        return total - components_mm(self.components, take.frame_count, frames)  # (n, 478, 3) mm
+        total = take.macro_mm[frames].astype(np.float64)  # (n, 478, 3) mm, summed in place: no temporaries
+        total += take.micro_mm[frames]
+        total += take.detail_mm[frames]
+        total -= components_mm(self.components, take.frame_count, frames)
+        return total
 
 
 # A bake's progress: (stage, fraction 0..1 of it), called from the solves' chunks; it may raise to
 # stop the bake (Esc), which changes nothing as a plan is only data.
 Progress = Callable[[str, float], None]
-SOLVING, DETAIL = "solving", "detail"  # the stages a plan reports
+SOLVING, DETAIL = "solving", "detail"  # the stages a plan reports (a FLAME plan: solving only)
 
 
 def _stage(on_progress: Progress | None, stage: str) -> Callable[[int, int], None] | None:
@@ -204,14 +207,16 @@ def plan_flame_bake(model: FlameModel, landmarks: LandmarkEmbedding, identity: n
     """The bake of ``take`` onto a FLAME rig built from ``model`` with ``identity`` (S',) and its
     first ``expressions`` components; ``bone_rest`` (5, 3, 3): each bone's rest axes in armature
     space (``FLAME_BONES`` order). ``joints``: the FLAME joints solved from the landmarks (jaw,
-    eyes); the neck gets the take's head rotation (the neck base stays with the body)."""
+    eyes); the neck gets the take's head rotation (the neck base stays with the body). The detail
+    layer's residual comes with the solve (one read of the take), so progress reports ``SOLVING``
+    only."""
     check_bakeable(take)
     check_fits_timeline(take, timing)
     landmark_rig = FlameLandmarks.build(model, landmarks, identity, expressions)
     components = micro_components(take) if key_micro else []
     deformation = TakeDeformation(take, components)
     solved = retarget_flame(landmark_rig, deformation, take.neutral_mm, joints=joints,
-                            on_chunk=_stage(on_progress, SOLVING))
+                            on_chunk=_stage(on_progress, SOLVING), residual=key_detail)
     face_found = _face_frames(take, solved.expression)
     rotations = rodrigues(solved.pose[face_found])  # (n, 5, 3, 3) FLAME axes, local
     if key_rotation:
@@ -222,8 +227,7 @@ def plan_flame_bake(model: FlameModel, landmarks: LandmarkEmbedding, identity: n
         rest = shaped_vertices(model, identity, np.zeros(0))  # (V, 3) the rig's rest face, FLAME metres
         spread = DetailSpread.build(rest, landmarks, movable_vertices(model.vertex_count, skinning_regions(model)))
     if key_detail:
-        layer = detail_layer(spread, flame_residual(landmark_rig, deformation, take.neutral_mm, solved.expression,
-                                                    solved.pose, _stage(on_progress, DETAIL)))
+        layer = detail_layer(spread, solved.residual)
     return _plan(take, timing, face_found, channels.shape_keys, None, channels.rotations, channels.locations, layer,
                  components, spread, flame_rest_alignment(landmark_rig, take.neutral_mm))
 

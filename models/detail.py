@@ -17,8 +17,9 @@ is the **residual** at the 478 landmarks. It becomes vertex offsets in three ste
    millimetre apart on the lids and lips and would make a plain interpolation oscillate).
    Compact support is what keeps the back of the head still: a vertex farther than the radius
    from every landmark gets exactly zero, and the field fades smoothly (C2) towards that edge.
-   One dense (V', L) matrix per head, built once per bake in milliseconds; applying it is one
-   matrix product per take.
+   Two dense matrices per head, the kernel (V', L) and the fit (L, L), built once per bake in
+   milliseconds; applying them is two matrix products per take (their (V', L) product is never
+   formed: it would cost more than all a take's applications).
 
 Why RBFs and not a Laplacian solve: the landmarks are barycentric points, not vertices, and the
 RBF fit needs no mesh connectivity (FLAME and the open head alike, quads or not) and no sparse
@@ -39,10 +40,8 @@ import numpy as np
 
 from ..ops.canonical import SKIN_LANDMARKS
 from .correspondence import LandmarkEmbedding
-from .flame import joint_transforms, rodrigues
 from .head_model import HeadModel
-from .retarget import (AXIS_WEIGHTS, FlameLandmarks, UnitSolve, displacement_on, flame_rest_alignment, frame_chunks,
-                       neutral_to_head, seen_landmark_basis)
+from .retarget import AXIS_WEIGHTS, UnitSolve, displacement_on, frame_chunks, neutral_to_head, seen_landmark_basis
 
 FACE_SOURCES = SKIN_LANDMARKS  # the landmarks whose residual becomes detail (the irises' does not)
 STILL_REGIONS = ("neck", "eyeballs")  # HeadModel regions the detail never moves
@@ -64,7 +63,8 @@ class DetailSpread:
     vertex_count: int
     sources: np.ndarray  # (L',) landmark indices the residual is read at
     vertices: np.ndarray  # (V',) vertex indices that can move (within reach of a source)
-    matrix: np.ndarray  # (V', L') offset of each moving vertex per unit residual at each source
+    kernel: np.ndarray  # (V', L') offset of each moving vertex per unit weight at each source's centre
+    fit: np.ndarray  # (L', L') the centres' weights per unit residual at each source
 
     @classmethod
     def build(
@@ -93,13 +93,12 @@ class DetailSpread:
         strength = smoothing * float(np.mean(np.sum(seen**2, axis=0)))
         gram = seen.T @ seen + strength * np.eye(len(centres))  # (L', L')
         reach = np.flatnonzero(kernel.any(axis=1))
-        matrix = kernel[reach] @ np.linalg.solve(gram, seen.T)  # (V', L'): centre weights from residuals
-        return cls(len(rest), np.asarray(sources), reach, matrix)
+        return cls(len(rest), np.asarray(sources), reach, kernel[reach], np.linalg.solve(gram, seen.T))
 
     def apply(self, residual: np.ndarray) -> np.ndarray:
         """Residual at the sources (..., L', 3) metres -> vertex offsets (..., V, 3) metres."""
         offsets = np.zeros(residual.shape[:-2] + (self.vertex_count, 3))
-        offsets[..., self.vertices, :] = self.matrix @ residual  # one matrix product (BLAS) per leading index
+        offsets[..., self.vertices, :] = self.kernel @ (self.fit @ residual)  # matrix products (BLAS) per leading index
         return offsets
 
 
@@ -236,70 +235,3 @@ def head_residual(head: HeadModel, deformation_mm: np.ndarray, neutral_mm: np.nd
         if on_chunk is not None:
             on_chunk(frames.stop, len(residual))
     return residual
-
-
-def flame_residual(
-    rig: FlameLandmarks, deformation_mm: np.ndarray, neutral_mm: np.ndarray, expression: np.ndarray, pose: np.ndarray,
-    on_chunk: Callable[[int, int], None] | None = None,
-) -> np.ndarray:
-    """What FLAME at expression (T, E) and pose (T, 5, 3) leaves unexplained of the take's
-    deformation (T, 478, 3) mm (sliced like ``solve_units`` reads it), brought back to **rest
-    space** (T, 478, 3) float32 metres, NaN rows where there is no face or no solve.
-
-    Shape keys act before skinning, so a rest-space offset d at a landmark shows posed as
-    (sum_j w_j G_j) d, with w the landmark's skinning weights and G_j the joints' global
-    rotations: the residual is unrotated by that blend (the jaw's rotation, mostly).
-    """
-    rest = rig.locate(np.zeros(rig.expression.shape[0]), np.zeros((len(rig.parents), 3)))  # (L, 3)
-    alignment = flame_rest_alignment(rig, neutral_mm)
-    residual = np.full((len(deformation_mm),) + rest.shape, np.nan, np.float32)
-    for frames in frame_chunks(len(residual)):
-        target = rest + displacement_on(alignment, deformation_mm[frames])  # (n, L, 3)
-        valid = np.all(np.isfinite(target), axis=(1, 2)) & np.all(np.isfinite(expression[frames]), axis=1)
-        if not valid.any():
-            continue
-        frame_pose = pose[frames][valid]
-        posed = rig.skinned(expression[frames][valid], frame_pose)  # (L, 3, n) frames last, as FLAME is evaluated
-        np.subtract(np.moveaxis(target[valid], 0, -1), posed, out=posed)
-        rotations = rodrigues(frame_pose)  # (n, J, 3, 3)
-        joints = np.broadcast_to(rig.joints_rest, rotations.shape[:-2] + (3,))
-        transforms, _ = joint_transforms(rotations, joints, rig.parents)  # (n, J, 3, 4)
-        residual[frames][valid] = np.moveaxis(unskinned(rig.weight, transforms[..., :3], posed), -1, 0)
-        if on_chunk is not None:
-            on_chunk(frames.stop, len(residual))
-    return residual
-
-
-def unskinned(weight: np.ndarray, world: np.ndarray, posed: np.ndarray) -> np.ndarray:
-    """Posed offsets (L, 3, n) metres, frames last -> rest-space offsets (L, 3, n) float32:
-    B^-1 p per landmark and frame, B = sum_j w_lj G_j with skinning weights w (L, J) and world
-    rotations G (n, J, 3, 3).
-
-    Landmarks only resting joints carry (G = I in every frame: the root and the neck in a bake)
-    have B = (sum_j w_lj) I, a division. The others are solved by Cramer's rule, x = (p_0 c_0 +
-    p_1 c_1 + p_2 c_2) / det B with c_i the cross products of B's other two rows: a few array
-    operations where a batched LAPACK solve pays its overhead per 3x3 system. In float32, the
-    residual's own precision: B is near a rotation (det near 1), so the solve adds no more error
-    than storing the result does.
-    """
-    posed = posed.astype(np.float32)
-    turning = ~np.all(world == np.eye(3), axis=(0, 2, 3))  # (J,) the joints rotated in some frame
-    carried = np.flatnonzero(np.any(weight[:, turning] != 0, axis=1))  # (C,) the landmarks they move
-    offsets = posed / weight.sum(axis=1).astype(np.float32)[:, None, None]  # (L, 3, n)
-    if len(carried):
-        world_rows = np.moveaxis(world, 0, -1).astype(np.float32).reshape(len(turning), -1)  # (J, 9 n)
-        blend = weight[carried].astype(np.float32) @ world_rows  # (C, 9 n)
-        first, second, third = np.moveaxis(blend.reshape(len(carried), 3, 3, -1), 1, 0)  # B's rows, (C, 3, n) each
-        across = _cross(second, third), _cross(third, first), _cross(first, second)  # (C, 3, n) each
-        determinant = np.sum(first * across[0], axis=1)  # (C, n)
-        values = posed[carried]  # (C, 3, n)
-        offsets[carried] = sum(values[:, axis, None] * across[axis] for axis in range(3)) / determinant[:, None]
-    return offsets
-
-
-def _cross(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """Cross products (C, 3, n) of vectors (C, 3, n) along axis 1: contiguous rows of frames,
-    where ``np.cross`` would work on strided ones."""
-    return np.stack([first[:, 1] * second[:, 2] - first[:, 2] * second[:, 1],
-                     first[:, 2] * second[:, 0] - first[:, 0] * second[:, 2],
-                     first[:, 0] * second[:, 1] - first[:, 1] * second[:, 0]], axis=1)

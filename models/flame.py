@@ -524,6 +524,41 @@ def flame_forward(
     return vertices, posed_joints
 
 
+def unskinned(weight: np.ndarray, world: np.ndarray, posed: np.ndarray) -> np.ndarray:
+    """Posed offsets (L, 3, n) metres, frames last -> rest-space offsets (L, 3, n) float32:
+    B^-1 p per landmark and frame, B = sum_j w_lj G_j with skinning weights w (L, J) and world
+    rotations G (n, J, 3, 3).
+
+    Landmarks only resting joints carry (G = I in every frame: the root and the neck in a bake)
+    have B = (sum_j w_lj) I, a division. The others are solved by Cramer's rule, x = (p_0 c_0 +
+    p_1 c_1 + p_2 c_2) / det B with c_i the cross products of B's other two rows: a few array
+    operations where a batched LAPACK solve pays its overhead per 3x3 system. In float32, the
+    residual's own precision: B is near a rotation (det near 1), so the solve adds no more error
+    than storing the result does (the detail layer's residual is stored in float32).
+    """
+    posed = posed.astype(np.float32)
+    turning = ~np.all(world == np.eye(3), axis=(0, 2, 3))  # (J,) the joints rotated in some frame
+    carried = np.flatnonzero(np.any(weight[:, turning] != 0, axis=1))  # (C,) the landmarks they move
+    offsets = posed / weight.sum(axis=1).astype(np.float32)[:, None, None]  # (L, 3, n)
+    if len(carried):
+        world_rows = np.moveaxis(world, 0, -1).astype(np.float32).reshape(len(turning), -1)  # (J, 9 n)
+        blend = weight[carried].astype(np.float32) @ world_rows  # (C, 9 n)
+        first, second, third = np.moveaxis(blend.reshape(len(carried), 3, 3, -1), 1, 0)  # B's rows, (C, 3, n) each
+        across = _cross(second, third), _cross(third, first), _cross(first, second)  # (C, 3, n) each
+        determinant = np.sum(first * across[0], axis=1)  # (C, n)
+        values = posed[carried]  # (C, 3, n)
+        offsets[carried] = sum(values[:, axis, None] * across[axis] for axis in range(3)) / determinant[:, None]
+    return offsets
+
+
+def _cross(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Cross products (C, 3, n) of vectors (C, 3, n) along axis 1: contiguous rows of frames,
+    where ``np.cross`` would work on strided ones."""
+    return np.stack([first[:, 1] * second[:, 2] - first[:, 2] * second[:, 1],
+                     first[:, 2] * second[:, 0] - first[:, 0] * second[:, 2],
+                     first[:, 0] * second[:, 1] - first[:, 1] * second[:, 0]], axis=1)
+
+
 # -- as a HeadModel -------------------------------------------------------------------------------
 def expression_names(count: int = EXPRESSION_COMPONENTS) -> tuple[str, ...]:
     return tuple(f"Exp{index:03d}" for index in range(count))

@@ -40,7 +40,8 @@ import numpy as np
 from .arkit import antagonist_indices, sparsity_prices, tracker_gains
 from .blinks import blink_columns, measured_blinks
 from .correspondence import LandmarkEmbedding
-from .flame import FLAME_COEFFICIENT_BOUNDS, FlameModel, joint_transforms, pose_features, rodrigues, shaped_vertices
+from .flame import (FLAME_COEFFICIENT_BOUNDS, FlameModel, joint_transforms, pose_features, rodrigues, shaped_vertices,
+                    unskinned)
 from .head_model import HeadModel
 from .similarity import Similarities, fit_similarities
 
@@ -59,6 +60,10 @@ SKIN_LANDMARK_COUNT = 468  # the 468 skin points come first; the irises follow t
 AXIS_WEIGHTS = np.array([1.0, 1.0, DEPTH_WEIGHT])
 # Frames solved (and located, skinned) at a time: memory stays flat in clip length.
 CHUNK_FRAMES = 1024
+# The FLAME solve's: its many per-chunk work arrays (a few MB each at 512 frames) are then reused by
+# the C allocator instead of being mapped afresh and page-faulted in every time (a 10,000-frame bake
+# plan: about 100,000 page faults at 1024 frames, 20,000 at 512; 0.1-0.2 s of the plan's 2 s).
+FLAME_CHUNK_FRAMES = 512
 
 
 def solve_box_ridge(
@@ -122,11 +127,14 @@ def _robust_alignment(rest_m: np.ndarray, neutral_mm: np.ndarray, rounds: int = 
 
 
 def displacement_on(alignment: Similarities, deformation_mm: np.ndarray) -> np.ndarray:
-    """Canonical displacements (T, 478, 3) mm -> the head's metres and axes (T, 478, 3).
+    """Canonical displacements (T, 478, 3) mm -> the head's metres and axes (T, 478, 3) float64.
 
-    Displacements are vectors: scaled and rotated by the neutral's alignment, not translated.
+    Displacements are vectors: scaled and rotated by the neutral's alignment, not translated; one
+    2-D matrix product (a batched (478, 3) x (3, 3) one per frame is five times slower).
     """
-    return alignment.scale[0] * deformation_mm.astype(np.float64) @ alignment.rotation[0].T
+    deformation = np.asarray(deformation_mm, np.float64)
+    linear = alignment.scale[0] * alignment.rotation[0].T  # (3, 3) mm -> metres, acting on row vectors
+    return (deformation.reshape(-1, 3) @ linear).reshape(deformation.shape)
 
 
 def rigid_motions(points_m: np.ndarray) -> np.ndarray:
@@ -411,6 +419,9 @@ def _frames_last(array: np.ndarray) -> np.ndarray:
 class FlameRetarget:
     expression: np.ndarray  # (T, E) coefficients, NaN rows where the take has no face
     pose: np.ndarray  # (T, 5, 3) axis-angle per FLAME joint (only the solved joints move), NaN rows likewise
+    # (T, L, 3) float32 metres in rest space: what the solution leaves unexplained (``retarget_flame``'s
+    # ``residual``), NaN rows likewise; None when not asked for
+    residual: np.ndarray | None = None
 
 
 def flame_rest_alignment(rig: FlameLandmarks, neutral_mm: np.ndarray) -> Similarities:
@@ -468,6 +479,9 @@ class _FlameSystem:
     # (E + F, R*3 + P*3 + E + F + J*3): [r at the reached landmarks, (G - I)^T r per pair, c, f, the
     # joints' adjoint] -> the expressions' and pose features' J^T r - ridge c, far landmarks included
     normal: np.ndarray
+    # (E + F, R*3 + P*3 + J*3) float32: ``affine`` less its constant row, what varies with the frame
+    # (millimetres), for ``_FlameState.at``'s product in float32 (twice as fast)
+    affine_varying: np.ndarray
     others: np.ndarray  # (N,) landmarks no moving joint carries
     others_expression: np.ndarray  # (E, N*3) metres per coefficient
     others_pose: np.ndarray  # (F, N*3)
@@ -512,10 +526,12 @@ class _FlameSystem:
                                      rig.joints_rest.reshape(1, -1)])  # (E + F + 1, J*3) metres
         far = np.concatenate([others_expression, others_pose])  # (E + F, N*3)
         far_gram = far @ far.T + np.diag(np.concatenate([np.full(expressions, ridge), np.zeros(features)]))
+        affine = np.concatenate([near, joint_rows], axis=1)
         system = cls(
             solved=solved, subtrees=tuple(np.flatnonzero(below[joint]) for joint in solved),
             feature_columns=feature_columns, reached=reached, groups=groups, pair_landmark=pair_landmark,
-            pair_weight=rig.weight[landmark_of_pair, pair_joint], affine=np.concatenate([near, joint_rows], axis=1),
+            pair_weight=rig.weight[landmark_of_pair, pair_joint], affine=affine,
+            affine_varying=affine[:-1].astype(np.float32),
             normal=np.concatenate([near[:-1], -far_gram, joint_rows[:-1]], axis=1), others=others,
             others_expression=others_expression, others_pose=others_pose, joints_expression=joints_expression,
             ridge=ridge, jacobian=np.zeros((0, 0)), hessian=np.zeros((0, 0)), inverse=np.zeros((0, 0)),
@@ -557,7 +573,9 @@ class _FlameState:
         rotations[:, system.solved] = rodrigues(angles)
         features = pose_features(rotations)[:, system.feature_columns]
         inputs = np.concatenate([coefficients.T, features.T, np.ones((1, count))])
-        affine = system.affine.T @ inputs  # (3 R + 3 P + 3 J, n)
+        # What varies with the frame in float32 (millimetres: float32's 1e-7 of them is 1e-10 m), the
+        # rest places added in float64.
+        affine = system.affine_varying.T @ inputs[:-1].astype(np.float32) + system.affine[-1][:, None]  # (3R+3P+3J, n)
         reached = affine[:reached_rows].reshape(-1, 3, count)
         local = affine[reached_rows:reached_rows + pair_rows].reshape(-1, 3, count)
         joints = np.ascontiguousarray(affine[reached_rows + pair_rows:].T).reshape(count, -1, 3)
@@ -758,23 +776,22 @@ class _StepHistory:
                             self.last_step[frames], self.taken)
 
 
-def _targets(system: _FlameSystem, displacement: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For displacements (n, L, 3) metres: the far landmarks' projected on their expression (n, E)
-    and pose (n, F) bases, and the reached landmarks' (R, 3, n), frames last (``_flame_steps``)."""
-    by_landmark = _frames_last(displacement)  # (L, 3, n): a landmark's rows contiguous
-    others = by_landmark[system.others].reshape(-1, len(displacement))  # (N*3, n)
+def _targets(system: _FlameSystem, by_landmark: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For displacements (L, 3, n) metres, frames last: the far landmarks' projected on their
+    expression (n, E) and pose (n, F) bases, and the reached landmarks' (R, 3, n) (``_flame_steps``)."""
+    others = by_landmark[system.others].reshape(-1, by_landmark.shape[-1])  # (N*3, n)
     return (system.others_expression @ others).T, (system.others_pose @ others).T, by_landmark[system.reached]
 
 
-def _solve_flame_frames(system: _FlameSystem, rig: FlameLandmarks, displacement: np.ndarray,
+def _solve_flame_frames(system: _FlameSystem, rig: FlameLandmarks, by_landmark: np.ndarray,
                         bounds: tuple[float, float], max_step_rad: float, iterations: int,
                         tolerance: float, history_depth: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """Expressions (n, E) and the solved joints' axis-angles (n, S, 3) for displacements
-    (n, L, 3) metres from rest; see ``retarget_flame``. The frames still changing are kept
-    together (their targets, estimates and ``_StepHistory``), so each iteration works on them
-    alone."""
-    count, components = len(displacement), len(system.joints_expression)
-    others_target, others_pose_target, reached_target = _targets(system, displacement)
+    (L, 3, n) metres from rest, frames last; see ``retarget_flame``. The frames still changing
+    are kept together (their targets, estimates and ``_StepHistory``), so each iteration works
+    on them alone."""
+    count, components = by_landmark.shape[-1], len(system.joints_expression)
+    others_target, others_pose_target, reached_target = _targets(system, by_landmark)
     solution = np.zeros((count, components + 3 * len(system.solved)))  # expressions, then axis-angles (radians)
     frames, estimate = np.arange(count), solution.copy()  # the frames still changing, and their estimates
     history = _StepHistory.empty(count, solution.shape[1], history_depth)
@@ -784,7 +801,7 @@ def _solve_flame_frames(system: _FlameSystem, rig: FlameLandmarks, displacement:
             direction = _flame_steps(system, rig, _FlameState.at(system, rig, coefficients, angles), others_target,
                                      others_pose_target, reached_target)
         else:  # every frame starts at rest, where the direction is J^T y with the rest Jacobian: one product
-            direction = displacement.reshape(count, -1) @ system.jacobian.T
+            direction = (system.jacobian @ by_landmark.reshape(-1, count)).T
         step = _box_step(system, direction, bounds[0] - coefficients, bounds[1] - coefficients)
         rotation = np.einsum("nsab,nsb->nsa", _inverse_right_jacobian(angles),
                              step[:, components:].reshape(len(frames), -1, 3))
@@ -808,6 +825,26 @@ def _solve_flame_frames(system: _FlameSystem, rig: FlameLandmarks, displacement:
     return solution[:, :components], solution[:, components:].reshape(count, -1, 3)
 
 
+def _rest_residual(system: _FlameSystem, rig: FlameLandmarks, by_landmark: np.ndarray, coefficients: np.ndarray,
+                   angles: np.ndarray) -> np.ndarray:
+    """What FLAME at expressions (n, E) and the solved joints' axis-angles (n, S, 3) leaves
+    unexplained of displacements (L, 3, n) metres from rest, frames last, brought back to rest
+    space: (L, 3, n) float32 metres.
+
+    FLAME is evaluated as the solve evaluates it (the reached landmarks through ``_FlameState``,
+    the others affine in the expressions and pose features). Shape keys act before skinning, so a
+    rest-space offset d at a landmark shows posed as (sum_j w_j G_j) d, with w the landmark's
+    skinning weights and G_j the joints' world rotations: the residual is unrotated by that blend
+    (``flame.unskinned``; the jaw's rotation, mostly)."""
+    state = _FlameState.at(system, rig, coefficients, angles)
+    components, count = len(system.joints_expression), len(coefficients)
+    posed = by_landmark.copy()  # (L, 3, n) becomes the posed residual
+    posed[system.reached] -= state.reached
+    far = system.others_expression.T @ state.inputs[:components] + system.others_pose.T @ state.inputs[components:-1]
+    posed[system.others] -= far.reshape(-1, 3, count)  # (N*3, n) -> (N, 3, n)
+    return unskinned(rig.weight, state.transforms[..., :3], posed)
+
+
 def retarget_flame(
     rig: FlameLandmarks,
     deformation_mm: np.ndarray,
@@ -818,8 +855,9 @@ def retarget_flame(
     bounds: tuple[float, float] = FLAME_COEFFICIENT_BOUNDS,
     max_step_rad: float = 0.3,
     tolerance: float = 1e-6,
-    chunk_frames: int = CHUNK_FRAMES,
+    chunk_frames: int = FLAME_CHUNK_FRAMES,
     on_chunk: Callable[[int, int], None] | None = None,
+    residual: bool = False,
 ) -> FlameRetarget:
     """FLAME expression coefficients and joint rotations (default: the jaw, joint 2) per frame.
 
@@ -847,11 +885,16 @@ def retarget_flame(
     step (``_box_step``); each rotation step is clipped to ``max_step_rad``. ``chunk_frames``
     frames are solved at a time, so memory does not grow with the clip; ``on_chunk`` as in
     ``solve_units``.
+
+    ``residual``: also what the solution leaves unexplained, in rest space (``_rest_residual``:
+    the detail layer's input), computed with each chunk's solve from the displacements it already
+    holds, so the take is read once.
     """
     count = len(deformation_mm)
     components = rig.expression.shape[0]
     expression = np.full((count, components), np.nan)
     pose = np.full((count, len(rig.parents), 3), np.nan)
+    unexplained = np.full((count,) + rig.rest.shape[:1] + (3,), np.nan, np.float32) if residual else None
     alignment = flame_rest_alignment(rig, neutral_mm)
     system = None
     for frames in frame_chunks(count, chunk_frames):
@@ -860,15 +903,19 @@ def retarget_flame(
         if not valid.any():
             continue
         system = system or _FlameSystem.build(rig, tuple(joints), regularization)
-        coefficients, angles = _solve_flame_frames(system, rig, displacement[valid], bounds, max_step_rad,
-                                                   iterations, tolerance)
+        by_landmark = _frames_last(displacement if valid.all() else displacement[valid])  # (L, 3, v)
+        coefficients, angles = _solve_flame_frames(system, rig, by_landmark, bounds, max_step_rad, iterations,
+                                                   tolerance)
         solved_pose = np.zeros((len(coefficients), len(rig.parents), 3))
         solved_pose[:, system.solved] = angles
         expression[frames][valid] = coefficients
         pose[frames][valid] = solved_pose
+        if unexplained is not None:
+            unexplained[frames][valid] = np.moveaxis(_rest_residual(system, rig, by_landmark, coefficients, angles),
+                                                     -1, 0)
         if on_chunk is not None:
             on_chunk(frames.stop, count)
-    return FlameRetarget(expression, pose)
+    return FlameRetarget(expression, pose, unexplained)
 
 
 def estimate_flame_identity(

@@ -6,8 +6,8 @@ import pytest
 
 from conftest import synthetic_head
 from mxr.models.detail import (FACE_SOURCES, DetailSpread, compress, detail_layer, distances, head_residual,
-                               leading_eigenpairs, movable_vertices, unskinned)
-from mxr.models.flame import rodrigues
+                               leading_eigenpairs, movable_vertices)
+from mxr.models.flame import rodrigues, unskinned
 from mxr.models.open_head import load_open_head
 from mxr.models.retarget import CHUNK_FRAMES, solve_units
 

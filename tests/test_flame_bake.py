@@ -7,7 +7,7 @@ import bpy
 import numpy as np
 import pytest
 
-from mxr.models.detail import DetailSpread, detail_layer, flame_residual, movable_vertices
+from mxr.models.detail import DetailSpread, detail_layer, movable_vertices
 from mxr.models.flame import (FlameModel, flame_forward, joint_transforms, load_flame, pose_features, rodrigues,
                               shaped_vertices, skinning_regions)
 from mxr.models.flame_embedding import default_registration_path, load_landmark_embedding
@@ -117,11 +117,10 @@ def test_take_bakes_onto_the_flame_rig(empty_blend, flame_file, model, landmarks
     armature = armature_of(rig)
     fitted = np.asarray(rig["mxr_flame_identity"])
     solved = retarget_flame(FlameLandmarks.build(model, landmarks, fitted, EXPRESSIONS),
-                            take.deformation_mm(), take.neutral_mm, joints=(2, 3, 4))
+                            take.deformation_mm(), take.neutral_mm, joints=(2, 3, 4), residual=True)
     spread = DetailSpread.build(shaped_vertices(model, fitted, np.zeros(0)), landmarks,
                                 movable_vertices(model.vertex_count, skinning_regions(model)))
-    layer = detail_layer(spread, flame_residual(FlameLandmarks.build(model, landmarks, fitted, EXPRESSIONS),
-                                                take.deformation_mm(), take.neutral_mm, solved.expression, solved.pose))
+    layer = detail_layer(spread, solved.residual)
     assert len(layer.shapes) >= 1 and baked.result.detail_keys == [f"MXR_Detail{n:02d}" for n in range(len(layer.shapes))]
     for k in (0, 3, 7, 11):
         scene.frame_set(scene.frame_start + k)
