@@ -52,6 +52,10 @@ class FlameFileError(MxrError):
 # (descr from this list, byte order), a bounded shape, and exactly the bytes that shape needs.
 _PLAIN_DESCRS = frozenset({"b1", "i1", "u1", "i2", "u2", "i4", "u4", "i8", "u8", "f2", "f4", "f8", "c8", "c16"})
 MAX_ARRAY_BYTES = 2**31  # FLAME's largest array (shapedirs, 5023 x 3 x 400 float64) is 48 MB
+# A sparse matrix holds only its entries but is densified: its declared shape is bounded far lower.
+# FLAME's sparse arrays are regressors (J_regressor: 5 x 5023 float64, 200 kB); a 769-byte file
+# declaring (2**26, 3) took 1.6 GB before FLAME's own shapes were checked.
+MAX_SPARSE_DENSE_BYTES = 64 << 20
 MAX_DIMENSIONS = 32
 # Items in one level of a nested list (FLAME's largest array, as lists, has 6 million numbers at
 # its last level): a pickle that lists one list twice per level is refused before its lists take
@@ -209,6 +213,9 @@ class _SparseMatrix:
         shape = _shape(shape, np.dtype(np.float64).itemsize)
         if len(shape) != 2:
             raise FlameFileError(f"a pickled {self.format} sparse matrix has the shape {shape}, not 2D")
+        if math.prod(shape) * np.dtype(np.float64).itemsize > MAX_SPARSE_DENSE_BYTES:
+            raise FlameFileError(f"a pickled {self.format} sparse matrix declares the shape {shape}, "
+                                 "larger than any FLAME regressor")
         rows, columns = shape
         what = f"a pickled {self.format} sparse matrix's"
         data = _plain_array(state["data"], f"{what} data").astype(np.float64).ravel()
