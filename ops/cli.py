@@ -4,6 +4,7 @@
         [--neutral-frames FIRST-LAST | --neutral-seconds S] [--cache-dir DIR] [--debug-sheet PNG] [--baseline] [--skin-track]
         [--flow-fusion-s S]
     python -m mxr.ops timeline TAKE --png PNG
+    python -m mxr.ops mark-event TAKE --frames FIRST-LAST [--region REGION] --out NEW_TAKE
 
 stdout carries JSON lines (see progress.py); a person reads stderr. Exit codes: 0 done,
 2 bad input (clear message), 130 cancelled (SIGINT/SIGTERM). A failed or cancelled run leaves
@@ -22,7 +23,9 @@ from .flow_fusion import DRIFT_S
 from .frontend import FrontendSettings
 from .progress import ProgressReporter
 from .reconstruct import ReconstructSettings, reconstruct
-from .take import load_take
+from .take import load_take, save_take
+from ..models.marked_events import mark_event
+from ..models.network.features import EVENT_REGIONS
 from .take_timeline import write_take_timeline
 
 EXIT_BAD_INPUT = 2
@@ -58,6 +61,14 @@ def _parser() -> argparse.ArgumentParser:
                                                     "macro and micro motion, micro events)")
     timeline.add_argument("take", type=Path)
     timeline.add_argument("--png", type=Path, required=True, help="picture to write")
+    mark = commands.add_parser("mark-event", help="take file -> a new take with one more micro-expression, over "
+                                                  "frames you saw it in (its own micro layer, to tune in Blender)")
+    mark.add_argument("take", type=Path)
+    mark.add_argument("--frames", type=_frame_range, required=True, metavar="FIRST-LAST",
+                      help="take frames just before its rise and just after its fall (0.1-0.6 s apart)")
+    mark.add_argument("--region", choices=EVENT_REGIONS, default=None,
+                      help="the face region it moves (default: the one that moves most in those frames)")
+    mark.add_argument("--out", type=Path, required=True, help="take file to write (.npz; not the take read)")
     return parser
 
 
@@ -73,12 +84,12 @@ def _frame_range(text: str) -> tuple[int, int]:
     return first, last
 
 
-def refuse_overwriting_take(take_path: Path, png_path: Path) -> None:
-    """Refuse a picture that would replace the take it is drawn from (the same name, or a link to it)."""
-    same = (os.path.samefile(take_path, png_path) if take_path.exists() and png_path.exists()
-            else take_path.resolve() == png_path.resolve())
+def refuse_overwriting_take(take_path: Path, output_path: Path) -> None:
+    """Refuse an output that would replace the take it is made from (the same name, or a link to it)."""
+    same = (os.path.samefile(take_path, output_path) if take_path.exists() and output_path.exists()
+            else take_path.resolve() == output_path.resolve())
     if same:
-        raise MxrError(f"refusing to write {png_path}: it is the take file")
+        raise MxrError(f"refusing to write {output_path}: it is the take file")
 
 
 def _timeline(take_path: Path, png_path: Path) -> int:
@@ -98,6 +109,23 @@ def _timeline(take_path: Path, png_path: Path) -> int:
     return 0
 
 
+def _mark_event(take_path: Path, frames: tuple[int, int], region: str | None, out_path: Path) -> int:
+    try:
+        refuse_overwriting_take(take_path, out_path)
+        take = mark_event(load_take(take_path), *frames, region)
+        save_take(take, out_path)
+    except MxrError as error:
+        print(f"mxr: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as error:
+        print(f"mxr: error: cannot write {out_path}: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    event = next(event for event in take.events if event.onset_frame == frames[0] and event.offset_frame == frames[1])
+    print(f"wrote {out_path}: a {event.region} micro-expression over frames {frames[0]}-{frames[1]}, apex at "
+          f"{event.apex_frame}, {event.peak_mm:.2f} mm ({len(take.events)} events in the take)", file=sys.stderr)
+    return 0
+
+
 def _raise_interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -106,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
     if arguments.command == "timeline":
         return _timeline(arguments.take, arguments.png)
+    if arguments.command == "mark-event":
+        return _mark_event(arguments.take, arguments.frames, arguments.region, arguments.out)
     reporter = ProgressReporter()
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:

@@ -31,7 +31,7 @@ from ...ops.neutral import face_measures
 from ...ops.spill import frame_array
 from ...ops.take import MicroEvent
 from ..retarget import solve_box_ridge
-from .event_profile import fit_event_timing, fit_pattern
+from .event_profile import EventTiming, fit_event_timing, fit_pattern
 
 REFINE_MIN_FPS = 60.0  # timing is refined by the profile fit at this frame rate and above
 REFINE_SLACK_S = 0.04  # how far the fit may move the detector's onset and offset
@@ -181,6 +181,19 @@ def _fit_span(event: MicroEvent, slack_s: float, pad_s: float, fps: float, frame
     return max(event.onset_frame - pad, 0), min(event.offset_frame + pad, frame_count - 1)
 
 
+def layer_fit(event: MicroEvent, motion_mm: np.ndarray, fps: float,
+              members: np.ndarray) -> tuple[int, int, np.ndarray, EventTiming | None]:
+    """How ``micro_layer_mm`` reads one event: the frames it reads (first, last; the event and its
+    baseline, see there), their motion (n, 478, 3) mm, and the fit of the event's time course to its
+    region's ``members`` landmarks there (None where nothing fits)."""
+    slack_s = LAYER_SLACK_FRAMES / fps
+    pad_s = LAYER_BASELINE_PAD_REFINED_S if fps >= REFINE_MIN_FPS else BASELINE_PAD_S
+    first, last = _fit_span(event, slack_s, pad_s, fps, len(motion_mm))
+    span = span_mm(motion_mm, first, last)  # (n, 478, 3)
+    fit = fit_event_timing(span[:, members], fps, first, event.onset_frame, event.offset_frame, slack_s=slack_s)
+    return first, last, span, fit
+
+
 def micro_layer_mm(events: list[MicroEvent], motion_mm: np.ndarray, fps: float, regions: tuple[str, ...],
                    membership: np.ndarray, basis_mm: np.ndarray, neutral_mm: np.ndarray) -> np.ndarray:
     """The motion the events explain, as a layer: (T, 478, 3) mm, zero outside events.
@@ -213,13 +226,8 @@ def micro_layer_mm(events: list[MicroEvent], motion_mm: np.ndarray, fps: float, 
     members = {region: region_landmarks(row) for region, row in zip(regions, membership)}
     fits = []  # (first frame, last frame, profile (n,), region) of each event that fits
     patterns = []  # (478 * 3,) mm, each one's least-squares displacement
-    slack_s = LAYER_SLACK_FRAMES / fps
-    pad_s = LAYER_BASELINE_PAD_REFINED_S if fps >= REFINE_MIN_FPS else BASELINE_PAD_S
     for event in events:
-        first, last = _fit_span(event, slack_s, pad_s, fps, len(motion_mm))
-        span = span_mm(motion_mm, first, last)  # (n, 478, 3)
-        fit = fit_event_timing(span[:, members[event.region]], fps, first, event.onset_frame,
-                               event.offset_frame, slack_s=slack_s)
+        first, last, span, fit = layer_fit(event, motion_mm, fps, members[event.region])
         if fit is not None:
             fits.append((first, last, fit.profile, event.region))
             patterns.append(fit_pattern(span, fit.profile).reshape(-1))
