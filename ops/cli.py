@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Callable
 
 from .errors import MxrError
 from .flow_fusion import DRIFT_S
@@ -92,38 +93,44 @@ def refuse_overwriting_take(take_path: Path, output_path: Path) -> None:
         raise MxrError(f"refusing to write {output_path}: it is the take file")
 
 
-def _timeline(take_path: Path, png_path: Path) -> int:
-    if png_path.suffix.lower() != ".png":
-        print(f"mxr: error: {png_path}: the picture is written as PNG; give it a .png name", file=sys.stderr)
-        return EXIT_BAD_INPUT
+def _writing(out_path: Path, work: Callable[[], str]) -> int:
+    """Run ``work``, which writes ``out_path`` and says what it wrote: exit 0, or 2 with a message
+    for bad input or a write that fails (never a traceback)."""
     try:
-        refuse_overwriting_take(take_path, png_path)
-        write_take_timeline(load_take(take_path), png_path)
-    except MxrError as error:
-        print(f"mxr: error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except OSError as error:
-        print(f"mxr: error: cannot write {png_path}: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    print(f"wrote {png_path}", file=sys.stderr)
-    return 0
-
-
-def _mark_event(take_path: Path, frames: tuple[int, int], region: str | None, out_path: Path) -> int:
-    try:
-        refuse_overwriting_take(take_path, out_path)
-        take = mark_event(load_take(take_path), *frames, region)
-        save_take(take, out_path)
+        message = work()
     except MxrError as error:
         print(f"mxr: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as error:
         print(f"mxr: error: cannot write {out_path}: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    event = next(event for event in take.events if event.onset_frame == frames[0] and event.offset_frame == frames[1])
-    print(f"wrote {out_path}: a {event.region} micro-expression over frames {frames[0]}-{frames[1]}, apex at "
-          f"{event.apex_frame}, {event.peak_mm:.2f} mm ({len(take.events)} events in the take)", file=sys.stderr)
+    print(message, file=sys.stderr)
     return 0
+
+
+def _timeline(take_path: Path, png_path: Path) -> int:
+    if png_path.suffix.lower() != ".png":
+        print(f"mxr: error: {png_path}: the picture is written as PNG; give it a .png name", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    def draw() -> str:
+        refuse_overwriting_take(take_path, png_path)
+        write_take_timeline(load_take(take_path), png_path)
+        return f"wrote {png_path}"
+
+    return _writing(png_path, draw)
+
+
+def _mark_event(take_path: Path, frames: tuple[int, int], region: str | None, out_path: Path) -> int:
+    def mark() -> str:
+        refuse_overwriting_take(take_path, out_path)
+        take = mark_event(load_take(take_path), *frames, region)
+        save_take(take, out_path)
+        event = next(event for event in take.events if (event.onset_frame, event.offset_frame) == frames)
+        return (f"wrote {out_path}: a {event.region} micro-expression over frames {frames[0]}-{frames[1]}, apex at "
+                f"{event.apex_frame}, {event.peak_mm:.2f} mm ({len(take.events)} events in the take)")
+
+    return _writing(out_path, mark)
 
 
 def _raise_interrupt(_signum: int, _frame: object) -> None:

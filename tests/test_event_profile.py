@@ -131,6 +131,12 @@ def test_the_micro_layer_is_each_event_s_time_course_times_its_action_units():
 
 
 
+def open_head_mm() -> tuple[np.ndarray, np.ndarray]:
+    """The open head's expression basis (K, 478, 3) and rest landmarks (478, 3), in mm."""
+    head = load_open_head()
+    return head.landmark_basis().astype(np.float64) * 1000.0, head.landmark_positions().astype(np.float64) * 1000.0
+
+
 def test_residual_reach_falls_off_with_the_distance_from_the_region():
     neutral_mm = load_open_head().landmark_positions().astype(np.float64) * 1000.0  # (478, 3)
     members = region_landmarks(region_membership(EVENT_REGIONS)[EVENT_REGIONS.index("brows")])
@@ -150,9 +156,7 @@ def test_the_micro_layer_keeps_local_motion_the_units_cannot_show():
     fps, count = 100.0, 200
     regions = EVENT_REGIONS
     membership = region_membership(regions)
-    head = load_open_head()
-    basis_mm = head.landmark_basis().astype(np.float64) * 1000.0
-    neutral_mm = head.landmark_positions().astype(np.float64) * 1000.0  # (478, 3)
+    basis_mm, neutral_mm = open_head_mm()
     brows = region_landmarks(membership[regions.index("brows")])
     centre = neutral_mm[brows[0]]
     falloff = np.exp(-0.5 * (np.linalg.norm(neutral_mm - centre, axis=1) / 8.0) ** 2)  # (478,)
@@ -164,6 +168,7 @@ def test_the_micro_layer_keeps_local_motion_the_units_cannot_show():
     motion = profile[:, None, None] * pattern + noise * far[None, :, None]  # loud, but far away
     event = MicroEvent(onset_frame=60, apex_frame=70, offset_frame=95, region="brows", peak_mm=0.8, confidence=1.0)
     layer = micro_layer_mm([event], motion, fps, regions, membership, basis_mm, neutral_mm)  # (T, 478, 3)
+
     def kept(landmarks: np.ndarray) -> float:  # share of the pattern the layer shows at its apex
         return float(np.sum(layer[70, landmarks] * pattern[landmarks]) / np.sum(pattern[landmarks] ** 2))
 
@@ -179,10 +184,8 @@ def test_the_micro_layer_places_an_event_between_frames_at_low_frame_rates(monke
     fps, count = 25.0, 50
     regions = EVENT_REGIONS
     membership = region_membership(regions)
-    head = load_open_head()
-    basis_mm = head.landmark_basis().astype(np.float64) * 1000.0
-    neutral_mm = head.landmark_positions().astype(np.float64) * 1000.0  # (478, 3)
-    names = head.expression_names
+    basis_mm, neutral_mm = open_head_mm()
+    names = load_open_head().expression_names
     profile = micro_profile(np.arange(count) / fps, 0.61, 0.71, 0.0, 0.97)  # onset 15.25, offset 24.25 frames
     pattern = 0.05 * (basis_mm[names.index("mouthSmileLeft")] + basis_mm[names.index("mouthSmileRight")])
     motion = profile[:, None, None] * pattern
