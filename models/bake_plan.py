@@ -63,6 +63,12 @@ class TimeMapping:
         """Seconds since the take's first frame (n,) -> scene frames (n,) float64."""
         return self.frame_start + np.asarray(seconds, np.float64) * self.scene_fps * self.slowdown
 
+    def take_frame(self, take: Take, scene_frame: float) -> int:
+        """The take frame keyed nearest ``scene_frame`` (the inverse of ``scene_frames`` over the take's
+        frame times, as a bake keys them), within the take."""
+        shown = self.scene_frames(frame_seconds(take)[0])  # (T,) scene frames, increasing
+        return int(np.argmin(np.abs(shown - scene_frame)))
+
 
 @dataclass(frozen=True)
 class EventOnScene:

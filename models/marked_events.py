@@ -8,8 +8,8 @@ the detector finds few of them; a person watching the video sees them. The take 
 half of such an event's motion (the landmarks fused with the flow); marking its span gives it a
 layer to tune, as a found event has.
 
-The take's total deformation does not change: the micro layer of all its events is fitted again
-on it and the macro layer is what is left, as in the engine. Numpy only; frames are take frame
+The take's total deformation does not change, nor do its other events' layers: the new layer is
+fitted on the motion no layer holds yet and moved out of the macro layer. Numpy only; frames are take frame
 indices, motion is the take's canonical mm.
 """
 from __future__ import annotations
@@ -60,8 +60,9 @@ def regional_apex(motion_mm: np.ndarray, first: int, last: int, region: str) -> 
 def mark_event(take: Take, first_frame: int, last_frame: int, region: str | None = None) -> Take:
     """A new take with one more micro event over take frames ``first_frame``..``last_frame``
     (inclusive: the frames before its rise and after its fall), in ``region`` (None: the region
-    that moves most there, ``strongest_region``), and the micro layer of all its events fitted
-    again on its total motion. MxrError for a span outside the take or the length a micro-expression
+    that moves most there, ``strongest_region``), its layer fitted on what the micro layer does not
+    hold yet and moved there from the macro layer (the other events' layers are kept as they are,
+    and the total too). MxrError for a span outside the take or the length a micro-expression
     has, a frame without a face in it, an event of the same region already there, or a span where
     nothing moves as a micro-expression does."""
     count = take.frame_count
@@ -76,30 +77,32 @@ def mark_event(take: Take, first_frame: int, last_frame: int, region: str | None
         raise MxrError(f"the marked frames {first_frame}-{last_frame} include frames without a face")
     if region is not None and region not in EVENT_REGIONS:
         raise MxrError(f"'{region}' is no face region; one of {', '.join(EVENT_REGIONS)}")
-    motion_mm = FrameSum((take.macro_mm, take.micro_mm, take.detail_mm))  # the total, a slice at a time
-    region = region or strongest_region(motion_mm, first_frame, last_frame)
+    total_mm = FrameSum((take.macro_mm, take.micro_mm, take.detail_mm))  # a slice of frames at a time
+    unlayered_mm = FrameSum((take.macro_mm, take.detail_mm))  # what no event's layer holds yet
+    region = region or strongest_region(total_mm, first_frame, last_frame)
     for event in take.events:
         if event.region == region and event.onset_frame <= last_frame and first_frame <= event.offset_frame:
             raise MxrError(f"a {region} event already covers frames {event.onset_frame}-{event.offset_frame}")
-    apex, peak = regional_apex(motion_mm, first_frame, last_frame, region)
+    apex, peak = regional_apex(unlayered_mm, first_frame, last_frame, region)
     if peak > MAX_PATTERN_MM:
         raise MxrError(f"frames {first_frame}-{last_frame} move the {region} {peak:.1f} mm: more than a "
                        f"micro-expression does ({MAX_PATTERN_MM:g} mm at most); that motion stays in the macro layer")
     marked = MicroEvent(onset_frame=first_frame, apex_frame=apex, offset_frame=last_frame, region=region,
                         peak_mm=peak, confidence=1.0)
     membership = region_membership(EVENT_REGIONS)
-    fit = layer_fit(marked, motion_mm, fps, region_landmarks(membership[EVENT_REGIONS.index(region)]))[-1]
+    fit = layer_fit(marked, unlayered_mm, fps, region_landmarks(membership[EVENT_REGIONS.index(region)]))[-1]
     if fit is None or fit.explained < MIN_EXPLAINED:
         raise MxrError(f"nothing in frames {first_frame}-{last_frame} moves the {region} as a micro-expression does "
                        "(rising after the first frame and back by the last); mark the frames just before its "
                        "rise and just after its fall")
-    events = sorted(take.events + [marked], key=lambda event: event.onset_frame)
     neutral_mm = np.asarray(take.neutral_mm, np.float64)
-    micro_mm = micro_layer_mm(events, motion_mm, fps, EVENT_REGIONS, membership, basis_in_take_frame(neutral_mm),
-                              neutral_mm)  # (T, 478, 3) float32
-    micro_mm[~np.asarray(take.valid, bool)] = np.nan
-    macro_mm = (motion_mm[:] - micro_mm - take.detail_mm).astype(np.float32)  # the total is unchanged
+    layer_mm = micro_layer_mm([marked], unlayered_mm, fps, EVENT_REGIONS, membership, basis_in_take_frame(neutral_mm),
+                              neutral_mm)  # (T, 478, 3) float32, zero outside the event's span
+    layer_mm[~np.asarray(take.valid, bool)] = np.nan
     settings = dict(take.settings)
     settings["network"] = {**settings.get("network", {}), "micro_layer": MICRO_LAYER_FROM_EVENTS}
     settings[MARKED] = settings.get(MARKED, []) + [[first_frame, apex, last_frame, region]]
-    return dataclasses.replace(take, macro_mm=macro_mm, micro_mm=micro_mm, events=events, settings=settings)
+    return dataclasses.replace(take, macro_mm=(take.macro_mm - layer_mm).astype(np.float32),
+                               micro_mm=(take.micro_mm + layer_mm).astype(np.float32),
+                               events=sorted(take.events + [marked], key=lambda event: event.onset_frame),
+                               settings=settings)

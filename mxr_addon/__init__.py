@@ -8,6 +8,7 @@ names for the units, gains, presets), ``flatten`` (the take shown,
 as one plain action set that exports as one clip),
 ``camera`` (reference video, render camera),
 ``curves`` (F-curves on either action API), ``micro_layers`` (micro-expressions tuned live),
+``marking`` (a micro-expression the animator saw becomes a layer),
 ``pipeline`` (the steps operators and batch share), ``engine_job`` (the engine process, no bpy),
 ``operators``, ``panels``, ``batch`` (headless .blend + preview renders).
 """
@@ -15,12 +16,12 @@ from __future__ import annotations
 
 import bpy
 
-from . import micro_layers, operators, panels, preferences, unit_mapping
+from . import marking, micro_layers, operators, panels, preferences, unit_mapping
 
 # Registration order matters: preferences first; the micro layers' and unit map's property groups
 # before the Object properties that hold them; panels after the operators and lists they show.
 _classes = (preferences.MXR_AddonPreferences, *micro_layers.classes, *unit_mapping.classes, *operators.classes,
-            *panels.classes)
+            *marking.classes, *panels.classes)
 
 
 def register() -> None:

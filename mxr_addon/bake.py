@@ -67,10 +67,12 @@ class BakeResult:
     events: list[EventOnScene] = field(default_factory=list)  # the take's micro events, for the timeline markers
 
 
-def scene_time(scene: bpy.types.Scene, take: Take, *, match_take: bool = False, slowdown: float = 1.0) -> TimeMapping:
-    """Where ``take`` lands in ``scene``: from its start frame, at its rate (or the take's)."""
-    return TimeMapping.for_take(take, scene.frame_start, scene.render.fps / scene.render.fps_base,
-                                match_take=match_take, slowdown=slowdown)
+def scene_time(scene: bpy.types.Scene, take: Take, *, match_take: bool = False, slowdown: float = 1.0,
+               frame_start: int | None = None) -> TimeMapping:
+    """Where ``take`` lands in ``scene``: from ``frame_start`` (the scene's start if None), at the
+    scene's rate (or the take's)."""
+    return TimeMapping.for_take(take, scene.frame_start if frame_start is None else frame_start,
+                                scene.render.fps / scene.render.fps_base, match_take=match_take, slowdown=slowdown)
 
 
 def bake_take(

@@ -49,11 +49,15 @@ class VIEW3D_PT_mxr_micro(bpy.types.Panel):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return rig_with_layers(context) is not None
+        rig = find_rig(context)
+        return rig is not None and (len(rig.mxr_micro_layers) > 0 or shown_take(rig) is not None)
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
-        rig = rig_with_layers(context)
+        rig = find_rig(context)
+        layout.operator("mxr.mark_micro_expression", icon="MARKER_HLT")
+        if rig_with_layers(context) is None:
+            return
         layout.template_list("MXR_UL_micro_layers", "", rig, "mxr_micro_layers", rig, "mxr_micro_index", rows=3)
         layout.operator("mxr.micro_scale_all", icon="FULLSCREEN_ENTER")
         layer = active_layer(context)

@@ -108,15 +108,17 @@ class PreparedBake:
     head: HeadModel | None  # the rig's head (None for a FLAME rig)
     compute: Callable[[Progress | None], BakePlan]
     key_rotation: bool
+    key_detail: bool
 
 
 def prepare_take_bake(scene: bpy.types.Scene, take_path: Path, rig: bpy.types.Object | None = None, *,
                       key_rotation: bool = True, key_detail: bool = True, match_take: bool = False,
-                      slowdown: float = 1.0) -> PreparedBake:
+                      slowdown: float = 1.0, frame_start: int | None = None) -> PreparedBake:
     """Load ``take_path`` (MxrError if missing or corrupt) and read what baking it onto ``rig``
-    needs from the scene (see ``bake_take_file``); nothing is changed."""
+    needs from the scene (see ``bake_take_file``; ``frame_start``: the scene frame the take starts
+    at, the scene's start if None); nothing is changed."""
     take = load_take(Path(take_path))
-    timing = scene_time(scene, take, match_take=match_take, slowdown=slowdown)
+    timing = scene_time(scene, take, match_take=match_take, slowdown=slowdown, frame_start=frame_start)
     options = {"key_rotation": key_rotation, "key_detail": key_detail}
     if is_flame_rig(rig):
         model = flame_model(Path(rig[FLAME_PATH]))
@@ -127,13 +129,13 @@ def prepare_take_bake(scene: bpy.types.Scene, take_path: Path, rig: bpy.types.Ob
         identity, expressions, bone_rest = rig_identity(rig), rig_expression_count(rig), bone_rest_axes(armature_of(rig))
         return PreparedBake(Path(take_path), take, timing, rig, None, lambda on_progress: plan_flame_bake(
             model, landmarks, identity, expressions, bone_rest, take, timing, on_progress=on_progress, **options),
-            key_rotation)
+            key_rotation, key_detail)
     head = head_named(str(rig["mxr_head"])) if is_rig(rig) else builtin_head()
     if is_rig(rig):
         check_rig(rig, head)
     return PreparedBake(Path(take_path), take, timing, rig if is_rig(rig) else None, head,
                         lambda on_progress: plan_head_bake(head, take, timing, on_progress=on_progress, **options),
-                        key_rotation)
+                        key_rotation, key_detail)
 
 
 def finish_take_bake(scene: bpy.types.Scene, prepared: PreparedBake, plan: BakePlan, *,
@@ -144,6 +146,7 @@ def finish_take_bake(scene: bpy.types.Scene, prepared: PreparedBake, plan: BakeP
     if rig is None:
         rig = build_rig(prepared.head, scene.collection)
     result = write_bake(scene, rig, plan, TakeName.of(take, prepared.take_path), take.source_path)
+    record_bake_options(rig, prepared)
     marked = mark_micro_events(scene, rig, result.events)
     place_tuned_markers(scene, rig)
     camera = None
@@ -157,6 +160,32 @@ def finish_take_bake(scene: bpy.types.Scene, prepared: PreparedBake, plan: BakeP
     return TakeBake(rig, result, camera, marked)
 
 
+BAKE_OPTIONS = "mxr_bake"  # on a take's shape-key action: how it was baked (``record_bake_options``)
+
+
+def record_bake_options(rig: bpy.types.Object, prepared: PreparedBake) -> None:
+    """Keep on the take's shape-key action where its frames landed and what was keyed, so that the
+    take can be baked again as it was (``rebake_options``) and scene frames read as take frames."""
+    timing = prepared.timing
+    rig.data.shape_keys.animation_data.action[BAKE_OPTIONS] = {
+        "frame_start": timing.frame_start, "scene_fps": timing.scene_fps, "slowdown": timing.slowdown,
+        "match_take": timing.match_take, "key_rotation": prepared.key_rotation, "key_detail": prepared.key_detail}
+
+
+def baked_timing(rig: bpy.types.Object) -> tuple[TimeMapping, dict] | None:
+    """Where the take ``rig`` plays landed on the scene, and the options it was baked with
+    (``prepare_take_bake``'s), from ``record_bake_options``; None for a take baked before they were kept."""
+    key = rig.data.shape_keys if rig.type == "MESH" else None
+    action = key.animation_data.action if key is not None and key.animation_data is not None else None
+    if action is None or BAKE_OPTIONS not in action:
+        return None
+    options = action[BAKE_OPTIONS].to_dict()
+    timing = TimeMapping(int(options["frame_start"]), float(options["scene_fps"]), float(options["slowdown"]),
+                         bool(options["match_take"]))
+    return timing, {"key_rotation": bool(options["key_rotation"]), "key_detail": bool(options["key_detail"]),
+                    "match_take": timing.match_take, "slowdown": timing.slowdown, "frame_start": timing.frame_start}
+
+
 def bake_take_file(
     scene: bpy.types.Scene,
     take_path: Path,
@@ -167,6 +196,7 @@ def bake_take_file(
     reference_video: bool = True,
     match_take: bool = False,
     slowdown: float = 1.0,
+    frame_start: int | None = None,
 ) -> TakeBake:
     """Load ``take_path`` (MxrError if missing or corrupt) and bake it onto ``rig``.
 
@@ -175,10 +205,11 @@ def bake_take_file(
     leaves the scene as it was. A FLAME rig reloads its model and registration from the paths it
     stores. The take's actions are its own (``takes``): a re-bake of the same file replaces them,
     another take's are kept. ``match_take``: set the scene's rate to the take's (else the take
-    plays in real time at the scene's rate); ``slowdown``: slow motion, scene seconds per take second.
+    plays in real time at the scene's rate); ``slowdown``: slow motion, scene seconds per take second;
+    ``frame_start``: the scene frame the take starts at (the scene's start if None).
     """
     prepared = prepare_take_bake(scene, take_path, rig, key_rotation=key_rotation, key_detail=key_detail,
-                                 match_take=match_take, slowdown=slowdown)
+                                 match_take=match_take, slowdown=slowdown, frame_start=frame_start)
     return finish_take_bake(scene, prepared, prepared.compute(None), reference_video=reference_video)
 
 
