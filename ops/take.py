@@ -33,6 +33,11 @@ BASELINE_VERSION = "baseline-landmarks-1"  # model_version of the landmark-only 
 MAX_TAKE_FRAMES = 200_000
 MAX_EVENTS = 100_000
 MAX_TEXT_BYTES = 1 << 20  # paths, names, the settings' JSON
+# A take's arrays take 1.1-1.8x its file's size in memory (the engine's takes, 2026-12-04); faceless
+# frames compress further. One that declares more than this many times its file, beyond the floor,
+# is a crafted or damaged file, not a take: a few kB of headers can declare 200,000 frames (5.8 GB).
+MAX_EXPANSION = 64
+EXPANSION_FLOOR_BYTES = 256 << 20
 FPS_RANGE = (1.0, 1000.0)  # frames per second a take may declare
 VFR_TOLERANCE_FRAMES = 0.5  # timestamps further than this from k / fps make a clip variable-rate
 MAX_SOURCE_FRAME = 100_000_000  # a source frame number a take may name (a month at 30 fps)
@@ -244,8 +249,10 @@ def load_take(path: Path) -> Take:
 
 
 def _check_declared_sizes(path: Path) -> None:
-    """Refuse a take whose arrays declare more than a take can hold, from their headers alone."""
-    for name, (shape, dtype) in declared_arrays(path).items():
+    """Refuse a take whose arrays declare more than a take can hold, or far more than its file
+    holds (``MAX_EXPANSION``), from their headers alone."""
+    declared = declared_arrays(path)
+    for name, (shape, dtype) in declared.items():
         count = int(np.prod(shape, dtype=np.float64)) if shape else 1
         if dtype.kind in "US" and dtype.itemsize * count > MAX_TEXT_BYTES:
             raise MxrError(f"{path}: {name} declares {dtype.itemsize * count} bytes of text; a take has at most {MAX_TEXT_BYTES}")
@@ -254,6 +261,12 @@ def _check_declared_sizes(path: Path) -> None:
                            f"{MAX_TAKE_FRAMES} frames and {MAX_EVENTS} events")
         if count > MAX_TAKE_FRAMES * LANDMARK_COUNT * 3:
             raise MxrError(f"{path}: {name} declares {count} values, more than a take of {MAX_TAKE_FRAMES} frames holds")
+    total = sum((int(np.prod(shape, dtype=np.float64)) if shape else 1) * dtype.itemsize
+                for shape, dtype in declared.values())
+    size = path.stat().st_size
+    if total > max(MAX_EXPANSION * size, EXPANSION_FLOOR_BYTES):
+        raise MxrError(f"{path} declares {total / 2**20:.0f} MB of arrays in a {size / 2**20:.1f} MB file, more than "
+                       f"{MAX_EXPANSION} times as much; a take expands less than twice (a damaged or crafted file)")
 
 
 def _scalar(data: np.lib.npyio.NpzFile, name: str) -> np.ndarray:

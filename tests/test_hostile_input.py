@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from mxr.ops.errors import MxrError
+from mxr.ops.npz import declared_arrays
 from mxr.ops.take import load_take, save_take
 
 from test_take import make_take, npy_header
@@ -212,6 +213,21 @@ def declares_ten_million_frames(path: Path, take: bytes) -> None:
             archive.writestr(member, content)
 
 
+def declares_a_long_take_in_a_few_kb(path: Path, take: bytes) -> None:
+    """Every per-frame array's header says 150,000 frames (within the frame limit, 4.3 GB in all),
+    the file holds the headers alone."""
+    path.write_bytes(take)
+    with zipfile.ZipFile(path) as archive:
+        members = {info.filename: archive.read(info) for info in archive.infolist()}
+    frames = len(take_members(take)["valid"])
+    for member, (shape, dtype) in declared_arrays(path).items():
+        if shape and shape[0] == frames:
+            members[f"{member}.npy"] = npy_header((150_000,) + shape[1:], dtype)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for member, content in members.items():
+            archive.writestr(member, content)
+
+
 def at_a_billionth_of_a_frame_per_second(path: Path, take: bytes) -> None:
     arrays = take_members(take)
     arrays["fps"] = np.array(1e-9)  # the timeline used to draw for half an hour
@@ -223,6 +239,7 @@ def at_a_billionth_of_a_frame_per_second(path: Path, take: bytes) -> None:
     (npy_renamed, "not a readable take file"),
     (truncated, "not a readable take file"),
     (declares_ten_million_frames, "declares 10000000 rows"),
+    (declares_a_long_take_in_a_few_kb, "more than 64 times as much"),
     (at_a_billionth_of_a_frame_per_second, "frame rate"),
 ])
 def test_timeline_refuses_a_bad_take_with_exit_2_and_touches_nothing(take_bytes, tmp_path, make, message):
@@ -295,13 +312,14 @@ def write_sparse_bomb(path: Path) -> Path:
 
 @pytest.mark.parametrize("bomb", [
     "take declaring 57 GB",
+    "take declaring 150,000 frames in a few kB",
     "pickle of a list doubled 40 times",
     "pickle of a sparse matrix declaring 1.6 GB",
 ])
 def test_small_files_that_would_expand_are_refused_within_512_mib(take_bytes, tmp_path, bomb):
     if bomb.startswith("take"):
         path = tmp_path / "take.npz"
-        declares_ten_million_frames(path, take_bytes)
+        (declares_a_long_take_in_a_few_kb if "150,000" in bomb else declares_ten_million_frames)(path, take_bytes)
     elif "sparse" in bomb:
         path = write_sparse_bomb(tmp_path / "sparse_bomb.pkl")
     else:
