@@ -16,7 +16,9 @@ Figures per split (micro events, 0.15-0.5 s, 0.5-1.5 mm; macro events, seconds, 
   original's canonical frame) projected on the planted motion, over the landmarks the event moves
   at least half its peak: median, and the share of events within 15 % of 1; the same for the
   micro layer alone, for the micro layer the engine would make were its events the planted ones
-  (the layer's loss apart from the detector's), and, for the stages before the take, for MediaPipe's landmarks and the
+  (the layer's loss apart from the detector's), and, for the stages before the take, for
+  MediaPipe's landmarks and the landmarks fused with the flow (read through the original's pose:
+  what the injected take's own pose takes is left out), and the
   front-end's flow (image px, against the planted image motion); ``visible``: the share of the
   planted motion a reading that sees no depth can see (the head's turn tips the face's plane);
 - **events**: how far each planted micro event stands out of the real face's own motion for a
@@ -53,6 +55,7 @@ from mxr.models.network.features import EVENT_REGIONS, region_membership  # noqa
 from mxr.models.network.fusion import basis_in_take_frame  # noqa: E402
 from mxr.models.network.synthetic import align_to_truth, displacements_to_truth  # noqa: E402
 from mxr.ops.canonical import SKIN_LANDMARK_COUNT  # noqa: E402
+from mxr.ops.flow_fusion import DRIFT_S, fused_landmarks_px  # noqa: E402
 from mxr.ops.injection import PlantedEvent  # noqa: E402
 from mxr.ops.progress import ProgressReporter  # noqa: E402
 from mxr.ops.reconstruct import ReconstructSettings, reconstruct  # noqa: E402
@@ -220,6 +223,14 @@ def flow_truth_crop_px(original: Take, shift_px: np.ndarray) -> np.ndarray:
     return step
 
 
+def fused_px(take: Take) -> np.ndarray:
+    """(T, 478, 3) source px: the take's landmarks fused with its flow as the engine fuses them
+    (``flow_fusion.fused_landmarks_px``, at the span the take was made with)."""
+    return fused_landmarks_px(take.landmarks_px.astype(np.float64), take.crop_from_image, take.flow_at_landmarks_px,
+                              take.flow_consistent, np.asarray(take.valid, bool), take.fps,
+                              float(take.settings.get("flow_fusion_s", DRIFT_S))).astype(np.float64)
+
+
 def read_with_pose(camera: injection.TakeCamera, neutral_mm: np.ndarray, landmarks_px: np.ndarray) -> np.ndarray:
     """(T, 478, 3) canonical mm: the landmarks (T, 478, 2) px read as the engine reads them
     (``ops/perspective.py``: on their rays at the posed neutral's depth, turned back by the pose),
@@ -255,6 +266,8 @@ def score_clip(original: Take, injected: Take, truth: dict) -> dict:
     neutral = original.neutral_mm.astype(np.float64)
     fixed_pose = (read_with_pose(camera, neutral, injected.landmarks_px[..., :2].astype(np.float64))
                   - read_with_pose(camera, neutral, original.landmarks_px[..., :2].astype(np.float64)))  # (T, 478, 3) mm
+    fused_fixed_pose = (read_with_pose(camera, neutral, fused_px(injected)[..., :2])
+                        - read_with_pose(camera, neutral, fused_px(original)[..., :2]))  # (T, 478, 3) mm
     regions = action_regions(original.neutral_mm)
     skin = slice(0, SKIN_LANDMARK_COUNT)
     original_mm = original.deformation_mm().astype(np.float64)
@@ -280,6 +293,7 @@ def score_clip(original: Take, injected: Take, truth: dict) -> dict:
         row["landmarks"] = share(landmarks[frames][:, moved] - landmarks[base, moved],
                                  shift[frames][:, moved] - shift[base, moved])
         row["landmarks, original pose"] = share(fixed_pose[frames][:, moved] - fixed_pose[base, moved], true)
+        row["fused, original pose"] = share(fused_fixed_pose[frames][:, moved] - fused_fixed_pose[base, moved], true)
         cumulative = np.nansum(flow[base + 1:frames[-1] + 1, moved], axis=0)  # (M, 2) crop px
         row["flow"] = share(cumulative, np.sum(flow_truth[base + 1:frames[-1] + 1, moved], axis=0))
         row["image_px"] = float(np.median(np.linalg.norm(shift[apex, moved] - shift[onset, moved], axis=-1)))
@@ -354,6 +368,7 @@ def summarise(clips: dict[str, dict]) -> dict[str, dict[str, str]]:
                   "macro layer": median(micro, "macro"),
                   "detail layer": median(micro, "detail"), "landmarks (px)": median(micro, "landmarks"),
                   "landmarks, original pose (mm)": median(micro, "landmarks, original pose"),
+                  "fused with the flow, original pose (mm)": median(micro, "fused, original pose"),
                   "flow (px)": median(micro, "flow"), "visible": median(micro, "visible")},
         "macro": {"events": str(len(macro)), "image motion (px)": median(macro, "image_px"),
                   "recovered (take)": median(macro, "total"), "macro layer": median(macro, "macro"),
