@@ -75,6 +75,16 @@ def test_take_time_lands_on_the_scenes_timeline():
         TimeMapping.for_take(take, frame_start=1, scene_fps=24.0, slowdown=0.0)
 
 
+def test_a_scene_frame_reads_as_the_take_frame_keyed_nearest_it():
+    take = synthetic_take(synthetic_head(), frames=31, invalid=(), fps=30.0)
+    real_time = TimeMapping.for_take(take, frame_start=10, scene_fps=24.0)  # take frame k on scene frame 10 + 0.8 k
+    assert [real_time.take_frame(take, frame) for frame in (10, 14, 18, 0, 100)] == [0, 5, 10, 0, 30]
+    slowed = TimeMapping.for_take(take, frame_start=1, scene_fps=24.0, slowdown=2.5)  # 2 scene frames a take frame
+    assert [slowed.take_frame(take, frame) for frame in (1, 21, 61)] == [0, 10, 30]
+    for k in range(31):  # the inverse of scene_frames
+        assert real_time.take_frame(take, float(real_time.scene_frames(frame_seconds(take)[0])[k])) == k
+
+
 def test_variable_frame_rate_follows_the_frames_own_times():
     take = synthetic_take(synthetic_head(), frames=30, invalid=(), fps=30.0)
     stamps = np.arange(30) / 30.0
