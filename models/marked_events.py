@@ -9,8 +9,8 @@ half of such an event's motion (the landmarks fused with the flow); marking its 
 layer to tune, as a found event has.
 
 The take's total deformation does not change, nor do its other events' layers: the new layer is
-fitted on the motion no layer holds yet and moved out of the macro layer. Numpy only; frames are take frame
-indices, motion is the take's canonical mm.
+fitted on the motion no layer holds yet and moved out of the macro layer. Numpy only; frames are
+take frame indices, motion is the take's canonical mm.
 """
 from __future__ import annotations
 
