@@ -255,6 +255,15 @@ class TakeCamera:
         """(..., 3) mm in the camera -> (..., 2) px."""
         return self.focal_px * camera_mm[..., :2] / camera_mm[..., 2:3] + self.centre_px
 
+    def read_mm(self, landmarks_px: np.ndarray, neutral_mm: np.ndarray) -> np.ndarray:
+        """(T, N, 3) canonical mm: image points (T, N, 2) px read as the engine reads its landmarks
+        (``perspective.PerspectiveCamera.faces_at``: on their rays at the posed neutral's depth,
+        turned back by the pose), through these poses, less the neutral (N, 3) mm."""
+        posed = self.posed(neutral_mm)  # (T, N, 3) mm
+        rays = np.concatenate([(landmarks_px - self.centre_px) / self.focal_px,
+                               np.ones(landmarks_px.shape[:-1] + (1,))], axis=-1)
+        return np.einsum("tji,tnj->tni", self.rotations, rays * posed[..., 2:3] - posed)
+
 
 def take_camera(take: Take) -> TakeCamera:
     """The take's camera (``settings['camera_focal_px']``, the frame's centre) and its per-frame

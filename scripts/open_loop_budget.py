@@ -133,10 +133,10 @@ class TakeView(Rays):
     full size)."""
 
     def __init__(self, take: Take) -> None:
-        camera = take_camera(take)
-        self.focal, self.centre = camera.focal_px, camera.centre_px
-        self.rotations = camera.rotations  # (T, 3, 3) canonical -> OpenCV camera
-        self.shifts = camera.shifts_mm  # (T, 3) mm
+        self.camera = take_camera(take)
+        self.focal, self.centre = self.camera.focal_px, self.camera.centre_px
+        self.rotations = self.camera.rotations  # (T, 3, 3) canonical -> OpenCV camera
+        self.shifts = self.camera.shifts_mm  # (T, 3) mm
 
     def project(self, frame: int, points_mm: np.ndarray) -> np.ndarray:
         """(N, 3) canonical mm -> (N, 2) px in the frame's image."""
@@ -150,14 +150,10 @@ class TakeView(Rays):
         return -self.rotations[frame].T @ self.shifts[frame], direction @ self.rotations[frame]
 
     def read(self, pixels: np.ndarray, neutral_mm: np.ndarray, frames: np.ndarray) -> np.ndarray:
-        """(T, N, 2) px -> (T, N, 3) canonical mm, as the take reads its landmarks: each point's ray
-        at the camera depth of the posed neutral (N, 3) mm, less the neutral; NaN outside ``frames``."""
+        """(T, N, 2) px -> (T, N, 3) canonical mm, as the take reads its landmarks
+        (``TakeCamera.read_mm``), less the neutral (N, 3) mm; NaN outside ``frames``."""
         reading = np.full(pixels.shape[:2] + (3,), np.nan)
-        for frame in frames:
-            rotation, shift = self.rotations[frame], self.shifts[frame]
-            depth = (neutral_mm @ rotation.T + shift)[:, 2:3]
-            seen = np.column_stack([(pixels[frame] - self.centre) / self.focal, np.ones(len(pixels[frame]))]) * depth
-            reading[frame] = (seen - shift) @ rotation - neutral_mm
+        reading[frames] = self.camera.read_mm(pixels, neutral_mm)[frames]
         return reading
 
 

@@ -231,16 +231,6 @@ def fused_px(take: Take) -> np.ndarray:
                               float(take.settings.get("flow_fusion_s", DRIFT_S))).astype(np.float64)
 
 
-def read_with_pose(camera: injection.TakeCamera, neutral_mm: np.ndarray, landmarks_px: np.ndarray) -> np.ndarray:
-    """(T, 478, 3) canonical mm: the landmarks (T, 478, 2) px read as the engine reads them
-    (``ops/perspective.py``: on their rays at the posed neutral's depth, turned back by the pose),
-    but through the given camera and poses (the original take's), less the neutral."""
-    posed = camera.posed(neutral_mm)  # (T, 478, 3) mm
-    rays = np.concatenate([(landmarks_px - camera.centre_px) / camera.focal_px, np.ones(landmarks_px.shape[:-1] + (1,))],
-                          axis=-1)
-    return np.einsum("tji,tnj->tni", camera.rotations, rays * posed[..., 2:3] - posed)
-
-
 def action_regions(neutral_mm: np.ndarray) -> dict[str, str]:
     """Each action's event region: the one whose landmarks it moves most (mean move)."""
     membership = region_membership(EVENT_REGIONS)  # (R, 478) averaging
@@ -264,10 +254,10 @@ def score_clip(original: Take, injected: Take, truth: dict) -> dict:
     flow_truth = flow_truth_crop_px(original, shift)
     camera = injection.take_camera(original)
     neutral = original.neutral_mm.astype(np.float64)
-    fixed_pose = (read_with_pose(camera, neutral, injected.landmarks_px[..., :2].astype(np.float64))
-                  - read_with_pose(camera, neutral, original.landmarks_px[..., :2].astype(np.float64)))  # (T, 478, 3) mm
-    fused_fixed_pose = (read_with_pose(camera, neutral, fused_px(injected)[..., :2])
-                        - read_with_pose(camera, neutral, fused_px(original)[..., :2]))  # (T, 478, 3) mm
+    fixed_pose = (camera.read_mm(injected.landmarks_px[..., :2].astype(np.float64), neutral)
+                  - camera.read_mm(original.landmarks_px[..., :2].astype(np.float64), neutral))  # (T, 478, 3) mm
+    fused_fixed_pose = (camera.read_mm(fused_px(injected)[..., :2], neutral)
+                        - camera.read_mm(fused_px(original)[..., :2], neutral))  # (T, 478, 3) mm
     regions = action_regions(original.neutral_mm)
     skin = slice(0, SKIN_LANDMARK_COUNT)
     original_mm = original.deformation_mm().astype(np.float64)

@@ -136,6 +136,20 @@ def test_take_camera_reprojects_the_take(neutral_mm):
     np.testing.assert_allclose(camera.image_px(camera.posed(neutral_mm)), take.landmarks_px[..., :2], atol=1e-3)
 
 
+def test_points_read_back_at_the_neutral_s_depth(neutral_mm):
+    """The neutral reads as no motion; a point moved across the camera's view, at its depth,
+    reads back as that move, turned into the canonical frame (the engine's reading)."""
+    rotations = np.stack([cv2.Rodrigues(np.array([0.1 * k, -0.2, 0.05]))[0] for k in range(3)])
+    take = perspective_take(neutral_mm, rotations, np.array([[10.0, -5.0, 550.0], [0.0, 0.0, 600.0], [-8.0, 6.0, 650.0]]))
+    camera = injection.take_camera(take)
+    posed = camera.posed(neutral_mm)  # (3, 478, 3) mm in the camera
+    np.testing.assert_allclose(camera.read_mm(camera.image_px(posed), neutral_mm), 0.0, atol=1e-6)
+    across = np.zeros_like(posed)
+    across[..., 0], across[..., 1] = 1.5, -0.7  # mm in the camera's x and y: no change of depth
+    moved = camera.read_mm(camera.image_px(posed + across), neutral_mm)  # (3, 478, 3)
+    np.testing.assert_allclose(moved, np.einsum("tji,tnj->tni", camera.rotations, across), atol=1e-6)
+
+
 def test_displacement_projects_as_computed_by_hand(neutral_mm):
     """Frontal head, nose tip at depth Z = 600 - z: a 1 mm move along x shifts it f / Z px right,
     along y (up) f / Z px up (image y down), towards the camera by f x (1 / (Z - 1) - 1 / Z)."""
