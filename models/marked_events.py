@@ -22,7 +22,7 @@ from ..ops.errors import MxrError
 from ..ops.spill import FrameSum
 from ..ops.take import MicroEvent, Take, analysis_clock
 from .micro_keys import MICRO_LAYER_FROM_EVENTS
-from .network.events import MAX_PATTERN_MM, bump_mm, layer_fit, micro_layer_mm, region_landmarks, span_mm
+from .network.events import MAX_PATTERN_MM, above_line_mm, bump_mm, layer_fit, micro_layer_mm, region_landmarks, span_mm
 from .network.features import EVENT_REGIONS, region_membership
 from .network.fusion import basis_in_take_frame
 
@@ -41,9 +41,7 @@ def strongest_region(motion_mm: np.ndarray, first: int, last: int) -> str:
     """The region whose landmarks rise most above the line joining the span's end frames (the root
     mean square over its landmarks, at its highest frame), over frames ``first``..``last`` of the
     take's motion (T, 478, 3) mm."""
-    span = span_mm(motion_mm, first, last)  # (n, 478, 3)
-    share = np.linspace(0.0, 1.0, len(span))[:, None, None]
-    above = span - ((1.0 - share) * span[:1] + share * span[-1:])  # (n, 478, 3) mm
+    above = above_line_mm(span_mm(motion_mm, first, last))  # (n, 478, 3) mm
     rise = {region: float(np.sqrt(np.mean(np.sum(above[:, region_landmarks(row)]**2, axis=-1), axis=1)).max())
             for region, row in zip(EVENT_REGIONS, region_membership(EVENT_REGIONS))}
     return max(rise, key=rise.get)

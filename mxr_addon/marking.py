@@ -36,10 +36,10 @@ def take_file_of(rig: bpy.types.Object) -> Path:
     shown = shown_take(rig)
     if shown is None:
         raise MxrError(f"{rig.name} plays no MXR take: bake one first")
-    path = Path(shown.identity.rsplit(" sha256:", 1)[0])
-    if path.suffix != ".npz" or not path.is_file():
-        raise MxrError(f"the take {shown.label or path.name} is not in a take file MXR can read ({path}): bake it "
-                       "from its take file again")
+    path = shown.take_path
+    if path is None or not path.is_file():
+        raise MxrError(f"the take {shown.label} is not in a take file MXR can read ({path or 'baked from its video'}): "
+                       "bake it from its take file again")
     return path
 
 

@@ -165,7 +165,7 @@ BAKE_OPTIONS = "mxr_bake"  # on a take's shape-key action: how it was baked (``r
 
 def record_bake_options(rig: bpy.types.Object, prepared: PreparedBake) -> None:
     """Keep on the take's shape-key action where its frames landed and what was keyed, so that the
-    take can be baked again as it was (``rebake_options``) and scene frames read as take frames."""
+    take can be baked again as it was and scene frames read as take frames (``baked_timing``)."""
     timing = prepared.timing
     rig.data.shape_keys.animation_data.action[BAKE_OPTIONS] = {
         "frame_start": timing.frame_start, "scene_fps": timing.scene_fps, "slowdown": timing.slowdown,

@@ -57,6 +57,12 @@ class TakeName:
         return cls(f"{source} sha256:{take.source_sha256}", label)
 
     @property
+    def take_path(self) -> Path | None:
+        """The take file the take was baked from (``of``'s identity), None for one known by its video."""
+        source = Path(self.identity.rsplit(" sha256:", 1)[0])
+        return source if source.suffix == ".npz" else None
+
+    @property
     def key(self) -> str:
         """A short stand-in for the identity, where Blender limits names (enum items)."""
         return hashlib.sha256(self.identity.encode()).hexdigest()[:16]

@@ -16,6 +16,15 @@ from typing import IO, Iterator
 STALE_PARTIAL_S = 24 * 3600  # a partial file this old is a leftover, whoever wrote it
 
 
+def same_file(first: Path, second: Path) -> bool:
+    """Whether two paths name one file: the same file through hard or symbolic links where both
+    exist, else the same resolved path (an output not written yet)."""
+    first, second = Path(first), Path(second)
+    if first.exists() and second.exists():
+        return os.path.samefile(first, second)
+    return first.resolve() == second.resolve()
+
+
 def _creation_mode() -> int:
     """The permissions ``open()`` would give a new file under the current umask."""
     umask = os.umask(0)

@@ -13,12 +13,12 @@ no take behind and never touches an existing one.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 from pathlib import Path
 from typing import Callable
 
+from .atomic import same_file
 from .errors import MxrError
 from .flow_fusion import DRIFT_S
 from .frontend import FrontendSettings
@@ -87,9 +87,7 @@ def _frame_range(text: str) -> tuple[int, int]:
 
 def refuse_overwriting_take(take_path: Path, output_path: Path) -> None:
     """Refuse an output that would replace the take it is made from (the same name, or a link to it)."""
-    same = (os.path.samefile(take_path, output_path) if take_path.exists() and output_path.exists()
-            else take_path.resolve() == output_path.resolve())
-    if same:
+    if same_file(take_path, output_path):
         raise MxrError(f"refusing to write {output_path}: it is the take file")
 
 

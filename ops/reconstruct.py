@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 
 from .. import __version__
-from .atomic import replacing_together, sweep_stale_partials
+from .atomic import replacing_together, same_file, sweep_stale_partials
 from .canonical import CanonicalFrame, canonical_frame
 from .errors import MxrError
 from .frontend import RECORD_SHAPES, TAKE_RECORD_FIELDS, FrameArrays, FrontendSettings, unstack_records
@@ -101,16 +101,11 @@ def check_writable(path: Path) -> None:
 def refuse_overwriting_inputs(video_path: Path, outputs: list[Path]) -> None:
     """Refuse outputs that name the input video or each other (the take would replace the footage,
     or the contact sheet the take), before any work."""
-    def same(a: Path, b: Path) -> bool:
-        if a.exists() and b.exists():
-            return os.path.samefile(a, b)  # hard links and symlinks too
-        return a.resolve() == b.resolve()
-
     for number, output in enumerate(outputs):
-        if same(output, Path(video_path)):
+        if same_file(output, Path(video_path)):
             raise MxrError(f"refusing to write {output}: it is the input video")
         for other in outputs[number + 1:]:
-            if same(output, other):
+            if same_file(output, other):
                 raise MxrError(f"refusing to write {output} twice: the take and the debug sheet must be different files")
 
 

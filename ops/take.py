@@ -251,9 +251,10 @@ def load_take(path: Path) -> Take:
 def _check_declared_sizes(path: Path) -> None:
     """Refuse a take whose arrays declare more than a take can hold, or far more than its file
     holds (``MAX_EXPANSION``), from their headers alone."""
-    declared = declared_arrays(path)
-    for name, (shape, dtype) in declared.items():
+    total = 0  # bytes the arrays declare
+    for name, (shape, dtype) in declared_arrays(path).items():
         count = int(np.prod(shape, dtype=np.float64)) if shape else 1
+        total += count * dtype.itemsize
         if dtype.kind in "US" and dtype.itemsize * count > MAX_TEXT_BYTES:
             raise MxrError(f"{path}: {name} declares {dtype.itemsize * count} bytes of text; a take has at most {MAX_TEXT_BYTES}")
         if shape and shape[0] > (MAX_EVENTS if name.startswith("event_") else MAX_TAKE_FRAMES):
@@ -261,8 +262,6 @@ def _check_declared_sizes(path: Path) -> None:
                            f"{MAX_TAKE_FRAMES} frames and {MAX_EVENTS} events")
         if count > MAX_TAKE_FRAMES * LANDMARK_COUNT * 3:
             raise MxrError(f"{path}: {name} declares {count} values, more than a take of {MAX_TAKE_FRAMES} frames holds")
-    total = sum((int(np.prod(shape, dtype=np.float64)) if shape else 1) * dtype.itemsize
-                for shape, dtype in declared.values())
     size = path.stat().st_size
     if total > max(MAX_EXPANSION * size, EXPANSION_FLOOR_BYTES):
         raise MxrError(f"{path} declares {total / 2**20:.0f} MB of arrays in a {size / 2**20:.1f} MB file, more than "

@@ -215,8 +215,8 @@ def micro_layer_mm(events: list[MicroEvent], motion_mm: np.ndarray, fps: float, 
     non-negative basis cut the micro layer's error on found events by a tenth, and the units of
     the region alone a further tenth. What the units leave of the measured pattern is added back
     near the region (``RESIDUAL_REACH_MM`` from its landmarks on the neutral (478, 3) mm; not for
-    ``SPEECH_REGIONS``): on real footage most of a micro event's motion is not in the units. A pattern that moves one of the region's landmarks more than
-    ``MAX_PATTERN_MM`` is left in the macro layer: no micro-expression is that large (a blink or
+    ``SPEECH_REGIONS``): on real footage most of a micro event's motion is not in the units. A
+    pattern that moves one of the region's landmarks more than ``MAX_PATTERN_MM`` is left in the macro layer: no micro-expression is that large (a blink or
     a fast macro motion in the span); the event itself is kept. The layer is the sum of time
     course x pattern. motion_mm (T, 478, 3) the face's deformation (NaN on invalid frames).
 
@@ -263,14 +263,19 @@ def residual_reach(neutral_mm: np.ndarray, members: np.ndarray, reach_mm: float 
     return np.where(distance <= cutoff * reach_mm, np.exp(-0.5 * (distance / reach_mm) ** 2), 0.0)
 
 
+def above_line_mm(motion_mm: np.ndarray) -> np.ndarray:
+    """(n, M, 3) motion over a stretch -> (n, M, 3): less the straight line joining the stretch's
+    first and last frame (a slow motion under it, or none)."""
+    share = np.linspace(0.0, 1.0, len(motion_mm))[:, None, None]
+    return motion_mm - ((1.0 - share) * motion_mm[:1] + share * motion_mm[-1:])
+
+
 def bump_mm(motion_mm: np.ndarray) -> np.ndarray:
     """(n, M, 3) motion over a stretch -> (n,) the largest distance, over the M landmarks, from
     the straight line joining the stretch's first and last frame."""
     if len(motion_mm) == 0 or motion_mm.shape[1] == 0:
         return np.zeros(len(motion_mm))
-    share = np.linspace(0.0, 1.0, len(motion_mm))[:, None, None]
-    baseline = (1.0 - share) * motion_mm[:1] + share * motion_mm[-1:]
-    return np.linalg.norm(motion_mm - baseline, axis=-1).max(axis=1)
+    return np.linalg.norm(above_line_mm(motion_mm), axis=-1).max(axis=1)
 
 
 def without_blinks(events: list[MicroEvent], neutral_mm: np.ndarray, motion_mm: np.ndarray,
