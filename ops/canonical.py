@@ -21,6 +21,11 @@ IRIS_CENTRE_RIGHT, IRIS_CENTRE_LEFT = 468, 473  # subject's right / left eye
 SKIN_LANDMARK_COUNT = 468
 SKIN_LANDMARKS = np.arange(SKIN_LANDMARK_COUNT)
 IRIS_LANDMARKS = np.arange(SKIN_LANDMARK_COUNT, 478)  # both irises, each a centre and a ring of four
+# The lids' margins (subject's right eye, then left) and the inner lips: each borders a gap, not skin.
+EYE_CONTOURS = np.array([33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246,
+                         263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466])
+INNER_LIPS = np.array([78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308,  # upper inner contour
+                       95, 88, 178, 87, 14, 317, 402, 318, 324])  # lower inner contour
 
 # Landmarks that move least with expression: forehead, nose bridge and tip, temples, outer eye
 # corners, upper cheekbones. (MediaPipe face mesh indices.)

@@ -34,15 +34,13 @@ import cv2
 import numpy as np
 
 from ..models.network.event_profile import smoothstep
-from .canonical import SKIN_LANDMARK_COUNT
+from .canonical import INNER_LIPS, SKIN_LANDMARK_COUNT
 from .skin_track import piecewise_affine_map
 from .take import Take
 
 # -- landmarks (MediaPipe face mesh; "left" is the subject's left, +X in canonical space) -------------
 EYE_CORNERS_LEFT, EYE_CORNERS_RIGHT = (263, 362), (33, 133)
 CHIN, FOREHEAD = 152, 10
-INNER_LIPS = np.array([78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308,  # upper inner contour
-                       95, 88, 178, 87, 14, 317, 402, 318, 324])  # lower inner contour
 FACE_OVAL = np.array([10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
                       152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109])
 FEATHER_SCALE = 1.35  # the ring where the field is zero: the outline scaled about the face's centre

@@ -61,9 +61,11 @@ class PerspectiveCamera:
     camera_shifts_mm: np.ndarray  # (T, 3) the canonical origin in the OpenCV camera, NaN where invalid
     image_centre_px: np.ndarray  # (2,) the pinhole's centre
 
-    def project(self, points_mm: np.ndarray) -> np.ndarray:
-        """Canonical points (N, 3) mm posed by each frame's pose -> (T, N, 2) image px, NaN where invalid."""
-        camera = np.einsum("tij,nj->tni", self.camera_rotations, points_mm) + self.camera_shifts_mm[:, None]
+    def project(self, points_mm: np.ndarray, frames: slice | np.ndarray = slice(None)) -> np.ndarray:
+        """Canonical points (N, 3) mm posed by the pose of each of ``frames`` -> (F, N, 2) image px,
+        NaN where invalid."""
+        camera = (np.einsum("tij,nj->tni", self.camera_rotations[frames], points_mm)
+                  + self.camera_shifts_mm[frames][:, None])
         return self.focal_px * camera[..., :2] / camera[..., 2:3] + self.image_centre_px
 
     def faces_at(self, landmarks_px: np.ndarray, frames: slice | np.ndarray) -> np.ndarray:

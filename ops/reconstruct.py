@@ -1,13 +1,15 @@
 """The reconstruction pipeline: video -> front-end (landmarks, crops, flow) -> canonical
 deformation -> network -> take file.
 
-The baseline (``baseline-landmarks-1``) is what MediaPipe's landmarks show after rigid alignment,
-all of it in the macro layer. By default the micro-expression network (models/network) then
+The baseline (``baseline-landmarks-1``) is what the face's points show against the head's pose,
+all of it in the macro layer: MediaPipe's landmarks fused with the flow (ops/flow_fusion.py) and,
+where the face moves little, points glued to the skin (ops/skin_track.py, ``skin_where_trusted``). By default the micro-expression network (models/network) then
 reads the take's landmarks and flow and replaces the layers with macro / micro / detail and the
 detected micro events; ``use_network=False`` keeps the baseline.
 
 Memory: the per-frame arrays of the face's 478 points (the front-end's landmarks and the flow at
-them, the landmarks fused with the flow (ops/flow_fusion.py), the network's canonical flow and blended layers, the take's layers) live in unnamed temporary
+them, the landmarks fused with the flow, the skin-glued points, the network's canonical flow and
+blended layers, the take's layers) live in unnamed temporary
 files beside the take while it runs (ops/spill.py), written and read a chunk of frames at a time,
 and the take is written by streaming them into its archive (take.save_take). What stays in memory
 is a few numbers a frame (poses, neutral scores, the fused coefficients, the event logits) and one
@@ -29,7 +31,7 @@ import numpy as np
 
 from .. import __version__
 from .atomic import replacing_together, same_file, sweep_stale_partials
-from .canonical import CanonicalFrame, canonical_frame
+from .canonical import EYE_CONTOURS, INNER_LIPS, IRIS_LANDMARKS, CanonicalFrame, canonical_frame
 from .errors import MxrError
 from .frontend import RECORD_SHAPES, TAKE_RECORD_FIELDS, FrameArrays, FrontendSettings, unstack_records
 from .frontend_cache import CachedFrontEnd
@@ -60,12 +62,11 @@ class ReconstructSettings:
     cache_dir: Path | None = None  # front-end cache; None: MXR_CACHE_DIR or ~/.cache/mxr/frontend
     debug_sheet: Path | None = None  # also write the front-end's contact sheet (PNG) here
     use_network: bool = True  # False: the landmark-only baseline (no micro layer, no events)
-    # Read the face from points glued to the skin by optical flow against rest references
-    # (ops/skin_track.py) instead of MediaPipe's, which slide over the skin. Experimental, off: on the
-    # scan clips it takes the engine's error from 2.97x to 1.28x a still take (dev), but on real
-    # footage it loses large motion (labelled dev frames: closed eyes 0.85 -> 0.00, smiles 0.67 ->
-    # 0.07, open jaws 0.35 -> 0.03; docs/OPEN_LOOP.md).
-    skin_track: bool = False
+    # Read the face, where it moves little, from points glued to the skin by optical flow against
+    # rest references (ops/skin_track.py) instead of MediaPipe's, which slide over the skin; the
+    # pose is solved again on them (``skin_where_trusted``); off: about three times faster after
+    # the front-end.
+    skin_track: bool = True
     # The face is read from MediaPipe's landmarks moved from frame to frame by the flow and pulled
     # back to MediaPipe's over this many seconds (ops/flow_fusion.py); 0: MediaPipe's alone.
     flow_fusion_s: float = DRIFT_S
@@ -236,18 +237,67 @@ def skin_tracked_px(video_path: Path, observed: dict, valid: np.ndarray, faces: 
     The mesh is the neutral posed by ``faces``' perspective poses; the references are taken from
     the calmest quarter of the frames and the neutral frames (the calm faces the pose solve reads
     its depth from), the primary the neutral frame nearest a frontal view."""
-    landmarks_px = observed["landmarks_px"][..., :2].astype(np.float64)  # (T, 478, 2) continuous px
+    landmarks_px = observed["landmarks_px"]  # (T, 478, 3) continuous px
+    count = len(valid)
     rotations = faces.camera_rotations  # (T, 3, 3)
-    calm = calmest_frames(chunked_scores(partial(faces.faces_at, observed["landmarks_px"]), valid), valid)
+    calm = calmest_frames(chunked_scores(partial(faces.faces_at, landmarks_px), valid), valid)
     candidates, primary = rest_references(calm, neutral_frames, rotations)
     track = SkinTrackSettings()
     references = choose_references(rotations, candidates, primary, np.radians(track.reference_spacing_deg))
-    frames = SourceFrames(video_path, observed["index"], references, on_frame)
+    frames = SourceFrames(video_path, observed["index"], references)
     to_index = 0.5  # continuous px -> pixel-centre (array index) px, as the flow reads images
-    tracked = track_with_references(frames, faces.project(faces.neutral_mm) - to_index, rotations, candidates,
-                                    primary, track) + to_index
-    tracked = fall_back(tracked, landmarks_px)
-    return np.concatenate([tracked, np.zeros(tracked.shape[:2] + (1,))], axis=2)
+    mesh_px = frame_array((count, LANDMARK_COUNT, 2), np.float64)  # (T, 478, 2) index px, on disk in the engine
+    for chunk in frame_chunks(count, CHUNK_FRAMES):
+        mesh_px[chunk] = faces.project(faces.neutral_mm, chunk) - to_index
+    tracked = track_with_references(frames, mesh_px, rotations, candidates, primary, track, on_frame)
+    points_px = frame_array((count, LANDMARK_COUNT, 3), np.float64)
+    for chunk in frame_chunks(count, CHUNK_FRAMES):
+        seen = fall_back(tracked[chunk] + to_index, np.asarray(landmarks_px[chunk][..., :2], np.float64))
+        points_px[chunk] = np.concatenate([seen, np.zeros(seen.shape[:2] + (1,))], axis=2)
+    return points_px
+
+
+# Points on a fold or a gap that a warp of a rest frame cannot follow (the lids' margins, the inner
+# lips) and the irises, which turn with the gaze, not the skin: the landmarks are always kept.
+UNTRACKED_LANDMARKS = np.concatenate([EYE_CONTOURS, INNER_LIPS, IRIS_LANDMARKS])
+# A skin point is used while its landmark has moved less than the first distance from the neutral
+# and the two are nearer than the first agreement distance, not beyond the second (canonical mm).
+# Chosen on the dev split (scan clips and labelled frames, docs/OPEN_LOOP.md): motion 1.5-3 mm,
+# agreement 2.5-5 mm; without the agreement test, smiles with the head turned lost a lip corner.
+SKIN_MOTION_MM = (1.5, 3.0)
+SKIN_AGREE_MM = (2.5, 5.0)
+
+
+def skin_where_trusted(tracked_px: np.ndarray, landmarks_px: np.ndarray, camera: PerspectiveCamera) -> np.ndarray:
+    """(T, 478, 3) px: the skin-glued points ``tracked_px`` (T, 478, 3) px where the landmarks
+    ``landmarks_px`` (T, 478, 3) px move little from the neutral and the two agree, as ``camera``
+    reads them; the landmarks elsewhere and at ``UNTRACKED_LANDMARKS``; blended between
+    (``SKIN_MOTION_MM``, ``SKIN_AGREE_MM``).
+
+    Why: flow against a rest reference reads small, smooth motion far better than MediaPipe (the
+    scan clips' still face wanders 0.28 mm instead of 0.62), but loses large or torn motion (a
+    closing lid, an opening mouth, a broad smile: labelled real frames, docs/OPEN_LOOP.md) and
+    follows whatever covers the skin."""
+    gated = frame_array(landmarks_px.shape, np.float64)  # on disk in the engine (ops/spill.py)
+    for frames in frame_chunks(len(gated), CHUNK_FRAMES):
+        landmark_faces = camera.faces_at(landmarks_px, frames)  # (F, 478, 3) mm
+        motion = np.linalg.norm(landmark_faces - camera.neutral_mm, axis=-1)  # (F, 478) mm
+        apart = np.linalg.norm(camera.faces_at(tracked_px, frames) - landmark_faces, axis=-1)  # (F, 478) mm
+        weight = _fading(motion, SKIN_MOTION_MM) * _fading(apart, SKIN_AGREE_MM)  # (F, 478) share of the tracked point
+        weight[:, UNTRACKED_LANDMARKS] = 0.0
+        landmark = np.asarray(landmarks_px[frames], np.float64)
+        tracked = np.asarray(tracked_px[frames], np.float64)
+        blended = landmark.copy()
+        blended[..., :2] = np.where(weight[..., None] > 0, weight[..., None] * tracked[..., :2]
+                                    + (1.0 - weight[..., None]) * landmark[..., :2], landmark[..., :2])
+        gated[frames] = blended
+    return gated
+
+
+def _fading(distance_mm: np.ndarray, span_mm: tuple[float, float]) -> np.ndarray:
+    """1 up to the span's first distance, 0 from its second (and where NaN), linear between."""
+    low, high = span_mm
+    return np.clip((high - np.nan_to_num(distance_mm, nan=np.inf)) / (high - low), 0.0, 1.0)
 
 
 def in_trained_frame(take: Take) -> Take:
@@ -374,10 +424,11 @@ def _reconstruct(video_path: Path, take_path: Path, settings: ReconstructSetting
                                       observed["flow_consistent"], valid, video.fps, settings.flow_fusion_s)
     camera = perspective_camera(faces_px, valid, neutral_frames, trained_frame.neutral_mm, calm, frame_size,
                                 reporter.stage("pose"))
-    if settings.skin_track:  # the same pose solve and reading, on points glued to the skin
-        faces_px = skin_tracked_px(video.path, observed, valid, camera, neutral_frames, reporter.stage("skin"))
+    if settings.skin_track:  # the same pose solve and reading, on points glued to the skin where trusted
+        tracked_px = skin_tracked_px(video.path, observed, valid, camera, neutral_frames, reporter.stage("skin"))
+        faces_px = skin_where_trusted(tracked_px, faces_px, camera)
         camera = perspective_camera(faces_px, valid, neutral_frames, trained_frame.neutral_mm, calm, frame_size,
-                                    reporter.stage("pose"))
+                                    reporter.stage("pose on the skin"))
     take_settings = _take_settings(settings, frontend, camera, neutral_frames, neutral_method)
     take_in_frame = partial(_observed_take, observed, video, frontend, settings, take_settings)
     layers = None

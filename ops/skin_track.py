@@ -44,6 +44,7 @@ import numpy as np
 
 from .errors import MxrError
 from .flow import make_dis, sample_bilinear
+from .spill import frame_array
 from .video import iter_frames, read_frames_at
 
 
@@ -287,20 +288,22 @@ def rest_references(calm: np.ndarray, neutral_frames: np.ndarray, rotations: np.
 
 
 def track_with_references(frames: list[np.ndarray], mesh_px: np.ndarray, rotations: np.ndarray,
-                          candidates: np.ndarray, primary: int,
-                          settings: SkinTrackSettings | None = None) -> np.ndarray:
+                          candidates: np.ndarray, primary: int, settings: SkinTrackSettings | None = None,
+                          on_frame: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Skin points tracked through a clip from several references at spread-out head poses.
 
     ``frames``: (H, W) uint8 grey, one per frame; ``mesh_px`` (T, N, 2) px: the face mesh's
     vertices as each frame's head pose places them (NaN where no face); ``rotations`` (T, 3, 3):
     the head's rotation (NaN where no face); ``candidates`` (K,): the frames references may be
     taken from (the face at rest); ``primary``: the one among them whose skin at the mesh's
-    vertices names the tracked points. (T, N, 2) px, NaN where unseen.
+    vertices names the tracked points. (T, N, 2) px, NaN where unseen (a ``spill.FrameFile`` in
+    the engine).
 
     References are spread so that no frame is more than ``settings.reference_spacing_deg`` of turn
     from one (``choose_references``), and each frame is compared with its nearest. Every reference
     is compared with those within ``settings.link_deg``, both ways, and ``tie_references`` finds
-    where each shows the primary's skin points: its own tracker names the same skin."""
+    where each shows the primary's skin points: its own tracker names the same skin. ``on_frame``
+    (frames done, frames) is told as each frame is tracked."""
     settings = settings or SkinTrackSettings()
     references = choose_references(rotations, candidates, primary, np.radians(settings.reference_spacing_deg))
     links = reference_links(rotations[references], np.radians(settings.link_deg))
@@ -312,9 +315,14 @@ def track_with_references(frames: list[np.ndarray], mesh_px: np.ndarray, rotatio
     trackers = [ReferenceTracker(frames[r], mesh_px[r] + offsets[k], settings) for k, r in enumerate(references)]
     with_face = np.flatnonzero(np.all(np.isfinite(rotations), axis=(1, 2)))
     nearest = np.argmin(rotation_distance(rotations[with_face], rotations[references]), axis=1)  # (F,)
-    tracked = np.full(mesh_px.shape, np.nan)
-    for frame, k in zip(with_face, nearest):
-        tracked[frame] = trackers[k].track_frame(frames[frame], mesh_px[frame])
+    tracked = frame_array(mesh_px.shape, np.float64)  # on disk in the engine (ops/spill.py)
+    tracked[np.setdiff1d(np.arange(len(rotations)), with_face)] = np.nan
+    reference_of = dict(zip(with_face.tolist(), nearest.tolist()))
+    for frame in range(len(rotations)):
+        if frame in reference_of:
+            tracked[frame] = trackers[reference_of[frame]].track_frame(frames[frame], mesh_px[frame])
+        if on_frame is not None:
+            on_frame(frame + 1, len(rotations))
     return tracked
 
 
@@ -324,10 +332,8 @@ class SourceFrames:
     as the tracking reaches it, so a long clip is never held whole. ``frame_indices`` (T,): each
     take frame's source frame index."""
 
-    def __init__(self, video_path: Path, frame_indices: np.ndarray, kept: np.ndarray,
-                 on_frame: Callable[[int, int], None] | None = None) -> None:
+    def __init__(self, video_path: Path, frame_indices: np.ndarray, kept: np.ndarray) -> None:
         self.frame_indices = np.asarray(frame_indices, np.int64)
-        self.on_frame = on_frame
         wanted = [int(self.frame_indices[k]) for k in kept]
         decoded = read_frames_at(video_path, wanted)
         self.kept = {int(k): _grey(decoded[int(self.frame_indices[k])]) for k in kept
@@ -337,8 +343,6 @@ class SourceFrames:
 
     def __getitem__(self, frame: int) -> np.ndarray:
         """Take frame ``frame``: a kept one at any time, the others in increasing order only."""
-        if self.on_frame is not None:
-            self.on_frame(int(frame) + 1, len(self.frame_indices))
         if frame in self.kept:
             return self.kept[frame]
         wanted = int(self.frame_indices[frame])

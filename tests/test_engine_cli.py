@@ -103,7 +103,7 @@ def test_every_stage_reports_its_progress(tmp_path):
     assert code == 0, stderr
     progress = [e for e in events if e["event"] == "progress"]
     stages = list(dict.fromkeys(e["stage"] for e in progress))
-    assert stages[1:] == ["pose", "fusion", "network"] and stages[0].startswith("frontend")
+    assert stages[1:] == ["pose", "skin", "pose on the skin", "fusion", "network"] and stages[0].startswith("frontend")
     for stage in stages:  # each one runs to its end, and never reports an ETA before it has timed anything
         lines = [e for e in progress if e["stage"] == stage]
         assert lines[-1]["fraction"] == 1.0 and lines[0]["eta_s"] is None

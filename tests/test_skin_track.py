@@ -3,10 +3,12 @@ import cv2
 import numpy as np
 import pytest
 
+from mxr.models.similarity import Similarities
 from mxr.ops.errors import MxrError
-from mxr.ops.reconstruct import ReconstructSettings, reconstruct
+from mxr.ops.perspective import PerspectiveCamera
+from mxr.ops.reconstruct import UNTRACKED_LANDMARKS, ReconstructSettings, reconstruct, skin_where_trusted
 from mxr.ops.sample_data import sample_path
-from mxr.ops.skin_track import (ReferenceTracker, SkinTrackSettings, SourceFrames, aggregate_at, choose_references,
+from mxr.ops.skin_track import (FACING_CAMERA, ReferenceTracker, SkinTrackSettings, SourceFrames, aggregate_at, choose_references,
                                 delaunay_triangles, fall_back, high_pass, piecewise_affine_map, reference_links,
                                 rotation_distance, tie_references, track_with_references, warp_with_map)
 from mxr.ops.take import load_take
@@ -229,13 +231,46 @@ def test_source_frames_keep_the_references_and_stream_the_rest(tmp_path):
 
 
 @pytest.mark.engine
-def test_the_engine_reads_the_face_from_skin_glued_points_when_asked(tmp_path):
+def test_the_engine_reads_the_face_from_skin_glued_points_by_default(tmp_path):
     take_path = tmp_path / "take.npz"
-    reconstruct(sample_path("video/single_face.mp4"), take_path, ReconstructSettings(use_network=False, skin_track=True))
+    reconstruct(sample_path("video/single_face.mp4"), take_path, ReconstructSettings(use_network=False))
     plain_path = tmp_path / "plain.npz"
-    reconstruct(sample_path("video/single_face.mp4"), plain_path, ReconstructSettings(use_network=False))
+    reconstruct(sample_path("video/single_face.mp4"), plain_path, ReconstructSettings(use_network=False, skin_track=False))
     skin, plain = load_take(take_path), load_take(plain_path)
     assert skin.settings["skin_track"] and not plain.settings["skin_track"]
     moved = np.nanmedian(np.abs(skin.macro_mm - plain.macro_mm))
     assert 0.0 < moved < 2.0  # other points, the same face
     np.testing.assert_array_equal(skin.landmarks_px, plain.landmarks_px)  # the observations stay MediaPipe's
+
+
+def _facing_camera(neutral_mm: np.ndarray, frames: int) -> PerspectiveCamera:
+    """A pinhole (focal 800 px, centre (320, 240)) looking at ``neutral_mm`` 600 mm away, head still."""
+    rotations = np.repeat(FACING_CAMERA[None], frames, axis=0)
+    shifts = np.tile([0.0, 0.0, 600.0], (frames, 1))
+    poses = Similarities(rotations, np.zeros((frames, 3)), np.ones(frames))
+    return PerspectiveCamera(neutral_mm, poses, 800.0, 0.0, rotations, shifts, np.array([320.0, 240.0]))
+
+
+def _moved_px(camera: PerspectiveCamera, moves_mm: np.ndarray) -> np.ndarray:
+    """(T, 478, 3) px of the neutral moved by ``moves_mm`` (T, 478, 3) canonical mm, depth 0."""
+    points = np.stack([camera.project(camera.neutral_mm + move, slice(frame, frame + 1))[0]
+                       for frame, move in enumerate(moves_mm)])
+    return np.concatenate([points, np.zeros(points.shape[:2] + (1,))], axis=2)
+
+
+def test_skin_points_are_used_where_the_face_moves_little_and_they_agree_with_the_landmarks():
+    rng = np.random.default_rng(3)
+    neutral_mm = np.column_stack([rng.uniform(-60, 60, 478), rng.uniform(-80, 60, 478), rng.uniform(-20, 20, 478)])
+    camera = _facing_camera(neutral_mm, 4)
+    landmark_moves, tracked_moves = np.zeros((4, 478, 3)), np.zeros((4, 478, 3))
+    landmark_moves[:, :, 0] = [[0.5], [0.5], [6.0], [0.5]]  # the landmarks: little, little, much, little
+    tracked_moves[:, :, 0] = [[1.0], [9.0], [1.0], [4.25]]  # the skin: agrees, not at all, either, halfway
+    landmarks_px, tracked_px = _moved_px(camera, landmark_moves), _moved_px(camera, tracked_moves)
+    read = skin_where_trusted(tracked_px, landmarks_px, camera)
+    skin = np.setdiff1d(np.arange(478), UNTRACKED_LANDMARKS)
+    np.testing.assert_allclose(read[0, skin], tracked_px[0, skin])  # small motion, agreeing: the skin
+    np.testing.assert_allclose(read[1, skin], landmarks_px[1, skin])  # 8.5 mm apart: the skin point is lost
+    np.testing.assert_allclose(read[2, skin], landmarks_px[2, skin])  # 6 mm of motion: a large one
+    middle = 0.5 * (tracked_px[3, skin] + landmarks_px[3, skin])  # the fade is linear in mm, near-linear in px
+    np.testing.assert_allclose(read[3, skin, :2], middle[:, :2], atol=0.05)
+    np.testing.assert_allclose(read[:, UNTRACKED_LANDMARKS], landmarks_px[:, UNTRACKED_LANDMARKS])  # lids, lips, irises
