@@ -48,7 +48,7 @@ from .flow_fusion import DRIFT_S, fused_landmarks_px
 from .progress import ProgressReporter
 from .spill import frame_array, spilling_into
 from .video import VideoInfo
-from .skin_track import (SkinTrackSettings, SourceFrames, choose_references, fall_back, rest_references,
+from .skin_track import (SourceFrames, choose_references, fall_back, rest_references, settings_for_face,
                          track_with_references)
 from .take import BASELINE_VERSION, LANDMARK_COUNT, MicroEvent, Take, analysis_clock, save_take, timestamp_seconds
 
@@ -242,7 +242,7 @@ def skin_tracked_px(video_path: Path, observed: dict, valid: np.ndarray, faces: 
     rotations = faces.camera_rotations  # (T, 3, 3)
     calm = calmest_frames(chunked_scores(partial(faces.faces_at, landmarks_px), valid), valid)
     candidates, primary = rest_references(calm, neutral_frames, rotations)
-    track = SkinTrackSettings()
+    track = settings_for_face(float(np.nanmedian(faces.poses.scale)))  # px per mm
     references = choose_references(rotations, candidates, primary, np.radians(track.reference_spacing_deg))
     frames = SourceFrames(video_path, observed["index"], references)
     to_index = 0.5  # continuous px -> pixel-centre (array index) px, as the flow reads images

@@ -66,6 +66,19 @@ class SkinTrackSettings:
     link_deg: float = 12.0  # references this near each other are compared, both ways, to tie them together
 
 
+AVERAGE_RADIUS_MM = 3.75  # the flow's averaging std on a face, at most SkinTrackSettings.sigma_px
+
+
+def settings_for_face(px_per_mm: float) -> SkinTrackSettings:
+    """The settings for a face shown at ``px_per_mm``: the averaging neighbourhood no wider than
+    ``AVERAGE_RADIUS_MM`` on the face (but at least 1.5 px), so that a small face's local motion is
+    not averaged away with its neighbours'. Chosen on the injected dev clips at full and half size
+    (docs/OPEN_LOOP.md): at half size (0.55-0.8 px a mm) 6 px recovered 0.37 of a planted micro
+    event, 3 px 0.59; at full size (1.1-1.6 px a mm) 6 px beat 3 mm."""
+    widest = SkinTrackSettings().sigma_px
+    return SkinTrackSettings(sigma_px=float(np.clip(AVERAGE_RADIUS_MM * px_per_mm, 1.5, widest)))
+
+
 def delaunay_triangles(points_px: np.ndarray) -> np.ndarray:
     """The Delaunay triangulation of (N, 2) finite points px as (M, 3) int64 indices (OpenCV's
     Subdiv2D, without scipy; of coincident points one is used). Triangles that Subdiv2D makes with

@@ -8,9 +8,10 @@ from mxr.ops.errors import MxrError
 from mxr.ops.perspective import PerspectiveCamera
 from mxr.ops.reconstruct import UNTRACKED_LANDMARKS, ReconstructSettings, reconstruct, skin_where_trusted
 from mxr.ops.sample_data import sample_path
-from mxr.ops.skin_track import (FACING_CAMERA, ReferenceTracker, SkinTrackSettings, SourceFrames, aggregate_at, choose_references,
-                                delaunay_triangles, fall_back, high_pass, piecewise_affine_map, reference_links,
-                                rotation_distance, tie_references, track_with_references, warp_with_map)
+from mxr.ops.skin_track import (AVERAGE_RADIUS_MM, FACING_CAMERA, ReferenceTracker, SkinTrackSettings, SourceFrames,
+                                aggregate_at, choose_references, delaunay_triangles, fall_back, high_pass,
+                                piecewise_affine_map, reference_links, rotation_distance, settings_for_face,
+                                tie_references, track_with_references, warp_with_map)
 from mxr.ops.take import load_take
 from mxr.ops.video import read_frames_at
 
@@ -274,3 +275,11 @@ def test_skin_points_are_used_where_the_face_moves_little_and_they_agree_with_th
     middle = 0.5 * (tracked_px[3, skin] + landmarks_px[3, skin])  # the fade is linear in mm, near-linear in px
     np.testing.assert_allclose(read[3, skin, :2], middle[:, :2], atol=0.05)
     np.testing.assert_allclose(read[:, UNTRACKED_LANDMARKS], landmarks_px[:, UNTRACKED_LANDMARKS])  # lids, lips, irises
+
+
+def test_the_flow_is_averaged_over_a_patch_of_the_face_no_wider_on_a_small_face():
+    widest = SkinTrackSettings().sigma_px
+    assert settings_for_face(3.0).sigma_px == widest  # a large face: the widest average
+    assert AVERAGE_RADIUS_MM * 0.8 < widest  # a small face ...
+    assert settings_for_face(0.8).sigma_px == pytest.approx(AVERAGE_RADIUS_MM * 0.8)  # ... its own few mm
+    assert settings_for_face(0.1).sigma_px == 1.5  # a tiny face: still more than one pixel
