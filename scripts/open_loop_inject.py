@@ -41,6 +41,7 @@ import json
 import sys
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -62,7 +63,7 @@ from mxr.ops.injection import PlantedEvent  # noqa: E402
 from mxr.ops.progress import ProgressReporter  # noqa: E402
 from mxr.ops.reconstruct import ReconstructSettings, reconstruct  # noqa: E402
 from mxr.ops.take import MicroEvent, Take, load_take  # noqa: E402
-from mxr.ops.video import iter_frames, probe_video  # noqa: E402
+from mxr.ops.video import VideoInfo, iter_frames, probe_video  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 INJECT_DIR = REPO / ".cache" / "open_loop" / "inject"
@@ -78,13 +79,13 @@ def digest(*parts: object) -> str:
     return hashlib.sha256("\n".join(str(part) for part in parts).encode()).hexdigest()[:10]
 
 
-def scaled_size(info, scale: float) -> tuple[int, int]:
+def scaled_size(info: VideoInfo, scale: float) -> tuple[int, int]:
     """The clip's frame size (width, height) px at ``scale``, even numbers for the encoder."""
     return (2 * int(round(info.width * scale / 2)), 2 * int(round(info.height * scale / 2))) if scale != 1 \
         else (info.width, info.height)
 
 
-def source_frames(source: Path, frames: int, scale: float):
+def source_frames(source: Path, frames: int, scale: float) -> Iterator[tuple[int, np.ndarray]]:
     """(index, BGR frame) of the source's first ``frames``, resized by ``scale`` (area averaging)."""
     size = scaled_size(probe_video(source), scale)
     for index, _, frame in iter_frames(source, max_frames=frames):
