@@ -21,7 +21,8 @@ in the network's windows, a long one while its events are decoded).
 Measured (2026-12-04, 2-core machine, defaults), the per-frame arrays of the face's points on disk
 (ops/spill.py): fixed 214 MB; 1x 500 frames 360 MB, 10x 5,000 frames 364 MB, PASS; 0.9 KB a frame.
 With the flow fusion (ops/flow_fusion.py, its (T, 478, 3) result in memory): fixed 223 MB; 1x 371 MB,
-30x 15,000 frames 466 MB, PASS; 6.7 KB a frame, 600 MB at ~35,500 frames. Before the take's arrays
+30x 15,000 frames 466 MB, PASS; 6.7 KB a frame, 600 MB at ~35,500 frames. With the skin tracker (ops/skin_track.py,
+its arrays on disk): fixed 217 MB; 1x 363 MB, 10x 376 MB, PASS; 3.0 KB a frame. Before the take's arrays
 went to disk: 1x 369 MB, 10x 494-578 MB (29-48 KB a frame); before the engine streamed its stages:
 639 and 1,313 MB (153 KB a frame).
 """
