@@ -12,7 +12,7 @@ depth motion, so the budget says what they lose of what they can see. Stages:
 1b. **skin-glued tracker (true pose)**: the same reading of points tracked by optical flow
    against rest frames at spread-out poses warped by the posed neutral mesh, averaged over a
    neighbourhood (``ops/skin_track.py``, ``skin_glued_reading``): what a tracker glued to the skin
-   would give the engine. Not wired into the engine: measured here only.
+   would give the engine, where the engine uses it everywhere it can be trusted.
 1c. **skin-glued tracker (take's pose)**: the same tracker with the take's own pose, focal length,
    neutral and calm frames, read as the take reads its landmarks (``take_skin_readings``).
 1d. **skin-glued tracker (pose solved on it)**: the engine's pose solve and reading
@@ -315,8 +315,7 @@ def clip_stages(spec: open_loop.ScanClipSpec, surface_m: np.ndarray) -> dict[str
     takes = {}
     for suffix, use_network in (("baseline", False), ("network", True)):
         take_path = video_path.with_name(f"{video_path.stem}.{suffix}.take.npz")
-        if not take_path.is_file():
-            reconstruct(video_path, take_path, ReconstructSettings(use_network=use_network))
+        reconstruct(video_path, take_path, ReconstructSettings(use_network=use_network))  # the engine as it is now
         takes[suffix] = load_take(take_path)
     valid = np.asarray(takes["network"].valid, bool)
     units, baked = baked_readings(takes["network"], truth)
