@@ -285,11 +285,9 @@ def skin_where_trusted(tracked_px: np.ndarray, landmarks_px: np.ndarray, camera:
         apart = np.linalg.norm(camera.faces_at(tracked_px, frames) - landmark_faces, axis=-1)  # (F, 478) mm
         weight = _fading(motion, SKIN_MOTION_MM) * _fading(apart, SKIN_AGREE_MM)  # (F, 478) share of the tracked point
         weight[:, UNTRACKED_LANDMARKS] = 0.0
-        landmark = np.asarray(landmarks_px[frames], np.float64)
-        tracked = np.asarray(tracked_px[frames], np.float64)
-        blended = landmark.copy()
-        blended[..., :2] = np.where(weight[..., None] > 0, weight[..., None] * tracked[..., :2]
-                                    + (1.0 - weight[..., None]) * landmark[..., :2], landmark[..., :2])
+        blended = np.array(landmarks_px[frames], np.float64)  # depth: the landmark's
+        tracked = np.asarray(tracked_px[frames], np.float64)  # finite where the landmark is (skin_tracked_px)
+        blended[..., :2] = weight[..., None] * tracked[..., :2] + (1.0 - weight[..., None]) * blended[..., :2]
         gated[frames] = blended
     return gated
 

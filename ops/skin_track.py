@@ -329,11 +329,10 @@ def track_with_references(frames: list[np.ndarray], mesh_px: np.ndarray, rotatio
     with_face = np.flatnonzero(np.all(np.isfinite(rotations), axis=(1, 2)))
     nearest = np.argmin(rotation_distance(rotations[with_face], rotations[references]), axis=1)  # (F,)
     tracked = frame_array(mesh_px.shape, np.float64)  # on disk in the engine (ops/spill.py)
-    tracked[np.setdiff1d(np.arange(len(rotations)), with_face)] = np.nan
     reference_of = dict(zip(with_face.tolist(), nearest.tolist()))
     for frame in range(len(rotations)):
-        if frame in reference_of:
-            tracked[frame] = trackers[reference_of[frame]].track_frame(frames[frame], mesh_px[frame])
+        k = reference_of.get(frame)
+        tracked[frame] = np.nan if k is None else trackers[k].track_frame(frames[frame], mesh_px[frame])
         if on_frame is not None:
             on_frame(frame + 1, len(rotations))
     return tracked
