@@ -1,6 +1,6 @@
 """Open-loop check of the face MXR bakes, against truth no model of the engine made.
 
-    .venv/bin/python scripts/open_loop.py [--part frames|scan|all] [--baseline] [--json OUT]
+    .venv/bin/python scripts/open_loop.py [--part frames|scan|all] [--split dev|held-out|all] [--baseline] [--json OUT]
 
 Two parts, each with a dev split (the engine's choices were made looking at it) and a held-out one:
 
@@ -196,18 +196,18 @@ def score_scan_clip(take_path: Path, truth_path: Path) -> dict:
     return scores
 
 
-def scan_part(use_network: bool) -> dict[str, dict]:
-    """Render (once), reconstruct and score every scan clip; figures per split."""
+def scan_part(use_network: bool, splits: tuple[str, ...]) -> dict[str, dict]:
+    """Render (once), reconstruct and score every scan clip of ``splits``; figures per split."""
     suffix = "network" if use_network else "baseline"
     per_clip = {}
-    for spec in SCAN_CLIPS:
+    for spec in (spec for spec in SCAN_CLIPS if spec.split in splits):
         video_path, truth_path = render_scan_clip(spec)
         take_path = video_path.with_name(f"{video_path.stem}.{suffix}.take.npz")
         reconstruct(video_path, take_path, ReconstructSettings(use_network=use_network))
         per_clip[spec.name] = (spec, score_scan_clip(take_path, truth_path))
         print(f"scan {spec.name}: " + json.dumps(per_clip[spec.name][1]), file=sys.stderr)
     report = {}
-    for split in ("dev", "held-out"):
+    for split in splits:
         clips = [(spec, score) for spec, score in per_clip.values() if spec.split == split]
         moving = [score for spec, score in clips if not spec.still]
         recovered = {name: value for score in moving for name, value in score["recovered"].items()}
@@ -295,10 +295,11 @@ def summarise(scores: dict[str, dict]) -> dict[str, str]:
     return row
 
 
-def frames_part(labels_path: Path, use_network: bool) -> dict[str, dict]:
+def frames_part(labels_path: Path, use_network: bool, splits: tuple[str, ...]) -> dict[str, dict]:
     labels = json.loads(labels_path.read_text())["clips"]
     report: dict[str, dict] = {}
-    for split, clips in SPLITS.items():
+    for split in splits:
+        clips = SPLITS[split]
         scores = {}
         for clip in clips:
             video = VIDEO_DIR / clip
@@ -328,16 +329,19 @@ def print_table(title: str, rows: dict[str, dict], first: str = "split") -> None
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--part", choices=("frames", "scan", "all"), default="all")
+    parser.add_argument("--split", choices=("dev", "held-out", "all"), default="all",
+                        help="dev alone while choosing anything: held-out figures are for the closing check")
     parser.add_argument("--labels", type=Path, default=DEFAULT_LABELS)
     parser.add_argument("--baseline", action="store_true", help="the landmark-only baseline instead of the network")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
+    splits = ("dev", "held-out") if args.split == "all" else (args.split,)
     reports = {}
     if args.part in ("scan", "all"):
-        reports["scan"] = scan_part(not args.baseline)
+        reports["scan"] = scan_part(not args.baseline, splits)
         print_table("Rendered scan, basis-free actions", reports["scan"])
     if args.part in ("frames", "all"):
-        reports["frames"] = frames_part(args.labels, not args.baseline)
+        reports["frames"] = frames_part(args.labels, not args.baseline, splits)
         print_table("Labelled real frames", reports["frames"])
     if args.json:
         args.json.write_text(json.dumps(reports, indent=2))
