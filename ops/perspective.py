@@ -102,21 +102,18 @@ def perspective_faces(landmarks_px: np.ndarray, valid: np.ndarray, neutral_frame
 
 def perspective_camera(landmarks_px: np.ndarray, valid: np.ndarray, neutral_frames: np.ndarray, neutral_mm: np.ndarray,
                        calm: np.ndarray, frame_size: tuple[int, int],
-                       on_progress: Callable[[int, int], None] | None = None,
-                       focal_px: float | None = None) -> PerspectiveCamera:
+                       on_progress: Callable[[int, int], None] | None = None) -> PerspectiveCamera:
     """landmarks_px (T, 478, 3) image px; neutral_frames: the frames showing the neutral;
     neutral_mm (478, 3) canonical mm from ``canonicalize`` (step 1); calm: the calm frames whose
     views show the neutral's depth (``calm_frames``); frame_size (width, height) px.
-    ``on_progress(done, total)``: called as the frames' poses are found (the long part on a long clip).
-    ``focal_px``: the camera's focal length (px) where it is known (none: the best of ``FOCAL_CANDIDATES``)."""
+    ``on_progress(done, total)``: called as the frames' poses are found (the long part on a long clip)."""
     neutral_frames = np.asarray([f for f in neutral_frames if valid[f]], np.int64)
     frames = np.flatnonzero(valid)
     views = calm[np.unique(np.linspace(0, len(calm) - 1, min(VIEWS, len(calm))).astype(np.int64))]
     centre = np.array(frame_size, np.float64) / 2.0
     start = neutral_mm.astype(np.float64) * _TO_OPENCV
     best = None
-    candidates = FOCAL_CANDIDATES if focal_px is None else (focal_px / float(max(frame_size)),)
-    for factor in candidates:
+    for factor in FOCAL_CANDIDATES:
         focal = factor * float(max(frame_size))
         shape = _refined_shape(landmarks_px, views, neutral_frames, start, focal, centre)
         rotations, shifts = _poses(landmarks_px, views, shape, focal, centre)

@@ -422,14 +422,11 @@ def _reconstruct(video_path: Path, take_path: Path, settings: ReconstructSetting
                                       observed["flow_consistent"], valid, video.fps, settings.flow_fusion_s)
     camera = perspective_camera(faces_px, valid, neutral_frames, trained_frame.neutral_mm, calm, frame_size,
                                 reporter.stage("pose"))
-    # The same pose solve and reading, on points glued to the skin where trusted; the focal length is
-    # the camera's, kept from the landmarks' solve (docs/OPEN_LOOP.md: WolfgangLanger's brows at rest
-    # read as a one-sided frown with the one the skin points chose; the scan clips choose the same).
-    if settings.skin_track:
+    if settings.skin_track:  # the same pose solve and reading, on points glued to the skin where trusted
         tracked_px = skin_tracked_px(video.path, observed, valid, camera, neutral_frames, reporter.stage("skin"))
         faces_px = skin_where_trusted(tracked_px, faces_px, camera)
         camera = perspective_camera(faces_px, valid, neutral_frames, trained_frame.neutral_mm, calm, frame_size,
-                                    reporter.stage("pose on the skin"), focal_px=camera.focal_px)
+                                    reporter.stage("pose on the skin"))
     take_settings = _take_settings(settings, frontend, camera, neutral_frames, neutral_method)
     take_in_frame = partial(_observed_take, observed, video, frontend, settings, take_settings)
     layers = None

@@ -5,7 +5,7 @@ import pytest
 from mxr.models.network.synthetic import rotation_from_angles
 from mxr.models.open_head import load_open_head
 from mxr.ops.canonical import INTERPUPILLARY_MM, IRIS_CENTRE_LEFT, IRIS_CENTRE_RIGHT, canonicalize
-from mxr.ops.perspective import calm_frames, perspective_camera, perspective_faces
+from mxr.ops.perspective import perspective_faces
 
 SIZE = (640, 480)
 FOCAL_PX = 1024.0  # 1.6 x the frame's longer side: one of the candidates
@@ -61,18 +61,3 @@ def test_the_weak_perspective_pose_it_stores_lands_the_neutral_on_the_image():
     image = np.stack([camera_px[..., 0], -camera_px[..., 1]], axis=-1)
     miss = np.linalg.norm(image - landmarks_px[..., :2], axis=-1)[valid][:, 40:50]  # unmoved points near the middle
     assert np.median(miss) < 3.0  # weak perspective of a 15 cm face at 60 cm: a few px off at most
-
-
-def test_a_known_focal_length_is_used_as_given_instead_of_searched():
-    landmarks_px = pinhole_take()
-    valid = np.ones(len(landmarks_px), bool)
-    similarity = canonicalize(landmarks_px, valid, np.arange(5))
-    calm = calm_frames(similarity.faces_mm, valid)
-    searched = perspective_camera(landmarks_px, valid, np.arange(5), similarity.neutral_mm, calm, SIZE)
-    given = perspective_camera(landmarks_px, valid, np.arange(5), similarity.neutral_mm, calm, SIZE, focal_px=FOCAL_PX)
-    assert searched.focal_px == pytest.approx(FOCAL_PX) and given.focal_px == pytest.approx(FOCAL_PX)
-    np.testing.assert_allclose(given.camera_rotations, searched.camera_rotations, atol=1e-9)  # the same camera
-    off_grid = perspective_camera(landmarks_px, valid, np.arange(5), similarity.neutral_mm, calm, SIZE,
-                                  focal_px=0.8 * FOCAL_PX)  # no candidate: the search would not pick it
-    assert off_grid.focal_px == pytest.approx(0.8 * FOCAL_PX)
-    assert off_grid.reprojection_px > searched.reprojection_px  # a wrong focal length reprojects worse
