@@ -5,9 +5,9 @@
     .venv/bin/python scripts/open_loop_inject.py --split dev --plantings 5 --json after.json
     .venv/bin/python scripts/open_loop_compare.py before.json after.json
 
-Why: the split's medians move by 0.1 between engines that change nothing near most events (a
-planted event's share swings by 0.1-0.3 with any change of the pose or the tracker), so two
-medians side by side say little. The same clips plant the same events (same seeds, same frames),
+Why: a planted event's share swings by 0.1-0.3 with any change of the pose or the tracker, so the
+split's medians moved by 0.1-0.2 between engines whose per-event differences were about 0 (2026-12-05,
+docs/OPEN_LOOP.md): two medians side by side say little. The same clips plant the same events (same seeds, same frames),
 so the shares can be compared event by event: the median of the per-event differences, with its
 90 % bootstrap interval, per kind of event (micro, macro) and share (the take, the micro layer
 made for the planted events). An interval that holds 0 is no finding. Events are paired by split,

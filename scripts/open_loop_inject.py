@@ -74,8 +74,9 @@ NEUTRAL_GUARD_S = 0.3  # nothing planted this near the neutral frames
 QUIET_MARGIN_S = 0.5  # events this near a planted one are not counted as false
 WITHIN = 0.15  # "within 15 %"
 # The medians' 90 % bootstrap interval is printed beside the headline shares: on 40 micro and 10
-# macro events a change of the engine that moves them by less says little (2026-12-05: variants
-# that changed nothing near an event moved its share by 0.1-0.3).
+# macro events a change of the engine that moves them by less says little (2026-12-05: any change
+# of the pose or the tracker moved single events' shares by 0.1-0.3; compare two runs event by
+# event with open_loop_compare.py).
 INTERVAL = 0.9
 
 
