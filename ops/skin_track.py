@@ -74,7 +74,8 @@ def settings_for_face(px_per_mm: float) -> SkinTrackSettings:
     ``AVERAGE_RADIUS_MM`` on the face (but at least 1.5 px), so that a small face's local motion is
     not averaged away with its neighbours'. Chosen on the injected dev clips at full and half size
     (docs/OPEN_LOOP.md): at half size (0.55-0.8 px a mm) 6 px recovered 0.37 of a planted micro
-    event, 3 px 0.59; at full size (1.1-1.6 px a mm) 6 px beat 3 mm."""
+    event, 3 px 0.59 (medians; event by event this rule beats 6 px by only +0.04, 2026-12-05); at
+    full size (1.1-1.6 px a mm) 6 px beat 3 mm."""
     widest = SkinTrackSettings().sigma_px
     return SkinTrackSettings(sigma_px=float(np.clip(AVERAGE_RADIUS_MM * px_per_mm, 1.5, widest)))
 

@@ -368,12 +368,15 @@ def summarise(clips: dict[str, dict]) -> dict[str, dict[str, str]]:
     micro = [row for row in rows if row["kind"] == "micro"]
     macro = [row for row in rows if row["kind"] == "macro"]
 
+    def finite(values: list[dict], key: str) -> np.ndarray:
+        return np.array([row[key] for row in values if row[key] is not None and np.isfinite(row[key])], np.float64)
+
     def median(values: list[dict], key: str) -> str:
-        numbers = [row[key] for row in values if row[key] is not None and np.isfinite(row[key])]
-        return f"{np.median(numbers):.2f}" if numbers else "-"
+        numbers = finite(values, key)
+        return f"{np.median(numbers):.2f}" if len(numbers) else "-"
 
     def median_interval(values: list[dict], key: str) -> str:
-        numbers = np.array([row[key] for row in values if row[key] is not None and np.isfinite(row[key])])
+        numbers = finite(values, key)
         if len(numbers) < 2:
             return median(values, key)
         low, high = bootstrap_interval(numbers)
