@@ -89,6 +89,7 @@ previous(x) ~ current(x + flow(x)).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -167,7 +168,34 @@ def windowed_flow(dis: cv2.DISOpticalFlow, previous: np.ndarray, current: np.nda
 def sample_bilinear(field: np.ndarray, points: np.ndarray) -> np.ndarray:
     """(H, W, C) field at (N, 2) points (x, y) px, bilinear -> (N, C); NaN where a point is not
     inside the pixel-centre grid (0 <= x <= W-1, 0 <= y <= H-1) or not finite."""
-    height, width = field.shape[:2]
+    return bilinear_taps(points, field.shape[:2]).combine(lambda rows, columns: field[rows, columns])
+
+
+@dataclass(frozen=True)
+class BilinearTaps:
+    """The four pixels around each of N points and their weights (``bilinear_taps``)."""
+
+    inside: np.ndarray  # (N,) bool
+    x0: np.ndarray  # (N,) int64 columns and rows of the top-left pixel, and of the bottom-right
+    y0: np.ndarray
+    x1: np.ndarray
+    y1: np.ndarray
+    fx: np.ndarray  # (N, 1) float64, the point's offset from the top-left pixel
+    fy: np.ndarray
+
+    def combine(self, read: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
+        """The bilinear mix (N, C) of ``read(rows, columns)`` -> (N, C) at the four pixels; NaN outside."""
+        fx, fy = self.fx, self.fy
+        values = ((1 - fx) * (1 - fy) * read(self.y0, self.x0) + fx * (1 - fy) * read(self.y0, self.x1)
+                  + (1 - fx) * fy * read(self.y1, self.x0) + fx * fy * read(self.y1, self.x1))
+        values[~self.inside] = np.nan
+        return values
+
+
+def bilinear_taps(points: np.ndarray, shape: tuple[int, int]) -> BilinearTaps:
+    """Where (N, 2) points (x, y) px read a field of ``shape`` (H, W) bilinearly: a caller that
+    needs a field only at those pixels computes it there (``skin_track.aggregate_at``)."""
+    height, width = shape
     x, y = points[:, 0].astype(np.float64), points[:, 1].astype(np.float64)
     inside = np.isfinite(x) & np.isfinite(y) & (x >= 0) & (y >= 0) & (x <= width - 1) & (y <= height - 1)
     x = np.where(inside, x, 0.0)
@@ -175,11 +203,7 @@ def sample_bilinear(field: np.ndarray, points: np.ndarray) -> np.ndarray:
     x0 = np.minimum(np.floor(x).astype(np.int64), width - 2 if width > 1 else 0)
     y0 = np.minimum(np.floor(y).astype(np.int64), height - 2 if height > 1 else 0)
     x1, y1 = np.minimum(x0 + 1, width - 1), np.minimum(y0 + 1, height - 1)
-    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
-    values = ((1 - fx) * (1 - fy) * field[y0, x0] + fx * (1 - fy) * field[y0, x1]
-              + (1 - fx) * fy * field[y1, x0] + fx * fy * field[y1, x1])
-    values[~inside] = np.nan
-    return values
+    return BilinearTaps(inside, x0, y0, x1, y1, (x - x0)[:, None], (y - y0)[:, None])
 
 
 def forward_backward_error(forward: np.ndarray, backward: np.ndarray, points: np.ndarray) -> np.ndarray:

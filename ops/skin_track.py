@@ -43,7 +43,7 @@ import cv2
 import numpy as np
 
 from .errors import MxrError
-from .flow import make_dis, sample_bilinear
+from .flow import bilinear_taps, make_dis, sample_bilinear
 from .spill import frame_array
 from .video import iter_frames, read_frames_at
 
@@ -90,10 +90,12 @@ def delaunay_triangles(points_px: np.ndarray) -> np.ndarray:
     subdivision = cv2.Subdiv2D((int(low[0]), int(low[1]), int(size[0]), int(size[1])))
     subdivision.insert([(float(x), float(y)) for x, y in points_px])
     corners = subdivision.getTriangleList().reshape(-1, 2).astype(np.float32)  # (3 M', 2) px, as Subdiv2D stores them
-    number: dict[bytes, int] = {}  # a vertex's float32 position -> the first point there
-    for k, point in enumerate(points_px.astype(np.float32)):
-        number.setdefault(point.tobytes(), k)
-    index = np.array([number.get(corner.tobytes(), -1) for corner in corners], np.int64).reshape(-1, 3)
+    # A vertex is found by its float32 position's bits: the first point there (np.unique's first index).
+    point_keys = np.ascontiguousarray(points_px.astype(np.float32)).view(np.uint64).ravel()  # (N,)
+    corner_keys = np.ascontiguousarray(corners).view(np.uint64).ravel()  # (3 M',)
+    keys, first = np.unique(point_keys, return_index=True)
+    position = np.minimum(np.searchsorted(keys, corner_keys), len(keys) - 1)
+    index = np.where(keys[position] == corner_keys, first[position], -1).astype(np.int64).reshape(-1, 3)
     return index[np.all(index >= 0, axis=1)]  # triangles touching Subdiv2D's outer virtual vertices dropped
 
 
@@ -107,22 +109,20 @@ def piecewise_affine_map(source_px: np.ndarray, target_px: np.ndarray, origin: t
     neighbour's map, which agrees there)."""
     height, width = shape
     triangles = delaunay_triangles(target_px)  # (M, 3)
-    owner = np.full((height, width), -1, np.int32)  # the triangle each pixel lies in
-    local = np.rint(target_px - np.array(origin, np.float64)).astype(np.int32)
-    for k, triangle in enumerate(triangles):
-        cv2.fillConvexPoly(owner, local[triangle], int(k))
-    # per triangle, the affine map target px -> source px: (M, 2, 3)
+    count = len(triangles)
+    owner = np.full((height, width), count, np.int32)  # the triangle each pixel lies in; count: none
+    corners = np.rint(target_px - np.array(origin, np.float64)).astype(np.int32)[triangles]  # (M, 3, 2) window px
+    for k, corner in enumerate(corners):
+        cv2.fillConvexPoly(owner, corner, k)
+    # per triangle, the affine map target px -> source px, and NaN for "no triangle": (M + 1, 2, 3)
     target_h = np.concatenate([target_px[triangles], np.ones(triangles.shape + (1,))], axis=2)  # (M, 3, 3)
     ok = np.abs(np.linalg.det(target_h)) > 1e-9  # degenerate (flat) triangles map nothing
-    affine = np.full((len(triangles), 2, 3), np.nan)
-    affine[ok] = np.transpose(np.linalg.solve(target_h[ok], source_px[triangles[ok]]), (0, 2, 1))
-    rows, columns = np.nonzero(owner >= 0)
-    chosen = affine[owner[rows, columns]]  # (n, 2, 3)
-    x, y = columns + float(origin[0]), rows + float(origin[1])
-    map_x = np.full((height, width), np.nan, np.float32)
-    map_y = np.full((height, width), np.nan, np.float32)
-    map_x[rows, columns] = chosen[:, 0, 0] * x + chosen[:, 0, 1] * y + chosen[:, 0, 2]
-    map_y[rows, columns] = chosen[:, 1, 0] * x + chosen[:, 1, 1] * y + chosen[:, 1, 2]
+    affine = np.full((count + 1, 2, 3), np.nan)
+    affine[:count][ok] = np.transpose(np.linalg.solve(target_h[ok], source_px[triangles[ok]]), (0, 2, 1))
+    x = np.arange(width, dtype=np.float64) + float(origin[0])  # (w,)
+    y = (np.arange(height, dtype=np.float64) + float(origin[1]))[:, None]  # (h, 1)
+    map_x, map_y = ((affine[:, row, 0][owner] * x + affine[:, row, 1][owner] * y + affine[:, row, 2][owner])
+                    .astype(np.float32) for row in range(2))
     return map_x, map_y
 
 
@@ -152,10 +152,15 @@ def aggregate_at(flow: np.ndarray, weight: np.ndarray, points: np.ndarray, sigma
     size = 2 * int(np.ceil(3 * sigma_px)) + 1
     numerator = cv2.GaussianBlur(clean * weight[..., None], (size, size), sigma_px, borderType=cv2.BORDER_CONSTANT)
     denominator = cv2.GaussianBlur(weight, (size, size), sigma_px, borderType=cv2.BORDER_CONSTANT)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        averaged = numerator / denominator[..., None]
-    averaged[denominator < 0.2] = np.nan  # too little trusted flow near the point
-    return sample_bilinear(averaged, points)
+
+    def averaged(rows: np.ndarray, columns: np.ndarray) -> np.ndarray:  # (n, 2): only where the points read it
+        below = denominator[rows, columns]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            values = numerator[rows, columns] / below[:, None]
+        values[below < 0.2] = np.nan  # too little trusted flow near the point
+        return values
+
+    return bilinear_taps(points, weight.shape).combine(averaged)
 
 
 def window_around(points_px: np.ndarray, image_shape: tuple[int, int], margin_px: int) -> tuple[tuple[int, int],
