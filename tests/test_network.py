@@ -16,7 +16,7 @@ import onnxruntime
 import pytest
 import torch
 
-from mxr.models.network.events import confirmed_by, extract_events, hysteresis_segments
+from mxr.models.network.events import MAX_EVENT_PEAK_MM, confirmed_by, extract_events, hysteresis_segments
 from mxr.models.network.features import (EVENT_REGIONS, canonical_flow_mm, fit_rigid_increments, mesh_graph,
                                          region_membership, resample_track, rigid_increment_motion, take_inputs,
                                          track_to_frames, vertex_normals, window_starts, windowed)
@@ -524,6 +524,23 @@ def test_events_from_a_hand_made_logit_track():
     assert extract_events(logits, np.zeros_like(micro), fps, regions, membership) == []  # nothing moved: no event
     assert hysteresis_segments(np.array([0.1, 0.4, 0.6, 0.4, 0.1, 0.45, 0.2]), 0.5, 0.3) == [(1, 3)]
 
+
+
+def test_a_stretch_that_moves_further_than_a_micro_expression_is_no_event():
+    fps, count = 30.0, 120
+    regions = EVENT_REGIONS
+    membership = region_membership(regions)
+    mouth = regions.index("mouth")
+    logits = np.full((count, len(regions)), -6.0)
+    logits[40:50, mouth] = 5.0
+    motion = np.zeros((count, LANDMARK_COUNT, 3))
+    bump = np.interp(np.arange(count), [40, 45, 49], [0.0, 1.0, 0.0])
+    members = np.flatnonzero(membership[mouth])
+    for peak_mm, found in ((1.5, True), (MAX_EVENT_PEAK_MM + 0.5, False), (12.0, False)):  # 12 mm: the jaw dropping
+        motion[:, members, 1] = peak_mm * bump[:, None]
+        events = extract_events(logits, motion, fps, regions, membership)
+        assert [event.region for event in events] == (["mouth"] if found else []), peak_mm
+    assert len(extract_events(logits, motion, fps, regions, membership, max_peak_mm=np.inf)) == 1
 
 # -- the shipped weights on a real take -------------------------------------------------------------------
 @pytest.mark.engine

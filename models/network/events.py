@@ -47,6 +47,13 @@ LAYER_BASELINE_PAD_REFINED_S = 0.15
 # stayed above 66 %.
 BLINK_OPENING_SHARE = 0.5
 MAX_PATTERN_MM = 3.0  # a fitted pattern moving a region's landmark further is no micro-expression (trained on <= 1.5 mm)
+# A stretch whose region moves further than this (its bump, ``bump_mm``) is no micro-expression, which
+# is faint by definition: the detector was trained on events of at most 1.5 mm, and the take reads
+# planted ones of 0.5-1.5 mm at up to ~1.6x. Chosen on the dev clips (scripts/open_loop_inject.py,
+# 5 draws): without it 14 false events and 10.9 a minute where nothing is planted; 3 mm: 8 and 8.1;
+# 2.5 mm: 7 and 2.7, the planted events found 1 -> 2 (a larger stretch no longer hides one); 2 mm:
+# 5 and 2.7. The stretches it drops were the jaw and mouth opening or a hand passing (4-20 mm).
+MAX_EVENT_PEAK_MM = 2.5
 REGION_UNIT_SHARE = 0.7  # a unit acts on a region when it moves a landmark there >= this share of its largest move
 PATTERN_REGULARIZATION = 1e-4  # ridge on the micro patterns' activations, relative to the basis' mean column norm
 # What the units cannot show of an event's measured pattern is kept within this reach (mm, a
@@ -126,7 +133,7 @@ def merge_close(segments: list[tuple[int, int]], gap: int) -> list[tuple[int, in
 def extract_events(logits: np.ndarray, motion_mm: np.ndarray, fps: float, regions: tuple[str, ...],
                    membership: np.ndarray, high: float = 0.5, low: float = 0.3,
                    min_duration_s: float = 0.1, max_duration_s: float = 0.75,
-                   merge_gap_s: float = 0.05, min_peak_mm: float = 0.05,
+                   merge_gap_s: float = 0.05, min_peak_mm: float = 0.05, max_peak_mm: float = MAX_EVENT_PEAK_MM,
                    refine_min_fps: float = REFINE_MIN_FPS) -> list[MicroEvent]:
     """logits (T, R), motion_mm (T, 478, 3) the face's deformation (NaN on invalid frames),
     membership (R, 478) (non-zero on each region's landmarks) -> events sorted by onset.
@@ -135,8 +142,10 @@ def extract_events(logits: np.ndarray, motion_mm: np.ndarray, fps: float, region
     the detector is late on both ends; ``max_duration_s`` drops stretches longer than any
     micro-expression (0.5 s) plus that slack — a slow macro expression is not a micro event;
     ``merge_gap_s`` heals short dips; ``min_peak_mm`` drops stretches in which the region does
-    not move against the stretch's baseline (an event that moves nothing is not one);
-    ``refine_min_fps``: the frame rate from which the timing is refined by the profile fit.
+    not move against the stretch's baseline (an event that moves nothing is not one), and
+    ``max_peak_mm`` those in which it moves further than a micro-expression does
+    (``MAX_EVENT_PEAK_MM``); ``refine_min_fps``: the frame rate from which the timing is refined
+    by the profile fit.
     """
     probability = sigmoid(logits.astype(np.float64))  # (T, R)
     shortest = max(1, int(round(min_duration_s * fps)))
@@ -155,7 +164,9 @@ def extract_events(logits: np.ndarray, motion_mm: np.ndarray, fps: float, region
             event = MicroEvent(onset_frame=start, apex_frame=apex, offset_frame=end, region=region,
                                peak_mm=float(regional[apex - start]),
                                confidence=float(probability[start:end + 1, row].max()))
-            candidates.append(refine_timing(event, motion_mm, members, fps) if fps >= refine_min_fps else event)
+            event = refine_timing(event, motion_mm, members, fps) if fps >= refine_min_fps else event
+            if event.peak_mm <= max_peak_mm:
+                candidates.append(event)
     return suppress_overlaps(candidates)
 
 
