@@ -318,6 +318,8 @@ def write_card(path: Path, entry: dict) -> None:
         "(`event_profile.fit_event_timing`); below, the apex is where that motion stands out most from the "
         "event's own baseline (the line from its onset to its offset).",
         "- Events are one per time span (overlapping detections in different regions keep the most confident).",
+        "- A stretch in which the region moves more than `events.MAX_EVENT_PEAK_MM` (2.5 mm) is dropped before that: "
+        "no micro-expression moves so far (lips talking through an event can lift it past that).",
         *(["- With a speech member, an event the member does not see is dropped even when the first detector is "
            "sure of it: the price of not taking syllables for micro-expressions (held-out figures in EVALUATION.md)."]
           if member else []),
