@@ -106,22 +106,29 @@ def perspective_camera(landmarks_px: np.ndarray, valid: np.ndarray, neutral_fram
     """landmarks_px (T, 478, 3) image px; neutral_frames: the frames showing the neutral;
     neutral_mm (478, 3) canonical mm from ``canonicalize`` (step 1); calm: the calm frames whose
     views show the neutral's depth (``calm_frames``); frame_size (width, height) px.
-    ``on_progress(done, total)``: called as the frames' poses are found (the long part on a long clip)."""
+    ``on_progress(done, total)``: called after each round of each focal length's search (seconds
+    on any clip: at most ``VIEWS`` views) and as the frames' poses are found (the long part on a
+    long clip), counting both; a callback that raises stops the solve (cancel)."""
     neutral_frames = np.asarray([f for f in neutral_frames if valid[f]], np.int64)
     frames = np.flatnonzero(valid)
     views = calm[np.unique(np.linspace(0, len(calm) - 1, min(VIEWS, len(calm))).astype(np.int64))]
     centre = np.array(frame_size, np.float64) / 2.0
     start = neutral_mm.astype(np.float64) * _TO_OPENCV
+    search_steps = len(FOCAL_CANDIDATES) * ROUNDS
+    total = search_steps + len(frames)
+    report = on_progress or (lambda done, count: None)
     best = None
-    for factor in FOCAL_CANDIDATES:
+    for number, factor in enumerate(FOCAL_CANDIDATES):
         focal = factor * float(max(frame_size))
-        shape = _refined_shape(landmarks_px, views, neutral_frames, start, focal, centre)
+        shape = _refined_shape(landmarks_px, views, neutral_frames, start, focal, centre,
+                               lambda done, first=number * ROUNDS: report(first + done, total))
         rotations, shifts = _poses(landmarks_px, views, shape, focal, centre)
         error = _reprojection_px(_image_px(landmarks_px, views), shape, rotations, shifts, focal, centre)
         if best is None or error < best[0]:
             best = (error, focal, shape)
     error, focal, shape = best
-    rotations, shifts = _poses(landmarks_px, frames, shape, focal, centre, on_progress)  # (n, 3, 3), (n, 3) mm, OpenCV
+    rotations, shifts = _poses(landmarks_px, frames, shape, focal, centre,
+                               lambda done, count: report(search_steps + done, total))  # (n, 3, 3), (n, 3) mm, OpenCV
     flip = np.diag(_TO_OPENCV)
     depth = shifts[:, 2]
     translation = np.stack([centre[0] + focal * shifts[:, 0] / depth, -(centre[1] + focal * shifts[:, 1] / depth),
@@ -185,14 +192,14 @@ def _poses(landmarks_px: np.ndarray, frames: np.ndarray, shape: np.ndarray, foca
 
 
 def _refined_shape(landmarks_px: np.ndarray, views: np.ndarray, neutral_frames: np.ndarray, shape: np.ndarray,
-                   focal: float, centre: np.ndarray) -> np.ndarray:
+                   focal: float, centre: np.ndarray, on_round: Callable[[int], None] | None = None) -> np.ndarray:
     """The neutral (478, 3) mm, OpenCV axes, each landmark triangulated from its rays: those of the
     neutral frames (weighted as much as all the views together: the neutral is what they show)
     and those of the calm views (which say how deep each point lies), pulled towards MediaPipe's
-    shape where neither says much."""
+    shape where neither says much. ``on_round(rounds done)`` after each round."""
     prior = shape - shape.mean(axis=0)
     anchor_weight = np.sqrt(len(views) / max(len(neutral_frames), 1))
-    for _ in range(ROUNDS):
+    for done in range(1, ROUNDS + 1):
         normal, right = np.zeros((478, 3, 3)), np.zeros((478, 3))
         for frames, weight in ((views, 1.0), (neutral_frames, anchor_weight)):
             rotations, shifts = _poses(landmarks_px, frames, shape, focal, centre)
@@ -206,6 +213,8 @@ def _refined_shape(landmarks_px: np.ndarray, views: np.ndarray, neutral_frames: 
         shape = np.linalg.solve(normal + strength * np.eye(3), (right + strength * prior)[..., None])[..., 0]
         shape -= shape.mean(axis=0)
         shape *= INTERPUPILLARY_MM / np.linalg.norm(shape[IRIS_CENTRE_LEFT] - shape[IRIS_CENTRE_RIGHT])
+        if on_round is not None:
+            on_round(done)
     return shape
 
 

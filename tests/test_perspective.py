@@ -61,3 +61,27 @@ def test_the_weak_perspective_pose_it_stores_lands_the_neutral_on_the_image():
     image = np.stack([camera_px[..., 0], -camera_px[..., 1]], axis=-1)
     miss = np.linalg.norm(image - landmarks_px[..., :2], axis=-1)[valid][:, 40:50]  # unmoved points near the middle
     assert np.median(miss) < 3.0  # weak perspective of a 15 cm face at 60 cm: a few px off at most
+
+
+def test_the_focal_length_search_reports_progress_and_can_be_stopped():
+    from mxr.ops.perspective import FOCAL_CANDIDATES, ROUNDS, calm_frames, perspective_camera
+
+    landmarks_px = pinhole_take(30)
+    valid = np.ones(len(landmarks_px), bool)
+    similarity = canonicalize(landmarks_px, valid, np.arange(5))
+    calm = calm_frames(similarity.faces_mm, valid)
+    reports = []
+    perspective_camera(landmarks_px, valid, np.arange(5), similarity.neutral_mm, calm, SIZE,
+                       lambda done, total: reports.append((done, total)))
+    total = len(FOCAL_CANDIDATES) * ROUNDS + len(landmarks_px)
+    assert reports[0] == (1, total) and reports[-1] == (total, total)  # the search counts before the frames
+    assert [done for done, _ in reports] == list(range(1, total + 1))
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel(done, total):
+        raise Cancelled  # ESC in Blender, SIGINT in a terminal: the first report stops the solve
+
+    with pytest.raises(Cancelled):
+        perspective_camera(landmarks_px, valid, np.arange(5), similarity.neutral_mm, calm, SIZE, cancel)
