@@ -114,21 +114,25 @@ def perspective_camera(landmarks_px: np.ndarray, valid: np.ndarray, neutral_fram
     views = calm[np.unique(np.linspace(0, len(calm) - 1, min(VIEWS, len(calm))).astype(np.int64))]
     centre = np.array(frame_size, np.float64) / 2.0
     start = neutral_mm.astype(np.float64) * _TO_OPENCV
-    search_steps = len(FOCAL_CANDIDATES) * ROUNDS
-    total = search_steps + len(frames)
+    # Progress is counted in poses found (the work is about that), so that an ETA holds.
+    per_round = len(views) + len(neutral_frames)
+    per_candidate = ROUNDS * per_round + len(views)
+    search = len(FOCAL_CANDIDATES) * per_candidate
+    total = search + len(frames)
     report = on_progress or (lambda done, count: None)
     best = None
     for number, factor in enumerate(FOCAL_CANDIDATES):
         focal = factor * float(max(frame_size))
         shape = _refined_shape(landmarks_px, views, neutral_frames, start, focal, centre,
-                               lambda done, first=number * ROUNDS: report(first + done, total))
+                               lambda rounds, first=number * per_candidate: report(first + rounds * per_round, total))
         rotations, shifts = _poses(landmarks_px, views, shape, focal, centre)
         error = _reprojection_px(_image_px(landmarks_px, views), shape, rotations, shifts, focal, centre)
+        report((number + 1) * per_candidate, total)
         if best is None or error < best[0]:
             best = (error, focal, shape)
     error, focal, shape = best
     rotations, shifts = _poses(landmarks_px, frames, shape, focal, centre,
-                               lambda done, count: report(search_steps + done, total))  # (n, 3, 3), (n, 3) mm, OpenCV
+                               lambda done, count: report(search + done, total))  # (n, 3, 3), (n, 3) mm, OpenCV
     flip = np.diag(_TO_OPENCV)
     depth = shifts[:, 2]
     translation = np.stack([centre[0] + focal * shifts[:, 0] / depth, -(centre[1] + focal * shifts[:, 1] / depth),

@@ -73,9 +73,13 @@ def test_the_focal_length_search_reports_progress_and_can_be_stopped():
     reports = []
     perspective_camera(landmarks_px, valid, np.arange(5), similarity.neutral_mm, calm, SIZE,
                        lambda done, total: reports.append((done, total)))
-    total = len(FOCAL_CANDIDATES) * ROUNDS + len(landmarks_px)
-    assert reports[0] == (1, total) and reports[-1] == (total, total)  # the search counts before the frames
-    assert [done for done, _ in reports] == list(range(1, total + 1))
+    done = [count for count, _ in reports]
+    total = reports[-1][1]
+    assert reports[-1] == (total, total) and all(count == total for _, count in reports)
+    assert np.all(np.diff(done) > 0)  # counted in poses found: each round poses the views and neutral frames
+    search = total - len(landmarks_px)  # the frames' poses come last, one a frame
+    assert done[-len(landmarks_px):] == list(range(search + 1, total + 1))
+    assert len(done) == len(FOCAL_CANDIDATES) * (ROUNDS + 1) + len(landmarks_px) and done[0] > 1
 
     class Cancelled(Exception):
         pass
