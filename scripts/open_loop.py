@@ -243,6 +243,12 @@ def clip_units(video: Path, use_network: bool) -> tuple[np.ndarray, tuple[str, .
     return retarget_expressions(head, take.deformation_mm(), take.neutral_mm), head.expression_names, take.model_version
 
 
+def smile_passes(row: np.ndarray, ranked: np.ndarray, smiles: list[int]) -> bool:
+    """Both smile units of a frame's units (K,) at least ``SMILE_MIN`` and among the three largest
+    of ``ranked`` (K,): the units themselves, or with some left out of the ranking (-inf)."""
+    return bool(row[smiles].min() >= SMILE_MIN and set(smiles) <= set(np.argsort(-ranked)[:3].tolist()))
+
+
 def score_clip(units: np.ndarray, names: tuple[str, ...], labels: dict[str, dict]) -> dict[str, list[bool] | float]:
     """Checks (lists of pass/fail per labelled frame) and whole-clip figures for one clip."""
     index = {name: k for k, name in enumerate(names)}
@@ -264,11 +270,9 @@ def score_clip(units: np.ndarray, names: tuple[str, ...], labels: dict[str, dict
         if label.get("eyes") == "open":
             checks["eyes open"].append(bool(row[blinks].max() <= BLINK_OPEN))
         if label.get("smile") in ("clear", "broad"):
-            top_three = set(np.argsort(-row)[:3].tolist())
-            checks["smile"].append(bool(row[smiles].min() >= SMILE_MIN and set(smiles) <= top_three))
-            face_row = np.where(eye_units, -np.inf, row)  # a smile with closed eyes: the blinks at 1 are right
-            top_three_aside = set(np.argsort(-face_row)[:3].tolist())
-            checks["smile, eye units aside"].append(bool(row[smiles].min() >= SMILE_MIN and set(smiles) <= top_three_aside))
+            checks["smile"].append(smile_passes(row, row, smiles))
+            # a smile with closed eyes: the blinks at 1 are right, so rank the other units
+            checks["smile, eye units aside"].append(smile_passes(row, np.where(eye_units, -np.inf, row), smiles))
         if label.get("jaw") in ("open", "wide"):
             checks["jaw open"].append(bool(row[index["jawOpen"]] >= JAW_MIN))
         if label.get("neutral"):
