@@ -21,6 +21,9 @@ poses reproject the calm frames best.
 """
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, fields
 from typing import Callable
 
@@ -44,6 +47,7 @@ DEPTH_PRIOR = 1e-3  # pull towards MediaPipe's shape, relative to the rays' mean
 INLIER_ROUNDS = 2  # PnP again on the skin points within INLIER_FACTOR x the median miss (px) ...
 INLIER_FACTOR = 1.5
 INLIER_FLOOR_PX = 0.5  # ... or this many px
+SEARCH_THREADS = 4  # the focal length candidates solved side by side, at most this many (and the CPU's cores)
 LOST_POSE_PX = 20.0  # a pose whose skin points miss by more (median), or behind the camera, is redone from scratch
 _TO_OPENCV = np.array([1.0, -1.0, -1.0])  # canonical (+Y up, +Z to the camera) <-> OpenCV camera axes
 
@@ -116,23 +120,35 @@ def perspective_camera(landmarks_px: np.ndarray, valid: np.ndarray, neutral_fram
     start = neutral_mm.astype(np.float64) * _TO_OPENCV
     # Progress is counted in poses found (the work is about that), so that an ETA holds.
     per_round = len(views) + len(neutral_frames)
-    per_candidate = ROUNDS * per_round + len(views)
-    search = len(FOCAL_CANDIDATES) * per_candidate
+    search = len(FOCAL_CANDIDATES) * (ROUNDS * per_round + len(views))
     total = search + len(frames)
-    report = on_progress or (lambda done, count: None)
-    best = None
-    for number, factor in enumerate(FOCAL_CANDIDATES):
+    report = _SharedCount(on_progress, total)
+
+    def candidate(factor: float) -> tuple[float, float, np.ndarray]:  # (reprojection px, focal px, shape)
         focal = factor * float(max(frame_size))
         shape = _refined_shape(landmarks_px, views, neutral_frames, start, focal, centre,
-                               lambda rounds, first=number * per_candidate: report(first + rounds * per_round, total))
+                               lambda rounds: report.add(per_round))
         rotations, shifts = _poses(landmarks_px, views, shape, focal, centre)
         error = _reprojection_px(_image_px(landmarks_px, views), shape, rotations, shifts, focal, centre)
-        report((number + 1) * per_candidate, total)
-        if best is None or error < best[0]:
-            best = (error, focal, shape)
-    error, focal, shape = best
+        report.add(len(views))
+        return error, focal, shape
+
+    # The candidates are independent: solved side by side (OpenCV's PnP runs outside Python's lock),
+    # the same result as one after another, ~1.4x faster on two cores (2.7 -> 1.9 s on WolfgangLanger).
+    with ThreadPoolExecutor(max_workers=min(SEARCH_THREADS, os.cpu_count() or 1)) as pool:
+        try:
+            futures = [pool.submit(candidate, factor) for factor in FOCAL_CANDIDATES]
+            finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            for future in finished:
+                if future.exception() is not None:
+                    raise future.exception()
+            searched = [future.result() for future in futures]
+        except BaseException:  # a cancel (a callback that raised, or SIGINT here): the others stop at their next round
+            report.stop()
+            raise
+    error, focal, shape = min(searched, key=lambda result: result[0])  # the first of equals, as in order
     rotations, shifts = _poses(landmarks_px, frames, shape, focal, centre,
-                               lambda done, count: report(search + done, total))  # (n, 3, 3), (n, 3) mm, OpenCV
+                               lambda done, count: report.add(1))  # (n, 3, 3), (n, 3) mm, OpenCV
     flip = np.diag(_TO_OPENCV)
     depth = shifts[:, 2]
     translation = np.stack([centre[0] + focal * shifts[:, 0] / depth, -(centre[1] + focal * shifts[:, 1] / depth),
@@ -141,6 +157,32 @@ def perspective_camera(landmarks_px: np.ndarray, valid: np.ndarray, neutral_fram
                          scale=_scatter(focal / depth, valid))
     return PerspectiveCamera(shape * _TO_OPENCV, poses, focal, error, _scatter(rotations @ flip, valid),
                              _scatter(shifts, valid), centre)
+
+
+class _SharedCount:
+    """Poses found, added up from the threads of the focal length search and passed on to
+    ``on_progress(done, total)`` one call at a time; after ``stop`` every thread's next report
+    raises instead, so that a cancelled search does not run on."""
+
+    def __init__(self, on_progress: Callable[[int, int], None] | None, total: int) -> None:
+        self._on_progress, self._total, self._done = on_progress, total, 0
+        self._lock, self._stopped = threading.Lock(), False
+
+    def add(self, count: int) -> None:
+        with self._lock:
+            if self._stopped:
+                raise _SearchStopped
+            self._done += count
+            if self._on_progress is not None:
+                self._on_progress(self._done, self._total)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+
+
+class _SearchStopped(Exception):
+    """Raised in a search thread after the solve was cancelled elsewhere (never reaches the caller)."""
 
 
 def calm_frames(faces_mm: np.ndarray, valid: np.ndarray) -> np.ndarray:

@@ -89,3 +89,14 @@ def test_the_focal_length_search_reports_progress_and_can_be_stopped():
 
     with pytest.raises(Cancelled):
         perspective_camera(landmarks_px, valid, np.arange(5), similarity.neutral_mm, calm, SIZE, cancel)
+
+    heard = []
+
+    def cancel_once(done, total):  # ESC pressed once, while the candidates are solved side by side
+        heard.append(done)
+        if len(heard) == 3:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        perspective_camera(landmarks_px, valid, np.arange(5), similarity.neutral_mm, calm, SIZE, cancel_once)
+    assert len(heard) == 3  # no candidate's search went on reporting after the cancel

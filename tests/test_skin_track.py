@@ -10,7 +10,7 @@ from mxr.ops.reconstruct import UNTRACKED_LANDMARKS, ReconstructSettings, recons
 from mxr.ops.sample_data import sample_path
 from mxr.ops.skin_track import (AVERAGE_RADIUS_MM, FACING_CAMERA, ReferenceTracker, SkinTrackSettings, SourceFrames,
                                 aggregate_at, choose_references, delaunay_triangles, fall_back, high_pass,
-                                piecewise_affine_map, reference_links, rotation_distance, settings_for_face,
+                                inverse_3x3, piecewise_affine_map, reference_links, rotation_distance, settings_for_face,
                                 tie_references, track_with_references, warp_with_map)
 from mxr.ops.take import load_take
 from mxr.ops.video import read_frames_at
@@ -54,6 +54,16 @@ def test_piecewise_affine_map_is_exact_at_vertices_and_affine_inside():
     inside = np.isfinite(map_x)
     assert inside.sum() > 0.5 * 200 * 200 and not inside[0, 0]
     assert np.max(np.abs(map_x[inside] - expected_x[inside])) < 1e-3
+
+
+def test_inverse_3x3_matches_numpy_and_marks_singular_matrices():
+    matrices = np.random.default_rng(4).normal(size=(50, 3, 3))
+    matrices[7] = [[1.0, 2.0, 1.0], [2.0, 4.0, 1.0], [3.0, 6.0, 1.0]]  # a flat triangle: singular
+    inverse, determinant = inverse_3x3(matrices)
+    regular = np.arange(50) != 7
+    assert np.allclose(inverse[regular], np.linalg.inv(matrices[regular]), atol=1e-9)
+    assert np.allclose(determinant, np.linalg.det(matrices), atol=1e-9) and determinant[7] == 0.0
+    assert not np.all(np.isfinite(inverse[7]))
 
 
 def test_reference_tracker_recovers_a_known_smooth_warp():
