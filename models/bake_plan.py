@@ -193,7 +193,8 @@ def plan_head_bake(head: HeadModel, take: Take, timing: TimeMapping, *, key_rota
     check_fits_timeline(take, timing)
     components = micro_components(take) if key_micro else []
     deformation = TakeDeformation(take, components)
-    solve = solve_units(head, deformation, take.neutral_mm, on_chunk=_stage(on_progress, SOLVING))
+    solve = solve_units(head, deformation, take.neutral_mm, on_chunk=_stage(on_progress, SOLVING),
+                        seconds=np.asarray(take.timestamps_s, np.float64))
     face_found = _face_frames(take, solve.coefficients)
     spread = (DetailSpread.build(head.vertices, head.landmarks, movable_vertices(head.vertex_count, head.regions))
               if key_detail or components else None)

@@ -22,6 +22,8 @@ takes the performer's neutral onto the head's rest landmarks, then read as the h
   points travel about 40 % of the lids' way, so the blink units are scaled to match.
 - Antagonistic pairs (``arkit.ANTAGONIST_PAIRS``) are never both on: after a first solve the
   weaker of each pair is held at zero and the frame solved again.
+- Given the frames' times, neighbouring frames are solved together (a zero-phase smoothness term,
+  ``SMOOTHING_S``), so that a unit does not flip between two nearly equal readings of one face.
 
 All frames are solved together with FISTA (accelerated projected gradient), so a whole take
 retargets in milliseconds with numpy alone.
@@ -58,6 +60,17 @@ OUTLIER_FLOOR_M = 0.004
 SPARSITY = 0.03  # the primary units' L1 weight, relative to the basis' mean squared column norm
 SKIN_LANDMARK_COUNT = 468  # the 468 skin points come first; the irises follow the gaze: not in the alignment
 AXIS_WEIGHTS = np.array([1.0, 1.0, DEPTH_WEIGHT])
+# Neighbouring frames are solved together: a change of a unit between frames dt apart costs
+# (SMOOTHING_S / dt)^2 times its squared size (in its own column's squared norm), so a unit alone
+# follows the face with a response of 1 / (1 + (2 pi f SMOOTHING_S)^2) at f Hz, and no longer flips
+# from one frame to the next between two readings of the same face that cost nearly the same (a
+# smile read as mouthPress on every other frame). Zero-phase: nothing lags. Chosen to keep 0.85 of a
+# 4 Hz motion (speech's syllables) and of the shortest micro-expression (a 0.15 s pulse: 0.82-0.88
+# measured on the open head's units); on WolfgangLanger the frames where a unit flickers (0.15 out of
+# line with both neighbours, ``scripts/open_loop.py``) went from 10 % to 3.6 %, the labelled dev
+# frames unchanged (0.01 s: 6.8 %; 0.02 s: 2.3 % but 0.8 of 4 Hz). See docs/OPEN_LOOP.md.
+SMOOTHING_S = 0.015
+CHUNK_MARGIN_SPANS = 10  # a chunk's margin, in smoothing spans (SMOOTHING_S)
 # Frames solved (and located, skinned) at a time: memory stays flat in clip length.
 CHUNK_FRAMES = 1024
 # The FLAME solve's: its many per-chunk work arrays (a few MB each at 512 frames) are then reused by
@@ -74,20 +87,29 @@ def solve_box_ridge(
     regularization: float | np.ndarray,
     iterations: int = 300,
     linear_penalty: float | np.ndarray = 0.0,
+    coupling: np.ndarray | None = None,
 ) -> np.ndarray:
-    """min ||basis @ c - y||^2 + sum_k regularization_k c_k^2 + sum_k linear_penalty_k c_k,
-    lower <= c <= upper, for many y at once (with lower >= 0 the linear term is an L1 penalty).
+    """min ||basis @ c - y||^2 + sum_k regularization_k c_k^2 + sum_k linear_penalty_k c_k
+    + sum_t sum_k coupling_tk (c_t+1,k - c_t,k)^2, lower <= c <= upper, for many y at once (with
+    lower >= 0 the linear term is an L1 penalty).
 
     basis: (M, K) shared by all targets, or (T, M, K) one per target; targets: (T, M) ->
     coefficients (T, K). ``lower``, ``upper``, ``regularization`` and ``linear_penalty`` are
-    scalars or broadcast against (T, K) (per coefficient, per target).
+    scalars or broadcast against (T, K) (per coefficient, per target). ``coupling`` (T-1, K), shared
+    basis only: how much a change between consecutive targets costs (0 where they are no
+    neighbours); the iterations are then raised with the coupling's stiffness (FISTA needs about
+    the square root of the condition number's growth).
     """
     count = basis.shape[-1]
     gram = np.swapaxes(basis, -1, -2) @ basis  # (K, K) or (T, K, K)
     gram = gram + np.broadcast_to(regularization, gram.shape[:-2] + (count,))[..., None] * np.eye(count)
     linear = np.einsum("tm,...mk->tk", targets, basis) if basis.ndim == 2 else np.einsum("tm,tmk->tk", targets, basis)
     linear = linear - 0.5 * np.asarray(linear_penalty)
-    step = 1.0 / np.linalg.eigvalsh(gram)[..., -1:]  # (1,) or (T, 1)
+    largest = np.linalg.eigvalsh(gram)[..., -1:]  # (1,) or (T, 1)
+    stiffest = 4.0 * float(np.max(coupling, initial=0.0)) if coupling is not None else 0.0
+    step = 1.0 / (largest + stiffest)
+    if stiffest > 0.0:
+        iterations = int(np.ceil(iterations * np.sqrt(1.0 + stiffest / float(np.min(largest)))))
     coefficients = np.clip(np.zeros_like(linear), lower, upper)
     momentum_point = coefficients.copy()
     momentum = 1.0
@@ -95,6 +117,10 @@ def solve_box_ridge(
     for _ in range(iterations):
         product = momentum_point @ gram if shared else (momentum_point[:, None, :] @ gram)[:, 0, :]
         gradient = product - linear  # (T, K)
+        if stiffest > 0.0:
+            pull = coupling * (momentum_point[1:] - momentum_point[:-1])  # (T-1, K)
+            gradient[:-1] -= pull
+            gradient[1:] += pull
         updated = np.clip(momentum_point - step * gradient, lower, upper)
         next_momentum = (1.0 + np.sqrt(1.0 + 4.0 * momentum**2)) / 2.0
         momentum_point = updated + ((momentum - 1.0) / next_momentum) * (updated - coefficients)
@@ -180,6 +206,8 @@ def solve_units(
     iterations: int = 400,
     chunk_frames: int = CHUNK_FRAMES,
     on_chunk: Callable[[int, int], None] | None = None,
+    seconds: np.ndarray | None = None,
+    smoothing_s: float = SMOOTHING_S,
 ) -> UnitSolve:
     """The head's units for canonical displacements (T, 478, 3) mm (see the module docstring).
 
@@ -188,7 +216,8 @@ def solve_units(
     so memory stays flat in clip length (``on_chunk(frames_done, frame_count)`` after each chunk:
     progress, or an exception that stops the solve). ``regularization`` and ``sparsity`` are
     relative to the basis' mean squared column norm, so they do not depend on units or head size.
-    Frames whose displacement is NaN (no face) come back as NaN rows.
+    Frames whose displacement is NaN (no face) come back as NaN rows. With the frames' times
+    ``seconds`` (T,), neighbouring frames are solved together (``SMOOTHING_S``).
     """
     lower, upper = head.coefficient_bounds if bounds is None else bounds
     rest_m = head.landmark_positions().astype(np.float64)  # (478, 3)
@@ -207,6 +236,9 @@ def solve_units(
     gains_squared = tracker_gains(head.expression_names) ** 2
     ridge = regularization * scale * gains_squared  # (K,)
     prices = sparsity * scale * sparsity_prices(head.expression_names) * gains_squared  # (K,)
+    # (K,) each unit's own weight in the fit: its smoothing then follows the face to the same frequency,
+    # whether it moves many landmarks far (jawOpen) or a few a little (browInnerUp)
+    smoothness = np.sum(projected**2, axis=0)
     pairs = antagonist_indices(head.expression_names)
     blinks = blink_columns(head.expression_names, head.landmark_basis())  # unit -> eye: measured, not solved
     neutral = np.asarray(neutral_mm, np.float64)
@@ -214,12 +246,25 @@ def solve_units(
     frame_count = len(deformation_mm)
     coefficients = np.full((frame_count, count), np.nan)
     rigid_motion = np.full((frame_count, 7), np.nan)
-    for frames in frame_chunks(frame_count, chunk_frames):
+    smooth = seconds is not None and smoothing_s > 0.0
+    # A chunk is solved with this many of its neighbours' frames on each side, so that the smoothing
+    # does not stop at its edges (a frame's pull fades within a few smoothing spans).
+    margin = 0
+    if smooth and frame_count > 1:
+        margin = int(np.ceil(CHUNK_MARGIN_SPANS * smoothing_s / np.median(np.diff(seconds))))
+    for kept_frames in frame_chunks(frame_count, chunk_frames):
+        frames = slice(max(kept_frames.start - margin, 0), min(kept_frames.stop + margin, frame_count))
         deformation = np.asarray(deformation_mm[frames], np.float64)  # (n, 478, 3) mm
         displacement = displacement_on(alignment, deformation)  # (n, 478, 3) m
         valid = np.all(np.isfinite(displacement), axis=(1, 2))
         if not valid.any():
             continue
+        coupling = None
+        if smooth:  # (n_valid - 1, K): neighbouring frames with a face, by how close in time they are
+            rows = np.flatnonzero(valid) + frames.start
+            gap_s = np.diff(np.asarray(seconds, np.float64)[rows])
+            neighbours = np.diff(rows) == 1
+            coupling = np.where(neighbours, (smoothing_s / np.maximum(gap_s, 1e-6)) ** 2, 0.0)[:, None] * smoothness
         targets = displacement[valid].reshape(int(valid.sum()), -1) * weights  # (n, M)
         targets_projected = targets - (targets @ orthonormal) @ orthonormal.T
         low = np.full((len(targets), count), float(lower))
@@ -229,19 +274,21 @@ def solve_units(
             for unit, eye in blinks.items():
                 known = np.isfinite(measured[:, eye])  # an eye that cannot be measured is solved as before
                 low[known, unit] = high[known, unit] = np.clip(measured[known, eye], lower, upper)
-        solved = solve_box_ridge(projected, targets_projected, low, high, ridge, iterations, prices)
+        solved = solve_box_ridge(projected, targets_projected, low, high, ridge, iterations, prices, coupling)
         if pairs:
             for first, second in pairs:
                 first_loses = solved[:, first] < solved[:, second]
                 high[first_loses, first] = np.minimum(high[first_loses, first], 0.0)
                 high[~first_loses, second] = np.minimum(high[~first_loses, second], 0.0)
             low = np.minimum(low, high)
-            solved = solve_box_ridge(projected, targets_projected, low, high, ridge, iterations, prices)
-        coefficients[frames][valid] = solved
+            solved = solve_box_ridge(projected, targets_projected, low, high, ridge, iterations, prices, coupling)
         motion, *_ = np.linalg.lstsq(rigid * weights[:, None], (targets - solved @ basis.T).T, rcond=None)  # (7, n)
-        rigid_motion[frames][valid] = motion.T
+        own = np.zeros(frames.stop - frames.start, bool)
+        own[kept_frames.start - frames.start:kept_frames.stop - frames.start] = True  # the chunk without its margins
+        coefficients[kept_frames][valid[own]] = solved[own[valid]]
+        rigid_motion[kept_frames][valid[own]] = motion.T[own[valid]]
         if on_chunk is not None:
-            on_chunk(frames.stop, frame_count)
+            on_chunk(kept_frames.stop, frame_count)
     return UnitSolve(coefficients, rigid_motion, rigid_basis, kept)
 
 
@@ -252,10 +299,12 @@ def retarget_expressions(
     regularization: float = 0.01,
     bounds: tuple[float, float] | None = None,
     sparsity: float = SPARSITY,
+    seconds: np.ndarray | None = None,
 ) -> np.ndarray:
     """Expression coefficients (T, K) for canonical displacements (T, 478, 3) mm; NaN rows where
-    there is no face. See ``solve_units``."""
-    return solve_units(head, deformation_mm, neutral_mm, regularization, bounds, sparsity).coefficients
+    there is no face; ``seconds`` (T,) the frames' times (see ``solve_units``)."""
+    return solve_units(head, deformation_mm, neutral_mm, regularization, bounds, sparsity,
+                       seconds=seconds).coefficients
 
 
 # -- FLAME: expressions and joint rotations ------------------------------------------------------

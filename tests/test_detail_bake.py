@@ -35,7 +35,7 @@ def take_with_detail(head, seed: int):
 
 
 def expected_layer(head, take):
-    solve = solve_units(head, take.deformation_mm(), take.neutral_mm)
+    solve = solve_units(head, take.deformation_mm(), take.neutral_mm, seconds=take.timestamps_s)
     spread = DetailSpread.build(head.vertices, head.landmarks, movable_vertices(head.vertex_count, head.regions))
     return solve.coefficients, detail_layer(spread, head_residual(head, take.deformation_mm(), take.neutral_mm, solve))
 

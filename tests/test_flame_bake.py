@@ -164,7 +164,7 @@ def test_bake_operator_on_flame_rig_and_on_the_builtin_head(empty_blend, flame_f
     open_head = load_open_head()
     assert head["mxr_head"] == open_head.name
     take = load_take(tmp_path / "take.npz")
-    expected = retarget_expressions(open_head, take.deformation_mm(), take.neutral_mm)
+    expected = retarget_expressions(open_head, take.deformation_mm(), take.neutral_mm, seconds=take.timestamps_s)
     empty_blend.frame_set(empty_blend.frame_start + 7)
     blocks = head.data.shape_keys.key_blocks
     np.testing.assert_allclose([blocks[name].value for name in open_head.expression_names], expected[7], atol=1e-5)

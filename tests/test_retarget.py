@@ -160,3 +160,57 @@ def test_a_take_solved_in_chunks_is_the_take_solved_at_once():
     np.testing.assert_allclose(chunked.rigid_m(), whole.rigid_m(), atol=1e-12)
     assert np.isnan(chunked.coefficients[[2, 7]]).all() and np.isnan(chunked.rigid_motion[[2, 7]]).all()
     assert chunked.rigid_m(slice(3, 6)).shape == (3, 478, 3)
+
+
+def test_coupled_frames_follow_a_sinusoid_with_the_smoothing_filters_response():
+    """Orthonormal basis, no ridge, no bounds: each unit is the target filtered by the coupling,
+    whose response to a sinusoid at w rad/frame is 1 / (1 + 2 c (1 - cos w)), with no phase shift."""
+    basis = np.linalg.qr(np.random.default_rng(5).normal(size=(30, 3)))[0]  # (30, 3) orthonormal columns
+    frames, omega, strength = 240, 2 * np.pi / 12, 1.5
+    wave = np.sin(omega * np.arange(frames))
+    targets = np.outer(wave, basis[:, 1])  # (T, 30): unit 1 moves, the others do not
+    coupling = np.full((frames - 1, 3), strength)
+    got = solve_box_ridge(basis, targets, -1e9, 1e9, 0.0, iterations=3000, coupling=coupling)
+    middle = slice(60, 180)  # away from the ends, where the free boundary changes the response
+    expected = wave / (1.0 + 2.0 * strength * (1.0 - np.cos(omega)))
+    np.testing.assert_allclose(got[middle, 1], expected[middle], atol=2e-3)
+    np.testing.assert_allclose(got[:, [0, 2]], 0.0, atol=1e-9)
+
+
+def test_smoothing_stops_a_unit_flipping_between_two_near_equal_readings_without_lag():
+    """Two units that move the same landmarks almost alike: each frame is read by one of them (the
+    L1 price), and a face between them is read by the one or the other on alternate frames."""
+    head = small_head()
+    basis = head.expression_basis.copy()
+    basis[1] = basis[0] + 0.15 * np.random.default_rng(9).normal(scale=0.004, size=basis[0].shape) * (basis[0] != 0)
+    head = HeadModel(head.name, head.vertices, head.faces, basis, head.expression_names, head.regions, head.landmarks)
+    seconds = np.arange(48) / 24.0
+    slow = 0.5 + 0.3 * np.sin(2 * np.pi * 1.0 * seconds)  # a 1 Hz expression ...
+    truth = np.zeros((48, 4))
+    truth[:, 0] = np.where(np.arange(48) % 2 == 0, slow, 0.0)  # ... shown by the one unit on even frames
+    truth[:, 1] = np.where(np.arange(48) % 2 == 1, slow, 0.0)  # and by the other on odd ones
+    neutral_mm = 1000.0 * head.landmark_positions()
+    deformation_mm = 1000.0 * (head.landmark_positions(truth) - head.landmark_positions())
+    apart = retarget_expressions(head, deformation_mm, neutral_mm)
+    together = retarget_expressions(head, deformation_mm, neutral_mm, seconds=seconds)
+    flips = lambda units: np.abs(np.diff(units[:, 0])).mean()  # noqa: E731  unit 0's jumps between frames
+    assert flips(apart) > 0.2 and flips(together) < 0.2 * flips(apart)
+    summed = together[:, 0] + together[:, 1]  # the expression, whichever unit shows it: follows the 1 Hz wave
+    fitted = np.linalg.lstsq(np.stack([np.sin(2 * np.pi * seconds), np.cos(2 * np.pi * seconds), np.ones(48)], 1)[4:-4],
+                             summed[4:-4], rcond=None)[0]
+    assert abs(np.arctan2(fitted[1], fitted[0])) < 0.05  # no lag
+
+
+def test_a_smoothed_take_solved_in_chunks_is_the_take_solved_at_once():
+    head = small_head()
+    rng = np.random.default_rng(4)
+    truth = rng.uniform(0.0, 1.0, (60, 4))
+    neutral_mm = 1000.0 * head.landmark_positions()
+    deformation_mm = 1000.0 * (head.landmark_positions(truth) - head.landmark_positions())
+    deformation_mm[[20, 41]] = np.nan  # no face: the frames on each side are not tied across it
+    seconds = np.arange(60) / 30.0
+    whole = solve_units(head, deformation_mm, neutral_mm, seconds=seconds)
+    chunked = solve_units(head, deformation_mm, neutral_mm, seconds=seconds, chunk_frames=16)
+    np.testing.assert_allclose(chunked.coefficients, whole.coefficients, atol=1e-4)
+    assert np.isnan(chunked.coefficients[[20, 41]]).all()
+    assert not np.allclose(whole.coefficients, solve_units(head, deformation_mm, neutral_mm).coefficients, atol=1e-3)
