@@ -35,6 +35,10 @@ current(x + flow(x)).
 """
 from __future__ import annotations
 
+import os
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -67,6 +71,7 @@ class SkinTrackSettings:
 
 
 AVERAGE_RADIUS_MM = 3.75  # the flow's averaging std on a face, at most SkinTrackSettings.sigma_px
+TRACK_THREADS = 4  # frames tracked side by side, at most this many (and the CPU's cores)
 
 
 def settings_for_face(px_per_mm: float) -> SkinTrackSettings:
@@ -344,16 +349,44 @@ def track_with_references(frames: list[np.ndarray], mesh_px: np.ndarray, rotatio
     measured = np.array([posed[i].track_frame(frames[references[j]], mesh_px[references[j]]) - mesh_px[references[j]]
                          for i, j in links], np.float64).reshape(len(links), *mesh_px.shape[1:])  # (E, N, 2) px
     offsets = tie_references(links, measured, len(references))  # (R, N, 2) px
-    trackers = [ReferenceTracker(frames[r], mesh_px[r] + offsets[k], settings) for k, r in enumerate(references)]
+    own = threading.local()  # each worker thread's own trackers (DIS keeps buffers)
+
+    def track(frame: int, image: np.ndarray, k: int) -> np.ndarray:  # (N, 2) px
+        if not hasattr(own, "trackers"):
+            own.trackers = [ReferenceTracker(frames[r], mesh_px[r] + offsets[i], settings)
+                            for i, r in enumerate(references)]
+        return own.trackers[k].track_frame(image, mesh_px[frame])
+
     with_face = np.flatnonzero(np.all(np.isfinite(rotations), axis=(1, 2)))
     nearest = np.argmin(rotation_distance(rotations[with_face], rotations[references]), axis=1)  # (F,)
     tracked = frame_array(mesh_px.shape, np.float64)  # on disk in the engine (ops/spill.py)
     reference_of = dict(zip(with_face.tolist(), nearest.tolist()))
-    for frame in range(len(rotations)):
-        k = reference_of.get(frame)
-        tracked[frame] = np.nan if k is None else trackers[k].track_frame(frames[frame], mesh_px[frame])
+    # Frames are decoded here, in order, and tracked side by side in worker threads (OpenCV's flow,
+    # blurs and warps run outside Python's lock: ~1.3x faster on two cores, the same points);
+    # a few frames are in flight at a time, and they are stored and reported in order.
+    workers = min(TRACK_THREADS, os.cpu_count() or 1)
+    pending: deque[tuple[int, Future | None]] = deque()
+
+    def finish_oldest() -> None:
+        frame, result = pending.popleft()
+        tracked[frame] = np.nan if result is None else result.result()
         if on_frame is not None:
             on_frame(frame + 1, len(rotations))
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        try:
+            for frame in range(len(rotations)):
+                k = reference_of.get(frame)
+                pending.append((frame, None if k is None else pool.submit(track, frame, frames[frame], k)))
+                if len(pending) > 2 * workers:
+                    finish_oldest()
+            while pending:
+                finish_oldest()
+        except BaseException:  # a cancel or a failure: the frames in flight are not waited for
+            for _, result in pending:
+                if result is not None:
+                    result.cancel()
+            raise
     return tracked
 
 

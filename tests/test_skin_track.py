@@ -227,6 +227,35 @@ def test_track_with_references_follows_the_primary_skin_through_tied_references(
     assert np.linalg.norm(truth - mesh, axis=2).max() > 2.5  # the parallax was there to find
 
 
+def test_frames_tracked_side_by_side_are_reported_in_order_and_a_cancel_stops_them(monkeypatch):
+    import mxr.ops.skin_track as skin_track
+
+    frames, mesh, rotations, _ = sequence_with_parallax()
+    settings = SkinTrackSettings(sigma_px=3.0, highpass_sigma_px=0.0, reference_spacing_deg=5.0, link_deg=12.0)
+    candidates = np.arange(len(frames))
+    reports = []
+    side_by_side = track_with_references(frames, mesh, rotations, candidates, 0, settings,
+                                         lambda done, total: reports.append((done, total)))
+    assert reports == [(k + 1, len(frames)) for k in range(len(frames))]
+    monkeypatch.setattr(skin_track, "TRACK_THREADS", 1)
+    one_by_one = track_with_references(frames, mesh, rotations, candidates, 0, settings)
+    np.testing.assert_array_equal(side_by_side, one_by_one)  # the same points, whichever thread tracked a frame
+
+    class Cancelled(Exception):
+        pass
+
+    heard = []
+
+    def cancel_at_third(done, total):
+        heard.append(done)
+        if done == 3:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        track_with_references(frames, mesh, rotations, candidates, 0, settings, cancel_at_third)
+    assert heard == [1, 2, 3]
+
+
 def test_source_frames_keep_the_references_and_stream_the_rest(tmp_path):
     clip = sample_path("video/single_face.mp4")
     indices = np.arange(10, 30)  # a take that starts at source frame 10
