@@ -66,9 +66,9 @@ AXIS_WEIGHTS = np.array([1.0, 1.0, DEPTH_WEIGHT])
 # from one frame to the next between two readings of the same face that cost nearly the same (a
 # smile read as mouthPress on every other frame). Zero-phase: nothing lags. Chosen to keep 0.85 of a
 # 4 Hz motion (speech's syllables) and of the shortest micro-expression (a 0.15 s pulse: 0.82-0.88
-# measured on the open head's units); on WolfgangLanger the frames where a unit flickers (0.15 out of
-# line with both neighbours, ``scripts/open_loop.py``) went from 10 % to 3.6 %, the labelled dev
-# frames unchanged (0.01 s: 6.8 %; 0.02 s: 2.3 % but 0.8 of 4 Hz). See docs/OPEN_LOOP.md.
+# measured on the open head's units); on WolfgangLanger the frames where a unit flickers (a blip of a
+# frame or two, 0.15 off the frames around it, ``scripts/open_loop.py``) went from 6.2 % to 2.1 %,
+# the labelled dev frames unchanged (0.01 s: 4.0 %; 0.02 s: 1.3 % but 0.8 of 4 Hz). See docs/OPEN_LOOP.md.
 SMOOTHING_S = 0.015
 CHUNK_MARGIN_SPANS = 10  # a chunk's margin, in smoothing spans (SMOOTHING_S)
 # Frames solved (and located, skinned) at a time: memory stays flat in clip length.

