@@ -31,8 +31,8 @@ from .detail import DetailLayer, DetailSpread, detail_layer, head_residual, mova
 from .flame import FlameModel, expression_names, pose_features, rodrigues, shaped_vertices, skinning_regions
 from .head_model import HeadModel
 from .micro_keys import MicroComponent, components_mm, micro_components
-from .retarget import (FlameLandmarks, displacement_on, flame_rest_alignment, frame_chunks, neutral_to_head,
-                       retarget_flame, solve_units)
+from .retarget import (SMOOTHING_S, FlameLandmarks, displacement_on, flame_rest_alignment, frame_chunks,
+                       neutral_to_head, retarget_flame, solve_units)
 from .similarity import Similarities
 from .blender_frame import AXES, continuous_eulers_xyz, continuous_quaternions, head_to_blender, orthonormalised
 
@@ -187,14 +187,17 @@ def _stage(on_progress: Progress | None, stage: str) -> Callable[[int, int], Non
 
 
 def plan_head_bake(head: HeadModel, take: Take, timing: TimeMapping, *, key_rotation: bool = True,
-                   key_detail: bool = True, key_micro: bool = True, on_progress: Progress | None = None) -> BakePlan:
-    """The bake of ``take`` onto a rig built from ``head`` (MXR's open head or a built-in one)."""
+                   key_detail: bool = True, key_micro: bool = True, smoothing_s: float = SMOOTHING_S,
+                   on_progress: Progress | None = None) -> BakePlan:
+    """The bake of ``take`` onto a rig built from ``head`` (MXR's open head or a built-in one);
+    ``smoothing_s``: how far neighbouring frames' units are solved together (``retarget.SMOOTHING_S``,
+    0: each frame alone)."""
     check_bakeable(take)
     check_fits_timeline(take, timing)
     components = micro_components(take) if key_micro else []
     deformation = TakeDeformation(take, components)
     solve = solve_units(head, deformation, take.neutral_mm, on_chunk=_stage(on_progress, SOLVING),
-                        seconds=np.asarray(take.timestamps_s, np.float64))
+                        seconds=np.asarray(take.timestamps_s, np.float64), smoothing_s=smoothing_s)
     face_found = _face_frames(take, solve.coefficients)
     spread = (DetailSpread.build(head.vertices, head.landmarks, movable_vertices(head.vertex_count, head.regions))
               if key_detail or components else None)

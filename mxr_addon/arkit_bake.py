@@ -25,6 +25,7 @@ import numpy as np
 from ..models.arkit import normalised_unit_name
 from ..models.bake_plan import plan_head_bake
 from ..models.head_model import HeadModel
+from ..models.retarget import SMOOTHING_S
 from ..models.unit_mapping import KeysOnCharacter, UnitMap, on_character
 from ..ops.errors import MxrError
 from ..ops.take import Take
@@ -65,16 +66,19 @@ def keys_to_bake(obj: bpy.types.Object) -> KeysOnCharacter:
 
 
 def bake_arkit_take(scene: bpy.types.Scene, obj: bpy.types.Object, head: HeadModel, take: Take,
-                    take_path: Path | None = None, *, match_take: bool = False, slowdown: float = 1.0) -> BakeResult:
+                    take_path: Path | None = None, *, match_take: bool = False, slowdown: float = 1.0,
+                    smoothing_s: float = SMOOTHING_S) -> BakeResult:
     """Retarget ``take`` to ``head`` (MXR's built-in head) and key its unit coefficients, times the
     gains, on ``obj``'s shape keys for them (``keys_to_bake``), where ``scene_time`` puts the
-    take's frames. ``take_path``: the file the take was read from, which names the take's action.
+    take's frames. ``take_path``: the file the take was read from, which names the take's action;
+    ``smoothing_s``: how far neighbouring frames' units are solved together (``retarget.SMOOTHING_S``).
     MxrError, with nothing changed, if the bake cannot be done whole."""
     keys = keys_to_bake(obj)
     key = obj.data.shape_keys
     _refuse_what_cannot_be_baked(obj, key)
     plan = plan_head_bake(head, take, scene_time(scene, take, match_take=match_take, slowdown=slowdown),
-                          key_rotation=False, key_detail=False, key_micro=False)  # the units, micro motion included
+                          key_rotation=False, key_detail=False, key_micro=False,  # the units, micro motion included
+                          smoothing_s=smoothing_s)
 
     warnings = list(plan.warnings)
     _keep_playing_under(key, warnings)

@@ -19,7 +19,7 @@ from ..models.head_model import HeadModel
 from ..models.flame_embedding import default_registration_path, load_landmark_embedding
 from ..models.bake_plan import BakePlan, Progress, TimeMapping, plan_flame_bake, plan_head_bake
 from ..models.blender_frame import head_to_blender
-from ..models.retarget import estimate_flame_identity
+from ..models.retarget import SMOOTHING_S, estimate_flame_identity
 from ..ops.errors import MxrError
 from ..ops.take import Take, load_take
 from .arkit_bake import bake_arkit_take
@@ -109,11 +109,13 @@ class PreparedBake:
     compute: Callable[[Progress | None], BakePlan]
     key_rotation: bool
     key_detail: bool
+    smoothing_s: float  # how far neighbouring frames' units are solved together (not a FLAME rig's)
 
 
 def prepare_take_bake(scene: bpy.types.Scene, take_path: Path, rig: bpy.types.Object | None = None, *,
                       key_rotation: bool = True, key_detail: bool = True, match_take: bool = False,
-                      slowdown: float = 1.0, frame_start: int | None = None) -> PreparedBake:
+                      slowdown: float = 1.0, frame_start: int | None = None,
+                      smoothing_s: float = SMOOTHING_S) -> PreparedBake:
     """Load ``take_path`` (MxrError if missing or corrupt) and read what baking it onto ``rig``
     needs from the scene (see ``bake_take_file``; ``frame_start``: the scene frame the take starts
     at, the scene's start if None); nothing is changed."""
@@ -129,13 +131,14 @@ def prepare_take_bake(scene: bpy.types.Scene, take_path: Path, rig: bpy.types.Ob
         identity, expressions, bone_rest = rig_identity(rig), rig_expression_count(rig), bone_rest_axes(armature_of(rig))
         return PreparedBake(Path(take_path), take, timing, rig, None, lambda on_progress: plan_flame_bake(
             model, landmarks, identity, expressions, bone_rest, take, timing, on_progress=on_progress, **options),
-            key_rotation, key_detail)
+            key_rotation, key_detail, smoothing_s)
     head = head_named(str(rig["mxr_head"])) if is_rig(rig) else builtin_head()
     if is_rig(rig):
         check_rig(rig, head)
     return PreparedBake(Path(take_path), take, timing, rig if is_rig(rig) else None, head,
-                        lambda on_progress: plan_head_bake(head, take, timing, on_progress=on_progress, **options),
-                        key_rotation, key_detail)
+                        lambda on_progress: plan_head_bake(head, take, timing, on_progress=on_progress,
+                                                           smoothing_s=smoothing_s, **options),
+                        key_rotation, key_detail, smoothing_s)
 
 
 def finish_take_bake(scene: bpy.types.Scene, prepared: PreparedBake, plan: BakePlan, *,
@@ -169,7 +172,8 @@ def record_bake_options(rig: bpy.types.Object, prepared: PreparedBake) -> None:
     timing = prepared.timing
     rig.data.shape_keys.animation_data.action[BAKE_OPTIONS] = {
         "frame_start": timing.frame_start, "scene_fps": timing.scene_fps, "slowdown": timing.slowdown,
-        "match_take": timing.match_take, "key_rotation": prepared.key_rotation, "key_detail": prepared.key_detail}
+        "match_take": timing.match_take, "key_rotation": prepared.key_rotation, "key_detail": prepared.key_detail,
+        "smoothing_s": prepared.smoothing_s}
 
 
 def baked_timing(rig: bpy.types.Object) -> tuple[TimeMapping, dict] | None:
@@ -183,7 +187,8 @@ def baked_timing(rig: bpy.types.Object) -> tuple[TimeMapping, dict] | None:
     timing = TimeMapping(int(options["frame_start"]), float(options["scene_fps"]), float(options["slowdown"]),
                          bool(options["match_take"]))
     return timing, {"key_rotation": bool(options["key_rotation"]), "key_detail": bool(options["key_detail"]),
-                    "match_take": timing.match_take, "slowdown": timing.slowdown, "frame_start": timing.frame_start}
+                    "match_take": timing.match_take, "slowdown": timing.slowdown, "frame_start": timing.frame_start,
+                    "smoothing_s": float(options.get("smoothing_s", 0.0))}  # bakes before it was kept: none
 
 
 def bake_take_file(
@@ -197,6 +202,7 @@ def bake_take_file(
     match_take: bool = False,
     slowdown: float = 1.0,
     frame_start: int | None = None,
+    smoothing_s: float = SMOOTHING_S,
 ) -> TakeBake:
     """Load ``take_path`` (MxrError if missing or corrupt) and bake it onto ``rig``.
 
@@ -206,15 +212,17 @@ def bake_take_file(
     stores. The take's actions are its own (``takes``): a re-bake of the same file replaces them,
     another take's are kept. ``match_take``: set the scene's rate to the take's (else the take
     plays in real time at the scene's rate); ``slowdown``: slow motion, scene seconds per take second;
-    ``frame_start``: the scene frame the take starts at (the scene's start if None).
+    ``frame_start``: the scene frame the take starts at (the scene's start if None); ``smoothing_s``:
+    how far neighbouring frames' units are solved together (``retarget.SMOOTHING_S``; 0: each alone).
     """
     prepared = prepare_take_bake(scene, take_path, rig, key_rotation=key_rotation, key_detail=key_detail,
-                                 match_take=match_take, slowdown=slowdown, frame_start=frame_start)
+                                 match_take=match_take, slowdown=slowdown, frame_start=frame_start,
+                                 smoothing_s=smoothing_s)
     return finish_take_bake(scene, prepared, prepared.compute(None), reference_video=reference_video)
 
 
 def bake_arkit_file(scene: bpy.types.Scene, take_path: Path, character: bpy.types.Object, *,
-                    match_take: bool = False, slowdown: float = 1.0) -> TakeBake:
+                    match_take: bool = False, slowdown: float = 1.0, smoothing_s: float = SMOOTHING_S) -> TakeBake:
     """Load ``take_path`` (MxrError if missing or corrupt) and bake it onto ``character``'s own
     ARKit-named shape keys through the built-in head (``arkit_bake``); mark its micro events."""
     if is_rig(character) or is_flame_rig(character):
@@ -222,7 +230,7 @@ def bake_arkit_file(scene: bpy.types.Scene, take_path: Path, character: bpy.type
                        "and micro-expression layers")
     take = load_take(Path(take_path))
     result = bake_arkit_take(scene, character, builtin_head(), take, take_path, match_take=match_take,
-                             slowdown=slowdown)
+                             slowdown=slowdown, smoothing_s=smoothing_s)
     return TakeBake(character, result, None, mark_micro_events(scene, character, result.events))
 
 

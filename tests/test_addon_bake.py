@@ -210,6 +210,27 @@ def test_bake_operator_builds_open_head_and_reference_camera(empty_blend, tmp_pa
     assert len([obj for obj in bpy.data.objects if obj.type == "MESH"]) == 1
 
 
+def test_the_bakes_smoothing_is_the_users_and_is_kept_for_a_rebake(empty_blend, tmp_path):
+    from mxr.mxr_addon.pipeline import baked_timing
+    from mxr.models.retarget import SMOOTHING_S
+
+    head = load_open_head()
+    take = synthetic_take(head, frames=12, invalid=(), source_path=str(tmp_path / "gone.mp4"))
+    save_take(take, tmp_path / "take.npz")
+    assert bpy.ops.mxr.bake_take(filepath=str(tmp_path / "take.npz"), smoothing=0.0) == {"FINISHED"}
+    rig = bpy.context.view_layer.objects.active
+    each_alone = retarget_expressions(head, take.deformation_mm(), take.neutral_mm)  # no times: each frame alone
+    values, _, _ = evaluated(empty_blend, rig, empty_blend.frame_start + 5)
+    np.testing.assert_allclose([values[n] for n in head.expression_names], each_alone[5], atol=1e-5)
+    assert baked_timing(rig)[1]["smoothing_s"] == 0.0  # a re-bake (marking a micro-expression) bakes it so again
+    assert bpy.ops.mxr.bake_take(filepath=str(tmp_path / "take.npz")) == {"FINISHED"}  # the default
+    assert baked_timing(rig)[1]["smoothing_s"] == pytest.approx(SMOOTHING_S)
+    smoothed = retarget_expressions(head, take.deformation_mm(), take.neutral_mm, seconds=take.timestamps_s)
+    values, _, _ = evaluated(empty_blend, rig, empty_blend.frame_start + 5)
+    np.testing.assert_allclose([values[n] for n in head.expression_names], smoothed[5], atol=1e-5)
+    assert not np.allclose(smoothed, each_alone, atol=1e-3)
+
+
 def test_micro_events_become_timeline_markers_and_only_mxrs_are_replaced(empty_blend, tmp_path):
     head = load_open_head()
     take = synthetic_take(head, frames=20, invalid=(), source_path=str(tmp_path / "gone.mp4"))
