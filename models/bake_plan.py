@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from ..ops.errors import MxrError
-from ..ops.take import Take, frame_seconds
+from ..ops.take import MicroEvent, Take, frame_seconds
 from .correspondence import LandmarkEmbedding
 from .detail import DetailLayer, DetailSpread, detail_layer, head_residual, movable_vertices
 from .flame import FlameModel, expression_names, pose_features, rodrigues, shaped_vertices, skinning_regions
@@ -186,6 +186,14 @@ def _stage(on_progress: Progress | None, stage: str) -> Callable[[int, int], Non
     return None if on_progress is None else (lambda done, total: on_progress(stage, done / max(total, 1)))
 
 
+def event_frames(events: list[MicroEvent], frame_count: int) -> np.ndarray:
+    """(T,) bool: the frames within the events' spans (onset to offset, inclusive)."""
+    inside = np.zeros(frame_count, bool)
+    for event in events:
+        inside[max(event.onset_frame, 0):event.offset_frame + 1] = True
+    return inside
+
+
 def plan_head_bake(head: HeadModel, take: Take, timing: TimeMapping, *, key_rotation: bool = True,
                    key_detail: bool = True, key_micro: bool = True, smoothing_s: float = SMOOTHING_S,
                    on_progress: Progress | None = None) -> BakePlan:
@@ -196,8 +204,11 @@ def plan_head_bake(head: HeadModel, take: Take, timing: TimeMapping, *, key_rota
     check_fits_timeline(take, timing)
     components = micro_components(take) if key_micro else []
     deformation = TakeDeformation(take, components)
+    # Micro-expressions the units carry themselves (no keys of their own) are not smoothed: they keep their speed.
+    in_units = [event for event in take.events if not any(component.event == event for component in components)]
     solve = solve_units(head, deformation, take.neutral_mm, on_chunk=_stage(on_progress, SOLVING),
-                        seconds=np.asarray(take.timestamps_s, np.float64), smoothing_s=smoothing_s)
+                        seconds=np.asarray(take.timestamps_s, np.float64), smoothing_s=smoothing_s,
+                        untied=event_frames(in_units, take.frame_count))
     face_found = _face_frames(take, solve.coefficients)
     spread = (DetailSpread.build(head.vertices, head.landmarks, movable_vertices(head.vertex_count, head.regions))
               if key_detail or components else None)

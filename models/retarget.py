@@ -208,6 +208,7 @@ def solve_units(
     on_chunk: Callable[[int, int], None] | None = None,
     seconds: np.ndarray | None = None,
     smoothing_s: float = SMOOTHING_S,
+    untied: np.ndarray | None = None,
 ) -> UnitSolve:
     """The head's units for canonical displacements (T, 478, 3) mm (see the module docstring).
 
@@ -217,7 +218,8 @@ def solve_units(
     progress, or an exception that stops the solve). ``regularization`` and ``sparsity`` are
     relative to the basis' mean squared column norm, so they do not depend on units or head size.
     Frames whose displacement is NaN (no face) come back as NaN rows. With the frames' times
-    ``seconds`` (T,), neighbouring frames are solved together (``SMOOTHING_S``).
+    ``seconds`` (T,), neighbouring frames are solved together (``SMOOTHING_S``), except the frames
+    ``untied`` (T,) bool marks, which are tied to no neighbour (a micro-expression keeps its speed).
     """
     lower, upper = head.coefficient_bounds if bounds is None else bounds
     rest_m = head.landmark_positions().astype(np.float64)  # (478, 3)
@@ -264,6 +266,9 @@ def solve_units(
             rows = np.flatnonzero(valid) + frames.start
             gap_s = np.diff(np.asarray(seconds, np.float64)[rows])
             neighbours = np.diff(rows) == 1
+            if untied is not None:
+                loose = np.asarray(untied, bool)[rows]
+                neighbours &= ~(loose[1:] | loose[:-1])
             coupling = np.where(neighbours, (smoothing_s / np.maximum(gap_s, 1e-6)) ** 2, 0.0)[:, None] * smoothness
         targets = displacement[valid].reshape(int(valid.sum()), -1) * weights  # (n, M)
         targets_projected = targets - (targets @ orthonormal) @ orthonormal.T

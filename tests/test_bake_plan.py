@@ -12,7 +12,7 @@ from conftest import synthetic_head, synthetic_take
 from mxr.models.bake_plan import DETAIL, SOLVING, TakeDeformation, TimeMapping, check_bakeable, plan_head_bake
 from mxr.models.micro_keys import MICRO_LAYER_FROM_EVENTS, components_mm, micro_components
 from mxr.models.blender_frame import continuous_eulers_xyz, continuous_quaternions
-from mxr.models.retarget import retarget_expressions
+from mxr.models.retarget import retarget_expressions, solve_units
 from mxr.ops.errors import MxrError
 from mxr.ops.take import MicroEvent, frame_seconds
 
@@ -125,7 +125,11 @@ def test_plan_holds_the_units_and_leaves_out_frames_it_cannot_key():
     take.events = [MicroEvent(onset_frame=4, apex_frame=9, offset_frame=12, region="mouth", peak_mm=0.4,
                               confidence=0.9)]
     plan = plan_head_bake(head, take, TimeMapping.for_take(take, frame_start=1, scene_fps=24.0), key_micro=False)
-    expected = retarget_expressions(head, take.deformation_mm(), take.neutral_mm, seconds=take.timestamps_s)
+    untied = (np.arange(20) >= 4) & (np.arange(20) <= 12)  # the event the units carry keeps its speed
+    expected = solve_units(head, take.deformation_mm(), take.neutral_mm, seconds=take.timestamps_s,
+                           untied=untied).coefficients
+    assert not np.allclose(expected, retarget_expressions(head, take.deformation_mm(), take.neutral_mm,
+                                                          seconds=take.timestamps_s), atol=1e-4)
     keyed = np.setdiff1d(np.arange(20), [3, 7])
     np.testing.assert_array_equal(np.flatnonzero(plan.face_found), keyed)
     np.testing.assert_allclose(plan.shape_keys["shape_0"], expected[keyed, 0])

@@ -214,3 +214,19 @@ def test_a_smoothed_take_solved_in_chunks_is_the_take_solved_at_once():
     np.testing.assert_allclose(chunked.coefficients, whole.coefficients, atol=1e-4)
     assert np.isnan(chunked.coefficients[[20, 41]]).all()
     assert not np.allclose(whole.coefficients, solve_units(head, deformation_mm, neutral_mm).coefficients, atol=1e-3)
+
+
+def test_frames_left_untied_keep_a_fast_motion_at_its_full_size():
+    head = small_head()
+    seconds = np.arange(48) / 24.0
+    pulse = np.where(np.abs(seconds - 1.0) < 0.08, 0.6, 0.0)  # a 0.15 s flicker of unit 2
+    truth = np.zeros((48, 4))
+    truth[:, 2] = pulse
+    neutral_mm = 1000.0 * head.landmark_positions()
+    deformation_mm = 1000.0 * (head.landmark_positions(truth) - head.landmark_positions())
+    alone = solve_units(head, deformation_mm, neutral_mm).coefficients[:, 2]
+    tied = solve_units(head, deformation_mm, neutral_mm, seconds=seconds).coefficients[:, 2]
+    untied = solve_units(head, deformation_mm, neutral_mm, seconds=seconds,
+                         untied=np.abs(seconds - 1.0) < 0.15).coefficients[:, 2]
+    assert tied.max() < 0.99 * alone.max()  # smoothed, it loses a little of its size
+    np.testing.assert_allclose(untied, alone, atol=1e-3)  # untied around it, none
