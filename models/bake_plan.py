@@ -186,6 +186,12 @@ def _stage(on_progress: Progress | None, stage: str) -> Callable[[int, int], Non
     return None if on_progress is None else (lambda done, total: on_progress(stage, done / max(total, 1)))
 
 
+def carried_events(take: Take, components: list[MicroComponent]) -> list[MicroEvent]:
+    """The take's micro-expressions that get no key of their own (none of ``components``): the units
+    carry them, so their frames are not smoothed (they keep their speed)."""
+    return [event for event in take.events if not any(component.event == event for component in components)]
+
+
 def event_frames(events: list[MicroEvent], frame_count: int) -> np.ndarray:
     """(T,) bool: the frames within the events' spans (onset to offset, inclusive)."""
     inside = np.zeros(frame_count, bool)
@@ -204,11 +210,9 @@ def plan_head_bake(head: HeadModel, take: Take, timing: TimeMapping, *, key_rota
     check_fits_timeline(take, timing)
     components = micro_components(take) if key_micro else []
     deformation = TakeDeformation(take, components)
-    # Micro-expressions the units carry themselves (no keys of their own) are not smoothed: they keep their speed.
-    in_units = [event for event in take.events if not any(component.event == event for component in components)]
     solve = solve_units(head, deformation, take.neutral_mm, on_chunk=_stage(on_progress, SOLVING),
                         seconds=np.asarray(take.timestamps_s, np.float64), smoothing_s=smoothing_s,
-                        untied=event_frames(in_units, take.frame_count))
+                        untied=event_frames(carried_events(take, components), take.frame_count))
     face_found = _face_frames(take, solve.coefficients)
     spread = (DetailSpread.build(head.vertices, head.landmarks, movable_vertices(head.vertex_count, head.regions))
               if key_detail or components else None)
@@ -224,7 +228,7 @@ def plan_head_bake(head: HeadModel, take: Take, timing: TimeMapping, *, key_rota
 def plan_flame_bake(model: FlameModel, landmarks: LandmarkEmbedding, identity: np.ndarray, expressions: int,
                     bone_rest: np.ndarray, take: Take, timing: TimeMapping, *, key_rotation: bool = True,
                     joints: tuple[int, ...] = (2, 3, 4), key_detail: bool = True, key_micro: bool = True,
-                    on_progress: Progress | None = None) -> BakePlan:
+                    smoothing_s: float = SMOOTHING_S, on_progress: Progress | None = None) -> BakePlan:
     """The bake of ``take`` onto a FLAME rig built from ``model`` with ``identity`` (S',) and its
     first ``expressions`` components; ``bone_rest`` (5, 3, 3): each bone's rest axes in armature
     space (``FLAME_BONES`` order). ``joints``: the FLAME joints solved from the landmarks (jaw,
@@ -237,7 +241,9 @@ def plan_flame_bake(model: FlameModel, landmarks: LandmarkEmbedding, identity: n
     components = micro_components(take) if key_micro else []
     deformation = TakeDeformation(take, components)
     solved = retarget_flame(landmark_rig, deformation, take.neutral_mm, joints=joints,
-                            on_chunk=_stage(on_progress, SOLVING), residual=key_detail)
+                            on_chunk=_stage(on_progress, SOLVING), residual=key_detail,
+                            seconds=np.asarray(take.timestamps_s, np.float64), smoothing_s=smoothing_s,
+                            untied=event_frames(carried_events(take, components), take.frame_count))
     face_found = _face_frames(take, solved.expression)
     rotations = rodrigues(solved.pose[face_found])  # (n, 5, 3, 3) FLAME axes, local
     if key_rotation:

@@ -128,6 +128,43 @@ def solve_box_ridge(
     return coefficients
 
 
+def smooth_in_time(values: np.ndarray, coupling: np.ndarray) -> np.ndarray:
+    """(n, D) values of consecutive frames -> the same, each column solved with its neighbours:
+    minimise sum_t |x_t - v_t|^2 + sum_t coupling_t |x_t+1 - x_t|^2 for ``coupling`` (n-1,) (0 where
+    two frames are not tied): (I + L) x = v with L the chain's weighted Laplacian, a tridiagonal
+    solve (Thomas). What ``solve_units``' coupling does to a unit that no other unit overlaps, for
+    solves whose units do not compete (FLAME's expression components)."""
+    count = len(values)
+    if count < 2:
+        return np.array(values, np.float64)
+    weight = np.asarray(coupling, np.float64)  # (n-1,)
+    diagonal = 1.0 + np.concatenate([[0.0], weight]) + np.concatenate([weight, [0.0]])  # (n,)
+    solved = np.array(values, np.float64)  # (n, D): forward sweep in place
+    scale = np.empty(count)
+    scale[0] = diagonal[0]
+    for t in range(1, count):
+        factor = -weight[t - 1] / scale[t - 1]
+        scale[t] = diagonal[t] + factor * weight[t - 1]
+        solved[t] -= factor * solved[t - 1]
+    solved[-1] /= scale[-1]
+    for t in range(count - 2, -1, -1):
+        solved[t] = (solved[t] + weight[t] * solved[t + 1]) / scale[t]
+    return solved
+
+
+def chained_coupling(rows: np.ndarray, seconds: np.ndarray, smoothing_s: float,
+                     untied: np.ndarray | None = None) -> np.ndarray:
+    """(n-1,) how strongly consecutive ``rows`` (frame indices, increasing) are tied: (smoothing_s /
+    dt)^2 between neighbouring frames dt apart, 0 across a gap (a frame without a face) and where
+    either is ``untied`` (T,) bool."""
+    neighbours = np.diff(rows) == 1
+    if untied is not None:
+        loose = np.asarray(untied, bool)[rows]
+        neighbours &= ~(loose[1:] | loose[:-1])
+    gap_s = np.diff(np.asarray(seconds, np.float64)[rows])
+    return np.where(neighbours, (smoothing_s / np.maximum(gap_s, 1e-6)) ** 2, 0.0)
+
+
 def neutral_to_head(head: HeadModel, neutral_mm: np.ndarray) -> Similarities:
     """Similarity (one frame) from the performer's canonical neutral (mm) to the head's rest
     landmarks (m), fitted on the skin landmarks whose place on the head agrees with the performer's."""
@@ -191,6 +228,14 @@ class UnitSolve:
         return np.tensordot(self.rigid_motion[frames], self.rigid_basis_m, axes=1)
 
 
+def chunk_margin(seconds: np.ndarray, smoothing_s: float) -> int:
+    """Frames of its neighbours' a chunk is solved with on each side, so that the smoothing does not
+    stop at its edges (a frame's pull fades within a few smoothing spans): ``CHUNK_MARGIN_SPANS``."""
+    if len(seconds) < 2:
+        return 0
+    return int(np.ceil(CHUNK_MARGIN_SPANS * smoothing_s / np.median(np.diff(np.asarray(seconds, np.float64)))))
+
+
 def frame_chunks(frame_count: int, chunk_frames: int = CHUNK_FRAMES) -> list[slice]:
     """Consecutive slices of at most ``chunk_frames`` frames covering ``frame_count``."""
     return [slice(start, min(start + chunk_frames, frame_count)) for start in range(0, frame_count, chunk_frames)]
@@ -249,11 +294,7 @@ def solve_units(
     coefficients = np.full((frame_count, count), np.nan)
     rigid_motion = np.full((frame_count, 7), np.nan)
     smooth = seconds is not None and smoothing_s > 0.0
-    # A chunk is solved with this many of its neighbours' frames on each side, so that the smoothing
-    # does not stop at its edges (a frame's pull fades within a few smoothing spans).
-    margin = 0
-    if smooth and frame_count > 1:
-        margin = int(np.ceil(CHUNK_MARGIN_SPANS * smoothing_s / np.median(np.diff(seconds))))
+    margin = chunk_margin(seconds, smoothing_s) if smooth else 0
     for kept_frames in frame_chunks(frame_count, chunk_frames):
         frames = slice(max(kept_frames.start - margin, 0), min(kept_frames.stop + margin, frame_count))
         deformation = np.asarray(deformation_mm[frames], np.float64)  # (n, 478, 3) mm
@@ -264,12 +305,7 @@ def solve_units(
         coupling = None
         if smooth:  # (n_valid - 1, K): neighbouring frames with a face, by how close in time they are
             rows = np.flatnonzero(valid) + frames.start
-            gap_s = np.diff(np.asarray(seconds, np.float64)[rows])
-            neighbours = np.diff(rows) == 1
-            if untied is not None:
-                loose = np.asarray(untied, bool)[rows]
-                neighbours &= ~(loose[1:] | loose[:-1])
-            coupling = np.where(neighbours, (smoothing_s / np.maximum(gap_s, 1e-6)) ** 2, 0.0)[:, None] * smoothness
+            coupling = chained_coupling(rows, seconds, smoothing_s, untied)[:, None] * smoothness
         targets = displacement[valid].reshape(int(valid.sum()), -1) * weights  # (n, M)
         targets_projected = targets - (targets @ orthonormal) @ orthonormal.T
         low = np.full((len(targets), count), float(lower))
@@ -912,6 +948,9 @@ def retarget_flame(
     chunk_frames: int = FLAME_CHUNK_FRAMES,
     on_chunk: Callable[[int, int], None] | None = None,
     residual: bool = False,
+    seconds: np.ndarray | None = None,
+    smoothing_s: float = SMOOTHING_S,
+    untied: np.ndarray | None = None,
 ) -> FlameRetarget:
     """FLAME expression coefficients and joint rotations (default: the jaw, joint 2) per frame.
 
@@ -943,6 +982,11 @@ def retarget_flame(
     ``residual``: also what the solution leaves unexplained, in rest space (``_rest_residual``:
     the detail layer's input), computed with each chunk's solve from the displacements it already
     holds, so the take is read once.
+
+    With the frames' times ``seconds`` (T,), the solved expressions and joint angles are then solved
+    with their neighbours' (``smooth_in_time``, ``SMOOTHING_S``; ``untied`` (T,) bool frames are tied
+    to none): FLAME's components do not compete for a motion as the open head's units do, so this
+    is what ``solve_units``' coupling gives a unit alone, the same response at every frame rate.
     """
     count = len(deformation_mm)
     components = rig.expression.shape[0]
@@ -951,7 +995,10 @@ def retarget_flame(
     unexplained = np.full((count,) + rig.rest.shape[:1] + (3,), np.nan, np.float32) if residual else None
     alignment = flame_rest_alignment(rig, neutral_mm)
     system = None
-    for frames in frame_chunks(count, chunk_frames):
+    smooth = seconds is not None and smoothing_s > 0.0
+    margin = chunk_margin(seconds, smoothing_s) if smooth else 0
+    for kept_frames in frame_chunks(count, chunk_frames):
+        frames = slice(max(kept_frames.start - margin, 0), min(kept_frames.stop + margin, count))
         displacement = displacement_on(alignment, deformation_mm[frames])  # (n, L, 3) metres
         valid = np.all(np.isfinite(displacement), axis=(1, 2))
         if not valid.any():
@@ -960,15 +1007,23 @@ def retarget_flame(
         by_landmark = _frames_last(displacement if valid.all() else displacement[valid])  # (L, 3, v)
         coefficients, angles = _solve_flame_frames(system, rig, by_landmark, bounds, max_step_rad, iterations,
                                                    tolerance)
-        solved_pose = np.zeros((len(coefficients), len(rig.parents), 3))
-        solved_pose[:, system.solved] = angles
-        expression[frames][valid] = coefficients
-        pose[frames][valid] = solved_pose
+        if smooth:  # the expressions and angles (v, E + 3 S), each with its neighbours'
+            coupling = chained_coupling(np.flatnonzero(valid) + frames.start, seconds, smoothing_s, untied)
+            together = smooth_in_time(np.concatenate([coefficients, angles.reshape(len(angles), -1)], axis=1), coupling)
+            coefficients = np.clip(together[:, :components], *bounds)
+            angles = together[:, components:].reshape(angles.shape)
+        own = np.zeros(frames.stop - frames.start, bool)
+        own[kept_frames.start - frames.start:kept_frames.stop - frames.start] = True  # the chunk without its margins
+        kept = own[valid]  # (v,) of the solved frames
+        solved_pose = np.zeros((int(kept.sum()), len(rig.parents), 3))
+        solved_pose[:, system.solved] = angles[kept]
+        expression[kept_frames][valid[own]] = coefficients[kept]
+        pose[kept_frames][valid[own]] = solved_pose
         if unexplained is not None:
-            unexplained[frames][valid] = np.moveaxis(_rest_residual(system, rig, by_landmark, coefficients, angles),
-                                                     -1, 0)
+            rest = _rest_residual(system, rig, by_landmark[..., kept], coefficients[kept], angles[kept])
+            unexplained[kept_frames][valid[own]] = np.moveaxis(rest, -1, 0)
         if on_chunk is not None:
-            on_chunk(frames.stop, count)
+            on_chunk(kept_frames.stop, count)
     return FlameRetarget(expression, pose, unexplained)
 
 

@@ -230,7 +230,7 @@ class _SmoothsUnits:
         unit="TIME_ABSOLUTE",
         description="Solve neighbouring frames' units together over about this long, so that a unit does not "
                     "flicker from frame to frame; 0 solves each frame alone. At 0.015 s a 4 Hz motion keeps "
-                    "~0.85 of its size, slower ones all of it, and nothing lags (FLAME rigs: each frame alone)")
+                    "~0.85 of its size, slower ones all of it, and nothing lags")
 
 
 class _PlacesATake:

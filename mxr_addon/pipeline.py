@@ -109,7 +109,7 @@ class PreparedBake:
     compute: Callable[[Progress | None], BakePlan]
     key_rotation: bool
     key_detail: bool
-    smoothing_s: float  # how far neighbouring frames' units are solved together (not a FLAME rig's)
+    smoothing_s: float  # how far neighbouring frames' units are solved together
 
 
 def prepare_take_bake(scene: bpy.types.Scene, take_path: Path, rig: bpy.types.Object | None = None, *,
@@ -130,8 +130,8 @@ def prepare_take_bake(scene: bpy.types.Scene, take_path: Path, rig: bpy.types.Ob
         landmarks = load_landmark_embedding(Path(rig[FLAME_LANDMARKS]), model.vertex_count)
         identity, expressions, bone_rest = rig_identity(rig), rig_expression_count(rig), bone_rest_axes(armature_of(rig))
         return PreparedBake(Path(take_path), take, timing, rig, None, lambda on_progress: plan_flame_bake(
-            model, landmarks, identity, expressions, bone_rest, take, timing, on_progress=on_progress, **options),
-            key_rotation, key_detail, smoothing_s)
+            model, landmarks, identity, expressions, bone_rest, take, timing, on_progress=on_progress,
+            smoothing_s=smoothing_s, **options), key_rotation, key_detail, smoothing_s)
     head = head_named(str(rig["mxr_head"])) if is_rig(rig) else builtin_head()
     if is_rig(rig):
         check_rig(rig, head)

@@ -117,7 +117,8 @@ def test_take_bakes_onto_the_flame_rig(empty_blend, flame_file, model, landmarks
     armature = armature_of(rig)
     fitted = np.asarray(rig["mxr_flame_identity"])
     solved = retarget_flame(FlameLandmarks.build(model, landmarks, fitted, EXPRESSIONS),
-                            take.deformation_mm(), take.neutral_mm, joints=(2, 3, 4), residual=True)
+                            take.deformation_mm(), take.neutral_mm, joints=(2, 3, 4), residual=True,
+                            seconds=take.timestamps_s)
     spread = DetailSpread.build(shaped_vertices(model, fitted, np.zeros(0)), landmarks,
                                 movable_vertices(model.vertex_count, skinning_regions(model)))
     layer = detail_layer(spread, solved.residual)
@@ -218,7 +219,8 @@ def test_micro_expressions_bake_as_their_own_keys_on_a_flame_rig(empty_blend, fl
     assert baked.result.micro_keys == [f"MXR_Micro cheeks {scene.frame_start + 12}"]
     assert [layer.key_name for layer in rig.mxr_micro_layers] == baked.result.micro_keys  # tunable in the panel
     solved = retarget_flame(FlameLandmarks.build(model, landmarks, np.zeros(0), EXPRESSIONS),
-                            take.macro_mm, take.neutral_mm, joints=(2, 3, 4))  # the face without the micro layer
+                            take.macro_mm, take.neutral_mm, joints=(2, 3, 4),
+                            seconds=take.timestamps_s)  # the face without the micro layer
     for k, weight in ((2, 0.0), (12, 1.0), (16, profile[16])):
         scene.frame_set(scene.frame_start + k)
         blocks = rig.data.shape_keys.key_blocks

@@ -52,6 +52,44 @@ def test_chunks_change_nothing(model_and_landmarks, rig):
     np.testing.assert_allclose(chunked.pose, whole.pose, atol=1e-9)
 
 
+def test_smoothed_solves_tie_neighbouring_frames_and_chunks_still_change_nothing(model_and_landmarks, rig):
+    expression, pose = moving_face(23, seed=1)
+    take = flame_take(*model_and_landmarks, np.zeros(0), expression, pose, invalid=(4, 11))
+    deformation = take.deformation_mm() + np.random.default_rng(2).normal(0.0, 0.2, (23, 478, 3))
+    seconds = np.arange(23) / 30.0
+    alone = retarget_flame(rig, deformation, take.neutral_mm, joints=(2, 3, 4), residual=True)
+    whole = retarget_flame(rig, deformation, take.neutral_mm, joints=(2, 3, 4), residual=True, seconds=seconds)
+    chunked = retarget_flame(rig, deformation, take.neutral_mm, joints=(2, 3, 4), residual=True, seconds=seconds,
+                             chunk_frames=5)
+    # the margins hold what a frame's pull reaches, but for a tail of ~1e-5
+    np.testing.assert_allclose(chunked.expression, whole.expression, atol=1e-4)
+    np.testing.assert_allclose(chunked.pose, whole.pose, atol=1e-4)
+    np.testing.assert_allclose(chunked.residual, whole.residual, atol=1e-6)
+    valid = take.valid
+    rough = lambda solved: np.abs(np.diff(solved.expression[12:23], 2, axis=0)).mean()  # noqa: E731
+    assert rough(whole) < 0.9 * rough(alone)  # random expressions from frame to frame: smoothed
+    assert np.isnan(whole.expression[[4, 11]]).all() and np.isfinite(whole.expression[valid]).all()
+    untied = np.zeros(23, bool)
+    untied[14:18] = True
+    loose = retarget_flame(rig, deformation, take.neutral_mm, joints=(2, 3, 4), seconds=seconds, untied=untied)
+    np.testing.assert_allclose(loose.expression[15:17], alone.expression[15:17], atol=1e-9)  # tied to none
+
+
+def test_smooth_in_time_is_the_chains_filter():
+    """A sinusoid at w rad/frame through the chain with coupling c comes out scaled by
+    1 / (1 + 2 c (1 - cos w)), unshifted (away from the ends)."""
+    from mxr.models.retarget import smooth_in_time
+
+    frames, omega, strength = 200, 2 * np.pi / 10, 0.8
+    wave = np.stack([np.sin(omega * np.arange(frames)), np.cos(omega * np.arange(frames))], axis=1)  # (T, 2)
+    smoothed = smooth_in_time(wave, np.full(frames - 1, strength))
+    np.testing.assert_allclose(smoothed[50:150], wave[50:150] / (1 + 2 * strength * (1 - np.cos(omega))), atol=1e-9)
+    gap = np.full(frames - 1, strength)
+    gap[99] = 0.0  # not tied across frames 99-100: each side is its own chain
+    apart = smooth_in_time(wave, gap)
+    np.testing.assert_allclose(apart[:100], smooth_in_time(wave[:100], np.full(99, strength)), atol=1e-12)
+
+
 def test_jaw_eyes_and_expressions_are_recovered(model_and_landmarks, rig):
     expression, pose = moving_face(16, seed=3)
     take = flame_take(*model_and_landmarks, np.zeros(0), expression, pose)
