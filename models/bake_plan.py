@@ -234,7 +234,7 @@ def plan_flame_bake(model: FlameModel, landmarks: LandmarkEmbedding, identity: n
     space (``FLAME_BONES`` order). ``joints``: the FLAME joints solved from the landmarks (jaw,
     eyes); the neck gets the take's head rotation (the neck base stays with the body). The detail
     layer's residual comes with the solve (one read of the take), so progress reports ``SOLVING``
-    only."""
+    only. ``smoothing_s``: as ``plan_head_bake``'s (``retarget.retarget_flame``)."""
     check_bakeable(take)
     check_fits_timeline(take, timing)
     landmark_rig = FlameLandmarks.build(model, landmarks, identity, expressions)
