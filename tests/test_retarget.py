@@ -145,13 +145,19 @@ class FrameSlices:
         return self.deformation_mm[frames]
 
 
-def test_a_take_solved_in_chunks_is_the_take_solved_at_once():
+def random_take(frames: int, seed: int, no_face: list[int]) -> tuple[HeadModel, np.ndarray, np.ndarray]:
+    """``small_head`` and a take of random units on it: (head, neutral (478, 3) mm, deformation
+    (T, 478, 3) mm, NaN on the ``no_face`` frames)."""
     head = small_head()
-    rng = np.random.default_rng(3)
-    truth = rng.uniform(0.0, 1.0, (11, 4))
+    truth = np.random.default_rng(seed).uniform(0.0, 1.0, (frames, 4))
     neutral_mm = 1000.0 * head.landmark_positions()
     deformation_mm = 1000.0 * (head.landmark_positions(truth) - head.landmark_positions())
-    deformation_mm[[2, 7]] = np.nan
+    deformation_mm[no_face] = np.nan
+    return head, neutral_mm, deformation_mm
+
+
+def test_a_take_solved_in_chunks_is_the_take_solved_at_once():
+    head, neutral_mm, deformation_mm = random_take(11, seed=3, no_face=[2, 7])
     whole = solve_units(head, deformation_mm, neutral_mm)
     slices = FrameSlices(deformation_mm)
     chunked = solve_units(head, slices, neutral_mm, chunk_frames=4)
@@ -202,12 +208,7 @@ def test_smoothing_stops_a_unit_flipping_between_two_near_equal_readings_without
 
 
 def test_a_smoothed_take_solved_in_chunks_is_the_take_solved_at_once():
-    head = small_head()
-    rng = np.random.default_rng(4)
-    truth = rng.uniform(0.0, 1.0, (60, 4))
-    neutral_mm = 1000.0 * head.landmark_positions()
-    deformation_mm = 1000.0 * (head.landmark_positions(truth) - head.landmark_positions())
-    deformation_mm[[20, 41]] = np.nan  # no face: the frames on each side are not tied across it
+    head, neutral_mm, deformation_mm = random_take(60, seed=4, no_face=[20, 41])  # not tied across a frame with no face
     seconds = np.arange(60) / 30.0
     whole = solve_units(head, deformation_mm, neutral_mm, seconds=seconds)
     chunked = solve_units(head, deformation_mm, neutral_mm, seconds=seconds, chunk_frames=16)
