@@ -127,7 +127,8 @@ def piecewise_affine_map(source_px: np.ndarray, target_px: np.ndarray, origin: t
     affine[:count][ok] = np.transpose(inverse[ok] @ source_px[triangles[ok]], (0, 2, 1))
     x = np.arange(width, dtype=np.float64) + float(origin[0])  # (w,)
     y = (np.arange(height, dtype=np.float64) + float(origin[1]))[:, None]  # (h, 1)
-    # each coefficient looked up by owner from its own contiguous column (np.take: ~3x faster than indexing a strided view)
+    # each coefficient looked up by owner from its own contiguous column (np.take: ~3x faster than
+    # indexing a strided view)
     map_x, map_y = ((np.take(np.ascontiguousarray(affine[:, row, 0]), owner) * x
                      + np.take(np.ascontiguousarray(affine[:, row, 1]), owner) * y
                      + np.take(np.ascontiguousarray(affine[:, row, 2]), owner)).astype(np.float32) for row in range(2))

@@ -311,7 +311,8 @@ def flicker_share(units: np.ndarray, names: tuple[str, ...]) -> float:
     for length in (1, 2):  # the blip's frames t..t+length-1, between frames t-1 and t+length
         run = np.stack([read[start:len(read) - length - 1 + start] for start in range(1, length + 1)])  # (L, n, K')
         before, after = run - read[:-length - 1], run - read[length + 1:]  # (L, n, K'), NaN near a frame with no face
-        same_side = np.all(np.sign(before) == np.sign(before[:1]), axis=0) & np.all(np.sign(after) == np.sign(before[:1]), axis=0)
+        side = np.sign(before[:1])  # (1, n, K'): the blip's first frame against the frame before it
+        same_side = np.all(np.sign(before) == side, axis=0) & np.all(np.sign(after) == side, axis=0)
         size = np.minimum(np.abs(before).min(axis=0), np.abs(after).min(axis=0))  # (n, K')
         seen = np.all(np.isfinite(size), axis=1)
         hit = seen & np.any(same_side & (size >= FLICKER), axis=1)  # (n,)

@@ -10,8 +10,8 @@ from mxr.ops.reconstruct import UNTRACKED_LANDMARKS, ReconstructSettings, recons
 from mxr.ops.sample_data import sample_path
 from mxr.ops.skin_track import (AVERAGE_RADIUS_MM, FACING_CAMERA, ReferenceTracker, SkinTrackSettings, SourceFrames,
                                 aggregate_at, choose_references, delaunay_triangles, fall_back, high_pass,
-                                inverse_3x3, piecewise_affine_map, reference_links, rotation_distance, settings_for_face,
-                                tie_references, track_with_references, warp_with_map)
+                                inverse_3x3, piecewise_affine_map, reference_links, rotation_distance,
+                                settings_for_face, tie_references, track_with_references, warp_with_map)
 from mxr.ops.take import load_take
 from mxr.ops.video import read_frames_at
 
