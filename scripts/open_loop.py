@@ -41,7 +41,8 @@ choosing anything). Prints, per split:
   flickers (for one or two frames 0.15 or more above, or below, both frames around them; the blinks
   aside).
 
-The takes are written to ``.cache/open_loop`` (the front-end is cached as usual).
+The takes are written to ``.cache/open_loop`` (the front-end is cached as usual); ``--tag NAME``
+writes an engine under test's beside them, so that the plain run's stay what they are.
 """
 from __future__ import annotations
 
@@ -202,13 +203,19 @@ def score_scan_clip(take_path: Path, truth_path: Path) -> dict:
     return scores
 
 
-def scan_part(use_network: bool, splits: tuple[str, ...]) -> dict[str, dict]:
+def take_name(stem: str, tag: str = "") -> str:
+    """A take's file name: ``stem``, and the ``tag`` of an engine under test (``--tag``), so that its
+    takes are written beside the plain run's instead of replacing them."""
+    return f"{stem}.{tag}.take.npz" if tag else f"{stem}.take.npz"
+
+
+def scan_part(use_network: bool, splits: tuple[str, ...], tag: str = "") -> dict[str, dict]:
     """Render (once), reconstruct and score every scan clip of ``splits``; figures per split."""
     suffix = "network" if use_network else "baseline"
     per_clip = {}
     for spec in (spec for spec in SCAN_CLIPS if spec.split in splits):
         video_path, truth_path = render_scan_clip(spec)
-        take_path = video_path.with_name(f"{video_path.stem}.{suffix}.take.npz")
+        take_path = video_path.with_name(take_name(f"{video_path.stem}.{suffix}", tag))
         reconstruct(video_path, take_path, ReconstructSettings(use_network=use_network))
         per_clip[spec.name] = (spec, score_scan_clip(take_path, truth_path))
         print(f"scan {spec.name}: " + json.dumps(per_clip[spec.name][1]), file=sys.stderr)
@@ -236,10 +243,10 @@ def scan_part(use_network: bool, splits: tuple[str, ...]) -> dict[str, dict]:
 # -- part 2: labelled real frames -----------------------------------------------------------------------
 
 
-def clip_units(video: Path, use_network: bool) -> tuple[np.ndarray, tuple[str, ...], str]:
+def clip_units(video: Path, use_network: bool, tag: str = "") -> tuple[np.ndarray, tuple[str, ...], str]:
     """The open head's units (T, 52) for the engine's take of ``video``, the names, the take's model."""
     suffix = "network" if use_network else "baseline"
-    take_path = TAKE_DIR / f"{video.stem}.{suffix}.take.npz"
+    take_path = TAKE_DIR / take_name(f"{video.stem}.{suffix}", tag)
     take_path.parent.mkdir(parents=True, exist_ok=True)
     reconstruct(video, take_path, ReconstructSettings(use_network=use_network))
     take = load_take(take_path)
@@ -340,7 +347,7 @@ def summarise(scores: dict[str, dict]) -> dict[str, str]:
     return row
 
 
-def frames_part(labels_path: Path, use_network: bool, splits: tuple[str, ...]) -> dict[str, dict]:
+def frames_part(labels_path: Path, use_network: bool, splits: tuple[str, ...], tag: str = "") -> dict[str, dict]:
     labels = json.loads(labels_path.read_text())["clips"]
     report: dict[str, dict] = {}
     for split in splits:
@@ -352,7 +359,7 @@ def frames_part(labels_path: Path, use_network: bool, splits: tuple[str, ...]) -
                 print(f"{split}: {clip} missing ({'no labels' if clip not in labels else 'run ./scripts/setup with npm'})",
                       file=sys.stderr)
                 continue
-            units, names, model = clip_units(video, use_network)
+            units, names, model = clip_units(video, use_network, tag)
             scores[clip] = score_clip(units, names, labels[clip]["frames"])
             print(f"frames {split}: {clip} ({model}) " + json.dumps(
                 {k: (f"{np.mean(v):.2f}/{len(v)}" if isinstance(v, list) and v else v) for k, v in scores[clip].items()}),
@@ -379,14 +386,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labels", type=Path, default=DEFAULT_LABELS)
     parser.add_argument("--baseline", action="store_true", help="the landmark-only baseline instead of the network")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--tag", default="", help="name this engine's takes (a variant under test), so that they "
+                                                  "do not replace the plain run's in .cache/open_loop")
     args = parser.parse_args(argv)
     splits = ("dev", "held-out") if args.split == "all" else (args.split,)
     reports = {}
     if args.part in ("scan", "all"):
-        reports["scan"] = scan_part(not args.baseline, splits)
+        reports["scan"] = scan_part(not args.baseline, splits, args.tag)
         print_table("Rendered scan, basis-free actions", reports["scan"])
     if args.part in ("frames", "all"):
-        reports["frames"] = frames_part(args.labels, not args.baseline, splits)
+        reports["frames"] = frames_part(args.labels, not args.baseline, splits, args.tag)
         print_table("Labelled real frames", reports["frames"])
     if args.json:
         args.json.write_text(json.dumps(reports, indent=2))

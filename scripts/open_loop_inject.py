@@ -50,7 +50,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from open_loop import SPLITS, VIDEO_DIR, print_table  # noqa: E402
+from open_loop import SPLITS, VIDEO_DIR, print_table, take_name  # noqa: E402
 from render_scan_clips import video_writer  # noqa: E402
 
 import mxr.ops.injection as injection  # noqa: E402
@@ -159,18 +159,19 @@ def injected_clip(source: Path, original: Path, take: Take, seed: int, scale: fl
     return video_path, truth_path
 
 
-def clip_takes(name: str, seconds: float, planting: int = 0, scale: float = 1.0) -> tuple[Take, Take, dict]:
+def clip_takes(name: str, seconds: float, planting: int = 0, scale: float = 1.0,
+               tag: str = "") -> tuple[Take, Take, dict]:
     """The original's and the injected clip's network takes, and the truth; ``planting`` numbers
     the draws of planted events on one clip (each its own injected clip); ``scale`` resizes the
-    clip first (a small face)."""
+    clip first (a small face); ``tag`` names an engine under test's takes (``open_loop.take_name``)."""
     source = VIDEO_DIR / name
     original = reencoded_original(source, seconds, scale)
-    original_take_path = original.with_name(original.stem + ".take.npz")
+    original_take_path = original.with_name(take_name(original.stem, tag))
     quiet = ProgressReporter(stream=sys.stderr, min_interval_s=60.0)  # stdout carries the tables
     reconstruct(original, original_take_path, ReconstructSettings(use_network=True), quiet)
     take = load_take(original_take_path)
     video_path, truth_path = injected_clip(source, original, take, zlib.crc32(name.encode()) + planting, scale)
-    injected_take_path = video_path.with_name(video_path.stem + ".take.npz")
+    injected_take_path = video_path.with_name(take_name(video_path.stem, tag))
     reconstruct(video_path, injected_take_path,
                 ReconstructSettings(use_network=True, neutral_frames=tuple(take.settings["neutral_frames"])), quiet)
     with np.load(truth_path) as data:
@@ -451,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the figures (and every event) here")
     parser.add_argument("--plantings", type=int, default=1,
                         help="draws of planted events per clip (more events to choose on; each one more engine run)")
+    parser.add_argument("--tag", default="", help="name this engine's takes (a variant under test), so that they "
+                                                  "do not replace the plain run's in .cache/open_loop/inject")
     parser.add_argument("--scale", type=float, default=1.0,
                         help="resize the clips first (0.5: faces half as large, as small as held-out's on dev footage)")
     args = parser.parse_args(argv)
@@ -465,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             for planting in range(max(args.plantings, 1)):
                 key = name if planting == 0 else f"{name} #{planting + 1}"
-                original, injected, truth = clip_takes(name, args.seconds, planting, args.scale)
+                original, injected, truth = clip_takes(name, args.seconds, planting, args.scale, args.tag)
                 clips[key] = score_clip(original, injected, truth)
                 for row in clips[key]["events"]:
                     print(f"{split} {key}: " + json.dumps({k: (round(v, 3) if isinstance(v, float) else v)

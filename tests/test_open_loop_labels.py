@@ -52,3 +52,8 @@ def test_flicker_counts_frames_a_unit_blips_away_from_the_frames_around_them(ope
     assert open_loop.flicker_share(units, ARKIT_UNITS) == 0.0
     units[4] = np.nan  # no face: no blip is judged across it
     assert open_loop.flicker_share(units, ARKIT_UNITS) == 0.0
+
+
+def test_an_engine_under_test_writes_its_takes_beside_the_plain_runs(open_loop):
+    assert open_loop.take_name("WolfgangLanger_Pexels.network") == "WolfgangLanger_Pexels.network.take.npz"
+    assert open_loop.take_name("WolfgangLanger_Pexels.network", "lids") == "WolfgangLanger_Pexels.network.lids.take.npz"
