@@ -189,7 +189,13 @@ def _stage(on_progress: Progress | None, stage: str) -> Callable[[int, int], Non
 def carried_events(take: Take, components: list[MicroComponent]) -> list[MicroEvent]:
     """The take's micro-expressions that get no key of their own (none of ``components``): the units
     carry them, so their frames are not smoothed (they keep their speed)."""
-    return [event for event in take.events if not any(component.event == event for component in components)]
+    layered = {_span(component.event) for component in components}
+    return [event for event in take.events if _span(event) not in layered]
+
+
+def _span(event: MicroEvent) -> tuple[int, int, int, str]:
+    """What tells one event from another (events are not hashable): a set lookup, not n x n comparisons."""
+    return event.onset_frame, event.apex_frame, event.offset_frame, event.region
 
 
 def event_frames(events: list[MicroEvent], frame_count: int) -> np.ndarray:

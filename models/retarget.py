@@ -1014,13 +1014,15 @@ def retarget_flame(
             angles = together[:, components:].reshape(angles.shape)
         own = np.zeros(frames.stop - frames.start, bool)
         own[kept_frames.start - frames.start:kept_frames.stop - frames.start] = True  # the chunk without its margins
-        kept = own[valid]  # (v,) of the solved frames
-        solved_pose = np.zeros((int(kept.sum()), len(rig.parents), 3))
-        solved_pose[:, system.solved] = angles[kept]
-        expression[kept_frames][valid[own]] = coefficients[kept]
+        if margin:  # only the chunk's own frames are kept (no copies where it has no margins)
+            kept = own[valid]  # (v,) of the solved frames
+            by_landmark, coefficients, angles = by_landmark[..., kept], coefficients[kept], angles[kept]
+        solved_pose = np.zeros((len(coefficients), len(rig.parents), 3))
+        solved_pose[:, system.solved] = angles
+        expression[kept_frames][valid[own]] = coefficients
         pose[kept_frames][valid[own]] = solved_pose
         if unexplained is not None:
-            rest = _rest_residual(system, rig, by_landmark[..., kept], coefficients[kept], angles[kept])
+            rest = _rest_residual(system, rig, by_landmark, coefficients, angles)
             unexplained[kept_frames][valid[own]] = np.moveaxis(rest, -1, 0)
         if on_chunk is not None:
             on_chunk(kept_frames.stop, count)
