@@ -236,6 +236,15 @@ def chunk_margin(seconds: np.ndarray, smoothing_s: float) -> int:
     return int(np.ceil(CHUNK_MARGIN_SPANS * smoothing_s / np.median(np.diff(np.asarray(seconds, np.float64)))))
 
 
+def with_margins(kept_frames: slice, margin: int, frame_count: int) -> tuple[slice, np.ndarray]:
+    """The frames a chunk is solved on (``kept_frames`` and ``margin`` of its neighbours' on each
+    side, within the take) and (n,) bool: which of them are the chunk's own, to keep."""
+    frames = slice(max(kept_frames.start - margin, 0), min(kept_frames.stop + margin, frame_count))
+    own = np.zeros(frames.stop - frames.start, bool)
+    own[kept_frames.start - frames.start:kept_frames.stop - frames.start] = True
+    return frames, own
+
+
 def frame_chunks(frame_count: int, chunk_frames: int = CHUNK_FRAMES) -> list[slice]:
     """Consecutive slices of at most ``chunk_frames`` frames covering ``frame_count``."""
     return [slice(start, min(start + chunk_frames, frame_count)) for start in range(0, frame_count, chunk_frames)]
@@ -296,7 +305,7 @@ def solve_units(
     smooth = seconds is not None and smoothing_s > 0.0
     margin = chunk_margin(seconds, smoothing_s) if smooth else 0
     for kept_frames in frame_chunks(frame_count, chunk_frames):
-        frames = slice(max(kept_frames.start - margin, 0), min(kept_frames.stop + margin, frame_count))
+        frames, own = with_margins(kept_frames, margin, frame_count)
         deformation = np.asarray(deformation_mm[frames], np.float64)  # (n, 478, 3) mm
         displacement = displacement_on(alignment, deformation)  # (n, 478, 3) m
         valid = np.all(np.isfinite(displacement), axis=(1, 2))
@@ -324,8 +333,6 @@ def solve_units(
             low = np.minimum(low, high)
             solved = solve_box_ridge(projected, targets_projected, low, high, ridge, iterations, prices, coupling)
         motion, *_ = np.linalg.lstsq(rigid * weights[:, None], (targets - solved @ basis.T).T, rcond=None)  # (7, n)
-        own = np.zeros(frames.stop - frames.start, bool)
-        own[kept_frames.start - frames.start:kept_frames.stop - frames.start] = True  # the chunk without its margins
         coefficients[kept_frames][valid[own]] = solved[own[valid]]
         rigid_motion[kept_frames][valid[own]] = motion.T[own[valid]]
         if on_chunk is not None:
@@ -998,7 +1005,7 @@ def retarget_flame(
     smooth = seconds is not None and smoothing_s > 0.0
     margin = chunk_margin(seconds, smoothing_s) if smooth else 0
     for kept_frames in frame_chunks(count, chunk_frames):
-        frames = slice(max(kept_frames.start - margin, 0), min(kept_frames.stop + margin, count))
+        frames, own = with_margins(kept_frames, margin, count)
         displacement = displacement_on(alignment, deformation_mm[frames])  # (n, L, 3) metres
         valid = np.all(np.isfinite(displacement), axis=(1, 2))
         if not valid.any():
@@ -1012,8 +1019,6 @@ def retarget_flame(
             together = smooth_in_time(np.concatenate([coefficients, angles.reshape(len(angles), -1)], axis=1), coupling)
             coefficients = np.clip(together[:, :components], *bounds)
             angles = together[:, components:].reshape(angles.shape)
-        own = np.zeros(frames.stop - frames.start, bool)
-        own[kept_frames.start - frames.start:kept_frames.stop - frames.start] = True  # the chunk without its margins
         if margin:  # only the chunk's own frames are kept (no copies where it has no margins)
             kept = own[valid]  # (v,) of the solved frames
             by_landmark, coefficients, angles = by_landmark[..., kept], coefficients[kept], angles[kept]

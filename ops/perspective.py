@@ -127,7 +127,7 @@ def perspective_camera(landmarks_px: np.ndarray, valid: np.ndarray, neutral_fram
     def candidate(factor: float) -> tuple[float, float, np.ndarray]:  # (reprojection px, focal px, shape)
         focal = factor * float(max(frame_size))
         shape = _refined_shape(landmarks_px, views, neutral_frames, start, focal, centre,
-                               lambda rounds: report.add(per_round))
+                               lambda: report.add(per_round))
         rotations, shifts = _poses(landmarks_px, views, shape, focal, centre)
         error = _reprojection_px(_image_px(landmarks_px, views), shape, rotations, shifts, focal, centre)
         report.add(len(views))
@@ -238,14 +238,14 @@ def _poses(landmarks_px: np.ndarray, frames: np.ndarray, shape: np.ndarray, foca
 
 
 def _refined_shape(landmarks_px: np.ndarray, views: np.ndarray, neutral_frames: np.ndarray, shape: np.ndarray,
-                   focal: float, centre: np.ndarray, on_round: Callable[[int], None] | None = None) -> np.ndarray:
+                   focal: float, centre: np.ndarray, on_round: Callable[[], None] | None = None) -> np.ndarray:
     """The neutral (478, 3) mm, OpenCV axes, each landmark triangulated from its rays: those of the
     neutral frames (weighted as much as all the views together: the neutral is what they show)
     and those of the calm views (which say how deep each point lies), pulled towards MediaPipe's
-    shape where neither says much. ``on_round(rounds done)`` after each round."""
+    shape where neither says much. ``on_round()`` after each round."""
     prior = shape - shape.mean(axis=0)
     anchor_weight = np.sqrt(len(views) / max(len(neutral_frames), 1))
-    for done in range(1, ROUNDS + 1):
+    for _ in range(ROUNDS):
         normal, right = np.zeros((478, 3, 3)), np.zeros((478, 3))
         for frames, weight in ((views, 1.0), (neutral_frames, anchor_weight)):
             rotations, shifts = _poses(landmarks_px, frames, shape, focal, centre)
@@ -260,7 +260,7 @@ def _refined_shape(landmarks_px: np.ndarray, views: np.ndarray, neutral_frames: 
         shape -= shape.mean(axis=0)
         shape *= INTERPUPILLARY_MM / np.linalg.norm(shape[IRIS_CENTRE_LEFT] - shape[IRIS_CENTRE_RIGHT])
         if on_round is not None:
-            on_round(done)
+            on_round()
     return shape
 
 

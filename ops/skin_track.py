@@ -127,11 +127,11 @@ def piecewise_affine_map(source_px: np.ndarray, target_px: np.ndarray, origin: t
     affine[:count][ok] = np.transpose(inverse[ok] @ source_px[triangles[ok]], (0, 2, 1))
     x = np.arange(width, dtype=np.float64) + float(origin[0])  # (w,)
     y = (np.arange(height, dtype=np.float64) + float(origin[1]))[:, None]  # (h, 1)
-    # each coefficient looked up by owner from its own contiguous column (np.take: ~3x faster than
+    # each coefficient looked up by owner from its own contiguous row (np.take: ~3x faster than
     # indexing a strided view)
-    map_x, map_y = ((np.take(np.ascontiguousarray(affine[:, row, 0]), owner) * x
-                     + np.take(np.ascontiguousarray(affine[:, row, 1]), owner) * y
-                     + np.take(np.ascontiguousarray(affine[:, row, 2]), owner)).astype(np.float32) for row in range(2))
+    rows = np.ascontiguousarray(affine.reshape(count + 1, 6).T)  # (6, M + 1): x's three, then y's
+    map_x, map_y = ((np.take(rows[3 * row], owner) * x + np.take(rows[3 * row + 1], owner) * y
+                     + np.take(rows[3 * row + 2], owner)).astype(np.float32) for row in range(2))
     return map_x, map_y
 
 
