@@ -17,7 +17,9 @@ takes the performer's neutral onto the head's rest landmarks, then read as the h
   units pinned.
 - price_k is a sparsity weight (an L1 term on non-negative units): the units that refine a
   primary action pay more (``arkit.sparsity_prices``), so a smile is read as mouthSmile rather
-  than spread over dimple and upper-lip raise.
+  than spread over dimple and upper-lip raise. Then, the other units held, those supporting units
+  are solved again on what is left, at about a primary unit's price (``arkit.REFINING_UNIT_PRICE``):
+  what the primary units cannot show (a laugh's raised upper lip) is read instead of dropped.
 - The units are read as MediaPipe's landmarks show them (``arkit.TRACKER_GAINS``): its eyelid
   points travel about 40 % of the lids' way, so the blink units are scaled to match.
 - Antagonistic pairs (``arkit.ANTAGONIST_PAIRS``) are never both on: after a first solve the
@@ -39,7 +41,7 @@ from typing import Callable
 
 import numpy as np
 
-from .arkit import antagonist_indices, sparsity_prices, tracker_gains
+from .arkit import REFINING_UNIT_PRICE, antagonist_indices, refining_units, sparsity_prices, tracker_gains
 from .blinks import blink_columns, measured_blinks
 from .correspondence import LandmarkEmbedding
 from .flame import (FLAME_COEFFICIENT_BOUNDS, FlameModel, joint_transforms, pose_features, rodrigues, shaped_vertices,
@@ -126,6 +128,23 @@ def solve_box_ridge(
         momentum_point = updated + ((momentum - 1.0) / next_momentum) * (updated - coefficients)
         coefficients, momentum = updated, next_momentum
     return coefficients
+
+
+def _solve_antagonists_apart(basis: np.ndarray, targets: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+                             regularization: np.ndarray, iterations: int, linear_penalty: np.ndarray,
+                             coupling: np.ndarray | None, pairs: list[tuple[int, int]]) -> np.ndarray:
+    """``solve_box_ridge`` (bounds (T, K)), then again with the weaker of each antagonist pair (column
+    indices) held at zero on each frame: a face does one or the other (``arkit.ANTAGONIST_PAIRS``)."""
+    solved = solve_box_ridge(basis, targets, lower, upper, regularization, iterations, linear_penalty, coupling)
+    if not pairs:
+        return solved
+    upper = upper.copy()
+    for first, second in pairs:
+        first_loses = solved[:, first] < solved[:, second]
+        upper[first_loses, first] = np.minimum(upper[first_loses, first], 0.0)
+        upper[~first_loses, second] = np.minimum(upper[~first_loses, second], 0.0)
+    return solve_box_ridge(basis, targets, np.minimum(lower, upper), upper, regularization, iterations,
+                           linear_penalty, coupling)
 
 
 def smooth_in_time(values: np.ndarray, coupling: np.ndarray) -> np.ndarray:
@@ -296,6 +315,10 @@ def solve_units(
     # whether it moves many landmarks far (jawOpen) or a few a little (browInnerUp)
     smoothness = np.sum(projected**2, axis=0)
     pairs = antagonist_indices(head.expression_names)
+    refining = refining_units(head.expression_names)  # (K,) bool
+    refining_prices = sparsity * scale * REFINING_UNIT_PRICE * gains_squared[refining]
+    position = np.cumsum(refining) - 1  # a refining unit's column among the refining ones
+    refining_pairs = [(int(position[a]), int(position[b])) for a, b in pairs if refining[a] and refining[b]]
     blinks = blink_columns(head.expression_names, head.landmark_basis())  # unit -> eye: measured, not solved
     neutral = np.asarray(neutral_mm, np.float64)
 
@@ -324,14 +347,13 @@ def solve_units(
             for unit, eye in blinks.items():
                 known = np.isfinite(measured[:, eye])  # an eye that cannot be measured is solved as before
                 low[known, unit] = high[known, unit] = np.clip(measured[known, eye], lower, upper)
-        solved = solve_box_ridge(projected, targets_projected, low, high, ridge, iterations, prices, coupling)
-        if pairs:
-            for first, second in pairs:
-                first_loses = solved[:, first] < solved[:, second]
-                high[first_loses, first] = np.minimum(high[first_loses, first], 0.0)
-                high[~first_loses, second] = np.minimum(high[~first_loses, second], 0.0)
-            low = np.minimum(low, high)
-            solved = solve_box_ridge(projected, targets_projected, low, high, ridge, iterations, prices, coupling)
+        solved = _solve_antagonists_apart(projected, targets_projected, low, high, ridge, iterations, prices,
+                                          coupling, pairs)
+        if refining.any():  # the supporting units again, on what the others left (arkit.REFINING_UNIT_PRICE)
+            rest = targets_projected - np.where(refining, 0.0, solved) @ projected.T  # (n, M)
+            solved[:, refining] = _solve_antagonists_apart(
+                projected[:, refining], rest, low[:, refining], high[:, refining], ridge[refining], iterations,
+                refining_prices, None if coupling is None else coupling[:, refining], refining_pairs)
         motion, *_ = np.linalg.lstsq(rigid * weights[:, None], (targets - solved @ basis.T).T, rcond=None)  # (7, n)
         coefficients[kept_frames][valid[own]] = solved[own[valid]]
         rigid_motion[kept_frames][valid[own]] = motion.T[own[valid]]

@@ -1,5 +1,6 @@
 """Matching a character's shape keys to the ARKit units, whatever their spelling."""
-from mxr.models.arkit import match_units, normalised_unit_name
+from mxr.models.arkit import (ANTAGONIST_PAIRS, ARKIT_UNITS, match_units, normalised_unit_name, refining_units,
+                              sparsity_prices)
 
 UNITS = ("eyeBlinkLeft", "eyeBlinkRight", "jawOpen", "mouthLeft", "mouthSmileLeft", "tongueOut")
 
@@ -20,3 +21,13 @@ def test_units_match_the_first_key_of_their_name_and_nothing_else():
     assert matches == {"eyeBlinkLeft": "EyeBlink_L", "jawOpen": "jaw_open", "mouthLeft": "mouth_L"}
     assert duplicates == ["eyeBlinkLeft"]  # named a unit another key already has: reported, not keyed
     assert match_units(["Basis", "smile"], UNITS) == ({}, [])
+
+
+def test_the_supporting_units_but_the_gaze_are_solved_again_and_no_antagonist_pair_is_split():
+    refined = dict(zip(ARKIT_UNITS, refining_units(ARKIT_UNITS)))
+    supporting = dict(zip(ARKIT_UNITS, sparsity_prices(ARKIT_UNITS) > 1.0))
+    assert refined["mouthUpperUpLeft"] and refined["mouthPressRight"] and refined["jawLeft"]
+    assert not refined["mouthSmileLeft"] and not refined["eyeLookInLeft"] and not refined["eyeBlinkLeft"]
+    assert all(supporting[name] for name, on in refined.items() if on)
+    # the second solve keeps a pair apart only when it solves both of them again
+    assert all(refined[first] == refined[second] for first, second in ANTAGONIST_PAIRS)

@@ -116,6 +116,16 @@ def test_supporting_units_pay_more_than_primary_ones():
     assert got[0] > 0.5 and got[1] < 0.05
 
 
+def test_what_the_primary_units_cannot_show_is_read_as_the_supporting_units_that_show_it():
+    # A laugh's raised upper lip beside its smile: the smile is the primary unit's, the rest is read
+    # as the supporting unit (at its first price alone it would be mostly dropped: about 0.2).
+    head = small_head(names=("mouthSmileLeft", "mouthUpperUpLeft", "e2", "e3"))
+    deformation_mm = 1000.0 * np.tensordot(np.array([[0.6, 0.5, 0.0, 0.0]]), head.landmark_basis(), axes=1)
+    got = retarget_expressions(head, deformation_mm, 1000.0 * head.landmark_positions())[0]
+    np.testing.assert_allclose(got[:2], [0.6, 0.5], atol=0.04)
+    assert np.all(got[2:] < 0.02)
+
+
 def test_landmarks_the_head_misplaces_are_left_out():
     head = small_head()
     truth = np.array([[0.5, 0.2, 0.0, 0.7]])
