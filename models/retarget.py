@@ -247,6 +247,51 @@ class UnitSolve:
         return np.tensordot(self.rigid_motion[frames], self.rigid_basis_m, axes=1)
 
 
+@dataclass(frozen=True)
+class UnitSystem:
+    """The least-squares system a take's frames are read in as a head's units (the module docstring):
+    M = 478 * 3 weighted landmark coordinates, K units."""
+
+    alignment: Similarities  # the performer's neutral (mm) -> the head's rest landmarks (m)
+    kept: np.ndarray  # (478,) 0/1: the landmarks read
+    weights: np.ndarray  # (M,) each coordinate's weight (``AXIS_WEIGHTS`` where kept)
+    basis: np.ndarray  # (M, K) the units at the landmarks as MediaPipe sees them, weighted
+    rigid_basis_m: np.ndarray  # (7, 478, 3) ``rigid_motions`` of the head's rest landmarks
+    orthonormal: np.ndarray  # (M, r) the rigid motions the weights still see, orthonormal
+    projected: np.ndarray  # (M, K) the basis with the rigid motions solved out
+    ridge: np.ndarray  # (K,) relative to the projected basis' mean squared column norm, as the prices
+    prices: np.ndarray  # (K,) the first solve's L1 prices
+
+    def targets(self, deformation_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Canonical displacements (n, 478, 3) mm -> which frames have a face (n,) bool, their
+        weighted head-frame targets (n_valid, M), and the same with the rigid motions solved out."""
+        displacement = displacement_on(self.alignment, deformation_mm)  # (n, 478, 3) m
+        valid = np.all(np.isfinite(displacement), axis=(1, 2))
+        targets = displacement[valid].reshape(-1, self.weights.size) * self.weights
+        return valid, targets, targets - (targets @ self.orthonormal) @ self.orthonormal.T
+
+
+def unit_system(head: HeadModel, neutral_mm: np.ndarray, regularization: float = 0.01,
+                sparsity: float = SPARSITY) -> UnitSystem:
+    """The ``UnitSystem`` for a performer's neutral (478, 3) mm on ``head`` (``solve_units``' arguments)."""
+    rest_m = head.landmark_positions().astype(np.float64)  # (478, 3)
+    alignment, kept = _robust_alignment(rest_m, neutral_mm)
+    weights = (kept[:, None] * AXIS_WEIGHTS).reshape(-1)  # (478*3,)
+    count = len(head.expression_names)
+    basis = seen_landmark_basis(head).reshape(count, -1).T * weights[:, None]  # (M, K)
+    rigid_basis = rigid_motions(rest_m)  # (7, 478, 3)
+    left, singular, _ = np.linalg.svd(rigid_basis.reshape(7, -1).T * weights[:, None], full_matrices=False)
+    orthonormal = left[:, singular > 1e-9 * singular[0]]  # (M, r)
+    projected = basis - orthonormal @ (orthonormal.T @ basis)  # rigid motion solved out exactly
+    scale = float(np.mean(np.sum(projected**2, axis=0)))
+    # Scaled by the gain squared, as the columns are: a unit's shrinkage in coefficient units is
+    # then what it would be without the gain (the blink's 0.4 would otherwise cost it 6x more).
+    gains_squared = tracker_gains(head.expression_names) ** 2
+    return UnitSystem(alignment, kept, weights, basis, rigid_basis, orthonormal, projected,
+                      regularization * scale * gains_squared,
+                      sparsity * scale * sparsity_prices(head.expression_names) * gains_squared)
+
+
 def chunk_margin(seconds: np.ndarray, smoothing_s: float) -> int:
     """Frames of its neighbours' a chunk is solved with on each side, so that the smoothing does not
     stop at its edges (a frame's pull fades within a few smoothing spans): ``CHUNK_MARGIN_SPANS``."""
@@ -295,28 +340,17 @@ def solve_units(
     ``untied`` (T,) bool marks, which are tied to no neighbour (a micro-expression keeps its speed).
     """
     lower, upper = head.coefficient_bounds if bounds is None else bounds
-    rest_m = head.landmark_positions().astype(np.float64)  # (478, 3)
-    alignment, kept = _robust_alignment(rest_m, neutral_mm)
-    weights = (kept[:, None] * AXIS_WEIGHTS).reshape(-1)  # (478*3,)
+    system = unit_system(head, neutral_mm, regularization, sparsity)
+    weights, basis, projected = system.weights, system.basis, system.projected
+    ridge, prices = system.ridge, system.prices
     count = len(head.expression_names)
-    basis = seen_landmark_basis(head).reshape(count, -1).T * weights[:, None]  # (M, K)
-    rigid_basis = rigid_motions(rest_m)  # (7, 478, 3)
-    rigid = rigid_basis.reshape(7, -1).T  # (M, 7) unweighted
-    left, singular, _ = np.linalg.svd(rigid * weights[:, None], full_matrices=False)
-    orthonormal = left[:, singular > 1e-9 * singular[0]]  # (M, r): the rigid motions the weights still see
-    projected = basis - orthonormal @ (orthonormal.T @ basis)  # rigid motion solved out exactly
-    scale = float(np.mean(np.sum(projected**2, axis=0)))
-    # Scaled by the gain squared, as the columns are: a unit's shrinkage in coefficient units is
-    # then what it would be without the gain (the blink's 0.4 would otherwise cost it 6x more).
-    gains_squared = tracker_gains(head.expression_names) ** 2
-    ridge = regularization * scale * gains_squared  # (K,)
-    prices = sparsity * scale * sparsity_prices(head.expression_names) * gains_squared  # (K,)
+    rigid = system.rigid_basis_m.reshape(7, -1).T  # (M, 7) unweighted
     # (K,) each unit's own weight in the fit: its smoothing then follows the face to the same frequency,
     # whether it moves many landmarks far (jawOpen) or a few a little (browInnerUp)
     smoothness = np.sum(projected**2, axis=0)
     pairs = antagonist_indices(head.expression_names)
     refining = refining_units(head.expression_names)  # (K,) bool
-    refining_prices = sparsity * scale * REFINING_UNIT_PRICE * gains_squared[refining]
+    refining_prices = (prices / sparsity_prices(head.expression_names) * REFINING_UNIT_PRICE)[refining]
     position = np.cumsum(refining) - 1  # a refining unit's column among the refining ones
     refining_pairs = [(int(position[a]), int(position[b])) for a, b in pairs if refining[a] and refining[b]]
     blinks = blink_columns(head.expression_names, head.landmark_basis())  # unit -> eye: measured, not solved
@@ -330,16 +364,13 @@ def solve_units(
     for kept_frames in frame_chunks(frame_count, chunk_frames):
         frames, own = with_margins(kept_frames, margin, frame_count)
         deformation = np.asarray(deformation_mm[frames], np.float64)  # (n, 478, 3) mm
-        displacement = displacement_on(alignment, deformation)  # (n, 478, 3) m
-        valid = np.all(np.isfinite(displacement), axis=(1, 2))
+        valid, targets, targets_projected = system.targets(deformation)  # (n,), (n_valid, M) twice
         if not valid.any():
             continue
         coupling = None
         if smooth:  # (n_valid - 1, K): neighbouring frames with a face, by how close in time they are
             rows = np.flatnonzero(valid) + frames.start
             coupling = chained_coupling(rows, seconds, smoothing_s, untied)[:, None] * smoothness
-        targets = displacement[valid].reshape(int(valid.sum()), -1) * weights  # (n, M)
-        targets_projected = targets - (targets @ orthonormal) @ orthonormal.T
         low = np.full((len(targets), count), float(lower))
         high = np.full((len(targets), count), float(upper))
         if blinks:
@@ -359,7 +390,7 @@ def solve_units(
         rigid_motion[kept_frames][valid[own]] = motion.T[own[valid]]
         if on_chunk is not None:
             on_chunk(kept_frames.stop, frame_count)
-    return UnitSolve(coefficients, rigid_motion, rigid_basis, kept)
+    return UnitSolve(coefficients, rigid_motion, system.rigid_basis_m, system.kept)
 
 
 def retarget_expressions(

@@ -198,6 +198,20 @@ class EngineJob:
             raise MxrError(f"the engine stopped (exit code {code}) without a take" + (f":\n{tail}" if tail else ""))
         return self.take
 
+    def neutral_note(self) -> str:
+        """Which frames the finished run read the neutral from, and what it took out of them (the
+        engine's "done" event), for the user to check and, if wrong, name the frames instead."""
+        first, last = self.summary.get("neutral_frames", (None, None))
+        if first is None:
+            return ""
+        how = {"found": "found", "frames": "as named", "first_seconds": "the clip's opening"}.get(
+            self.summary.get("neutral_method"), "found")
+        note = f"the neutral face is frames {first}-{last} ({how})"
+        held = self.summary.get("neutral_held") or {}
+        if held:
+            note += ", less the " + ", ".join(f"{name} {amount:.2f}" for name, amount in held.items()) + " they held"
+        return note
+
     def cancel(self) -> None:
         """Stop the engine; it writes takes atomically, so nothing half-written remains."""
         if self._process is not None and self._process.poll() is None:

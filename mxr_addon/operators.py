@@ -424,7 +424,8 @@ class MXR_OT_reconstruct_video(_PlacesATake, _SmoothsUnits, bpy.types.Operator):
     neutral: bpy.props.EnumProperty(
         name="Neutral Face",
         items=(("FOUND", "Found in the Take", "The engine finds the calmest run of frames (open eyes, closed mouth, "
-                                              "brows and lip corners where they usually are)"),
+                                              "brows and lip corners where they usually are) and takes out what "
+                                              "expression they still hold (a parted jaw), judged by the whole take"),
                ("FRAMES", "Frames", "These video frames show the performer's face at rest; every expression is "
                                     "read against them")),
         default="FOUND",
@@ -475,7 +476,8 @@ class MXR_OT_reconstruct_video(_PlacesATake, _SmoothsUnits, bpy.types.Operator):
         baked = bake_take_file(context.scene, take, find_rig(context), key_rotation=self.key_rotation,
                                smoothing_s=self.smoothing, **self.timing())
         _make_active(context, baked.rig)
-        self.report({"INFO"}, f"MXR: the take is in {take}")
+        note = job.neutral_note()
+        self.report({"INFO"}, f"MXR: the take is in {take}" + (f"; {note}" if note else ""))
         _report_bake(self, baked)
         return {"FINISHED"}
 

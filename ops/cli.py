@@ -41,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, required=True, help="take file to write (.npz)")
     neutral = run.add_mutually_exclusive_group()
     neutral.add_argument("--neutral-frames", type=_frame_range, default=None, metavar="FIRST-LAST",
-                         help="take frames showing the performer's neutral face (default: found in the take)")
+                         help="take frames showing the performer's neutral face, used as they are (default: found "
+                              "in the take, and the expression those frames still hold taken out)")
     neutral.add_argument("--neutral-seconds", type=float, default=None,
                          help="the neutral face is the first S seconds with a face (default: found in the take)")
     run.add_argument("--start-frame", type=int, default=0, help="first source frame to analyse")
@@ -183,5 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         model_version=summary.model_version,
         provider=summary.provider,
         micro_events=summary.micro_events,
+        neutral_frames=list(summary.neutral_frames),
+        neutral_method=summary.neutral_method,
+        neutral_held=summary.neutral_held,
     )
     return 0

@@ -36,9 +36,11 @@ from .errors import MxrError
 from .frontend import RECORD_SHAPES, TAKE_RECORD_FIELDS, FrameArrays, FrontendSettings, unstack_records
 from .frontend_cache import CachedFrontEnd
 from .frontend_debug import write_contact_sheet
+from .held_expression import held_expression, sampled_frames
 from .neutral import face_measures, neutral_run, occluded_frames, scores_from_measures
 from .perspective import PerspectiveCamera, calmest_frames, perspective_camera
 from ..models.network.events import micro_layer_mm
+from ..models.open_head import load_open_head
 from ..models.network.features import region_membership
 from ..models.network.fusion import basis_in_take_frame
 from ..models.network.runner import NetworkRunner, apply_network
@@ -86,6 +88,9 @@ class ReconstructSummary:
     model_version: str
     provider: str | None  # onnxruntime execution provider that ran the network; None for the baseline
     micro_events: int
+    neutral_frames: tuple[int, int]  # the first and last take frame the neutral was read from
+    neutral_method: str  # "found", "frames" (named) or "first_seconds"
+    neutral_held: dict[str, float]  # what the found frames still held, taken out (ops/held_expression.py)
 
 
 def check_writable(path: Path) -> None:
@@ -171,9 +176,9 @@ def read_frames(frontend: CachedFrontEnd, fields: tuple[str, ...]) -> dict[str, 
 
 
 def _take_settings(settings: ReconstructSettings, frontend: CachedFrontEnd, camera: PerspectiveCamera,
-                   neutral_frames: np.ndarray, neutral_method: str) -> dict:
+                   neutral_frames: np.ndarray, neutral_method: str, neutral_held: dict[str, float]) -> dict:
     """What a take records of how it was made."""
-    return {"frontend": settings.frontend.as_dict(), "neutral_method": neutral_method,
+    return {"frontend": settings.frontend.as_dict(), "neutral_method": neutral_method, "neutral_held": neutral_held,
             "neutral_seconds": settings.neutral_seconds,
             "neutral_frames": [int(neutral_frames[0]), int(neutral_frames[-1])],
             "skin_track": settings.skin_track, "flow_fusion_s": settings.flow_fusion_s,
@@ -427,7 +432,15 @@ def _reconstruct(video_path: Path, take_path: Path, settings: ReconstructSetting
         faces_px = skin_where_trusted(tracked_px, faces_px, camera)
         camera = perspective_camera(faces_px, valid, neutral_frames, trained_frame.neutral_mm, calm, frame_size,
                                     reporter.stage("pose on the skin"))
-    take_settings = _take_settings(settings, frontend, camera, neutral_frames, neutral_method)
+    rest_mm = camera.neutral_mm  # (478, 3) the face every frame is read against
+    held = {}
+    if neutral_method == "found":  # the expression the found frames still hold, taken out (ops/held_expression.py)
+        head, sampled = load_open_head(), sampled_frames(valid)
+        sampled_mm = camera.faces_at(faces_px, sampled) - camera.neutral_mm  # (n, 478, 3) at most 1,500 frames
+        units, shift_mm = held_expression(head, camera.neutral_mm, sampled_mm)
+        rest_mm = camera.neutral_mm - shift_mm
+        held = {name: round(float(amount), 3) for name, amount in zip(head.expression_names, units) if amount >= 0.005}
+    take_settings = _take_settings(settings, frontend, camera, neutral_frames, neutral_method, held)
     take_in_frame = partial(_observed_take, observed, video, frontend, settings, take_settings)
     layers = None
     if runner is not None:
@@ -445,8 +458,8 @@ def _reconstruct(video_path: Path, take_path: Path, settings: ReconstructSetting
         del trained_take  # its macro layer (T, 478, 3): not needed past the network
     # The macro layer is the rest of the take's deformation, so the total is what the landmarks show.
     less = () if layers is None else (layers.micro_mm, layers.detail_mm)
-    macro_mm = displacement_mm(partial(camera.faces_at, faces_px), camera.neutral_mm, frame_count, less)
-    take = take_in_frame(camera.neutral_mm, camera.poses, macro_mm, layers)
+    macro_mm = displacement_mm(partial(camera.faces_at, faces_px), rest_mm, frame_count, less)
+    take = take_in_frame(rest_mm, camera.poses, macro_mm, layers)
     for output in outputs:
         sweep_stale_partials(output)
     with replacing_together(outputs) as staged:  # the take and the sheet land together, or neither
@@ -456,4 +469,5 @@ def _reconstruct(video_path: Path, take_path: Path, settings: ReconstructSetting
                                 crop_size=settings.frontend.crop_size)
     seconds = time.monotonic() - started
     return ReconstructSummary(Path(take_path), frame_count, int(valid.sum()), seconds, frame_count / seconds,
-                              frontend.hit, take.model_version, runner.provider if runner else None, len(take.events))
+                              frontend.hit, take.model_version, runner.provider if runner else None, len(take.events),
+                              (int(neutral_frames[0]), int(neutral_frames[-1])), neutral_method, held)

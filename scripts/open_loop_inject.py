@@ -43,7 +43,7 @@ import sys
 import time
 import zlib
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import cv2
@@ -58,8 +58,10 @@ from mxr.models.network.events import micro_layer_mm  # noqa: E402
 from mxr.models.network.features import EVENT_REGIONS, region_membership  # noqa: E402
 from mxr.models.network.fusion import basis_in_take_frame  # noqa: E402
 from mxr.models.network.synthetic import align_to_truth, displacements_to_truth  # noqa: E402
+from mxr.models.open_head import load_open_head  # noqa: E402
 from mxr.ops.canonical import SKIN_LANDMARK_COUNT  # noqa: E402
 from mxr.ops.flow_fusion import DRIFT_S, fused_landmarks_px  # noqa: E402
+from mxr.ops.held_expression import expression_shift_mm  # noqa: E402
 from mxr.ops.injection import PlantedEvent  # noqa: E402
 from mxr.ops.progress import ProgressReporter  # noqa: E402
 from mxr.ops.reconstruct import ReconstructSettings, reconstruct  # noqa: E402
@@ -129,6 +131,24 @@ def take_digest(take: Take) -> str:
                   take.settings.get("neutral_frames"))
 
 
+def found_neutral_mm(take: Take) -> np.ndarray:
+    """(478, 3) mm: the neutral the engine found, before it took out the expression those frames
+    still held (``settings.neutral_held``, ops/held_expression.py; recomputed, to a few 0.01 mm)."""
+    held = take.settings.get("neutral_held") or {}
+    head = load_open_head()
+    units = np.array([held.get(name, 0.0) for name in head.expression_names])
+    return take.neutral_mm.astype(np.float64) + expression_shift_mm(head, take.neutral_mm, units)
+
+
+def with_rest_of(original: Take, injected: Take) -> Take:
+    """The injected take read against the original's rest face. It is reconstructed on the
+    original's neutral frames, which a named neutral keeps as they are, while the original's found
+    neutral had what it held taken out (every frame shifted alike): the two are then compared alike."""
+    shift_mm = found_neutral_mm(original) - original.neutral_mm  # (478, 3)
+    return replace(injected, neutral_mm=(injected.neutral_mm - shift_mm).astype(np.float32),
+                   macro_mm=(injected.macro_mm + shift_mm).astype(np.float32))
+
+
 def plant(take: Take, seed: int) -> tuple[list[PlantedEvent], np.ndarray]:
     """The clip's planted events and their motion (T, 478, 3) mm in the take's canonical frame."""
     times = np.arange(take.frame_count) / take.fps
@@ -139,7 +159,10 @@ def plant(take: Take, seed: int) -> tuple[list[PlantedEvent], np.ndarray]:
 
 def injected_clip(source: Path, original: Path, take: Take, seed: int, scale: float = 1.0) -> tuple[Path, Path]:
     """The source's frames (at ``scale``) warped by the planted motion, encoded as ``original`` was;
-    and the truth (events, motion mm, image displacements px, anchors px)."""
+    and the truth (events, motion mm, image displacements px, anchors px). The motion is laid on the
+    neutral the engine found (``found_neutral_mm``), so that it does not move with what the engine
+    then took out of it."""
+    take = replace(take, neutral_mm=found_neutral_mm(take).astype(np.float32))
     stem = f"{source.stem}.{digest(original.name, take_digest(take), seed, inspect.getsource(injection))}"
     video_path, truth_path = INJECT_DIR / f"{stem}.injected.mp4", INJECT_DIR / f"{stem}.truth.npz"
     if video_path.is_file() and truth_path.is_file():
@@ -177,7 +200,7 @@ def clip_takes(name: str, seconds: float, planting: int = 0, scale: float = 1.0,
     with np.load(truth_path) as data:
         truth = {key: data[key] for key in data.files}
     truth["events"] = [PlantedEvent(**event) for event in json.loads(str(truth["events"]))]
-    return take, load_take(injected_take_path), truth
+    return take, with_rest_of(take, load_take(injected_take_path)), truth
 
 
 # -- scores ----------------------------------------------------------------------------------------------

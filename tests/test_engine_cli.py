@@ -68,6 +68,8 @@ def test_the_network_runs_by_default_and_says_where(single_face_take, tmp_path):
     for event in take.events:
         assert event.offset_frame - event.onset_frame + 1 <= 0.75 * take.fps
     assert done["micro_events"] == len(take.events)
+    assert done["neutral_method"] == "found" and done["neutral_frames"] == take.settings["neutral_frames"]
+    assert done["neutral_held"] == take.settings["neutral_held"]
 
 
 def test_take_carries_the_front_ends_flow(single_face_take):

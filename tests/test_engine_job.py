@@ -45,6 +45,21 @@ def test_progress_then_done(tmp_path):
     assert all(0.0 <= fraction <= 1.0 for fraction in seen)
 
 
+def test_the_neutral_the_engine_read_is_told(tmp_path):
+    root = fake_engine(tmp_path / "engine", """
+        open(args[3], "w").write("take")
+        print(json.dumps({"event": "done", "take": args[3], "neutral_frames": [219, 223], "neutral_method": "found",
+                          "neutral_held": {"jawOpen": 0.117}}))
+    """)
+    job = EngineJob(sys.executable, tmp_path / "clip.mp4", tmp_path / "out.npz", package_parent=root)
+    job.run()
+    assert job.neutral_note() == "the neutral face is frames 219-223 (found), less the jawOpen 0.12 they held"
+    job.summary = {"neutral_frames": [0, 5], "neutral_method": "frames", "neutral_held": {}}
+    assert job.neutral_note() == "the neutral face is frames 0-5 (as named)"
+    job.summary = {"take": "t.npz"}  # an engine from before: nothing to say
+    assert job.neutral_note() == ""
+
+
 def test_error_event_becomes_mxr_error(tmp_path):
     root = fake_engine(tmp_path / "engine", """
         print(json.dumps({"event": "error", "message": "no face in clip.mp4"}))

@@ -1,0 +1,39 @@
+"""scripts/open_loop_inject.py: an injected copy is read against the original's rest face, and the
+planted fields lie on the neutral the engine found, whatever it then took out of it."""
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mxr.models.open_head import load_open_head
+from mxr.ops.held_expression import expression_shift_mm
+
+
+@pytest.fixture
+def inject(monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "scripts"))
+    import open_loop_inject
+    return open_loop_inject
+
+
+def test_the_injected_take_is_read_against_the_originals_rest_and_fields_lie_on_the_found_neutral(inject):
+    from conftest import synthetic_take
+
+    head = load_open_head()
+    found = synthetic_take(head)
+    units = np.zeros(len(head.expression_names))
+    units[head.expression_names.index("jawOpen")] = 0.12
+    shift_mm = expression_shift_mm(head, found.neutral_mm, units)
+    assert np.abs(shift_mm[:, :2]).max() > 2.0 and np.all(shift_mm[:, 2] == 0.0)
+    # the engine took the held jaw out of the original; the injected copy, on named frames, kept it
+    original = dataclasses.replace(found, neutral_mm=(found.neutral_mm - shift_mm).astype(np.float32),
+                                   macro_mm=(found.macro_mm + shift_mm).astype(np.float32),
+                                   settings={**found.settings, "neutral_held": {"jawOpen": 0.12}})
+    np.testing.assert_allclose(inject.found_neutral_mm(original), found.neutral_mm, atol=0.05)  # recomputed: 0.03 mm
+    injected = inject.with_rest_of(original, found)
+    np.testing.assert_allclose(injected.neutral_mm, original.neutral_mm, atol=0.05)
+    np.testing.assert_allclose(np.nan_to_num(injected.deformation_mm()), np.nan_to_num(original.deformation_mm()),
+                               atol=0.05)
+    # a take from before the correction (nothing held) is its own found neutral, bit for bit
+    assert np.array_equal(inject.found_neutral_mm(found), found.neutral_mm.astype(np.float64))
