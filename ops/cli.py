@@ -2,7 +2,7 @@
 
     python -m mxr.ops reconstruct VIDEO --out TAKE [--start-frame N] [--end-frame N]
         [--neutral-frames FIRST-LAST | --neutral-seconds S] [--cache-dir DIR] [--debug-sheet PNG] [--baseline] [--no-skin-track]
-        [--flow-fusion-s S]
+        [--flow-fusion-s S] [--focal-px F]
     python -m mxr.ops timeline TAKE --png PNG
     python -m mxr.ops mark-event TAKE --frames FIRST-LAST [--region REGION] --out NEW_TAKE
 
@@ -58,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--flow-fusion-s", type=float, default=DRIFT_S, metavar="S",
                      help="read the face from MediaPipe's landmarks moved by the optical flow from frame to frame, "
                           f"pulled back to MediaPipe's over S seconds (default {DRIFT_S:g}; 0: MediaPipe's alone)")
+    run.add_argument("--focal-px", type=float, default=None, metavar="F",
+                     help="the camera's focal length in the video's pixels, when it is known (focal mm x frame "
+                          "width px / sensor width mm); default: the best of four candidates, which a clip "
+                          "shows little of")
     run.add_argument("--debug-sheet", type=Path, default=None,
                      help="also write a contact sheet of what the front-end saw (PNG)")
     timeline = commands.add_parser("timeline", help="take file -> picture of it over time (face found, "
@@ -158,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                 use_network=not arguments.baseline,
                 skin_track=arguments.skin_track,
                 flow_fusion_s=arguments.flow_fusion_s,
+                focal_px=arguments.focal_px,
             ),
             reporter,
         )

@@ -106,13 +106,18 @@ def perspective_faces(landmarks_px: np.ndarray, valid: np.ndarray, neutral_frame
 
 def perspective_camera(landmarks_px: np.ndarray, valid: np.ndarray, neutral_frames: np.ndarray, neutral_mm: np.ndarray,
                        calm: np.ndarray, frame_size: tuple[int, int],
-                       on_progress: Callable[[int, int], None] | None = None) -> PerspectiveCamera:
+                       on_progress: Callable[[int, int], None] | None = None,
+                       focal_candidates_px: tuple[float, ...] | None = None) -> PerspectiveCamera:
     """landmarks_px (T, 478, 3) image px; neutral_frames: the frames showing the neutral;
     neutral_mm (478, 3) canonical mm from ``canonicalize`` (step 1); calm: the calm frames whose
     views show the neutral's depth (``calm_frames``); frame_size (width, height) px.
     ``on_progress(done, total)``: called after each round of each focal length's search (seconds
     on any clip: at most ``VIEWS`` views) and as the frames' poses are found (the long part on a
-    long clip), counting both; a callback that raises stops the solve (cancel)."""
+    long clip), counting both; a callback that raises stops the solve (cancel).
+    ``focal_candidates_px``: the focal lengths tried (px); None: ``FOCAL_CANDIDATES`` times the
+    frame's longer side."""
+    if focal_candidates_px is None:
+        focal_candidates_px = tuple(factor * float(max(frame_size)) for factor in FOCAL_CANDIDATES)
     neutral_frames = np.asarray([f for f in neutral_frames if valid[f]], np.int64)
     frames = np.flatnonzero(valid)
     views = calm[np.unique(np.linspace(0, len(calm) - 1, min(VIEWS, len(calm))).astype(np.int64))]
@@ -120,12 +125,11 @@ def perspective_camera(landmarks_px: np.ndarray, valid: np.ndarray, neutral_fram
     start = neutral_mm.astype(np.float64) * _TO_OPENCV
     # Progress is counted in poses found (the work is about that), so that an ETA holds.
     per_round = len(views) + len(neutral_frames)
-    search = len(FOCAL_CANDIDATES) * (ROUNDS * per_round + len(views))
+    search = len(focal_candidates_px) * (ROUNDS * per_round + len(views))
     total = search + len(frames)
     report = _SharedCount(on_progress, total)
 
-    def candidate(factor: float) -> tuple[float, float, np.ndarray]:  # (reprojection px, focal px, shape)
-        focal = factor * float(max(frame_size))
+    def candidate(focal: float) -> tuple[float, float, np.ndarray]:  # (reprojection px, focal px, shape)
         shape = _refined_shape(landmarks_px, views, neutral_frames, start, focal, centre,
                                lambda: report.add(per_round))
         rotations, shifts = _poses(landmarks_px, views, shape, focal, centre)
@@ -137,7 +141,7 @@ def perspective_camera(landmarks_px: np.ndarray, valid: np.ndarray, neutral_fram
     # the same result as one after another, ~1.4x faster on two cores (2.7 -> 1.9 s on WolfgangLanger).
     with ThreadPoolExecutor(max_workers=min(SEARCH_THREADS, os.cpu_count() or 1)) as pool:
         try:
-            futures = [pool.submit(candidate, factor) for factor in FOCAL_CANDIDATES]
+            futures = [pool.submit(candidate, focal) for focal in focal_candidates_px]
             finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
             for future in finished:
                 if future.exception() is not None:

@@ -72,9 +72,15 @@ class ReconstructSettings:
     # The face is read from MediaPipe's landmarks moved from frame to frame by the flow and pulled
     # back to MediaPipe's over this many seconds (ops/flow_fusion.py); 0: MediaPipe's alone.
     flow_fusion_s: float = DRIFT_S
+    # The camera's focal length in the video's pixels, when it is known; None: the candidate of
+    # ``perspective.FOCAL_CANDIDATES`` that reprojects best, which a clip shows little of (the
+    # candidates reproject within 1 % of each other on real clips, so a copy of a clip with a
+    # millimetre of motion planted may pick another, docs/OPEN_LOOP.md).
+    focal_px: float | None = None
 
 
 MAX_FLOW_FUSION_S = 30.0  # longer lets the flow's drift through
+FOCAL_RANGE = (0.2, 50.0)  # a focal length, in units of the frame's longer side, that a camera may have
 
 
 @dataclass
@@ -183,6 +189,7 @@ def _take_settings(settings: ReconstructSettings, frontend: CachedFrontEnd, came
             "neutral_frames": [int(neutral_frames[0]), int(neutral_frames[-1])],
             "skin_track": settings.skin_track, "flow_fusion_s": settings.flow_fusion_s,
             "camera": "perspective", "camera_focal_px": camera.focal_px,
+            "camera_focal": "searched" if settings.focal_px is None else "given",
             "camera_reprojection_px": round(camera.reprojection_px, 3),
             "frontend_cache_key": frontend.key, "mxr_version": __version__}
 
@@ -350,6 +357,17 @@ def network_layers(trained_take: Take, runner: NetworkRunner, take_motion: Displ
                          network_take.settings["network"])
 
 
+def known_focal_px(focal_px: float, frame_size: tuple[int, int]) -> float:
+    """The user's focal length (px), checked against the frame's size: a clear error for one no
+    camera has (a focal length in mm, or of another resolution, would show as one)."""
+    longer = float(max(frame_size))
+    low, high = FOCAL_RANGE
+    if not low * longer <= focal_px <= high * longer:
+        raise MxrError(f"a focal length of {focal_px:g} px is not one a camera filming {frame_size[0]}x{frame_size[1]} "
+                       f"frames has ({low * longer:g}-{high * longer:g} px: {low:g}-{high:g} times the longer side)")
+    return float(focal_px)
+
+
 def choose_neutral_frames(observed: dict, valid: np.ndarray, fps: float,
                           settings: ReconstructSettings) -> tuple[np.ndarray, str]:
     """The take frames whose median is the performer's neutral face, and how they were chosen:
@@ -396,6 +414,8 @@ def _reconstruct(video_path: Path, take_path: Path, settings: ReconstructSetting
     reporter = reporter or ProgressReporter()
     if not (np.isfinite(settings.flow_fusion_s) and 0.0 <= settings.flow_fusion_s <= MAX_FLOW_FUSION_S):
         raise MxrError(f"the flow fusion span must be 0 to {MAX_FLOW_FUSION_S:g} seconds, not {settings.flow_fusion_s}")
+    if settings.focal_px is not None and not (np.isfinite(settings.focal_px) and settings.focal_px > 0):
+        raise MxrError(f"the focal length must be a positive number of pixels, not {settings.focal_px}")
     started = time.monotonic()
     outputs = [Path(output) for output in (take_path, settings.debug_sheet) if output is not None]
     refuse_overwriting_inputs(Path(video_path), outputs)
@@ -403,6 +423,8 @@ def _reconstruct(video_path: Path, take_path: Path, settings: ReconstructSetting
         check_writable(output)
     runner = NetworkRunner() if settings.use_network else None  # a broken model fails before the video work
     frontend = CachedFrontEnd(Path(video_path), settings.frontend, reporter, settings.cache_dir)
+    frame_size = (frontend.video.width, frontend.video.height)
+    focal_candidates = None if settings.focal_px is None else (known_focal_px(settings.focal_px, frame_size),)
     # Per-frame arrays (T, ...), the take's fields only (~11.7 KB a frame, on disk) unless the sheet draws the crops.
     observed = read_frames(frontend, tuple(RECORD_SHAPES) if settings.debug_sheet is not None else TAKE_RECORD_FIELDS)
     video = frontend.video
@@ -420,18 +442,17 @@ def _reconstruct(video_path: Path, take_path: Path, settings: ReconstructSetting
     trained_frame = canonical_frame(landmarks_px, valid, neutral_frames)  # step 1: MediaPipe's mesh
     calm = calmest_frames(chunked_scores(partial(trained_frame.faces_at, landmarks_px), valid), valid)
     # The take's frame: the pose from the image through a pinhole camera (ops/perspective.py).
-    frame_size = (video.width, video.height)
     faces_px = landmarks_px  # the points the take's pose and expression are read from
     if settings.flow_fusion_s > 0:
         faces_px = fused_landmarks_px(landmarks_px, observed["crop_from_image"], observed["flow_at_landmarks"],
                                       observed["flow_consistent"], valid, video.fps, settings.flow_fusion_s)
     camera = perspective_camera(faces_px, valid, neutral_frames, trained_frame.neutral_mm, calm, frame_size,
-                                reporter.stage("pose"))
+                                reporter.stage("pose"), focal_candidates)
     if settings.skin_track:  # the same pose solve and reading, on points glued to the skin where trusted
         tracked_px = skin_tracked_px(video.path, observed, valid, camera, neutral_frames, reporter.stage("skin"))
         faces_px = skin_where_trusted(tracked_px, faces_px, camera)
         camera = perspective_camera(faces_px, valid, neutral_frames, trained_frame.neutral_mm, calm, frame_size,
-                                    reporter.stage("pose on the skin"))
+                                    reporter.stage("pose on the skin"), focal_candidates)
     rest_mm = camera.neutral_mm  # (478, 3) the face every frame is read against
     held = {}
     if neutral_method == "found":  # the expression the found frames still hold, taken out (ops/held_expression.py)

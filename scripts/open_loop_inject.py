@@ -124,9 +124,11 @@ def usable_frames(take: Take) -> np.ndarray:
 
 
 def take_digest(take: Take) -> str:
-    """What the planted motion's projection depends on in the original take."""
+    """What the planted motion's projection depends on in the original take. The neutral is left
+    out: the pose is solved with it and stands for it, and the expression the engine takes out of a
+    found neutral (a constant shift of every frame) then leaves the injected clips as they were."""
     parts = [np.ascontiguousarray(getattr(take, name)).tobytes() for name in
-             ("landmarks_px", "head_rotation", "head_translation_px", "head_scale_px_per_mm", "neutral_mm", "valid")]
+             ("landmarks_px", "head_rotation", "head_translation_px", "head_scale_px_per_mm", "valid")]
     return digest(*(hashlib.sha256(part).hexdigest() for part in parts), take.settings.get("camera_focal_px"),
                   take.settings.get("neutral_frames"))
 
@@ -195,8 +197,11 @@ def clip_takes(name: str, seconds: float, planting: int = 0, scale: float = 1.0,
     take = load_take(original_take_path)
     video_path, truth_path = injected_clip(source, original, take, zlib.crc32(name.encode()) + planting, scale)
     injected_take_path = video_path.with_name(take_name(video_path.stem, tag))
+    # The same footage through the same camera: the focal length a clip shows little of is not searched
+    # again (on the injected copies the search picked another on 3 of WolfgangLanger's 5, docs/OPEN_LOOP.md).
     reconstruct(video_path, injected_take_path,
-                ReconstructSettings(use_network=True, neutral_frames=tuple(take.settings["neutral_frames"])), quiet)
+                ReconstructSettings(use_network=True, neutral_frames=tuple(take.settings["neutral_frames"]),
+                                    focal_px=take.settings["camera_focal_px"]), quiet)
     with np.load(truth_path) as data:
         truth = {key: data[key] for key in data.files}
     truth["events"] = [PlantedEvent(**event) for event in json.loads(str(truth["events"]))]

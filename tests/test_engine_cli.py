@@ -207,3 +207,11 @@ def test_sigterm_cancels_without_writing(tmp_path):
     assert process.returncode == 130, stderr
     assert "cancelled" in stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_known_focal_length_is_the_takes_camera(tmp_path):
+    code, events, stderr = run_engine("reconstruct", sample_path("video/single_face.mp4"), "--out", tmp_path / "t.npz",
+                                      "--baseline", "--end-frame", "24", "--focal-px", "900")
+    assert code == 0, stderr
+    take = load_take(tmp_path / "t.npz")
+    assert take.settings["camera_focal_px"] == 900.0 and take.settings["camera_focal"] == "given"

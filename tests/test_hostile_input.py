@@ -584,6 +584,19 @@ def test_a_neutral_span_of_1e308_seconds_is_refused(tmp_path):
     assert not (tmp_path / "t.npz").exists()
 
 
+@pytest.mark.engine
+@pytest.mark.parametrize("focal, message", [("nan", "positive number of pixels"), ("-800", "positive number of pixels"),
+                                            ("35", "not one a camera filming 640x360 frames has"),
+                                            ("1e308", "not one a camera filming 640x360 frames has")])
+def test_a_focal_length_no_camera_has_is_refused(tmp_path, focal, message):
+    from mxr.ops.sample_data import sample_path
+
+    code, _, stderr = run_mxr("reconstruct", sample_path("video/single_face.mp4"), "--out", tmp_path / "t.npz",
+                              "--end-frame", CACHE_END_FRAME, "--baseline", "--focal-px", focal)
+    assert_refused(code, stderr, message)
+    assert list(tmp_path.iterdir()) == []
+
+
 # -- 1 and 10: FLAME files and their landmark registration -------------------------------------------
 @pytest.fixture(scope="module")
 def flame_arrays():

@@ -63,6 +63,25 @@ def test_the_weak_perspective_pose_it_stores_lands_the_neutral_on_the_image():
     assert np.median(miss) < 3.0  # weak perspective of a 15 cm face at 60 cm: a few px off at most
 
 
+def test_a_known_focal_length_is_used_as_it_is_and_only_it_is_solved():
+    from mxr.ops.perspective import calm_frames, perspective_camera
+
+    landmarks_px = pinhole_take(30)
+    valid = np.ones(len(landmarks_px), bool)
+    similarity = canonicalize(landmarks_px, valid, np.arange(5))
+    calm = calm_frames(similarity.faces_mm, valid)
+    reports = []
+    for focal in (FOCAL_PX, 1500.0):  # the true one, and one the search would not pick
+        camera = perspective_camera(landmarks_px, valid, np.arange(5), similarity.neutral_mm, calm, SIZE,
+                                    lambda done, total: reports.append(total), focal_candidates_px=(focal,))
+        assert camera.focal_px == focal
+    assert len(set(reports)) == 1  # one candidate's work, either way
+    searched = []
+    perspective_camera(landmarks_px, valid, np.arange(5), similarity.neutral_mm, calm, SIZE,
+                       lambda done, total: searched.append(total))
+    assert searched[-1] - len(landmarks_px) == 4 * (reports[0] - len(landmarks_px))  # four candidates searched
+
+
 def test_the_focal_length_search_reports_progress_and_can_be_stopped():
     from mxr.ops.perspective import FOCAL_CANDIDATES, ROUNDS, calm_frames, perspective_camera
 
