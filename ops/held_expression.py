@@ -7,7 +7,7 @@ chin raise, a laugh's jaw short, and most of its open-jaw frames failed the labe
 
 How (issue 21's suggestion): the open head's units are the model of what an expression is. The
 rest face is the neutral less the units ``held`` >= 0 that leave the take's frames least active
-under the non-negative unit solve the bake makes (``models.retarget``):
+under the bake's first non-negative unit solve (``models.retarget``: its prices, no smoothing):
 
     minimise over held >= 0 and c_t >= 0:  sum_t |d_t + B held - B c_t|^2 + price . c_t
                                             + HELD_PRICE_FACTOR price . held

@@ -63,34 +63,39 @@ def test_the_weak_perspective_pose_it_stores_lands_the_neutral_on_the_image():
     assert np.median(miss) < 3.0  # weak perspective of a 15 cm face at 60 cm: a few px off at most
 
 
-def test_a_known_focal_length_is_used_as_it_is_and_only_it_is_solved():
-    from mxr.ops.perspective import calm_frames, perspective_camera
+def search_inputs(frames: int = 30) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``perspective_camera``'s inputs for a short pinhole take: landmarks (T, 478, 3) px, valid
+    (T,), the neutral (478, 3) mm of its first five frames, the calm frames."""
+    from mxr.ops.perspective import calm_frames
 
-    landmarks_px = pinhole_take(30)
+    landmarks_px = pinhole_take(frames)
     valid = np.ones(len(landmarks_px), bool)
     similarity = canonicalize(landmarks_px, valid, np.arange(5))
-    calm = calm_frames(similarity.faces_mm, valid)
+    return landmarks_px, valid, similarity.neutral_mm, calm_frames(similarity.faces_mm, valid)
+
+
+def test_a_known_focal_length_is_used_as_it_is_and_only_it_is_solved():
+    from mxr.ops.perspective import perspective_camera
+
+    landmarks_px, valid, neutral_mm, calm = search_inputs()
     reports = []
     for focal in (FOCAL_PX, 1500.0):  # the true one, and one the search would not pick
-        camera = perspective_camera(landmarks_px, valid, np.arange(5), similarity.neutral_mm, calm, SIZE,
+        camera = perspective_camera(landmarks_px, valid, np.arange(5), neutral_mm, calm, SIZE,
                                     lambda done, total: reports.append(total), focal_candidates_px=(focal,))
         assert camera.focal_px == focal
     assert len(set(reports)) == 1  # one candidate's work, either way
     searched = []
-    perspective_camera(landmarks_px, valid, np.arange(5), similarity.neutral_mm, calm, SIZE,
+    perspective_camera(landmarks_px, valid, np.arange(5), neutral_mm, calm, SIZE,
                        lambda done, total: searched.append(total))
     assert searched[-1] - len(landmarks_px) == 4 * (reports[0] - len(landmarks_px))  # four candidates searched
 
 
 def test_the_focal_length_search_reports_progress_and_can_be_stopped():
-    from mxr.ops.perspective import FOCAL_CANDIDATES, ROUNDS, calm_frames, perspective_camera
+    from mxr.ops.perspective import FOCAL_CANDIDATES, ROUNDS, perspective_camera
 
-    landmarks_px = pinhole_take(30)
-    valid = np.ones(len(landmarks_px), bool)
-    similarity = canonicalize(landmarks_px, valid, np.arange(5))
-    calm = calm_frames(similarity.faces_mm, valid)
+    landmarks_px, valid, neutral_mm, calm = search_inputs()
     reports = []
-    perspective_camera(landmarks_px, valid, np.arange(5), similarity.neutral_mm, calm, SIZE,
+    perspective_camera(landmarks_px, valid, np.arange(5), neutral_mm, calm, SIZE,
                        lambda done, total: reports.append((done, total)))
     done = [count for count, _ in reports]
     total = reports[-1][1]
@@ -107,7 +112,7 @@ def test_the_focal_length_search_reports_progress_and_can_be_stopped():
         raise Cancelled  # ESC in Blender, SIGINT in a terminal: the first report stops the solve
 
     with pytest.raises(Cancelled):
-        perspective_camera(landmarks_px, valid, np.arange(5), similarity.neutral_mm, calm, SIZE, cancel)
+        perspective_camera(landmarks_px, valid, np.arange(5), neutral_mm, calm, SIZE, cancel)
 
     heard = []
 
@@ -117,5 +122,5 @@ def test_the_focal_length_search_reports_progress_and_can_be_stopped():
             raise Cancelled
 
     with pytest.raises(Cancelled):
-        perspective_camera(landmarks_px, valid, np.arange(5), similarity.neutral_mm, calm, SIZE, cancel_once)
+        perspective_camera(landmarks_px, valid, np.arange(5), neutral_mm, calm, SIZE, cancel_once)
     assert len(heard) == 3  # no candidate's search went on reporting after the cancel
