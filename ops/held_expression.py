@@ -19,6 +19,15 @@ keeps a true neutral as it is (dev: single_face's labelled neutral frames stayed
 not at 1 or 3). Solved by alternating the frames' units and ``held`` (a convex problem, each step
 a box-constrained least squares). The eyes' units are left out: the blinks are measured from the
 lids against the neutral, and the gaze is not the face's shape.
+
+The open head's units are only a model of expression: where they misfit the performer, "least
+active" can mean "fits the misfit" (single_face's neutral was said to hold 0.24 of a pucker, which
+its smiles, narrower than the open head's, fit better without). So the rest face is kept only
+where it looks more neutral than the found one by the finder's own, model-free measures
+(``ops.neutral.face_score``: eye and mouth opening, mouth width, corner and brow height against
+the take's frames): WolfgangLanger's rest face scores 1.53 against its found neutral's 1.66 (the
+mouth opening 0.41 -> 0.09 spreads from the calm frames'), single_face's 2.11 against 1.98 (its
+mouth widened past them), so only hers is taken.
 """
 from __future__ import annotations
 
@@ -26,6 +35,7 @@ import numpy as np
 
 from ..models.head_model import HeadModel
 from ..models.retarget import seen_landmark_basis, solve_box_ridge, unit_system
+from .neutral import face_measures, face_score
 
 HELD_PRICE_FACTOR = 10.0
 ROUNDS = 6
@@ -57,6 +67,21 @@ def held_expression(head: HeadModel, neutral_mm: np.ndarray,
         held[free] = solve_box_ridge(basis[:, free], wanted[None], 0.0, upper, system.ridge[free], ITERATIONS,
                                      HELD_PRICE_FACTOR * system.prices[free])[0]
     return held, expression_shift_mm(head, neutral_mm, held)
+
+
+def rest_face(head: HeadModel, neutral_mm: np.ndarray, deformation_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``held_expression``, kept only where the rest face it gives looks more neutral than the found
+    one (``ops.neutral.face_score`` against the frames ``neutral_mm + deformation_mm``): the units
+    (K,) taken out and the shift (478, 3) mm (zeros where none)."""
+    held, shift_mm = held_expression(head, neutral_mm, deformation_mm)
+    if not held.any():
+        return held, shift_mm
+    neutral = np.asarray(neutral_mm, np.float64)
+    faces = neutral + np.asarray(deformation_mm, np.float64)
+    measures = face_measures(faces[np.all(np.isfinite(faces), axis=(1, 2))])  # (n, 6)
+    if face_score(neutral - shift_mm, measures) < face_score(neutral, measures):
+        return held, shift_mm
+    return np.zeros_like(held), np.zeros_like(shift_mm)
 
 
 def expression_shift_mm(head: HeadModel, neutral_mm: np.ndarray, units: np.ndarray) -> np.ndarray:

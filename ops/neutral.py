@@ -67,13 +67,25 @@ def scores_from_measures(measures: np.ndarray, valid: np.ndarray) -> np.ndarray:
     valid = np.asarray(valid, bool)
     if not valid.any():
         raise MxrError("no face in the take: there is no neutral face to find")
-    measures = measures[valid]  # (Tv, 6)
+    targets, spread = _targets_and_spread(measures[valid])
+    scores = np.full(len(valid), np.inf)
+    scores[valid] = np.sum(np.abs(measures[valid] - targets) / spread, axis=1)
+    return scores
+
+
+def face_score(face_mm: np.ndarray, measures: np.ndarray) -> float:
+    """How far one canonical face (478, 3) mm looks from neutral, against the take's frames'
+    ``face_measures`` (T, 6) (all with a face): the score ``neutral_scores`` gives a frame."""
+    targets, spread = _targets_and_spread(measures)
+    return float(np.sum(np.abs(face_measures(np.asarray(face_mm, np.float64)[None])[0] - targets) / spread))
+
+
+def _targets_and_spread(measures: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(6,) the neutral's target for each measure over the frames' measures (T, 6), and (6,) the
+    measure's spread (interquartile range) that a distance from it is counted in."""
     targets = np.array([np.percentile(measures[:, i], q) for i, q in enumerate(_TARGET_PERCENTILES)])
     spread = np.percentile(measures, 75, axis=0) - np.percentile(measures, 25, axis=0)
-    spread = np.maximum(spread, 1e-3 * np.maximum(np.abs(targets), 1e-6))  # a still measure counts, but never divides by 0
-    scores = np.full(len(valid), np.inf)
-    scores[valid] = np.sum(np.abs(measures - targets) / spread, axis=1)
-    return scores
+    return targets, np.maximum(spread, 1e-3 * np.maximum(np.abs(targets), 1e-6))  # a still measure counts
 
 
 def occluded_frames(valid: np.ndarray, confidence: np.ndarray, flow_consistent: np.ndarray,

@@ -36,7 +36,7 @@ from .errors import MxrError
 from .frontend import RECORD_SHAPES, TAKE_RECORD_FIELDS, FrameArrays, FrontendSettings, unstack_records
 from .frontend_cache import CachedFrontEnd
 from .frontend_debug import write_contact_sheet
-from .held_expression import held_expression, sampled_frames
+from .held_expression import rest_face, sampled_frames
 from .neutral import face_measures, neutral_run, occluded_frames, scores_from_measures
 from .perspective import PerspectiveCamera, calmest_frames, perspective_camera
 from ..models.network.events import micro_layer_mm
@@ -458,7 +458,7 @@ def _reconstruct(video_path: Path, take_path: Path, settings: ReconstructSetting
     if neutral_method == "found":  # the expression the found frames still hold, taken out (ops/held_expression.py)
         head, sampled = load_open_head(), sampled_frames(valid)
         sampled_mm = camera.faces_at(faces_px, sampled) - camera.neutral_mm  # (n, 478, 3) at most 1,500 frames
-        units, shift_mm = held_expression(head, camera.neutral_mm, sampled_mm)
+        units, shift_mm = rest_face(head, camera.neutral_mm, sampled_mm)
         rest_mm = camera.neutral_mm - shift_mm
         held = {name: round(float(amount), 3) for name, amount in zip(head.expression_names, units) if amount >= 0.005}
     take_settings = _take_settings(settings, frontend, camera, neutral_frames, neutral_method, held)

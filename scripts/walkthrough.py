@@ -9,7 +9,8 @@ writes, in the order an animator works:
    the *MXR Reference* camera shows it (``scripts/look.py``);
 2. ``walkthrough_2_timeline.png``: the take over time, with its micro events;
 3. ``walkthrough_3_micro.png``: the strongest micro-expression at its apex as captured and
-   exaggerated (intensity x4 in its layer), beside the difference;
+   exaggerated (intensity x4 in its layer), beside the difference; where the detector finds none
+   on the demo clip, one is marked as a user would (*Mark Micro-Expression*, ``marked_event``);
 4. ``walkthrough_4_flatten.png``: the take flattened and exported to glTF with default settings,
    re-imported: one animation, its curves over time.
 """
@@ -26,7 +27,9 @@ import numpy as np
 from mxr.ops.preview import write_png
 from mxr.ops.reconstruct import ReconstructSettings, reconstruct
 from mxr.ops.sample_data import DEFAULT_CLIP, sample_path
-from mxr.ops.take import load_take
+from mxr.models.marked_events import mark_event
+from mxr.ops.errors import MxrError
+from mxr.ops.take import Take, load_take, save_take
 from mxr.ops.take_timeline import write_take_timeline
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,6 +38,7 @@ from look import look  # noqa: E402  (this script's sibling)
 
 LOOK_FRAMES = (0, 40, 66)  # neutral, the smile coming, the smile
 MICRO_GAIN = 4.0  # the exaggeration shown
+MARKED_SPAN_S = 0.3  # the span of an event marked by hand (a micro-expression lasts 0.15-0.5 s)
 LABEL = (255, 255, 255)
 
 
@@ -47,12 +51,30 @@ def main() -> int:
         take_path = Path(folder) / "single_face.npz"
         reconstruct(sample_path(DEFAULT_CLIP), take_path, ReconstructSettings())
         take = load_take(take_path)
+        if not take.events:
+            take = marked_event(take)
+            save_take(take, take_path)
         look(take_path, take, list(LOOK_FRAMES), arguments.out / "walkthrough_1_reconstruct.png")
         write_take_timeline(take, arguments.out / "walkthrough_2_timeline.png")
         micro_pictures(take_path, arguments.out / "walkthrough_3_micro.png")
         flatten_picture(take_path, Path(folder), arguments.out / "walkthrough_4_flatten.png")
     print(f"wrote {arguments.out}/walkthrough_*.png")
     return 0
+
+
+def marked_event(take: Take) -> Take:
+    """The take with one micro event marked by hand: over the ``MARKED_SPAN_S`` window where the
+    face moves most, or the next that ``mark_event`` accepts."""
+    span = max(2, round(MARKED_SPAN_S * take.fps))
+    motion = np.nan_to_num(np.linalg.norm(take.deformation_mm(), axis=-1).mean(axis=1))  # (T,) mm
+    starts = np.arange(take.frame_count - span)
+    change = np.abs(motion[starts + span] - motion[starts])
+    for first in starts[np.argsort(-change)]:
+        try:
+            return mark_event(take, int(first), int(first) + span)
+        except MxrError:
+            continue
+    raise SystemExit("no span of the demo take can be marked as a micro-expression")
 
 
 def baked_scene(take_path: Path):

@@ -99,3 +99,24 @@ def test_a_found_neutral_records_what_it_held_and_a_chosen_one_is_kept(tmp_path)
     difference = found.neutral_mm.astype(np.float64) - chosen.neutral_mm
     assert np.abs(difference[:, 2]).max() < 1e-3
     assert (np.abs(difference).max() > 0.1) == bool(found.settings["neutral_held"])
+
+
+def test_the_rest_face_is_kept_only_where_it_looks_more_neutral_than_the_found_one(head, monkeypatch):
+    import mxr.ops.held_expression as held_module
+
+    units = performances(head)
+    names = head.expression_names
+    rest_mm = head.landmark_positions().astype(np.float64) * 1000.0
+    jaw = np.zeros(len(names))
+    jaw[names.index("jawOpen")] = 0.25
+    neutral_mm = rest_mm + displacements_mm(head, jaw[None])[0]
+    held, shift_mm = held_module.rest_face(head, neutral_mm, displacements_mm(head, units - jaw))
+    assert held[names.index("jawOpen")] > 0.2 and np.abs(shift_mm).max() > 1.0  # the mouth closes: more neutral
+    # a neutral at rest said (by a basis that misfits) to hold a pucker: taking it out widens the
+    # mouth past the calm frames', so the found neutral is kept
+    pucker = np.zeros(len(names))
+    pucker[names.index("mouthPucker")] = 0.3
+    monkeypatch.setattr(held_module, "held_expression",
+                        lambda head, neutral, deformation: (pucker, held_module.expression_shift_mm(head, neutral, pucker)))
+    held, shift_mm = held_module.rest_face(head, rest_mm, displacements_mm(head, units))
+    assert not held.any() and not shift_mm.any()
