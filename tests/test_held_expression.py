@@ -120,3 +120,24 @@ def test_the_rest_face_is_kept_only_where_it_looks_more_neutral_than_the_found_o
                         lambda head, neutral, deformation: (pucker, held_module.expression_shift_mm(head, neutral, pucker)))
     held, shift_mm = held_module.rest_face(head, rest_mm, displacements_mm(head, units))
     assert not held.any() and not shift_mm.any()
+
+
+def test_a_clip_with_no_frame_at_rest_is_read_against_a_closed_jaw(tmp_path):
+    """WolfgangLanger (the dev split of scripts/open_loop.py): her calmest frames have the lips
+    parted and the jaw a little open; taken out, her labelled open-jaw frames read open."""
+    import json
+    from pathlib import Path
+
+    from mxr.models.retarget import retarget_expressions
+
+    take_path = tmp_path / "wolfgang.npz"
+    reconstruct(sample_path("video/WolfgangLanger_Pexels.mp4"), take_path, ReconstructSettings(use_network=False))
+    take = load_take(take_path)
+    assert take.settings["neutral_method"] == "found" and take.settings["neutral_held"].get("jawOpen", 0.0) > 0.05
+    head = load_open_head()
+    units = retarget_expressions(head, take.deformation_mm(), take.neutral_mm, seconds=take.timestamps_s)
+    labels = json.loads((Path(__file__).resolve().parents[1] / "scripts" / "open_loop_labels.json").read_text())
+    frames = labels["clips"]["WolfgangLanger_Pexels.mp4"]["frames"]
+    open_jaw = [int(frame) for frame, label in frames.items() if label.get("jaw") in ("open", "wide")]
+    jaw = units[open_jaw, head.expression_names.index("jawOpen")]
+    assert len(open_jaw) >= 30 and np.mean(jaw >= 0.2) >= 0.55  # measured 0.62 (0.46 against the parted jaw)
