@@ -34,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..models.head_model import HeadModel
-from ..models.retarget import seen_landmark_basis, solve_box_ridge, unit_system
+from ..models.retarget import neutral_to_head, seen_landmark_basis, solve_box_ridge, unit_system
 from .neutral import face_measures, face_score
 
 HELD_PRICE_FACTOR = 10.0
@@ -87,7 +87,7 @@ def rest_face(head: HeadModel, neutral_mm: np.ndarray, deformation_mm: np.ndarra
 def expression_shift_mm(head: HeadModel, neutral_mm: np.ndarray, units: np.ndarray) -> np.ndarray:
     """The units (K,) of ``head`` as the take would show them on the performer whose neutral is
     ``neutral_mm`` (478, 3): a canonical displacement (478, 3) mm, x and y only."""
-    alignment = unit_system(head, neutral_mm).alignment  # the performer's neutral (mm) -> the head (m)
+    alignment = neutral_to_head(head, neutral_mm)  # the performer's neutral (mm) -> the head (m)
     shift_m = np.tensordot(np.asarray(units, np.float64), seen_landmark_basis(head), axes=1)  # (478, 3) head axes
     shift_mm = shift_m @ alignment.rotation[0] / alignment.scale[0]
     shift_mm[:, 2] = 0.0

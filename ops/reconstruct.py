@@ -40,10 +40,10 @@ from .held_expression import rest_face, sampled_frames
 from .neutral import face_measures, neutral_run, occluded_frames, scores_from_measures
 from .perspective import PerspectiveCamera, calmest_frames, perspective_camera
 from ..models.network.events import micro_layer_mm
-from ..models.open_head import load_open_head
 from ..models.network.features import region_membership
 from ..models.network.fusion import basis_in_take_frame
 from ..models.network.runner import NetworkRunner, apply_network
+from ..models.open_head import load_open_head
 from ..models.retarget import displacement_on, frame_chunks
 from ..models.similarity import Similarities, fit_similarities
 from .flow_fusion import DRIFT_S, fused_landmarks_px
