@@ -210,6 +210,8 @@ class EngineJob:
         held = self.summary.get("neutral_held") or {}
         if held:
             note += ", less the " + ", ".join(f"{name} {amount:.2f}" for name, amount in held.items()) + " they held"
+        if self.summary.get("neutral_hand"):
+            note += "; a hand covers the face there"
         return note
 
     def cancel(self) -> None:

@@ -192,5 +192,6 @@ def main(argv: list[str] | None = None) -> int:
         neutral_frames=list(summary.neutral_frames),
         neutral_method=summary.neutral_method,
         neutral_held=summary.neutral_held,
+        neutral_hand=summary.neutral_hand,
     )
     return 0

@@ -37,6 +37,7 @@ from .frontend import RECORD_SHAPES, TAKE_RECORD_FIELDS, FrameArrays, FrontendSe
 from .frontend_cache import CachedFrontEnd
 from .frontend_debug import write_contact_sheet
 from .held_expression import rest_face, sampled_frames
+from .hands import hand_covers_face
 from .neutral import face_measures, neutral_run, occluded_frames, scores_from_measures
 from .perspective import PerspectiveCamera, calmest_frames, perspective_camera
 from ..models.network.events import micro_layer_mm
@@ -97,6 +98,7 @@ class ReconstructSummary:
     neutral_frames: tuple[int, int]  # the first and last take frame the neutral was read from
     neutral_method: str  # "found", "frames" (named) or "first_seconds"
     neutral_held: dict[str, float]  # what the found frames still held, taken out (ops/held_expression.py)
+    neutral_hand: bool  # a hand covers the face in the neutral frames (ops/hands.py)
 
 
 def check_writable(path: Path) -> None:
@@ -182,9 +184,11 @@ def read_frames(frontend: CachedFrontEnd, fields: tuple[str, ...]) -> dict[str, 
 
 
 def _take_settings(settings: ReconstructSettings, frontend: CachedFrontEnd, camera: PerspectiveCamera,
-                   neutral_frames: np.ndarray, neutral_method: str, neutral_held: dict[str, float]) -> dict:
+                   neutral_frames: np.ndarray, neutral_method: str, neutral_held: dict[str, float],
+                   neutral_hand: bool) -> dict:
     """What a take records of how it was made."""
     return {"frontend": settings.frontend.as_dict(), "neutral_method": neutral_method, "neutral_held": neutral_held,
+            "neutral_hand": neutral_hand,
             "neutral_seconds": settings.neutral_seconds,
             "neutral_frames": [int(neutral_frames[0]), int(neutral_frames[-1])],
             "skin_track": settings.skin_track, "flow_fusion_s": settings.flow_fusion_s,
@@ -438,6 +442,13 @@ def _reconstruct(video_path: Path, take_path: Path, settings: ReconstructSetting
 
     # Every stage below keeps a few numbers a frame and reads the faces a chunk of frames at a time.
     neutral_frames, neutral_method = choose_neutral_frames(observed, valid, video.fps, settings)
+    middle = int(neutral_frames[len(neutral_frames) // 2])
+    neutral_hand = bool(valid[middle]) and hand_covers_face(video.path, int(observed["index"][middle]),
+                                                            observed["landmarks_px"][middle])
+    if neutral_hand:  # passing over such frames read worse where no frame is at rest (ops/hands.py)
+        reporter.warning(f"a hand covers the face in the neutral frames {neutral_frames[0]}-{neutral_frames[-1]}: "
+                         "the face there is partly guessed; if the take reads wrong, name frames without one "
+                         "(--neutral-frames)")
     landmarks_px = observed["landmarks_px"]  # (T, 478, 3) source px
     trained_frame = canonical_frame(landmarks_px, valid, neutral_frames)  # step 1: MediaPipe's mesh
     calm = calmest_frames(chunked_scores(partial(trained_frame.faces_at, landmarks_px), valid), valid)
@@ -461,7 +472,7 @@ def _reconstruct(video_path: Path, take_path: Path, settings: ReconstructSetting
         units, shift_mm = rest_face(head, camera.neutral_mm, sampled_mm)
         rest_mm = camera.neutral_mm - shift_mm
         held = {name: round(float(amount), 3) for name, amount in zip(head.expression_names, units) if amount >= 0.005}
-    take_settings = _take_settings(settings, frontend, camera, neutral_frames, neutral_method, held)
+    take_settings = _take_settings(settings, frontend, camera, neutral_frames, neutral_method, held, neutral_hand)
     take_in_frame = partial(_observed_take, observed, video, frontend, settings, take_settings)
     layers = None
     if runner is not None:
@@ -491,4 +502,4 @@ def _reconstruct(video_path: Path, take_path: Path, settings: ReconstructSetting
     seconds = time.monotonic() - started
     return ReconstructSummary(Path(take_path), frame_count, int(valid.sum()), seconds, frame_count / seconds,
                               frontend.hit, take.model_version, runner.provider if runner else None, len(take.events),
-                              (int(neutral_frames[0]), int(neutral_frames[-1])), neutral_method, held)
+                              (int(neutral_frames[0]), int(neutral_frames[-1])), neutral_method, held, neutral_hand)

@@ -56,6 +56,8 @@ def test_the_neutral_the_engine_read_is_told(tmp_path):
     assert job.neutral_note() == "the neutral face is frames 219-223 (found), less the jawOpen 0.12 they held"
     job.summary = {"neutral_frames": [0, 5], "neutral_method": "frames", "neutral_held": {}}
     assert job.neutral_note() == "the neutral face is frames 0-5 (as named)"
+    job.summary = {"neutral_frames": [219, 223], "neutral_method": "found", "neutral_held": {}, "neutral_hand": True}
+    assert job.neutral_note() == "the neutral face is frames 219-223 (found); a hand covers the face there"
     job.summary = {"take": "t.npz"}  # an engine from before: nothing to say
     assert job.neutral_note() == ""
 

@@ -90,6 +90,7 @@ def test_a_found_neutral_records_what_it_held_and_a_chosen_one_is_kept(tmp_path)
     found = load_take(found_path)
     assert isinstance(found.settings["neutral_held"], dict)
     assert all(amount > 0.0 for amount in found.settings["neutral_held"].values())
+    assert found.settings["neutral_hand"] is False
     first, last = found.settings["neutral_frames"]
     reconstruct(sample_path("video/single_face.mp4"), chosen_path,
                 ReconstructSettings(use_network=False, neutral_frames=(first, last)))
@@ -134,6 +135,7 @@ def test_a_clip_with_no_frame_at_rest_is_read_against_a_closed_jaw(tmp_path):
     reconstruct(sample_path("video/WolfgangLanger_Pexels.mp4"), take_path, ReconstructSettings(use_network=False))
     take = load_take(take_path)
     assert take.settings["neutral_method"] == "found" and take.settings["neutral_held"].get("jawOpen", 0.0) > 0.05
+    assert take.settings["neutral_hand"]  # frames 219-223: her fingers over her lips (ops/hands.py)
     head = load_open_head()
     units = retarget_expressions(head, take.deformation_mm(), take.neutral_mm, seconds=take.timestamps_s)
     labels = json.loads((Path(__file__).resolve().parents[1] / "scripts" / "open_loop_labels.json").read_text())
