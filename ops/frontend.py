@@ -31,7 +31,7 @@ from __future__ import annotations
 import queue
 import sys
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -41,6 +41,7 @@ import numpy as np
 from .crops import DEFAULT_CROP_SIZE, apply_affine, stabilisation_residual, stabilising_transform, warp_to_crop
 from .errors import MxrError
 from .flow import DEFAULT_FLOW_PROFILE, FLOW_PROFILES, FlowEstimator, dense_forward_backward_error, is_consistent
+from .hands import HandFinder, hand_box_px, hands_on_face
 from .landmarks import LANDMARK_COUNT, FaceTracker, Observation
 from .progress import ProgressReporter
 from .spill import CHUNK_FRAMES as SPILL_CHUNK_FRAMES, FrameFile, frame_file
@@ -65,6 +66,7 @@ class FrontendSettings:
     flow_profile: str = DEFAULT_FLOW_PROFILE  # see flow.FLOW_PROFILES
     dense_flow_size: int = 0  # >0: also keep each frame's dense flow resampled to this many px a side
     face_check_seconds: float = 1.0  # video time between checks for several faces
+    hand_check_seconds: float = 0.5  # video time between checks for a hand over the face (ops/hands.py); 0: none
     min_detection_confidence: float = 0.5
 
     def as_dict(self) -> dict[str, Any]:
@@ -87,6 +89,10 @@ class FrameRecord:
     flow_at_landmarks: np.ndarray  # (478, 2) float32 crop px
     flow_fb_error_px: np.ndarray  # (478,) float32 crop px, forward-backward disagreement
     flow_consistent: np.ndarray  # (478,) bool, the forward-backward check passed
+    # A hand over the face (ops/hands.py): 1 or 0 on the frames checked (every hand_check_seconds,
+    # with a face), NaN on the others; and the box (x0, y0, x1, y1) source px of the hands on it.
+    hand_on_face: float = float("nan")
+    hand_box_px: np.ndarray = field(default_factory=lambda: np.full(4, np.nan))
     dense_flow: np.ndarray | None = None  # (S, S, 2) float16 crop px (NaN without flow); None: dense_flow_size 0
     dense_consistent: np.ndarray | None = None  # (S, S) float16, fraction of consistent pixels
 
@@ -112,16 +118,19 @@ _END = object()
 RECORD_SHAPES = {"index": (), "timestamp_s": (), "valid": (), "confidence": (), "landmarks_px": (LANDMARK_COUNT, 3),
                  "crop_from_image": (2, 3), "landmarks_crop": (LANDMARK_COUNT, 2), "stabilisation_residual_px": (),
                  "flow_at_landmarks": (LANDMARK_COUNT, 2), "flow_fb_error_px": (LANDMARK_COUNT,),
-                 "flow_consistent": (LANDMARK_COUNT,)}
+                 "flow_consistent": (LANDMARK_COUNT,), "hand_on_face": (),
+                 "hand_box_px": (4,)}
 _STACKED_FIELDS = tuple(RECORD_SHAPES)
 # The dtype each field is stacked at (what ``stack_records`` makes of the records' values).
 RECORD_DTYPES = {"index": np.int64, "timestamp_s": np.float64, "valid": np.bool_, "confidence": np.float64,
                  "landmarks_px": np.float32, "crop_from_image": np.float64, "landmarks_crop": np.float32,
                  "stabilisation_residual_px": np.float64, "flow_at_landmarks": np.float32,
-                 "flow_fb_error_px": np.float32, "flow_consistent": np.bool_}
-# The fields a take keeps (ops/reconstruct.py): ~11.7 KB a frame, 5.6 of them the landmarks.
+                 "flow_fb_error_px": np.float32, "flow_consistent": np.bool_, "hand_on_face": np.float64,
+                 "hand_box_px": np.float64}
+# The fields the engine reads (ops/reconstruct.py): ~11.7 KB a frame, 5.6 of them the landmarks; the
+# take keeps all but ``hand_on_face`` and ``hand_box_px``.
 TAKE_RECORD_FIELDS = ("index", "timestamp_s", "valid", "confidence", "landmarks_px", "crop_from_image",
-                      "flow_at_landmarks", "flow_fb_error_px", "flow_consistent")
+                      "flow_at_landmarks", "flow_fb_error_px", "flow_consistent", "hand_on_face", "hand_box_px")
 
 
 def stack_records(records: list[FrameRecord]) -> dict[str, np.ndarray]:
@@ -301,10 +310,18 @@ class FrontEnd:
             _relay(source, out, stop, observe)
 
     def _crop(self, source: queue.Queue, out: queue.Queue, stop: threading.Event) -> None:
-        """Observed frames -> ``_Tracked`` (the record without flow and the grey crop)."""
-        _relay(source, out, stop, self._tracked)
+        """Observed frames -> ``_Tracked`` (the record without flow and the grey crop), a hand over
+        the face looked for every ``hand_check_seconds``."""
+        if self.settings.hand_check_seconds <= 0:
+            _relay(source, out, stop, lambda item: self._tracked(item, None))
+            return
+        check_every = max(1, round(self.settings.hand_check_seconds * self.video.fps))
+        with HandFinder() as finder:
+            _relay(source, out, stop,
+                   lambda item: self._tracked(item, finder if (item[0] - self.settings.start_frame) % check_every == 0
+                                              else None))
 
-    def _tracked(self, item: tuple) -> _Tracked:
+    def _tracked(self, item: tuple, hands: HandFinder | None) -> _Tracked:
         size = self.settings.crop_size
         index, timestamp_s, frame_rgb, observation, several_faces = item
         landmarks = observation.landmarks_px
@@ -313,6 +330,11 @@ class FrontEnd:
             transform = stabilising_transform(landmarks, size)
             crop = warp_to_crop(cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2GRAY), transform, size)
         record = self._record(index, timestamp_s, observation.confidence, landmarks, transform)
+        if hands is not None and landmarks is not None:
+            on_face = hands_on_face(hands.hands_px(frame_rgb, rgb=True), landmarks)
+            record.hand_on_face = float(bool(on_face))
+            if on_face:
+                record.hand_box_px = hand_box_px(on_face) / self.scale
         return _Tracked(record, crop, several_faces)
 
     def _flow(self, source: queue.Queue, stop: threading.Event) -> Iterator[FrameRecord]:

@@ -8,26 +8,30 @@ apart. Every later mouth was then read against a mouth that was never seen.
 
 How: MediaPipe's own hand landmarker (``mediapipe.solutions.hands``, its model ships in the pip
 package: nothing is downloaded) on the frame; a hand covers the face when ``HAND_ON_FACE_SHARE``
-of its 21 points lie inside the box of the face's landmarks. About 10 ms a frame; the video is
-decoded up to the frame asked about (0.14 s to WolfgangLanger's frame 221 at 640x360).
+of its 21 points lie inside the box of the face's landmarks. About 10 ms a 640x360 frame.
 
-What it is used for: the engine tells the user when the neutral face it found is under a hand
-(``reconstruct``'s warning and ``neutral_hand`` in the take). Passing over such frames was
-measured and not kept: WolfgangLanger has no frame at rest, the best uncovered run (236-240)
-smiles and looks up, and her labelled smiles, raised brows and closed eyes read worse against it
-(docs/OPEN_LOOP.md).
+The front-end looks every ``hand_check_seconds`` (0.5 s: a hand stays a while) and keeps the
+box of the hands on the face; the engine counts the face's points in that box as covered up to
+the checks around it (``covered_landmarks``). There it steadies the take: MediaPipe's guesses under
+the fingers jump from frame to frame, and WolfgangLanger's units blipped for a frame or two on 11 %
+of those frames; each covered point becomes the median of itself in three frames
+(``steadied_where_covered``), which keeps a motion lasting two frames or more, while the points
+no hand covers keep every frame. And it tells the user when the neutral it found is under a
+hand (``reconstruct``'s warning, ``neutral_hand`` in the take). Passing over such frames for the neutral was measured and not
+kept: WolfgangLanger has no frame at rest, the best uncovered run (236-240) smiles and looks up,
+and her labelled smiles, raised brows and closed eyes read worse against it (docs/OPEN_LOOP.md).
 """
 from __future__ import annotations
-
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-from .video import iter_frames
+from .landmarks import LANDMARK_COUNT
 
 HAND_ON_FACE_SHARE = 0.3  # of a hand's 21 points inside the face's box (WolfgangLanger's covering hand: 0.43-0.95)
 HAND_DETECTION_CONFIDENCE = 0.5
+STEADYING_FRAMES = 3  # a covered point's deformation: the median over this many frames around it
+COVER_MARGIN = 0.1  # the face's points within this share of its width of a hand's box are covered
 
 
 class HandFinder:
@@ -44,27 +48,74 @@ class HandFinder:
     def __exit__(self, *_) -> None:
         self._hands.close()
 
-    def hands_px(self, image_bgr: np.ndarray) -> list[np.ndarray]:
-        """Each hand found in a BGR uint8 image (H, W, 3): its 21 points (21, 2) image px."""
-        found = self._hands.process(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB))
-        height, width = image_bgr.shape[:2]
+    def hands_px(self, image: np.ndarray, rgb: bool = False) -> list[np.ndarray]:
+        """Each hand found in a uint8 image (H, W, 3), BGR unless ``rgb``: its 21 points (21, 2) image px."""
+        found = self._hands.process(image if rgb else cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        height, width = image.shape[:2]
         return [np.array([[point.x * width, point.y * height] for point in hand.landmark])
                 for hand in (found.multi_hand_landmarks or [])]
 
 
-def hand_on_face(hands_px: list[np.ndarray], face_px: np.ndarray) -> bool:
-    """Whether any hand (21, 2) px lies ``HAND_ON_FACE_SHARE`` or more inside the box of the face's
+def hands_on_face(hands_px: list[np.ndarray], face_px: np.ndarray) -> list[np.ndarray]:
+    """The hands (21, 2) px that lie ``HAND_ON_FACE_SHARE`` or more inside the box of the face's
     landmarks ``face_px`` (478, 2+) px of the same image."""
     low, high = np.min(face_px[:, :2], axis=0), np.max(face_px[:, :2], axis=0)
-    return any(float(np.mean(np.all((hand >= low) & (hand <= high), axis=1))) >= HAND_ON_FACE_SHARE
-               for hand in hands_px)
+    return [hand for hand in hands_px
+            if float(np.mean(np.all((hand >= low) & (hand <= high), axis=1))) >= HAND_ON_FACE_SHARE]
 
 
-def hand_covers_face(video_path: Path, frame_index: int, face_px: np.ndarray) -> bool:
-    """Whether source frame ``frame_index`` of the video shows a hand over the face whose landmarks
-    are ``face_px`` (478, 2+) source px. The frames before it are decoded and dropped
-    (``video.iter_frames``); a frame that cannot be decoded shows none."""
-    for _, _, image in iter_frames(Path(video_path), start_frame=int(frame_index), end_frame=int(frame_index) + 1):
-        with HandFinder() as finder:
-            return hand_on_face(finder.hands_px(image), np.asarray(face_px, np.float64))
-    return False
+def hand_box_px(hands_px: list[np.ndarray]) -> np.ndarray:
+    """(4,) the box x0, y0, x1, y1 px around the hands (at least one) (21, 2) px."""
+    points = np.concatenate(hands_px)
+    return np.concatenate([points.min(axis=0), points.max(axis=0)])
+
+
+def covered_landmarks(hand_on_face: np.ndarray, hand_box: np.ndarray, landmarks_px: np.ndarray) -> np.ndarray:
+    """(T, 478) bool: the face's points a hand covers, from the front-end's checks: ``hand_on_face``
+    (T,) 1 or 0 on the frames checked, NaN on the others; ``hand_box`` (T, 4) px the hands' box
+    where one is on the face; ``landmarks_px`` (T, 478, 2+) px. A check with a hand covers the points
+    inside its box, widened by ``COVER_MARGIN`` of the face's width, and they stay covered up to
+    the checks before and after it (where the hand was between is not known)."""
+    checks = np.asarray(hand_on_face, np.float64)
+    checked = np.flatnonzero(np.isfinite(checks))
+    covered = np.zeros((len(checks), LANDMARK_COUNT), bool)
+    for position, frame in enumerate(checked):
+        if checks[frame] < 0.5:
+            continue
+        points = np.asarray(landmarks_px[frame], np.float64)[:, :2]  # (478, 2)
+        margin = COVER_MARGIN * float(np.ptp(points[:, 0]))
+        box = np.asarray(hand_box[frame], np.float64)
+        inside = np.all((points >= box[:2] - margin) & (points <= box[2:] + margin), axis=1)  # (478,)
+        first = checked[position - 1] + 1 if position > 0 else 0
+        last = checked[position + 1] - 1 if position + 1 < len(checked) else len(checks) - 1
+        covered[first:last + 1] |= inside
+    return covered
+
+
+def steadied_where_covered(deformation_mm: np.ndarray, covered: np.ndarray, chunk_frames: int = 1024) -> None:
+    """Each covered point of ``deformation_mm`` (T, 478, 3) mm (an array or a ``spill.FrameFile``,
+    changed in place), ``covered`` (T, 478) bool, becomes the median of itself and the same point
+    in the frames around it, per coordinate (``STEADYING_FRAMES``), all read as they were; a chunk
+    of frames at a time. NaN (no face) is left out of a median and stays where the frame has none."""
+    covered = np.asarray(covered, bool)
+    half = STEADYING_FRAMES // 2
+    before = np.empty((0,) + tuple(deformation_mm.shape[1:]))  # the frames before the chunk, as they were
+    for start in range(0, len(covered), chunk_frames):
+        stop = min(start + chunk_frames, len(covered))
+        if not covered[start:stop].any():
+            before = np.asarray(deformation_mm[max(stop - half, 0):stop], np.float64)
+            continue
+        own = np.asarray(deformation_mm[start:stop], np.float64)  # (n, 478, 3) as it was
+        after = np.asarray(deformation_mm[stop:min(stop + half, len(covered))], np.float64)
+        window = np.concatenate([before, own, after])  # frames start - len(before) ...
+        first = start - len(before)
+        steadied = own.copy()
+        for frame in np.flatnonzero(covered[start:stop].any(axis=1)) + start:
+            if not np.isfinite(own[frame - start]).all():
+                continue
+            points = covered[frame]
+            around = window[max(frame - half, 0) - first:frame + half + 1 - first, points]  # (<=3, n, 3)
+            with np.errstate(all="ignore"):
+                steadied[frame - start, points] = np.nanmedian(around, axis=0)
+        deformation_mm[start:stop] = steadied.astype(deformation_mm.dtype)
+        before = own[len(own) - half:] if half else own[:0]

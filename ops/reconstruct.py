@@ -37,7 +37,7 @@ from .frontend import RECORD_SHAPES, TAKE_RECORD_FIELDS, FrameArrays, FrontendSe
 from .frontend_cache import CachedFrontEnd
 from .frontend_debug import write_contact_sheet
 from .held_expression import rest_face, sampled_frames
-from .hands import hand_covers_face
+from .hands import covered_landmarks, steadied_where_covered
 from .neutral import face_measures, neutral_run, occluded_frames, scores_from_measures
 from .perspective import PerspectiveCamera, calmest_frames, perspective_camera
 from ..models.network.events import micro_layer_mm
@@ -185,10 +185,10 @@ def read_frames(frontend: CachedFrontEnd, fields: tuple[str, ...]) -> dict[str, 
 
 def _take_settings(settings: ReconstructSettings, frontend: CachedFrontEnd, camera: PerspectiveCamera,
                    neutral_frames: np.ndarray, neutral_method: str, neutral_held: dict[str, float],
-                   neutral_hand: bool) -> dict:
+                   neutral_hand: bool, hand_frames: int) -> dict:
     """What a take records of how it was made."""
     return {"frontend": settings.frontend.as_dict(), "neutral_method": neutral_method, "neutral_held": neutral_held,
-            "neutral_hand": neutral_hand,
+            "neutral_hand": neutral_hand, "hand_frames": hand_frames,
             "neutral_seconds": settings.neutral_seconds,
             "neutral_frames": [int(neutral_frames[0]), int(neutral_frames[-1])],
             "skin_track": settings.skin_track, "flow_fusion_s": settings.flow_fusion_s,
@@ -442,9 +442,9 @@ def _reconstruct(video_path: Path, take_path: Path, settings: ReconstructSetting
 
     # Every stage below keeps a few numbers a frame and reads the faces a chunk of frames at a time.
     neutral_frames, neutral_method = choose_neutral_frames(observed, valid, video.fps, settings)
-    middle = int(neutral_frames[len(neutral_frames) // 2])
-    neutral_hand = bool(valid[middle]) and hand_covers_face(video.path, int(observed["index"][middle]),
-                                                            observed["landmarks_px"][middle])
+    # (T, 478) the face's points a hand covers (ops/hands.py)
+    covered = covered_landmarks(observed["hand_on_face"], observed["hand_box_px"], observed["landmarks_px"])
+    neutral_hand = bool(covered[neutral_frames[len(neutral_frames) // 2]].any())
     if neutral_hand:  # passing over such frames read worse where no frame is at rest (ops/hands.py)
         reporter.warning(f"a hand covers the face in the neutral frames {neutral_frames[0]}-{neutral_frames[-1]}: "
                          "the face there is partly guessed; if the take reads wrong, name frames without one "
@@ -472,7 +472,8 @@ def _reconstruct(video_path: Path, take_path: Path, settings: ReconstructSetting
         units, shift_mm = rest_face(head, camera.neutral_mm, sampled_mm)
         rest_mm = camera.neutral_mm - shift_mm
         held = {name: round(float(amount), 3) for name, amount in zip(head.expression_names, units) if amount >= 0.005}
-    take_settings = _take_settings(settings, frontend, camera, neutral_frames, neutral_method, held, neutral_hand)
+    take_settings = _take_settings(settings, frontend, camera, neutral_frames, neutral_method, held, neutral_hand,
+                                   int(covered.any(axis=1).sum()))
     take_in_frame = partial(_observed_take, observed, video, frontend, settings, take_settings)
     layers = None
     if runner is not None:
@@ -491,6 +492,7 @@ def _reconstruct(video_path: Path, take_path: Path, settings: ReconstructSetting
     # The macro layer is the rest of the take's deformation, so the total is what the landmarks show.
     less = () if layers is None else (layers.micro_mm, layers.detail_mm)
     macro_mm = displacement_mm(partial(camera.faces_at, faces_px), rest_mm, frame_count, less)
+    steadied_where_covered(macro_mm, covered)  # MediaPipe's guesses under a hand jump from frame to frame
     take = take_in_frame(rest_mm, camera.poses, macro_mm, layers)
     for output in outputs:
         sweep_stale_partials(output)

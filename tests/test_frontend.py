@@ -108,6 +108,25 @@ def test_face_that_leaves_or_arrives_is_marked_never_invented(clip, face_first):
     assert any("marked invalid" in message for message in warnings)
 
 
+def test_a_hand_over_the_face_is_looked_for_every_half_second():
+    """WolfgangLanger's hand covers her face in frames 60-224 (ops/hands.py); checked every 12 frames."""
+    settings = FrontendSettings(start_frame=130, end_frame=160)
+    _, records, _ = run(sample_path("video/WolfgangLanger_Pexels.mp4"), settings)
+    checks = np.array([r.hand_on_face for r in records])
+    checked = np.flatnonzero(np.isfinite(checks))
+    assert checked.tolist() == [0, 12, 24] and np.all(checks[checked] == 1.0)
+    for row in checked:  # the hand's box lies over the face's
+        box, face = records[row].hand_box_px, records[row].landmarks_px[:, :2]
+        assert np.all(box[:2] < face.max(axis=0)) and np.all(box[2:] > face.min(axis=0))
+    assert np.isnan(np.stack([r.hand_box_px for r in records])[np.isnan(checks)]).all()
+    _, records, _ = run(sample_path("video/WolfgangLanger_Pexels.mp4"),
+                        FrontendSettings(start_frame=290, end_frame=310))
+    assert [r.hand_on_face for r in records][::12] == [0.0, 0.0]  # her laugh: no hand
+    _, records, _ = run(sample_path("video/WolfgangLanger_Pexels.mp4"),
+                        FrontendSettings(start_frame=130, end_frame=160, hand_check_seconds=0.0))
+    assert np.isnan([r.hand_on_face for r in records]).all()
+
+
 def test_frame_range(tmp_path):
     _, records, _ = run(sample_path("video/single_face.mp4"), FrontendSettings(start_frame=30, end_frame=40))
     assert [r.index for r in records] == list(range(30, 40)) and all(r.valid for r in records)

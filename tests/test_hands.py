@@ -1,11 +1,14 @@
-"""A hand over the face, found by MediaPipe's hand landmarker on real frames (ops/hands.py)."""
+"""A hand over the face: found by MediaPipe's hand landmarker on real frames, and the take steadied
+where one covers the face (ops/hands.py)."""
 import cv2
 import numpy as np
 import pytest
 
 from mxr.ops.face_mesh_image import detect_face_mesh
-from mxr.ops.hands import HAND_ON_FACE_SHARE, hand_covers_face, hand_on_face
+from mxr.ops.hands import (COVER_MARGIN, HAND_ON_FACE_SHARE, HandFinder, covered_landmarks, hand_box_px,
+                           hands_on_face, steadied_where_covered)
 from mxr.ops.sample_data import sample_path
+from mxr.ops.spill import FrameFile
 from mxr.ops.video import read_frames_at
 
 WOLFGANG = "video/WolfgangLanger_Pexels.mp4"
@@ -23,22 +26,106 @@ def test_a_hand_counts_when_enough_of_its_points_lie_in_the_face_box():
     inside = int(np.ceil(HAND_ON_FACE_SHARE * 21))
     hand = np.full((21, 2), 400.0)
     hand[:inside] = 150.0
-    assert hand_on_face([hand], face)
+    assert len(hands_on_face([hand], face)) == 1
     hand[inside - 1] = 400.0  # one point fewer inside: a hand beside the face
-    assert not hand_on_face([hand], face)
-    assert not hand_on_face([], face)
-    assert hand_on_face([np.full((21, 2), 400.0), np.full((21, 2), 150.0)], face)  # either hand
+    assert hands_on_face([hand], face) == []
+    assert hands_on_face([], face) == []
+    beside, over = np.full((21, 2), 400.0), np.full((21, 2), 150.0)
+    on_face = hands_on_face([beside, over], face)
+    assert len(on_face) == 1 and on_face[0] is over
+    over[0] = (120.0, 130.0)
+    assert hand_box_px(on_face).tolist() == [120.0, 130.0, 150.0, 150.0]
+
+
+@pytest.fixture(scope="module")
+def wolfgang_frames():
+    return read_frames_at(sample_path(WOLFGANG), [40, 150, 220, 300])
 
 
 @pytest.mark.parametrize("frame, covered", [(150, True), (220, True), (300, False), (40, False)])
-def test_her_fingers_over_her_face_are_found_and_her_laugh_and_tears_are_not(frame, covered):
+def test_her_fingers_over_her_face_are_found_and_her_laugh_and_tears_are_not(wolfgang_frames, frame, covered):
     """WolfgangLanger: a hand over her cheek (150) and her lips (220, the found neutral's frames);
     nothing covers her laughing (300) or crying (40) face."""
-    image = read_frames_at(sample_path(WOLFGANG), [frame])[frame]
+    image = wolfgang_frames[frame]
     face_px = detect_face_mesh(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
     assert face_px is not None
-    assert hand_covers_face(sample_path(WOLFGANG), frame, face_px) is covered
+    with HandFinder() as finder:
+        assert bool(hands_on_face(finder.hands_px(image), face_px)) is covered
+        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        assert bool(hands_on_face(finder.hands_px(rgb, rgb=True), face_px)) is covered
 
 
-def test_a_frame_past_the_end_shows_no_hand():
-    assert hand_covers_face(sample_path(WOLFGANG), 10_000, face_box_points((0.0, 0.0), (640.0, 360.0))) is False
+def test_the_points_in_a_hands_box_are_covered_up_to_the_checks_around_it():
+    frames = 20
+    landmarks = np.zeros((frames, 478, 3))
+    landmarks[:, :, 0] = np.linspace(0.0, 100.0, 478)  # a face 100 px wide, its points along x
+    checks = np.full(frames, np.nan)
+    checks[[0, 5, 10, 15]] = [0.0, 1.0, 0.0, 1.0]
+    boxes = np.full((frames, 4), np.nan)
+    boxes[5] = [20.0, -5.0, 30.0, 5.0]
+    boxes[15] = [80.0, -5.0, 90.0, 5.0]
+    covered = covered_landmarks(checks, boxes, landmarks)
+    x = landmarks[0, :, 0]
+    near_first = (x >= 20.0 - COVER_MARGIN * 100.0) & (x <= 30.0 + COVER_MARGIN * 100.0)
+    assert np.array_equal(covered[1:10], np.broadcast_to(near_first, (9, 478)))  # up to the checks around
+    assert not covered[[0, 10]].any()
+    assert np.array_equal(covered[11:].any(axis=0), (x >= 70.0) & (x <= 100.0))
+    assert not covered_landmarks(np.full(7, np.nan), np.full((7, 4), np.nan), landmarks[:7]).any()
+
+
+def test_a_blip_under_a_hand_is_steadied_and_motion_that_lasts_is_kept():
+    frames = 12
+    deformation = np.zeros((frames, 478, 3), np.float32)
+    deformation[4] = 3.0  # a one-frame guess under the hand
+    deformation[8:] = 2.0  # a motion that lasts (a step)
+    covered = np.zeros((frames, 478), bool)
+    covered[2:11, :100] = True  # the points under the hand
+    steadied_where_covered(deformation, covered)
+    assert np.all(deformation[4, :100] == 0.0) and np.all(deformation[4, 100:] == 3.0)  # the others keep every frame
+    assert np.all(deformation[8:] == 2.0) and np.all(deformation[:4] == 0.0)
+    untouched = np.zeros((frames, 478, 3), np.float32)
+    untouched[4] = 3.0
+    steadied_where_covered(untouched, np.zeros((frames, 478), bool))
+    assert np.all(untouched[4] == 3.0)
+
+
+def test_steadying_reads_across_chunks_keeps_frames_without_a_face_and_works_on_disk(tmp_path):
+    rng = np.random.default_rng(3)
+    deformation = rng.normal(size=(30, 478, 3)).astype(np.float32)
+    deformation[9] = np.nan  # no face
+    covered = np.zeros((30, 478), bool)
+    covered[:, ::2] = True
+    covered[20:22] = False  # a chunk edge (21) with nothing covered around it
+    expected = deformation.astype(np.float64).copy()
+    for frame in range(30):
+        if frame == 9:
+            continue
+        around = deformation[max(frame - 1, 0):frame + 2].astype(np.float64)
+        expected[frame, covered[frame]] = np.nanmedian(around, axis=0)[covered[frame]]
+    in_memory = deformation.copy()
+    steadied_where_covered(in_memory, covered, chunk_frames=7)  # chunk edges at 7, 14, 21, 28
+    np.testing.assert_allclose(in_memory, expected, atol=1e-6, equal_nan=True)
+    on_disk = FrameFile((30, 478, 3), np.float32, tmp_path)
+    on_disk[0:30] = deformation
+    steadied_where_covered(on_disk, covered, chunk_frames=7)
+    np.testing.assert_allclose(on_disk[0:30], expected, atol=1e-6, equal_nan=True)
+
+
+def test_her_units_do_not_blip_where_her_hand_covers_her_face(tmp_path, load_script):
+    """WolfgangLanger through the engine: the frames her hand covers are found, her neutral is said to
+    be under it, and the units blip (scripts/open_loop.py's flicker) on few of those frames (0.10
+    without the steadying)."""
+    from mxr.models.open_head import load_open_head
+    from mxr.models.retarget import retarget_expressions
+    from mxr.ops.reconstruct import ReconstructSettings, reconstruct
+    from mxr.ops.take import load_take
+
+    take_path = tmp_path / "wolfgang.npz"
+    summary = reconstruct(sample_path(WOLFGANG), take_path, ReconstructSettings(use_network=False))
+    take = load_take(take_path)
+    assert summary.neutral_hand and take.settings["neutral_hand"]
+    assert 130 <= take.settings["hand_frames"] <= 200  # frames 60-224, to within the checks' half second
+    head = load_open_head()
+    units = retarget_expressions(head, take.deformation_mm(), take.neutral_mm, seconds=take.timestamps_s)
+    flicker = load_script("open_loop").flicker_share
+    assert flicker(units[70:215], head.expression_names) < 0.05
