@@ -41,7 +41,8 @@ from .video import VideoInfo, file_sha256, probe_video
 CACHE_FORMAT = "mxr.frontend-cache"
 # 2: the flow covers the crop's face columns only (flow.flow_columns); 3: the key holds the flow's
 # parameters (flow.flow_parameters), so retuning the flow cannot serve flows computed the old way;
-# 4: each record says whether a hand covers the face (``hand_on_face``, ops/hands.py).
+# 4: each record says whether a hand covers the face and where (``hand_on_face``, ``hand_box_px``,
+# ops/hands.py).
 CACHE_VERSION = 4
 CHUNK_FRAMES = 256
 CACHE_DIR_ENV = "MXR_CACHE_DIR"

@@ -17,9 +17,10 @@ the fingers jump from frame to frame, and WolfgangLanger's units blipped for a f
 of those frames; each covered point becomes the median of itself in three frames
 (``steadied_where_covered``), which keeps a motion lasting two frames or more, while the points
 no hand covers keep every frame. And it tells the user when the neutral it found is under a
-hand (``reconstruct``'s warning, ``neutral_hand`` in the take). Passing over such frames for the neutral was measured and not
-kept: WolfgangLanger has no frame at rest, the best uncovered run (236-240) smiles and looks up,
-and her labelled smiles, raised brows and closed eyes read worse against it (docs/OPEN_LOOP.md).
+hand (``reconstruct``'s warning, ``neutral_hand`` in the take). Passing over such frames for the
+neutral was measured and not kept: WolfgangLanger has no frame at rest, the best uncovered run
+(236-240) smiles and looks up, and her labelled smiles, raised brows and closed eyes read worse
+against it (docs/OPEN_LOOP.md).
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ class HandFinder:
     context manager; it holds the model's graph."""
 
     def __enter__(self) -> "HandFinder":
-        import mediapipe  # imported here: ~1 s, and only the neutral's check needs it
+        import mediapipe  # imported here: ~1 s, and only where hands are looked for
 
         self._hands = mediapipe.solutions.hands.Hands(static_image_mode=True, max_num_hands=2, model_complexity=0,
                                                       min_detection_confidence=HAND_DETECTION_CONFIDENCE)
