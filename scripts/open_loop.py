@@ -37,9 +37,10 @@ choosing anything). Prints, per split:
   neutral (at rest) -> no brow unit above 0.3;
 - over every frame with a face: frames with an antagonistic pair both above 0.2 (the solve now
   rules this out by construction; kept as a regression check and for older engines), and the
-  largest share of frames any one unit sits at its upper limit (pinned), and of frames where a unit
-  flickers (for one or two frames 0.15 or more above, or below, both frames around them; the blinks
-  aside).
+  largest share of frames any one unit sits at its upper limit (pinned; and the same with the
+  blinks aside: they are measured from the lids, and a shut eye is a full blink), and of frames
+  where a unit flickers (for one or two frames 0.15 or more above, or below, both frames around
+  them; the blinks aside).
 
 The takes are written to ``.cache/open_loop`` (the front-end is cached as usual); ``--tag NAME``
 writes an engine under test's beside them, so that the plain run's stay what they are.
@@ -302,8 +303,10 @@ def score_clip(units: np.ndarray, names: tuple[str, ...], labels: dict[str, dict
     for first, second in pairs:
         both_on |= np.minimum(units[found, first], units[found, second]) > ANTAGONIST_MAX
     pinned = (units[found] >= 0.99).mean(axis=0)  # (K,) share of frames at the upper limit
+    solved = np.where([name.startswith("eyeBlink") for name in names], -1.0, pinned)  # the measured blinks aside
     return {**checks, "frames": float(found.sum()), "antagonist frames": float(both_on.sum()),
             "pinned share": float(pinned.max()), "pinned unit": names[int(np.argmax(pinned))],
+            "pinned share, blinks aside": float(solved.max()), "pinned unit, blinks aside": names[int(np.argmax(solved))],
             "flicker share": flicker_share(units, names)}
 
 
@@ -344,6 +347,9 @@ def summarise(scores: dict[str, dict]) -> dict[str, str]:
         row["flicker (worst clip)"] = f"{flickering[1]['flicker share']:.3f} ({Path(flickering[0]).stem})"
     row["pinned (worst clip, unit)"] = (f"{worst[1]['pinned share']:.3f} ({Path(worst[0]).stem}, {worst[1]['pinned unit']})"
                                         if worst else "-")
+    worst = max(scores.items(), key=lambda item: item[1]["pinned share, blinks aside"]) if scores else None
+    row["pinned, blinks aside"] = (f"{worst[1]['pinned share, blinks aside']:.3f} ({Path(worst[0]).stem}, "
+                                   f"{worst[1]['pinned unit, blinks aside']})" if worst else "-")
     return row
 
 

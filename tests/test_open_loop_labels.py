@@ -57,3 +57,13 @@ def test_flicker_counts_frames_a_unit_blips_away_from_the_frames_around_them(ope
 def test_an_engine_under_test_writes_its_takes_beside_the_plain_runs(open_loop):
     assert open_loop.take_name("WolfgangLanger_Pexels.network") == "WolfgangLanger_Pexels.network.take.npz"
     assert open_loop.take_name("WolfgangLanger_Pexels.network", "lids") == "WolfgangLanger_Pexels.network.lids.take.npz"
+
+
+def test_pinned_units_are_counted_with_and_without_the_measured_blinks(open_loop):
+    units = np.stack([frame(eyeBlinkLeft=1.0, mouthRollLower=1.0), frame(eyeBlinkLeft=1.0),
+                      frame(eyeBlinkLeft=1.0), frame(mouthRollLower=0.5)])  # shut eyes: full blinks
+    scores = open_loop.score_clip(units, ARKIT_UNITS, {})
+    assert (scores["pinned share"], scores["pinned unit"]) == (0.75, "eyeBlinkLeft")
+    assert (scores["pinned share, blinks aside"], scores["pinned unit, blinks aside"]) == (0.25, "mouthRollLower")
+    row = open_loop.summarise({"clip.mp4": scores})
+    assert row["pinned, blinks aside"] == "0.250 (clip, mouthRollLower)"
