@@ -384,7 +384,8 @@ def write_model_card(path: Path, metadata: dict, command: str) -> None:
         f"- Inputs: {', '.join(f'`{n}` {s}' for n, s in metadata['inputs'].items())}.",
         f"- Outputs: {', '.join(f'`{n}` {s}' for n, s in metadata['outputs'].items())}.",
         "- Events: `scripts/train_events.py`, run after this script, attaches a separate event detector "
-        "(`EVENT_DETECTOR.md`) to this model's metadata; the engine then takes the events from it, and this "
+        "(`EVENT_DETECTOR.md`; tuned afterwards on real footage by `scripts/tune_events_on_footage.py`) to this "
+        "model's metadata; the engine then takes the events from it, and this "
         "network's own event head (below) serves only a model without one. Where there are events, the engine's "
         "micro layer is their fitted time courses x action-unit patterns (`events.micro_layer_mm`), taken out of "
         "this network's total; its own micro output (below) is then not used.",
