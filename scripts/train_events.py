@@ -46,6 +46,7 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnxruntime
@@ -215,21 +216,31 @@ def sample_batch(tracks: list[Track], batch: int, window: int,
 
 def train(model: EventDetector, tracks: list[Track], steps: int, batch: int, learning_rate: float,
           positive_weight: float, rng: np.random.Generator) -> dict:
+    return fit(model, lambda: sample_batch(tracks, batch, model.config.window, rng), steps, learning_rate,
+               positive_weight)
+
+
+def fit(model: EventDetector, batches: Callable[[], tuple[torch.Tensor, torch.Tensor]], steps: int,
+        learning_rate: float, positive_weight: float, one_cycle: bool = True, tag: str = "events") -> dict:
+    """``steps`` of AdamW on the weighted BCE of ``batches()`` ((B, K, W) inputs, (B, R, W) targets),
+    the rate on a one-cycle schedule or constant (training further from weights that already work)."""
     optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=learning_rate, total_steps=steps, pct_start=0.1)
+    schedule = (torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=learning_rate, total_steps=steps, pct_start=0.1)
+                if one_cycle else None)
     weight = torch.tensor(positive_weight)
     model.train()
     started, running = time.monotonic(), None
     for step in range(steps):
-        inputs, targets = sample_batch(tracks, batch, model.config.window, rng)
+        inputs, targets = batches()
         loss = torch.nn.functional.binary_cross_entropy_with_logits(model(inputs), targets, pos_weight=weight)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        schedule.step()
+        if schedule is not None:
+            schedule.step()
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         if step % 500 == 0 or step == steps - 1:
-            print(f"[events] step {step + 1}/{steps} {time.monotonic() - started:.0f}s loss={running:.4f}", flush=True)
+            print(f"[{tag}] step {step + 1}/{steps} {time.monotonic() - started:.0f}s loss={running:.4f}", flush=True)
     return {"steps": steps, "seconds": round(time.monotonic() - started, 1), "final_loss": round(running, 5)}
 
 

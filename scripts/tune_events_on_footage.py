@@ -133,23 +133,14 @@ def load_detector(path: Path) -> EventDetector:
 
 def tune(model: EventDetector, footage: list[train_events.Track], synthetic: list[train_events.Track], steps: int,
          learning_rate: float, rng: np.random.Generator) -> dict:
-    """Train further on batches of 16 windows, half from the footage, half synthetic."""
-    optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-4)
-    model.train()
-    started, running = time.monotonic(), None
-    for step in range(steps):
+    """Train further at a constant rate on batches of 16 windows, half from the footage, half synthetic."""
+    def batches() -> tuple[torch.Tensor, torch.Tensor]:
         parts = [train_events.sample_batch(footage, 8, model.config.window, rng),
                  train_events.sample_batch(synthetic, 8, model.config.window, rng)]
-        inputs, targets = torch.cat([part[0] for part in parts]), torch.cat([part[1] for part in parts])
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(inputs), targets, pos_weight=torch.tensor(3.0))
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        if step % 250 == 0 or step == steps - 1:
-            print(f"[tune] step {step + 1}/{steps} {time.monotonic() - started:.0f}s loss={running:.4f}", flush=True)
-    return {"steps": steps, "lr": learning_rate, "seconds": round(time.monotonic() - started, 1),
-            "final_loss": round(running, 5)}
+        return torch.cat([part[0] for part in parts]), torch.cat([part[1] for part in parts])
+
+    return {**train_events.fit(model, batches, steps, learning_rate, 3.0, one_cycle=False, tag="tune"),
+            "lr": learning_rate}
 
 
 def choose_thresholds(model_path: Path, validation: list[train_events.Track]) -> tuple[float, float, dict]:
