@@ -1,6 +1,6 @@
 """Tune the micro-event detectors on what the front-end measures on real footage (issue 20, item 2).
 
-    .venv/bin/python scripts/tune_events_on_footage.py      # ~20 min on 2 CPU cores, the shipped run
+    .venv/bin/python scripts/tune_events_on_footage.py      # ~20 min the first time (rendering), ~6 after
     ... --quick --out /tmp/events                           # a smoke run (does not make a usable detector)
 
 Why: the shipped detectors (``scripts/train_events.py``) learned micro events from synthetic
@@ -96,6 +96,7 @@ def footage_tracks(name: str, plantings: range, quiet: ProgressReporter) -> list
         trained = in_trained_frame(load_take(copy_path))
         copy_path.unlink()
         inputs = take_inputs(trained)
+        seconds = inputs.seconds - inputs.seconds[0]  # the planted events' clock starts at the first frame
         rate_hz = EventDetectorConfig.rate_hz
         samples = resample_track(inputs.coefficients, inputs.seconds, rate_hz).astype(np.float32)
         labels = np.zeros((len(samples), len(EVENT_REGIONS)), np.float32)
@@ -106,10 +107,9 @@ def footage_tracks(name: str, plantings: range, quiet: ProgressReporter) -> list
             if event.kind != "micro":
                 continue
             region = regions[event.action]
-            first, last = event.onset_s - inputs.seconds[0], event.offset_s - inputs.seconds[0]
-            labels[max(int(np.ceil(first * rate_hz)), 0):int(np.floor(last * rate_hz)) + 1,
+            labels[max(int(np.ceil(event.onset_s * rate_hz)), 0):int(np.floor(event.offset_s * rate_hz)) + 1,
                    EVENT_REGIONS.index(region)] = 1.0
-            onset, apex, offset = event.frames(inputs.seconds)
+            onset, apex, offset = event.frames(seconds)
             events.append(MicroEvent(onset, apex, offset, region, float(event.peak_mm), 1.0))
         tracks.append(train_events.Track(inputs.coefficients.astype(np.float32), trained.neutral_mm, samples, labels,
                                          float(trained.fps), events))
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in folder.iterdir():
             if path.is_file():
                 shutil.copy(path, out / path.name)
-    quiet = ProgressReporter(stream=open("/dev/null", "w"), min_interval_s=60.0)  # noqa: SIM115
+    quiet = ProgressReporter(stream=sys.stderr, min_interval_s=60.0)  # stdout says what is being done
     started = time.monotonic()
     footage = draws_tracks(draws.train, {name: FIRST_PLANTING for name in draws.train}, quiet)
     validation = draws_tracks(draws.validation, {name: FIRST_PLANTING + draws.train.get(name, 0)
