@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from .landmarks import LANDMARK_COUNT
+from .spill import frame_array
 
 HAND_ON_FACE_SHARE = 0.3  # of a hand's 21 points inside the face's box (WolfgangLanger's covering hand: 0.43-0.95)
 HAND_DETECTION_CONFIDENCE = 0.5
@@ -72,14 +73,15 @@ def hand_box_px(hands_px: list[np.ndarray]) -> np.ndarray:
 
 
 def covered_landmarks(hand_on_face: np.ndarray, hand_box: np.ndarray, landmarks_px: np.ndarray) -> np.ndarray:
-    """(T, 478) bool: the face's points a hand covers, from the front-end's checks: ``hand_on_face``
+    """(T, 478) bool (on disk in the engine, ops/spill.py): the face's points a hand covers, from the
+    front-end's checks: ``hand_on_face``
     (T,) 1 or 0 on the frames checked, NaN on the others; ``hand_box`` (T, 4) px the hands' box
     where one is on the face; ``landmarks_px`` (T, 478, 2+) px. A check with a hand covers the points
     inside its box, widened by ``COVER_MARGIN`` of the face's width, and they stay covered up to
     the checks before and after it (where the hand was between is not known)."""
     checks = np.asarray(hand_on_face, np.float64)
     checked = np.flatnonzero(np.isfinite(checks))
-    covered = np.zeros((len(checks), LANDMARK_COUNT), bool)
+    covered = frame_array((len(checks), LANDMARK_COUNT), np.bool_)
     for position, frame in enumerate(checked):
         if checks[frame] < 0.5:
             continue
@@ -89,21 +91,21 @@ def covered_landmarks(hand_on_face: np.ndarray, hand_box: np.ndarray, landmarks_
         inside = np.all((points >= box[:2] - margin) & (points <= box[2:] + margin), axis=1)  # (478,)
         first = checked[position - 1] + 1 if position > 0 else 0
         last = checked[position + 1] - 1 if position + 1 < len(checked) else len(checks) - 1
-        covered[first:last + 1] |= inside
+        covered[first:last + 1] = np.asarray(covered[first:last + 1], bool) | inside
     return covered
 
 
 def steadied_where_covered(deformation_mm: np.ndarray, covered: np.ndarray, chunk_frames: int = 1024) -> None:
     """Each covered point of ``deformation_mm`` (T, 478, 3) mm (an array or a ``spill.FrameFile``,
-    changed in place), ``covered`` (T, 478) bool, becomes the median of itself and the same point
+    changed in place), ``covered`` (T, 478) bool (an array or a ``FrameFile``), becomes the median of itself and the same point
     in the frames around it, per coordinate (``STEADYING_FRAMES``), all read as they were; a chunk
     of frames at a time. NaN (no face) is left out of a median and stays where the frame has none."""
-    covered = np.asarray(covered, bool)
     half = STEADYING_FRAMES // 2
     before = np.empty((0,) + tuple(deformation_mm.shape[1:]))  # the frames before the chunk, as they were
     for start in range(0, len(covered), chunk_frames):
         stop = min(start + chunk_frames, len(covered))
-        if not covered[start:stop].any():
+        chunk = np.asarray(covered[start:stop], bool)  # (n, 478)
+        if not chunk.any():
             before = np.asarray(deformation_mm[max(stop - half, 0):stop], np.float64)
             continue
         own = np.asarray(deformation_mm[start:stop], np.float64)  # (n, 478, 3) as it was
@@ -111,10 +113,10 @@ def steadied_where_covered(deformation_mm: np.ndarray, covered: np.ndarray, chun
         window = np.concatenate([before, own, after])  # frames start - len(before) ...
         first = start - len(before)
         steadied = own.copy()
-        for frame in np.flatnonzero(covered[start:stop].any(axis=1)) + start:
+        for frame in np.flatnonzero(chunk.any(axis=1)) + start:
             if not np.isfinite(own[frame - start]).all():
                 continue
-            points = covered[frame]
+            points = chunk[frame - start]
             around = window[max(frame - half, 0) - first:frame + half + 1 - first, points]  # (<=3, n, 3)
             with np.errstate(all="ignore"):
                 steadied[frame - start, points] = np.nanmedian(around, axis=0)

@@ -442,9 +442,9 @@ def _reconstruct(video_path: Path, take_path: Path, settings: ReconstructSetting
 
     # Every stage below keeps a few numbers a frame and reads the faces a chunk of frames at a time.
     neutral_frames, neutral_method = choose_neutral_frames(observed, valid, video.fps, settings)
-    # (T, 478) the face's points a hand covers (ops/hands.py)
+    # (T, 478) the face's points a hand covers (ops/hands.py), on disk
     covered = covered_landmarks(observed["hand_on_face"], observed["hand_box_px"], observed["landmarks_px"])
-    neutral_hand = bool(covered[neutral_frames[len(neutral_frames) // 2]].any())
+    neutral_hand = bool(np.asarray(covered[int(neutral_frames[len(neutral_frames) // 2])]).any())
     if neutral_hand:  # passing over such frames read worse where no frame is at rest (ops/hands.py)
         reporter.warning(f"a hand covers the face in the neutral frames {neutral_frames[0]}-{neutral_frames[-1]}: "
                          "the face there is partly guessed; if the take reads wrong, name frames without one "
@@ -472,8 +472,9 @@ def _reconstruct(video_path: Path, take_path: Path, settings: ReconstructSetting
         units, shift_mm = rest_face(head, camera.neutral_mm, sampled_mm)
         rest_mm = camera.neutral_mm - shift_mm
         held = {name: round(float(amount), 3) for name, amount in zip(head.expression_names, units) if amount >= 0.005}
+    hand_frames = sum(int(np.asarray(covered[frames]).any(axis=1).sum()) for frames in frame_chunks(frame_count))
     take_settings = _take_settings(settings, frontend, camera, neutral_frames, neutral_method, held, neutral_hand,
-                                   int(covered.any(axis=1).sum()))
+                                   hand_frames)
     take_in_frame = partial(_observed_take, observed, video, frontend, settings, take_settings)
     layers = None
     if runner is not None:

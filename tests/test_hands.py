@@ -8,7 +8,7 @@ from mxr.ops.face_mesh_image import detect_face_mesh
 from mxr.ops.hands import (COVER_MARGIN, HAND_ON_FACE_SHARE, HandFinder, covered_landmarks, hand_box_px,
                            hands_on_face, steadied_where_covered)
 from mxr.ops.sample_data import sample_path
-from mxr.ops.spill import FrameFile
+from mxr.ops.spill import FrameFile, spilling_into
 from mxr.ops.video import read_frames_at
 
 WOLFGANG = "video/WolfgangLanger_Pexels.mp4"
@@ -55,7 +55,7 @@ def test_her_fingers_over_her_face_are_found_and_her_laugh_and_tears_are_not(wol
         assert bool(hands_on_face(finder.hands_px(rgb, rgb=True), face_px)) is covered
 
 
-def test_the_points_in_a_hands_box_are_covered_up_to_the_checks_around_it():
+def test_the_points_in_a_hands_box_are_covered_up_to_the_checks_around_it(tmp_path):
     frames = 20
     landmarks = np.zeros((frames, 478, 3))
     landmarks[:, :, 0] = np.linspace(0.0, 100.0, 478)  # a face 100 px wide, its points along x
@@ -64,13 +64,15 @@ def test_the_points_in_a_hands_box_are_covered_up_to_the_checks_around_it():
     boxes = np.full((frames, 4), np.nan)
     boxes[5] = [20.0, -5.0, 30.0, 5.0]
     boxes[15] = [80.0, -5.0, 90.0, 5.0]
-    covered = covered_landmarks(checks, boxes, landmarks)
+    covered = np.asarray(covered_landmarks(checks, boxes, landmarks))
     x = landmarks[0, :, 0]
     near_first = (x >= 20.0 - COVER_MARGIN * 100.0) & (x <= 30.0 + COVER_MARGIN * 100.0)
     assert np.array_equal(covered[1:10], np.broadcast_to(near_first, (9, 478)))  # up to the checks around
     assert not covered[[0, 10]].any()
     assert np.array_equal(covered[11:].any(axis=0), (x >= 70.0) & (x <= 100.0))
-    assert not covered_landmarks(np.full(7, np.nan), np.full((7, 4), np.nan), landmarks[:7]).any()
+    assert not np.asarray(covered_landmarks(np.full(7, np.nan), np.full((7, 4), np.nan), landmarks[:7])).any()
+    with spilling_into(tmp_path):  # the engine's way: on disk, the same points
+        np.testing.assert_array_equal(np.asarray(covered_landmarks(checks, boxes, landmarks)[0:frames]), covered)
 
 
 def test_a_blip_under_a_hand_is_steadied_and_motion_that_lasts_is_kept():
@@ -107,7 +109,9 @@ def test_steadying_reads_across_chunks_keeps_frames_without_a_face_and_works_on_
     np.testing.assert_allclose(in_memory, expected, atol=1e-6, equal_nan=True)
     on_disk = FrameFile((30, 478, 3), np.float32, tmp_path)
     on_disk[0:30] = deformation
-    steadied_where_covered(on_disk, covered, chunk_frames=7)
+    covered_on_disk = FrameFile((30, 478), np.bool_, tmp_path)  # as the engine keeps them (ops/spill.py)
+    covered_on_disk[0:30] = covered
+    steadied_where_covered(on_disk, covered_on_disk, chunk_frames=7)
     np.testing.assert_allclose(on_disk[0:30], expected, atol=1e-6, equal_nan=True)
 
 
