@@ -341,15 +341,13 @@ def summarise(scores: dict[str, dict]) -> dict[str, str]:
         row[check] = f"{np.mean(results):.2f} of {len(results)}" if results else "-"
     frames = sum(clip["frames"] for clip in scores.values())
     row["antagonist frames"] = f"{sum(clip['antagonist frames'] for clip in scores.values()) / max(frames, 1):.3f}"
-    worst = max(scores.items(), key=lambda item: item[1]["pinned share"]) if scores else None
     if scores:
         flickering = max(scores.items(), key=lambda item: item[1]["flicker share"])
         row["flicker (worst clip)"] = f"{flickering[1]['flicker share']:.3f} ({Path(flickering[0]).stem})"
-    row["pinned (worst clip, unit)"] = (f"{worst[1]['pinned share']:.3f} ({Path(worst[0]).stem}, {worst[1]['pinned unit']})"
-                                        if worst else "-")
-    worst = max(scores.items(), key=lambda item: item[1]["pinned share, blinks aside"]) if scores else None
-    row["pinned, blinks aside"] = (f"{worst[1]['pinned share, blinks aside']:.3f} ({Path(worst[0]).stem}, "
-                                   f"{worst[1]['pinned unit, blinks aside']})" if worst else "-")
+    for column, suffix in (("pinned (worst clip, unit)", ""), ("pinned, blinks aside", ", blinks aside")):
+        share, unit = f"pinned share{suffix}", f"pinned unit{suffix}"
+        worst = max(scores.items(), key=lambda item: item[1][share]) if scores else None
+        row[column] = f"{worst[1][share]:.3f} ({Path(worst[0]).stem}, {worst[1][unit]})" if worst else "-"
     return row
 
 

@@ -184,24 +184,36 @@ def injected_clip(source: Path, original: Path, take: Take, seed: int, scale: fl
     return video_path, truth_path
 
 
+def original_take(name: str, seconds: float, scale: float = 1.0, tag: str = "",
+                  quiet: ProgressReporter | None = None) -> tuple[Path, Path, Take]:
+    """The sample clip ``name``, its re-encoded excerpt (``reencoded_original``) and that excerpt's
+    network take, made now (``tag``: an engine under test's, ``open_loop.take_name``)."""
+    source = VIDEO_DIR / name
+    original = reencoded_original(source, seconds, scale)
+    original_take_path = original.with_name(take_name(original.stem, tag))
+    reconstruct(original, original_take_path, ReconstructSettings(use_network=True), quiet)
+    return source, original, load_take(original_take_path)
+
+
+def copy_settings(original: Take, use_network: bool = True, skin_track: bool = True) -> ReconstructSettings:
+    """How an injected copy is reconstructed: on the original's neutral frames, through its camera.
+    The same footage through the same camera: the focal length a clip shows little of is not searched
+    again (on the injected copies the search picked another on 3 of WolfgangLanger's 5, docs/OPEN_LOOP.md)."""
+    return ReconstructSettings(use_network=use_network, skin_track=skin_track,
+                               neutral_frames=tuple(original.settings["neutral_frames"]),
+                               focal_px=original.settings["camera_focal_px"])
+
+
 def clip_takes(name: str, seconds: float, planting: int = 0, scale: float = 1.0,
                tag: str = "") -> tuple[Take, Take, dict]:
     """The original's and the injected clip's network takes, and the truth; ``planting`` numbers
     the draws of planted events on one clip (each its own injected clip); ``scale`` resizes the
     clip first (a small face); ``tag`` names an engine under test's takes (``open_loop.take_name``)."""
-    source = VIDEO_DIR / name
-    original = reencoded_original(source, seconds, scale)
-    original_take_path = original.with_name(take_name(original.stem, tag))
     quiet = ProgressReporter(stream=sys.stderr, min_interval_s=60.0)  # stdout carries the tables
-    reconstruct(original, original_take_path, ReconstructSettings(use_network=True), quiet)
-    take = load_take(original_take_path)
+    source, original, take = original_take(name, seconds, scale, tag, quiet)
     video_path, truth_path = injected_clip(source, original, take, zlib.crc32(name.encode()) + planting, scale)
     injected_take_path = video_path.with_name(take_name(video_path.stem, tag))
-    # The same footage through the same camera: the focal length a clip shows little of is not searched
-    # again (on the injected copies the search picked another on 3 of WolfgangLanger's 5, docs/OPEN_LOOP.md).
-    reconstruct(video_path, injected_take_path,
-                ReconstructSettings(use_network=True, neutral_frames=tuple(take.settings["neutral_frames"]),
-                                    focal_px=take.settings["camera_focal_px"]), quiet)
+    reconstruct(video_path, injected_take_path, copy_settings(take), quiet)
     with np.load(truth_path) as data:
         truth = {key: data[key] for key in data.files}
     truth["events"] = [PlantedEvent(**event) for event in json.loads(str(truth["events"]))]

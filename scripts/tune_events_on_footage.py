@@ -44,7 +44,7 @@ from onnx import numpy_helper
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import open_loop_inject  # noqa: E402  (the planted clips)
 import train_events  # noqa: E402  (tracks, batches, scores; sets the BLAS threads first)
-from open_loop import SPLITS, VIDEO_DIR  # noqa: E402
+from open_loop import SPLITS  # noqa: E402
 
 from mxr.models.network.evaluation import decoding_thresholds  # noqa: E402
 from mxr.models.network.features import EVENT_REGIONS, resample_track, take_inputs  # noqa: E402
@@ -52,7 +52,7 @@ from mxr.models.network.runner import WEIGHTS_DIR, NetworkRunner  # noqa: E402
 from mxr.models.network.torch_model import EventDetector, EventDetectorConfig, export_event_onnx  # noqa: E402
 from mxr.ops.injection import PlantedEvent  # noqa: E402
 from mxr.ops.progress import ProgressReporter  # noqa: E402
-from mxr.ops.reconstruct import ReconstructSettings, in_trained_frame, reconstruct  # noqa: E402
+from mxr.ops.reconstruct import in_trained_frame, reconstruct  # noqa: E402
 from mxr.ops.take import MicroEvent, load_take  # noqa: E402
 
 FIRST_PLANTING = 100  # open_loop_inject's own draws are 0, 1, ...: these are other events on the same clips
@@ -79,20 +79,14 @@ QUICK = Draws(train={"single_face.mp4": 2}, validation={"single_face.mp4": 1})
 
 def footage_tracks(name: str, plantings: range, quiet: ProgressReporter) -> list[train_events.Track]:
     """The detector's tracks of the clip ``name``'s copies with planted events (draws ``plantings``)."""
-    source = VIDEO_DIR / name
-    original = open_loop_inject.reencoded_original(source, EXCERPT_S)
-    original_take_path = original.with_name(open_loop_inject.take_name(original.stem))
-    reconstruct(original, original_take_path, ReconstructSettings(use_network=True), quiet)
-    take = load_take(original_take_path)
+    source, original, take = open_loop_inject.original_take(name, EXCERPT_S, quiet=quiet)
     regions = open_loop_inject.action_regions(take.neutral_mm.astype(np.float64))
     tracks = []
     for planting in plantings:
         video, truth_path = open_loop_inject.injected_clip(source, original, take, zlib.crc32(name.encode()) + planting)
         copy_path = video.with_name(video.stem + ".landmarks.take.npz")
-        # the copy's landmarks through the original's camera and neutral (as the check reads them)
-        reconstruct(video, copy_path, ReconstructSettings(use_network=False, skin_track=False,
-                                                          neutral_frames=tuple(take.settings["neutral_frames"]),
-                                                          focal_px=take.settings["camera_focal_px"]), quiet)
+        # only the copy's landmarks are read (in the networks' frame), as the check's copies are made
+        reconstruct(video, copy_path, open_loop_inject.copy_settings(take, use_network=False, skin_track=False), quiet)
         trained = in_trained_frame(load_take(copy_path))
         copy_path.unlink()
         inputs = take_inputs(trained)
