@@ -40,7 +40,7 @@ from .hands import covered_landmarks, steadied_where_covered
 from .held_expression import rest_face, sampled_frames
 from .neutral import face_measures, neutral_run, occluded_frames, scores_from_measures
 from .perspective import PerspectiveCamera, calmest_frames, perspective_camera
-from ..models.network.events import micro_layer_mm
+from ..models.network.events import micro_layer_mm, seen_on_skin
 from ..models.network.features import region_membership
 from ..models.network.fusion import basis_in_take_frame
 from ..models.network.runner import NetworkRunner, apply_network
@@ -340,7 +340,8 @@ def network_layers(trained_take: Take, runner: NetworkRunner, take_motion: Displ
     motion (``take_motion``: the points the take's face is read from, in its canonical frame), and
     its detail layer carried onto that frame (turned and scaled by the similarity between the two
     neutrals, a chunk of frames at a time). Its events must stand out of ``judged_motion``
-    (``events.standing_out``).
+    (MediaPipe's points, ``events.standing_out``) and show on ``take_motion`` as well
+    (``events.seen_on_skin``).
 
     The micro layer is read from the take's motion, not the network's: on the injected real clips
     (scripts/open_loop_inject.py) MediaPipe's points, which the network reads, show 0.42-0.49 of a
@@ -351,14 +352,17 @@ def network_layers(trained_take: Take, runner: NetworkRunner, take_motion: Displ
     detail_mm = frame_array(network_take.detail_mm.shape, np.float32)
     for frames in frame_chunks(len(detail_mm), CHUNK_FRAMES):
         detail_mm[frames] = displacement_on(alignment, np.asarray(network_take.detail_mm[frames], np.float64))
+    regions = tuple(runner.regions)
+    events = seen_on_skin(network_take.events, take_motion, judged_motion, regions, region_membership(regions))
     micro_mm = zero_layer(trained_take.valid)
-    if network_take.events:
-        regions = tuple(runner.regions)
-        micro_mm = micro_layer_mm(network_take.events, take_motion, analysis_clock(trained_take)[1], regions,
+    if events:
+        micro_mm = micro_layer_mm(events, take_motion, analysis_clock(trained_take)[1], regions,
                                   region_membership(regions), basis_in_take_frame(neutral_mm), neutral_mm)
         micro_mm[~np.asarray(trained_take.valid, bool)] = np.nan
-    return NetworkLayers(micro_mm, detail_mm, network_take.events, network_take.model_version,
-                         network_take.settings["network"])
+    network = dict(network_take.settings["network"])
+    if not events:
+        network["micro_layer"] = "network"  # as apply_network says of a take without events
+    return NetworkLayers(micro_mm, detail_mm, events, network_take.model_version, network)
 
 
 def known_focal_px(focal_px: float, frame_size: tuple[int, int]) -> float:

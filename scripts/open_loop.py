@@ -1,8 +1,8 @@
 """Open-loop check of the face MXR bakes, against truth no model of the engine made.
 
-    .venv/bin/python scripts/open_loop.py [--part frames|scan|all] [--split dev|held-out|all] [--baseline] [--json OUT]
+    .venv/bin/python scripts/open_loop.py [--part frames|scan|talking|all] [--split dev|held-out|all] [--baseline] [--json OUT]
 
-Two parts, each with a dev split (the engine's choices were made looking at it) and a held-out one:
+Three parts, each with a dev split (the engine's choices were made looking at it) and a held-out one:
 
 **scan**: clips rendered from the real textured face scan (menpo3d's James) deformed by
 hand-placed facial actions that owe nothing to any head model (``models/scan_actions.py``), the
@@ -14,6 +14,12 @@ action's true motion the take recovers (projected on the truth, on the landmarks
 at least half its peak), whether an animator would find the action's units on (one of its expected
 units >= 0.2 and among the three largest, at the action's hold), and how far a still face wanders
 while the head turns.
+
+**talking**: the same scan talking for 40 s (``models/scan_speech.py``: the jaw and lips syllable
+by syllable, a slow smile now and then, a talker's head motion; rendered the same way). No
+micro-expression happens in it, so every micro event of its take is false: events a minute, by
+region. The dev split's talking clip is the one the events' filters can be chosen on (the only
+real talking footage, franck.mp4, is held out).
 
 **frames**: real footage, frames labelled by a person looking at them.
 
@@ -61,6 +67,7 @@ from mxr.models.open_head import load_open_head
 from mxr.models.retarget import retarget_expressions
 from mxr.models.scan import load_scan
 from mxr.models.scan_actions import ACTION_NAMES, ACTIONS, ActionClip, action_fields, plan_clip
+from mxr.models.scan_speech import plan_talking_clip
 from mxr.ops.canonical import SKIN_LANDMARKS
 from mxr.ops.reconstruct import ReconstructSettings, reconstruct
 from mxr.ops.take import load_take
@@ -92,18 +99,30 @@ class ScanClipSpec:
     still: bool = False  # no action: the head turns, the face rests
 
 
+@dataclass(frozen=True)
+class TalkingClipSpec(ScanClipSpec):
+    """A scan clip that talks (``models/scan_speech.py``) for ``seconds``: the false-event check."""
+
+    seconds: float = 40.0
+
+
 SCAN_CLIPS = (
     ScanClipSpec("dev_a", "dev", 1, 30.0, 640, 480), ScanClipSpec("dev_b", "dev", 2, 24.0, 640, 480),
     ScanClipSpec("dev_still", "dev", 3, 30.0, 640, 480, still=True),
     ScanClipSpec("heldout_a", "held-out", 101, 30.0, 960, 540), ScanClipSpec("heldout_b", "held-out", 102, 25.0, 640, 480),
     ScanClipSpec("heldout_still", "held-out", 103, 25.0, 640, 480, still=True),
 )
+TALKING_CLIPS = (TalkingClipSpec("dev_talking", "dev", 4, 25.0, 640, 480),
+                 TalkingClipSpec("dev_talking_b", "dev", 5, 30.0, 640, 480, seconds=30.0),
+                 TalkingClipSpec("heldout_talking", "held-out", 104, 30.0, 960, 540, seconds=30.0))
 NOISE_GREY = 2.0  # sensor noise, grey levels (std)
 
 
 # -- part 1: the scan ---------------------------------------------------------------------------------
 def scan_clip_plan(spec: ScanClipSpec) -> ActionClip:
     """Each split's two action clips play all 14 actions between them, in an order of the split's own."""
+    if isinstance(spec, TalkingClipSpec):
+        return plan_talking_clip(spec.seconds, spec.fps, np.random.default_rng(spec.seed))
     if spec.still:
         return plan_clip((), spec.fps, np.random.default_rng(spec.seed), still_seconds=4.0)
     split_seed = 1 if spec.split == "dev" else 101
@@ -237,6 +256,26 @@ def scan_part(use_network: bool, splits: tuple[str, ...], tag: str = "") -> dict
             "worst action": min(recovered, key=recovered.get) + f" {min(recovered.values()):.2f}",
             "units right": f"{np.mean(right):.2f} of {len(right)}",
             "still-face wander (mm)": " / ".join(f"{score['wander_mm']:.3f}" for spec, score in clips if spec.still),
+        }
+    return report
+
+
+def talking_part(use_network: bool, splits: tuple[str, ...], tag: str = "") -> dict[str, dict]:
+    """Render (once) and reconstruct each talking scan clip of ``splits``: every micro event in its
+    take is false (nothing but speech, a slow smile and a talker's head motion happens there)."""
+    suffix = "network" if use_network else "baseline"
+    report = {}
+    for spec in (spec for spec in TALKING_CLIPS if spec.split in splits):
+        video_path, _ = render_scan_clip(spec)
+        take_path = video_path.with_name(take_name(f"{video_path.stem}.{suffix}", tag))
+        reconstruct(video_path, take_path, ReconstructSettings(use_network=use_network))
+        events = load_take(take_path).events
+        regions = sorted({event.region for event in events})
+        report[spec.name] = {
+            "split": spec.split,
+            "video": f"{spec.seconds:.0f} s at {spec.fps:g} fps, {spec.width_px}x{spec.height_px}",
+            "micro events a minute (all false)": f"{len(events) / (spec.seconds / 60.0):.1f}",
+            "by region": ", ".join(f"{region} {sum(e.region == region for e in events)}" for region in regions) or "-",
         }
     return report
 
@@ -384,7 +423,7 @@ def print_table(title: str, rows: dict[str, dict], first: str = "split") -> None
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=("frames", "scan", "all"), default="all")
+    parser.add_argument("--part", choices=("frames", "scan", "talking", "all"), default="all")
     parser.add_argument("--split", choices=("dev", "held-out", "all"), default="all",
                         help="dev alone while choosing anything: held-out figures are for the closing check")
     parser.add_argument("--labels", type=Path, default=DEFAULT_LABELS)
@@ -398,6 +437,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.part in ("scan", "all"):
         reports["scan"] = scan_part(not args.baseline, splits, args.tag)
         print_table("Rendered scan, basis-free actions", reports["scan"])
+    if args.part in ("talking", "all"):
+        reports["talking"] = talking_part(not args.baseline, splits, args.tag)
+        print_table("A talking scan face: false micro events", reports["talking"], first="clip")
     if args.part in ("frames", "all"):
         reports["frames"] = frames_part(args.labels, not args.baseline, splits, args.tag)
         print_table("Labelled real frames", reports["frames"])

@@ -310,3 +310,22 @@ def test_an_event_that_stands_out_and_returns_is_kept_and_talking_or_a_step_is_n
     step = 0.8 * np.clip((times - 2.0) / 0.15, 0.0, 1.0)  # a macro expression setting in: it stays
     onset = _region_motion(regions, membership, "brows", step + noise)
     assert events.standing_out([event], onset, fps, regions, membership) == []
+
+
+def test_an_event_the_skin_shows_is_kept_and_one_only_mediapipes_points_show_is_not():
+    regions = EVENT_REGIONS
+    membership = region_membership(regions)
+    times = np.arange(120) / 30.0
+    bump = 0.8 * np.sin(np.pi * np.clip((times - 2.0) / 0.3, 0.0, 1.0)) ** 2  # 0.3 s, 0.8 mm, apex at 2.15 s
+    slope = 0.5 * times  # a slow expression under it: the size is read above the line from onset to offset
+    event = MicroEvent(59, 64, 69, "brows", 0.8, 0.9)
+    landmarks = _region_motion(regions, membership, "brows", bump + slope)
+    assert events.event_size_mm(event, landmarks, region_landmarks(membership[0])) == pytest.approx(bump[64])
+    skin_more = _region_motion(regions, membership, "brows", 1.2 * bump)  # the skin-glued points read more of it
+    skin_some = _region_motion(regions, membership, "brows", (events.SEEN_ON_SKIN + 0.02) * bump)
+    skin_little = _region_motion(regions, membership, "brows", 0.3 * bump + slope)  # a jaw moving MediaPipe's brows
+    assert events.seen_on_skin([event], skin_more, landmarks, regions, membership) == [event]
+    assert events.seen_on_skin([event], skin_some, landmarks, regions, membership) == [event]
+    assert events.seen_on_skin([event], skin_little, landmarks, regions, membership) == []
+    mouth_event = MicroEvent(59, 64, 69, "mouth", 0.8, 0.9)  # judged on its own region: the brows' motion is not its
+    assert events.seen_on_skin([mouth_event], skin_little, landmarks, regions, membership) == [mouth_event]
