@@ -95,7 +95,7 @@ RETURN_SHARE = 0.5
 # made (``seen_on_skin``): an event's size on the points the take is read from (fused with the flow,
 # glued to the skin where trusted) must be at least ``SEEN_ON_SKIN`` of its size on MediaPipe's.
 # Chosen on the dev split (docs/OPEN_LOOP.md): the planted micro events the detector finds measure
-# 0.82-1.66, the talking scan face's brow events 0.2-0.5 and the other events it drops 0.55-0.72.
+# 0.82-1.66, the talking scan face's brow events 0.2-0.6 and the other events it drops 0.55-0.72.
 SEEN_ON_SKIN = 0.75
 
 
