@@ -229,14 +229,19 @@ def take_name(stem: str, tag: str = "") -> str:
     return f"{stem}.{tag}.take.npz" if tag else f"{stem}.take.npz"
 
 
+def scan_take(spec: ScanClipSpec, use_network: bool, tag: str = "") -> tuple[Path, Path]:
+    """The engine's take of a scan clip (rendered once, reconstructed each time) and the clip's truth."""
+    video_path, truth_path = render_scan_clip(spec)
+    take_path = video_path.with_name(take_name(f"{video_path.stem}.{'network' if use_network else 'baseline'}", tag))
+    reconstruct(video_path, take_path, ReconstructSettings(use_network=use_network))
+    return take_path, truth_path
+
+
 def scan_part(use_network: bool, splits: tuple[str, ...], tag: str = "") -> dict[str, dict]:
     """Render (once), reconstruct and score every scan clip of ``splits``; figures per split."""
-    suffix = "network" if use_network else "baseline"
     per_clip = {}
     for spec in (spec for spec in SCAN_CLIPS if spec.split in splits):
-        video_path, truth_path = render_scan_clip(spec)
-        take_path = video_path.with_name(take_name(f"{video_path.stem}.{suffix}", tag))
-        reconstruct(video_path, take_path, ReconstructSettings(use_network=use_network))
+        take_path, truth_path = scan_take(spec, use_network, tag)
         per_clip[spec.name] = (spec, score_scan_clip(take_path, truth_path))
         print(f"scan {spec.name}: " + json.dumps(per_clip[spec.name][1]), file=sys.stderr)
     report = {}
@@ -263,13 +268,9 @@ def scan_part(use_network: bool, splits: tuple[str, ...], tag: str = "") -> dict
 def talking_part(use_network: bool, splits: tuple[str, ...], tag: str = "") -> dict[str, dict]:
     """Render (once) and reconstruct each talking scan clip of ``splits``: every micro event in its
     take is false (nothing but speech, a slow smile and a talker's head motion happens there)."""
-    suffix = "network" if use_network else "baseline"
     report = {}
     for spec in (spec for spec in TALKING_CLIPS if spec.split in splits):
-        video_path, _ = render_scan_clip(spec)
-        take_path = video_path.with_name(take_name(f"{video_path.stem}.{suffix}", tag))
-        reconstruct(video_path, take_path, ReconstructSettings(use_network=use_network))
-        events = load_take(take_path).events
+        events = load_take(scan_take(spec, use_network, tag)[0]).events
         regions = sorted({event.region for event in events})
         report[spec.name] = {
             "split": spec.split,
