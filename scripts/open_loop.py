@@ -15,11 +15,11 @@ at least half its peak), whether an animator would find the action's units on (o
 units >= 0.2 and among the three largest, at the action's hold), and how far a still face wanders
 while the head turns.
 
-**talking**: the same scan talking for 40 s (``models/scan_speech.py``: the jaw and lips syllable
-by syllable, a slow smile now and then, a talker's head motion; rendered the same way). No
-micro-expression happens in it, so every micro event of its take is false: events a minute, by
-region. The dev split's talking clip is the one the events' filters can be chosen on (the only
-real talking footage, franck.mp4, is held out).
+**talking**: the same scan talking for 30-40 s (``models/scan_speech.py``: the jaw and lips
+syllable by syllable, a slow smile now and then, a talker's head motion; rendered the same way,
+~6 min a clip the first time). No micro-expression happens in it, so every micro event of its take
+is false: events a minute, by region. The dev split's talking clips are the ones the events'
+filters can be chosen on (the only real talking footage, franck.mp4, is held out).
 
 **frames**: real footage, frames labelled by a person looking at them.
 
