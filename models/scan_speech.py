@@ -20,11 +20,11 @@ SYLLABLE_GAP_S = (0.0, 0.12)  # between syllables of a phrase
 PHRASE_S = (1.0, 3.0)  # syllables in a row ...
 PAUSE_S = (0.3, 0.9)  # ... then a breath
 JAW_INTENSITY = (0.15, 0.6)  # every syllable opens the jaw this far (1: the jaw drop action at its full 6 degrees)
-LIP_SHAPES = {"pucker": 0.5, "lip_press": 0.6, "lip_stretch": 0.4, "upper_lip_raise": 0.3}  # at most, one a syllable
-LIP_SHAPE_SHARE = 0.6  # the syllables that shape the lips as well
+LIP_SHAPES = {"pucker": 0.5, "lip_press": 0.6, "lip_stretch": 0.4, "upper_lip_raise": 0.3}  # each one's largest intensity
+LIP_SHAPE_SHARE = 0.6  # the syllables that shape the lips as well (one shape each)
 SMILE_EVERY_S = 8.0  # a slow smile about this often ...
-SMILE_S = (1.5, 3.5)  # ... lasting this long, at an intensity up to
-SMILE_INTENSITY = (0.2, 0.5)
+SMILE_S = (1.5, 3.5)  # ... lasting this long ...
+SMILE_INTENSITY = (0.2, 0.5)  # ... at its top
 MAX_ANGLES_DEG = (8.0, 6.0, 3.0)  # yaw, pitch, roll: a talker's head, not a turning one
 MAX_SHIFT_MM = (5.0, 4.0, 8.0)
 
