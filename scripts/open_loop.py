@@ -133,14 +133,18 @@ def scan_clip_plan(spec: ScanClipSpec) -> ActionClip:
 
 def scan_clip_stem(spec: ScanClipSpec) -> str:
     """The clip's file name without suffix: its name and a digest of what makes it (the spec, the
-    actions' code, this script's rendering), so a change renders it anew instead of scoring old pixels."""
+    actions' code, a talking clip's speech, this script's rendering), so a change renders it anew
+    instead of scoring old pixels."""
     import hashlib
     import inspect
 
     import mxr.models.scan_actions as actions
+    import mxr.models.scan_speech as speech
 
     digest = hashlib.sha256(repr(spec).encode() + inspect.getsource(actions).encode()
                             + inspect.getsource(render_scan_clip).encode() + repr(NOISE_GREY).encode())
+    if isinstance(spec, TalkingClipSpec):
+        digest.update(inspect.getsource(speech).encode())
     return f"{spec.name}.{digest.hexdigest()[:10]}"
 
 
