@@ -19,7 +19,9 @@ while the head turns.
 syllable by syllable, a slow smile now and then, a talker's head motion; rendered the same way,
 ~6 min a clip the first time). No micro-expression happens in it, so every micro event of its take
 is false: events a minute, by region. The dev split's talking clips are the ones the events'
-filters can be chosen on (the only real talking footage, franck.mp4, is held out).
+filters can be chosen on (the only real talking footage, franck.mp4, is held out). One more dev
+clip talks with micro-expressions planted in it (``models/scan_micro.py``): how many of them are
+found (an event overlapping one, in the region its action moves most), and the false events.
 
 **frames**: real footage, frames labelled by a person looking at them.
 
@@ -67,6 +69,7 @@ from mxr.models.open_head import load_open_head
 from mxr.models.retarget import retarget_expressions
 from mxr.models.scan import load_scan
 from mxr.models.scan_actions import ACTION_NAMES, ACTIONS, ActionClip, action_fields, plan_clip
+from mxr.models.scan_micro import planted_action, with_micro_events
 from mxr.models.scan_speech import plan_talking_clip
 from mxr.ops.canonical import SKIN_LANDMARKS
 from mxr.ops.reconstruct import ReconstructSettings, reconstruct
@@ -106,6 +109,11 @@ class TalkingClipSpec(ScanClipSpec):
     seconds: float = 40.0
 
 
+@dataclass(frozen=True)
+class PlantedTalkingClipSpec(TalkingClipSpec):
+    """A talking scan clip with micro-expressions planted in it (``models/scan_micro.py``)."""
+
+
 SCAN_CLIPS = (
     ScanClipSpec("dev_a", "dev", 1, 30.0, 640, 480), ScanClipSpec("dev_b", "dev", 2, 24.0, 640, 480),
     ScanClipSpec("dev_still", "dev", 3, 30.0, 640, 480, still=True),
@@ -114,13 +122,17 @@ SCAN_CLIPS = (
 )
 TALKING_CLIPS = (TalkingClipSpec("dev_talking", "dev", 4, 25.0, 640, 480),
                  TalkingClipSpec("dev_talking_b", "dev", 5, 30.0, 640, 480, seconds=30.0),
-                 TalkingClipSpec("heldout_talking", "held-out", 104, 30.0, 960, 540, seconds=30.0))
+                 TalkingClipSpec("heldout_talking", "held-out", 104, 30.0, 960, 540, seconds=30.0),
+                 PlantedTalkingClipSpec("dev_talking_micro", "dev", 6, 25.0, 640, 480, seconds=40.0))
 NOISE_GREY = 2.0  # sensor noise, grey levels (std)
 
 
 # -- part 1: the scan ---------------------------------------------------------------------------------
 def scan_clip_plan(spec: ScanClipSpec) -> ActionClip:
     """Each split's two action clips play all 14 actions between them, in an order of the split's own."""
+    if isinstance(spec, PlantedTalkingClipSpec):
+        talking = plan_talking_clip(spec.seconds, spec.fps, np.random.default_rng(spec.seed))
+        return with_micro_events(talking, np.random.default_rng(spec.seed + 1))
     if isinstance(spec, TalkingClipSpec):
         return plan_talking_clip(spec.seconds, spec.fps, np.random.default_rng(spec.seed))
     if spec.still:
@@ -139,12 +151,15 @@ def scan_clip_stem(spec: ScanClipSpec) -> str:
     import inspect
 
     import mxr.models.scan_actions as actions
+    import mxr.models.scan_micro as micro
     import mxr.models.scan_speech as speech
 
     digest = hashlib.sha256(repr(spec).encode() + inspect.getsource(actions).encode()
                             + inspect.getsource(render_scan_clip).encode() + repr(NOISE_GREY).encode())
     if isinstance(spec, TalkingClipSpec):
         digest.update(inspect.getsource(speech).encode())
+    if isinstance(spec, PlantedTalkingClipSpec):
+        digest.update(inspect.getsource(micro).encode())
     return f"{spec.name}.{digest.hexdigest()[:10]}"
 
 
@@ -271,18 +286,42 @@ def scan_part(use_network: bool, splits: tuple[str, ...], tag: str = "") -> dict
 
 def talking_part(use_network: bool, splits: tuple[str, ...], tag: str = "") -> dict[str, dict]:
     """Render (once) and reconstruct each talking scan clip of ``splits``: every micro event in its
-    take is false (nothing but speech, a slow smile and a talker's head motion happens there)."""
+    take is false (nothing but speech, a slow smile and a talker's head motion happens there),
+    except, in a clip with micro-expressions planted, one of a planted event's region overlapping it."""
     report = {}
     for spec in (spec for spec in TALKING_CLIPS if spec.split in splits):
-        events = load_take(scan_take(spec, use_network, tag)[0]).events
-        regions = sorted({event.region for event in events})
+        take_path, truth_path = scan_take(spec, use_network, tag)
+        events = load_take(take_path).events
+        with np.load(truth_path) as truth:
+            planted = [(planted_action(key[len("hold/"):]), truth[key]) for key in truth.files
+                       if key.startswith("hold/") and planted_action(key[len("hold/"):])]
+        regions_of = action_regions() if planted else {}
+        found = [any(e.region == regions_of[action] and e.onset_frame <= frames[-1] and frames[0] <= e.offset_frame
+                     for e in events) for action, frames in planted]
+        false = [e for e in events if not any(e.region == regions_of[action] and e.onset_frame <= frames[-1]
+                                              and frames[0] <= e.offset_frame for action, frames in planted)]
+        regions = sorted({event.region for event in false})
         report[spec.name] = {
             "split": spec.split,
             "video": f"{spec.seconds:.0f} s at {spec.fps:g} fps, {spec.width_px}x{spec.height_px}",
-            "micro events a minute (all false)": f"{len(events) / (spec.seconds / 60.0):.1f}",
-            "by region": ", ".join(f"{region} {sum(e.region == region for e in events)}" for region in regions) or "-",
+            "planted micro found (region right)": f"{sum(found)} of {len(found)}" if planted else "-",
+            "false micro events a minute": f"{len(false) / (spec.seconds / 60.0):.1f}",
+            "by region": ", ".join(f"{region} {sum(e.region == region for e in false)}" for region in regions) or "-",
         }
     return report
+
+
+def action_regions() -> dict[str, str]:
+    """Each scan action's event region: the one whose landmarks its field moves most (mean mm)."""
+    from render_scan_clips import scan_correspondence
+
+    from mxr.models.network.features import EVENT_REGIONS, region_membership
+
+    scan = load_scan()
+    embedding, _ = scan_correspondence(scan)
+    membership = region_membership(EVENT_REGIONS)  # (R, 478) averaging rows
+    return {name: EVENT_REGIONS[int(np.argmax(membership @ np.linalg.norm(embedding.locate(field), axis=-1)))]
+            for name, field in action_fields(scan).items()}
 
 
 # -- part 2: labelled real frames -----------------------------------------------------------------------
