@@ -73,7 +73,7 @@ from mxr.models.scan_micro import planted_action, with_micro_events
 from mxr.models.scan_speech import plan_talking_clip
 from mxr.ops.canonical import SKIN_LANDMARKS
 from mxr.ops.reconstruct import ReconstructSettings, reconstruct
-from mxr.ops.take import load_take
+from mxr.ops.take import MicroEvent, load_take
 
 REPO = Path(__file__).resolve().parents[1]
 VIDEO_DIR = REPO / ".cache" / "data" / "video"
@@ -296,10 +296,13 @@ def talking_part(use_network: bool, splits: tuple[str, ...], tag: str = "") -> d
             planted = [(planted_action(key[len("hold/"):]), truth[key]) for key in truth.files
                        if key.startswith("hold/") and planted_action(key[len("hold/"):])]
         regions_of = action_regions() if planted else {}
-        found = [any(e.region == regions_of[action] and e.onset_frame <= frames[-1] and frames[0] <= e.offset_frame
-                     for e in events) for action, frames in planted]
-        false = [e for e in events if not any(e.region == regions_of[action] and e.onset_frame <= frames[-1]
-                                              and frames[0] <= e.offset_frame for action, frames in planted)]
+
+        def matches(event: MicroEvent, action: str, frames: np.ndarray) -> bool:
+            overlapping = event.onset_frame <= frames[-1] and frames[0] <= event.offset_frame
+            return overlapping and event.region == regions_of[action]
+
+        found = [any(matches(event, action, frames) for event in events) for action, frames in planted]
+        false = [event for event in events if not any(matches(event, action, frames) for action, frames in planted)]
         regions = sorted({event.region for event in false})
         report[spec.name] = {
             "split": spec.split,
