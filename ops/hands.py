@@ -74,11 +74,11 @@ def hand_box_px(hands_px: list[np.ndarray]) -> np.ndarray:
 
 def covered_landmarks(hand_on_face: np.ndarray, hand_box: np.ndarray, landmarks_px: np.ndarray) -> np.ndarray:
     """(T, 478) bool (on disk in the engine, ops/spill.py): the face's points a hand covers, from the
-    front-end's checks: ``hand_on_face``
-    (T,) 1 or 0 on the frames checked, NaN on the others; ``hand_box`` (T, 4) px the hands' box
-    where one is on the face; ``landmarks_px`` (T, 478, 2+) px. A check with a hand covers the points
-    inside its box, widened by ``COVER_MARGIN`` of the face's width, and they stay covered up to
-    the checks before and after it (where the hand was between is not known)."""
+    front-end's checks: ``hand_on_face`` (T,) 1 or 0 on the frames checked, NaN on the others;
+    ``hand_box`` (T, 4) px the hands' box where one is on the face; ``landmarks_px`` (T, 478, 2+) px.
+    A check with a hand covers the points inside its box, widened by ``COVER_MARGIN`` of the face's
+    width, and they stay covered up to the checks before and after it (where the hand was between
+    is not known)."""
     checks = np.asarray(hand_on_face, np.float64)
     checked = np.flatnonzero(np.isfinite(checks))
     covered = frame_array((len(checks), LANDMARK_COUNT), np.bool_)
@@ -97,9 +97,9 @@ def covered_landmarks(hand_on_face: np.ndarray, hand_box: np.ndarray, landmarks_
 
 def steadied_where_covered(deformation_mm: np.ndarray, covered: np.ndarray, chunk_frames: int = 1024) -> None:
     """Each covered point of ``deformation_mm`` (T, 478, 3) mm (an array or a ``spill.FrameFile``,
-    changed in place), ``covered`` (T, 478) bool (an array or a ``FrameFile``), becomes the median of itself and the same point
-    in the frames around it, per coordinate (``STEADYING_FRAMES``), all read as they were; a chunk
-    of frames at a time. NaN (no face) is left out of a median and stays where the frame has none."""
+    changed in place), ``covered`` (T, 478) bool (an array or a ``FrameFile``), becomes the median
+    of itself and the same point in the frames around it, per coordinate (``STEADYING_FRAMES``),
+    all read as they were; a chunk of frames at a time. NaN (no face) is left out of a median and stays where the frame has none."""
     half = STEADYING_FRAMES // 2
     before = np.empty((0,) + tuple(deformation_mm.shape[1:]))  # the frames before the chunk, as they were
     for start in range(0, len(covered), chunk_frames):

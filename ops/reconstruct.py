@@ -40,6 +40,7 @@ from .hands import covered_landmarks, steadied_where_covered
 from .held_expression import rest_face, sampled_frames
 from .neutral import face_measures, neutral_run, occluded_frames, scores_from_measures
 from .perspective import PerspectiveCamera, calmest_frames, perspective_camera
+from ..models.micro_keys import MICRO_LAYER_FROM_EVENTS
 from ..models.network.events import micro_layer_mm, seen_on_skin
 from ..models.network.features import region_membership
 from ..models.network.fusion import basis_in_take_frame
@@ -353,15 +354,15 @@ def network_layers(trained_take: Take, runner: NetworkRunner, take_motion: Displ
     for frames in frame_chunks(len(detail_mm), CHUNK_FRAMES):
         detail_mm[frames] = displacement_on(alignment, np.asarray(network_take.detail_mm[frames], np.float64))
     regions = tuple(runner.regions)
-    events = seen_on_skin(network_take.events, take_motion, judged_motion, regions, region_membership(regions))
+    membership = region_membership(regions)
+    events = seen_on_skin(network_take.events, take_motion, judged_motion, regions, membership)
     micro_mm = zero_layer(trained_take.valid)
     if events:
-        micro_mm = micro_layer_mm(events, take_motion, analysis_clock(trained_take)[1], regions,
-                                  region_membership(regions), basis_in_take_frame(neutral_mm), neutral_mm)
+        micro_mm = micro_layer_mm(events, take_motion, analysis_clock(trained_take)[1], regions, membership,
+                                  basis_in_take_frame(neutral_mm), neutral_mm)
         micro_mm[~np.asarray(trained_take.valid, bool)] = np.nan
-    network = dict(network_take.settings["network"])
-    if not events:
-        network["micro_layer"] = "network"  # as apply_network says of a take without events
+    # where the layer comes from, as apply_network says it (the skin may have left no event)
+    network = {**network_take.settings["network"], "micro_layer": MICRO_LAYER_FROM_EVENTS if events else "network"}
     return NetworkLayers(micro_mm, detail_mm, events, network_take.model_version, network)
 
 

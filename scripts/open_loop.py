@@ -64,6 +64,7 @@ from pathlib import Path
 import numpy as np
 
 from mxr.models.arkit import ANTAGONIST_PAIRS
+from mxr.models.network.features import EVENT_REGIONS, region_membership
 from mxr.models.network.synthetic import align_to_truth, displacements_to_truth, rotation_from_angles
 from mxr.models.open_head import load_open_head
 from mxr.models.retarget import retarget_expressions
@@ -293,13 +294,13 @@ def talking_part(use_network: bool, splits: tuple[str, ...], tag: str = "") -> d
         take_path, truth_path = scan_take(spec, use_network, tag)
         events = load_take(take_path).events
         with np.load(truth_path) as truth:
-            planted = [(planted_action(key[len("hold/"):]), truth[key]) for key in truth.files
-                       if key.startswith("hold/") and planted_action(key[len("hold/"):])]
+            actions = {key: planted_action(key.removeprefix("hold/")) for key in truth.files if key.startswith("hold/")}
+            planted = [(action, truth[key]) for key, action in actions.items() if action]
         regions_of = action_regions() if planted else {}
 
         def matches(event: MicroEvent, action: str, frames: np.ndarray) -> bool:
-            overlapping = event.onset_frame <= frames[-1] and frames[0] <= event.offset_frame
-            return overlapping and event.region == regions_of[action]
+            return (event.region == regions_of[action]
+                    and overlaps((event.onset_frame, event.offset_frame), (int(frames[0]), int(frames[-1]))))
 
         found = [any(matches(event, action, frames) for event in events) for action, frames in planted]
         false = [event for event in events if not any(matches(event, action, frames) for action, frames in planted)]
@@ -315,16 +316,24 @@ def talking_part(use_network: bool, splits: tuple[str, ...], tag: str = "") -> d
 
 
 def action_regions() -> dict[str, str]:
-    """Each scan action's event region: the one whose landmarks its field moves most (mean mm)."""
+    """Each scan action's event region (``regions_moved_most``)."""
     from render_scan_clips import scan_correspondence
-
-    from mxr.models.network.features import EVENT_REGIONS, region_membership
 
     scan = load_scan()
     embedding, _ = scan_correspondence(scan)
-    membership = region_membership(EVENT_REGIONS)  # (R, 478) averaging rows
-    return {name: EVENT_REGIONS[int(np.argmax(membership @ np.linalg.norm(embedding.locate(field), axis=-1)))]
-            for name, field in action_fields(scan).items()}
+    fields = action_fields(scan)  # name -> (V, 3) m
+    return regions_moved_most(tuple(fields), np.stack([embedding.locate(field) for field in fields.values()]))
+
+
+def regions_moved_most(names: tuple[str, ...], fields: np.ndarray) -> dict[str, str]:
+    """Each action's event region: the one whose landmarks its field (A, 478, 3) moves most (mean move)."""
+    mean_move = np.linalg.norm(fields, axis=-1) @ region_membership(EVENT_REGIONS).T  # (A, R)
+    return {name: EVENT_REGIONS[int(np.argmax(row))] for name, row in zip(names, mean_move)}
+
+
+def overlaps(first: tuple[int, int], second: tuple[int, int], slack: int = 0) -> bool:
+    """Two spans of frames (inclusive) share a frame, or come within ``slack`` frames of it."""
+    return first[0] <= second[1] + slack and second[0] <= first[1] + slack
 
 
 # -- part 2: labelled real frames -----------------------------------------------------------------------

@@ -50,7 +50,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from open_loop import SPLITS, VIDEO_DIR, print_table, take_name  # noqa: E402
+from open_loop import SPLITS, VIDEO_DIR, overlaps, print_table, regions_moved_most, take_name  # noqa: E402
 from render_scan_clips import video_writer  # noqa: E402
 
 import mxr.ops.injection as injection  # noqa: E402
@@ -297,15 +297,8 @@ def fused_px(take: Take) -> np.ndarray:
 
 
 def action_regions(neutral_mm: np.ndarray) -> dict[str, str]:
-    """Each action's event region: the one whose landmarks it moves most (mean move)."""
-    membership = region_membership(EVENT_REGIONS)  # (R, 478) averaging
-    fields = injection.action_fields(neutral_mm.astype(np.float64))  # (A, 478, 3)
-    mean_move = np.linalg.norm(fields, axis=-1) @ membership.T  # (A, R)
-    return {name: EVENT_REGIONS[int(np.argmax(row))] for name, row in zip(injection.ACTION_NAMES, mean_move)}
-
-
-def overlaps(first: tuple[int, int], second: tuple[int, int], slack: int = 0) -> bool:
-    return first[0] <= second[1] + slack and second[0] <= first[1] + slack
+    """Each action's event region (``open_loop.regions_moved_most``)."""
+    return regions_moved_most(injection.ACTION_NAMES, injection.action_fields(neutral_mm.astype(np.float64)))
 
 
 def score_clip(original: Take, injected: Take, truth: dict) -> dict:
