@@ -41,7 +41,7 @@ from .held_expression import rest_face, sampled_frames
 from .neutral import face_measures, neutral_run, occluded_frames, scores_from_measures
 from .perspective import PerspectiveCamera, calmest_frames, perspective_camera
 from ..models.micro_keys import MICRO_LAYER_FROM_EVENTS
-from ..models.network.events import micro_layer_mm, seen_on_skin
+from ..models.network.events import during_speech, micro_layer_mm, seen_on_skin
 from ..models.network.features import region_membership
 from ..models.network.fusion import basis_in_take_frame
 from ..models.network.runner import NetworkRunner, apply_network
@@ -341,8 +341,9 @@ def network_layers(trained_take: Take, runner: NetworkRunner, take_motion: Displ
     motion (``take_motion``: the points the take's face is read from, in its canonical frame), and
     its detail layer carried onto that frame (turned and scaled by the similarity between the two
     neutrals, a chunk of frames at a time). Its events must stand out of ``judged_motion``
-    (MediaPipe's points, ``events.standing_out``) and show on ``take_motion`` as well
-    (``events.seen_on_skin``).
+    (MediaPipe's points, ``events.standing_out``), show on ``take_motion`` as well
+    (``events.seen_on_skin``) and, in the mouth and jaw, be no syllable of speech there
+    (``events.during_speech``).
 
     The micro layer is read from the take's motion, not the network's: on the injected real clips
     (scripts/open_loop_inject.py) MediaPipe's points, which the network reads, show 0.42-0.49 of a
@@ -355,10 +356,12 @@ def network_layers(trained_take: Take, runner: NetworkRunner, take_motion: Displ
         detail_mm[frames] = displacement_on(alignment, np.asarray(network_take.detail_mm[frames], np.float64))
     regions = tuple(runner.regions)
     membership = region_membership(regions)
+    fps = analysis_clock(trained_take)[1]
     events = seen_on_skin(network_take.events, take_motion, judged_motion, regions, membership)
+    events = during_speech(events, take_motion, neutral_mm, fps)
     micro_mm = zero_layer(trained_take.valid)
     if events:
-        micro_mm = micro_layer_mm(events, take_motion, analysis_clock(trained_take)[1], regions, membership,
+        micro_mm = micro_layer_mm(events, take_motion, fps, regions, membership,
                                   basis_in_take_frame(neutral_mm), neutral_mm)
         micro_mm[~np.asarray(trained_take.valid, bool)] = np.nan
     # where the layer comes from, as apply_network says it (the skin may have left no event)

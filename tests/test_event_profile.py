@@ -1,4 +1,6 @@
 """The micro-expression time course and fitting it to motion: against hand-built events."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -329,3 +331,57 @@ def test_an_event_the_skin_shows_is_kept_and_one_only_mediapipes_points_show_is_
     assert events.seen_on_skin([event], skin_little, landmarks, regions, membership) == []
     mouth_event = MicroEvent(59, 64, 69, "mouth", 0.8, 0.9)  # judged on its own region: the brows' motion is not its
     assert events.seen_on_skin([mouth_event], skin_little, landmarks, regions, membership) == [mouth_event]
+
+
+def test_prominent_peaks_against_scipy():
+    from scipy.signal import find_peaks  # the reference; the engine does without scipy
+    rng = np.random.default_rng(11)
+    for trial in range(400):
+        values = rng.normal(size=int(rng.integers(3, 80)))
+        if trial % 2:
+            values = values.cumsum()  # a wandering signal: peaks on slopes, bases far away
+        prominence = float(rng.uniform(0.0, 2.0))
+        np.testing.assert_array_equal(events.prominent_peaks(values, prominence), find_peaks(values, prominence=prominence)[0])
+
+
+def test_prominent_peaks_of_a_plateau_and_a_step():
+    assert list(events.prominent_peaks(np.array([0.0, 1.0, 1.0, 1.0, 0.0]), 0.5)) == [1]
+    assert list(events.prominent_peaks(np.array([0.0, 1.0, 1.0, 2.0, 0.0]), 0.5)) == [3]  # the step up is no peak
+    assert list(events.prominent_peaks(np.array([0.0, 1.0, 0.8, 2.0, 0.0]), 0.5)) == [3]  # 1.0 rises 0.2 over its base
+
+
+def test_jaw_opening_is_the_chin_s_distance_from_the_upper_lip_over_the_neutral():
+    neutral = np.zeros((LANDMARK_COUNT, 3))
+    neutral[events.CHIN] = (0.0, -30.0, 0.0)
+    motion = np.zeros((3, LANDMARK_COUNT, 3))
+    motion[1, events.CHIN, 1] = -4.0  # the jaw drops 4 mm
+    motion[2, events.CHIN, 0] = 40.0  # the chin 40 mm sideways: 50 mm from the lip
+    np.testing.assert_allclose(events.jaw_opening_mm(motion, neutral), [0.0, 4.0, 20.0])
+
+
+def _talking_motion(fps: float, frames: int, syllable_times_s: list[float], jaw_mm: float = 2.0) -> np.ndarray:
+    """(T, 478, 3) mm: the chin dropping ``jaw_mm`` for 0.15 s at each syllable time."""
+    times = np.arange(frames) / fps
+    motion = np.zeros((frames, LANDMARK_COUNT, 3))
+    for start in syllable_times_s:
+        motion[:, events.CHIN, 1] -= jaw_mm * np.sin(np.pi * np.clip((times - start) / 0.15, 0.0, 1.0)) ** 2
+    return motion
+
+
+def test_a_mouth_event_on_a_syllable_of_speech_is_dropped_and_others_kept():
+    fps, neutral = 30.0, np.zeros((LANDMARK_COUNT, 3))
+    neutral[events.CHIN] = (0.0, -30.0, 0.0)
+    on_syllable = MicroEvent(59, 62, 66, "mouth", 0.8, 0.9)  # 1.97-2.2 s, the jaw peaks at 2.075 s
+    talking = _talking_motion(fps, 150, [1.3, 1.6, 2.0, 2.4, 2.75])
+    assert events.during_speech([on_syllable], talking, neutral, fps) == []
+    jaw_event = replace(on_syllable, region="jaw")
+    assert events.during_speech([jaw_event], talking, neutral, fps) == []
+    brow_event = replace(on_syllable, region="brows")  # speech moves no brows
+    assert events.during_speech([brow_event], talking, neutral, fps) == [brow_event]
+    between = MicroEvent(84, 86, 88, "mouth", 0.8, 0.9)  # 2.8-2.93 s: past the syllable at 2.75 s by more than 0.1 s
+    assert events.during_speech([between], _talking_motion(fps, 150, [1.3, 1.6, 2.0, 2.4, 2.5, 3.4]), neutral, fps) \
+        == [between]
+    alone = _talking_motion(fps, 150, [2.0, 2.4])  # one more opening within a second: no speech
+    assert events.during_speech([on_syllable], alone, neutral, fps) == [on_syllable]
+    faint = _talking_motion(fps, 150, [1.3, 1.6, 2.0, 2.4, 2.75], jaw_mm=0.8 * events.SYLLABLE_MM)
+    assert events.during_speech([on_syllable], faint, neutral, fps) == [on_syllable]
