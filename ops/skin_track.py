@@ -93,7 +93,7 @@ def delaunay_triangles(points_px: np.ndarray) -> np.ndarray:
     low = np.floor(points_px.min(axis=0)) - 2.0
     size = np.ceil(points_px.max(axis=0) - low) + 4.0
     subdivision = cv2.Subdiv2D((int(low[0]), int(low[1]), int(size[0]), int(size[1])))
-    subdivision.insert([(float(x), float(y)) for x, y in points_px])
+    subdivision.insert(np.ascontiguousarray(points_px, np.float32))  # as Point2f, the nearest float32
     corners = subdivision.getTriangleList().reshape(-1, 2).astype(np.float32)  # (3 M', 2) px, as Subdiv2D stores them
     # A vertex is found by its float32 position's bits: the first point there (np.unique's first index).
     point_keys = np.ascontiguousarray(points_px.astype(np.float32)).view(np.uint64).ravel()  # (N,)
@@ -148,10 +148,10 @@ def inverse_3x3(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def warp_with_map(image: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(H, W) uint8 grey warped by a backward map (h, w) -> ((h, w) uint8, (h, w) bool inside the
     mesh and the image). Outside, the pixel is left 0 and marked False."""
-    inside = np.isfinite(map_x) & np.isfinite(map_y)
-    inside &= (map_x >= 0) & (map_y >= 0) & (map_x <= image.shape[1] - 1) & (map_y <= image.shape[0] - 1)
-    warped = cv2.remap(image, np.where(inside, map_x, -1).astype(np.float32),
-                       np.where(inside, map_y, -1).astype(np.float32), cv2.INTER_LINEAR,
+    # (NaN fails every comparison: no finiteness test needed)
+    inside = (map_x >= 0) & (map_y >= 0) & (map_x <= image.shape[1] - 1) & (map_y <= image.shape[0] - 1)
+    warped = cv2.remap(image, np.where(inside, map_x, -1).astype(np.float32, copy=False),
+                       np.where(inside, map_y, -1).astype(np.float32, copy=False), cv2.INTER_LINEAR,
                        borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return warped, inside
 
@@ -161,15 +161,22 @@ def aggregate_at(flow: np.ndarray, weight: np.ndarray, points: np.ndarray, sigma
     neighbourhood (std ``sigma_px``; 0: the bilinear single-point reading), pixels weighted by
     ``weight`` (H, W) in 0..1 (0 where the flow is not to be trusted). (N, 2) px, NaN where
     no weight reaches the point or it is outside the field."""
-    weight = np.where(np.all(np.isfinite(flow), axis=2), weight, 0.0).astype(np.float32)
-    clean = np.where(weight[..., None] > 0, flow, 0.0).astype(np.float32)
+    # Worked a channel at a time: numpy's operations along a last axis of 2 are ~10x slower.
+    finite = np.isfinite(flow[..., 0]) & np.isfinite(flow[..., 1])
+    weight = np.where(finite, weight, 0.0).astype(np.float32)
+    trusted = weight > 0
+    clean = np.empty(flow.shape, np.float32)  # (H, W, 2) the flow, 0 where untrusted
+    for channel in range(2):
+        clean[..., channel] = np.where(trusted, flow[..., channel], 0.0)
     if sigma_px <= 0:
         values = sample_bilinear(clean, points)
         inside = sample_bilinear(weight[..., None], points)[:, 0]
         values[~(inside > 0.999)] = np.nan
         return values
     size = 2 * int(np.ceil(3 * sigma_px)) + 1
-    numerator = cv2.GaussianBlur(clean * weight[..., None], (size, size), sigma_px, borderType=cv2.BORDER_CONSTANT)
+    for channel in range(2):
+        clean[..., channel] *= weight  # the numerator's field: the flow times its weight
+    numerator = cv2.GaussianBlur(clean, (size, size), sigma_px, borderType=cv2.BORDER_CONSTANT)
     denominator = cv2.GaussianBlur(weight, (size, size), sigma_px, borderType=cv2.BORDER_CONSTANT)
 
     def averaged(rows: np.ndarray, columns: np.ndarray) -> np.ndarray:  # (n, 2): only where the points read it
