@@ -233,6 +233,15 @@ class ReferenceTracker:
         self.reference_px = np.asarray(reference_px, np.float64)
         self._dis = make_dis(self.settings.flow_profile)
 
+    def moved_to(self, reference_px: np.ndarray) -> ReferenceTracker:
+        """This tracker with the skin points named at ``reference_px`` (N, 2) px instead, for another
+        thread: the high-passed reference is shared (read only), the flow's buffers are its own."""
+        tracker = ReferenceTracker.__new__(ReferenceTracker)
+        tracker.settings, tracker.reference = self.settings, self.reference
+        tracker.reference_px = np.asarray(reference_px, np.float64)
+        tracker._dis = make_dis(self.settings.flow_profile)
+        return tracker
+
     def track_frame(self, current: np.ndarray, predicted_px: np.ndarray) -> np.ndarray:
         """(H, W) uint8 grey frame and the mesh's vertices (N, 2) px as the frame's geometry
         predicts them (e.g. the neutral posed by the frame's head pose) -> where the skin the
@@ -354,24 +363,26 @@ def track_with_references(frames: list[np.ndarray], mesh_px: np.ndarray, rotatio
     links = reference_links(rotations[references], np.radians(settings.link_deg))
     links = np.concatenate([links, links[:, ::-1]])  # both ways: each tie's error partly cancels
     posed = [ReferenceTracker(frames[r], mesh_px[r], settings) for r in references]  # (R,) at the posed mesh
-    measured = np.array([posed[i].track_frame(frames[references[j]], mesh_px[references[j]]) - mesh_px[references[j]]
-                         for i, j in links], np.float64).reshape(len(links), *mesh_px.shape[1:])  # (E, N, 2) px
-    offsets = tie_references(links, measured, len(references))  # (R, N, 2) px
-    own = threading.local()  # each worker thread's own trackers (DIS keeps buffers)
+    own = threading.local()  # each worker thread's own trackers (DIS keeps buffers), sharing posed's images
+
+    def measure_link(i: int, j: int) -> np.ndarray:  # (N, 2) px: where i's posed skin lies in j, less j's posed mesh
+        if not hasattr(own, "posed"):
+            own.posed = [tracker.moved_to(tracker.reference_px) for tracker in posed]
+        return own.posed[i].track_frame(frames[references[j]], mesh_px[references[j]]) - mesh_px[references[j]]
 
     def track(frame: int, image: np.ndarray, k: int) -> np.ndarray:  # (N, 2) px
         if not hasattr(own, "trackers"):
-            own.trackers = [ReferenceTracker(frames[r], mesh_px[r] + offsets[i], settings)
-                            for i, r in enumerate(references)]
+            own.trackers = [tracker.moved_to(tracker.reference_px + offsets[i]) for i, tracker in enumerate(posed)]
         return own.trackers[k].track_frame(image, mesh_px[frame])
 
     with_face = np.flatnonzero(np.all(np.isfinite(rotations), axis=(1, 2)))
     nearest = np.argmin(rotation_distance(rotations[with_face], rotations[references]), axis=1)  # (F,)
     tracked = frame_array(mesh_px.shape, np.float64)  # on disk in the engine (ops/spill.py)
     reference_of = dict(zip(with_face.tolist(), nearest.tolist()))
-    # Frames are decoded here, in order, and tracked side by side in worker threads (OpenCV's flow,
-    # blurs and warps run outside Python's lock: ~1.3x faster on two cores, the same points);
-    # a few frames are in flight at a time, and they are stored and reported in order.
+    # The references' ties are measured side by side in worker threads, then the frames are decoded
+    # here, in order, and tracked side by side (OpenCV's flow, blurs and warps run outside Python's
+    # lock: ~1.3x faster on two cores, the same points); a few frames are in flight at a time, and
+    # they are stored and reported in order.
     workers = min(TRACK_THREADS, os.cpu_count() or 1)
     pending: deque[tuple[int, Future | None]] = deque()
 
@@ -382,7 +393,10 @@ def track_with_references(frames: list[np.ndarray], mesh_px: np.ndarray, rotatio
             on_frame(frame + 1, len(rotations))
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
+        ties = [pool.submit(measure_link, i, j) for i, j in links]  # the references compared side by side too
         try:
+            measured = np.array([tie.result() for tie in ties], np.float64).reshape(len(links), *mesh_px.shape[1:])
+            offsets = tie_references(links, measured, len(references))  # (R, N, 2) px
             for frame in range(len(rotations)):
                 k = reference_of.get(frame)
                 pending.append((frame, None if k is None else pool.submit(track, frame, frames[frame], k)))
@@ -390,8 +404,8 @@ def track_with_references(frames: list[np.ndarray], mesh_px: np.ndarray, rotatio
                     finish_oldest()
             while pending:
                 finish_oldest()
-        except BaseException:  # a cancel or a failure: the frames in flight are not waited for
-            for _, result in pending:
+        except BaseException:  # a cancel or a failure: the ties and frames in flight are not waited for
+            for result in ties + [result for _, result in pending]:
                 if result is not None:
                     result.cancel()
             raise
