@@ -93,7 +93,7 @@ def delaunay_triangles(points_px: np.ndarray) -> np.ndarray:
     low = np.floor(points_px.min(axis=0)) - 2.0
     size = np.ceil(points_px.max(axis=0) - low) + 4.0
     subdivision = cv2.Subdiv2D((int(low[0]), int(low[1]), int(size[0]), int(size[1])))
-    subdivision.insert([(float(x), float(y)) for x, y in points_px])
+    subdivision.insert(np.ascontiguousarray(points_px, np.float32))  # as Point2f, the nearest float32
     corners = subdivision.getTriangleList().reshape(-1, 2).astype(np.float32)  # (3 M', 2) px, as Subdiv2D stores them
     # A vertex is found by its float32 position's bits: the first point there (np.unique's first index).
     point_keys = np.ascontiguousarray(points_px.astype(np.float32)).view(np.uint64).ravel()  # (N,)
@@ -148,10 +148,10 @@ def inverse_3x3(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def warp_with_map(image: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(H, W) uint8 grey warped by a backward map (h, w) -> ((h, w) uint8, (h, w) bool inside the
     mesh and the image). Outside, the pixel is left 0 and marked False."""
-    inside = np.isfinite(map_x) & np.isfinite(map_y)
-    inside &= (map_x >= 0) & (map_y >= 0) & (map_x <= image.shape[1] - 1) & (map_y <= image.shape[0] - 1)
-    warped = cv2.remap(image, np.where(inside, map_x, -1).astype(np.float32),
-                       np.where(inside, map_y, -1).astype(np.float32), cv2.INTER_LINEAR,
+    # (NaN fails every comparison: no finiteness test needed)
+    inside = (map_x >= 0) & (map_y >= 0) & (map_x <= image.shape[1] - 1) & (map_y <= image.shape[0] - 1)
+    warped = cv2.remap(image, np.where(inside, map_x, -1).astype(np.float32, copy=False),
+                       np.where(inside, map_y, -1).astype(np.float32, copy=False), cv2.INTER_LINEAR,
                        borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return warped, inside
 
@@ -161,15 +161,22 @@ def aggregate_at(flow: np.ndarray, weight: np.ndarray, points: np.ndarray, sigma
     neighbourhood (std ``sigma_px``; 0: the bilinear single-point reading), pixels weighted by
     ``weight`` (H, W) in 0..1 (0 where the flow is not to be trusted). (N, 2) px, NaN where
     no weight reaches the point or it is outside the field."""
-    weight = np.where(np.all(np.isfinite(flow), axis=2), weight, 0.0).astype(np.float32)
-    clean = np.where(weight[..., None] > 0, flow, 0.0).astype(np.float32)
+    # Worked a channel at a time: numpy's operations along a last axis of 2 are ~10x slower.
+    finite = np.isfinite(flow[..., 0]) & np.isfinite(flow[..., 1])
+    weight = np.where(finite, weight, 0.0).astype(np.float32)
+    trusted = weight > 0
+    clean = np.empty(flow.shape, np.float32)  # (H, W, 2) the flow, 0 where untrusted
+    for channel in range(2):
+        clean[..., channel] = np.where(trusted, flow[..., channel], 0.0)
     if sigma_px <= 0:
         values = sample_bilinear(clean, points)
         inside = sample_bilinear(weight[..., None], points)[:, 0]
         values[~(inside > 0.999)] = np.nan
         return values
     size = 2 * int(np.ceil(3 * sigma_px)) + 1
-    numerator = cv2.GaussianBlur(clean * weight[..., None], (size, size), sigma_px, borderType=cv2.BORDER_CONSTANT)
+    for channel in range(2):
+        clean[..., channel] *= weight  # the numerator's field: the flow times its weight
+    numerator = cv2.GaussianBlur(clean, (size, size), sigma_px, borderType=cv2.BORDER_CONSTANT)
     denominator = cv2.GaussianBlur(weight, (size, size), sigma_px, borderType=cv2.BORDER_CONSTANT)
 
     def averaged(rows: np.ndarray, columns: np.ndarray) -> np.ndarray:  # (n, 2): only where the points read it
@@ -225,6 +232,15 @@ class ReferenceTracker:
         self.reference = high_pass(reference, self.settings.highpass_sigma_px, self.settings.highpass_gain)
         self.reference_px = np.asarray(reference_px, np.float64)
         self._dis = make_dis(self.settings.flow_profile)
+
+    def moved_to(self, reference_px: np.ndarray) -> ReferenceTracker:
+        """This tracker with the skin points named at ``reference_px`` (N, 2) px instead, for another
+        thread: the high-passed reference is shared (read only), the flow's buffers are its own."""
+        tracker = ReferenceTracker.__new__(ReferenceTracker)
+        tracker.settings, tracker.reference = self.settings, self.reference
+        tracker.reference_px = np.asarray(reference_px, np.float64)
+        tracker._dis = make_dis(self.settings.flow_profile)
+        return tracker
 
     def track_frame(self, current: np.ndarray, predicted_px: np.ndarray) -> np.ndarray:
         """(H, W) uint8 grey frame and the mesh's vertices (N, 2) px as the frame's geometry
@@ -347,24 +363,26 @@ def track_with_references(frames: list[np.ndarray], mesh_px: np.ndarray, rotatio
     links = reference_links(rotations[references], np.radians(settings.link_deg))
     links = np.concatenate([links, links[:, ::-1]])  # both ways: each tie's error partly cancels
     posed = [ReferenceTracker(frames[r], mesh_px[r], settings) for r in references]  # (R,) at the posed mesh
-    measured = np.array([posed[i].track_frame(frames[references[j]], mesh_px[references[j]]) - mesh_px[references[j]]
-                         for i, j in links], np.float64).reshape(len(links), *mesh_px.shape[1:])  # (E, N, 2) px
-    offsets = tie_references(links, measured, len(references))  # (R, N, 2) px
-    own = threading.local()  # each worker thread's own trackers (DIS keeps buffers)
+    own = threading.local()  # each worker thread's own trackers (DIS keeps buffers), sharing posed's images
+
+    def measure_link(i: int, j: int) -> np.ndarray:  # (N, 2) px: where i's posed skin lies in j, less j's posed mesh
+        if not hasattr(own, "posed"):
+            own.posed = [tracker.moved_to(tracker.reference_px) for tracker in posed]
+        return own.posed[i].track_frame(frames[references[j]], mesh_px[references[j]]) - mesh_px[references[j]]
 
     def track(frame: int, image: np.ndarray, k: int) -> np.ndarray:  # (N, 2) px
         if not hasattr(own, "trackers"):
-            own.trackers = [ReferenceTracker(frames[r], mesh_px[r] + offsets[i], settings)
-                            for i, r in enumerate(references)]
+            own.trackers = [tracker.moved_to(tracker.reference_px + offsets[i]) for i, tracker in enumerate(posed)]
         return own.trackers[k].track_frame(image, mesh_px[frame])
 
     with_face = np.flatnonzero(np.all(np.isfinite(rotations), axis=(1, 2)))
     nearest = np.argmin(rotation_distance(rotations[with_face], rotations[references]), axis=1)  # (F,)
     tracked = frame_array(mesh_px.shape, np.float64)  # on disk in the engine (ops/spill.py)
     reference_of = dict(zip(with_face.tolist(), nearest.tolist()))
-    # Frames are decoded here, in order, and tracked side by side in worker threads (OpenCV's flow,
-    # blurs and warps run outside Python's lock: ~1.3x faster on two cores, the same points);
-    # a few frames are in flight at a time, and they are stored and reported in order.
+    # The references' ties are measured side by side in worker threads, then the frames are decoded
+    # here, in order, and tracked side by side (OpenCV's flow, blurs and warps run outside Python's
+    # lock: ~1.3x faster on two cores, the same points); a few frames are in flight at a time, and
+    # they are stored and reported in order.
     workers = min(TRACK_THREADS, os.cpu_count() or 1)
     pending: deque[tuple[int, Future | None]] = deque()
 
@@ -375,7 +393,10 @@ def track_with_references(frames: list[np.ndarray], mesh_px: np.ndarray, rotatio
             on_frame(frame + 1, len(rotations))
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
+        ties = [pool.submit(measure_link, i, j) for i, j in links]  # the references compared side by side too
         try:
+            measured = np.array([tie.result() for tie in ties], np.float64).reshape(len(links), *mesh_px.shape[1:])
+            offsets = tie_references(links, measured, len(references))  # (R, N, 2) px
             for frame in range(len(rotations)):
                 k = reference_of.get(frame)
                 pending.append((frame, None if k is None else pool.submit(track, frame, frames[frame], k)))
@@ -383,8 +404,8 @@ def track_with_references(frames: list[np.ndarray], mesh_px: np.ndarray, rotatio
                     finish_oldest()
             while pending:
                 finish_oldest()
-        except BaseException:  # a cancel or a failure: the frames in flight are not waited for
-            for _, result in pending:
+        except BaseException:  # a cancel or a failure: the ties and frames in flight are not waited for
+            for result in ties + [result for _, result in pending]:
                 if result is not None:
                     result.cancel()
             raise

@@ -6,7 +6,8 @@
 Per clip, one after another in one process:
   mediapipe        decode -> MediaPipe's FaceTracker, frames discarded (the landmark-only floor)
   engine           ``reconstruct`` with the network, the front-end's cache in a fresh folder (what a
-                   user waits for the first time), and again with it cached (a re-run)
+                   user waits for the first time), and again with it cached (a re-run); numpy's
+                   BLAS on one thread, as ``python -m mxr.ops`` runs it
   ratio            engine frames/s over mediapipe frames/s
   stages           the engine's seconds per progress stage: from the end of the stage before to the
                    stage's last report, so work no stage reports goes to the stage it prepares
@@ -24,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as the engine's command line runs it (ops/__main__.py)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_frontend import load_average, time_decode_and_mediapipe  # noqa: E402
 
