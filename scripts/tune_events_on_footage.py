@@ -20,10 +20,17 @@ batches half of these tracks and half synthetic ones of their own kind (talking 
 them); then the two decoding thresholds (the pair's, and the speech member's confirmation) are
 chosen by F1 through the engine's decoding (``runner.events``) on other draws of the same clips.
 
-Writes both detectors' ONNX files over the ones it started from, their thresholds and a
-``tuned_on_footage`` entry in mxr_micro.json, and a section of EVENT_DETECTOR.md. It refuses
-weights that are already tuned: the whole chain is ``train_events.py``, ``train_events.py
---add-speech-member``, then this.
+Writes both detectors' ONNX files over the ones it started from (or into ``--out``), their
+thresholds and a ``tuned_on_footage`` entry in mxr_micro.json, and, when it writes the shipped
+weights, a section of EVENT_DETECTOR.md. It refuses weights that are already tuned: the whole
+chain is ``train_events.py``, ``train_events.py --add-speech-member``, then this. The synthetic
+pair it starts from is in git (commit b979f54), so tuning again takes minutes, not the chain's
+hour and a half (on 2026-12-05 this gave the shipped detectors again, byte for byte):
+
+    mkdir /tmp/synthetic && for f in mxr_events.onnx mxr_events_speech.onnx mxr_micro.json; do
+        git show b979f54:models/network/weights/$f > /tmp/synthetic/$f; done
+    cp models/network/weights/mxr_micro.onnx /tmp/synthetic/
+    .venv/bin/python scripts/tune_events_on_footage.py --model /tmp/synthetic/mxr_micro.onnx --out models/network/weights
 """
 from __future__ import annotations
 
@@ -211,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     metadata["event_detector"] = entry
     (out / metadata_path.name).write_text(json.dumps(metadata, indent=1) + "\n")
     print(f"[tune] validation F1 {before[2]['f1']:.3f} -> {scores['f1']:.3f} (pair {high}, confirmation {confirm})")
-    if out == folder and not args.quick:
+    if out.resolve() == WEIGHTS_DIR.resolve() and not args.quick:
         write_card_section(entry["tuned_on_footage"], high, confirm)
     return 0
 
