@@ -102,10 +102,11 @@ SEEN_ON_SKIN = 0.75
 # on the dev talking scan clips every mouth or jaw event left was one. Such an event is speech
 # (``during_speech``) when the jaw's opening (the chin's distance from the upper lip) peaks by
 # ``SYLLABLE_MM`` within its frames and at least ``SPEECH_SYLLABLES`` times more within
-# ``CONTEXT_S`` around it. On the dev talking scan clips the opening's peaks of 0.3 mm are the
-# syllables (102 of 104 on one of the truth's); with the test their false events went from 1.7 and
-# 4.5 a minute to 0, and 2 of the 6 planted events found on the injected dev clips were lost with
-# it (lip-corner depressors while WolfgangLanger laughs and talks). docs/OPEN_LOOP.md.
+# ``CONTEXT_S`` around it (peaks by their prominence). On the dev talking scan clips the opening's
+# peaks of 0.3 mm are the syllables (102 of 104 fall on one); with the test their false events
+# went from 1.7 and 4.5 a minute to 0, and 2 of the 6 planted events found on the injected dev
+# clips were lost with it (lip-corner depressors while WolfgangLanger laughs and talks).
+# docs/OPEN_LOOP.md.
 SYLLABLE_MM = 0.3
 SPEECH_SYLLABLES = 2
 CHIN, UPPER_LIP = 152, 0  # MediaPipe's landmarks: the chin's lowest point, the upper lip's top at the middle
