@@ -25,7 +25,7 @@ import os
 import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, fields
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Collection, Iterator
 
 import cv2
 import numpy as np
@@ -224,7 +224,7 @@ class _FrameImages:
             yield from _image_px(self.landmarks_px, self.frames[first:first + CHUNK_FRAMES])
 
 
-def _poses(images_px: Sequence[np.ndarray], shape: np.ndarray, focal: float, centre: np.ndarray,
+def _poses(images_px: Collection[np.ndarray], shape: np.ndarray, focal: float, centre: np.ndarray,
            on_progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Perspective pose of ``shape`` (478, 3) mm, OpenCV axes, in each of the frames whose image
     x, y (478, 2) px ``images_px`` holds (each started from the one before): PnP on

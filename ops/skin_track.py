@@ -224,14 +224,15 @@ class ReferenceTracker:
     """Tracks skin points by flow from one reference frame, warped to each frame's geometry.
 
     ``reference`` (H, W) uint8 grey; ``reference_px`` (N, 2) px: the mesh's vertices in the
-    reference, which also name the tracked skin points. One instance per thread (DIS keeps buffers).
+    reference, which also name the tracked skin points. One instance per thread (DIS keeps buffers;
+    it is made at the first frame tracked, so a tracker only ever copied makes none).
     """
 
     def __init__(self, reference: np.ndarray, reference_px: np.ndarray, settings: SkinTrackSettings | None = None):
         self.settings = settings or SkinTrackSettings()
         self.reference = high_pass(reference, self.settings.highpass_sigma_px, self.settings.highpass_gain)
         self.reference_px = np.asarray(reference_px, np.float64)
-        self._dis = make_dis(self.settings.flow_profile)
+        self._dis = None
 
     def moved_to(self, reference_px: np.ndarray) -> ReferenceTracker:
         """This tracker with the skin points named at ``reference_px`` (N, 2) px instead, for another
@@ -239,7 +240,7 @@ class ReferenceTracker:
         tracker = ReferenceTracker.__new__(ReferenceTracker)
         tracker.settings, tracker.reference = self.settings, self.reference
         tracker.reference_px = np.asarray(reference_px, np.float64)
-        tracker._dis = make_dis(self.settings.flow_profile)
+        tracker._dis = None
         return tracker
 
     def track_frame(self, current: np.ndarray, predicted_px: np.ndarray) -> np.ndarray:
@@ -255,6 +256,8 @@ class ReferenceTracker:
         if settings.fill_outside:
             warped = np.where(inside, warped, window)
         window = np.ascontiguousarray(window)
+        if self._dis is None:
+            self._dis = make_dis(self.settings.flow_profile)
         flow = self._dis.calc(warped, window, None)  # (h, w, 2) warped reference -> current
         local = predicted_px - np.array(origin, np.float64)
         offset = aggregate_at(flow, inside.astype(np.float32), local, settings.sigma_px)

@@ -27,7 +27,7 @@ chain is ``train_events.py``, ``train_events.py --add-speech-member``, then this
 pair it starts from is in git (commit b979f54), so tuning again takes minutes, not the chain's
 hour and a half (on 2026-12-05 this gave the shipped detectors again, byte for byte):
 
-    mkdir /tmp/synthetic && for f in mxr_events.onnx mxr_events_speech.onnx mxr_micro.json; do
+    mkdir -p /tmp/synthetic && for f in mxr_events.onnx mxr_events_speech.onnx mxr_micro.json; do
         git show b979f54:models/network/weights/$f > /tmp/synthetic/$f; done
     cp models/network/weights/mxr_micro.onnx /tmp/synthetic/
     .venv/bin/python scripts/tune_events_on_footage.py --model /tmp/synthetic/mxr_micro.onnx --out models/network/weights

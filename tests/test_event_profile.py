@@ -378,10 +378,29 @@ def test_a_mouth_event_on_a_syllable_of_speech_is_dropped_and_others_kept():
     assert events.during_speech([jaw_event], talking, neutral, fps) == []
     brow_event = replace(on_syllable, region="brows")  # speech moves no brows
     assert events.during_speech([brow_event], talking, neutral, fps) == [brow_event]
-    between = MicroEvent(84, 86, 88, "mouth", 0.8, 0.9)  # 2.8-2.93 s: past the syllable at 2.75 s by more than 0.1 s
-    assert events.during_speech([between], _talking_motion(fps, 150, [1.3, 1.6, 2.0, 2.4, 2.5, 3.4]), neutral, fps) \
+    between = MicroEvent(84, 86, 88, "mouth", 0.8, 0.9)  # 2.8-2.93 s; a jaw peak counts within 0.1 s: frames 81-91
+    before_it = 80.0 / fps - 0.075  # a syllable whose jaw peaks at frame 80 (a syllable peaks 0.075 s after it starts)
+    assert events.during_speech([between], _talking_motion(fps, 150, [1.3, 1.6, 2.0, before_it, 3.4]), neutral, fps) \
         == [between]
+    at_its_edge = before_it + 1.0 / fps  # ... at frame 81
+    assert events.during_speech([between], _talking_motion(fps, 150, [1.3, 1.6, 2.0, at_its_edge, 3.4]), neutral, fps) \
+        == []
+    first_frames = MicroEvent(0, 2, 5, "mouth", 0.8, 0.9)  # a clip that starts mid-sentence, and one that ends in one
+    assert events.during_speech([first_frames], _talking_motion(fps, 150, [0.0, 0.3, 0.6]), neutral, fps) == []
+    last_frames = MicroEvent(144, 146, 149, "mouth", 0.8, 0.9)
+    assert events.during_speech([last_frames], _talking_motion(fps, 150, [4.2, 4.5, 4.83]), neutral, fps) == []
     alone = _talking_motion(fps, 150, [2.0, 2.4])  # one more opening within a second: no speech
     assert events.during_speech([on_syllable], alone, neutral, fps) == [on_syllable]
     faint = _talking_motion(fps, 150, [1.3, 1.6, 2.0, 2.4, 2.75], jaw_mm=0.8 * events.SYLLABLE_MM)
     assert events.during_speech([on_syllable], faint, neutral, fps) == [on_syllable]
+
+
+def test_frames_without_a_face_are_no_syllables():
+    fps, neutral = 30.0, np.zeros((LANDMARK_COUNT, 3))
+    neutral[events.CHIN] = (0.0, -30.0, 0.0)
+    event = MicroEvent(59, 62, 66, "mouth", 0.8, 0.9)
+    held_open = _talking_motion(fps, 150, [2.0])  # one opening at 2 s, on a jaw held 2 mm open
+    held_open[:, events.CHIN, 1] -= 2.0
+    held_open[[40, 45, 80, 85]] = np.nan  # the face lost on four frames of the second around it
+    assert events.during_speech([event], held_open, neutral, fps) == [event]
+    assert events.during_speech([event], np.full_like(held_open, np.nan), neutral, fps) == [event]

@@ -402,8 +402,8 @@ def seen_on_skin(events: list[MicroEvent], skin_motion_mm: np.ndarray, landmark_
 def prominent_peaks(values: np.ndarray, prominence: float) -> np.ndarray:
     """Indices of the local maxima of ``values`` (n,) that rise at least ``prominence`` above the
     higher of the lowest values between them and a higher one on each side (or the end): their
-    topographic prominence, as ``scipy.signal.find_peaks`` measures it (a plateau's first frame
-    stands for it). For the second around an event: quadratic in its length."""
+    topographic prominence, as ``scipy.signal.find_peaks`` measures it (a plateau is found at its
+    first frame, scipy's at its middle). For the seconds around an event: quadratic in their length."""
     found = []
     for index in range(1, len(values) - 1):
         if not (values[index] > values[index - 1] and values[index] >= values[index + 1]):
@@ -435,17 +435,24 @@ def during_speech(events: list[MicroEvent], motion_mm: np.ndarray, neutral_mm: n
                   context_s: float = CONTEXT_S, settle_s: float = SETTLE_S) -> list[MicroEvent]:
     """``events`` less the mouth and jaw events that are a syllable of speech (see ``SYLLABLE_MM``):
     the jaw opens by ``syllable_mm`` within the event (or ``settle_s`` of it: the detector's ends
-    are a frame or two off) and ``syllables`` times more around it.
+    are a frame or two off) and ``syllables`` times more within ``context_s`` either side of it.
+    Frames without a face are bridged (read as the neutral, a gap in an open jaw would be a syllable).
     motion_mm (T, 478, 3) mm from ``neutral_mm`` (478, 3), NaN on invalid frames (an array, or
-    anything sliced like one: only the second around each event is read)."""
+    anything sliced like one: only the seconds around each event are read)."""
     context, settle = int(round(context_s * fps)), int(round(settle_s * fps))
+    neutral_mm = np.asarray(neutral_mm, np.float64)
     kept = []
     for event in events:
         if event.region not in SPEECH_REGIONS:
             kept.append(event)
             continue
         first = max(event.onset_frame - context, 0)
-        opening = jaw_opening_mm(span_mm(motion_mm, first, event.offset_frame + context), np.asarray(neutral_mm, np.float64))
+        opening = jaw_opening_mm(np.asarray(motion_mm[first:event.offset_frame + context + 1], np.float64), neutral_mm)
+        seen = np.flatnonzero(np.isfinite(opening))
+        if len(seen) < 2:
+            kept.append(event)
+            continue
+        opening = np.interp(np.arange(len(opening)), seen, opening[seen])  # (n,) mm, the gaps bridged
         peaks = prominent_peaks(opening, syllable_mm)
         inside = (peaks >= event.onset_frame - settle - first) & (peaks <= event.offset_frame + settle - first)
         if not (inside.any() and np.count_nonzero(~inside) >= syllables):
