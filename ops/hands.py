@@ -99,7 +99,8 @@ def steadied_where_covered(deformation_mm: np.ndarray, covered: np.ndarray, chun
     """Each covered point of ``deformation_mm`` (T, 478, 3) mm (an array or a ``spill.FrameFile``,
     changed in place), ``covered`` (T, 478) bool (an array or a ``FrameFile``), becomes the median
     of itself and the same point in the frames around it, per coordinate (``STEADYING_FRAMES``),
-    all read as they were; a chunk of frames at a time. NaN (no face) is left out of a median and stays where the frame has none."""
+    all read as they were; a chunk of frames at a time. NaN (no face) is left out of a median and
+    stays where the frame has none."""
     half = STEADYING_FRAMES // 2
     before = np.empty((0,) + tuple(deformation_mm.shape[1:]))  # the frames before the chunk, as they were
     for start in range(0, len(covered), chunk_frames):

@@ -436,7 +436,8 @@ def during_speech(events: list[MicroEvent], motion_mm: np.ndarray, neutral_mm: n
     """``events`` less the mouth and jaw events that are a syllable of speech (see ``SYLLABLE_MM``):
     the jaw opens by ``syllable_mm`` within the event (or ``settle_s`` of it: the detector's ends
     are a frame or two off) and ``syllables`` times more within ``context_s`` either side of it.
-    Frames without a face are bridged (read as the neutral, a gap in an open jaw would be a syllable).
+    Frames without a face are bridged between their neighbours (read as the neutral, a lost face in
+    an open jaw would make a syllable).
     motion_mm (T, 478, 3) mm from ``neutral_mm`` (478, 3), NaN on invalid frames (an array, or
     anything sliced like one: only the seconds around each event are read)."""
     context, settle = int(round(context_s * fps)), int(round(settle_s * fps))
