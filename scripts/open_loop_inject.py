@@ -19,8 +19,9 @@ Figures per split (micro events, 0.15-0.5 s, 0.5-1.5 mm; macro events, seconds, 
   events' micro layer), and the share of events within 15 % of 1; the same for the
   micro layer alone, for the micro layer the engine would make were its events the planted ones
   (the layer's loss apart from the detector's), and, for the stages before the take, for
-  MediaPipe's landmarks and the landmarks fused with the flow (read through the original's pose:
-  what the injected take's own pose takes is left out), and the
+  MediaPipe's landmarks, the landmarks fused with the flow and the points the take was read from
+  (skin-glued where trusted, ``read_points_px``), all read through the original's pose (what the
+  injected take's own pose and neutral take is the step from the last of them to the take), and the
   front-end's flow (image px, against the planted image motion); ``visible``: the share of the
   planted motion a reading that sees no depth can see (the head's turn tips the face's plane);
 - **events**: how far each planted micro event stands out of the real face's own motion for a
@@ -296,6 +297,17 @@ def fused_px(take: Take) -> np.ndarray:
                               float(take.settings.get("flow_fusion_s", DRIFT_S))).astype(np.float64)
 
 
+def read_points_px(take: Take) -> np.ndarray:
+    """(T, 478, 2) source px: the image points the take was read from (the landmarks fused with the
+    flow, skin-glued where trusted), recovered by projecting its face through its own camera: the
+    engine reads each point on its ray at the posed neutral's depth
+    (``perspective.PerspectiveCamera.faces_at``), so the projection gives that point back (where a
+    hand covers the face, the steadied point, ``hands.steadied_where_covered``)."""
+    camera = injection.take_camera(take)
+    face_mm = take.neutral_mm.astype(np.float64) + take.deformation_mm().astype(np.float64)  # (T, 478, 3) canonical mm
+    return camera.image_px(camera.posed(face_mm))
+
+
 def action_regions(neutral_mm: np.ndarray) -> dict[str, str]:
     """Each action's event region (``open_loop.regions_moved_most``)."""
     return regions_moved_most(injection.ACTION_NAMES, injection.action_fields(neutral_mm.astype(np.float64)))
@@ -316,6 +328,10 @@ def score_clip(original: Take, injected: Take, truth: dict) -> dict:
                   - camera.read_mm(original.landmarks_px[..., :2].astype(np.float64), neutral))  # (T, 478, 3) mm
     fused_fixed_pose = (camera.read_mm(fused_px(injected)[..., :2], neutral)
                         - camera.read_mm(fused_px(original)[..., :2], neutral))  # (T, 478, 3) mm
+    # the points each take was read from, through the original's pose: what the injected take's own
+    # pose and neutral lose is the step from here to the take
+    read_fixed_pose = (camera.read_mm(read_points_px(injected), neutral)
+                       - camera.read_mm(read_points_px(original), neutral))  # (T, 478, 3) mm
     regions = action_regions(original.neutral_mm)
     skin = slice(0, SKIN_LANDMARK_COUNT)
     original_mm = original.deformation_mm().astype(np.float64)
@@ -342,6 +358,7 @@ def score_clip(original: Take, injected: Take, truth: dict) -> dict:
                                  shift[frames][:, moved] - shift[base, moved])
         row["landmarks, original pose"] = share(fixed_pose[frames][:, moved] - fixed_pose[base, moved], true)
         row["fused, original pose"] = share(fused_fixed_pose[frames][:, moved] - fused_fixed_pose[base, moved], true)
+        row["read points, original pose"] = share(read_fixed_pose[frames][:, moved] - read_fixed_pose[base, moved], true)
         cumulative = np.nansum(flow[base + 1:frames[-1] + 1, moved], axis=0)  # (M, 2) crop px
         row["flow"] = share(cumulative, np.sum(flow_truth[base + 1:frames[-1] + 1, moved], axis=0))
         row["image_px"] = float(np.median(np.linalg.norm(shift[apex, moved] - shift[onset, moved], axis=-1)))
@@ -435,13 +452,16 @@ def summarise(clips: dict[str, dict]) -> dict[str, dict[str, str]]:
                   "detail layer": median(micro, "detail"), "landmarks (px)": median(micro, "landmarks"),
                   "landmarks, original pose (mm)": median(micro, "landmarks, original pose"),
                   "fused with the flow, original pose (mm)": median(micro, "fused, original pose"),
+                  "read points, original pose (mm)": median(micro, "read points, original pose"),
                   "flow (px)": median(micro, "flow"), "visible": median(micro, "visible")},
         "macro": {"events": str(len(macro)), "image motion (px)": median(macro, "image_px"),
                   "recovered (take)": median_interval(macro, "total"), "macro layer": median(macro, "macro"),
                   "micro layer": median(macro, "micro"), "detail layer": median(macro, "detail"),
                   "landmarks (px)": median(macro, "landmarks"),
-                  "landmarks, original pose (mm)": median(macro, "landmarks, original pose"), "flow (px)": median(macro, "flow"),
-                  "visible": median(macro, "visible")},
+                  "landmarks, original pose (mm)": median(macro, "landmarks, original pose"),
+                  "fused with the flow, original pose (mm)": median(macro, "fused, original pose"),
+                  "read points, original pose (mm)": median(macro, "read points, original pose"),
+                  "flow (px)": median(macro, "flow"), "visible": median(macro, "visible")},
         "events": {"planted micro": str(len(micro)),
                    "stands out, told its pattern (median sd)": median(micro, "stands out"),
                    "found (region right)": str(found),
@@ -473,7 +493,9 @@ def per_action(clips: dict[str, dict]) -> dict[str, dict[str, str]]:
         table[action] = {"events (micro)": f"{len(mine)} ({len(micro)})", "region": mine[0]["region"],
                          **{label: f"{np.median([row[key] for row in mine]):.2f}" for label, key in
                             (("flow (px)", "flow"), ("landmarks (px)", "landmarks"),
-                             ("landmarks, original pose (mm)", "landmarks, original pose"), ("take", "total"))},
+                             ("landmarks, original pose (mm)", "landmarks, original pose"),
+                             ("fused, original pose (mm)", "fused, original pose"),
+                             ("read points, original pose (mm)", "read points, original pose"), ("take", "total"))},
                          "found": f"{sum(row['found'] for row in micro)} of {len(micro)}"}
     return table
 
