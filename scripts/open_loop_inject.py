@@ -358,7 +358,8 @@ def score_clip(original: Take, injected: Take, truth: dict) -> dict:
                                  shift[frames][:, moved] - shift[base, moved])
         row["landmarks, original pose"] = share(fixed_pose[frames][:, moved] - fixed_pose[base, moved], true)
         row["fused, original pose"] = share(fused_fixed_pose[frames][:, moved] - fused_fixed_pose[base, moved], true)
-        row["read points, original pose"] = share(read_fixed_pose[frames][:, moved] - read_fixed_pose[base, moved], true)
+        row["read points, original pose"] = share(read_fixed_pose[frames][:, moved] - read_fixed_pose[base, moved],
+                                                  true)
         cumulative = np.nansum(flow[base + 1:frames[-1] + 1, moved], axis=0)  # (M, 2) crop px
         row["flow"] = share(cumulative, np.sum(flow_truth[base + 1:frames[-1] + 1, moved], axis=0))
         row["image_px"] = float(np.median(np.linalg.norm(shift[apex, moved] - shift[onset, moved], axis=-1)))

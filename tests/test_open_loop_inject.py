@@ -41,7 +41,8 @@ def test_the_injected_take_is_read_against_the_originals_rest_and_fields_lie_on_
 
 def test_the_points_a_take_was_read_from_come_back_from_its_layers(inject):
     """``read_points_px``: the image points the engine read (here: the posed neutral's projection
-    moved by known px) come back from the take's layers, however its total is split among them."""
+    moved by known px) come back from the take's layers, however its total is split among them and
+    whatever rest face the engine took out of its neutral; a frame without a face gives NaN."""
     import cv2
     from test_injection import perspective_take
 
@@ -50,12 +51,23 @@ def test_the_points_a_take_was_read_from_come_back_from_its_layers(inject):
     points = load_open_head().landmark_positions().astype(np.float64) * 1000.0
     neutral_mm = points - points.mean(axis=0)
     rotations = np.stack([cv2.Rodrigues(np.array([0.1 * k, -0.2, 0.05]))[0] for k in range(3)])
-    take = perspective_take(neutral_mm, rotations, np.array([[10.0, -5.0, 550.0], [0.0, 0.0, 600.0], [-8.0, 6.0, 650.0]]))
-    moved_px = take.landmarks_px[..., :2] + np.random.default_rng(0).uniform(-3.0, 3.0, (3, 478, 2))
+    shifts_mm = np.array([[10.0, -5.0, 550.0], [0.0, 0.0, 600.0], [-8.0, 6.0, 650.0]])
+    take = perspective_take(neutral_mm, rotations, shifts_mm)
+    rng = np.random.default_rng(0)
+    moved_px = take.landmarks_px[..., :2] + rng.uniform(-3.0, 3.0, (3, 478, 2))
     read_mm = injection.take_camera(take).read_mm(moved_px, neutral_mm)  # (3, 478, 3) mm, as the engine reads
     assert np.abs(read_mm).max() > 1.0
-    layered = dataclasses.replace(take, macro_mm=(0.6 * read_mm).astype(np.float32),
+    # the engine's rest face: its neutral less a held expression, every frame's displacement plus it
+    held_mm = np.concatenate([rng.uniform(-1.5, 1.5, (478, 2)), np.zeros((478, 1))], axis=1)
+    layered = dataclasses.replace(take, neutral_mm=(neutral_mm - held_mm).astype(np.float32),
+                                  macro_mm=(0.6 * read_mm + held_mm).astype(np.float32),
                                   micro_mm=(0.3 * read_mm).astype(np.float32),
                                   detail_mm=(0.1 * read_mm).astype(np.float32))
     np.testing.assert_allclose(inject.read_points_px(layered), moved_px, atol=2e-3)  # float32 layers
     np.testing.assert_allclose(inject.read_points_px(take), take.landmarks_px[..., :2], atol=1e-3)
+    faceless = dataclasses.replace(layered, valid=np.array([True, False, True]),
+                                   head_rotation=np.where(np.arange(3)[:, None, None] == 1, np.nan,
+                                                          layered.head_rotation).astype(np.float32))
+    points_px = inject.read_points_px(faceless)
+    assert np.isnan(points_px[1]).all()
+    np.testing.assert_allclose(points_px[[0, 2]], moved_px[[0, 2]], atol=2e-3)
