@@ -27,6 +27,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .canonical import EYE_CONTOURS, IRIS_LANDMARKS
 from .landmarks import LANDMARK_COUNT
 from .spill import frame_array
 
@@ -34,6 +35,14 @@ HAND_ON_FACE_SHARE = 0.3  # of a hand's 21 points inside the face's box (Wolfgan
 HAND_DETECTION_CONFIDENCE = 0.5
 STEADYING_FRAMES = 3  # a covered point's deformation: the median over this many frames around it
 COVER_MARGIN = 0.1  # the face's points within this share of its width of a hand's box are covered
+# Checks without a hand between two with one that a hand is taken to have covered all along: the
+# landmarker misses a hand lying flat over the face (WolfgangLanger's at 108 and 120, between
+# checks at 96 and 132 that find it over her nose and mouth).
+BRIDGED_MISSES = 2
+# The lids' margins and the irises keep what MediaPipe draws under a hand: the blinks are measured
+# from the lids (models/blinks.py), and a range seen elsewhere moved one of WolfgangLanger's closed
+# eyes under her fingers from a blink of 0.62 to 0.57.
+UNHELD_LANDMARKS = np.concatenate([EYE_CONTOURS, IRIS_LANDMARKS])
 
 
 class HandFinder:
@@ -78,20 +87,26 @@ def covered_landmarks(hand_on_face: np.ndarray, hand_box: np.ndarray, landmarks_
     ``hand_box`` (T, 4) px the hands' box where one is on the face; ``landmarks_px`` (T, 478, 2+) px.
     A check with a hand covers the points inside its box, widened by ``COVER_MARGIN`` of the face's
     width, and they stay covered up to the checks before and after it (where the hand was between
-    is not known)."""
+    is not known); up to ``BRIDGED_MISSES`` checks without a hand between two with one are taken for
+    misses, and the points either box holds stay covered across them."""
     checks = np.asarray(hand_on_face, np.float64)
     checked = np.flatnonzero(np.isfinite(checks))
     covered = frame_array((len(checks), LANDMARK_COUNT), np.bool_)
-    for position, frame in enumerate(checked):
-        if checks[frame] < 0.5:
-            continue
+    found = [position for position, frame in enumerate(checked) if checks[frame] >= 0.5]
+    inside = {}  # position of a check with a hand -> (478,) the points in its box
+    for position in found:
+        frame = checked[position]
         points = np.asarray(landmarks_px[frame], np.float64)[:, :2]  # (478, 2)
         margin = COVER_MARGIN * float(np.ptp(points[:, 0]))
         box = np.asarray(hand_box[frame], np.float64)
-        inside = np.all((points >= box[:2] - margin) & (points <= box[2:] + margin), axis=1)  # (478,)
+        inside[position] = np.all((points >= box[:2] - margin) & (points <= box[2:] + margin), axis=1)
         first = checked[position - 1] + 1 if position > 0 else 0
         last = checked[position + 1] - 1 if position + 1 < len(checked) else len(checks) - 1
-        covered[first:last + 1] = np.asarray(covered[first:last + 1], bool) | inside
+        covered[first:last + 1] = np.asarray(covered[first:last + 1], bool) | inside[position]
+    for before, after in zip(found, found[1:]):  # a hand missed between two checks that found one
+        if 1 < after - before <= BRIDGED_MISSES + 1:
+            first, last = checked[before] + 1, checked[after] - 1
+            covered[first:last + 1] = np.asarray(covered[first:last + 1], bool) | inside[before] | inside[after]
     return covered
 
 
@@ -123,3 +138,32 @@ def steadied_where_covered(deformation_mm: np.ndarray, covered: np.ndarray, chun
                 steadied[frame - start, points] = np.nanmedian(around, axis=0)
         deformation_mm[start:stop] = steadied.astype(deformation_mm.dtype)
         before = own[len(own) - half:] if half else own[:0]
+
+
+def within_seen_range(deformation_mm: np.ndarray, covered: np.ndarray, chunk_frames: int = 1024) -> None:
+    """Each covered point of ``deformation_mm`` (T, 478, 3) mm (an array or a ``spill.FrameFile``,
+    changed in place) kept, per coordinate, within the range the same point shows in the frames no
+    hand covers it (``covered`` (T, 478) bool); a point no such frame shows, and the lids and irises
+    (``UNHELD_LANDMARKS``), are left as they are. Two passes, a chunk of frames at a time. Why: under a hand MediaPipe draws a face from its prior,
+    and a guess can go where the performer's face never goes: WolfgangLanger's lower lip 7-8 mm and
+    chin 5-10 mm above her neutral under her fingers (frames 58-131), which no frame of hers that
+    shows her mouth comes near, and mouthRollLower sat at its limit on 12 % of her frames."""
+    low = np.full(tuple(deformation_mm.shape[1:]), np.inf)  # (478, 3) mm
+    high = np.full(tuple(deformation_mm.shape[1:]), -np.inf)
+    for start in range(0, len(covered), chunk_frames):
+        own = np.asarray(deformation_mm[start:start + chunk_frames], np.float64)  # (n, 478, 3)
+        seen = (~np.asarray(covered[start:start + chunk_frames], bool))[..., None] & np.isfinite(own)
+        low = np.minimum(low, np.where(seen, own, np.inf).min(axis=0))
+        high = np.maximum(high, np.where(seen, own, -np.inf).max(axis=0))
+    shown = np.isfinite(low) & np.isfinite(high)  # (478, 3)
+    shown[UNHELD_LANDMARKS] = False
+    for start in range(0, len(covered), chunk_frames):
+        chunk = np.asarray(covered[start:start + chunk_frames], bool)  # (n, 478)
+        if not chunk.any():
+            continue
+        own = np.asarray(deformation_mm[start:start + chunk_frames], np.float64)
+        held = chunk[..., None] & shown[None]
+        with np.errstate(invalid="ignore"):  # NaN (no face) stays NaN
+            own = np.where(held, np.clip(own, np.where(shown, low, 0.0), np.where(shown, high, 0.0)), own)
+        deformation_mm[start:start + chunk_frames] = own.astype(deformation_mm.dtype)
+

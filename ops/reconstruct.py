@@ -36,7 +36,7 @@ from .errors import MxrError
 from .frontend import RECORD_SHAPES, TAKE_RECORD_FIELDS, FrameArrays, FrontendSettings, unstack_records
 from .frontend_cache import CachedFrontEnd
 from .frontend_debug import write_contact_sheet
-from .hands import covered_landmarks, steadied_where_covered
+from .hands import covered_landmarks, steadied_where_covered, within_seen_range
 from .held_expression import rest_face, sampled_frames
 from .neutral import face_measures, neutral_run, occluded_frames, scores_from_measures
 from .perspective import PerspectiveCamera, calmest_frames, perspective_camera
@@ -502,6 +502,7 @@ def _reconstruct(video_path: Path, take_path: Path, settings: ReconstructSetting
     less = () if layers is None else (layers.micro_mm, layers.detail_mm)
     macro_mm = displacement_mm(partial(camera.faces_at, faces_px), rest_mm, frame_count, less)
     steadied_where_covered(macro_mm, covered)  # MediaPipe's guesses under a hand jump from frame to frame
+    within_seen_range(macro_mm, covered)  # ... and go where the face never goes where it shows
     take = take_in_frame(rest_mm, camera.poses, macro_mm, layers)
     for output in outputs:
         sweep_stale_partials(output)
