@@ -16,8 +16,10 @@ the checks around it (``covered_landmarks``). There it steadies the take: MediaP
 the fingers jump from frame to frame, and WolfgangLanger's units blipped for a frame or two on 11 %
 of those frames; each covered point becomes the median of itself in three frames
 (``steadied_where_covered``), which keeps a motion lasting two frames or more, while the points
-no hand covers keep every frame. And it tells the user when the neutral it found is under a
-hand (``reconstruct``'s warning, ``neutral_hand`` in the take). Passing over such frames for the
+no hand covers keep every frame; and it is held within the range the same point shows where no
+hand covers it (``within_seen_range``), as the guesses go where the face never does. And it tells
+the user when the neutral it found is under a hand (``reconstruct``'s warning, ``neutral_hand`` in
+the take). Passing over such frames for the
 neutral was measured and not kept: WolfgangLanger has no frame at rest, the best uncovered run
 (236-240) smiles and looks up, and her labelled smiles, raised brows and closed eyes read worse
 against it (docs/OPEN_LOOP.md).
@@ -144,10 +146,12 @@ def within_seen_range(deformation_mm: np.ndarray, covered: np.ndarray, chunk_fra
     """Each covered point of ``deformation_mm`` (T, 478, 3) mm (an array or a ``spill.FrameFile``,
     changed in place) kept, per coordinate, within the range the same point shows in the frames no
     hand covers it (``covered`` (T, 478) bool); a point no such frame shows, and the lids and irises
-    (``UNHELD_LANDMARKS``), are left as they are. Two passes, a chunk of frames at a time. Why: under a hand MediaPipe draws a face from its prior,
-    and a guess can go where the performer's face never goes: WolfgangLanger's lower lip 7-8 mm and
-    chin 5-10 mm above her neutral under her fingers (frames 58-131), which no frame of hers that
-    shows her mouth comes near, and mouthRollLower sat at its limit on 12 % of her frames."""
+    (``UNHELD_LANDMARKS``), are left as they are. Two passes, a chunk of frames at a time.
+
+    Why: under a hand MediaPipe draws a face from its prior, and a guess can go where the
+    performer's face never goes: WolfgangLanger's lower lip 7-8 mm and chin 5-10 mm above her
+    neutral under her fingers (frames 58-131), and mouthRollLower sat at its limit on 12 % of her
+    frames (6 % held, docs/OPEN_LOOP.md)."""
     low = np.full(tuple(deformation_mm.shape[1:]), np.inf)  # (478, 3) mm
     high = np.full(tuple(deformation_mm.shape[1:]), -np.inf)
     for start in range(0, len(covered), chunk_frames):
@@ -166,4 +170,3 @@ def within_seen_range(deformation_mm: np.ndarray, covered: np.ndarray, chunk_fra
         with np.errstate(invalid="ignore"):  # NaN (no face) stays NaN
             own = np.where(held, np.clip(own, np.where(shown, low, 0.0), np.where(shown, high, 0.0)), own)
         deformation_mm[start:start + chunk_frames] = own.astype(deformation_mm.dtype)
-

@@ -502,7 +502,7 @@ def _reconstruct(video_path: Path, take_path: Path, settings: ReconstructSetting
     less = () if layers is None else (layers.micro_mm, layers.detail_mm)
     macro_mm = displacement_mm(partial(camera.faces_at, faces_px), rest_mm, frame_count, less)
     steadied_where_covered(macro_mm, covered)  # MediaPipe's guesses under a hand jump from frame to frame
-    within_seen_range(macro_mm, covered)  # ... and go where the face never goes where it shows
+    within_seen_range(macro_mm, covered)  # ... and go where the face never goes: held to what it does
     take = take_in_frame(rest_mm, camera.poses, macro_mm, layers)
     for output in outputs:
         sweep_stale_partials(output)
