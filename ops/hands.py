@@ -19,10 +19,9 @@ of those frames; each covered point becomes the median of itself in three frames
 no hand covers keep every frame; and it is held within the range the same point shows where no
 hand covers it (``within_seen_range``), as the guesses go where the face never does. And it tells
 the user when the neutral it found is under a hand (``reconstruct``'s warning, ``neutral_hand`` in
-the take). Passing over such frames for the
-neutral was measured and not kept: WolfgangLanger has no frame at rest, the best uncovered run
-(236-240) smiles and looks up, and her labelled smiles, raised brows and closed eyes read worse
-against it (docs/OPEN_LOOP.md).
+the take). Passing over such frames for the neutral was measured and not kept: WolfgangLanger has
+no frame at rest, the best uncovered run (236-240) smiles and looks up, and her labelled smiles,
+raised brows and closed eyes read worse against it (docs/OPEN_LOOP.md).
 """
 from __future__ import annotations
 
@@ -37,8 +36,8 @@ HAND_ON_FACE_SHARE = 0.3  # of a hand's 21 points inside the face's box (Wolfgan
 HAND_DETECTION_CONFIDENCE = 0.5
 STEADYING_FRAMES = 3  # a covered point's deformation: the median over this many frames around it
 COVER_MARGIN = 0.1  # the face's points within this share of its width of a hand's box are covered
-# Checks without a hand between two with one that a hand is taken to have covered all along: the
-# landmarker misses a hand lying flat over the face (WolfgangLanger's at 108 and 120, between
+# The most checks without a hand, between two that find one, taken for misses (the hand stayed): the
+# landmarker misses a hand lying flat over the face (WolfgangLanger's checks at 108 and 120, between
 # checks at 96 and 132 that find it over her nose and mouth).
 BRIDGED_MISSES = 2
 # The lids' margins and the irises keep what MediaPipe draws under a hand: the blinks are measured
@@ -105,8 +104,10 @@ def covered_landmarks(hand_on_face: np.ndarray, hand_box: np.ndarray, landmarks_
         first = checked[position - 1] + 1 if position > 0 else 0
         last = checked[position + 1] - 1 if position + 1 < len(checked) else len(checks) - 1
         covered[first:last + 1] = np.asarray(covered[first:last + 1], bool) | inside[position]
+    spacing = float(np.median(np.diff(checked))) if len(checked) > 1 else 0.0  # frames between checks
     for before, after in zip(found, found[1:]):  # a hand missed between two checks that found one
-        if 1 < after - before <= BRIDGED_MISSES + 1:
+        if 1 < after - before <= BRIDGED_MISSES + 1 and \
+                checked[after] - checked[before] <= (BRIDGED_MISSES + 1) * spacing:  # (no face: no check)
             first, last = checked[before] + 1, checked[after] - 1
             covered[first:last + 1] = np.asarray(covered[first:last + 1], bool) | inside[before] | inside[after]
     return covered
@@ -168,5 +169,5 @@ def within_seen_range(deformation_mm: np.ndarray, covered: np.ndarray, chunk_fra
         own = np.asarray(deformation_mm[start:start + chunk_frames], np.float64)
         held = chunk[..., None] & shown[None]
         with np.errstate(invalid="ignore"):  # NaN (no face) stays NaN
-            own = np.where(held, np.clip(own, np.where(shown, low, 0.0), np.where(shown, high, 0.0)), own)
+            own = np.where(held, np.clip(own, np.where(shown, low, -np.inf), np.where(shown, high, np.inf)), own)
         deformation_mm[start:start + chunk_frames] = own.astype(deformation_mm.dtype)

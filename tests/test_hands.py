@@ -69,21 +69,33 @@ def test_the_points_in_a_hands_box_are_covered_up_to_the_checks_around_it(tmp_pa
     x = landmarks[0, :, 0]
     near_first = (x >= 20.0 - COVER_MARGIN * 100.0) & (x <= 30.0 + COVER_MARGIN * 100.0)
     near_second = (x >= 70.0) & (x <= 100.0)
-    assert np.array_equal(covered[1:5], np.broadcast_to(near_first, (4, 478)))  # from the check before
-    assert not covered[0].any()
+    assert np.array_equal(covered[1:6], np.broadcast_to(near_first, (5, 478)))  # from the check before
+    assert not covered[0].any() and np.array_equal(covered[15], near_second)
     # the check at 10 found no hand between two that did: a miss, both boxes covered across it
     assert np.array_equal(covered[6:15], np.broadcast_to(near_first | near_second, (9, 478)))
     assert np.array_equal(covered[16:].any(axis=0), near_second)
     assert not np.asarray(covered_landmarks(np.full(7, np.nan), np.full((7, 4), np.nan), landmarks[:7])).any()
     with spilling_into(tmp_path):  # the engine's way: on disk, the same points
         np.testing.assert_array_equal(np.asarray(covered_landmarks(checks, boxes, landmarks)[0:frames]), covered)
-    # more than BRIDGED_MISSES checks without a hand: the hand was gone
-    gone = np.full(30, np.nan)
-    gone[[0, 5, 10, 15, 20, 25]] = [0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
-    gone_boxes = np.full((30, 4), np.nan)
-    gone_boxes[[5, 25]] = boxes[5]
-    apart = np.asarray(covered_landmarks(gone, gone_boxes, np.repeat(landmarks[:1], 30, axis=0)))
-    assert BRIDGED_MISSES < 3 and not apart[10:21].any() and apart[6:10].any() and apart[21:25].any()
+    # BRIDGED_MISSES checks without a hand are bridged; one more, and the hand was gone
+    long_landmarks = np.repeat(landmarks[:1], 40, axis=0)
+    for misses, bridged in ((BRIDGED_MISSES, True), (BRIDGED_MISSES + 1, False)):
+        checks_at = 5 * np.arange(misses + 3)  # a check without a hand, one with, the misses, one with
+        gap = np.full(40, np.nan)
+        gap[checks_at] = [0.0, 1.0] + [0.0] * misses + [1.0]
+        gap_boxes = np.full((40, 4), np.nan)
+        gap_boxes[checks_at[[1, -1]]] = boxes[5]
+        spanned = np.asarray(covered_landmarks(gap, gap_boxes, long_landmarks))
+        between = spanned[checks_at[2]:checks_at[-2] + 1]  # the missed checks and the frames around them
+        assert spanned[6:10].any() and spanned[checks_at[-1] - 4:checks_at[-1]].any()
+        assert between.any(axis=1).all() == bridged and (between.any() or not bridged)
+    # a check that saw no face makes no check: two misses spread over a long stretch are not bridged
+    far = np.full(40, np.nan)
+    far[[0, 5, 10, 15, 20, 25, 30, 39]] = [0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0]  # checks 5 frames apart, then 9
+    far_boxes = np.full((40, 4), np.nan)
+    far_boxes[[20, 39]] = boxes[5]
+    spread = np.asarray(covered_landmarks(far, far_boxes, long_landmarks))
+    assert spread[21:25].any() and not spread[25:31].any()
 
 
 def test_a_blip_under_a_hand_is_steadied_and_motion_that_lasts_is_kept():
