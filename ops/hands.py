@@ -160,14 +160,14 @@ def within_seen_range(deformation_mm: np.ndarray, covered: np.ndarray, chunk_fra
         seen = (~np.asarray(covered[start:start + chunk_frames], bool))[..., None] & np.isfinite(own)
         low = np.minimum(low, np.where(seen, own, np.inf).min(axis=0))
         high = np.maximum(high, np.where(seen, own, -np.inf).max(axis=0))
-    shown = np.isfinite(low) & np.isfinite(high)  # (478, 3)
-    shown[UNHELD_LANDMARKS] = False
+    free = ~(np.isfinite(low) & np.isfinite(high))  # (478, 3): never seen uncovered, no limit
+    free[UNHELD_LANDMARKS] = True
+    low[free], high[free] = -np.inf, np.inf
     for start in range(0, len(covered), chunk_frames):
         chunk = np.asarray(covered[start:start + chunk_frames], bool)  # (n, 478)
         if not chunk.any():
             continue
         own = np.asarray(deformation_mm[start:start + chunk_frames], np.float64)
-        held = chunk[..., None] & shown[None]
         with np.errstate(invalid="ignore"):  # NaN (no face) stays NaN
-            own = np.where(held, np.clip(own, np.where(shown, low, -np.inf), np.where(shown, high, np.inf)), own)
+            own = np.where(chunk[..., None], np.clip(own, low, high), own)
         deformation_mm[start:start + chunk_frames] = own.astype(deformation_mm.dtype)
