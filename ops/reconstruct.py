@@ -41,7 +41,7 @@ from .held_expression import rest_face, sampled_frames
 from .neutral import face_measures, neutral_run, occluded_frames, scores_from_measures
 from .perspective import PerspectiveCamera, calmest_frames, perspective_camera
 from ..models.micro_keys import MICRO_LAYER_FROM_EVENTS
-from ..models.network.events import during_speech, micro_layer_mm, seen_on_skin
+from ..models.network.events import during_speech, layer_span, micro_layer_mm, seen_on_skin
 from ..models.network.features import region_membership
 from ..models.network.fusion import basis_in_take_frame
 from ..models.network.runner import NetworkRunner, apply_network
@@ -51,6 +51,7 @@ from ..models.similarity import Similarities, fit_similarities
 from .flow_fusion import DRIFT_S, fused_landmarks_px
 from .progress import ProgressReporter
 from .spill import frame_array, spilling_into
+from .stretch_flow import STRETCH_READING, MotionWithStretches, StretchReader, reread_stretches
 from .video import VideoInfo
 from .skin_track import (SourceFrames, choose_references, fall_back, rest_references, settings_for_face,
                          track_with_references)
@@ -203,7 +204,8 @@ def _take_settings(settings: ReconstructSettings, frontend: CachedFrontEnd, came
 class NetworkLayers:
     """What the network adds to a landmark-only take, carried into the take's canonical frame."""
 
-    micro_mm: np.ndarray  # (T, 478, 3) float32
+    micro_mm: np.ndarray  # (T, 478, 3) float32, the events read by flow over their stretches (ops/stretch_flow.py)
+    taken_from_macro_mm: np.ndarray  # (T, 478, 3) float32, the same events read from the take's points
     detail_mm: np.ndarray  # (T, 478, 3) float32
     events: list[MicroEvent]
     model_version: str
@@ -335,7 +337,7 @@ def _trained_layers(frame: CanonicalFrame, landmarks_px: np.ndarray) -> tuple[np
 
 
 def network_layers(trained_take: Take, runner: NetworkRunner, take_motion: DisplacementReader,
-                   judged_motion: DisplacementReader, reporter: ProgressReporter) -> NetworkLayers:
+                   judged_motion: DisplacementReader, reread: StretchReader, reporter: ProgressReporter) -> NetworkLayers:
     """The network run on ``trained_take`` (landmark-only, in the frame the networks were trained
     on: ``in_trained_frame``): its events, the micro layer they explain read from the take's own
     motion (``take_motion``: the points the take's face is read from, in its canonical frame), and
@@ -347,7 +349,10 @@ def network_layers(trained_take: Take, runner: NetworkRunner, take_motion: Displ
 
     The micro layer is read from the take's motion, not the network's: on the injected real clips
     (scripts/open_loop_inject.py) MediaPipe's points, which the network reads, show 0.42-0.49 of a
-    planted micro event's motion, the take's points (fused with the flow) 0.48-0.64."""
+    planted micro event's motion, the take's points (fused with the flow) 0.48-0.64. Each event's
+    stretch is read again by flow against its first frame (``reread``: ``stretch_flow.reread_stretches``)
+    and the layer fitted there; the layer the take's own points give for the same events is
+    ``taken_from_macro_mm``, so the take's total shows the events as the flow reads them."""
     network_take = apply_network(trained_take, runner, reporter, judged_motion_mm=judged_motion)
     neutral_mm = np.asarray(take_motion.neutral_mm, np.float64)
     alignment = fit_similarities(network_take.neutral_mm.astype(np.float64), neutral_mm[None])
@@ -359,14 +364,20 @@ def network_layers(trained_take: Take, runner: NetworkRunner, take_motion: Displ
     fps = analysis_clock(trained_take)[1]
     events = seen_on_skin(network_take.events, take_motion, judged_motion, regions, membership)
     events = during_speech(events, take_motion, neutral_mm, fps)
-    micro_mm = zero_layer(trained_take.valid)
+    micro_mm = taken_mm = zero_layer(trained_take.valid)
     if events:
-        micro_mm = micro_layer_mm(events, take_motion, fps, regions, membership,
-                                  basis_in_take_frame(neutral_mm), neutral_mm)
-        micro_mm[~np.asarray(trained_take.valid, bool)] = np.nan
+        basis_mm = basis_in_take_frame(neutral_mm)
+        stretches = reread([layer_span(event, fps, len(take_motion)) for event in events])
+        layers = []
+        for motion in (MotionWithStretches(take_motion, stretches), take_motion):
+            layer = micro_layer_mm(events, motion, fps, regions, membership, basis_mm, neutral_mm)
+            layer[~np.asarray(trained_take.valid, bool)] = np.nan
+            layers.append(layer)
+        micro_mm, taken_mm = layers
     # where the layer comes from, as apply_network says it (the skin may have left no event)
-    network = {**network_take.settings["network"], "micro_layer": MICRO_LAYER_FROM_EVENTS if events else "network"}
-    return NetworkLayers(micro_mm, detail_mm, events, network_take.model_version, network)
+    network = {**network_take.settings["network"], "micro_layer": MICRO_LAYER_FROM_EVENTS if events else "network",
+               "micro_stretches": STRETCH_READING if events else None}
+    return NetworkLayers(micro_mm, taken_mm, detail_mm, events, network_take.model_version, network)
 
 
 def known_focal_px(focal_px: float, frame_size: tuple[int, int]) -> float:
@@ -496,10 +507,13 @@ def _reconstruct(video_path: Path, take_path: Path, settings: ReconstructSetting
         # a minute on franck.mp4's first 40 s instead of 4.5.
         judged_motion = DisplacementReader(partial(camera.faces_at, landmarks_px), camera.neutral_mm, frame_count)
         take_motion = DisplacementReader(partial(camera.faces_at, faces_px), camera.neutral_mm, frame_count)
-        layers = network_layers(trained_take, runner, take_motion, judged_motion, reporter)
+        reread = partial(reread_stretches, video.path, observed["index"], points_px=faces_px,
+                         motion_mm=take_motion.__getitem__, camera=camera, on_stretch=reporter.stage("micro stretches"))
+        layers = network_layers(trained_take, runner, take_motion, judged_motion, reread, reporter)
         del trained_take  # its macro layer (T, 478, 3): not needed past the network
-    # The macro layer is the rest of the take's deformation, so the total is what the landmarks show.
-    less = () if layers is None else (layers.micro_mm, layers.detail_mm)
+    # The macro layer is the rest of the take's deformation, less the events as the take's points read
+    # them: the total is what the points show, with the events as the flow over their stretches reads them.
+    less = () if layers is None else (layers.taken_from_macro_mm, layers.detail_mm)
     macro_mm = displacement_mm(partial(camera.faces_at, faces_px), rest_mm, frame_count, less)
     steadied_where_covered(macro_mm, covered)  # MediaPipe's guesses under a hand jump from frame to frame
     within_seen_range(macro_mm, covered)  # ... and go where the face never goes: held to what it does

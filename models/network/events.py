@@ -220,16 +220,22 @@ def _fit_span(event: MicroEvent, slack_s: float, pad_s: float, fps: float, frame
     return max(event.onset_frame - pad, 0), min(event.offset_frame + pad, frame_count - 1)
 
 
+def layer_span(event: MicroEvent, fps: float, frame_count: int) -> tuple[int, int]:
+    """The frames (first, last, inclusive) ``micro_layer_mm`` reads for ``event``: the event and its
+    baseline (see there), within a take of ``frame_count`` frames."""
+    pad_s = LAYER_BASELINE_PAD_REFINED_S if fps >= REFINE_MIN_FPS else BASELINE_PAD_S
+    return _fit_span(event, LAYER_SLACK_FRAMES / fps, pad_s, fps, frame_count)
+
+
 def layer_fit(event: MicroEvent, motion_mm: np.ndarray, fps: float,
               members: np.ndarray) -> tuple[int, int, np.ndarray, EventTiming | None]:
-    """How ``micro_layer_mm`` reads one event: the frames it reads (first, last; the event and its
-    baseline, see there), their motion (n, 478, 3) mm, and the fit of the event's time course to its
-    region's ``members`` landmarks there (None where nothing fits)."""
-    slack_s = LAYER_SLACK_FRAMES / fps
-    pad_s = LAYER_BASELINE_PAD_REFINED_S if fps >= REFINE_MIN_FPS else BASELINE_PAD_S
-    first, last = _fit_span(event, slack_s, pad_s, fps, len(motion_mm))
+    """How ``micro_layer_mm`` reads one event: the frames it reads (``layer_span``), their motion
+    (n, 478, 3) mm, and the fit of the event's time course to its region's ``members`` landmarks
+    there (None where nothing fits)."""
+    first, last = layer_span(event, fps, len(motion_mm))
     span = span_mm(motion_mm, first, last)  # (n, 478, 3)
-    fit = fit_event_timing(span[:, members], fps, first, event.onset_frame, event.offset_frame, slack_s=slack_s)
+    fit = fit_event_timing(span[:, members], fps, first, event.onset_frame, event.offset_frame,
+                           slack_s=LAYER_SLACK_FRAMES / fps)
     return first, last, span, fit
 
 

@@ -1,0 +1,155 @@
+"""Short stretches of a take read again by skin flow against the stretch's own first frame.
+
+Why: the take reads the face's small motion from points glued to the skin by flow against rest
+frames (ops/skin_track.py), often seconds away and showing another expression and view, and
+from MediaPipe's landmarks where the face moves more. Over a micro-expression's stretch (a second
+at most) the frame just before it is a far closer reference: on the injected dev clips
+(scripts/open_loop_inject.py) a planted micro event read from onset to apex this way recovers a
+median 0.72 of its motion where the take's own points recover 0.66, 26 of 40 events more, and
+the points it does not move wander less between the two encodings (0.49 mm RMS against 0.59).
+
+How: each stretch's frames are decoded in one pass over the video; the first frame is the
+reference, its skin named at the take's read points there; every later frame is tracked from it
+(``skin_track.ReferenceTracker``, the warp guided by the take's own points in that frame) and read
+through the take's camera (``PerspectiveCamera.faces_at``). The stretch's motion is the take's at
+its first frame plus what the flow saw since. The lids' margins, the inner lips and the irises
+(``UNTRACKED``: folds and gaze) keep the take's reading, and so does any point whose flow reading
+strays more than ``AGREE_MM`` from the take's (a hand, a blink, a torn fold).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from .canonical import EYE_CONTOURS, INNER_LIPS, IRIS_LANDMARKS
+from .perspective import PerspectiveCamera
+from .skin_track import ReferenceTracker, settings_for_face
+from .video import iter_frames
+
+UNTRACKED = np.concatenate([EYE_CONTOURS, INNER_LIPS, IRIS_LANDMARKS])
+AGREE_MM = 1.5  # a flow reading further than this from the take's is not trusted (a micro event moves < 1.5 mm)
+Stretch = tuple[int, int]  # first and last take frame, inclusive
+StretchReader = Callable[[list[Stretch]], dict[Stretch, np.ndarray]]  # ``reread_stretches`` with its take bound
+STRETCH_READING = "flow-from-first-frame-1"  # the take's settings["network"]["micro_stretches"]
+
+
+def reread_stretches(video_path: Path, frame_indices: np.ndarray, stretches: list[Stretch],
+                     points_px: np.ndarray, motion_mm: Callable[[slice], np.ndarray], camera: PerspectiveCamera,
+                     on_stretch: Callable[[int, int], None] | None = None) -> dict[Stretch, np.ndarray]:
+    """Each stretch's motion (n, 478, 3) float64 mm, read by flow against its first frame.
+
+    ``frame_indices`` (T,): each take frame's source frame; ``points_px`` (T, 478, 3) source px:
+    the points the take was read from (NaN where no face); ``motion_mm(frames)``: the take's
+    motion (F, 478, 3) mm of a slice of frames (``reconstruct.DisplacementReader``); ``camera``:
+    the take's. Stretches whose first frame has no face keep the take's motion. One pass over the
+    video; memory: the faces of one stretch's frames at a time."""
+    wanted = sorted(set(stretches))
+    result: dict[Stretch, np.ndarray] = {}
+    if not wanted:
+        return result
+    boxes = {stretch: _face_box(points_px, stretch) for stretch in wanted}
+    by_source = {int(frame_indices[frame]): frame for first, last in wanted for frame in range(first, last + 1)}
+    open_stretches = list(wanted)
+    crops: dict[int, Crop] = {}  # take frame -> the face's part of its grey image, for the stretches not yet read
+    for index, _, image in iter_frames(video_path, start_frame=min(by_source), end_frame=max(by_source) + 1):
+        frame = by_source.get(index)
+        if frame is None:
+            continue
+        around = [boxes[stretch] for stretch in open_stretches if stretch[0] <= frame <= stretch[1]]
+        crops[frame] = _crop(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), around)
+        while open_stretches and open_stretches[0][1] <= frame:
+            stretch = open_stretches.pop(0)
+            result[stretch] = _reread(stretch, crops, points_px, motion_mm, camera)
+            if on_stretch is not None:
+                on_stretch(len(result), len(wanted))
+        keep_from = open_stretches[0][0] if open_stretches else frame + 1
+        for old in [f for f in crops if f < keep_from]:
+            del crops[old]
+    for stretch in open_stretches:  # frames the video no longer decodes: the take's reading
+        result[stretch] = np.asarray(motion_mm(slice(stretch[0], stretch[1] + 1)), np.float64)
+    return result
+
+
+Crop = tuple[np.ndarray, np.ndarray]  # (2,) int px: the crop's top-left corner in the frame; (h, w) uint8 grey
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1 px
+CROP_MARGIN_PX = 64  # around the face's points: the tracker's window (24 px) and its filters' reach
+
+
+def _face_box(points_px: np.ndarray, stretch: Stretch) -> Box | None:
+    """Where the stretch's points lie, px (None where it has no face)."""
+    points = np.asarray(points_px[stretch[0]:stretch[1] + 1], np.float64)[..., :2].reshape(-1, 2)
+    points = points[np.all(np.isfinite(points), axis=1)]
+    if len(points) == 0:
+        return None
+    return (*points.min(axis=0), *points.max(axis=0))
+
+
+def _crop(grey: np.ndarray, boxes: list[Box | None]) -> Crop:
+    """The part of ``grey`` (H, W) around every box, with ``CROP_MARGIN_PX``, and its corner: a
+    stretch of a long high-rate clip holds its faces, not its whole frames."""
+    boxes = [box for box in boxes if box is not None]
+    if not boxes:
+        return np.zeros(2, np.int64), grey
+    x0 = int(max(np.floor(min(box[0] for box in boxes)) - CROP_MARGIN_PX, 0))
+    y0 = int(max(np.floor(min(box[1] for box in boxes)) - CROP_MARGIN_PX, 0))
+    x1 = int(min(np.ceil(max(box[2] for box in boxes)) + CROP_MARGIN_PX, grey.shape[1]))
+    y1 = int(min(np.ceil(max(box[3] for box in boxes)) + CROP_MARGIN_PX, grey.shape[0]))
+    return np.array([x0, y0]), np.ascontiguousarray(grey[y0:y1, x0:x1])
+
+
+def _reread(stretch: Stretch, crops: dict[int, Crop], points_px: np.ndarray,
+            motion_mm: Callable[[slice], np.ndarray], camera: PerspectiveCamera) -> np.ndarray:
+    first, last = stretch
+    frames = slice(first, last + 1)
+    motion = np.array(motion_mm(frames), np.float64)  # (n, 478, 3) the take's reading
+    points = np.array(points_px[frames], np.float64)  # (n, 478, 3) source px
+    if first not in crops or not np.all(np.isfinite(points[0, :, :2])):
+        return motion
+    to_index = 0.5  # continuous px -> pixel-centre px, as the flow reads images
+    scale = float(camera.poses.scale[first])  # px per mm
+    corner, reference = crops[first]
+    tracker = ReferenceTracker(reference, points[0, :, :2] - to_index - corner, settings_for_face(scale))
+    seen = points.copy()
+    for row in range(1, len(points)):
+        frame = first + row
+        if frame not in crops or not np.all(np.isfinite(points[row, :, :2])):
+            continue
+        # the warp is guided by the take's own points: guided by the first frame's face carried by
+        # the head's pose instead, the dev events' layers gained nothing (+0.000 against +0.049)
+        corner, image = crops[frame]
+        tracked = tracker.track_frame(image, points[row, :, :2] - to_index - corner) + to_index + corner
+        seen[row, :, :2] = np.where(np.isfinite(tracked), tracked, points[row, :, :2])
+    span_camera = replace(camera, camera_rotations=camera.camera_rotations[frames],
+                          camera_shifts_mm=camera.camera_shifts_mm[frames])
+    read = span_camera.faces_at(seen, slice(None)) - span_camera.faces_at(points[:1], slice(0, 1))  # (n, 478, 3)
+    flowed = motion[:1] + read
+    trusted = np.linalg.norm(flowed - motion, axis=-1) <= AGREE_MM  # (n, 478); NaN compares False
+    trusted[:, UNTRACKED] = False
+    return np.where(trusted[..., None], flowed, motion)
+
+
+@dataclass(frozen=True)
+class MotionWithStretches:
+    """A take's motion (``motion``: sliced ``[a:b]`` -> (F, 478, 3) mm, e.g. a
+    ``reconstruct.DisplacementReader``) with some stretches read again (``stretches``, from
+    ``reread_stretches``): a slice that is exactly one of them gives its new reading, any other
+    the take's. ``events.micro_layer_mm`` reads one event's stretch (``events.layer_span``) at a time."""
+
+    motion: object
+    stretches: dict[Stretch, np.ndarray]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.motion.shape)
+
+    def __len__(self) -> int:
+        return len(self.motion)
+
+    def __getitem__(self, frames: slice) -> np.ndarray:
+        start, stop, _ = frames.indices(len(self.motion))
+        again = self.stretches.get((start, stop - 1))
+        return self.motion[frames] if again is None else again
