@@ -8,9 +8,10 @@ the detector finds few of them; a person watching the video sees them. The take 
 half of such an event's motion (the landmarks fused with the flow); marking its span gives it a
 layer to tune, as a found event has.
 
-The take's total deformation does not change, nor do its other events' layers: the new layer is
-fitted on the motion no layer holds yet and moved out of the macro layer. Numpy only; frames are
-take frame indices, motion is the take's canonical mm.
+The take's other events' layers do not change: the new layer is fitted on the motion no layer
+holds yet and moved out of the macro layer; where the take's video is at hand, over the event's
+stretch read again by flow against its first frame, as the engine reads the events it finds
+(ops/stretch_flow.py). Frames are take frame indices, motion is the take's canonical mm.
 """
 from __future__ import annotations
 
@@ -20,9 +21,11 @@ import numpy as np
 
 from ..ops.errors import MxrError
 from ..ops.spill import FrameSum
+from ..ops.stretch_flow import MotionWithStretches, StretchReader
 from ..ops.take import MicroEvent, Take, analysis_clock
 from .micro_keys import MICRO_LAYER_FROM_EVENTS
-from .network.events import MAX_PATTERN_MM, above_line_mm, bump_mm, layer_fit, micro_layer_mm, region_landmarks, span_mm
+from .network.events import (MAX_PATTERN_MM, above_line_mm, bump_mm, layer_fit, layer_span, micro_layer_mm,
+                             region_landmarks, span_mm)
 from .network.features import EVENT_REGIONS, region_membership
 from .network.fusion import basis_in_take_frame
 
@@ -55,12 +58,16 @@ def regional_apex(motion_mm: np.ndarray, first: int, last: int, region: str) -> 
     return first + int(np.argmax(regional)), float(regional.max())
 
 
-def mark_event(take: Take, first_frame: int, last_frame: int, region: str | None = None) -> Take:
+def mark_event(take: Take, first_frame: int, last_frame: int, region: str | None = None,
+               reread: StretchReader | None = None) -> Take:
     """A new take with one more micro event over take frames ``first_frame``..``last_frame``
     (inclusive: the frames before its rise and after its fall), in ``region`` (None: the region
     that moves most there, ``strongest_region``), its layer fitted on what the micro layer does not
-    hold yet and moved there from the macro layer (the other events' layers are kept as they are,
-    and the total too). MxrError for a span outside the take or the length a micro-expression
+    hold yet and moved there from the macro layer (the other events' layers are kept as they are).
+    With ``reread`` (``stretch_flow.take_stretch_reader`` of the take's video) the event's stretch
+    is read again by flow against its first frame, as the engine reads the events it finds: the
+    layer is fitted there and the total shows the event as the flow reads it; without, the total
+    does not change. MxrError for a span outside the take or the length a micro-expression
     has, a frame without a face in it, an event of the same region already there, or a span where
     nothing moves as a micro-expression does."""
     count = take.frame_count
@@ -94,13 +101,18 @@ def mark_event(take: Take, first_frame: int, last_frame: int, region: str | None
                        "(rising after the first frame and back by the last); mark the frames just before its "
                        "rise and just after its fall")
     neutral_mm = np.asarray(take.neutral_mm, np.float64)
-    layer_mm = micro_layer_mm([marked], unlayered_mm, fps, EVENT_REGIONS, membership, basis_in_take_frame(neutral_mm),
-                              neutral_mm)  # (T, 478, 3) float32, zero outside the event's span
-    layer_mm[~np.asarray(take.valid, bool)] = np.nan
+    basis_mm = basis_in_take_frame(neutral_mm)
+    corrections = {} if reread is None else reread([layer_span(marked, fps, count)])
+    layers = []  # (T, 478, 3) float32, zero outside the event's span: the take's reading, then the flow's
+    for motion in (unlayered_mm, MotionWithStretches(unlayered_mm, corrections)):
+        layer_mm = micro_layer_mm([marked], motion, fps, EVENT_REGIONS, membership, basis_mm, neutral_mm)
+        layer_mm[~np.asarray(take.valid, bool)] = np.nan
+        layers.append(layer_mm)
+    taken_mm, layer_mm = layers
     settings = dict(take.settings)
     settings["network"] = {**settings.get("network", {}), "micro_layer": MICRO_LAYER_FROM_EVENTS}
     settings[MARKED] = settings.get(MARKED, []) + [[first_frame, apex, last_frame, region]]
-    return dataclasses.replace(take, macro_mm=(take.macro_mm - layer_mm).astype(np.float32),
+    return dataclasses.replace(take, macro_mm=(take.macro_mm - taken_mm).astype(np.float32),
                                micro_mm=(take.micro_mm + layer_mm).astype(np.float32),
                                events=sorted(take.events + [marked], key=lambda event: event.onset_frame),
                                settings=settings)

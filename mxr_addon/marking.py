@@ -21,6 +21,7 @@ from ..models.marked_events import mark_event
 from ..models.network.features import EVENT_REGIONS
 from ..ops.atomic import replacing
 from ..ops.errors import MxrError
+from ..ops.stretch_flow import source_stretch_reader
 from ..ops.take import load_take, save_take
 from .pipeline import bake_take_file, baked_timing
 from .rig import find_rig
@@ -90,7 +91,8 @@ class MXR_OT_mark_micro_expression(bpy.types.Operator):
             take = load_take(take_path)
             first, last = (timing.take_frame(take, frame) for frame in (self.first_frame, self.last_frame))
             region = None if self.region == "AUTO" else self.region.lower()
-            marked = mark_event(take, first, last, region)
+            reread, why_not = source_stretch_reader(take)  # the event's stretch read by flow from the video
+            marked = mark_event(take, first, last, region, reread)
             backup = backup_path(take_path)
             with replacing(backup) as stream, open(take_path, "rb") as source:  # the take before the mark, whole
                 shutil.copyfileobj(source, stream)
@@ -108,8 +110,9 @@ class MXR_OT_mark_micro_expression(bpy.types.Operator):
             self.report({"ERROR"}, f"{error}; the take is as it was")
             return {"CANCELLED"}
         event = next(event for event in marked.events if (event.onset_frame, event.offset_frame) == (first, last))
-        self.report({"INFO"}, f"MXR: a {event.region} micro-expression over take frames {first}-{last} is a micro "
-                              f"layer now; the take before it is kept as {backup.name}")
+        self.report({"WARNING"} if why_not else {"INFO"},
+                    f"MXR: a {event.region} micro-expression over take frames {first}-{last} is a micro layer now"
+                    f"{'; ' + why_not if why_not else ''}; the take before it is kept as {backup.name}")
         return {"FINISHED"}
 
 

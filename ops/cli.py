@@ -24,6 +24,7 @@ from .flow_fusion import DRIFT_S
 from .frontend import FrontendSettings
 from .progress import ProgressReporter
 from .reconstruct import ReconstructSettings, reconstruct
+from .stretch_flow import source_stretch_reader
 from .take import load_take, save_take
 from ..models.marked_events import mark_event
 from ..models.network.features import EVENT_REGIONS
@@ -128,11 +129,14 @@ def _timeline(take_path: Path, png_path: Path) -> int:
 def _mark_event(take_path: Path, frames: tuple[int, int], region: str | None, out_path: Path) -> int:
     def mark() -> str:
         refuse_overwriting_take(take_path, out_path)
-        take = mark_event(load_take(take_path), *frames, region)
+        take = load_take(take_path)
+        reread, why_not = source_stretch_reader(take)
+        take = mark_event(take, *frames, region, reread)
         save_take(take, out_path)
         event = next(event for event in take.events if (event.onset_frame, event.offset_frame) == frames)
         return (f"wrote {out_path}: a {event.region} micro-expression over frames {frames[0]}-{frames[1]}, apex at "
-                f"{event.apex_frame}, {event.peak_mm:.2f} mm ({len(take.events)} events in the take)")
+                f"{event.apex_frame}, {event.peak_mm:.2f} mm ({len(take.events)} events in the take)"
+                + (f"; {why_not}" if why_not else ", read again by flow from the video"))
 
     return _writing(out_path, mark)
 

@@ -35,6 +35,7 @@ import numpy as np
 
 from ..models.network.event_profile import smoothstep
 from .canonical import INNER_LIPS, SKIN_LANDMARK_COUNT
+from .perspective import camera_of_take
 from .skin_track import piecewise_affine_map
 from .take import Take
 
@@ -46,7 +47,6 @@ FACE_OVAL = np.array([10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288,
 FEATHER_SCALE = 1.35  # the ring where the field is zero: the outline scaled about the face's centre
 SMOOTH_LANDMARKS_S = 0.03  # std of the temporal smoothing of the landmarks the field is attached to
 SMOOTH_POSE_S = 0.1  # ... and of the head pose that projects it
-_TO_OPENCV = np.diag([1.0, -1.0, -1.0])  # take camera axes (y up, z to the viewer) <-> OpenCV's
 
 
 # -- 1. planted motion -----------------------------------------------------------------------------------
@@ -265,17 +265,11 @@ class TakeCamera:
 
 def take_camera(take: Take) -> TakeCamera:
     """The take's camera (``settings['camera_focal_px']``, the frame's centre) and its per-frame
-    poses, undoing how ``perspective_faces`` stores them (scale = focal / depth, translation = the
-    origin's image point with y up)."""
+    poses (``perspective.camera_of_take``)."""
     if take.settings.get("camera") != "perspective":
         raise ValueError("a take solved through the perspective camera is needed (settings['camera'])")
-    focal = float(take.settings["camera_focal_px"])
-    centre = np.array(take.frame_size, np.float64) / 2.0
-    depth = focal / take.head_scale_px_per_mm.astype(np.float64)  # (T,) mm
-    translation = take.head_translation_px.astype(np.float64)
-    shifts = np.stack([(translation[:, 0] - centre[0]) * depth / focal,
-                       (-translation[:, 1] - centre[1]) * depth / focal, depth], axis=1)
-    return TakeCamera(_TO_OPENCV @ take.head_rotation.astype(np.float64), shifts, focal, centre)
+    camera = camera_of_take(take)
+    return TakeCamera(camera.camera_rotations, camera.camera_shifts_mm, camera.focal_px, camera.image_centre_px)
 
 
 def smooth_in_time(values: np.ndarray, valid: np.ndarray, sigma_frames: float) -> np.ndarray:

@@ -32,8 +32,10 @@ import numpy as np
 
 from ..models.similarity import Similarities
 from .canonical import INTERPUPILLARY_MM, IRIS_CENTRE_LEFT, IRIS_CENTRE_RIGHT, RIGID_LANDMARKS, SKIN_LANDMARK_COUNT
+from .errors import MxrError
 from .neutral import neutral_scores
 from .spill import CHUNK_FRAMES
+from .take import Take
 
 # The points the pose is first found on: canonical.RIGID_LANDMARKS without the forehead, which the
 # brows' frontalis moves (on the dev scan clips: brow raise recovered 0.40 instead of 0.33, a still
@@ -85,6 +87,25 @@ class PerspectiveCamera:
                               axis=-1)
         seen = rays * posed[..., 2:3]  # where the image puts each landmark, at the posed neutral's depth
         return (shape + np.einsum("tji,tnj->tni", rotations, seen - posed)) * _TO_OPENCV
+
+
+def camera_of_take(take: Take) -> PerspectiveCamera:
+    """The camera and head poses a take was read through, from what it stores (the inverse of
+    ``perspective_camera``'s weak-perspective ``poses``: scale = focal / depth, translation = the
+    canonical origin's image point, y up). MxrError for a take not read through this camera."""
+    if take.settings.get("camera") != "perspective":
+        raise MxrError("the take was not read through a perspective camera (made by an older MXR): make it again")
+    focal = float(take.settings["camera_focal_px"])
+    centre = np.array(take.frame_size, np.float64) / 2.0
+    scale = take.head_scale_px_per_mm.astype(np.float64)
+    depth = focal / scale  # (T,) mm
+    translation = take.head_translation_px.astype(np.float64)
+    shifts = np.stack([(translation[:, 0] - centre[0]) * depth / focal,
+                       (-translation[:, 1] - centre[1]) * depth / focal, depth], axis=1)  # (T, 3) mm
+    rotation = take.head_rotation.astype(np.float64)
+    poses = Similarities(rotation=rotation, translation=translation, scale=scale)
+    return PerspectiveCamera(take.neutral_mm.astype(np.float64), poses, focal, float("nan"),
+                             np.diag(_TO_OPENCV) @ rotation, shifts, centre)
 
 
 @dataclass

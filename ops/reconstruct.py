@@ -367,9 +367,9 @@ def network_layers(trained_take: Take, runner: NetworkRunner, take_motion: Displ
     micro_mm = taken_mm = zero_layer(trained_take.valid)
     if events:
         basis_mm = basis_in_take_frame(neutral_mm)
-        stretches = reread([layer_span(event, fps, len(take_motion)) for event in events])
+        corrections = reread([layer_span(event, fps, len(take_motion)) for event in events])
         layers = []
-        for motion in (MotionWithStretches(take_motion, stretches), take_motion):
+        for motion in (MotionWithStretches(take_motion, corrections), take_motion):
             layer = micro_layer_mm(events, motion, fps, regions, membership, basis_mm, neutral_mm)
             layer[~np.asarray(trained_take.valid, bool)] = np.nan
             layers.append(layer)
@@ -507,8 +507,8 @@ def _reconstruct(video_path: Path, take_path: Path, settings: ReconstructSetting
         # a minute on franck.mp4's first 40 s instead of 4.5.
         judged_motion = DisplacementReader(partial(camera.faces_at, landmarks_px), camera.neutral_mm, frame_count)
         take_motion = DisplacementReader(partial(camera.faces_at, faces_px), camera.neutral_mm, frame_count)
-        reread = partial(reread_stretches, video.path, observed["index"], points_px=faces_px,
-                         motion_mm=take_motion.__getitem__, camera=camera, on_stretch=reporter.stage("micro stretches"))
+        reread = partial(reread_stretches, video.path, observed["index"], points_px=faces_px, camera=camera,
+                         on_stretch=reporter.stage("micro stretches"))
         layers = network_layers(trained_take, runner, take_motion, judged_motion, reread, reporter)
         del trained_take  # its macro layer (T, 478, 3): not needed past the network
     # The macro layer is the rest of the take's deformation, less the events as the take's points read

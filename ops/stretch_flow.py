@@ -11,14 +11,17 @@ the points it does not move wander less between the two encodings (0.49 mm RMS a
 How: each stretch's frames are decoded in one pass over the video; the first frame is the
 reference, its skin named at the take's read points there; every later frame is tracked from it
 (``skin_track.ReferenceTracker``, the warp guided by the take's own points in that frame) and read
-through the take's camera (``PerspectiveCamera.faces_at``). The stretch's motion is the take's at
-its first frame plus what the flow saw since. The lids' margins, the inner lips and the irises
-(``UNTRACKED``: folds and gaze) keep the take's reading, and so does any point whose flow reading
-strays more than ``AGREE_MM`` from the take's (a hand, a blink, a torn fold).
+through the take's camera (``PerspectiveCamera.faces_at``). What comes back is a correction: the
+motion since the first frame as the flow reads it, less the same as the take's points read it, so
+that it can be laid on any reading of the take's motion (``MotionWithStretches``: the engine's
+whole motion, or what a marked event is fitted on, ``marked_events``). The lids' margins, the inner
+lips and the irises (``UNTRACKED``: folds and gaze) keep the take's reading, and so does any point
+whose flow reading strays more than ``AGREE_MM`` from the points' (a hand, a blink, a torn fold).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -26,27 +29,34 @@ import cv2
 import numpy as np
 
 from .canonical import EYE_CONTOURS, INNER_LIPS, IRIS_LANDMARKS
-from .perspective import PerspectiveCamera
+from .perspective import PerspectiveCamera, camera_of_take
 from .skin_track import ReferenceTracker, settings_for_face
-from .video import iter_frames
+from .spill import FrameSum
+from .take import Take
+from .video import file_sha256, iter_frames
 
 UNTRACKED = np.concatenate([EYE_CONTOURS, INNER_LIPS, IRIS_LANDMARKS])
 AGREE_MM = 1.5  # a flow reading further than this from the take's is not trusted (a micro event moves < 1.5 mm)
 Stretch = tuple[int, int]  # first and last take frame, inclusive
 StretchReader = Callable[[list[Stretch]], dict[Stretch, np.ndarray]]  # ``reread_stretches`` with its take bound
+LayerReader = Callable[[slice], np.ndarray]  # frames -> their (F, 478, 3) px or mm
 STRETCH_READING = "flow-from-first-frame-1"  # the take's settings["network"]["micro_stretches"]
 
 
 def reread_stretches(video_path: Path, frame_indices: np.ndarray, stretches: list[Stretch],
-                     points_px: np.ndarray, motion_mm: Callable[[slice], np.ndarray], camera: PerspectiveCamera,
+                     points_px: np.ndarray | LayerReader, camera: PerspectiveCamera,
                      on_stretch: Callable[[int, int], None] | None = None) -> dict[Stretch, np.ndarray]:
-    """Each stretch's motion (n, 478, 3) float64 mm, read by flow against its first frame.
+    """Each stretch's correction (n, 478, 3) float64 mm: its motion since its first frame as the
+    flow against that frame reads it, less the same as the take's points read it (0 where the
+    points' reading is kept). Stretches whose first frame has no face, or that the video no longer
+    decodes, are left out (the take's reading stands).
 
-    ``frame_indices`` (T,): each take frame's source frame; ``points_px`` (T, 478, 3) source px:
-    the points the take was read from (NaN where no face); ``motion_mm(frames)``: the take's
-    motion (F, 478, 3) mm of a slice of frames (``reconstruct.DisplacementReader``); ``camera``:
-    the take's. Stretches whose first frame has no face keep the take's motion. One pass over the
-    video; memory: the faces of one stretch's frames at a time."""
+    ``frame_indices`` (T,): each take frame's source frame; ``points_px`` (T, 478, 3) source px,
+    or a reader of a slice of frames: the points the take was read from (NaN where no face);
+    ``camera``: the take's. One pass over the video; memory: the faces of one stretch's frames at a
+    time."""
+    if not callable(points_px):
+        points_px = points_px.__getitem__
     wanted = sorted(set(stretches))
     result: dict[Stretch, np.ndarray] = {}
     if not wanted:
@@ -63,15 +73,15 @@ def reread_stretches(video_path: Path, frame_indices: np.ndarray, stretches: lis
         crops[frame] = _crop(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), around)
         while open_stretches and open_stretches[0][1] <= frame:
             stretch = open_stretches.pop(0)
-            result[stretch] = _reread(stretch, crops, points_px, motion_mm, camera)
+            correction = _reread(stretch, crops, points_px, camera)
+            if correction is not None:
+                result[stretch] = correction
             if on_stretch is not None:
-                on_stretch(len(result), len(wanted))
+                on_stretch(len(wanted) - len(open_stretches), len(wanted))
         keep_from = open_stretches[0][0] if open_stretches else frame + 1
         for old in [f for f in crops if f < keep_from]:
             del crops[old]
-    for stretch in open_stretches:  # frames the video no longer decodes: the take's reading
-        result[stretch] = np.asarray(motion_mm(slice(stretch[0], stretch[1] + 1)), np.float64)
-    return result
+    return result  # the stretches still open end in frames the video no longer decodes
 
 
 Crop = tuple[np.ndarray, np.ndarray]  # (2,) int px: the crop's top-left corner in the frame; (h, w) uint8 grey
@@ -81,7 +91,7 @@ CROP_MARGIN_PX = 64  # around the face's points: the tracker's window (24 px) an
 
 def _face_box(points_px: np.ndarray, stretch: Stretch) -> Box | None:
     """Where the stretch's points lie, px (None where it has no face)."""
-    points = np.asarray(points_px[stretch[0]:stretch[1] + 1], np.float64)[..., :2].reshape(-1, 2)
+    points = np.asarray(points_px(slice(stretch[0], stretch[1] + 1)), np.float64)[..., :2].reshape(-1, 2)
     points = points[np.all(np.isfinite(points), axis=1)]
     if len(points) == 0:
         return None
@@ -101,14 +111,13 @@ def _crop(grey: np.ndarray, boxes: list[Box | None]) -> Crop:
     return np.array([x0, y0]), np.ascontiguousarray(grey[y0:y1, x0:x1])
 
 
-def _reread(stretch: Stretch, crops: dict[int, Crop], points_px: np.ndarray,
-            motion_mm: Callable[[slice], np.ndarray], camera: PerspectiveCamera) -> np.ndarray:
+def _reread(stretch: Stretch, crops: dict[int, Crop], points_px: LayerReader,
+            camera: PerspectiveCamera) -> np.ndarray | None:
     first, last = stretch
     frames = slice(first, last + 1)
-    motion = np.array(motion_mm(frames), np.float64)  # (n, 478, 3) the take's reading
-    points = np.array(points_px[frames], np.float64)  # (n, 478, 3) source px
+    points = np.array(points_px(frames), np.float64)  # (n, 478, 3) source px
     if first not in crops or not np.all(np.isfinite(points[0, :, :2])):
-        return motion
+        return None
     to_index = 0.5  # continuous px -> pixel-centre px, as the flow reads images
     scale = float(camera.poses.scale[first])  # px per mm
     corner, reference = crops[first]
@@ -125,22 +134,23 @@ def _reread(stretch: Stretch, crops: dict[int, Crop], points_px: np.ndarray,
         seen[row, :, :2] = np.where(np.isfinite(tracked), tracked, points[row, :, :2])
     span_camera = replace(camera, camera_rotations=camera.camera_rotations[frames],
                           camera_shifts_mm=camera.camera_shifts_mm[frames])
-    read = span_camera.faces_at(seen, slice(None)) - span_camera.faces_at(points[:1], slice(0, 1))  # (n, 478, 3)
-    flowed = motion[:1] + read
-    trusted = np.linalg.norm(flowed - motion, axis=-1) <= AGREE_MM  # (n, 478); NaN compares False
+    # the flow's motion since the first frame less the points' (both start from the points there)
+    correction = span_camera.faces_at(seen, slice(None)) - span_camera.faces_at(points, slice(None))  # (n, 478, 3) mm
+    trusted = np.linalg.norm(correction, axis=-1) <= AGREE_MM  # (n, 478); NaN compares False
     trusted[:, UNTRACKED] = False
-    return np.where(trusted[..., None], flowed, motion)
+    return np.where(trusted[..., None], correction, 0.0)
 
 
 @dataclass(frozen=True)
 class MotionWithStretches:
     """A take's motion (``motion``: sliced ``[a:b]`` -> (F, 478, 3) mm, e.g. a
-    ``reconstruct.DisplacementReader``) with some stretches read again (``stretches``, from
-    ``reread_stretches``): a slice that is exactly one of them gives its new reading, any other
-    the take's. ``events.micro_layer_mm`` reads one event's stretch (``events.layer_span``) at a time."""
+    ``reconstruct.DisplacementReader``) with some stretches read again (``corrections``, from
+    ``reread_stretches``): a slice that is exactly one of them gives the take's motion there plus
+    its correction, any other the take's. ``events.micro_layer_mm`` reads one event's stretch
+    (``events.layer_span``) at a time."""
 
     motion: object
-    stretches: dict[Stretch, np.ndarray]
+    corrections: dict[Stretch, np.ndarray]
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -151,5 +161,43 @@ class MotionWithStretches:
 
     def __getitem__(self, frames: slice) -> np.ndarray:
         start, stop, _ = frames.indices(len(self.motion))
-        again = self.stretches.get((start, stop - 1))
-        return self.motion[frames] if again is None else again
+        correction = self.corrections.get((start, stop - 1))
+        motion = self.motion[frames]
+        return motion if correction is None else np.asarray(motion, np.float64) + correction
+
+
+def take_points_px(take: Take, camera: PerspectiveCamera) -> LayerReader:
+    """A reader of the points a take was read from, frames -> (F, 478, 3) source px (depth 0): its
+    face (neutral + every layer) projected through ``camera`` (``camera_of_take``). The engine reads
+    each point on its ray at the posed neutral's depth (``PerspectiveCamera.faces_at``), so the
+    projection gives it back."""
+    total_mm = FrameSum((take.macro_mm, take.micro_mm, take.detail_mm))
+    neutral_mm = np.asarray(take.neutral_mm, np.float64)
+
+    def points(frames: slice) -> np.ndarray:
+        face = neutral_mm + np.asarray(total_mm[frames], np.float64)  # (F, 478, 3) canonical mm
+        posed = (np.einsum("fij,fnj->fni", camera.camera_rotations[frames], face)
+                 + camera.camera_shifts_mm[frames][:, None])  # (F, 478, 3) mm, OpenCV camera
+        image = camera.focal_px * posed[..., :2] / posed[..., 2:3] + camera.image_centre_px
+        return np.concatenate([image, np.zeros(image.shape[:-1] + (1,))], axis=-1)
+
+    return points
+
+
+def take_stretch_reader(take: Take, video_path: Path) -> StretchReader:
+    """``reread_stretches`` bound to a take made from ``video_path`` (its points and camera read
+    from the take itself): for what is done to a take after the engine (``marked_events``)."""
+    camera = camera_of_take(take)
+    return partial(reread_stretches, Path(video_path), np.asarray(take.frame_indices),
+                   points_px=take_points_px(take, camera), camera=camera)
+
+
+def source_stretch_reader(take: Take) -> tuple[StretchReader | None, str]:
+    """``take_stretch_reader`` of the video the take was made from, if it is still where it was and
+    the same file; else None and why, in words for the user."""
+    video = Path(take.source_path)
+    if not video.is_file():
+        return None, f"the take's video {video} is not there: the event is read from the take's points alone"
+    if file_sha256(video) != take.source_sha256:
+        return None, f"{video} is no longer the video the take was made from: the event is read from the take's points alone"
+    return take_stretch_reader(take, video), ""

@@ -60,15 +60,14 @@ from mxr.models.network.features import EVENT_REGIONS, region_membership  # noqa
 from mxr.models.network.fusion import basis_in_take_frame  # noqa: E402
 from mxr.models.network.synthetic import align_to_truth, displacements_to_truth  # noqa: E402
 from mxr.models.open_head import load_open_head  # noqa: E402
-from mxr.models.similarity import Similarities  # noqa: E402
 from mxr.ops.canonical import SKIN_LANDMARK_COUNT  # noqa: E402
 from mxr.ops.flow_fusion import DRIFT_S, fused_landmarks_px  # noqa: E402
 from mxr.ops.held_expression import expression_shift_mm  # noqa: E402
 from mxr.ops.injection import PlantedEvent  # noqa: E402
-from mxr.ops.perspective import PerspectiveCamera  # noqa: E402
+from mxr.ops.perspective import camera_of_take  # noqa: E402
 from mxr.ops.progress import ProgressReporter  # noqa: E402
 from mxr.ops.reconstruct import ReconstructSettings, reconstruct  # noqa: E402
-from mxr.ops.stretch_flow import MotionWithStretches, reread_stretches  # noqa: E402
+from mxr.ops.stretch_flow import MotionWithStretches, take_points_px, take_stretch_reader  # noqa: E402
 from mxr.ops.take import MicroEvent, Take, load_take  # noqa: E402
 from mxr.ops.video import VideoInfo, iter_frames, probe_video  # noqa: E402
 
@@ -245,8 +244,8 @@ def layer_differences(original: Take, injected: Take) -> dict[str, np.ndarray]:
 def planted_micro_layers(original: Take, injected: Take, truth: dict) -> np.ndarray:
     """(T, 478, 3) mm, injected less original in the original's canonical frame: the micro layer
     the engine makes (``events.micro_layer_mm`` on each event's stretch read again by flow,
-    ``stretch_flow.reread_stretches``) when its events are the planted micro events themselves:
-    the layer's own loss, whatever the detector finds."""
+    ``stretch_flow``) when its events are the planted micro events themselves: the layer's own
+    loss, whatever the detector finds."""
     times = np.arange(original.frame_count) / original.fps
     regions = action_regions(original.neutral_mm)
     planted = [MicroEvent(*event.frames(times), regions[event.action], event.peak_mm, 1.0)
@@ -255,25 +254,12 @@ def planted_micro_layers(original: Take, injected: Take, truth: dict) -> np.ndar
     layers = []
     for take, video in zip((original, injected), truth["videos"]):
         motion = np.nan_to_num(take.deformation_mm().astype(np.float64))  # (T, 478, 3) mm
-        points = read_points_px(take)
-        points_px = np.concatenate([points, np.zeros(points.shape[:2] + (1,))], axis=2)
-        stretches = reread_stretches(video, take.frame_indices,
-                                     [layer_span(event, take.fps, take.frame_count) for event in planted],
-                                     points_px, motion.__getitem__, perspective_camera_of(take))
-        layers.append(micro_layer_mm(planted, MotionWithStretches(motion, stretches), take.fps, EVENT_REGIONS,
+        corrections = take_stretch_reader(take, video)([layer_span(event, take.fps, take.frame_count)
+                                                        for event in planted])
+        layers.append(micro_layer_mm(planted, MotionWithStretches(motion, corrections), take.fps, EVENT_REGIONS,
                                      membership, basis_in_take_frame(take.neutral_mm), take.neutral_mm))
     alignment = align_to_truth(injected.neutral_mm, original.neutral_mm)
     return displacements_to_truth(np.asarray(layers[1], np.float64), alignment) - np.asarray(layers[0], np.float64)
-
-
-def perspective_camera_of(take: Take) -> PerspectiveCamera:
-    """The take's camera and poses as the engine held them (``perspective.PerspectiveCamera``)."""
-    camera = injection.take_camera(take)
-    poses = Similarities(rotation=take.head_rotation.astype(np.float64),
-                         translation=take.head_translation_px.astype(np.float64),
-                         scale=take.head_scale_px_per_mm.astype(np.float64))
-    return PerspectiveCamera(take.neutral_mm.astype(np.float64), poses, camera.focal_px, float("nan"),
-                             camera.rotations, camera.shifts_mm, camera.centre_px)
 
 
 def bump_mm(motion_mm: np.ndarray, half: int) -> np.ndarray:
@@ -321,14 +307,10 @@ def fused_px(take: Take) -> np.ndarray:
 
 def read_points_px(take: Take) -> np.ndarray:
     """(T, 478, 2) source px: the image points the take was read from (the landmarks fused with the
-    flow, skin-glued where trusted), recovered by projecting its face through its own camera: the
-    engine reads each point on its ray at the posed neutral's depth
-    (``perspective.PerspectiveCamera.faces_at``), so the projection gives that point back (where a
-    hand covers the face, the steadied point, ``hands.steadied_where_covered``; over the stretch of
-    an event the engine found, the point as the stretch's flow reads it, ``stretch_flow``)."""
-    camera = injection.take_camera(take)
-    face_mm = take.neutral_mm.astype(np.float64) + take.deformation_mm().astype(np.float64)  # (T, 478, 3) canonical mm
-    return camera.image_px(camera.posed(face_mm))
+    flow, skin-glued where trusted; ``stretch_flow.take_points_px``): where a hand covers the face,
+    the steadied point (``hands.steadied_where_covered``); over the stretch of an event the engine
+    found, the point as the stretch's flow reads it (``stretch_flow``)."""
+    return take_points_px(take, camera_of_take(take))(slice(None))[..., :2]
 
 
 def action_regions(neutral_mm: np.ndarray) -> dict[str, str]:

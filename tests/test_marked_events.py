@@ -59,6 +59,28 @@ def test_a_marked_flicker_becomes_an_event_with_its_own_layer():
     assert not take.events and not take.micro_mm.any()  # the take marked is left as it was
 
 
+def test_a_mark_read_again_by_flow_carries_what_the_flow_sees_and_the_total_shows_it():
+    take, flicker = brow_flicker_take()
+    asked = []
+
+    def reread(stretches):  # what ``stretch_flow.take_stretch_reader`` gives: the flow saw the flicker half again
+        asked.extend(stretches)
+        ((first, last),) = stretches
+        return {(first, last): 0.5 * flicker[first:last + 1] - 0.5 * flicker[first]}
+
+    marked = mark_event(take, ONSET, OFFSET, reread=reread)
+    plain = mark_event(take, ONSET, OFFSET)
+    (stretch,) = asked
+    assert stretch[0] < ONSET and stretch[1] > OFFSET  # the event and its baseline (``events.layer_span``)
+    moved = np.linalg.norm(flicker[APEX], axis=1) >= 0.5
+    share = np.sum(marked.micro_mm[APEX][moved] * flicker[APEX][moved]) / np.sum(flicker[APEX][moved] ** 2)
+    assert 1.3 < share < 1.6  # the flow's reading: 1.5x the take's
+    np.testing.assert_allclose(marked.macro_mm, plain.macro_mm, atol=1e-6)  # the take's reading leaves the macro
+    np.testing.assert_allclose(marked.deformation_mm() - take.deformation_mm(), marked.micro_mm - plain.micro_mm,
+                               atol=1e-5)  # the total shows the event as the flow reads it
+    np.testing.assert_allclose(mark_event(take, ONSET, OFFSET, reread=lambda stretches: {}).micro_mm, plain.micro_mm)
+
+
 def test_the_region_is_the_one_that_rises_most_unless_named():
     take, _ = brow_flicker_take()
     assert strongest_region(take.deformation_mm(), ONSET, OFFSET) == "brows"
@@ -113,6 +135,7 @@ def test_the_command_writes_a_new_take_and_never_the_one_it_reads(tmp_path):
     result = run_cli(take_path, "--frames", f"{ONSET}-{OFFSET}", "--out", out_path)
     assert result.returncode == 0, result.stderr
     assert "brows micro-expression over frames 30-42" in result.stderr
+    assert "performer.mp4 is not there: the event is read from the take's points alone" in result.stderr
     assert [event.region for event in load_take(out_path).events] == ["brows"]
     refused = run_cli(take_path, "--frames", f"{ONSET}-{OFFSET}", "--out", take_path)
     assert refused.returncode == 2 and "it is the take file" in refused.stderr and "Traceback" not in refused.stderr

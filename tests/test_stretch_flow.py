@@ -9,7 +9,12 @@ from mxr.models.similarity import Similarities
 from mxr.ops.perspective import PerspectiveCamera
 from mxr.ops import stretch_flow
 from mxr.ops.skin_track import FACING_CAMERA
-from mxr.ops.stretch_flow import AGREE_MM, UNTRACKED, MotionWithStretches, reread_stretches
+from mxr.ops import injection
+from mxr.ops.perspective import camera_of_take
+from mxr.ops.reconstruct import ReconstructSettings, reconstruct
+from mxr.ops.sample_data import sample_path
+from mxr.ops.stretch_flow import AGREE_MM, UNTRACKED, MotionWithStretches, reread_stretches, take_points_px
+from mxr.ops.take import load_take
 
 SIZE = (640, 480)  # px
 FRAMES = 8
@@ -69,12 +74,17 @@ def _motion(camera: PerspectiveCamera, points_px: np.ndarray) -> np.ndarray:
     return camera.faces_at(points_px, slice(None)) - camera.neutral_mm  # (T, 478, 3) mm
 
 
+def _read_again(path, camera, points_px, stretch, frame_count=FRAMES):
+    take_motion = _motion(camera, points_px)
+    corrections = reread_stretches(path, np.arange(frame_count), [stretch], points_px, camera)
+    return take_motion, corrections, MotionWithStretches(take_motion, corrections)
+
+
 def test_a_stretch_read_by_flow_recovers_the_motion_the_take_read_short(warped_clip):
     path, camera, neutral_px, centre = warped_clip
-    points_px = _take_points(camera, neutral_px, centre, share=0.5)
-    take_motion = _motion(camera, points_px)
-    again = reread_stretches(path, np.arange(FRAMES), [(0, FRAMES - 1)], points_px, take_motion.__getitem__,
-                             camera)[(0, FRAMES - 1)]  # (T, 478, 3) mm
+    stretch = (0, FRAMES - 1)
+    take_motion, _, motion = _read_again(path, camera, _take_points(camera, neutral_px, centre, share=0.5), stretch)
+    again = motion[0:FRAMES]  # (T, 478, 3) mm
     truth = _motion(camera, _take_points(camera, neutral_px, centre, share=1.0))
     moved = np.linalg.norm(truth[-1], axis=-1) > 0.5 * np.linalg.norm(truth[-1], axis=-1).max()
     moved[UNTRACKED] = False
@@ -89,43 +99,51 @@ def test_a_stretch_read_by_flow_recovers_the_motion_the_take_read_short(warped_c
 def test_points_the_flow_cannot_follow_keep_the_takes_reading(warped_clip, monkeypatch):
     path, camera, neutral_px, centre = warped_clip
     points_px = _take_points(camera, neutral_px, centre, share=0.5)
-    take_motion = _motion(camera, points_px)
     stretch = (1, FRAMES - 1)
-    again = reread_stretches(path, np.arange(FRAMES), [stretch], points_px, take_motion.__getitem__, camera)[stretch]
-    np.testing.assert_array_equal(again[:, UNTRACKED], take_motion[1:, UNTRACKED])  # folds and gaze
-    apart = np.linalg.norm(again - take_motion[1:], axis=-1)  # (n, 478) mm
+    take_motion, corrections, _ = _read_again(path, camera, points_px, stretch)
+    correction = corrections[stretch]  # (n, 478, 3) mm
+    assert not correction[:, UNTRACKED].any()  # folds and gaze
+    apart = np.linalg.norm(correction, axis=-1)
     assert 0.3 < apart.max() <= AGREE_MM  # the bump: the flow sees more than the take
     monkeypatch.setattr(stretch_flow, "AGREE_MM", 0.2)  # now the bump's flow reading strays too far
-    strict = reread_stretches(path, np.arange(FRAMES), [stretch], points_px, take_motion.__getitem__, camera)[stretch]
+    strict = _read_again(path, camera, points_px, stretch)[1][stretch]
     astray = apart > 0.2
-    np.testing.assert_array_equal(strict[astray], take_motion[1:][astray])
-    np.testing.assert_array_equal(strict[~astray], again[~astray])
+    assert not strict[astray].any()
+    np.testing.assert_array_equal(strict[~astray], correction[~astray])
 
 
 def test_a_stretch_without_a_face_or_past_the_video_keeps_the_takes_reading(warped_clip):
     path, camera, neutral_px, centre = warped_clip
     points_px = _take_points(camera, neutral_px, centre, share=0.5)
     points_px[2] = np.nan  # no face in frame 2
-    take_motion = np.nan_to_num(_motion(camera, points_px))
-    frame_indices = np.arange(FRAMES + 4)  # the take says 4 frames more than the video has
-    long_points = np.concatenate([points_px, np.repeat(points_px[-1:], 4, axis=0)])
-    long_motion = np.concatenate([take_motion, np.repeat(take_motion[-1:], 4, axis=0)])
-    long_camera = _camera(FRAMES + 4)
-    long_camera.neutral_mm[:] = camera.neutral_mm
-    stretches = [(2, 5), (FRAMES - 2, FRAMES + 2)]
+    long_points = np.concatenate([points_px, np.repeat(points_px[-1:], 4, axis=0)])  # the take says 4 frames more
+    long_camera = _camera(FRAMES + 4)  # than the video has
     progress = []
-    again = reread_stretches(path, frame_indices, stretches, long_points, long_motion.__getitem__, long_camera,
-                             on_stretch=lambda done, total: progress.append((done, total)))
-    np.testing.assert_array_equal(again[(2, 5)], long_motion[2:6])
-    np.testing.assert_array_equal(again[(FRAMES - 2, FRAMES + 2)], long_motion[FRAMES - 2:FRAMES + 3])
-    assert progress[-1] == (1, 2)  # the stretch the video ends in is not read by flow
+    corrections = reread_stretches(path, np.arange(FRAMES + 4), [(2, 5), (1, 4), (FRAMES - 2, FRAMES + 2)],
+                                   long_points, long_camera, on_stretch=lambda done, total: progress.append((done, total)))
+    assert list(corrections) == [(1, 4)]  # the one whose first frame has a face, within the video
+    assert np.all(np.isfinite(corrections[(1, 4)])) and not corrections[(1, 4)][1].any()  # none where no face
+    assert progress[-1] == (2, 3)  # the stretch the video ends in is not read
 
 
 def test_the_motion_gives_a_stretch_read_again_only_for_exactly_its_frames():
     motion = np.arange(10 * 478 * 3, dtype=np.float64).reshape(10, 478, 3)
-    again = np.full((4, 478, 3), -1.0)
-    reader = MotionWithStretches(motion, {(3, 6): again})
-    assert reader[3:7] is again
+    correction = np.full((4, 478, 3), -1.0)
+    reader = MotionWithStretches(motion, {(3, 6): correction})
+    np.testing.assert_array_equal(reader[3:7], motion[3:7] - 1.0)
     np.testing.assert_array_equal(reader[3:6], motion[3:6])
     np.testing.assert_array_equal(reader[2:7], motion[2:7])
     assert len(reader) == 10 and reader.shape == (10, 478, 3)
+
+
+def test_a_takes_points_read_back_through_its_camera_give_its_face(tmp_path):
+    take_path = tmp_path / "take.npz"
+    reconstruct(sample_path("video/single_face.mp4"), take_path, ReconstructSettings(use_network=False))
+    take = load_take(take_path)
+    camera = camera_of_take(take)
+    points_px = take_points_px(take, camera)(slice(None))  # (T, 478, 3) px
+    read_mm = camera.faces_at(points_px, slice(None)) - take.neutral_mm  # as the engine reads points
+    valid = np.asarray(take.valid, bool)
+    np.testing.assert_allclose(read_mm[valid], take.deformation_mm()[valid], atol=2e-3)
+    reprojected = injection.take_camera(take).image_px(injection.take_camera(take).posed(take.neutral_mm))
+    np.testing.assert_allclose(reprojected[valid], camera.project(camera.neutral_mm)[valid], atol=1e-6)
