@@ -50,7 +50,7 @@ from ..models.retarget import displacement_on, frame_chunks
 from ..models.similarity import Similarities, fit_similarities
 from .flow_fusion import DRIFT_S, fused_landmarks_px
 from .progress import ProgressReporter
-from .spill import frame_array, spilling_into
+from .spill import LayerReader, frame_array, spilling_into
 from .stretch_flow import STRETCH_READING, MotionWithStretches, StretchReader, reread_stretches
 from .video import VideoInfo
 from .skin_track import (SourceFrames, choose_references, fall_back, rest_references, settings_for_face,
@@ -126,7 +126,6 @@ def refuse_overwriting_inputs(video_path: Path, outputs: list[Path]) -> None:
 
 
 CHUNK_FRAMES = 256  # frames whose 478 points a stage reads at a time: ~3 MB a float64 array, whatever the take's length
-LayerReader = Callable[[slice], np.ndarray]  # frames -> their (F, 478, 3) mm
 
 
 def displacement_mm(faces_at: LayerReader, neutral_mm: np.ndarray, count: int,

@@ -18,11 +18,12 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
 SPILL_ROW_BYTES = 256  # a frame's bytes from which an array lives on disk: (T, 478, ...) yes, poses (72) no
+LayerReader = Callable[[slice], np.ndarray]  # frames -> their per-frame arrays, e.g. (F, 478, 3) px or mm
 CHUNK_FRAMES = 256  # frames a whole-take read or write goes through at a time (~1.5 MB of (478, 3) float32)
 _FOLDER: ContextVar[Path | None] = ContextVar("mxr_spill_folder", default=None)
 
