@@ -11,7 +11,8 @@ layer to tune, as a found event has.
 The take's other events' layers do not change: the new layer is fitted on the motion no layer
 holds yet and moved out of the macro layer; where the take's video is at hand, over the event's
 stretch read again by flow against its first frame, as the engine reads the events it finds
-(ops/stretch_flow.py). Frames are take frame indices, motion is the take's canonical mm.
+(ops/stretch_flow.py, given as ``reread``). Numpy only; frames are take frame indices, motion is
+the take's canonical mm.
 """
 from __future__ import annotations
 
@@ -21,11 +22,10 @@ import numpy as np
 
 from ..ops.errors import MxrError
 from ..ops.spill import FrameSum
-from ..ops.stretch_flow import MotionWithStretches, StretchReader
 from ..ops.take import MicroEvent, Take, analysis_clock
 from .micro_keys import MICRO_LAYER_FROM_EVENTS
-from .network.events import (MAX_PATTERN_MM, above_line_mm, bump_mm, layer_fit, layer_span, micro_layer_mm,
-                             region_landmarks, span_mm)
+from .network.events import (MAX_PATTERN_MM, MotionWithStretches, StretchReader, above_line_mm, bump_mm, layer_fit,
+                             layer_span, micro_layer_mm, region_landmarks, span_mm)
 from .network.features import EVENT_REGIONS, region_membership
 from .network.fusion import basis_in_take_frame
 

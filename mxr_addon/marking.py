@@ -21,7 +21,6 @@ from ..models.marked_events import mark_event
 from ..models.network.features import EVENT_REGIONS
 from ..ops.atomic import replacing
 from ..ops.errors import MxrError
-from ..ops.stretch_flow import source_stretch_reader
 from ..ops.take import load_take, save_take
 from .pipeline import bake_take_file, baked_timing
 from .rig import find_rig
@@ -91,7 +90,7 @@ class MXR_OT_mark_micro_expression(bpy.types.Operator):
             take = load_take(take_path)
             first, last = (timing.take_frame(take, frame) for frame in (self.first_frame, self.last_frame))
             region = None if self.region == "AUTO" else self.region.lower()
-            reread, why_not = source_stretch_reader(take)  # the event's stretch read by flow from the video
+            reread, why_not = _stretch_reader(take)
             marked = mark_event(take, first, last, region, reread)
             backup = backup_path(take_path)
             with replacing(backup) as stream, open(take_path, "rb") as source:  # the take before the mark, whole
@@ -114,6 +113,17 @@ class MXR_OT_mark_micro_expression(bpy.types.Operator):
                     f"MXR: a {event.region} micro-expression over take frames {first}-{last} is a micro layer now"
                     f"{'; ' + why_not if why_not else ''}; the take before it is kept as {backup.name}")
         return {"FINISHED"}
+
+
+def _stretch_reader(take) -> tuple[object | None, str]:
+    """The event's stretch read again by flow from the take's video (``stretch_flow``), as the
+    engine reads the events it finds; None and why not where the video or OpenCV is not there
+    (the add-on's rig and bake need neither)."""
+    try:
+        from ..ops.stretch_flow import source_stretch_reader
+    except ImportError:
+        return None, "OpenCV is not installed: the event is read from the take's points alone"
+    return source_stretch_reader(take)
 
 
 classes = (MXR_OT_mark_micro_expression,)

@@ -41,7 +41,8 @@ from .held_expression import rest_face, sampled_frames
 from .neutral import face_measures, neutral_run, occluded_frames, scores_from_measures
 from .perspective import PerspectiveCamera, calmest_frames, perspective_camera
 from ..models.micro_keys import MICRO_LAYER_FROM_EVENTS
-from ..models.network.events import during_speech, layer_span, micro_layer_mm, seen_on_skin
+from ..models.network.events import (MotionWithStretches, StretchReader, during_speech, layer_span, micro_layer_mm,
+                                      seen_on_skin)
 from ..models.network.features import region_membership
 from ..models.network.fusion import basis_in_take_frame
 from ..models.network.runner import NetworkRunner, apply_network
@@ -51,7 +52,7 @@ from ..models.similarity import Similarities, fit_similarities
 from .flow_fusion import DRIFT_S, fused_landmarks_px
 from .progress import ProgressReporter
 from .spill import LayerReader, frame_array, spilling_into
-from .stretch_flow import STRETCH_READING, MotionWithStretches, StretchReader, reread_stretches
+from .stretch_flow import STRETCH_READING, reread_stretches
 from .video import VideoInfo
 from .skin_track import (SourceFrames, choose_references, fall_back, rest_references, settings_for_face,
                          track_with_references)

@@ -13,14 +13,14 @@ reference, its skin named at the take's read points there; every later frame is 
 (``skin_track.ReferenceTracker``, the warp guided by the take's own points in that frame) and read
 through the take's camera (``PerspectiveCamera.faces_at``). What comes back is a correction: the
 motion since the first frame as the flow reads it, less the same as the take's points read it, so
-that it can be laid on any reading of the take's motion (``MotionWithStretches``: the engine's
+that it can be laid on any reading of the take's motion (``events.MotionWithStretches``: the engine's
 whole motion, or what a marked event is fitted on, ``marked_events``). The lids' margins, the inner
 lips and the irises (``UNTRACKED``: folds and gaze) keep the take's reading, and so does any point
 whose flow reading strays more than ``AGREE_MM`` from the points' (a hand, a blink, a torn fold).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -28,6 +28,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from ..models.network.events import Stretch, StretchReader
 from .canonical import EYE_CONTOURS, INNER_LIPS, IRIS_LANDMARKS
 from .perspective import PerspectiveCamera, camera_of_take
 from .skin_track import ReferenceTracker, settings_for_face
@@ -37,8 +38,6 @@ from .video import file_sha256, iter_frames
 
 UNTRACKED = np.concatenate([EYE_CONTOURS, INNER_LIPS, IRIS_LANDMARKS])
 AGREE_MM = 1.5  # a flow reading further than this from the take's is not trusted (a micro event moves < 1.5 mm)
-Stretch = tuple[int, int]  # first and last take frame, inclusive
-StretchReader = Callable[[list[Stretch]], dict[Stretch, np.ndarray]]  # ``reread_stretches`` with its take bound
 STRETCH_READING = "flow-from-first-frame-1"  # the take's settings["network"]["micro_stretches"]
 
 
@@ -138,31 +137,6 @@ def _reread(stretch: Stretch, crops: dict[int, Crop], points_px: LayerReader,
     trusted = np.linalg.norm(correction, axis=-1) <= AGREE_MM  # (n, 478); NaN compares False
     trusted[:, UNTRACKED] = False
     return np.where(trusted[..., None], correction, 0.0)
-
-
-@dataclass(frozen=True)
-class MotionWithStretches:
-    """A take's motion (``motion``: sliced ``[a:b]`` -> (F, 478, 3) mm, e.g. a
-    ``reconstruct.DisplacementReader``) with some stretches read again (``corrections``, from
-    ``reread_stretches``): a slice that is exactly one of them gives the take's motion there plus
-    its correction, any other the take's. ``events.micro_layer_mm`` reads one event's stretch
-    (``events.layer_span``) at a time."""
-
-    motion: object
-    corrections: dict[Stretch, np.ndarray]
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.motion.shape)
-
-    def __len__(self) -> int:
-        return len(self.motion)
-
-    def __getitem__(self, frames: slice) -> np.ndarray:
-        start, stop, _ = frames.indices(len(self.motion))
-        correction = self.corrections.get((start, stop - 1))
-        motion = self.motion[frames]
-        return motion if correction is None else np.asarray(motion, np.float64) + correction
 
 
 def take_points_px(take: Take, camera: PerspectiveCamera) -> LayerReader:

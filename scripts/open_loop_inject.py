@@ -55,7 +55,7 @@ from open_loop import SPLITS, VIDEO_DIR, overlaps, print_table, regions_moved_mo
 from render_scan_clips import video_writer  # noqa: E402
 
 import mxr.ops.injection as injection  # noqa: E402
-from mxr.models.network.events import layer_span, micro_layer_mm  # noqa: E402
+from mxr.models.network.events import MotionWithStretches, layer_span, micro_layer_mm  # noqa: E402
 from mxr.models.network.features import EVENT_REGIONS, region_membership  # noqa: E402
 from mxr.models.network.fusion import basis_in_take_frame  # noqa: E402
 from mxr.models.network.synthetic import align_to_truth, displacements_to_truth  # noqa: E402
@@ -67,7 +67,7 @@ from mxr.ops.injection import PlantedEvent  # noqa: E402
 from mxr.ops.perspective import camera_of_take  # noqa: E402
 from mxr.ops.progress import ProgressReporter  # noqa: E402
 from mxr.ops.reconstruct import ReconstructSettings, reconstruct  # noqa: E402
-from mxr.ops.stretch_flow import MotionWithStretches, take_points_px, take_stretch_reader  # noqa: E402
+from mxr.ops.stretch_flow import take_points_px, take_stretch_reader  # noqa: E402
 from mxr.ops.take import MicroEvent, Take, load_take  # noqa: E402
 from mxr.ops.video import VideoInfo, iter_frames, probe_video  # noqa: E402
 

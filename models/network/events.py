@@ -22,7 +22,8 @@ micro-expression: an eye event during which the eyes close past half their openi
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
 
@@ -218,6 +219,36 @@ def _fit_span(event: MicroEvent, slack_s: float, pad_s: float, fps: float, frame
     the fit's slack and ``pad_s`` of baseline on each side, within the take."""
     pad = int(round((slack_s + pad_s) * fps))
     return max(event.onset_frame - pad, 0), min(event.offset_frame + pad, frame_count - 1)
+
+
+Stretch = tuple[int, int]  # first and last take frame, inclusive: what ``layer_span`` gives
+# stretches -> a correction (n, 478, 3) mm of each that was read again (ops/stretch_flow.py)
+StretchReader = Callable[[list[Stretch]], dict[Stretch, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class MotionWithStretches:
+    """A take's motion (``motion``: sliced ``[a:b]`` -> (F, 478, 3) mm, e.g. a
+    ``reconstruct.DisplacementReader``) with some stretches read again (``corrections``, from
+    ``stretch_flow.reread_stretches``): a slice that is exactly one of them gives the take's motion
+    there plus its correction, any other the take's. ``micro_layer_mm`` reads one event's stretch
+    (``layer_span``) at a time."""
+
+    motion: object
+    corrections: dict[Stretch, np.ndarray]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.motion.shape)
+
+    def __len__(self) -> int:
+        return len(self.motion)
+
+    def __getitem__(self, frames: slice) -> np.ndarray:
+        start, stop, _ = frames.indices(len(self.motion))
+        correction = self.corrections.get((start, stop - 1))
+        motion = self.motion[frames]
+        return motion if correction is None else np.asarray(motion, np.float64) + correction
 
 
 def layer_span(event: MicroEvent, fps: float, frame_count: int) -> tuple[int, int]:
