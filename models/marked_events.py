@@ -24,15 +24,17 @@ from ..ops.errors import MxrError
 from ..ops.spill import FrameSum
 from ..ops.take import MicroEvent, Take, analysis_clock
 from .micro_keys import MICRO_LAYER_FROM_EVENTS
-from .network.events import (MAX_PATTERN_MM, MotionWithStretches, StretchReader, above_line_mm, bump_mm, layer_fit,
-                             layer_span, micro_layer_mm, region_landmarks, span_mm)
+from .network.events import (MAX_PATTERN_MM, StretchReader, above_line_mm, bump_mm, layer_fit, layer_span,
+                             micro_layers_read_again, region_landmarks, span_mm)
 from .network.features import EVENT_REGIONS, region_membership
 from .network.fusion import basis_in_take_frame
 
 # The span a micro-expression's fit can place an event in (``event_profile.fit_event_timing``'s).
 MIN_SPAN_S = 0.1
 MAX_SPAN_S = 0.6
-MARKED = "marked_events"  # take.settings[MARKED]: [onset, apex, offset, region] of each marked event
+# take.settings[MARKED]: [onset, apex, offset, region, read] of each marked event; read: "flow" where its
+# stretch was read again by flow from the video (``reread``), "points" where from the take's points alone
+MARKED = "marked_events"
 # The least share of the region's motion over the marked frames (about a cubic baseline) that the
 # fitted time course must explain: 0.05-0.07 on a still face's 0.02 mm jitter; 0.19-0.71 at planted
 # micro events on the dev clips of scripts/open_loop_inject.py (and as much at their real face's
@@ -101,17 +103,16 @@ def mark_event(take: Take, first_frame: int, last_frame: int, region: str | None
                        "(rising after the first frame and back by the last); mark the frames just before its "
                        "rise and just after its fall")
     neutral_mm = np.asarray(take.neutral_mm, np.float64)
-    basis_mm = basis_in_take_frame(neutral_mm)
     corrections = {} if reread is None else reread([layer_span(marked, fps, count)])
-    layers = []  # (T, 478, 3) float32, zero outside the event's span: the take's reading, then the flow's
-    for motion in (unlayered_mm, MotionWithStretches(unlayered_mm, corrections)):
-        layer_mm = micro_layer_mm([marked], motion, fps, EVENT_REGIONS, membership, basis_mm, neutral_mm)
-        layer_mm[~np.asarray(take.valid, bool)] = np.nan
-        layers.append(layer_mm)
-    taken_mm, layer_mm = layers
+    # (T, 478, 3) float32, zero outside the event's span: read again by the flow, and as the take read it
+    layer_mm, taken_mm = micro_layers_read_again([marked], unlayered_mm, corrections, fps, EVENT_REGIONS, membership,
+                                                 basis_in_take_frame(neutral_mm), neutral_mm)
+    for layer in (layer_mm, taken_mm):
+        layer[~np.asarray(take.valid, bool)] = np.nan
     settings = dict(take.settings)
     settings["network"] = {**settings.get("network", {}), "micro_layer": MICRO_LAYER_FROM_EVENTS}
-    settings[MARKED] = settings.get(MARKED, []) + [[first_frame, apex, last_frame, region]]
+    settings[MARKED] = settings.get(MARKED, []) + [[first_frame, apex, last_frame, region,
+                                                    "flow" if corrections else "points"]]
     return dataclasses.replace(take, macro_mm=(take.macro_mm - taken_mm).astype(np.float32),
                                micro_mm=(take.micro_mm + layer_mm).astype(np.float32),
                                events=sorted(take.events + [marked], key=lambda event: event.onset_frame),

@@ -18,10 +18,11 @@ from pathlib import Path
 import bpy
 
 from ..models.marked_events import mark_event
+from ..models.network.events import StretchReader
 from ..models.network.features import EVENT_REGIONS
 from ..ops.atomic import replacing
 from ..ops.errors import MxrError
-from ..ops.take import load_take, save_take
+from ..ops.take import Take, load_take, save_take
 from .pipeline import bake_take_file, baked_timing
 from .rig import find_rig
 from .takes import shown_take
@@ -115,7 +116,7 @@ class MXR_OT_mark_micro_expression(bpy.types.Operator):
         return {"FINISHED"}
 
 
-def _stretch_reader(take) -> tuple[object | None, str]:
+def _stretch_reader(take: Take) -> tuple[StretchReader | None, str]:
     """The event's stretch read again by flow from the take's video (``stretch_flow``), as the
     engine reads the events it finds; None and why not where the video or OpenCV is not there
     (the add-on's rig and bake need neither)."""

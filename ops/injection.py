@@ -266,8 +266,6 @@ class TakeCamera:
 def take_camera(take: Take) -> TakeCamera:
     """The take's camera (``settings['camera_focal_px']``, the frame's centre) and its per-frame
     poses (``perspective.camera_of_take``)."""
-    if take.settings.get("camera") != "perspective":
-        raise ValueError("a take solved through the perspective camera is needed (settings['camera'])")
     camera = camera_of_take(take)
     return TakeCamera(camera.camera_rotations, camera.camera_shifts_mm, camera.focal_px, camera.image_centre_px)
 

@@ -92,7 +92,10 @@ class PerspectiveCamera:
 def camera_of_take(take: Take) -> PerspectiveCamera:
     """The camera and head poses a take was read through, from what it stores (the inverse of
     ``perspective_camera``'s weak-perspective ``poses``: scale = focal / depth, translation = the
-    canonical origin's image point, y up). MxrError for a take not read through this camera."""
+    canonical origin's image point, y up), with the take's rest face as its neutral: the engine's
+    camera had the face before any held expression was taken out (ops/held_expression.py), so
+    depths read through this one differ by that shift; differences between frames do not.
+    MxrError for a take not read through this camera."""
     if take.settings.get("camera") != "perspective":
         raise MxrError("the take was not read through a perspective camera (made by an older MXR): make it again")
     focal = float(take.settings["camera_focal_px"])

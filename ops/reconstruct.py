@@ -41,7 +41,7 @@ from .held_expression import rest_face, sampled_frames
 from .neutral import face_measures, neutral_run, occluded_frames, scores_from_measures
 from .perspective import PerspectiveCamera, calmest_frames, perspective_camera
 from ..models.micro_keys import MICRO_LAYER_FROM_EVENTS
-from ..models.network.events import (MotionWithStretches, StretchReader, during_speech, layer_span, micro_layer_mm,
+from ..models.network.events import (StretchReader, during_speech, layer_span, micro_layers_read_again,
                                       seen_on_skin)
 from ..models.network.features import region_membership
 from ..models.network.fusion import basis_in_take_frame
@@ -366,14 +366,11 @@ def network_layers(trained_take: Take, runner: NetworkRunner, take_motion: Displ
     events = during_speech(events, take_motion, neutral_mm, fps)
     micro_mm = taken_mm = zero_layer(trained_take.valid)
     if events:
-        basis_mm = basis_in_take_frame(neutral_mm)
         corrections = reread([layer_span(event, fps, len(take_motion)) for event in events])
-        layers = []
-        for motion in (MotionWithStretches(take_motion, corrections), take_motion):
-            layer = micro_layer_mm(events, motion, fps, regions, membership, basis_mm, neutral_mm)
+        micro_mm, taken_mm = micro_layers_read_again(events, take_motion, corrections, fps, regions, membership,
+                                                     basis_in_take_frame(neutral_mm), neutral_mm)
+        for layer in (micro_mm, taken_mm):
             layer[~np.asarray(trained_take.valid, bool)] = np.nan
-            layers.append(layer)
-        micro_mm, taken_mm = layers
     # where the layer comes from, as apply_network says it (the skin may have left no event)
     network = {**network_take.settings["network"], "micro_layer": MICRO_LAYER_FROM_EVENTS if events else "network",
                "micro_stretches": STRETCH_READING if events else None}

@@ -30,6 +30,7 @@ import numpy as np
 
 from ..models.network.events import Stretch, StretchReader
 from .canonical import EYE_CONTOURS, INNER_LIPS, IRIS_LANDMARKS
+from .errors import MxrError
 from .perspective import PerspectiveCamera, camera_of_take
 from .skin_track import ReferenceTracker, settings_for_face
 from .spill import FrameSum, LayerReader
@@ -47,12 +48,14 @@ def reread_stretches(video_path: Path, frame_indices: np.ndarray, stretches: lis
     """Each stretch's correction (n, 478, 3) float64 mm: its motion since its first frame as the
     flow against that frame reads it, less the same as the take's points read it (0 where the
     points' reading is kept). Stretches whose first frame has no face, or that the video no longer
-    decodes, are left out (the take's reading stands).
+    decodes, are left out (the take's reading stands); frames within a stretch that have no face or
+    do not decode keep the take's reading.
 
     ``frame_indices`` (T,): each take frame's source frame; ``points_px`` (T, 478, 3) source px,
     or a reader of a slice of frames: the points the take was read from (NaN where no face);
-    ``camera``: the take's. One pass over the video; memory: the faces of one stretch's frames at a
-    time."""
+    ``camera``: the take's. One pass over the video (decoded from its first frame: ~0.6 ms a 640x360
+    frame on this project's machine); memory: the faces of the frames of the stretches open at a time (one, unless they
+    overlap). MxrError where OpenCV fails on a stretch."""
     if not callable(points_px):
         points_px = points_px.__getitem__
     wanted = sorted(set(stretches))
@@ -63,23 +66,32 @@ def reread_stretches(video_path: Path, frame_indices: np.ndarray, stretches: lis
     by_source = {int(frame_indices[frame]): frame for first, last in wanted for frame in range(first, last + 1)}
     open_stretches = list(wanted)
     crops: dict[int, Crop] = {}  # take frame -> the face's part of its grey image, for the stretches not yet read
+
+    def read(stretch: Stretch) -> None:
+        try:
+            correction = _reread(stretch, crops, points_px, camera)
+        except cv2.error as error:
+            raise MxrError(f"the flow could not read take frames {stretch[0]}-{stretch[1]} again: {error}") from error
+        if correction is not None:
+            result[stretch] = correction
+        if on_stretch is not None:
+            on_stretch(len(wanted) - len(open_stretches), len(wanted))
+
     for index, _, image in iter_frames(video_path, start_frame=min(by_source), end_frame=max(by_source) + 1):
         frame = by_source.get(index)
         if frame is None:
             continue
         around = [boxes[stretch] for stretch in open_stretches if stretch[0] <= frame <= stretch[1]]
-        crops[frame] = _crop(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), around)
+        if any(box is not None for box in around):
+            crops[frame] = _crop(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), around)
         while open_stretches and open_stretches[0][1] <= frame:
-            stretch = open_stretches.pop(0)
-            correction = _reread(stretch, crops, points_px, camera)
-            if correction is not None:
-                result[stretch] = correction
-            if on_stretch is not None:
-                on_stretch(len(wanted) - len(open_stretches), len(wanted))
+            read(open_stretches.pop(0))
         keep_from = open_stretches[0][0] if open_stretches else frame + 1
         for old in [f for f in crops if f < keep_from]:
             del crops[old]
-    return result  # the stretches still open end in frames the video no longer decodes
+    while open_stretches:  # stretches ending in frames the video no longer decodes: read over those it does
+        read(open_stretches.pop(0))
+    return result
 
 
 Crop = tuple[np.ndarray, np.ndarray]  # (2,) int px: the crop's top-left corner in the frame; (h, w) uint8 grey
@@ -87,7 +99,7 @@ Box = tuple[float, float, float, float]  # x0, y0, x1, y1 px
 CROP_MARGIN_PX = 64  # around the face's points: the tracker's window (24 px) and its filters' reach
 
 
-def _face_box(points_px: np.ndarray, stretch: Stretch) -> Box | None:
+def _face_box(points_px: LayerReader, stretch: Stretch) -> Box | None:
     """Where the stretch's points lie, px (None where it has no face)."""
     points = np.asarray(points_px(slice(stretch[0], stretch[1] + 1)), np.float64)[..., :2].reshape(-1, 2)
     points = points[np.all(np.isfinite(points), axis=1)]
@@ -97,11 +109,9 @@ def _face_box(points_px: np.ndarray, stretch: Stretch) -> Box | None:
 
 
 def _crop(grey: np.ndarray, boxes: list[Box | None]) -> Crop:
-    """The part of ``grey`` (H, W) around every box, with ``CROP_MARGIN_PX``, and its corner: a
-    stretch of a long high-rate clip holds its faces, not its whole frames."""
+    """The part of ``grey`` (H, W) around every box (at least one), with ``CROP_MARGIN_PX``, and
+    its corner: a stretch of a long high-rate clip holds its faces, not its whole frames."""
     boxes = [box for box in boxes if box is not None]
-    if not boxes:
-        return np.zeros(2, np.int64), grey
     x0 = int(max(np.floor(min(box[0] for box in boxes)) - CROP_MARGIN_PX, 0))
     y0 = int(max(np.floor(min(box[1] for box in boxes)) - CROP_MARGIN_PX, 0))
     x1 = int(min(np.ceil(max(box[2] for box in boxes)) + CROP_MARGIN_PX, grey.shape[1]))
@@ -171,6 +181,10 @@ def source_stretch_reader(take: Take) -> tuple[StretchReader | None, str]:
     video = Path(take.source_path)
     if not video.is_file():
         return None, f"the take's video {video} is not there: the event is read from the take's points alone"
-    if file_sha256(video) != take.source_sha256:
+    try:
+        same = file_sha256(video) == take.source_sha256
+    except OSError as error:
+        return None, f"cannot read the take's video {video} ({error}): the event is read from the take's points alone"
+    if not same:
         return None, f"{video} is no longer the video the take was made from: the event is read from the take's points alone"
     return take_stretch_reader(take, video), ""

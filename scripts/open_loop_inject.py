@@ -55,7 +55,7 @@ from open_loop import SPLITS, VIDEO_DIR, overlaps, print_table, regions_moved_mo
 from render_scan_clips import video_writer  # noqa: E402
 
 import mxr.ops.injection as injection  # noqa: E402
-from mxr.models.network.events import MotionWithStretches, layer_span, micro_layer_mm  # noqa: E402
+from mxr.models.network.events import layer_span, micro_layers_read_again  # noqa: E402
 from mxr.models.network.features import EVENT_REGIONS, region_membership  # noqa: E402
 from mxr.models.network.fusion import basis_in_take_frame  # noqa: E402
 from mxr.models.network.synthetic import align_to_truth, displacements_to_truth  # noqa: E402
@@ -256,8 +256,8 @@ def planted_micro_layers(original: Take, injected: Take, truth: dict) -> np.ndar
         motion = np.nan_to_num(take.deformation_mm().astype(np.float64))  # (T, 478, 3) mm
         corrections = take_stretch_reader(take, video)([layer_span(event, take.fps, take.frame_count)
                                                         for event in planted])
-        layers.append(micro_layer_mm(planted, MotionWithStretches(motion, corrections), take.fps, EVENT_REGIONS,
-                                     membership, basis_in_take_frame(take.neutral_mm), take.neutral_mm))
+        layers.append(micro_layers_read_again(planted, motion, corrections, take.fps, EVENT_REGIONS, membership,
+                                              basis_in_take_frame(take.neutral_mm), take.neutral_mm)[0])
     alignment = align_to_truth(injected.neutral_mm, original.neutral_mm)
     return displacements_to_truth(np.asarray(layers[1], np.float64), alignment) - np.asarray(layers[0], np.float64)
 
@@ -309,7 +309,8 @@ def read_points_px(take: Take) -> np.ndarray:
     """(T, 478, 2) source px: the image points the take was read from (the landmarks fused with the
     flow, skin-glued where trusted; ``stretch_flow.take_points_px``): where a hand covers the face,
     the steadied point (``hands.steadied_where_covered``); over the stretch of an event the engine
-    found, the point as the stretch's flow reads it (``stretch_flow``)."""
+    found, the point moved by the event's layer as the stretch's flow reads it less its layer as
+    the points read it (``events.micro_layers_read_again``)."""
     return take_points_px(take, camera_of_take(take))(slice(None))[..., :2]
 
 

@@ -53,7 +53,7 @@ def test_a_marked_flicker_becomes_an_event_with_its_own_layer():
     share = np.sum(marked.micro_mm[APEX][moved] * flicker[APEX][moved]) / np.sum(flicker[APEX][moved] ** 2)
     assert share > 0.85  # the layer carries the flicker
     np.testing.assert_allclose(marked.deformation_mm(), take.deformation_mm(), atol=1e-4)  # the total is kept
-    assert marked.settings[MARKED] == [[ONSET, event.apex_frame, OFFSET, "brows"]]
+    assert marked.settings[MARKED] == [[ONSET, event.apex_frame, OFFSET, "brows", "points"]]
     (component,) = micro_components(marked)  # what the bake turns into a micro key
     assert component.event == event and component.weights[event.apex_frame] == pytest.approx(1.0, abs=0.05)
     assert not take.events and not take.micro_mm.any()  # the take marked is left as it was
@@ -79,6 +79,20 @@ def test_a_mark_read_again_by_flow_carries_what_the_flow_sees_and_the_total_show
     np.testing.assert_allclose(marked.deformation_mm() - take.deformation_mm(), marked.micro_mm - plain.micro_mm,
                                atol=1e-5)  # the total shows the event as the flow reads it
     np.testing.assert_allclose(mark_event(take, ONSET, OFFSET, reread=lambda stretches: {}).micro_mm, plain.micro_mm)
+    assert marked.settings[MARKED][0][-1] == "flow" and plain.settings[MARKED][0][-1] == "points"
+
+
+def test_a_mark_the_flow_reads_past_a_micro_expressions_size_keeps_the_takes_reading():
+    take, flicker = brow_flicker_take()
+
+    def reread(stretches):  # the flow reads the brows 3 mm higher still: no micro-expression moves that far
+        ((first, last),) = stretches
+        return {(first, last): 3.0 * flicker[first:last + 1] / np.abs(flicker).max()}
+
+    marked = mark_event(take, ONSET, OFFSET, reread=reread)
+    plain = mark_event(take, ONSET, OFFSET)
+    np.testing.assert_allclose(marked.micro_mm, plain.micro_mm, atol=1e-6)  # laid once, as the take read it
+    np.testing.assert_allclose(marked.deformation_mm(), take.deformation_mm(), atol=1e-4)
 
 
 def test_the_region_is_the_one_that_rises_most_unless_named():

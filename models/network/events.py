@@ -234,7 +234,7 @@ class MotionWithStretches:
     there plus its correction, any other the take's. ``micro_layer_mm`` reads one event's stretch
     (``layer_span``) at a time."""
 
-    motion: object
+    motion: object  # sliced [a:b] like a (T, 478, 3) array, with len and shape (an array, a FrameSum, a reader)
     corrections: dict[Stretch, np.ndarray]
 
     @property
@@ -298,30 +298,69 @@ def micro_layer_mm(events: list[MicroEvent], motion_mm: np.ndarray, fps: float, 
     at 200 fps (0.2 s: 0.501 / 0.478x, but 24-200 fps worse); below 60 fps it did not help (0.15 s:
     0.574 / 0.565x at 24-30 fps). On the evaluation's held-out takes: 0.54x -> 0.53x overall.
     """
-    layer = frame_array(tuple(motion_mm.shape), np.float32)  # (T, 478, 3) mm, on disk in the engine (ops/spill.py)
+    return laid_layer(tuple(motion_mm.shape), event_layers(events, motion_mm, fps, regions, membership, basis_mm,
+                                                           neutral_mm))
+
+
+EventLayer = tuple[int, int, np.ndarray, np.ndarray]  # first and last frame, time course (n,), pattern (478, 3) mm
+
+
+def event_layers(events: list[MicroEvent], motion_mm: np.ndarray, fps: float, regions: tuple[str, ...],
+                 membership: np.ndarray, basis_mm: np.ndarray, neutral_mm: np.ndarray) -> list[EventLayer | None]:
+    """Each event's part of ``micro_layer_mm`` (see there), in order; None for an event left in the
+    macro layer (no time course fits, or a pattern past ``MAX_PATTERN_MM``)."""
     members = {region: region_landmarks(row) for region, row in zip(regions, membership)}
-    fits = []  # (first frame, last frame, profile (n,), region) of each event that fits
+    fitted = []  # (event's index, first frame, last frame, profile (n,), region) of each event that fits
     patterns = []  # (478 * 3,) mm, each one's least-squares displacement
-    for event in events:
+    for index, event in enumerate(events):
         first, last, span, fit = layer_fit(event, motion_mm, fps, members[event.region])
         if fit is not None:
-            fits.append((first, last, fit.profile, event.region))
+            fitted.append((index, first, last, fit.profile, event.region))
             patterns.append(fit_pattern(span, fit.profile).reshape(-1))
-    if not fits:
-        return layer
+    layers: list[EventLayer | None] = [None] * len(events)
+    if not fitted:
+        return layers
     allowed = {region: np.where(region_units(basis_mm, landmarks), np.inf, 0.0) for region, landmarks in members.items()}
     basis = basis_mm.reshape(len(basis_mm), -1).T.astype(np.float64)  # (478*3, K)
     strength = PATTERN_REGULARIZATION * float(np.mean(np.sum(basis**2, axis=0)))
-    upper = np.array([allowed[region] for *_, region in fits])  # (E, K): only the region's units
-    activations = solve_box_ridge(basis, np.array(patterns), 0.0, upper, strength)  # (E, K)
+    upper = np.array([allowed[region] for *_, region in fitted])  # (E, K): only the region's units
+    activations = solve_box_ridge(basis, np.array(patterns), 0.0, upper, strength)  # (E, K), each row its own
     reach = {region: np.zeros(len(neutral_mm)) if region in SPEECH_REGIONS else residual_reach(neutral_mm, landmarks)
              for region, landmarks in members.items()}
-    for (first, last, profile, region), measured, activation in zip(fits, patterns, activations):
+    for (index, first, last, profile, region), measured, activation in zip(fitted, patterns, activations):
         in_units = (basis @ activation).reshape(-1, 3)  # (478, 3) mm
         pattern = in_units + reach[region][:, None] * (measured.reshape(-1, 3) - in_units)  # (478, 3) mm
         if np.linalg.norm(pattern[members[region]], axis=1).max() <= MAX_PATTERN_MM:
+            layers[index] = (first, last, profile, pattern)
+    return layers
+
+
+def laid_layer(shape: tuple[int, ...], layers: list[EventLayer | None]) -> np.ndarray:
+    """(T, 478, 3) float32 mm: the sum of the events' time course x pattern (``event_layers``),
+    zero elsewhere; on disk in the engine (ops/spill.py)."""
+    layer = frame_array(shape, np.float32)
+    for part in layers:
+        if part is not None:
+            first, last, profile, pattern = part
             layer[first:last + 1] += profile[:, None, None] * pattern
     return layer
+
+
+def micro_layers_read_again(events: list[MicroEvent], motion_mm: np.ndarray, corrections: dict[Stretch, np.ndarray],
+                            fps: float, regions: tuple[str, ...], membership: np.ndarray, basis_mm: np.ndarray,
+                            neutral_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The micro layer (T, 478, 3) float32 mm fitted on ``motion_mm`` with the events' stretches
+    corrected (``MotionWithStretches``, ``corrections`` from ``stretch_flow.reread_stretches``), and
+    the layer to take out of the macro layer: the same events fitted on ``motion_mm`` itself. An
+    event the uncorrected reading leaves in the macro layer stays there; one only the corrected
+    reading leaves there is laid as the uncorrected reading has it, so that macro + micro keeps
+    every event once."""
+    read = event_layers(events, motion_mm, fps, regions, membership, basis_mm, neutral_mm)
+    read_again = event_layers(events, MotionWithStretches(motion_mm, corrections), fps, regions, membership, basis_mm,
+                              neutral_mm)
+    micro = [None if first is None else (again if again is not None else first) for first, again in zip(read, read_again)]
+    shape = tuple(motion_mm.shape)
+    return laid_layer(shape, micro), laid_layer(shape, read)
 
 
 def residual_reach(neutral_mm: np.ndarray, members: np.ndarray, reach_mm: float = RESIDUAL_REACH_MM,
