@@ -6,7 +6,7 @@ from MediaPipe's landmarks where the face moves more. Over a micro-expression's 
 at most) the frame just before it is a far closer reference: on the injected clips
 (scripts/open_loop_inject.py) the micro layer made for the planted micro events carries, event by
 event, +0.03 more of their motion on dev (90 % interval 0.00 to +0.06) and +0.07 on held-out
-(median 0.20 -> 0.30), and less motion where the event moves nothing (docs/OPEN_LOOP.md).
+(median 0.20 -> 0.29), and less motion where the event moves nothing (docs/OPEN_LOOP.md).
 
 How: each stretch's frames are decoded in one pass over the video; the first frame is the
 reference, its skin named at the take's read points there; every later frame is tracked from it
