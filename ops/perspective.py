@@ -94,7 +94,7 @@ def camera_of_take(take: Take) -> PerspectiveCamera:
     ``perspective_camera``'s weak-perspective ``poses``: scale = focal / depth, translation = the
     canonical origin's image point, y up), with the take's rest face as its neutral: the engine's
     camera had the face before any held expression was taken out (ops/held_expression.py), so
-    depths read through this one differ by that shift; differences between frames do not.
+    depths read through this one differ by that shift, and differences between frames hardly.
     MxrError for a take not read through this camera."""
     if take.settings.get("camera") != "perspective":
         raise MxrError("the take was not read through a perspective camera (made by an older MXR): make it again")
