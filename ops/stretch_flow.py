@@ -53,9 +53,9 @@ def reread_stretches(video_path: Path, frame_indices: np.ndarray, stretches: lis
 
     ``frame_indices`` (T,): each take frame's source frame; ``points_px`` (T, 478, 3) source px,
     or a reader of a slice of frames: the points the take was read from (NaN where no face);
-    ``camera``: the take's. One pass over the video (decoded from its first frame: ~0.6 ms a 640x360
-    frame on this project's machine); memory: the faces of the frames of the stretches open at a time (one, unless they
-    overlap). MxrError where OpenCV fails on a stretch."""
+    ``camera``: the take's. One pass over the video (decoded from its first frame: ~0.6 ms a
+    640x360 frame on this project's machine); memory: the faces of the frames of the stretches open
+    at a time (one, unless they overlap). MxrError where OpenCV fails on a stretch."""
     if not callable(points_px):
         points_px = points_px.__getitem__
     wanted = sorted(set(stretches))
