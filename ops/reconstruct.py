@@ -337,7 +337,8 @@ def _trained_layers(frame: CanonicalFrame, landmarks_px: np.ndarray) -> tuple[np
 
 
 def network_layers(trained_take: Take, runner: NetworkRunner, take_motion: DisplacementReader,
-                   judged_motion: DisplacementReader, reread: StretchReader, reporter: ProgressReporter) -> NetworkLayers:
+                   judged_motion: DisplacementReader, reread: StretchReader,
+                   reporter: ProgressReporter) -> NetworkLayers:
     """The network run on ``trained_take`` (landmark-only, in the frame the networks were trained
     on: ``in_trained_frame``): its events, the micro layer they explain read from the take's own
     motion (``take_motion``: the points the take's face is read from, in its canonical frame), and

@@ -186,5 +186,6 @@ def source_stretch_reader(take: Take) -> tuple[StretchReader | None, str]:
     except OSError as error:
         return None, f"cannot read the take's video {video} ({error}): the event is read from the take's points alone"
     if not same:
-        return None, f"{video} is no longer the video the take was made from: the event is read from the take's points alone"
+        return None, (f"{video} is no longer the video the take was made from: the event is read from the take's "
+                      "points alone")
     return take_stretch_reader(take, video), ""

@@ -120,7 +120,8 @@ def test_a_stretch_without_a_face_or_past_the_video_keeps_the_takes_reading(warp
     long_camera = _camera(FRAMES + 4)  # than the video has
     progress = []
     corrections = reread_stretches(path, np.arange(FRAMES + 4), [(2, 5), (1, 4), (FRAMES - 2, FRAMES + 2)],
-                                   long_points, long_camera, on_stretch=lambda done, total: progress.append((done, total)))
+                                   long_points, long_camera,
+                                   on_stretch=lambda done, total: progress.append((done, total)))
     assert list(corrections) == [(1, 4), (FRAMES - 2, FRAMES + 2)]  # not the one whose first frame has no face
     assert np.all(np.isfinite(corrections[(1, 4)])) and not corrections[(1, 4)][1].any()  # none where no face
     past = corrections[(FRAMES - 2, FRAMES + 2)]  # read over the frames the video has

@@ -358,7 +358,7 @@ def micro_layers_read_again(events: list[MicroEvent], motion_mm: np.ndarray, cor
     read = event_layers(events, motion_mm, fps, regions, membership, basis_mm, neutral_mm)
     read_again = event_layers(events, MotionWithStretches(motion_mm, corrections), fps, regions, membership, basis_mm,
                               neutral_mm)
-    micro = [None if first is None else (again if again is not None else first) for first, again in zip(read, read_again)]
+    micro = [None if once is None else (again if again is not None else once) for once, again in zip(read, read_again)]
     shape = tuple(motion_mm.shape)
     return laid_layer(shape, micro), laid_layer(shape, read)
 
