@@ -69,9 +69,10 @@ class PerspectiveCamera:
     image_centre_px: np.ndarray  # (2,) the pinhole's centre
 
     def project(self, points_mm: np.ndarray, frames: slice | np.ndarray = slice(None)) -> np.ndarray:
-        """Canonical points (N, 3) mm posed by the pose of each of ``frames`` -> (F, N, 2) image px,
-        NaN where invalid."""
-        camera = (np.einsum("tij,nj->tni", self.camera_rotations[frames], points_mm)
+        """Canonical points (N, 3) mm, or each frame's own (F, N, 3), posed by the pose of each of
+        ``frames`` -> (F, N, 2) image px, NaN where invalid."""
+        per_frame = "tnj" if np.ndim(points_mm) == 3 else "nj"
+        camera = (np.einsum(f"tij,{per_frame}->tni", self.camera_rotations[frames], points_mm)
                   + self.camera_shifts_mm[frames][:, None])
         return self.focal_px * camera[..., :2] / camera[..., 2:3] + self.image_centre_px
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from .. import __version__
 from .atomic import replacing_together, same_file, sweep_stale_partials
-from .canonical import EYE_CONTOURS, INNER_LIPS, IRIS_LANDMARKS, CanonicalFrame, canonical_frame
+from .canonical import CanonicalFrame, canonical_frame
 from .errors import MxrError
 from .frontend import RECORD_SHAPES, TAKE_RECORD_FIELDS, FrameArrays, FrontendSettings, unstack_records
 from .frontend_cache import CachedFrontEnd
@@ -54,8 +54,8 @@ from .progress import ProgressReporter
 from .spill import LayerReader, frame_array, spilling_into
 from .stretch_flow import STRETCH_READING, reread_stretches
 from .video import VideoInfo
-from .skin_track import (SourceFrames, choose_references, fall_back, rest_references, settings_for_face,
-                         track_with_references)
+from .skin_track import (UNTRACKED_LANDMARKS, SourceFrames, choose_references, fall_back, rest_references,
+                         settings_for_face, track_with_references)
 from .take import BASELINE_VERSION, LANDMARK_COUNT, MicroEvent, Take, analysis_clock, save_take, timestamp_seconds
 
 
@@ -276,9 +276,6 @@ def skin_tracked_px(video_path: Path, observed: dict, valid: np.ndarray, faces: 
     return points_px
 
 
-# Points on a fold or a gap that a warp of a rest frame cannot follow (the lids' margins, the inner
-# lips) and the irises, which turn with the gaze, not the skin: the landmarks are always kept.
-UNTRACKED_LANDMARKS = np.concatenate([EYE_CONTOURS, INNER_LIPS, IRIS_LANDMARKS])
 # A skin point is used while its landmark has moved less than the first distance from the neutral
 # and the two are nearer than the first agreement distance, not beyond the second (canonical mm).
 # Chosen on the dev split (scan clips and labelled frames, docs/OPEN_LOOP.md): motion 1.5-3 mm,

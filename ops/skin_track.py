@@ -46,6 +46,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from .canonical import EYE_CONTOURS, INNER_LIPS, IRIS_LANDMARKS
 from .errors import MxrError
 from .flow import bilinear_taps, make_dis, sample_bilinear
 from .spill import frame_array
@@ -70,6 +71,9 @@ class SkinTrackSettings:
     link_deg: float = 12.0  # references this near each other are compared, both ways, to tie them together
 
 
+# Points on a fold or a gap that a warp of a rest frame cannot follow (the lids' margins, the inner
+# lips) and the irises, which turn with the gaze, not the skin: the landmarks are always kept.
+UNTRACKED_LANDMARKS = np.concatenate([EYE_CONTOURS, INNER_LIPS, IRIS_LANDMARKS])
 AVERAGE_RADIUS_MM = 3.75  # the flow's averaging std on a face, at most SkinTrackSettings.sigma_px
 TRACK_THREADS = 4  # frames tracked side by side, at most this many (and the CPU's cores)
 

@@ -15,7 +15,7 @@ through the take's camera (``PerspectiveCamera.faces_at``). What comes back is a
 motion since the first frame as the flow reads it, less the same as the take's points read it, so
 that it can be laid on any reading of the take's motion (``events.MotionWithStretches``: the engine's
 whole motion, or what a marked event is fitted on, ``marked_events``). The lids' margins, the inner
-lips and the irises (``UNTRACKED``: folds and gaze) keep the take's reading, and so does any point
+lips and the irises (``skin_track.UNTRACKED_LANDMARKS``: folds and gaze) keep the take's reading, and so does any point
 whose flow reading strays more than ``AGREE_MM`` from the points' (a hand, a blink, a torn fold).
 """
 from __future__ import annotations
@@ -29,15 +29,13 @@ import cv2
 import numpy as np
 
 from ..models.network.events import Stretch, StretchReader
-from .canonical import EYE_CONTOURS, INNER_LIPS, IRIS_LANDMARKS
 from .errors import MxrError
 from .perspective import PerspectiveCamera, camera_of_take
-from .skin_track import ReferenceTracker, settings_for_face
+from .skin_track import UNTRACKED_LANDMARKS, ReferenceTracker, settings_for_face
 from .spill import FrameSum, LayerReader
 from .take import Take
 from .video import file_sha256, iter_frames
 
-UNTRACKED = np.concatenate([EYE_CONTOURS, INNER_LIPS, IRIS_LANDMARKS])
 AGREE_MM = 1.5  # a flow reading further than this from the take's is not trusted (a micro event moves < 1.5 mm)
 STRETCH_READING = "flow-from-first-frame-1"  # the take's settings["network"]["micro_stretches"]
 
@@ -145,7 +143,7 @@ def _reread(stretch: Stretch, crops: dict[int, Crop], points_px: LayerReader,
     # the flow's motion since the first frame less the points' (both start from the points there)
     correction = span_camera.faces_at(seen, slice(None)) - span_camera.faces_at(points, slice(None))  # (n, 478, 3) mm
     trusted = np.linalg.norm(correction, axis=-1) <= AGREE_MM  # (n, 478); NaN compares False
-    trusted[:, UNTRACKED] = False
+    trusted[:, UNTRACKED_LANDMARKS] = False
     return np.where(trusted[..., None], correction, 0.0)
 
 
@@ -158,10 +156,7 @@ def take_points_px(take: Take, camera: PerspectiveCamera) -> LayerReader:
     neutral_mm = np.asarray(take.neutral_mm, np.float64)
 
     def points(frames: slice) -> np.ndarray:
-        face = neutral_mm + np.asarray(total_mm[frames], np.float64)  # (F, 478, 3) canonical mm
-        posed = (np.einsum("fij,fnj->fni", camera.camera_rotations[frames], face)
-                 + camera.camera_shifts_mm[frames][:, None])  # (F, 478, 3) mm, OpenCV camera
-        image = camera.focal_px * posed[..., :2] / posed[..., 2:3] + camera.image_centre_px
+        image = camera.project(neutral_mm + np.asarray(total_mm[frames], np.float64), frames)  # (F, 478, 2) px
         return np.concatenate([image, np.zeros(image.shape[:-1] + (1,))], axis=-1)
 
     return points

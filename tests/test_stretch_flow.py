@@ -13,7 +13,8 @@ from mxr.ops.perspective import camera_of_take
 from mxr.ops.reconstruct import ReconstructSettings, reconstruct
 from mxr.ops.sample_data import sample_path
 from mxr.models.network.events import MotionWithStretches
-from mxr.ops.stretch_flow import AGREE_MM, UNTRACKED, reread_stretches, take_points_px
+from mxr.ops.skin_track import UNTRACKED_LANDMARKS as UNTRACKED
+from mxr.ops.stretch_flow import AGREE_MM, reread_stretches, take_points_px
 from mxr.ops.take import load_take
 
 SIZE = (640, 480)  # px
